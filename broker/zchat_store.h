@@ -1,0 +1,108 @@
+//  zchat_store — the broker's durable state in SQLite (WAL mode): room
+//  messages with their sequence numbers, the (sender, message id) pairs
+//  that make sends idempotent, room topics, and nickname-to-key bindings.
+//
+//  The broker writes in groups: begin, many appends, commit. A message is
+//  durable against a crash of the broker process once commit returns 0
+//  (synchronous=NORMAL in WAL mode); with fsync on (synchronous=FULL) also
+//  against power loss. One store per data directory: a second process
+//  opening the same directory is refused (an flock on DIR/zchat.lock).
+
+#ifndef ZCHAT_STORE_H_INCLUDED
+#define ZCHAT_STORE_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct _zchat_store_t zchat_store_t;
+
+//  Open (creating if missing) the store in directory dir, itself created
+//  if missing. On failure returns NULL and writes one line of explanation
+//  into error (capacity error_size), e.g. "data directory /x is in use by
+//  another zchat-broker (pid 123)".
+zchat_store_t *
+    zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size);
+
+//  Close the store; nulls *self_p. Safe on NULL. Rolls back an open
+//  group (the broker commits before destroying).
+void
+    zchat_store_destroy (zchat_store_t **self_p);
+
+//  Newest sequence number of a room, 0 if it has no messages yet.
+uint64_t
+    zchat_store_last_seq (zchat_store_t *self, const char *room);
+
+//  Oldest sequence number still held for a room (retention removes older
+//  ones), 0 if none is held.
+uint64_t
+    zchat_store_first_seq (zchat_store_t *self, const char *room);
+
+//  Group writes. begin starts a transaction; commit makes every append
+//  since begin durable. Return 0, or -1 on a storage error (then the
+//  group is rolled back and nothing of it was stored).
+int
+    zchat_store_begin (zchat_store_t *self);
+int
+    zchat_store_commit (zchat_store_t *self);
+void
+    zchat_store_rollback (zchat_store_t *self);
+
+//  Append one room message inside a group. msg_id is the sender's message
+//  id: if (nick, msg_id) was stored before, nothing is written and 1 is
+//  returned with the original room, seq and ts in *orig_* (orig_room has
+//  capacity ZCHAT_MAX_ROOM + 1). Returns 0 when stored, -1 on error.
+int
+    zchat_store_append (zchat_store_t *self, const char *room, uint64_t seq,
+                        uint64_t ts, const char *nick, uint8_t kind,
+                        const char *text, size_t text_size, uint64_t msg_id,
+                        char *orig_room, uint64_t *orig_seq, uint64_t *orig_ts);
+
+//  Called once per message by zchat_store_history, in ascending seq order.
+//  text is not NUL-terminated and is valid only during the call. Return 0
+//  to go on, non-zero to stop.
+typedef int (zchat_store_fn) (void *arg, uint64_t seq, uint64_t ts,
+                              const char *nick, uint8_t kind,
+                              const char *text, size_t text_size);
+
+//  Messages of room with from_seq <= seq <= to_seq (to_seq 0 = newest), in
+//  ascending order, at most limit of them. Returns the number passed to fn,
+//  or -1 on error.
+int
+    zchat_store_history (zchat_store_t *self, const char *room,
+                         uint64_t from_seq, uint64_t to_seq, size_t limit,
+                         zchat_store_fn *fn, void *arg);
+
+//  Delete what is over the retention limits (max_messages per room, 0 =
+//  unlimited; max_age_ms, 0 = unlimited), at most batch rows per call so
+//  that the event loop never stalls; the broker calls it on a timer.
+//  Returns rows deleted, or -1 on error.
+int
+    zchat_store_retain (zchat_store_t *self, uint64_t max_messages,
+                        uint64_t max_age_ms, uint64_t now_ms, size_t batch);
+
+//  Room topics, kept across restarts. get returns 0 and fills topic
+//  (capacity ZCHAT_MAX_TOPIC + 1), set_by (ZCHAT_MAX_NICK + 1) and *ts, or
+//  -1 if the room has no topic.
+int
+    zchat_store_topic_get (zchat_store_t *self, const char *room,
+                           char *topic, char *set_by, uint64_t *ts);
+int
+    zchat_store_topic_set (zchat_store_t *self, const char *room,
+                           const char *topic, const char *set_by, uint64_t ts);
+
+//  Nickname ownership under CURVE: the Z85 public key that owns nick.
+//  owner returns 0 and fills key (capacity 41), or -1 if nick is unowned.
+//  claim binds an unowned nick to key (0), or fails (-1). release unbinds.
+int
+    zchat_store_nick_owner (zchat_store_t *self, const char *nick, char *key);
+int
+    zchat_store_nick_claim (zchat_store_t *self, const char *nick, const char *key);
+int
+    zchat_store_nick_release (zchat_store_t *self, const char *nick);
+
+//  Self test; asserts on failure.
+void
+    zchat_store_test (bool verbose);
+
+#endif

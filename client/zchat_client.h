@@ -1,0 +1,213 @@
+//  zchat_client — libzchat, the client side of the zchat protocol.
+//
+//  One zchat_client_t is one session with a broker: a DEALER for requests
+//  and replies, a SUB for room traffic. The library runs in the caller's
+//  thread and never prints or exits on the caller's behalf; every call
+//  reports errors by return value.
+//
+//  Requests are asynchronous: each call sends a request and returns its
+//  request id (> 0), or 0 if it could not be sent (see
+//  zchat_client_error). The outcome arrives later as an event carrying the
+//  same id (ACK, OK, ERROR, MEMBERS, ...). zchat_client_wait does both for
+//  callers that want one answer at a time.
+//
+//  The library also keeps the session healthy by itself while the caller
+//  calls zchat_client_next: it pings at the interval the broker asked for,
+//  resends unacknowledged messages with their original ids, puts each
+//  room's messages in sequence order (fetching gaps from history), and on
+//  a lost or restarted broker greets again, rejoins and recovers.
+//
+//  To poll zchat beside other sockets, add both sockets from
+//  zchat_client_dealer and zchat_client_sub to your poller, wait at most
+//  zchat_client_due_ms, then drain with zchat_client_next (client, 0)
+//  until it returns NULL.
+
+#ifndef ZCHAT_CLIENT_H_INCLUDED
+#define ZCHAT_CLIENT_H_INCLUDED
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "zchat_msg.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct _zchat_client_t zchat_client_t;
+
+typedef enum {
+    ZCHAT_EV_MESSAGE = 1,   //  room message: room, nick (sender), text, seq, ts,
+                            //  action, history (replayed, not live)
+    ZCHAT_EV_DM,            //  direct message: nick (sender), text, ts, action
+    ZCHAT_EV_JOINED,        //  our join is confirmed and live: room, seq
+                            //  (newest at join), topic; id of the join request
+    ZCHAT_EV_LEFT,          //  our leave is confirmed: room, id
+    ZCHAT_EV_JOIN,          //  presence: nick joined room
+    ZCHAT_EV_LEAVE,         //  presence: nick left room
+    ZCHAT_EV_QUIT,          //  presence: nick's session ended (room)
+    ZCHAT_EV_NICK,          //  presence: nick is now new_nick (room); also
+                            //  our own rename (then id is the request's)
+    ZCHAT_EV_TOPIC,         //  topic of room: topic, nick (set by), ts
+    ZCHAT_EV_ACK,           //  a say or dm is stored/delivered: id, room, seq, ts
+    ZCHAT_EV_OK,            //  a request without other answer succeeded: id
+    ZCHAT_EV_ERROR,         //  a request failed, or the session did: id (0 if
+                            //  no request), code, reason, retry_ms
+    ZCHAT_EV_MEMBERS,       //  reply to who: room, items[].nick
+    ZCHAT_EV_ROOMS,         //  reply to rooms: items[].room/members/topic/seq
+    ZCHAT_EV_HISTORY,       //  a history request is done: id, room, seq (last
+                            //  seq delivered); its messages came before it
+    ZCHAT_EV_GAP,           //  messages from_seq..to_seq of room are gone from
+                            //  history (retention) and will never be shown
+    ZCHAT_EV_CONNECTED,     //  (re)connected and greeted; resumed if the old
+                            //  session was taken over
+    ZCHAT_EV_DISCONNECTED   //  the broker stopped answering; reconnecting
+} zchat_event_type_t;
+
+typedef struct {
+    char     room  [ZCHAT_MAX_ROOM + 1];
+    char     nick  [ZCHAT_MAX_NICK + 1];
+    char     topic [ZCHAT_MAX_TOPIC + 1];
+    uint32_t members;
+    uint64_t seq;
+} zchat_list_item_t;
+
+//  An event. Owned by the caller: free with zchat_event_destroy. Fields not
+//  used by its type are zero / empty strings.
+typedef struct {
+    zchat_event_type_t type;
+    uint64_t id;                        //  request id it answers, else 0
+    char     room     [ZCHAT_MAX_ROOM + 1];
+    char     nick     [ZCHAT_MAX_NICK + 1];
+    char     new_nick [ZCHAT_MAX_NICK + 1];
+    char     topic    [ZCHAT_MAX_TOPIC + 1];
+    char    *text;                      //  NUL-terminated (text has no NULs)
+    size_t   text_size;
+    uint64_t seq;
+    uint64_t ts;                        //  broker time, epoch ms
+    uint64_t from_seq;                  //  GAP
+    uint64_t to_seq;                    //  GAP
+    bool     action;                    //  "/me" message
+    bool     history;                   //  replayed from history
+    bool     resumed;                   //  CONNECTED
+    int      code;                      //  ERROR: a ZCHAT_ERR_* code, or a
+                                        //  ZCHAT_CLIENT_* value for local errors
+    uint32_t retry_ms;
+    char     reason [ZCHAT_MAX_REASON + 1];
+    zchat_list_item_t *items;           //  MEMBERS, ROOMS
+    size_t   item_count;
+} zchat_event_t;
+
+void
+    zchat_event_destroy (zchat_event_t **self_p);
+
+//  Name of an event type for logs and JSON ("message", "dm", ...).
+const char *
+    zchat_event_type_name (zchat_event_type_t type);
+
+//  Local failure codes (negative, beside the broker's positive codes).
+#define ZCHAT_CLIENT_TIMEOUT        -1      //  no answer in time
+#define ZCHAT_CLIENT_REFUSED        -2      //  the broker refused (see code)
+#define ZCHAT_CLIENT_AUTH           -3      //  CURVE handshake refused
+#define ZCHAT_CLIENT_INVALID        -4      //  bad argument
+#define ZCHAT_CLIENT_INTERRUPTED    -5      //  SIGINT/SIGTERM
+#define ZCHAT_CLIENT_FAILED         -6      //  socket or other local error
+
+//  Create a client for server (e.g. "tcp://127.0.0.1:5555") and nick.
+//  Nothing is sent until zchat_client_connect. Returns NULL if nick is not
+//  a valid nickname or server is NULL.
+zchat_client_t *
+    zchat_client_new (const char *server, const char *nick);
+
+//  Say goodbye if connected (waiting at most a short linger), close the
+//  sockets and free everything; nulls *self_p. Safe on NULL.
+void
+    zchat_client_destroy (zchat_client_t **self_p);
+
+//  Options; set before zchat_client_connect.
+//  The PUB endpoint to subscribe to, instead of the one the broker tells.
+void
+    zchat_client_set_sub_endpoint (zchat_client_t *self, const char *endpoint);
+//  How long to wait for each reply before resending or giving up (ms);
+//  default 5000.
+void
+    zchat_client_set_timeout (zchat_client_t *self, int timeout_ms);
+//  Replay the last n messages of each room on join (default 0).
+void
+    zchat_client_set_history (zchat_client_t *self, int n);
+//  CURVE: our secret certificate file and the broker's public key (a
+//  certificate file or a 40-character Z85 key). Returns 0, or -1 if either
+//  cannot be loaded.
+int
+    zchat_client_set_curve (zchat_client_t *self, const char *cert_path,
+                            const char *server_key);
+
+//  Connect and greet; waits at most timeout_ms for the broker's welcome.
+//  Returns 0, or ZCHAT_CLIENT_TIMEOUT / _REFUSED (nick in use, version..)
+//  / _AUTH / _INTERRUPTED / _FAILED; zchat_client_error says why.
+int
+    zchat_client_connect (zchat_client_t *self, int timeout_ms);
+
+//  Last error as one line of text (never NULL).
+const char *
+    zchat_client_error (zchat_client_t *self);
+
+//  Current nickname (changes after a confirmed rename).
+const char *
+    zchat_client_nick (zchat_client_t *self);
+
+//  Requests. Each returns its request id, or 0 if it could not be sent.
+uint64_t zchat_client_join    (zchat_client_t *self, const char *room);
+uint64_t zchat_client_leave   (zchat_client_t *self, const char *room);
+//  text of text_size bytes; valid UTF-8, within the broker's max_text.
+//  Resent with the same id until ACK or the timeout has passed 3 times
+//  (then an ERROR event with code ZCHAT_CLIENT_TIMEOUT).
+uint64_t zchat_client_say     (zchat_client_t *self, const char *room,
+                               const char *text, size_t text_size, bool action);
+uint64_t zchat_client_dm      (zchat_client_t *self, const char *nick,
+                               const char *text, size_t text_size, bool action);
+uint64_t zchat_client_set_nick (zchat_client_t *self, const char *nick);
+uint64_t zchat_client_who     (zchat_client_t *self, const char *room);
+uint64_t zchat_client_rooms   (zchat_client_t *self);
+//  topic NULL asks for the topic; otherwise sets it.
+uint64_t zchat_client_topic   (zchat_client_t *self, const char *room,
+                               const char *topic);
+//  Fetch messages from_seq..to_seq (to_seq 0 = newest), or with from_seq
+//  0 the last limit messages. They arrive as MESSAGE events with history
+//  set, then one HISTORY event.
+uint64_t zchat_client_history (zchat_client_t *self, const char *room,
+                               uint64_t from_seq, uint64_t to_seq, int limit);
+
+//  Next event, waiting at most timeout_ms (0 = do not wait, -1 = forever).
+//  Returns NULL on timeout or interrupt. Does the session's housekeeping.
+zchat_event_t *
+    zchat_client_next (zchat_client_t *self, int timeout_ms);
+
+//  Wait for the answer to request id (ACK, OK, ERROR, JOINED, ...), at most
+//  timeout_ms; other events meanwhile are kept for zchat_client_next.
+//  Returns NULL on timeout.
+zchat_event_t *
+    zchat_client_wait (zchat_client_t *self, uint64_t id, int timeout_ms);
+
+//  Sends not yet acknowledged.
+size_t
+    zchat_client_pending (zchat_client_t *self);
+
+//  Pollable handles (stable for the client's life) and the longest a
+//  caller may poll before calling zchat_client_next again.
+zsock_t *
+    zchat_client_dealer (zchat_client_t *self);
+zsock_t *
+    zchat_client_sub (zchat_client_t *self);
+int
+    zchat_client_due_ms (zchat_client_t *self);
+
+//  Self test against an in-process broker is done end-to-end in tests/;
+//  this covers what needs no broker. Asserts on failure.
+void
+    zchat_client_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

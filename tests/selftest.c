@@ -1,0 +1,66 @@
+//  zchat-selftest — runs the self test of every module (the x_test
+//  functions that live beside the code they test).
+//
+//  zchat-selftest [-v] [-t NAME]...   run all, or only the named modules
+//  Prints one line per module and exits non-zero if any failed: a module
+//  test asserts, so a failure aborts; the runner (tests/run.py) counts it.
+
+#include <czmq.h>
+#include "zchat_msg.h"
+#include "zchat_store.h"
+#include "zchat_server.h"
+#include "zchat_client.h"
+
+typedef struct {
+    const char *name;
+    void (*test) (bool verbose);
+} test_t;
+
+static test_t s_tests [] = {
+    { "zchat_msg",    zchat_msg_test },
+    { "zchat_store",  zchat_store_test },
+    { "zchat_server", zchat_server_test },
+    { "zchat_client", zchat_client_test },
+};
+#define TEST_COUNT (sizeof (s_tests) / sizeof (s_tests [0]))
+
+static bool
+s_selected (const char *name, int argc, char **argv)
+{
+    bool any = false;
+    for (int i = 1; i < argc; i++)
+        if (streq (argv [i], "-t") && i + 1 < argc) {
+            any = true;
+            if (streq (argv [i + 1], name))
+                return true;
+        }
+    return !any;
+}
+
+int
+main (int argc, char **argv)
+{
+    bool verbose = false;
+    for (int i = 1; i < argc; i++)
+        if (streq (argv [i], "-v"))
+            verbose = true;
+    //  Tests run in this process; keep czmq from installing signal handlers
+    //  that would mask a hung test from the runner's timeout.
+    zsys_handler_set (NULL);
+    int ran = 0;
+    for (size_t i = 0; i < TEST_COUNT; i++) {
+        if (!s_selected (s_tests [i].name, argc, argv))
+            continue;
+        printf ("selftest %s ...\n", s_tests [i].name);
+        fflush (stdout);
+        s_tests [i].test (verbose);
+        printf ("selftest %s: OK\n", s_tests [i].name);
+        fflush (stdout);
+        ran++;
+    }
+    if (ran == 0) {
+        fprintf (stderr, "zchat-selftest: no such test\n");
+        return 2;
+    }
+    return 0;
+}

@@ -1,0 +1,93 @@
+//  zchat_server — the broker's protocol logic, without sockets.
+//
+//  The event loop (zchat_broker) hands each inbound body here together
+//  with the peer's envelope; the server answers through two callbacks,
+//  reply and publish. Because nothing here touches a socket, tests and the
+//  fuzzer drive the whole protocol with plain buffers.
+//
+//  Room messages are stored in groups: zchat_server_handle only stages a
+//  SAY; zchat_server_flush commits the group and only then emits its ACKs
+//  and MESSAGEs, so nobody ever sees a message that a crash could take
+//  back. The loop calls flush after each batch it drains.
+
+#ifndef ZCHAT_SERVER_H_INCLUDED
+#define ZCHAT_SERVER_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "zchat_store.h"
+
+typedef struct _zchat_server_t zchat_server_t;
+
+typedef struct {
+    const char *pub_endpoint;       //  as bound, told to clients in WELCOME
+    uint16_t pub_port;              //  the PUB port, told to clients
+    uint32_t heartbeat_ms;          //  how often idle clients must ping
+    uint32_t timeout_ms;            //  silence after which a session ends
+    uint32_t max_text;              //  longest text accepted, <= ZCHAT_MAX_TEXT
+    uint32_t max_rooms;             //  rooms per session (0 = unlimited)
+    uint32_t max_sessions_per_address;  //  0 = unlimited
+    uint32_t history_page;          //  most messages in one PAGE
+    uint32_t rate_limit;            //  SAY/DM per second per session, 0 = off
+    uint32_t rate_burst;            //  bucket size for rate_limit
+    uint64_t retain_messages;       //  per room, 0 = unlimited
+    uint64_t retain_ms;             //  0 = unlimited
+    bool     curve;                 //  peers are CURVE-authenticated: bind
+                                    //  nicks to their keys
+} zchat_server_config_t;
+
+//  Where the server's output goes. peer is the opaque envelope given to
+//  zchat_server_handle; body and topic are valid only during the call.
+typedef struct {
+    void *arg;
+    void (*reply)   (void *arg, const uint8_t *peer, size_t peer_size,
+                     const uint8_t *body, size_t body_size);
+    void (*publish) (void *arg, const uint8_t *topic, size_t topic_size,
+                     const uint8_t *body, size_t body_size);
+} zchat_server_output_t;
+
+//  Create a server over store (borrowed: the caller keeps and destroys it,
+//  after the server). config is copied (strings too).
+zchat_server_t *
+    zchat_server_new (const zchat_server_config_t *config,
+                      zchat_store_t *store, zchat_server_output_t output);
+
+//  Flush what is staged, then free everything; nulls *self_p. Safe on NULL.
+void
+    zchat_server_destroy (zchat_server_t **self_p);
+
+//  Handle one inbound body from peer. peer identifies the sender's
+//  envelope (routing ids, in the form the loop chooses; at most 1024
+//  bytes). user_id is the peer's CURVE public key in Z85, or NULL without
+//  CURVE; address is the peer's IP address text, or NULL. now_ms is the
+//  current epoch time. Never fails: bad input gets an ERROR reply or a
+//  log line.
+void
+    zchat_server_handle (zchat_server_t *self,
+                         const uint8_t *peer, size_t peer_size,
+                         const char *user_id, const char *address,
+                         const uint8_t *body, size_t body_size,
+                         uint64_t now_ms);
+
+//  Commit the staged group, then emit its ACKs and MESSAGEs (or ERROR 500
+//  to each sender if the store failed). Returns the number of messages
+//  committed, or -1 on a storage error.
+int
+    zchat_server_flush (zchat_server_t *self);
+
+//  Periodic work: expire silent sessions (announced as quit), enforce
+//  retention a bounded amount at a time. Call at least every
+//  heartbeat_ms / 2.
+void
+    zchat_server_tick (zchat_server_t *self, uint64_t now_ms);
+
+//  Number of live sessions (for logs and tests).
+size_t
+    zchat_server_sessions (zchat_server_t *self);
+
+//  Self test; asserts on failure.
+void
+    zchat_server_test (bool verbose);
+
+#endif

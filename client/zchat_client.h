@@ -160,8 +160,9 @@ const char *
 uint64_t zchat_client_join    (zchat_client_t *self, const char *room);
 uint64_t zchat_client_leave   (zchat_client_t *self, const char *room);
 //  text of text_size bytes; valid UTF-8, within the broker's max_text.
-//  Resent with the same id until ACK or the timeout has passed 3 times
-//  (then an ERROR event with code ZCHAT_CLIENT_TIMEOUT).
+//  Resent with the same id (every heartbeat interval, and at once after a
+//  reconnect) until ACK, or until the client's timeout has passed since
+//  the first send: then an ERROR event with code ZCHAT_CLIENT_TIMEOUT.
 uint64_t zchat_client_say     (zchat_client_t *self, const char *room,
                                const char *text, size_t text_size, bool action);
 uint64_t zchat_client_dm      (zchat_client_t *self, const char *nick,

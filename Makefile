@@ -59,6 +59,11 @@ PROGRAMS += $(if $(wildcard client/keygen.c),$(BUILD)/zchat-keygen)
 PROGRAMS += $(if $(wildcard bench/main.c),$(BUILD)/zchat-bench)
 PROGRAMS += $(if $(wildcard bench/ceiling.c),$(BUILD)/zchat-ceiling)
 
+#  Fuzz targets replayed as ordinary tests: tests/fuzz/fuzz_NAME.c plus the
+#  plain-main driver tests/fuzz/replay.c give $(BUILD)/zchat-replay-NAME.
+FUZZ_TARGETS = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+PROGRAMS += $(if $(wildcard tests/fuzz/replay.c),$(foreach t,$(FUZZ_TARGETS),$(BUILD)/zchat-replay-$(t)))
+
 .PHONY: all deps run check bench install fuzz clean
 all: $(PROGRAMS) $(LIBZCHAT_SO)
 
@@ -94,6 +99,9 @@ $(BUILD)/zchat-ceiling: $(call obj,bench/ceiling.c) $(BENCH_OBJ) $(LIBZCHAT_A)
 
 #  Self tests of every module (x_test functions), one binary; -t NAME runs one.
 $(BUILD)/zchat-selftest: $(call obj,tests/selftest.c) $(BROKER_OBJ) $(LIBZCHAT_A)
+	$(CC) -o $@ $^ $(ALL_LIBS)
+
+$(BUILD)/zchat-replay-%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(call obj,tests/fuzz/replay.c) $(BROKER_OBJ) $(LIBZCHAT_A)
 	$(CC) -o $@ $^ $(ALL_LIBS)
 
 #  Installs only what is missing, so it is quick and quiet when all is there.

@@ -1,0 +1,570 @@
+//  bench_ctl — the control channel between a bench controller and its
+//  worker processes (READY, GO, STOP, DONE with counters and histograms).
+//
+//  Worker to controller: [command] [index] [payload...]
+//      READY  [info text]
+//      FAIL   [reason]
+//      DONE   [bench_stats_t] [latency bench_hist_t] [ack bench_hist_t]
+//  Controller to worker: [command] ("GO", "STOP").
+//  Both ends are the same binary on the same host, so structs travel as
+//  raw bytes; sizes are still checked before copying.
+
+#include "bench.h"
+
+#include <errno.h>
+#include <sys/wait.h>
+
+typedef struct {
+    pid_t    pid;
+    zframe_t *routing_id;       //  known once it spoke
+    bool     ready;
+    bool     done;
+    bool     exited;
+    char     *info;
+} s_worker_t;
+
+struct _bench_fleet_t {
+    zsock_t  *router;
+    char     *endpoint;
+    char     *self_path;
+    s_worker_t *workers;
+    int      size;
+    int      capacity;
+    char     error [256];
+};
+
+//  --------------------------------------------------------------------------
+//  Create a fleet: a ROUTER on a free loopback port.
+
+bench_fleet_t *
+bench_fleet_new (void)
+{
+    bench_fleet_t *self = (bench_fleet_t *) zmalloc (sizeof (*self));
+    assert (self);
+    self->router = zsock_new (ZMQ_ROUTER);
+    self->self_path = bench_self_path ();
+    if (!self->router || !self->self_path)
+        goto failed;
+    zsock_set_rcvhwm (self->router, 0);
+    zsock_set_sndhwm (self->router, 0);
+    int port = zsock_bind (self->router, "tcp://127.0.0.1:*");
+    if (port < 0)
+        goto failed;
+    self->endpoint = zsys_sprintf ("tcp://127.0.0.1:%d", port);
+    return self;
+
+failed:
+    bench_fleet_destroy (&self);
+    return NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Destroy: stops every worker still running.
+
+void
+bench_fleet_destroy (bench_fleet_t **self_p)
+{
+    assert (self_p);
+    bench_fleet_t *self = *self_p;
+    if (!self)
+        return;
+    bench_fleet_stop_all (self, 2000);
+    for (int i = 0; i < self->size; i++) {
+        zframe_destroy (&self->workers [i].routing_id);
+        zstr_free (&self->workers [i].info);
+    }
+    free (self->workers);
+    zsock_destroy (&self->router);
+    zstr_free (&self->endpoint);
+    free (self->self_path);
+    free (self);
+    *self_p = NULL;
+}
+
+const char *
+bench_fleet_endpoint (bench_fleet_t *self)
+{
+    return self->endpoint;
+}
+
+int
+bench_fleet_size (bench_fleet_t *self)
+{
+    return self->size;
+}
+
+pid_t
+bench_fleet_pid (bench_fleet_t *self, int index)
+{
+    assert (index >= 0 && index < self->size);
+    return self->workers [index].pid;
+}
+
+const char *
+bench_fleet_info (bench_fleet_t *self, int index)
+{
+    assert (index >= 0 && index < self->size);
+    return self->workers [index].info? self->workers [index].info: "";
+}
+
+bool
+bench_fleet_is_done (bench_fleet_t *self, int index)
+{
+    assert (index >= 0 && index < self->size);
+    return self->workers [index].done;
+}
+
+const char *
+bench_fleet_error (bench_fleet_t *self)
+{
+    return self->error;
+}
+
+//  --------------------------------------------------------------------------
+//  Start a worker process.
+
+int
+bench_fleet_spawn (bench_fleet_t *self, const char *role, char *const extra [])
+{
+    if (self->size == self->capacity) {
+        int capacity = self->capacity? self->capacity * 2: 16;
+        s_worker_t *workers = (s_worker_t *) realloc (self->workers,
+                                  (size_t) capacity * sizeof (s_worker_t));
+        if (!workers)
+            return -1;
+        self->workers = workers;
+        self->capacity = capacity;
+    }
+    int extra_count = 0;
+    while (extra && extra [extra_count])
+        extra_count++;
+    char index_text [16];
+    snprintf (index_text, sizeof (index_text), "%d", self->size);
+    char **argv = (char **) calloc ((size_t) extra_count + 10, sizeof (char *));
+    if (!argv)
+        return -1;
+    int argc = 0;
+    argv [argc++] = self->self_path;
+    argv [argc++] = (char *) "--role";
+    argv [argc++] = (char *) role;
+    argv [argc++] = (char *) "--ctl";
+    argv [argc++] = self->endpoint;
+    argv [argc++] = (char *) "--index";
+    argv [argc++] = index_text;
+    for (int i = 0; i < extra_count; i++)
+        argv [argc++] = extra [i];
+    argv [argc] = NULL;
+    pid_t pid = bench_spawn (argv, NULL);
+    free (argv);
+    if (pid < 0)
+        return -1;
+    s_worker_t *worker = &self->workers [self->size];
+    memset (worker, 0, sizeof (*worker));
+    worker->pid = pid;
+    return self->size++;
+}
+
+//  Notice workers that died: a dead worker will never say DONE.
+static int
+s_check_alive (bench_fleet_t *self)
+{
+    for (int i = 0; i < self->size; i++) {
+        s_worker_t *worker = &self->workers [i];
+        if (worker->exited || worker->pid <= 0)
+            continue;
+        int status;
+        if (waitpid (worker->pid, &status, WNOHANG) == worker->pid) {
+            worker->exited = true;
+            if (!worker->done) {
+                snprintf (self->error, sizeof (self->error),
+                          "worker %d (pid %d) died: %s %d", i, (int) worker->pid,
+                          WIFSIGNALED (status)? "signal": "exit",
+                          WIFSIGNALED (status)? WTERMSIG (status)
+                                              : WEXITSTATUS (status));
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+//  Receive one worker message; returns the worker's index and command, or
+//  -1 on timeout. The message is the caller's.
+static int
+s_recv (bench_fleet_t *self, int timeout_ms, char **command, zmsg_t **msg_p)
+{
+    zmq_pollitem_t item = { zsock_resolve (self->router), 0, ZMQ_POLLIN, 0 };
+    int rc = zmq_poll (&item, 1, timeout_ms);
+    if (rc <= 0)
+        return -1;
+    zmsg_t *msg = zmsg_recv (self->router);
+    if (!msg)
+        return -1;
+    zframe_t *routing_id = zmsg_pop (msg);
+    *command = zmsg_popstr (msg);
+    char *index_text = zmsg_popstr (msg);
+    int index = index_text? atoi (index_text): -1;
+    zstr_free (&index_text);
+    if (!routing_id || !*command || index < 0 || index >= self->size) {
+        zframe_destroy (&routing_id);
+        zstr_free (command);
+        zmsg_destroy (&msg);
+        return -1;
+    }
+    s_worker_t *worker = &self->workers [index];
+    if (!worker->routing_id)
+        worker->routing_id = routing_id;
+    else
+        zframe_destroy (&routing_id);
+    *msg_p = msg;
+    return index;
+}
+
+int
+bench_fleet_wait_ready (bench_fleet_t *self, int from, int to, int timeout_ms)
+{
+    int64_t deadline = bench_now_ns () + (int64_t) timeout_ms * 1000000LL;
+    while (true) {
+        bool all = true;
+        for (int i = from; i < to; i++)
+            if (!self->workers [i].ready)
+                all = false;
+        if (all)
+            return 0;
+        if (zsys_interrupted) {
+            snprintf (self->error, sizeof (self->error), "interrupted");
+            return -1;
+        }
+        if (s_check_alive (self))
+            return -1;
+        if (bench_now_ns () > deadline) {
+            int missing = 0;
+            for (int i = from; i < to; i++)
+                if (!self->workers [i].ready)
+                    missing++;
+            snprintf (self->error, sizeof (self->error),
+                      "%d of %d workers not ready after %d ms", missing,
+                      to - from, timeout_ms);
+            return -1;
+        }
+        char *command = NULL;
+        zmsg_t *msg = NULL;
+        int index = s_recv (self, 50, &command, &msg);
+        if (index < 0)
+            continue;
+        int rc = 0;
+        if (streq (command, "READY")) {
+            self->workers [index].ready = true;
+            zstr_free (&self->workers [index].info);
+            self->workers [index].info = zmsg_popstr (msg);
+        }
+        else
+        if (streq (command, "FAIL")) {
+            char *reason = zmsg_popstr (msg);
+            snprintf (self->error, sizeof (self->error), "worker %d: %s",
+                      index, reason? reason: "failed");
+            zstr_free (&reason);
+            rc = -1;
+        }
+        zstr_free (&command);
+        zmsg_destroy (&msg);
+        if (rc)
+            return rc;
+    }
+}
+
+int
+bench_fleet_tell (bench_fleet_t *self, int index, const char *command)
+{
+    assert (index >= 0 && index < self->size);
+    s_worker_t *worker = &self->workers [index];
+    if (!worker->routing_id || worker->exited)
+        return -1;
+    zmsg_t *msg = zmsg_new ();
+    zmsg_append (msg, &(zframe_t *) { zframe_dup (worker->routing_id) });
+    zmsg_addstr (msg, command);
+    int rc = zmsg_send (&msg, self->router);
+    zmsg_destroy (&msg);
+    return rc;
+}
+
+//  Copy a frame of exactly size bytes into dest; -1 if it does not fit.
+static int
+s_copy_frame (zmsg_t *msg, void *dest, size_t size)
+{
+    zframe_t *frame = zmsg_pop (msg);
+    int rc = -1;
+    if (frame && zframe_size (frame) == size) {
+        if (dest)
+            memcpy (dest, zframe_data (frame), size);
+        rc = 0;
+    }
+    zframe_destroy (&frame);
+    return rc;
+}
+
+int
+bench_fleet_next_done (bench_fleet_t *self, int timeout_ms,
+                       bench_stats_t *stats, bench_hist_t *lat,
+                       bench_hist_t *ack)
+{
+    int64_t deadline = bench_now_ns () + (int64_t) timeout_ms * 1000000LL;
+    while (!zsys_interrupted) {
+        char *command = NULL;
+        zmsg_t *msg = NULL;
+        int64_t left = (deadline - bench_now_ns ()) / 1000000LL;
+        if (left < 0)
+            return -1;
+        int index = s_recv (self, left > 50? 50: (int) left, &command, &msg);
+        if (index < 0) {
+            if (s_check_alive (self))
+                return -2;
+            continue;
+        }
+        int rc = -3;        //  not a DONE: keep waiting
+        if (streq (command, "DONE")) {
+            if (s_copy_frame (msg, stats, sizeof (bench_stats_t))
+            ||  s_copy_frame (msg, lat, sizeof (bench_hist_t))
+            ||  s_copy_frame (msg, ack, sizeof (bench_hist_t))) {
+                snprintf (self->error, sizeof (self->error),
+                          "worker %d sent a malformed DONE", index);
+                rc = -2;
+            }
+            else {
+                self->workers [index].done = true;
+                rc = index;
+            }
+        }
+        else
+        if (streq (command, "FAIL")) {
+            char *reason = zmsg_popstr (msg);
+            snprintf (self->error, sizeof (self->error), "worker %d: %s",
+                      index, reason? reason: "failed");
+            zstr_free (&reason);
+            rc = -2;
+        }
+        zstr_free (&command);
+        zmsg_destroy (&msg);
+        if (rc != -3)
+            return rc;
+    }
+    return -1;
+}
+
+void
+bench_fleet_stop_all (bench_fleet_t *self, int grace_ms)
+{
+    for (int i = 0; i < self->size; i++)
+        if (!self->workers [i].exited && self->workers [i].pid > 0)
+            bench_fleet_tell (self, i, "STOP");
+    //  Give them the grace period together, not one by one.
+    int64_t deadline = bench_now_ns () + (int64_t) grace_ms * 1000000LL;
+    while (bench_now_ns () < deadline) {
+        bool all = true;
+        for (int i = 0; i < self->size; i++) {
+            s_worker_t *worker = &self->workers [i];
+            if (worker->exited || worker->pid <= 0)
+                continue;
+            int status;
+            if (waitpid (worker->pid, &status, WNOHANG) == worker->pid)
+                worker->exited = true;
+            else
+                all = false;
+        }
+        if (all)
+            break;
+        usleep (10000);
+    }
+    for (int i = 0; i < self->size; i++) {
+        s_worker_t *worker = &self->workers [i];
+        if (!worker->exited && worker->pid > 0) {
+            bench_stop_process (worker->pid, 200);
+            worker->exited = true;
+        }
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Worker side
+
+struct _bench_worker_t {
+    zsock_t *dealer;
+    char    index [16];
+};
+
+bench_worker_t *
+bench_worker_new (const char *endpoint, int index)
+{
+    if (!endpoint || index < 0)
+        return NULL;
+    bench_worker_t *self = (bench_worker_t *) zmalloc (sizeof (*self));
+    assert (self);
+    snprintf (self->index, sizeof (self->index), "%d", index);
+    self->dealer = zsock_new (ZMQ_DEALER);
+    if (!self->dealer) {
+        free (self);
+        return NULL;
+    }
+    //  Our last words (DONE, FAIL) must reach the controller even when we
+    //  exit right after.
+    zsock_set_linger (self->dealer, 2000);
+    zsock_set_sndhwm (self->dealer, 0);
+    if (zsock_connect (self->dealer, "%s", endpoint)) {
+        bench_worker_destroy (&self);
+        return NULL;
+    }
+    return self;
+}
+
+void
+bench_worker_destroy (bench_worker_t **self_p)
+{
+    assert (self_p);
+    if (*self_p) {
+        zsock_destroy (&(*self_p)->dealer);
+        free (*self_p);
+        *self_p = NULL;
+    }
+}
+
+zsock_t *
+bench_worker_sock (bench_worker_t *self)
+{
+    return self->dealer;
+}
+
+static int
+s_worker_say (bench_worker_t *self, const char *command, const char *text)
+{
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, command);
+    zmsg_addstr (msg, self->index);
+    zmsg_addstr (msg, text? text: "");
+    int rc = zmsg_send (&msg, self->dealer);
+    zmsg_destroy (&msg);
+    return rc;
+}
+
+int
+bench_worker_ready (bench_worker_t *self, const char *info)
+{
+    return s_worker_say (self, "READY", info);
+}
+
+int
+bench_worker_fail (bench_worker_t *self, const char *reason)
+{
+    return s_worker_say (self, "FAIL", reason);
+}
+
+int
+bench_worker_done (bench_worker_t *self, const bench_stats_t *stats,
+                   const bench_hist_t *lat, const bench_hist_t *ack)
+{
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, "DONE");
+    zmsg_addstr (msg, self->index);
+    zmsg_addmem (msg, stats, sizeof (*stats));
+    zmsg_addmem (msg, lat, sizeof (*lat));
+    zmsg_addmem (msg, ack, sizeof (*ack));
+    int rc = zmsg_send (&msg, self->dealer);
+    zmsg_destroy (&msg);
+    return rc;
+}
+
+char *
+bench_worker_command (bench_worker_t *self, int timeout_ms)
+{
+    zmq_pollitem_t item = { zsock_resolve (self->dealer), 0, ZMQ_POLLIN, 0 };
+    if (zmq_poll (&item, 1, timeout_ms) <= 0)
+        return NULL;
+    return zstr_recv (self->dealer);
+}
+
+//  --------------------------------------------------------------------------
+//  Collect the results of one run.
+
+int
+bench_fleet_collect (bench_fleet_t *self, int s_from, int s_to,
+                     int r_from, int r_to, int64_t go_ns, int timeout_s,
+                     int grace_ms, bench_stats_t *senders,
+                     bench_stats_t *receivers, bench_hist_t *lat,
+                     bench_hist_t *ack, int64_t *end_ns)
+{
+    bench_stats_t *stats = (bench_stats_t *) zmalloc (sizeof (bench_stats_t));
+    bench_hist_t *one_lat = (bench_hist_t *) zmalloc (sizeof (bench_hist_t));
+    bench_hist_t *one_ack = (bench_hist_t *) zmalloc (sizeof (bench_hist_t));
+    assert (stats && one_lat && one_ack);
+    int rc = 0;
+    int senders_left = s_to - s_from;
+    int receivers_left = r_to - r_from;
+    int64_t hard_deadline = go_ns + (int64_t) timeout_s * 1000000000LL;
+    int64_t grace_deadline = 0;         //  set once the senders are done
+    int64_t stop_deadline = 0;          //  set once STOP went out
+    *end_ns = 0;
+
+    while (senders_left > 0 || receivers_left > 0) {
+        if (zsys_interrupted) {
+            snprintf (self->error, sizeof (self->error), "interrupted");
+            rc = -1;
+            break;
+        }
+        int64_t now = bench_now_ns ();
+        if (stop_deadline && now > stop_deadline) {
+            snprintf (self->error, sizeof (self->error),
+                      "%d senders and %d receivers did not report after STOP",
+                      senders_left, receivers_left);
+            rc = -1;
+            break;
+        }
+        bool cut = !stop_deadline
+                && (now > hard_deadline
+                    || (grace_deadline && now > grace_deadline));
+        if (cut) {
+            //  Ask the stragglers for what they have: their counts show
+            //  what was lost.
+            for (int i = s_from; i < s_to; i++)
+                if (!self->workers [i].done && now > hard_deadline)
+                    bench_fleet_tell (self, i, "STOP");
+            for (int i = r_from; i < r_to; i++)
+                if (!self->workers [i].done)
+                    bench_fleet_tell (self, i, "STOP");
+            if (*end_ns == 0 && senders_left == 0)
+                *end_ns = now;
+            stop_deadline = now + 5000 * 1000000LL;
+            rc = 1;
+        }
+        int index = bench_fleet_next_done (self, 50, stats, one_lat, one_ack);
+        if (index == -2) {
+            rc = -1;
+            break;
+        }
+        if (index < 0)
+            continue;
+        if (index >= s_from && index < s_to) {
+            bench_stats_merge (senders, stats);
+            if (ack)
+                bench_hist_merge (ack, one_ack);
+            if (--senders_left == 0 && !grace_deadline) {
+                now = bench_now_ns ();
+                int64_t sending = now - go_ns;
+                grace_deadline = now + (int64_t) grace_ms * 1000000LL
+                               + (sending > 0? sending: 0);
+            }
+        }
+        else
+        if (index >= r_from && index < r_to) {
+            bench_stats_merge (receivers, stats);
+            if (lat)
+                bench_hist_merge (lat, one_lat);
+            if (--receivers_left == 0 && *end_ns == 0)
+                *end_ns = bench_now_ns ();
+        }
+    }
+    if (*end_ns == 0)
+        *end_ns = bench_now_ns ();
+    free (stats);
+    free (one_lat);
+    free (one_ack);
+    return rc;
+}

@@ -1,0 +1,568 @@
+//  zchat_sequencer — puts one room's messages in sequence order.
+//
+//  The buffer is a sorted array of (seq, item) with a moving head: live
+//  traffic arrives in order, so an insert is nearly always an append and a
+//  delivery a pop from the head; only a message that overtakes another
+//  (a fetched page racing live traffic) pays for a binary search and a
+//  memmove.
+
+#include <czmq.h>
+#include "zchat_sequencer.h"
+
+typedef struct {
+    uint64_t seq;
+    void *item;
+} s_entry_t;
+
+struct _zchat_sequencer_t {
+    zchat_sequencer_output_t out;
+    size_t   limit;             //  most entries buffered
+    s_entry_t *entries;         //  sorted by seq in [head, head + count)
+    size_t   capacity;
+    size_t   head;
+    size_t   count;
+    bool     started;
+    bool     held;
+    uint64_t last;              //  last seq handed on or skipped
+    uint64_t known;             //  newest seq known to exist
+    bool     fetching;
+    uint64_t fetch_from;
+    uint64_t fetch_to;
+    uint64_t last_at_page;      //  last when the current page began
+};
+
+//  --------------------------------------------------------------------------
+//  Create a sequencer; see the header.
+
+zchat_sequencer_t *
+zchat_sequencer_new (size_t limit, zchat_sequencer_output_t output)
+{
+    assert (limit > 0);
+    assert (output.deliver && output.gap && output.destroy);
+    zchat_sequencer_t *self = (zchat_sequencer_t *) zmalloc (sizeof (zchat_sequencer_t));
+    if (!self)
+        return NULL;
+    self->out = output;
+    self->limit = limit;
+    self->held = true;
+    return self;
+}
+
+//  --------------------------------------------------------------------------
+//  Drop every buffered entry through the destroy callback.
+
+static void
+s_clear (zchat_sequencer_t *self)
+{
+    for (size_t i = 0; i < self->count; i++)
+        self->out.destroy (self->out.arg, self->entries [self->head + i].item);
+    self->head = 0;
+    self->count = 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Free the sequencer and what it buffers; nulls *self_p.
+
+void
+zchat_sequencer_destroy (zchat_sequencer_t **self_p)
+{
+    assert (self_p);
+    zchat_sequencer_t *self = *self_p;
+    if (self) {
+        s_clear (self);
+        free (self->entries);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Drop buffered entries at or below last, then deliver entries while the
+//  head is next in order. Does nothing until started and released.
+
+static void
+s_drain (zchat_sequencer_t *self)
+{
+    if (!self->started)
+        return;
+    while (self->count > 0) {
+        s_entry_t *entry = &self->entries [self->head];
+        if (entry->seq <= self->last)
+            self->out.destroy (self->out.arg, entry->item);
+        else
+        if (entry->seq == self->last + 1 && !self->held) {
+            self->last = entry->seq;
+            self->out.deliver (self->out.arg, entry->seq, entry->item);
+        }
+        else
+            break;
+        self->head++;
+        self->count--;
+    }
+    if (self->count == 0)
+        self->head = 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Insert (seq, item) in order; a duplicate of a buffered seq is dropped.
+//  When the buffer is full, it is emptied instead: what it held will be
+//  fetched from history (known already covers it), which is bounded,
+//  while an ever-growing buffer is not.
+
+static void
+s_buffer (zchat_sequencer_t *self, uint64_t seq, void *item)
+{
+    if (self->count >= self->limit) {
+        s_clear (self);
+        self->out.destroy (self->out.arg, item);
+        return;
+    }
+    //  Find where seq goes: nearly always after the tail
+    size_t pos = self->count;
+    if (self->count > 0 && self->entries [self->head + self->count - 1].seq >= seq) {
+        size_t low = 0, high = self->count;
+        while (low < high) {
+            size_t mid = low + (high - low) / 2;
+            if (self->entries [self->head + mid].seq < seq)
+                low = mid + 1;
+            else
+                high = mid;
+        }
+        if (self->entries [self->head + low].seq == seq) {
+            self->out.destroy (self->out.arg, item);
+            return;
+        }
+        pos = low;
+    }
+    //  Make room at the end: slide back to the start, else grow
+    if (self->head + self->count == self->capacity) {
+        if (self->head > 0) {
+            memmove (self->entries, self->entries + self->head,
+                     self->count * sizeof (s_entry_t));
+            self->head = 0;
+        }
+        else {
+            size_t capacity = self->capacity? self->capacity * 2: 64;
+            if (capacity > self->limit)
+                capacity = self->limit;
+            s_entry_t *entries = (s_entry_t *) realloc (self->entries,
+                                                        capacity * sizeof (s_entry_t));
+            if (!entries) {
+                //  Out of memory: behave as if the bound was hit
+                s_clear (self);
+                self->out.destroy (self->out.arg, item);
+                return;
+            }
+            self->entries = entries;
+            self->capacity = capacity;
+        }
+    }
+    s_entry_t *base = self->entries + self->head;
+    if (pos < self->count)
+        memmove (base + pos + 1, base + pos, (self->count - pos) * sizeof (s_entry_t));
+    base [pos].seq = seq;
+    base [pos].item = item;
+    self->count++;
+}
+
+//  --------------------------------------------------------------------------
+//  Set the last seen seq, once.
+
+void
+zchat_sequencer_start (zchat_sequencer_t *self, uint64_t last)
+{
+    assert (self);
+    if (self->started)
+        return;
+    self->started = true;
+    self->last = last;
+    if (self->known < last)
+        self->known = last;
+    s_drain (self);
+}
+
+bool
+zchat_sequencer_started (zchat_sequencer_t *self)
+{
+    assert (self);
+    return self->started;
+}
+
+uint64_t
+zchat_sequencer_last (zchat_sequencer_t *self)
+{
+    assert (self);
+    return self->last;
+}
+
+//  --------------------------------------------------------------------------
+//  Hold or release delivery.
+
+void
+zchat_sequencer_hold (zchat_sequencer_t *self, bool hold)
+{
+    assert (self);
+    self->held = hold;
+    if (!hold)
+        s_drain (self);
+}
+
+//  --------------------------------------------------------------------------
+//  Offer one message.
+
+void
+zchat_sequencer_offer (zchat_sequencer_t *self, uint64_t seq, void *item)
+{
+    assert (self);
+    if (self->known < seq)
+        self->known = seq;
+    if (self->started && seq <= self->last)
+        self->out.destroy (self->out.arg, item);
+    else
+    if (self->started && !self->held && seq == self->last + 1) {
+        self->last = seq;
+        self->out.deliver (self->out.arg, seq, item);
+        if (self->count > 0)
+            s_drain (self);
+    }
+    else
+        s_buffer (self, seq, item);
+}
+
+//  --------------------------------------------------------------------------
+//  Learn the newest seq that exists.
+
+void
+zchat_sequencer_newest (zchat_sequencer_t *self, uint64_t seq)
+{
+    assert (self);
+    if (self->known < seq)
+        self->known = seq;
+}
+
+uint64_t
+zchat_sequencer_known (zchat_sequencer_t *self)
+{
+    assert (self);
+    return self->known;
+}
+
+//  --------------------------------------------------------------------------
+//  Say whether and what to fetch.
+
+bool
+zchat_sequencer_want (zchat_sequencer_t *self, uint64_t *from_seq, uint64_t *to_seq)
+{
+    assert (self);
+    assert (from_seq && to_seq);
+    if (!self->started || self->held || self->fetching)
+        return false;
+    uint64_t to = self->known;
+    if (self->count > 0) {
+        uint64_t first = self->entries [self->head].seq;
+        //  s_drain leaves no deliverable head behind
+        assert (first > self->last + 1);
+        to = first - 1;
+    }
+    if (to <= self->last)
+        return false;
+    *from_seq = self->last + 1;
+    *to_seq = to;
+    return true;
+}
+
+void
+zchat_sequencer_fetch_sent (zchat_sequencer_t *self, uint64_t from_seq, uint64_t to_seq)
+{
+    assert (self);
+    self->fetching = true;
+    self->fetch_from = from_seq;
+    self->fetch_to = to_seq;
+}
+
+bool
+zchat_sequencer_fetching (zchat_sequencer_t *self)
+{
+    assert (self);
+    return self->fetching;
+}
+
+//  --------------------------------------------------------------------------
+//  Skip from last + 1 to `to` as a gap, then deliver what follows.
+
+static void
+s_skip (zchat_sequencer_t *self, uint64_t to)
+{
+    if (to <= self->last)
+        return;
+    uint64_t from = self->last + 1;
+    self->last = to;
+    self->out.gap (self->out.arg, from, to);
+    s_drain (self);
+}
+
+//  --------------------------------------------------------------------------
+//  A page begins: report what retention removed.
+
+void
+zchat_sequencer_page_begin (zchat_sequencer_t *self, uint64_t first_seq)
+{
+    assert (self);
+    self->last_at_page = self->last;
+    if (!self->fetching)
+        return;
+    //  Nothing held at all: the whole range asked for is gone. Else what
+    //  lies below the oldest held message is.
+    uint64_t gone_to = first_seq == 0? self->fetch_to: first_seq - 1;
+    if (gone_to > self->fetch_to)
+        gone_to = self->fetch_to;
+    if (gone_to >= self->last + 1)
+        s_skip (self, gone_to);
+    self->last_at_page = self->last;
+}
+
+//  --------------------------------------------------------------------------
+//  A page is done.
+
+void
+zchat_sequencer_page_end (zchat_sequencer_t *self)
+{
+    assert (self);
+    if (!self->fetching)
+        return;
+    self->fetching = false;
+    //  A page that brought nothing we lacked, while its range is still
+    //  missing: history cannot supply it, so asking again would loop.
+    if (self->last == self->last_at_page && self->last < self->fetch_to) {
+        uint64_t to = self->fetch_to;
+        if (self->count > 0 && self->entries [self->head].seq - 1 < to)
+            to = self->entries [self->head].seq - 1;
+        s_skip (self, to);
+    }
+    s_drain (self);
+}
+
+void
+zchat_sequencer_fetch_failed (zchat_sequencer_t *self)
+{
+    assert (self);
+    self->fetching = false;
+}
+
+size_t
+zchat_sequencer_buffered (zchat_sequencer_t *self)
+{
+    assert (self);
+    return self->count;
+}
+
+//  --------------------------------------------------------------------------
+//  Self test: items are heap-allocated seq numbers, so that ASan catches
+//  any item that is lost or freed twice.
+
+typedef struct {
+    uint64_t delivered [64];
+    size_t   delivered_count;
+    uint64_t gap_from, gap_to;
+    size_t   gaps;
+    size_t   destroyed;
+} s_test_log_t;
+
+static void
+s_test_deliver (void *arg, uint64_t seq, void *item)
+{
+    s_test_log_t *log = (s_test_log_t *) arg;
+    assert (*(uint64_t *) item == seq);
+    assert (log->delivered_count < 64);
+    log->delivered [log->delivered_count++] = seq;
+    free (item);
+}
+
+static void
+s_test_gap (void *arg, uint64_t from_seq, uint64_t to_seq)
+{
+    s_test_log_t *log = (s_test_log_t *) arg;
+    log->gap_from = from_seq;
+    log->gap_to = to_seq;
+    log->gaps++;
+}
+
+static void
+s_test_destroy (void *arg, void *item)
+{
+    s_test_log_t *log = (s_test_log_t *) arg;
+    log->destroyed++;
+    free (item);
+}
+
+static void *
+s_test_item (uint64_t seq)
+{
+    uint64_t *item = (uint64_t *) malloc (sizeof (uint64_t));
+    assert (item);
+    *item = seq;
+    return item;
+}
+
+static void
+s_test_offer (zchat_sequencer_t *self, uint64_t seq)
+{
+    zchat_sequencer_offer (self, seq, s_test_item (seq));
+}
+
+void
+zchat_sequencer_test (bool verbose)
+{
+    if (verbose)
+        printf (" * zchat_sequencer: ");
+    s_test_log_t log;
+    memset (&log, 0, sizeof (log));
+    zchat_sequencer_output_t out = { &log, s_test_deliver, s_test_gap, s_test_destroy };
+    uint64_t from, to;
+
+    //  Held and unstarted: everything waits; start drops what is old
+    zchat_sequencer_t *seq = zchat_sequencer_new (8, out);
+    assert (seq);
+    assert (!zchat_sequencer_started (seq));
+    s_test_offer (seq, 10);
+    s_test_offer (seq, 11);
+    s_test_offer (seq, 12);
+    assert (log.delivered_count == 0);
+    assert (!zchat_sequencer_want (seq, &from, &to));
+    zchat_sequencer_start (seq, 10);
+    assert (log.destroyed == 1);                //  10 was already seen
+    assert (log.delivered_count == 0);          //  still held
+    zchat_sequencer_newest (seq, 10);
+    zchat_sequencer_hold (seq, false);
+    assert (log.delivered_count == 2);
+    assert (log.delivered [0] == 11 && log.delivered [1] == 12);
+    assert (zchat_sequencer_last (seq) == 12);
+    assert (!zchat_sequencer_want (seq, &from, &to));
+
+    //  In order, then duplicates
+    s_test_offer (seq, 13);
+    assert (log.delivered_count == 3 && zchat_sequencer_last (seq) == 13);
+    s_test_offer (seq, 13);
+    s_test_offer (seq, 5);
+    assert (log.destroyed == 3);
+    assert (log.delivered_count == 3);
+
+    //  A jump is buffered and asks for the hole, once
+    s_test_offer (seq, 16);
+    s_test_offer (seq, 17);
+    s_test_offer (seq, 17);                     //  duplicate inside the buffer
+    assert (log.destroyed == 4);
+    assert (zchat_sequencer_buffered (seq) == 2);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    assert (from == 14 && to == 15);
+    zchat_sequencer_fetch_sent (seq, from, to);
+    assert (zchat_sequencer_fetching (seq));
+    assert (!zchat_sequencer_want (seq, &from, &to));
+
+    //  The page fills the hole; the buffer drains behind it
+    zchat_sequencer_page_begin (seq, 1);
+    assert (log.gaps == 0);
+    s_test_offer (seq, 14);
+    s_test_offer (seq, 15);
+    zchat_sequencer_page_end (seq);
+    assert (!zchat_sequencer_fetching (seq));
+    assert (log.delivered_count == 7);
+    for (size_t i = 0; i < 7; i++)
+        assert (log.delivered [i] == 11 + i);
+    assert (zchat_sequencer_buffered (seq) == 0);
+    assert (!zchat_sequencer_want (seq, &from, &to));
+
+    //  A lost tail, told by PONG, is fetched up to the newest
+    zchat_sequencer_newest (seq, 20);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    assert (from == 18 && to == 20);
+    zchat_sequencer_fetch_sent (seq, from, to);
+
+    //  Retention removed 18..19: the page starts above the asked range
+    zchat_sequencer_page_begin (seq, 20);
+    assert (log.gaps == 1 && log.gap_from == 18 && log.gap_to == 19);
+    assert (zchat_sequencer_last (seq) == 19);
+    s_test_offer (seq, 20);
+    zchat_sequencer_page_end (seq);
+    assert (zchat_sequencer_last (seq) == 20);
+    assert (log.delivered [log.delivered_count - 1] == 20);
+
+    //  A page that brings nothing while the range is still missing is a
+    //  gap too, so that it is not asked for forever
+    s_test_offer (seq, 25);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    assert (from == 21 && to == 24);
+    zchat_sequencer_fetch_sent (seq, from, to);
+    zchat_sequencer_page_begin (seq, 1);
+    zchat_sequencer_page_end (seq);
+    assert (log.gaps == 2 && log.gap_from == 21 && log.gap_to == 24);
+    assert (zchat_sequencer_last (seq) == 25);
+
+    //  A failed fetch may be asked again
+    s_test_offer (seq, 27);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    zchat_sequencer_fetch_sent (seq, from, to);
+    zchat_sequencer_fetch_failed (seq);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    assert (from == 26 && to == 26);
+
+    //  Nothing held in history at all: the whole range is gone
+    zchat_sequencer_fetch_sent (seq, from, to);
+    zchat_sequencer_page_begin (seq, 0);
+    zchat_sequencer_page_end (seq);
+    assert (log.gaps == 3 && log.gap_from == 26 && log.gap_to == 26);
+    assert (zchat_sequencer_last (seq) == 27);
+
+    //  The buffer bound: overflowing drops the buffer; history covers it
+    size_t destroyed = log.destroyed;
+    for (uint64_t s = 30; s < 30 + 9; s++)
+        s_test_offer (seq, s);
+    assert (zchat_sequencer_buffered (seq) == 0);
+    assert (log.destroyed == destroyed + 9);
+    assert (zchat_sequencer_known (seq) == 38);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    assert (from == 28 && to == 38);
+
+    //  Out-of-order inserts keep the buffer sorted
+    s_test_offer (seq, 33);
+    s_test_offer (seq, 31);
+    s_test_offer (seq, 32);
+    s_test_offer (seq, 29);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    assert (from == 28 && to == 28);
+    s_test_offer (seq, 28);
+    assert (zchat_sequencer_last (seq) == 29);
+    s_test_offer (seq, 30);
+    assert (zchat_sequencer_last (seq) == 33);
+
+    //  Replaying history on join: start below the newest, fetch the rest
+    zchat_sequencer_destroy (&seq);
+    assert (seq == NULL);
+    memset (&log, 0, sizeof (log));
+    seq = zchat_sequencer_new (8, out);
+    zchat_sequencer_start (seq, 7);
+    zchat_sequencer_newest (seq, 10);
+    s_test_offer (seq, 11);                     //  live, while held
+    zchat_sequencer_hold (seq, false);
+    assert (log.delivered_count == 0);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    assert (from == 8 && to == 10);
+    zchat_sequencer_fetch_sent (seq, from, to);
+    zchat_sequencer_page_begin (seq, 1);
+    s_test_offer (seq, 8);
+    s_test_offer (seq, 9);
+    s_test_offer (seq, 10);
+    zchat_sequencer_page_end (seq);
+    assert (log.delivered_count == 4);
+    assert (log.delivered [3] == 11);
+    //  Destroy frees what is still buffered
+    s_test_offer (seq, 14);
+    s_test_offer (seq, 15);
+    destroyed = log.destroyed;
+    zchat_sequencer_destroy (&seq);
+    assert (log.destroyed == destroyed + 2);
+    zchat_sequencer_destroy (&seq);             //  idempotent
+
+    if (verbose)
+        printf ("OK\n");
+}

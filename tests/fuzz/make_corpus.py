@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""make_corpus.py - write the seed corpus of the codec fuzz target.
+
+Writes tests/fuzz/corpus/codec/: one valid body of every message type
+(PROTOCOL.md section 4), lists with several and with no items, boundary
+values, and a few malformed bodies that stop just short of valid, so that
+libFuzzer starts from every decoder path. The bodies are built here from the
+protocol document alone (a second implementation, so a seed that the C
+decoder rejects points at a disagreement between the two).
+
+Plain python3, no zmq. Output is deterministic; rerun after a protocol
+change and commit the files:
+
+    python3 tests/fuzz/make_corpus.py [OUTPUT_DIR]
+"""
+
+import os
+import struct
+import sys
+
+HELLO, WELCOME, BYE, PING, PONG, JOIN, JOINED, LEAVE, SAY, ACK, DM, \
+    DELIVER, NICK, WHO, MEMBERS, ROOMS, ROOMLIST, TOPIC, TOPICIS, HISTORY, \
+    PAGE, PROBE, OK, ERROR, MESSAGE, EVENT = range(1, 27)
+
+
+def header(msg_type, request_id):
+    return b"ZC" + struct.pack(">BQ", msg_type, request_id)
+
+
+def u8(v):
+    return struct.pack(">B", v)
+
+
+def u16(v):
+    return struct.pack(">H", v)
+
+
+def u32(v):
+    return struct.pack(">I", v)
+
+
+def u64(v):
+    return struct.pack(">Q", v)
+
+
+def s(text):
+    """A str: u8 length, then UTF-8 bytes."""
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    assert len(raw) <= 255
+    return u8(len(raw)) + raw
+
+
+def t(text):
+    """A text: u32 length, then UTF-8 bytes."""
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    return u32(len(raw)) + raw
+
+
+def items(entries):
+    return u16(len(entries)) + b"".join(entries)
+
+
+TS = 1764100000123
+TEXT = "h\u00e9llo w\u00f6rld \u20ac \U0001d11e"
+TOPIC_TEXT = "welcome to \u201clobby\u201d"
+
+
+def valid_bodies():
+    """(name, body) for every message type and the accepted edge cases."""
+    yield "hello", header(HELLO, 1) + u8(1) + s("alice") + s("")
+    yield "hello_token", header(HELLO, 2) + u8(1) + s("alice") + s("0123456789abcdef" * 2)
+    yield "welcome", (header(WELCOME, 1) + u8(1) + s("alice") + s("ab" * 16) + u16(5556)
+                      + s("tcp://0.0.0.0:5556") + u32(3333) + u32(10000) + u32(4096) + u8(0))
+    yield "welcome_resumed", (header(WELCOME, 2) + u8(1) + s("alice") + s("cd" * 16)
+                              + u16(40124) + s("ipc:///tmp/zchat.pub") + u32(500)
+                              + u32(1500) + u32(65536) + u8(1))
+    yield "bye", header(BYE, 3)
+    yield "ping", header(PING, 4)
+    yield "pong", header(PONG, 4) + items([s("lobby") + u64(42), s("ops") + u64(2**64 - 1)])
+    yield "pong_empty", header(PONG, 5) + items([])
+    yield "join", header(JOIN, 6) + s("lobby")
+    yield "joined", (header(JOINED, 6) + s("lobby") + u64(1000) + u64(17) + u32(3)
+                     + s(TOPIC_TEXT))
+    yield "leave", header(LEAVE, 7) + s("lobby")
+    yield "say", header(SAY, 8) + s("lobby") + u8(0) + t("hello, world")
+    yield "say_action_utf8", header(SAY, 9) + s("lobby") + u8(1) + t(TEXT)
+    yield "say_empty", header(SAY, 10) + s("lobby") + u8(0) + t("")
+    yield "ack", header(ACK, 8) + s("lobby") + u64(1001) + u64(TS)
+    yield "ack_dm", header(ACK, 11) + s("") + u64(0) + u64(TS)
+    yield "dm", header(DM, 11) + s("bob") + u8(0) + t("psst")
+    yield "deliver", header(DELIVER, 0) + s("alice") + u8(1) + u64(TS) + t(TEXT)
+    yield "nick", header(NICK, 12) + s("{alice}|^`_-")
+    yield "who", header(WHO, 13) + s("ops")
+    yield "members", header(MEMBERS, 13) + s("ops") + items([s("alice"), s("bob"), s("[c]")])
+    yield "members_empty", header(MEMBERS, 14) + s("ops") + items([])
+    yield "rooms", header(ROOMS, 15)
+    yield "roomlist", header(ROOMLIST, 15) + items([
+        s("lobby") + u32(3) + u64(1001) + s(TOPIC_TEXT),
+        s("ops") + u32(1) + u64(0) + s(""),
+    ])
+    yield "roomlist_empty", header(ROOMLIST, 16) + items([])
+    yield "topic_get", header(TOPIC, 17) + s("lobby") + u8(0) + s("")
+    yield "topic_set", header(TOPIC, 18) + s("lobby") + u8(1) + s(TOPIC_TEXT)
+    yield "topicis", header(TOPICIS, 18) + s("lobby") + s(TOPIC_TEXT) + s("alice") + u64(TS)
+    yield "history", header(HISTORY, 19) + s("lobby") + u64(5) + u64(0) + u16(500)
+    yield "history_last", header(HISTORY, 20) + s("lobby") + u64(0) + u64(0) + u16(65535)
+    yield "page", header(PAGE, 19) + s("lobby") + u64(1) + u64(1001) + u8(1) + items([
+        u64(5) + u64(TS) + s("alice") + u8(0) + t("first"),
+        u64(6) + u64(TS + 1) + s("bob") + u8(1) + t("waves"),
+        u64(7) + u64(TS + 2) + s("carol") + u8(0) + t(TEXT),
+    ])
+    yield "page_empty", header(PAGE, 20) + s("lobby") + u64(0) + u64(0) + u8(0) + items([])
+    yield "probe_request", header(PROBE, 21) + s("lobby")
+    yield "probe_published", header(PROBE, 0) + s("lobby") + s("alice")
+    yield "ok", header(OK, 22)
+    yield "error", header(ERROR, 23) + u16(429) + u32(250) + s("rate limited: slow down")
+    yield "error_unsolicited", header(ERROR, 0) + u16(400) + u32(0) + s("malformed body")
+    yield "message", (header(MESSAGE, 0) + s("lobby") + u64(1002) + u64(TS) + s("alice")
+                      + u8(0) + t("hello, world"))
+    for event, detail in ((1, ""), (2, ""), (3, ""), (4, "alice2"), (5, TOPIC_TEXT)):
+        yield "event_%d" % event, (header(EVENT, 0) + s("lobby") + u64(TS) + u8(event)
+                                   + s("alice") + s(detail))
+    # Boundary values: each at its limit, still valid
+    yield "edge_nick_32", header(NICK, 30) + s("n" * 32)
+    yield "edge_room_32", header(JOIN, 31) + s("r" * 32)
+    yield "edge_token_64", header(HELLO, 32) + u8(1) + s("alice") + s("t" * 64)
+    yield "edge_topic_255", header(TOPIC, 33) + s("lobby") + u8(1) + s("p" * 255)
+    yield "edge_utf8_max", header(SAY, 34) + s("lobby") + u8(0) + t("\U0010ffff\uffff\u0800\u0080")
+    yield "edge_ids_max", header(ACK, 2**64 - 1) + s("lobby") + u64(2**64 - 1) + u64(2**64 - 1)
+
+
+def malformed_bodies():
+    """(name, body) that a decoder must reject, one step from valid."""
+    yield "bad_empty", b""
+    yield "bad_signature", b"ZX" + header(PING, 1)[2:]
+    yield "bad_type_27", b"ZC" + u8(27) + u64(1)
+    yield "bad_truncated_text", header(SAY, 1) + s("lobby") + u8(0) + u32(100) + b"short"
+    yield "bad_trailing", header(PING, 1) + b"\x00"
+    # One byte short: a length checked with an off-by-one reads past the end
+    yield "bad_text_one_short", header(SAY, 1) + s("lobby") + u8(0) + u32(6) + b"hello"
+    yield "bad_room_one_short", header(JOIN, 1) + u8(6) + b"lobby"
+    yield "bad_nick_33", header(NICK, 1) + s("n" * 33)
+    yield "bad_kind_2", header(SAY, 1) + s("lobby") + u8(2) + t("hi")
+    yield "bad_event_6", header(EVENT, 0) + s("lobby") + u64(TS) + u8(6) + s("alice") + s("")
+    yield "bad_utf8_surrogate", header(JOIN, 1) + s(b"\xed\xa0\x80")
+    yield "bad_utf8_overlong", header(SAY, 1) + s("lobby") + u8(0) + t(b"\xc0\xaf")
+    yield "bad_nul", header(SAY, 1) + s("lobby") + u8(0) + t(b"a\x00b")
+    yield "bad_items_4097", header(MEMBERS, 1) + s("ops") + u16(4097) + s("a")
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "corpus", "codec")
+    os.makedirs(out, exist_ok=True)
+    written = 0
+    for name, body in list(valid_bodies()) + list(malformed_bodies()):
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(body)
+        written += 1
+    print("make_corpus: %d seeds in %s" % (written, out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,924 @@
+//  zchat_broker — the broker's sockets and event loop (see zchat_broker.h).
+//
+//  Sockets are set up the czmq way (zsock_t), but the per-message path
+//  talks to libzmq directly through zsock_resolve: a zpoller wake-up, then
+//  zmq_msg_recv (ZMQ_DONTWAIT) into one reused zmq_msg_t until the ROUTER
+//  is empty or a batch is full. The czmq per-message path (zmsg_recv, a
+//  poll per message) costs about ten times as much on this kind of
+//  machine, and the loop is what bounds the broker's throughput.
+//
+//  Nothing here blocks on a peer: replies go out with ZMQ_DONTWAIT on a
+//  ROUTER_MANDATORY socket, so a reply to a peer that is gone or not
+//  reading fails at once (EHOSTUNREACH, EAGAIN) and is dropped; the client
+//  protocol recovers from lost replies by retrying.
+
+#include "zchat_broker.h"
+#include "zchat_auth.h"
+#include "zchat_log.h"
+#include "zchat_msg.h"
+#include "zchat_server.h"
+#include "zchat_store.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+
+//  Most messages handled between two commits: large enough that a commit
+//  is shared by many messages under load, small enough that replies and
+//  periodic work are never held back long.
+#define BATCH_MAX           1024
+//  Longest gap between two runs of periodic work (expiry, retention).
+#define TICK_MS_MAX         100
+#define TICK_MS_MIN         10
+//  A ROUTER frame larger than max_text plus this much cannot be a valid
+//  body: libzmq disconnects the sender before allocating it.
+#define BODY_OVERHEAD       4096
+//  Per-peer pipe limits on the ROUTER. Generous enough that batches fill
+//  under load, small enough that one peer cannot park much memory in the
+//  broker (frames are at most max_text + BODY_OVERHEAD bytes).
+#define ROUTER_HWM          10000
+#define ROUTER_BACKLOG      4096
+//  ZMTP heartbeats on the ROUTER: a silently partitioned peer is cut off
+//  within a few seconds. The PUB has none: its pipes may be full.
+#define HEARTBEAT_IVL_MS    1000
+#define HEARTBEAT_TIMEOUT_MS 3000
+#define HEARTBEAT_TTL_MS    5000
+//  On shutdown, give the last acknowledgements a moment to leave.
+#define ROUTER_LINGER_MS    500
+//  Subscriptions are a topic frame plus one byte; nothing bigger is valid.
+#define PUB_MAXMSGSIZE      1024
+//  Bad input is logged at debug level, at most this many lines a second.
+#define LOGGED_PER_S        10
+
+//  Set by SIGHUP, read by the loop.
+static volatile sig_atomic_t s_hup_received = 0;
+
+//  Counts a kind of event and logs it at a bounded rate.
+typedef struct {
+    uint64_t total;
+    int64_t window;                 //  start of the current second
+    unsigned logged;                //  lines in the current second
+    uint64_t suppressed;            //  events not logged in it
+} limiter_t;
+
+struct _zchat_broker_t {
+    bool curve;
+    uint32_t max_text;
+    char *router_endpoint;          //  as bound
+    char *pub_endpoint;             //  as bound
+    zchat_auth_t *auth;             //  NULL without CURVE
+    zchat_store_t *store;
+    zchat_server_t *server;
+    zsock_t *router;
+    zsock_t *pub;
+    void *router_handle;            //  libzmq sockets, for the hot path
+    void *pub_handle;
+    zpoller_t *poller;
+    zmq_msg_t frame;                //  reused for every inbound frame
+    uint8_t peer [ZCHAT_BROKER_MAX_PEER];
+    int tick_ms;
+    int64_t next_tick;              //  zclock_mono time of the next tick
+    uint64_t handled;               //  bodies given to the server
+    limiter_t dropped;              //  malformed envelopes
+    limiter_t undeliverable;        //  replies to gone or stuck peers
+    limiter_t storage;              //  failed commits
+};
+
+//  ---------------------------------------------------------------------
+//  Count an event; log it at debug level (or at error level if loud) at
+//  most LOGGED_PER_S times a second, then say how many went unlogged.
+
+static void
+s_limited_log (limiter_t *self, bool loud, const char *what, const char *detail,
+               const char *address)
+{
+    self->total++;
+    if (!loud && !zchat_log_verbose ())
+        return;
+    int64_t now = zclock_mono ();
+    if (now - self->window >= 1000) {
+        if (self->suppressed)
+            zsys_debug ("%s: %" PRIu64 " more not logged", what, self->suppressed);
+        self->window = now;
+        self->logged = 0;
+        self->suppressed = 0;
+    }
+    if (self->logged < LOGGED_PER_S) {
+        self->logged++;
+        if (loud)
+            zsys_error ("%s: %s", what, detail);
+        else
+            zsys_debug ("%s: %s (from %s)", what, detail, address? address: "?");
+    }
+    else
+        self->suppressed++;
+}
+
+//  ---------------------------------------------------------------------
+//  Fill config with the command line's defaults.
+
+void
+zchat_broker_config_defaults (zchat_broker_config_t *config)
+{
+    assert (config);
+    memset (config, 0, sizeof (*config));
+    config->router_endpoint = ZCHAT_BROKER_ROUTER;
+    config->pub_endpoint = ZCHAT_BROKER_PUB;
+    config->timeout_ms = ZCHAT_BROKER_TIMEOUT_MS;
+    config->max_text = ZCHAT_BROKER_MAX_TEXT;
+    config->history_page = ZCHAT_BROKER_HISTORY_PAGE;
+    config->pub_hwm = ZCHAT_BROKER_PUB_HWM;
+}
+
+//  ---------------------------------------------------------------------
+//  Thousands of clients need thousands of descriptors: take the hard limit.
+
+static void
+s_raise_fd_limit (void)
+{
+    struct rlimit limit;
+    if (getrlimit (RLIMIT_NOFILE, &limit) != 0) {
+        zsys_warning ("cannot read the open file limit: %s", strerror (errno));
+        return;
+    }
+    if (limit.rlim_cur == limit.rlim_max) {
+        zsys_info ("open file limit: %llu", (unsigned long long) limit.rlim_cur);
+        return;
+    }
+    rlim_t old = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit (RLIMIT_NOFILE, &limit) == 0)
+        zsys_info ("open file limit raised from %llu to %llu",
+                   (unsigned long long) old, (unsigned long long) limit.rlim_cur);
+    else
+        zsys_warning ("open file limit stays at %llu: %s",
+                      (unsigned long long) old, strerror (errno));
+}
+
+//  ---------------------------------------------------------------------
+//  Set an int socket option. Returns 0, or -1 with one line in error.
+
+static int
+s_set_option (zsock_t *sock, const char *socket_name, int option,
+              const char *option_name, int value, char *error, size_t error_size)
+{
+    if (zmq_setsockopt (zsock_resolve (sock), option, &value, sizeof (value)) == 0)
+        return 0;
+    snprintf (error, error_size, "cannot set %s on the %s socket: %s",
+              option_name, socket_name, zmq_strerror (zmq_errno ()));
+    return -1;
+}
+
+#define SET_OPTION(sock, name, option, value) \
+    s_set_option (sock, name, option, #option, value, error, error_size)
+
+//  ---------------------------------------------------------------------
+//  Options both sockets share; IPv6 only where the endpoint asks for it,
+//  so that tcp://*:port keeps meaning IPv4 as libzmq's default has it.
+
+static int
+s_set_common (zsock_t *sock, const char *name, const char *endpoint,
+              char *error, size_t error_size)
+{
+    if (strchr (endpoint, '[') && SET_OPTION (sock, name, ZMQ_IPV6, 1))
+        return -1;
+    return 0;
+}
+
+//  ---------------------------------------------------------------------
+//  Bind sock to endpoint (port * picks a free one). Returns the endpoint
+//  as bound (the caller's), or NULL with one line in error.
+
+static char *
+s_bind (zsock_t *sock, const char *name, const char *endpoint,
+        char *error, size_t error_size)
+{
+    if (zmq_bind (zsock_resolve (sock), endpoint) != 0) {
+        snprintf (error, error_size, "cannot bind %s to %s: %s", name, endpoint,
+                  zmq_strerror (zmq_errno ()));
+        return NULL;
+    }
+    char *bound = zsock_last_endpoint (sock);
+    if (!bound || !*bound) {
+        zstr_free (&bound);
+        snprintf (error, error_size, "cannot read the endpoint %s is bound to", name);
+        return NULL;
+    }
+    return bound;
+}
+
+//  ---------------------------------------------------------------------
+//  The TCP port of an endpoint as bound, or 0 for other transports.
+
+static uint16_t
+s_endpoint_port (const char *endpoint)
+{
+    if (strncmp (endpoint, "tcp://", 6) != 0)
+        return 0;
+    const char *colon = strrchr (endpoint, ':');
+    if (!colon)
+        return 0;
+    char *end = NULL;
+    unsigned long port = strtoul (colon + 1, &end, 10);
+    if (end == colon + 1 || *end || port > 65535)
+        return 0;
+    return (uint16_t) port;
+}
+
+//  ---------------------------------------------------------------------
+//  Server output: send body to the peer whose envelope is in the blob.
+//  The blob is [u8 size, routing id]... as packed by s_handle_message.
+
+static void
+s_reply (void *arg, const uint8_t *peer, size_t peer_size,
+         const uint8_t *body, size_t body_size)
+{
+    zchat_broker_t *self = (zchat_broker_t *) arg;
+    size_t pos = 0;
+    while (pos < peer_size) {
+        size_t size = peer [pos++];
+        if (size == 0 || size > peer_size - pos) {
+            s_limited_log (&self->undeliverable, true, "reply not sent",
+                           "the server handed back a damaged envelope", NULL);
+            return;
+        }
+        //  Only the first frame can fail: ROUTER_MANDATORY refuses it at
+        //  once when the peer is gone (EHOSTUNREACH) or its pipe is full
+        //  (EAGAIN). Once it is accepted the rest of the message is too.
+        if (zmq_send (self->router_handle, peer + pos, size,
+                      ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1) {
+            s_limited_log (&self->undeliverable, false, "reply dropped",
+                           zmq_strerror (zmq_errno ()), NULL);
+            return;
+        }
+        pos += size;
+    }
+    if (peer_size == 0
+    ||  zmq_send (self->router_handle, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1
+    ||  zmq_send (self->router_handle, body, body_size, ZMQ_DONTWAIT) == -1)
+        s_limited_log (&self->undeliverable, false, "reply dropped",
+                       peer_size? zmq_strerror (zmq_errno ()): "empty envelope", NULL);
+}
+
+//  ---------------------------------------------------------------------
+//  Server output: publish body under topic. A PUB never blocks: a
+//  subscriber past its high-water mark loses the message and recovers it
+//  from history.
+
+static void
+s_publish (void *arg, const uint8_t *topic, size_t topic_size,
+           const uint8_t *body, size_t body_size)
+{
+    zchat_broker_t *self = (zchat_broker_t *) arg;
+    if (zmq_send (self->pub_handle, topic, topic_size, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1
+    ||  zmq_send (self->pub_handle, body, body_size, ZMQ_DONTWAIT) == -1)
+        s_limited_log (&self->undeliverable, true, "publish failed",
+                       zmq_strerror (zmq_errno ()), NULL);
+}
+
+//  ---------------------------------------------------------------------
+//  Read the next part of the current multipart message into self->frame.
+//  The parts of a message arrive together, so this does not wait.
+
+static int
+s_recv_part (zchat_broker_t *self)
+{
+    return zmq_msg_recv (&self->frame, self->router_handle, 0) == -1? -1: 0;
+}
+
+//  Skip the rest of the current multipart message.
+static void
+s_skip_rest (zchat_broker_t *self)
+{
+    while (zmq_msg_more (&self->frame))
+        if (s_recv_part (self) != 0)
+            break;
+}
+
+//  ---------------------------------------------------------------------
+//  Answer ERROR directly, for a message whose envelope is intact but whose
+//  frames are not one body (the server only ever sees single bodies).
+
+static void
+s_reply_error (zchat_broker_t *self, size_t peer_size, uint16_t code,
+               const char *reason)
+{
+    uint8_t data [ZCHAT_HEADER_SIZE + 16 + ZCHAT_MAX_REASON];
+    zchat_buf_t buf;
+    zchat_buf_init (&buf, data, sizeof (data));
+    size_t size = zchat_encode_error (&buf, 0, code, 0, reason);
+    if (size > 0)
+        s_reply (self, self->peer, peer_size, data, size);
+}
+
+//  ---------------------------------------------------------------------
+//  Handle one inbound message whose first frame is in self->frame: pack
+//  the envelope into self->peer, check the frame layout, and hand the
+//  body to the server. Anything else is drained and dropped.
+
+static void
+s_handle_message (zchat_broker_t *self)
+{
+    zmq_msg_t *frame = &self->frame;
+    const char *problem = NULL;
+    size_t peer_size = 0;
+    size_t hops = 0;
+
+    //  Routing-id frames up to the empty delimiter: the ROUTER's own id of
+    //  the peer first, then one more per relay the message came through.
+    while (zmq_msg_size (frame) > 0) {
+        size_t size = zmq_msg_size (frame);
+        if (hops == ZCHAT_BROKER_MAX_HOPS)
+            problem = "too many envelope frames";
+        else
+        if (size > UINT8_MAX || size + 1 > sizeof (self->peer) - peer_size)
+            problem = "envelope too large";
+        else
+        if (!zmq_msg_more (frame))
+            problem = "no empty delimiter frame";
+        if (problem)
+            goto drop;
+        self->peer [peer_size++] = (uint8_t) size;
+        memcpy (self->peer + peer_size, zmq_msg_data (frame), size);
+        peer_size += size;
+        hops++;
+        if (s_recv_part (self) != 0) {
+            problem = "truncated message";
+            goto drop;
+        }
+    }
+    if (hops == 0)
+        problem = "no routing id";
+    else
+    if (!zmq_msg_more (frame))
+        problem = "no body frame";
+    else
+    if (s_recv_part (self) != 0)
+        problem = "truncated message";
+    if (problem)
+        goto drop;
+
+    const char *address = zmq_msg_gets (frame, "Peer-Address");
+    if (zmq_msg_more (frame)) {
+        //  The envelope is intact, so the sender can be told.
+        s_skip_rest (self);
+        s_limited_log (&self->dropped, false, "dropped a message",
+                       "more than one body frame", address);
+        s_reply_error (self, peer_size, ZCHAT_ERR_MALFORMED,
+                       "expected exactly one body frame after the delimiter");
+        return;
+    }
+    const char *user_id = NULL;
+    if (self->curve) {
+        //  Set by our ZAP handler for every admitted peer; without it the
+        //  broker would have no trustworthy identity for the sender.
+        user_id = zmq_msg_gets (frame, "User-Id");
+        if (!user_id || !*user_id) {
+            s_limited_log (&self->dropped, false, "dropped a message",
+                           "no CURVE identity", address);
+            return;
+        }
+    }
+    zchat_server_handle (self->server, self->peer, peer_size, user_id, address,
+                         (const uint8_t *) zmq_msg_data (frame),
+                         zmq_msg_size (frame), (uint64_t) zclock_time ());
+    self->handled++;
+    return;
+
+drop:
+    s_skip_rest (self);
+    s_limited_log (&self->dropped, false, "dropped a message", problem,
+                   zmq_msg_gets (frame, "Peer-Address"));
+}
+
+//  ---------------------------------------------------------------------
+//  Drain up to BATCH_MAX messages from the ROUTER, then commit what the
+//  server staged: one transaction for the whole batch, and the batch's
+//  acknowledgements and publications go out only after it.
+
+static void
+s_drain (zchat_broker_t *self)
+{
+    for (int count = 0; count < BATCH_MAX; count++) {
+        if (zmq_msg_recv (&self->frame, self->router_handle, ZMQ_DONTWAIT) == -1) {
+            int error = zmq_errno ();
+            if (error != EAGAIN && error != EINTR)
+                zsys_error ("ROUTER receive failed: %s", zmq_strerror (error));
+            break;
+        }
+        s_handle_message (self);
+    }
+    if (zchat_server_flush (self->server) < 0)
+        s_limited_log (&self->storage, true, "commit failed",
+                       "storage refused a batch; its senders got ERROR 500", NULL);
+}
+
+//  ---------------------------------------------------------------------
+//  SIGHUP only sets a flag: the loop reloads at a safe point.
+
+static void
+s_hup_handler (int signal_number)
+{
+    (void) signal_number;
+    s_hup_received = 1;
+}
+
+static void
+s_reload (zchat_broker_t *self)
+{
+    if (!self->auth) {
+        zsys_info ("SIGHUP: nothing to reload (no allow-list)");
+        return;
+    }
+    int count = zchat_auth_reload (self->auth);
+    if (count >= 0)
+        zsys_info ("SIGHUP: allow-list reloaded: %d keys", count);
+}
+
+//  ---------------------------------------------------------------------
+//  Start a broker.
+
+zchat_broker_t *
+zchat_broker_new (const zchat_broker_config_t *config,
+                  char *error, size_t error_size)
+{
+    assert (config);
+    assert (error && error_size > 0);
+    zchat_broker_t *self = (zchat_broker_t *) zmalloc (sizeof (zchat_broker_t));
+    assert (self);
+    zmq_msg_init (&self->frame);
+    zchat_log_set_verbose (config->verbose);
+
+    if (!config->router_endpoint || !config->pub_endpoint || !config->data_dir) {
+        snprintf (error, error_size, "endpoints and data directory are required");
+        goto failed;
+    }
+    if (config->max_text == 0 || config->max_text > ZCHAT_MAX_TEXT) {
+        snprintf (error, error_size, "max text must be 1..%d bytes", ZCHAT_MAX_TEXT);
+        goto failed;
+    }
+    if (config->timeout_ms < 3 || config->pub_hwm < 0 || config->history_page == 0) {
+        snprintf (error, error_size, "invalid session timeout, PUB HWM or page size");
+        goto failed;
+    }
+    self->max_text = config->max_text;
+
+    //  The ZAP handler must be up before a CURVE socket binds: a handshake
+    //  arriving first would find nobody to ask.
+    if (config->cert_path) {
+        self->curve = true;
+        self->auth = zchat_auth_new (config->cert_path, config->allow_dir,
+                                     error, error_size);
+        if (!self->auth)
+            goto failed;
+    }
+
+    self->store = zchat_store_new (config->data_dir, config->fsync, error, error_size);
+    if (!self->store)
+        goto failed;
+
+    //  The ROUTER: every request and reply
+    self->router = zsock_new (ZMQ_ROUTER);
+    if (!self->router) {
+        snprintf (error, error_size, "cannot create the ROUTER socket");
+        goto failed;
+    }
+    self->router_handle = zsock_resolve (self->router);
+    int64_t max_size = (int64_t) config->max_text + BODY_OVERHEAD;
+    if (zmq_setsockopt (self->router_handle, ZMQ_MAXMSGSIZE,
+                        &max_size, sizeof (max_size)) != 0) {
+        snprintf (error, error_size, "cannot set ZMQ_MAXMSGSIZE: %s",
+                  zmq_strerror (zmq_errno ()));
+        goto failed;
+    }
+    if (SET_OPTION (self->router, "ROUTER", ZMQ_ROUTER_MANDATORY, 1)
+    ||  SET_OPTION (self->router, "ROUTER", ZMQ_SNDHWM, ROUTER_HWM)
+    ||  SET_OPTION (self->router, "ROUTER", ZMQ_RCVHWM, ROUTER_HWM)
+    ||  SET_OPTION (self->router, "ROUTER", ZMQ_BACKLOG, ROUTER_BACKLOG)
+    ||  SET_OPTION (self->router, "ROUTER", ZMQ_HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    ||  SET_OPTION (self->router, "ROUTER", ZMQ_HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    ||  SET_OPTION (self->router, "ROUTER", ZMQ_HEARTBEAT_TTL, HEARTBEAT_TTL_MS)
+    ||  SET_OPTION (self->router, "ROUTER", ZMQ_LINGER, ROUTER_LINGER_MS)
+    ||  s_set_common (self->router, "ROUTER", config->router_endpoint, error, error_size))
+        goto failed;
+
+    //  The PUB: room traffic
+    self->pub = zsock_new (ZMQ_PUB);
+    if (!self->pub) {
+        snprintf (error, error_size, "cannot create the PUB socket");
+        goto failed;
+    }
+    self->pub_handle = zsock_resolve (self->pub);
+    int64_t pub_max_size = PUB_MAXMSGSIZE;
+    if (zmq_setsockopt (self->pub_handle, ZMQ_MAXMSGSIZE,
+                        &pub_max_size, sizeof (pub_max_size)) != 0) {
+        snprintf (error, error_size, "cannot set ZMQ_MAXMSGSIZE: %s",
+                  zmq_strerror (zmq_errno ()));
+        goto failed;
+    }
+    if (SET_OPTION (self->pub, "PUB", ZMQ_SNDHWM, config->pub_hwm)
+    ||  SET_OPTION (self->pub, "PUB", ZMQ_LINGER, 0)
+    ||  s_set_common (self->pub, "PUB", config->pub_endpoint, error, error_size))
+        goto failed;
+
+    if (self->auth
+    &&  (zchat_auth_secure (self->auth, self->router) != 0
+    ||   zchat_auth_secure (self->auth, self->pub) != 0)) {
+        snprintf (error, error_size, "cannot turn CURVE on: %s",
+                  zmq_strerror (zmq_errno ()));
+        goto failed;
+    }
+    self->router_endpoint = s_bind (self->router, "ROUTER", config->router_endpoint,
+                                    error, error_size);
+    if (!self->router_endpoint)
+        goto failed;
+    self->pub_endpoint = s_bind (self->pub, "PUB", config->pub_endpoint,
+                                 error, error_size);
+    if (!self->pub_endpoint)
+        goto failed;
+
+    zchat_server_config_t server_config = {
+        .pub_endpoint = self->pub_endpoint,
+        .pub_port = s_endpoint_port (self->pub_endpoint),
+        .heartbeat_ms = config->timeout_ms / 3,
+        .timeout_ms = config->timeout_ms,
+        .max_text = config->max_text,
+        .max_rooms = config->max_rooms,
+        .max_sessions_per_address = config->max_sessions_per_address,
+        .history_page = config->history_page,
+        .rate_limit = config->rate_limit,
+        .rate_burst = config->rate_burst,
+        .retain_messages = config->retain_messages,
+        .retain_ms = config->retain_ms,
+        .curve = self->curve,
+    };
+    zchat_server_output_t output = { self, s_reply, s_publish };
+    self->server = zchat_server_new (&server_config, self->store, output);
+    if (!self->server) {
+        snprintf (error, error_size, "cannot start the protocol core");
+        goto failed;
+    }
+    self->poller = zpoller_new (self->router, NULL);
+    assert (self->poller);
+
+    //  Periodic work runs at least every heartbeat/2, as the core needs.
+    self->tick_ms = (int) (server_config.heartbeat_ms / 2);
+    if (self->tick_ms > TICK_MS_MAX)
+        self->tick_ms = TICK_MS_MAX;
+    if (self->tick_ms < TICK_MS_MIN)
+        self->tick_ms = TICK_MS_MIN;
+    self->next_tick = zclock_mono () + self->tick_ms;
+
+    //  Logged only once start-up has succeeded, so that a failure to start
+    //  is the one line after the command.
+    s_raise_fd_limit ();
+    if (self->auth)
+        zsys_info ("CURVE on: broker public key %s (%s)",
+                   zchat_auth_public_key (self->auth),
+                   config->allow_dir? "allow-list": "any key admitted");
+    else
+        zsys_warning ("no --cert: traffic is unauthenticated and unencrypted; "
+                      "anyone who can reach the ports can read every room");
+    zsys_info ("ready router=%s pub=%s", self->router_endpoint, self->pub_endpoint);
+    return self;
+
+failed:
+    zchat_broker_destroy (&self);
+    return NULL;
+}
+
+//  ---------------------------------------------------------------------
+//  Commit everything staged, then close down in dependency order: the
+//  server sends its last replies through the sockets, so it goes first;
+//  the ZAP handler serves the sockets, so it goes last.
+
+void
+zchat_broker_destroy (zchat_broker_t **self_p)
+{
+    assert (self_p);
+    if (*self_p) {
+        zchat_broker_t *self = *self_p;
+        if (self->server) {
+            if (zchat_server_flush (self->server) < 0)
+                zsys_error ("the last batch could not be stored");
+            zchat_server_destroy (&self->server);
+            zsys_info ("served %" PRIu64 " requests; dropped %" PRIu64
+                       " malformed; %" PRIu64 " replies undeliverable",
+                       self->handled, self->dropped.total,
+                       self->undeliverable.total);
+        }
+        zchat_store_destroy (&self->store);
+        zpoller_destroy (&self->poller);
+        zmq_msg_close (&self->frame);
+        zsock_destroy (&self->router);
+        zsock_destroy (&self->pub);
+        zchat_auth_destroy (&self->auth);
+        zstr_free (&self->router_endpoint);
+        zstr_free (&self->pub_endpoint);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  ---------------------------------------------------------------------
+//  One turn of the loop.
+
+int
+zchat_broker_poll (zchat_broker_t *self, int timeout_ms)
+{
+    assert (self);
+    if (s_hup_received) {
+        s_hup_received = 0;
+        s_reload (self);
+    }
+    //  Sleep no longer than until the next tick is due.
+    int64_t now = zclock_mono ();
+    int64_t until_tick = self->next_tick > now? self->next_tick - now: 0;
+    int wait = timeout_ms;
+    if (wait < 0 || wait > until_tick)
+        wait = (int) until_tick;
+
+    int rc = 0;
+    void *which = zpoller_wait (self->poller, wait);
+    if (which == self->router)
+        s_drain (self);
+    else
+    if (zpoller_terminated (self->poller) && zmq_errno () != EINTR)
+        rc = -1;                    //  the context is gone
+
+    now = zclock_mono ();
+    if (now >= self->next_tick) {
+        zchat_server_tick (self->server, (uint64_t) zclock_time ());
+        self->next_tick = now + self->tick_ms;
+    }
+    //  czmq's handler sets this on SIGINT and SIGTERM. Other signals
+    //  (SIGHUP) also end the poll early, with EINTR, and are not a reason
+    //  to stop.
+    if (zsys_interrupted)
+        rc = -1;
+    return rc;
+}
+
+//  ---------------------------------------------------------------------
+//  Serve until SIGINT or SIGTERM.
+
+int
+zchat_broker_run (zchat_broker_t *self)
+{
+    assert (self);
+    //  czmq catches SIGINT and SIGTERM but not SIGHUP. No SA_RESTART: the
+    //  signal should cut the poll short so the reload happens at once.
+    struct sigaction action, previous;
+    memset (&action, 0, sizeof (action));
+    action.sa_handler = s_hup_handler;
+    sigemptyset (&action.sa_mask);
+    sigaction (SIGHUP, &action, &previous);
+
+    int rc = 0;
+    while (!zsys_interrupted) {
+        if (zchat_broker_poll (self, -1) != 0) {
+            if (!zsys_interrupted) {
+                zsys_error ("event loop failed: %s", zmq_strerror (zmq_errno ()));
+                rc = -1;
+            }
+            break;
+        }
+    }
+    sigaction (SIGHUP, &previous, NULL);
+    return rc;
+}
+
+//  ---------------------------------------------------------------------
+//  The endpoints as bound.
+
+const char *
+zchat_broker_router_endpoint (zchat_broker_t *self)
+{
+    assert (self);
+    return self->router_endpoint;
+}
+
+const char *
+zchat_broker_pub_endpoint (zchat_broker_t *self)
+{
+    assert (self);
+    return self->pub_endpoint;
+}
+
+//  ---------------------------------------------------------------------
+//  Self test helpers
+
+//  Turn the broker until dealer has a message, at most ~2 s. Returns the
+//  body (the caller's), or NULL. Frames before the body are checked to be
+//  expected_prefix frames and an empty delimiter.
+static zframe_t *
+s_test_reply (zchat_broker_t *broker, zsock_t *dealer, size_t prefix_frames)
+{
+    zpoller_t *poller = zpoller_new (dealer, NULL);
+    assert (poller);
+    zframe_t *body = NULL;
+    for (int turn = 0; turn < 200 && !body; turn++) {
+        zchat_broker_poll (broker, 10);
+        if (zpoller_wait (poller, 0) == dealer) {
+            zmsg_t *msg = zmsg_recv (dealer);
+            assert (msg);
+            assert (zmsg_size (msg) == prefix_frames + 2);
+            for (size_t i = 0; i < prefix_frames; i++) {
+                zframe_t *frame = zmsg_pop (msg);
+                zframe_destroy (&frame);
+            }
+            zframe_t *delimiter = zmsg_pop (msg);
+            assert (zframe_size (delimiter) == 0);
+            zframe_destroy (&delimiter);
+            body = zmsg_pop (msg);
+            zmsg_destroy (&msg);
+        }
+    }
+    zpoller_destroy (&poller);
+    return body;
+}
+
+//  Send [frames...] then body; frames are strings, "" is a delimiter.
+static void
+s_test_send (zsock_t *dealer, const char *first, const char *second,
+             const uint8_t *body, size_t body_size)
+{
+    if (first)
+        zstr_sendm (dealer, first);
+    if (second)
+        zstr_sendm (dealer, second);
+    int rc = zmq_send (zsock_resolve (dealer), body, body_size, 0);
+    assert (rc == (int) body_size);
+}
+
+//  Decode frame into msg and check its type.
+static void
+s_test_expect (zframe_t **frame_p, zchat_msg_t *msg, int type)
+{
+    assert (*frame_p);
+    int rc = zchat_msg_decode (msg, zframe_data (*frame_p), zframe_size (*frame_p));
+    assert (rc == ZCHAT_DECODE_OK);
+    assert (msg->type == type);
+    zframe_destroy (frame_p);
+}
+
+static void
+s_test_remove_dir (const char *dir)
+{
+    zdir_t *tree = zdir_new (dir, NULL);
+    if (tree) {
+        zdir_remove (tree, true);
+        zdir_destroy (&tree);
+    }
+}
+
+void
+zchat_broker_test (bool verbose)
+{
+    printf (" * zchat_broker: ");
+    if (verbose)
+        printf ("\n");
+    char *data_dir = zsys_sprintf ("/tmp/zchat_broker_test.%d", (int) getpid ());
+    s_test_remove_dir (data_dir);
+
+    zchat_broker_config_t config;
+    zchat_broker_config_defaults (&config);
+    config.router_endpoint = "tcp://127.0.0.1:*";
+    config.pub_endpoint = "tcp://127.0.0.1:*";
+    config.data_dir = data_dir;
+    config.verbose = verbose;
+    char error [256];
+
+    //  A port in use is refused with a reason
+    zsock_t *squatter = zsock_new (ZMQ_PUB);
+    assert (squatter);
+    int port = zsock_bind (squatter, "tcp://127.0.0.1:*");
+    assert (port > 0);
+    char *taken = zsys_sprintf ("tcp://127.0.0.1:%d", port);
+    config.pub_endpoint = taken;
+    zchat_broker_t *broker = zchat_broker_new (&config, error, sizeof (error));
+    assert (broker == NULL);
+    assert (strstr (error, "cannot bind PUB"));
+    zsock_destroy (&squatter);
+    zstr_free (&taken);
+    config.pub_endpoint = "tcp://127.0.0.1:*";
+
+    broker = zchat_broker_new (&config, error, sizeof (error));
+    assert (broker);
+    const char *router_endpoint = zchat_broker_router_endpoint (broker);
+    const char *pub_endpoint = zchat_broker_pub_endpoint (broker);
+    assert (strncmp (router_endpoint, "tcp://127.0.0.1:", 16) == 0);
+    assert (s_endpoint_port (router_endpoint) > 0);
+    assert (s_endpoint_port (pub_endpoint) > 0);
+
+    zsock_t *dealer = zsock_new (ZMQ_DEALER);
+    assert (dealer);
+    int rc = zsock_connect (dealer, "%s", router_endpoint);
+    assert (rc == 0);
+    zsock_t *sub = zsock_new (ZMQ_SUB);
+    assert (sub);
+    rc = zsock_connect (sub, "%s", pub_endpoint);
+    assert (rc == 0);
+    zsock_set_subscribe (sub, "test:");
+
+    uint8_t data [512];
+    zchat_buf_t buf;
+    zchat_buf_init (&buf, data, sizeof (data));
+    zchat_msg_t msg;
+
+    //  HELLO: WELCOME tells the real PUB port
+    size_t size = zchat_encode_hello (&buf, 1, ZCHAT_VERSION, "alice", "");
+    s_test_send (dealer, "", NULL, data, size);
+    zframe_t *body = s_test_reply (broker, dealer, 0);
+    s_test_expect (&body, &msg, ZCHAT_WELCOME);
+    assert (msg.id == 1);
+    assert (msg.pub_port == s_endpoint_port (pub_endpoint));
+    assert (streq (msg.endpoint, pub_endpoint));
+    assert (msg.max_text == ZCHAT_BROKER_MAX_TEXT);
+
+    //  Bad envelopes: no delimiter and no body are dropped unanswered;
+    //  two bodies get ERROR 400; the session survives all of them
+    size = zchat_encode_ping (&buf, 2);
+    s_test_send (dealer, NULL, NULL, data, size);
+    s_test_send (dealer, NULL, NULL, (const uint8_t *) "", 0);
+    s_test_send (dealer, "", "two", data, size);
+    body = s_test_reply (broker, dealer, 0);
+    s_test_expect (&body, &msg, ZCHAT_ERROR);
+    assert (msg.code == ZCHAT_ERR_MALFORMED);
+    assert (msg.id == 0);
+
+    //  JOIN, SAY: ACK after the commit, MESSAGE on the room's topic
+    size = zchat_encode_join (&buf, 3, "test");
+    s_test_send (dealer, "", NULL, data, size);
+    body = s_test_reply (broker, dealer, 0);
+    s_test_expect (&body, &msg, ZCHAT_JOINED);
+    zclock_sleep (100);             //  let the subscription arrive
+    size = zchat_encode_say (&buf, 4, "test", ZCHAT_KIND_TEXT, "hi", 2);
+    s_test_send (dealer, "", NULL, data, size);
+    body = s_test_reply (broker, dealer, 0);
+    s_test_expect (&body, &msg, ZCHAT_ACK);
+    assert (msg.id == 4);
+    assert (msg.seq >= 1);
+    uint64_t seq = msg.seq;
+    zpoller_t *poller = zpoller_new (sub, NULL);
+    assert (poller);
+    body = NULL;
+    while (!body && zpoller_wait (poller, 1000) == sub) {
+        zmsg_t *published = zmsg_recv (sub);
+        assert (published && zmsg_size (published) == 2);
+        char *topic = zmsg_popstr (published);
+        assert (topic && streq (topic, "test:"));
+        zstr_free (&topic);
+        zframe_t *frame = zmsg_pop (published);
+        zmsg_destroy (&published);
+        if (zchat_msg_decode (&msg, zframe_data (frame), zframe_size (frame)) == 0
+        &&  msg.type == ZCHAT_MESSAGE)
+            body = frame;
+        else
+            zframe_destroy (&frame);
+    }
+    zpoller_destroy (&poller);
+    s_test_expect (&body, &msg, ZCHAT_MESSAGE);
+    assert (msg.seq == seq);
+    assert (streq (msg.nick, "alice"));
+
+    //  A relayed message (one more routing-id frame before the delimiter)
+    //  is answered through the same envelope
+    size = zchat_encode_hello (&buf, 5, ZCHAT_VERSION, "bob", "");
+    s_test_send (dealer, "relay-hop", "", data, size);
+    body = s_test_reply (broker, dealer, 1);
+    s_test_expect (&body, &msg, ZCHAT_WELCOME);
+    assert (msg.id == 5);
+    assert (streq (msg.nick, "bob"));
+
+    //  An oversize frame disconnects only its sender
+    zsock_t *big = zsock_new (ZMQ_DEALER);
+    assert (big);
+    rc = zsock_connect (big, "%s", router_endpoint);
+    assert (rc == 0);
+    size_t big_size = ZCHAT_BROKER_MAX_TEXT + BODY_OVERHEAD + 1;
+    uint8_t *big_data = (uint8_t *) zmalloc (big_size);
+    assert (big_data);
+    s_test_send (big, "", NULL, big_data, big_size);
+    free (big_data);
+    for (int turn = 0; turn < 20; turn++)
+        zchat_broker_poll (broker, 10);
+    size = zchat_encode_ping (&buf, 6);
+    s_test_send (dealer, "", NULL, data, size);
+    body = s_test_reply (broker, dealer, 0);
+    s_test_expect (&body, &msg, ZCHAT_PONG);
+    assert (msg.id == 6);
+    zsock_destroy (&big);
+
+    zsock_destroy (&sub);
+    zsock_destroy (&dealer);
+    zchat_broker_destroy (&broker);
+    assert (broker == NULL);
+    zchat_broker_destroy (&broker);
+    s_test_remove_dir (data_dir);
+    zstr_free (&data_dir);
+    printf ("OK\n");
+}

@@ -29,12 +29,13 @@ zchat_store_t *
 void
     zchat_store_destroy (zchat_store_t **self_p);
 
-//  Newest sequence number of a room, 0 if it has no messages yet.
+//  Newest sequence number of a room, 0 if it has no messages yet (0 also
+//  on a storage error, which is logged).
 uint64_t
     zchat_store_last_seq (zchat_store_t *self, const char *room);
 
 //  Oldest sequence number still held for a room (retention removes older
-//  ones), 0 if none is held.
+//  ones), 0 if none is held (or on a logged storage error).
 uint64_t
     zchat_store_first_seq (zchat_store_t *self, const char *room);
 
@@ -51,7 +52,9 @@ void
 //  Append one room message inside a group. msg_id is the sender's message
 //  id: if (nick, msg_id) was stored before, nothing is written and 1 is
 //  returned with the original room, seq and ts in *orig_* (orig_room has
-//  capacity ZCHAT_MAX_ROOM + 1). Returns 0 when stored, -1 on error.
+//  capacity ZCHAT_MAX_ROOM + 1). Returns 0 when stored, -1 on error. msg_id
+//  0 is never taken for a retry (stored without an id); a (room, seq)
+//  already taken returns -1.
 int
     zchat_store_append (zchat_store_t *self, const char *room, uint64_t seq,
                         uint64_t ts, const char *nick, uint8_t kind,
@@ -66,8 +69,9 @@ typedef int (zchat_store_fn) (void *arg, uint64_t seq, uint64_t ts,
                               const char *text, size_t text_size);
 
 //  Messages of room with from_seq <= seq <= to_seq (to_seq 0 = newest), in
-//  ascending order, at most limit of them. Returns the number passed to fn,
-//  or -1 on error.
+//  ascending order, at most limit of them; from_seq 0 = the last limit
+//  messages up to to_seq (PROTOCOL.md 6.4). fn must not call back into the
+//  store. Returns the number passed to fn, or -1 on error.
 int
     zchat_store_history (zchat_store_t *self, const char *room,
                          uint64_t from_seq, uint64_t to_seq, size_t limit,
@@ -91,6 +95,8 @@ int
     zchat_store_topic_set (zchat_store_t *self, const char *room,
                            const char *topic, const char *set_by, uint64_t ts);
 
+//  Topic and nick writes made while a group is open join that group.
+//
 //  Nickname ownership under CURVE: the Z85 public key that owns nick.
 //  owner returns 0 and fills key (capacity 41), or -1 if nick is unowned.
 //  claim binds an unowned nick to key (0), or fails (-1). release unbinds.

@@ -269,7 +269,7 @@ int
 
 typedef struct {
     bool     ran;
-    char     status [160];          //  "ok", or why it did not run
+    char     status [256];          //  "ok", or why it did not run
     uint64_t messages;              //  expected: senders * messages
     uint64_t accepted;              //  zchat: acked; ceiling: forwarded
     uint64_t expected_deliveries;
@@ -315,7 +315,36 @@ typedef struct {
     int      hwm;                   //  ceiling: PUB/SUB HWM (0 = none)
     int      timeout_s;             //  bound for one side's run
     bool     verbose;
+    //  zchat only
+    const char *server;             //  use this broker instead of our own
+    bool     durable;               //  false: broker without durable commit
+    const char *durable_off_args;   //  broker arguments for durability off
+    const char *broker_args;        //  extra broker arguments (space-separated)
+    bool     flooder;               //  add one sender flooding at full speed
+    bool     senders_receive;       //  senders are the receivers (fairness)
 } bench_params_t;
+
+//  Run zchat with these parameters into side (own broker unless
+//  params->server). Returns 0, or -1 if it could not run (status says why).
+int
+    bench_zchat_run (const bench_params_t *params, bench_side_t *side);
+
+//  Idle clients: connect `clients` clients over `procs` processes to our
+//  own broker and measure its memory.
+typedef struct {
+    int      clients;
+    int      procs;
+    long     base_rss_kb;           //  broker VmRSS before
+    long     rss_kb;                //  broker VmRSS with every client in
+    long     hwm_kb;
+    double   per_client_kb;
+    int      broker_fds;
+    double   connect_s;             //  time to connect them all
+    char     status [160];
+} bench_idle_t;
+
+int
+    bench_idle_run (const bench_params_t *params, bench_idle_t *result);
 
 //  Run the raw ceiling with these parameters into side. Returns 0, or -1
 //  if the run could not be done (side->status says why).

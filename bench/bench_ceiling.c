@@ -42,6 +42,7 @@ static int
 s_forwarder (bench_worker_t *worker, int argc, char **argv)
 {
     int hwm = (int) bench_arg_long (argc, argv, "--hwm", 0);
+    bool blocking = bench_arg_long (argc, argv, "--blocking", 0) != 0;
     int rc = -1;
     char *router_ep = NULL, *pub_ep = NULL;
     void *ctx = zmq_ctx_new ();
@@ -57,6 +58,7 @@ s_forwarder (bench_worker_t *worker, int argc, char **argv)
     s_set_int (pub, ZMQ_SNDHWM, hwm);
     s_set_int (router, ZMQ_LINGER, 0);
     s_set_int (pub, ZMQ_LINGER, 0);
+    s_set_int (router, ZMQ_RCVTIMEO, 50);
     if (zmq_bind (router, "tcp://127.0.0.1:*")
     ||  zmq_bind (pub, "tcp://127.0.0.1:*")) {
         bench_worker_fail (worker, zmq_strerror (errno));
@@ -81,6 +83,31 @@ s_forwarder (bench_worker_t *worker, int argc, char **argv)
             zmq_send (pub, CEIL_TOPIC, strlen (CEIL_TOPIC), ZMQ_SNDMORE);
             zmq_send (pub, "P", 1, 0);
             next_probe = bench_now_ns () + PROBE_EVERY_NS;
+        }
+        if (blocking && !probing) {
+            //  Blocking receives, no poll per message: the control socket
+            //  is looked at when the ROUTER falls quiet for 50 ms.
+            if (zmq_msg_recv (&part, router, 0) < 0) {
+                if (errno != EAGAIN && errno != EINTR)
+                    break;
+                char *command = bench_worker_command (worker, 0);
+                bool stop = command && streq (command, "STOP");
+                zstr_free (&command);
+                if (stop)
+                    break;
+                continue;
+            }
+            while (zmq_msg_more (&part))
+                if (zmq_msg_recv (&part, router, 0) < 0)
+                    break;
+            if (zmq_send (pub, CEIL_TOPIC, strlen (CEIL_TOPIC), ZMQ_SNDMORE) < 0
+            ||  zmq_msg_send (&part, pub, 0) < 0)
+                continue;
+            int64_t now = bench_now_ns ();
+            if (stats.forwarded++ == 0)
+                stats.first_fwd_ns = now;
+            stats.last_fwd_ns = now;
+            continue;
         }
         if (zmq_poll (items, 2, probing? 10: 100) < 0) {
             if (errno == EINTR)
@@ -425,7 +452,8 @@ bench_ceiling_run (const bench_params_t *params, bench_side_t *side)
         return -1;
     }
     snprintf (text [0], sizeof (text [0]), "%d", params->hwm);
-    char *fwd_args [] = { "--hwm", text [0], NULL };
+    char *fwd_args [] = { "--hwm", text [0], "--blocking",
+                          getenv ("ZCHAT_CEILING_BLOCKING")? "1": "0", NULL };
     int forwarder = bench_fleet_spawn (fleet, "forwarder", fwd_args);
     if (forwarder < 0 || bench_fleet_wait_ready (fleet, forwarder, forwarder + 1, 10000)) {
         snprintf (side->status, sizeof (side->status), "forwarder: %s",

@@ -552,7 +552,7 @@ bench_fleet_collect (bench_fleet_t *self, int s_from, int s_to,
                                + (sending > 0? sending: 0);
             }
         }
-        else
+        //  Ranges may be the same workers (senders that also receive).
         if (index >= r_from && index < r_to) {
             bench_stats_merge (receivers, stats);
             if (lat)

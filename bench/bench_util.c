@@ -369,6 +369,14 @@ bench_spawn (char *const argv [], const char *stderr_path)
             close (fd);
         }
     }
+    //  Thousands of connections need thousands of descriptors: as root we
+    //  may raise the hard limit, otherwise take what the hard limit allows.
+    struct rlimit files = { 65536, 65536 };
+    if (setrlimit (RLIMIT_NOFILE, &files) != 0
+    &&  getrlimit (RLIMIT_NOFILE, &files) == 0) {
+        files.rlim_cur = files.rlim_max;
+        setrlimit (RLIMIT_NOFILE, &files);
+    }
     //  czmq may have blocked signals or set handlers: give the child the
     //  defaults so SIGTERM ends it normally.
     sigset_t none;

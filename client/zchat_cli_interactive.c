@@ -1,0 +1,591 @@
+//  zchat_cli_interactive — chatting by hand in a terminal, and the same
+//  commands read line by line from a pipe.
+//
+//  In a terminal, libedit edits the line being typed in callback mode:
+//  the poll loop hands it one keystroke at a time, so messages keep
+//  arriving while someone types. Each incoming line is printed above the
+//  edit line (erase it, print, let libedit redraw it with its cursor), so
+//  what is being typed is never mangled.
+//
+//  libedit's readline layer (libedit 3.1-20221030, Debian 12) has two
+//  quirks handled here: after a line is accepted it leaves the editor in
+//  buffered mode, where the next keystroke would block until a whole line
+//  is typed, so the line handler installs itself again after each line;
+//  and its rl_replace_line ("") does nothing, so we never rely on it.
+
+#include "zchat_cli.h"
+#include <editline/readline.h>
+#include <locale.h>
+#include <termios.h>
+#include <wchar.h>
+
+typedef enum { REQ_SEND, REQ_JOIN, REQ_OTHER } s_kind_t;
+
+typedef struct {
+    s_kind_t kind;
+    char     room [ZCHAT_MAX_ROOM + 1];
+} s_request_t;
+
+typedef struct {
+    const zchat_cli_opts_t *opts;
+    zchat_client_t *client;
+    zchat_cli_rooms_t rooms;
+    zhashx_t *requests;                 //  request id (hex) -> s_request_t
+    bool     terminal;                  //  libedit is editing stdin
+    bool     quit;                      //  /quit, end of input
+    size_t   sends_failed;
+    size_t   sends_timed_out;
+    char     prompt [ZCHAT_MAX_ROOM + 8];
+} s_chat_t;
+
+//  libedit's line callback takes no argument: the chat it belongs to.
+static s_chat_t *s_active = NULL;
+
+static const char *s_commands =
+    "-- commands:\n"
+    "--   TEXT             say TEXT in the current room (//TEXT says /TEXT)\n"
+    "--   /join ROOM       join ROOM; it becomes the current room\n"
+    "--   /leave [ROOM]    leave ROOM (default: the current room)\n"
+    "--   /msg NICK TEXT   a direct message to NICK\n"
+    "--   /me ACTION       say ACTION as an action (* you waves)\n"
+    "--   /nick NEW        change your nick\n"
+    "--   /who [ROOM]      who is in ROOM (default: the current room)\n"
+    "--   /rooms           every room with members\n"
+    "--   /topic [TEXT]    show, or set, the topic of the current room\n"
+    "--   /history [N]     the last N messages of the current room (default 20)\n"
+    "--   /quit            leave (so do Ctrl-D and Ctrl-C)\n"
+    "--   /help            this list";
+
+
+//  Display width of a UTF-8 string in the current locale (what the cursor
+//  moves per character), for finding how many rows the edit line takes.
+static size_t
+s_width (const char *text, size_t size)
+{
+    mbstate_t state;
+    memset (&state, 0, sizeof state);
+    size_t width = 0, index = 0;
+    while (index < size) {
+        wchar_t wide;
+        size_t used = mbrtowc (&wide, text + index, size - index, &state);
+        if (used == (size_t) -1 || used == (size_t) -2) {
+            memset (&state, 0, sizeof state);
+            used = 1;
+            width++;
+        }
+        else {
+            if (used == 0)
+                used = 1;
+            int columns = wcwidth (wide);
+            width += columns > 0? (size_t) columns: 0;
+        }
+        index += used;
+    }
+    return width;
+}
+
+static int
+s_columns (void)
+{
+    int columns = 0;
+    rl_get_screen_size (NULL, &columns);
+    return columns > 0? columns: 80;
+}
+
+
+//  Show text (one or more lines) to the user: in a terminal above the
+//  line being edited, which libedit then draws again.
+static void
+s_show (s_chat_t *self, const char *text)
+{
+    if (self->terminal && !self->quit) {
+        //  Up to the first row of the edit line, then clear to the end.
+        size_t before = s_width (self->prompt, strlen (self->prompt));
+        if (rl_line_buffer && rl_point > 0)
+            before += s_width (rl_line_buffer, (size_t) rl_point);
+        size_t row = before / (size_t) s_columns ();
+        if (row > 0)
+            printf ("\033[%zuA", row);
+        printf ("\r\033[J%s\n", text);
+        fflush (stdout);
+        rl_forced_update_display ();
+    }
+    else {
+        printf ("%s\n", text);
+        fflush (stdout);
+    }
+}
+
+static void
+s_error (s_chat_t *self, const char *text)
+{
+    char line [512];
+    snprintf (line, sizeof line, "!! %s", text);
+    s_show (self, line);
+}
+
+
+//  The prompt names the current room.
+static void
+s_update_prompt (s_chat_t *self)
+{
+    const char *room = zchat_cli_rooms_current (&self->rooms);
+    if (room)
+        snprintf (self->prompt, sizeof self->prompt, "#%s> ", room);
+    else
+        snprintf (self->prompt, sizeof self->prompt, "> ");
+    if (self->terminal && !self->quit) {
+        rl_set_prompt (self->prompt);
+        rl_forced_update_display ();
+    }
+}
+
+
+static void
+s_request_free (void **item_p)
+{
+    free (*item_p);
+    *item_p = NULL;
+}
+
+
+static void
+s_track (s_chat_t *self, uint64_t rid, s_kind_t kind, const char *room)
+{
+    if (!rid) {
+        char line [512];
+        snprintf (line, sizeof line, "!! %s", zchat_client_error (self->client));
+        s_show (self, line);
+        if (kind == REQ_SEND)
+            self->sends_failed++;
+        if (kind == REQ_JOIN) {
+            zchat_cli_rooms_remove (&self->rooms, room);
+            s_update_prompt (self);
+        }
+        return;
+    }
+    s_request_t *request = (s_request_t *) zmalloc (sizeof (s_request_t));
+    assert (request);
+    request->kind = kind;
+    snprintf (request->room, sizeof request->room, "%s", room? room: "");
+    char key [17];
+    snprintf (key, sizeof key, "%016" PRIx64, rid);
+    zhashx_update (self->requests, key, request);
+}
+
+
+static void
+s_join (s_chat_t *self, const char *room)
+{
+    if (zchat_cli_rooms_add (&self->rooms, room)) {
+        s_error (self, "too many rooms joined");
+        return;
+    }
+    s_track (self, zchat_client_join (self->client, room), REQ_JOIN, room);
+    s_update_prompt (self);
+}
+
+
+//  The next word of *cursor (NULL if none), NUL-terminated in place.
+static char *
+s_word (char **cursor)
+{
+    char *start = *cursor;
+    while (*start == ' ' || *start == '\t')
+        start++;
+    if (!*start)
+        return NULL;
+    char *end = start;
+    while (*end && *end != ' ' && *end != '\t')
+        end++;
+    if (*end)
+        *end++ = 0;
+    *cursor = end;
+    return start;
+}
+
+//  The rest of *cursor without leading blanks ("" if none).
+static char *
+s_rest (char **cursor)
+{
+    char *start = *cursor;
+    while (*start == ' ' || *start == '\t')
+        start++;
+    return start;
+}
+
+
+//  Say text (size bytes, any bytes: fixed up to valid UTF-8) in the
+//  current room.
+static void
+s_say (s_chat_t *self, const char *text, size_t size, bool action)
+{
+    const char *room = zchat_cli_rooms_current (&self->rooms);
+    if (!room) {
+        s_error (self, "you are in no room: /join ROOM first");
+        return;
+    }
+    size_t fixed_size;
+    char *fixed = zchat_cli_utf8_fix (text, size, &fixed_size);
+    s_track (self, zchat_client_say (self->client, room, fixed, fixed_size, action),
+             REQ_SEND, room);
+    free (fixed);
+}
+
+
+//  A room named by a command, or the current room. NULL after an error.
+static const char *
+s_room_arg (s_chat_t *self, const char *word)
+{
+    if (!word) {
+        const char *room = zchat_cli_rooms_current (&self->rooms);
+        if (!room)
+            s_error (self, "you are in no room: name one");
+        return room;
+    }
+    const char *room = zchat_cli_room_arg (word);
+    if (!zchat_room_valid (room)) {
+        s_error (self, "a room name is 1-32 of A-Z a-z 0-9 _ . -");
+        return NULL;
+    }
+    return room;
+}
+
+
+//  One line typed or read: a /command or text for the current room.
+static void
+s_input (s_chat_t *self, char *line, size_t size)
+{
+    if (size == 0)
+        return;
+    if (line [0] != '/' || line [1] == '/') {
+        if (line [0] == '/')
+            s_say (self, line + 1, size - 1, false);
+        else
+            s_say (self, line, size, false);
+        return;
+    }
+    //  Commands are text: a NUL in one ends it.
+    char *cursor = line + 1;
+    char *command = s_word (&cursor);
+    const char *room, *word;
+    if (!command)
+        s_error (self, "an empty command; /help lists them");
+    else
+    if (streq (command, "join")) {
+        if (!(word = s_word (&cursor)))
+            s_error (self, "usage: /join ROOM");
+        else
+        if ((room = s_room_arg (self, word)))
+            s_join (self, room);
+    }
+    else
+    if (streq (command, "leave") || streq (command, "part")) {
+        if ((room = s_room_arg (self, s_word (&cursor)))) {
+            char copy [ZCHAT_MAX_ROOM + 1];
+            snprintf (copy, sizeof copy, "%s", room);
+            zchat_cli_rooms_remove (&self->rooms, copy);
+            s_track (self, zchat_client_leave (self->client, copy), REQ_OTHER, copy);
+            s_update_prompt (self);
+        }
+    }
+    else
+    if (streq (command, "msg")) {
+        const char *nick = s_word (&cursor);
+        char *text = s_rest (&cursor);
+        if (!nick || !*text)
+            s_error (self, "usage: /msg NICK TEXT");
+        else
+        if (!zchat_nick_valid (nick))
+            s_error (self, "not a valid nick");
+        else {
+            size_t fixed_size;
+            char *fixed = zchat_cli_utf8_fix (text, strlen (text), &fixed_size);
+            uint64_t rid = zchat_client_dm (self->client, nick, fixed, fixed_size, false);
+            if (rid) {
+                char *shown = zchat_cli_dm_sent_text (nick, fixed, fixed_size, false);
+                s_show (self, shown);
+                zstr_free (&shown);
+            }
+            s_track (self, rid, REQ_SEND, NULL);
+            free (fixed);
+        }
+    }
+    else
+    if (streq (command, "me")) {
+        char *text = s_rest (&cursor);
+        if (!*text)
+            s_error (self, "usage: /me ACTION");
+        else
+            s_say (self, text, strlen (text), true);
+    }
+    else
+    if (streq (command, "nick")) {
+        if (!(word = s_word (&cursor)))
+            s_error (self, "usage: /nick NEW");
+        else
+        if (!zchat_nick_valid (word))
+            s_error (self, "a nick is 1-32 of A-Z a-z 0-9 _ - [ ] { } | ^ `, "
+                           "not starting with a digit or '-'");
+        else
+            s_track (self, zchat_client_set_nick (self->client, word), REQ_OTHER, NULL);
+    }
+    else
+    if (streq (command, "who") || streq (command, "names")) {
+        if ((room = s_room_arg (self, s_word (&cursor))))
+            s_track (self, zchat_client_who (self->client, room), REQ_OTHER, room);
+    }
+    else
+    if (streq (command, "rooms") || streq (command, "list"))
+        s_track (self, zchat_client_rooms (self->client), REQ_OTHER, NULL);
+    else
+    if (streq (command, "topic")) {
+        char *topic = s_rest (&cursor);
+        if ((room = s_room_arg (self, NULL))) {
+            if (*topic && (strlen (topic) > ZCHAT_MAX_TOPIC
+                       ||  !zchat_utf8_valid (topic, strlen (topic))))
+                s_error (self, "a topic is at most 255 bytes of UTF-8");
+            else
+                s_track (self, zchat_client_topic (self->client, room, *topic? topic: NULL),
+                         REQ_OTHER, room);
+        }
+    }
+    else
+    if (streq (command, "history")) {
+        long count = 20;
+        word = s_word (&cursor);
+        char *end = NULL;
+        if (word)
+            count = strtol (word, &end, 10);
+        if (word && (*end || count < 1 || count > 65535))
+            s_error (self, "usage: /history [N], N from 1 to 65535");
+        else
+        if ((room = s_room_arg (self, NULL)))
+            s_track (self, zchat_client_history (self->client, room, 0, 0, (int) count),
+                     REQ_OTHER, room);
+    }
+    else
+    if (streq (command, "quit") || streq (command, "exit"))
+        self->quit = true;
+    else
+    if (streq (command, "help"))
+        s_show (self, s_commands);
+    else {
+        char message [128];
+        snprintf (message, sizeof message, "unknown command /%.64s; /help lists them",
+                  command);
+        s_error (self, message);
+    }
+}
+
+
+//  libedit calls this with each line typed (NULL at Ctrl-D on an empty
+//  line). The line is erased from the screen: what was said comes back
+//  from the broker, stamped, like everyone else's.
+static void
+s_on_line (char *line)
+{
+    s_chat_t *self = s_active;
+    assert (self);
+    if (!line) {
+        self->quit = true;
+        printf ("\n");
+        fflush (stdout);
+        return;
+    }
+    size_t size = strlen (line);
+    size_t rows = (s_width (self->prompt, strlen (self->prompt)) + s_width (line, size))
+                / (size_t) s_columns () + 1;
+    printf ("\033[%zuA\r\033[J", rows);
+    fflush (stdout);
+    if (size)
+        add_history (line);
+    s_input (self, line, size);
+    free (line);
+    //  Back to one keystroke at a time (see the banner).
+    if (!self->quit)
+        rl_callback_handler_install (self->prompt, s_on_line);
+}
+
+
+//  Show one event, after settling the request it answers.
+static void
+s_event (s_chat_t *self, zchat_event_t *event)
+{
+    char key [17];
+    snprintf (key, sizeof key, "%016" PRIx64, event->id);
+    s_request_t *request = event->id
+                         ? (s_request_t *) zhashx_lookup (self->requests, key): NULL;
+    if (request && event->type == ZCHAT_EV_ACK) {
+        zhashx_delete (self->requests, key);
+        return;                 //  said and stored: the room shows it
+    }
+    if (request && event->type == ZCHAT_EV_ERROR) {
+        const char *what = request->kind == REQ_SEND? "not sent"
+                         : request->kind == REQ_JOIN? "cannot join": NULL;
+        char line [512];
+        if (what && request->kind == REQ_JOIN)
+            snprintf (line, sizeof line, "!! cannot join #%s: %s (%d)", request->room,
+                      event->reason, zchat_cli_error_code (event));
+        else
+        if (what)
+            snprintf (line, sizeof line, "!! not sent%s%s: %s (%d)",
+                      *request->room? " to #": "", request->room,
+                      event->reason, zchat_cli_error_code (event));
+        else
+            snprintf (line, sizeof line, "!! %s (%d)", event->reason,
+                      zchat_cli_error_code (event));
+        s_show (self, line);
+        if (request->kind == REQ_SEND) {
+            self->sends_failed++;
+            if (event->code == ZCHAT_CLIENT_TIMEOUT)
+                self->sends_timed_out++;
+        }
+        if (request->kind == REQ_JOIN) {
+            zchat_cli_rooms_remove (&self->rooms, request->room);
+            s_update_prompt (self);
+        }
+        zhashx_delete (self->requests, key);
+        return;
+    }
+    if (request && event->type != ZCHAT_EV_MESSAGE)
+        zhashx_delete (self->requests, key);
+    //  Our own comings and goings: JOINED and LEFT already said so.
+    if ((event->type == ZCHAT_EV_JOIN || event->type == ZCHAT_EV_LEAVE)
+    &&  streq (event->nick, zchat_client_nick (self->client)))
+        return;
+    char *text = zchat_cli_event_text (event, self->rooms.count > 1);
+    if (text) {
+        s_show (self, text);
+        zstr_free (&text);
+    }
+}
+
+
+//  ---------------------------------------------------------------------
+//  Run interactively (terminal) or on lines from a pipe. Returns the exit
+//  code.
+
+int
+zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
+{
+    s_chat_t self = { .opts = opts, .terminal = terminal };
+    int history = opts->history >= 0? opts->history
+                : terminal? ZCHAT_CLI_INTERACTIVE_HISTORY: 0;
+    int exit_code = zchat_cli_connect (opts, history, &self.client);
+    if (exit_code)
+        return exit_code;
+    self.requests = zhashx_new ();
+    assert (self.requests);
+    zhashx_set_destructor (self.requests, s_request_free);
+    s_update_prompt (&self);
+
+    struct termios saved;
+    bool saved_ok = false;
+    if (terminal) {
+        //  libedit needs the locale's character set for UTF-8 input;
+        //  numbers stay in the C locale.
+        setlocale (LC_CTYPE, "");
+        saved_ok = tcgetattr (STDIN_FILENO, &saved) == 0;
+        //  czmq's handler turns SIGINT into zsys_interrupted; libedit
+        //  must not install its own around each keystroke.
+        rl_catch_signals = 0;
+        s_active = &self;
+        char welcome [256];
+        snprintf (welcome, sizeof welcome, "-- connected to %s as %s; /help lists commands",
+                  opts->server, zchat_client_nick (self.client));
+        s_show (&self, welcome);
+        rl_callback_handler_install (self.prompt, s_on_line);
+    }
+    //  The first --room ends up current: join the others first.
+    for (size_t index = opts->room_count; index > 1; index--)
+        s_join (&self, opts->rooms [index - 1]);
+    if (opts->room_count)
+        s_join (&self, opts->rooms [0]);
+
+    int stdin_fd = STDIN_FILENO;
+    zchat_cli_lines_t *lines = terminal? NULL: zchat_cli_lines_new (stdin_fd);
+    zpoller_t *with_stdin = zpoller_new (zchat_client_dealer (self.client),
+                                         zchat_client_sub (self.client), NULL);
+    zpoller_t *without_stdin = zpoller_new (zchat_client_dealer (self.client),
+                                            zchat_client_sub (self.client), NULL);
+    assert (with_stdin && without_stdin);
+    int rc = zpoller_add (with_stdin, &stdin_fd);
+    assert (rc == 0);
+    bool stdin_eof = false;
+    int64_t drain_deadline = 0;
+
+    while (true) {
+        size_t size;
+        char *line;
+        while (lines && !self.quit && (line = zchat_cli_lines_next (lines, &size)))
+            s_input (&self, line, size);
+        if (lines && zchat_cli_lines_done (lines))
+            self.quit = true;
+        if (self.quit) {
+            //  Leave once every request is answered, or --timeout passed.
+            if (zhashx_size (self.requests) == 0)
+                break;
+            if (!drain_deadline) {
+                int timeout_ms = zchat_cli_timeout_ms (opts);
+                drain_deadline = timeout_ms < 0? INT64_MAX: zchat_cli_now () + timeout_ms;
+            }
+            if (zchat_cli_now () >= drain_deadline)
+                break;
+        }
+        bool reading = !self.quit && !stdin_eof;
+        zpoller_t *poller = reading? with_stdin: without_stdin;
+        void *which = zpoller_wait (poller, zchat_cli_wait_ms (self.client,
+                                    drain_deadline == INT64_MAX? 0: drain_deadline));
+        if (which == &stdin_fd) {
+            if (terminal)
+                rl_callback_read_char ();
+            else
+            if (zchat_cli_lines_fill (lines))
+                stdin_eof = true;
+        }
+        zchat_event_t *event;
+        while ((event = zchat_client_next (self.client, 0))) {
+            s_event (&self, event);
+            zchat_event_destroy (&event);
+        }
+        if (zsys_interrupted || zpoller_terminated (poller)) {
+            exit_code = ZCHAT_EXIT_INTERRUPTED;
+            break;
+        }
+    }
+    //  What was sent but never answered is lost: say so.
+    size_t unanswered = 0;
+    s_request_t *request = (s_request_t *) zhashx_first (self.requests);
+    while (request) {
+        if (request->kind == REQ_SEND)
+            unanswered++;
+        request = (s_request_t *) zhashx_next (self.requests);
+    }
+    if (terminal) {
+        rl_callback_handler_remove ();
+        if (saved_ok)
+            tcsetattr (STDIN_FILENO, TCSANOW, &saved);
+        s_active = NULL;
+        if (exit_code == ZCHAT_EXIT_INTERRUPTED)
+            printf ("\n");
+        fflush (stdout);
+    }
+    if (exit_code == ZCHAT_EXIT_INTERRUPTED)
+        zchat_cli_fail ("interrupted");
+    else
+    if (unanswered || (!terminal && self.sends_failed)) {
+        zchat_cli_fail ("%zu message%s not acknowledged in time, %zu refused",
+                        unanswered + self.sends_timed_out,
+                        unanswered + self.sends_timed_out == 1? "": "s",
+                        self.sends_failed - self.sends_timed_out);
+        exit_code = unanswered || self.sends_timed_out? ZCHAT_EXIT_NOT_ACKED
+                                                      : ZCHAT_EXIT_FAILED;
+    }
+    zpoller_destroy (&with_stdin);
+    zpoller_destroy (&without_stdin);
+    zchat_cli_lines_destroy (&lines);
+    zhashx_destroy (&self.requests);
+    zchat_client_destroy (&self.client);
+    return exit_code;
+}

@@ -1,0 +1,450 @@
+//  zchat_cli_json — JSON-lines mode (zchat --json without --send/--listen):
+//  one command per stdin line, one event per stdout line. Made for bots:
+//  bad input gets an error line, never a crash; every command may carry
+//  an "id" that its answer echoes; at end of input every pending request
+//  is waited for (at most --timeout) before exit. client/JSON.md is the
+//  reference.
+
+#include "zchat_cli.h"
+
+//  What a request in flight is, so its answer can echo the command's id
+//  and the exit code can count failed sends.
+typedef enum { REQ_SEND, REQ_JOIN, REQ_LEAVE, REQ_OTHER } s_kind_t;
+
+typedef struct {
+    s_kind_t kind;
+    cJSON   *id;                        //  the command's "id", or NULL
+    char     room [ZCHAT_MAX_ROOM + 1]; //  REQ_JOIN, REQ_LEAVE
+} s_request_t;
+
+typedef struct {
+    const zchat_cli_opts_t *opts;
+    zchat_client_t *client;
+    zchat_cli_rooms_t rooms;
+    zhashx_t *requests;                 //  request id (hex) -> s_request_t
+    size_t   sends;                     //  sends in flight
+    size_t   sends_failed;
+    size_t   sends_timed_out;
+    char     first_failure [256];
+    bool     quit;                      //  "quit" read: take no more input
+} s_json_t;
+
+static void
+s_request_destroy (void **item_p)
+{
+    s_request_t *request = (s_request_t *) *item_p;
+    if (request) {
+        cJSON_Delete (request->id);
+        free (request);
+        *item_p = NULL;
+    }
+}
+
+static void
+s_key (uint64_t id, char *key)
+{
+    snprintf (key, 17, "%016" PRIx64, id);
+}
+
+
+//  Remember a request the library took (rid > 0), or print the error of
+//  one it refused at once (rid 0).
+static void
+s_track (s_json_t *self, uint64_t rid, s_kind_t kind, const char *room, const cJSON *id)
+{
+    if (!rid) {
+        zchat_cli_print_json_error (kind == REQ_SEND? ZCHAT_CLI_ERR_BAD_FIELD
+                                                    : ZCHAT_CLI_ERR_LOCAL,
+                                    zchat_client_error (self->client), id);
+        if (kind == REQ_SEND) {
+            if (!self->sends_failed++)
+                snprintf (self->first_failure, sizeof self->first_failure, "%s",
+                          zchat_client_error (self->client));
+        }
+        return;
+    }
+    s_request_t *request = (s_request_t *) zmalloc (sizeof (s_request_t));
+    assert (request);
+    request->kind = kind;
+    request->id = id? cJSON_Duplicate (id, true): NULL;
+    snprintf (request->room, sizeof request->room, "%s", room? room: "");
+    char key [17];
+    s_key (rid, key);
+    zhashx_update (self->requests, key, request);
+    if (kind == REQ_SEND)
+        self->sends++;
+}
+
+
+//  A string field: value set to NULL when absent. Returns 0, or -1 after
+//  printing an error (wrong type, or absent while required).
+static int
+s_string (const cJSON *cmd, const char *name, bool required, const char **value_p,
+          const cJSON *id)
+{
+    const cJSON *field = cJSON_GetObjectItemCaseSensitive (cmd, name);
+    *value_p = NULL;
+    if (!field || cJSON_IsNull (field)) {
+        if (!required)
+            return 0;
+        char message [64];
+        snprintf (message, sizeof message, "missing \"%s\"", name);
+        zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD, message, id);
+        return -1;
+    }
+    if (!cJSON_IsString (field) || !field->valuestring) {
+        char message [64];
+        snprintf (message, sizeof message, "\"%s\" must be a string", name);
+        zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD, message, id);
+        return -1;
+    }
+    *value_p = field->valuestring;
+    return 0;
+}
+
+
+//  A whole number field in [0, max]; *value_p untouched when absent.
+//  Returns 1 if present, 0 if absent, -1 after printing an error.
+static int
+s_number (const cJSON *cmd, const char *name, double max, uint64_t *value_p,
+          const cJSON *id)
+{
+    const cJSON *field = cJSON_GetObjectItemCaseSensitive (cmd, name);
+    if (!field || cJSON_IsNull (field))
+        return 0;
+    double value = cJSON_IsNumber (field)? field->valuedouble: -1;
+    if (value < 0 || value > max || value != (double) (uint64_t) value) {
+        char message [96];
+        snprintf (message, sizeof message, "\"%s\" must be a whole number from 0 to %.0f",
+                  name, max);
+        zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD, message, id);
+        return -1;
+    }
+    *value_p = (uint64_t) value;
+    return 1;
+}
+
+
+//  The room a command is about: its "room" field, or the current room.
+//  Returns NULL after printing an error.
+static const char *
+s_room (s_json_t *self, const cJSON *cmd, const cJSON *id)
+{
+    const char *room;
+    if (s_string (cmd, "room", false, &room, id))
+        return NULL;
+    if (!room) {
+        room = zchat_cli_rooms_current (&self->rooms);
+        if (!room)
+            zchat_cli_print_json_error (ZCHAT_CLI_ERR_NO_ROOM,
+                                        "no room given and no current room", id);
+        return room;
+    }
+    room = zchat_cli_room_arg (room);
+    if (!zchat_room_valid (room)) {
+        zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD,
+                                    "\"room\" must be 1-32 of A-Z a-z 0-9 _ . -", id);
+        return NULL;
+    }
+    return room;
+}
+
+
+//  A text field that must be valid UTF-8 (cJSON lets invalid bytes in
+//  strings through). Returns NULL after printing an error.
+static const char *
+s_text (const cJSON *cmd, const char *name, const cJSON *id)
+{
+    const char *text;
+    if (s_string (cmd, name, true, &text, id))
+        return NULL;
+    if (!zchat_utf8_valid (text, strlen (text))) {
+        char message [64];
+        snprintf (message, sizeof message, "\"%s\" is not valid UTF-8", name);
+        zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD, message, id);
+        return NULL;
+    }
+    return text;
+}
+
+
+static void
+s_join (s_json_t *self, const char *room, const cJSON *id)
+{
+    if (zchat_cli_rooms_add (&self->rooms, room)) {
+        zchat_cli_print_json_error (ZCHAT_ERR_LIMIT, "too many rooms joined", id);
+        return;
+    }
+    s_track (self, zchat_client_join (self->client, room), REQ_JOIN, room, id);
+}
+
+
+//  Carry out one JSON command.
+static void
+s_command (s_json_t *self, const cJSON *cmd)
+{
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive (cmd, "id");
+    if (id && !cJSON_IsString (id) && !cJSON_IsNumber (id)) {
+        zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD,
+                                    "\"id\" must be a string or a number", NULL);
+        return;
+    }
+    const char *name;
+    if (s_string (cmd, "cmd", true, &name, id))
+        return;
+    const char *room, *text, *nick;
+    zchat_client_t *client = self->client;
+
+    if (streq (name, "say") || streq (name, "me")) {
+        const cJSON *action = cJSON_GetObjectItemCaseSensitive (cmd, "action");
+        if ((room = s_room (self, cmd, id)) && (text = s_text (cmd, "text", id)))
+            s_track (self, zchat_client_say (client, room, text, strlen (text),
+                                             streq (name, "me") || cJSON_IsTrue (action)),
+                     REQ_SEND, room, id);
+    }
+    else
+    if (streq (name, "dm")) {
+        const cJSON *action = cJSON_GetObjectItemCaseSensitive (cmd, "action");
+        if (s_string (cmd, "to", true, &nick, id) == 0
+        &&  (text = s_text (cmd, "text", id))) {
+            if (!zchat_nick_valid (nick))
+                zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD,
+                                            "\"to\" is not a valid nick", id);
+            else
+                s_track (self, zchat_client_dm (client, nick, text, strlen (text),
+                                                cJSON_IsTrue (action)),
+                         REQ_SEND, NULL, id);
+        }
+    }
+    else
+    if (streq (name, "join")) {
+        if (s_string (cmd, "room", true, &room, id) == 0 && (room = s_room (self, cmd, id)))
+            s_join (self, room, id);
+    }
+    else
+    if (streq (name, "leave")) {
+        if ((room = s_room (self, cmd, id))) {
+            zchat_cli_rooms_remove (&self->rooms, room);
+            s_track (self, zchat_client_leave (client, room), REQ_LEAVE, room, id);
+        }
+    }
+    else
+    if (streq (name, "nick")) {
+        if (s_string (cmd, "nick", true, &nick, id) == 0) {
+            if (!zchat_nick_valid (nick))
+                zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD,
+                                            "\"nick\" is not a valid nick", id);
+            else
+                s_track (self, zchat_client_set_nick (client, nick), REQ_OTHER, NULL, id);
+        }
+    }
+    else
+    if (streq (name, "who")) {
+        if ((room = s_room (self, cmd, id)))
+            s_track (self, zchat_client_who (client, room), REQ_OTHER, room, id);
+    }
+    else
+    if (streq (name, "rooms"))
+        s_track (self, zchat_client_rooms (client), REQ_OTHER, NULL, id);
+    else
+    if (streq (name, "topic")) {
+        const char *topic;
+        if ((room = s_room (self, cmd, id)) && s_string (cmd, "topic", false, &topic, id) == 0) {
+            if (topic && (strlen (topic) > ZCHAT_MAX_TOPIC
+                      ||  !zchat_utf8_valid (topic, strlen (topic))))
+                zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD,
+                    "\"topic\" must be valid UTF-8 of at most 255 bytes", id);
+            else
+                s_track (self, zchat_client_topic (client, room, topic), REQ_OTHER, room, id);
+        }
+    }
+    else
+    if (streq (name, "history")) {
+        //  The last "count" messages (default 20), or the range
+        //  "from".."to" (to 0 or absent: the newest), at most "count".
+        uint64_t count = 0, from = 0, to = 0;
+        int has_count, has_from, has_to;
+        if ((room = s_room (self, cmd, id))
+        &&  (has_count = s_number (cmd, "count", 65535, &count, id)) >= 0
+        &&  (has_from = s_number (cmd, "from", 9007199254740992.0, &from, id)) >= 0
+        &&  (has_to = s_number (cmd, "to", 9007199254740992.0, &to, id)) >= 0) {
+            if (!has_count)
+                count = from? 65535: 20;
+            s_track (self, zchat_client_history (client, room, from, to, (int) count),
+                     REQ_OTHER, room, id);
+        }
+    }
+    else
+    if (streq (name, "quit"))
+        self->quit = true;
+    else
+        zchat_cli_print_json_error (ZCHAT_CLI_ERR_UNKNOWN_CMD, "unknown \"cmd\"", id);
+}
+
+
+//  One line of input: a JSON command, or text to say in the current room.
+static void
+s_line (s_json_t *self, char *line, size_t size)
+{
+    const char *start = line;
+    while (start < line + size && (*start == ' ' || *start == '\t'))
+        start++;
+    if (start == line + size)
+        return;                 //  blank lines are no command
+    if (*start != '{') {
+        const char *room = zchat_cli_rooms_current (&self->rooms);
+        if (!room) {
+            zchat_cli_print_json_error (ZCHAT_CLI_ERR_NO_ROOM,
+                                        "text line but no current room", NULL);
+            return;
+        }
+        size_t fixed_size;
+        char *fixed = zchat_cli_utf8_fix (line, size, &fixed_size);
+        s_track (self, zchat_client_say (self->client, room, fixed, fixed_size, false),
+                 REQ_SEND, room, NULL);
+        free (fixed);
+        return;
+    }
+    cJSON *cmd = cJSON_ParseWithLength (line, size);
+    if (!cmd || !cJSON_IsObject (cmd))
+        zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_JSON, "not a JSON object", NULL);
+    else
+        s_command (self, cmd);
+    cJSON_Delete (cmd);
+}
+
+
+//  Print one event, with the id of the command it answers.
+static void
+s_event (s_json_t *self, zchat_event_t *event)
+{
+    cJSON *json = zchat_cli_event_json (event);
+    if (!json)
+        return;
+    bool answer = event->type == ZCHAT_EV_ACK || event->type == ZCHAT_EV_OK
+               || event->type == ZCHAT_EV_ERROR || event->type == ZCHAT_EV_JOINED
+               || event->type == ZCHAT_EV_LEFT || event->type == ZCHAT_EV_MEMBERS
+               || event->type == ZCHAT_EV_ROOMS || event->type == ZCHAT_EV_HISTORY
+               || event->type == ZCHAT_EV_TOPIC || event->type == ZCHAT_EV_NICK;
+    char key [17];
+    s_key (event->id, key);
+    s_request_t *request = event->id && answer
+                         ? (s_request_t *) zhashx_lookup (self->requests, key): NULL;
+    if (request) {
+        if (request->id)
+            cJSON_AddItemToObject (json, "id", cJSON_Duplicate (request->id, true));
+        if (request->kind == REQ_SEND) {
+            self->sends--;
+            if (event->type == ZCHAT_EV_ERROR) {
+                if (event->code == ZCHAT_CLIENT_TIMEOUT)
+                    self->sends_timed_out++;
+                if (!self->sends_failed++)
+                    snprintf (self->first_failure, sizeof self->first_failure, "%.200s (%d)",
+                              event->reason, zchat_cli_error_code (event));
+            }
+        }
+        else
+        if (request->kind == REQ_JOIN && event->type == ZCHAT_EV_ERROR)
+            //  Not joined after all: do not talk there by default.
+            zchat_cli_rooms_remove (&self->rooms, request->room);
+        zhashx_delete (self->requests, key);
+    }
+    zchat_cli_print_json (&json);
+}
+
+
+//  ---------------------------------------------------------------------
+//  Run JSON-lines mode. Returns the exit code.
+
+int
+zchat_cli_json_run (const zchat_cli_opts_t *opts)
+{
+    s_json_t self = { .opts = opts };
+    int history = opts->history > 0? opts->history: 0;
+    int exit_code = zchat_cli_connect (opts, history, &self.client);
+    if (exit_code)
+        return exit_code;
+    self.requests = zhashx_new ();
+    assert (self.requests);
+    zhashx_set_destructor (self.requests, s_request_destroy);
+    //  The first --room ends up current: join the others first.
+    for (size_t index = opts->room_count; index > 1; index--)
+        s_join (&self, opts->rooms [index - 1], NULL);
+    if (opts->room_count)
+        s_join (&self, opts->rooms [0], NULL);
+
+    int stdin_fd = STDIN_FILENO;
+    zchat_cli_lines_t *lines = zchat_cli_lines_new (stdin_fd);
+    zpoller_t *with_stdin = zpoller_new (zchat_client_dealer (self.client),
+                                         zchat_client_sub (self.client), NULL);
+    zpoller_t *without_stdin = zpoller_new (zchat_client_dealer (self.client),
+                                            zchat_client_sub (self.client), NULL);
+    assert (with_stdin && without_stdin);
+    int rc = zpoller_add (with_stdin, &stdin_fd);
+    assert (rc == 0);
+    bool stdin_eof = false;
+    int64_t drain_deadline = 0;         //  once input is done: when we give up
+
+    while (true) {
+        //  Lines already read come first, as far as the send window allows.
+        size_t size;
+        char *line;
+        while (!self.quit && self.sends < ZCHAT_CLI_WINDOW
+           &&  (line = zchat_cli_lines_next (lines, &size)))
+            s_line (&self, line, size);
+        bool input_done = self.quit || zchat_cli_lines_done (lines);
+        if (input_done) {
+            if (zhashx_size (self.requests) == 0)
+                break;
+            if (!drain_deadline) {
+                int timeout_ms = zchat_cli_timeout_ms (opts);
+                drain_deadline = timeout_ms < 0? INT64_MAX
+                                               : zchat_cli_now () + timeout_ms;
+            }
+            if (zchat_cli_now () >= drain_deadline)
+                break;
+        }
+        bool reading = !input_done && !stdin_eof && self.sends < ZCHAT_CLI_WINDOW;
+        int64_t deadline = drain_deadline == INT64_MAX? 0: drain_deadline;
+        void *which = zpoller_wait (reading? with_stdin: without_stdin,
+                                    zchat_cli_wait_ms (self.client, deadline));
+        if (which == &stdin_fd && zchat_cli_lines_fill (lines))
+            stdin_eof = true;
+        zchat_event_t *event;
+        while ((event = zchat_client_next (self.client, 0))) {
+            s_event (&self, event);
+            zchat_event_destroy (&event);
+        }
+        if (zsys_interrupted || zpoller_terminated (reading? with_stdin: without_stdin)) {
+            zchat_cli_fail ("interrupted");
+            exit_code = ZCHAT_EXIT_INTERRUPTED;
+            goto cleanup;
+        }
+    }
+    //  Whatever is still unanswered at the drain deadline failed.
+    s_request_t *request = (s_request_t *) zhashx_first (self.requests);
+    while (request) {
+        zchat_cli_print_json_error (ZCHAT_CLI_ERR_TIMEOUT, "no answer in time", request->id);
+        if (request->kind == REQ_SEND) {
+            self.sends_timed_out++;
+            if (!self.sends_failed++)
+                snprintf (self.first_failure, sizeof self.first_failure,
+                          "no answer in time (%d)", ZCHAT_CLI_ERR_TIMEOUT);
+        }
+        request = (s_request_t *) zhashx_next (self.requests);
+    }
+    if (self.sends_failed) {
+        zchat_cli_fail ("%zu message%s not sent (%zu not acknowledged in time); first: %s",
+                        self.sends_failed, self.sends_failed == 1? "": "s",
+                        self.sends_timed_out, self.first_failure);
+        exit_code = self.sends_timed_out? ZCHAT_EXIT_NOT_ACKED: ZCHAT_EXIT_FAILED;
+    }
+
+cleanup:
+    zpoller_destroy (&with_stdin);
+    zpoller_destroy (&without_stdin);
+    zchat_cli_lines_destroy (&lines);
+    zhashx_destroy (&self.requests);
+    zchat_client_destroy (&self.client);
+    return exit_code;
+}

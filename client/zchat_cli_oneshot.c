@@ -1,0 +1,370 @@
+//  zchat_cli_oneshot — the scriptable modes: --send TEXT, --send - (every
+//  line of stdin, pipelined), --to NICK --send, and --listen. Each ends
+//  with a documented exit code and, on failure, exactly one stderr line.
+
+#include "zchat_cli.h"
+
+//  Print an event as text or JSON, as --json says. id, when >= 0, is put
+//  in JSON output as "id" (the line number of a sent message).
+static void
+s_print (const zchat_cli_opts_t *opts, const zchat_event_t *event, long id, bool show_room)
+{
+    if (opts->json) {
+        cJSON *json = zchat_cli_event_json (event);
+        if (json && id >= 0)
+            cJSON_AddNumberToObject (json, "id", (double) id);
+        zchat_cli_print_json (&json);
+    }
+    else {
+        char *text = zchat_cli_event_text (event, show_room);
+        if (text) {
+            printf ("%s\n", text);
+            fflush (stdout);
+            zstr_free (&text);
+        }
+    }
+}
+
+
+//  An ERROR that is about the session rather than one request ends a
+//  one-shot run: our nick was taken while we were away, the broker
+//  refused our key, and the like. Returns the exit code, or 0 to go on.
+static int
+s_session_error (const zchat_event_t *event)
+{
+    if (event->type != ZCHAT_EV_ERROR || event->id)
+        return 0;
+    if (event->code == ZCHAT_CLIENT_AUTH || event->code == ZCHAT_CLIENT_REFUSED
+    ||  event->code == ZCHAT_ERR_NICK_IN_USE || event->code == ZCHAT_ERR_FORBIDDEN
+    ||  event->code == ZCHAT_ERR_INVALID || event->code == ZCHAT_ERR_VERSION)
+        return zchat_cli_fail_event (event, "session ended");
+    return 0;
+}
+
+
+//  ---------------------------------------------------------------------
+//  --send
+
+//  One message on its way: its line number and, for a retry after the
+//  broker's rate limit, its text.
+typedef struct {
+    long     line;
+    char    *text;
+    size_t   size;
+} s_message_t;
+
+static int
+s_message_compare (const void *item1, const void *item2)
+{
+    long line1 = ((const s_message_t *) item1)->line;
+    long line2 = ((const s_message_t *) item2)->line;
+    return line1 < line2? -1: line1 > line2;
+}
+
+static void
+s_message_destroy (void **item_p)
+{
+    s_message_t *message = (s_message_t *) *item_p;
+    if (message) {
+        free (message->text);
+        free (message);
+        *item_p = NULL;
+    }
+}
+
+typedef struct {
+    const zchat_cli_opts_t *opts;
+    zchat_client_t *client;
+    const char *room;                   //  NULL for a direct message
+    zhashx_t *flight;                   //  request id (hex) -> s_message_t
+    zlistx_t *retry;                    //  s_message_t refused with 429, in order
+    int64_t  hold_until;                //  the broker asked us to wait until then
+} s_send_t;
+
+
+//  Say or DM one message. Returns 0, or an exit code after one stderr line.
+static int
+s_send_one (s_send_t *self, s_message_t *message)
+{
+    uint64_t rid = self->room
+        ? zchat_client_say (self->client, self->room, message->text, message->size, false)
+        : zchat_client_dm (self->client, self->opts->to, message->text, message->size, false);
+    if (!rid) {
+        if (self->opts->send [0] == '-' && !self->opts->send [1])
+            zchat_cli_fail ("line %ld not sent: %s", message->line,
+                            zchat_client_error (self->client));
+        else
+            zchat_cli_fail ("message not sent: %s", zchat_client_error (self->client));
+        s_message_destroy ((void **) &message);
+        return ZCHAT_EXIT_FAILED;
+    }
+    char key [17];
+    snprintf (key, sizeof key, "%016" PRIx64, rid);
+    zhashx_update (self->flight, key, message);
+    return 0;
+}
+
+
+//  Handle one event. Returns 0, or an exit code after one stderr line.
+static int
+s_send_event (s_send_t *self, zchat_event_t *event)
+{
+    int exit_code = s_session_error (event);
+    if (exit_code)
+        return exit_code;
+    char key [17];
+    snprintf (key, sizeof key, "%016" PRIx64, event->id);
+    s_message_t *message = event->id
+                         ? (s_message_t *) zhashx_lookup (self->flight, key): NULL;
+    if (!message || (event->type != ZCHAT_EV_ACK && event->type != ZCHAT_EV_ERROR))
+        return 0;
+    if (event->type == ZCHAT_EV_ACK) {
+        if (self->opts->json)
+            s_print (self->opts, event, message->line, false);
+        zhashx_delete (self->flight, key);
+        return 0;
+    }
+    //  Rate limited: the message was not stored; send it again later, in
+    //  its turn among others refused the same way.
+    if (event->code == ZCHAT_ERR_RATE_LIMITED) {
+        s_message_t *again = (s_message_t *) zmalloc (sizeof (s_message_t));
+        assert (again);
+        *again = *message;
+        message->text = NULL;           //  now again's
+        zhashx_delete (self->flight, key);
+        zlistx_insert (self->retry, again, false);
+        int64_t until = zchat_cli_now () + (event->retry_ms? event->retry_ms: 100);
+        if (until > self->hold_until)
+            self->hold_until = until;
+        return 0;
+    }
+    char what [64];
+    if (self->opts->send [0] == '-' && !self->opts->send [1])
+        snprintf (what, sizeof what, "line %ld not sent", message->line);
+    else
+        snprintf (what, sizeof what, "message not sent");
+    if (event->code == ZCHAT_CLIENT_TIMEOUT) {
+        zchat_cli_fail ("%s: not acknowledged within %.1f s", what, self->opts->timeout);
+        return ZCHAT_EXIT_NOT_ACKED;
+    }
+    return zchat_cli_fail_event (event, what);
+}
+
+
+//  Join the room and wait until the join is live. Returns an exit code.
+static int
+s_join_wait (zchat_client_t *client, const zchat_cli_opts_t *opts, const char *room,
+             int64_t deadline)
+{
+    uint64_t rid = zchat_client_join (client, room);
+    if (!rid) {
+        zchat_cli_fail ("cannot join #%s: %s", room, zchat_client_error (client));
+        return ZCHAT_EXIT_FAILED;
+    }
+    while (!zsys_interrupted) {
+        int64_t now = zchat_cli_now ();
+        if (deadline && now >= deadline)
+            break;
+        zchat_event_t *event = zchat_client_wait (client, rid,
+                                                  deadline? (int) (deadline - now): -1);
+        if (!event)
+            continue;
+        int exit_code = ZCHAT_EXIT_OK;
+        if (event->type == ZCHAT_EV_ERROR) {
+            char what [64];
+            snprintf (what, sizeof what, "cannot join #%s", room);
+            exit_code = zchat_cli_fail_event (event, what);
+        }
+        else
+        if (opts->json && event->type == ZCHAT_EV_JOINED)
+            s_print (opts, event, -1, false);
+        zchat_event_destroy (&event);
+        return exit_code;
+    }
+    if (zsys_interrupted) {
+        zchat_cli_fail ("interrupted");
+        return ZCHAT_EXIT_INTERRUPTED;
+    }
+    zchat_cli_fail ("cannot join #%s within %.1f s (broker at %s)", room, opts->timeout,
+                    opts->server);
+    return ZCHAT_EXIT_UNREACHABLE;
+}
+
+
+//  ---------------------------------------------------------------------
+//  --send TEXT or --send -. Returns the exit code.
+
+int
+zchat_cli_send_run (const zchat_cli_opts_t *opts)
+{
+    s_send_t self = { .opts = opts, .room = opts->to? NULL: opts->rooms [0] };
+    int exit_code = zchat_cli_connect (opts, 0, &self.client);
+    if (exit_code)
+        return exit_code;
+    int timeout_ms = zchat_cli_timeout_ms (opts);
+    if (self.room) {
+        exit_code = s_join_wait (self.client, opts, self.room,
+                                 timeout_ms < 0? 0: zchat_cli_now () + timeout_ms);
+        if (exit_code) {
+            zchat_client_destroy (&self.client);
+            return exit_code;
+        }
+    }
+    self.flight = zhashx_new ();
+    self.retry = zlistx_new ();
+    assert (self.flight && self.retry);
+    zhashx_set_destructor (self.flight, s_message_destroy);
+    zlistx_set_destructor (self.retry, s_message_destroy);
+    zlistx_set_comparator (self.retry, s_message_compare);
+
+    bool from_stdin = streq (opts->send, "-");
+    long line_number = 0;
+    zchat_cli_lines_t *lines = NULL;
+    if (!from_stdin) {
+        s_message_t *message = (s_message_t *) zmalloc (sizeof (s_message_t));
+        assert (message);
+        message->line = ++line_number;
+        message->size = strlen (opts->send);
+        message->text = strdup (opts->send);
+        assert (message->text);
+        exit_code = s_send_one (&self, message);
+    }
+    else
+        lines = zchat_cli_lines_new (STDIN_FILENO);
+
+    int stdin_fd = STDIN_FILENO;
+    zpoller_t *with_stdin = zpoller_new (zchat_client_dealer (self.client),
+                                         zchat_client_sub (self.client), NULL);
+    zpoller_t *without_stdin = zpoller_new (zchat_client_dealer (self.client),
+                                            zchat_client_sub (self.client), NULL);
+    assert (with_stdin && without_stdin);
+    int rc = zpoller_add (with_stdin, &stdin_fd);
+    assert (rc == 0);
+    bool stdin_eof = !from_stdin;
+
+    while (!exit_code) {
+        size_t in_flight = zhashx_size (self.flight) + zlistx_size (self.retry);
+        bool held = self.hold_until > zchat_cli_now ();
+        //  Messages refused for speed go again first, in their order.
+        while (!held && zlistx_size (self.retry) && !exit_code)
+            exit_code = s_send_one (&self, (s_message_t *) zlistx_detach (self.retry, NULL));
+        //  Then new lines, while the window has room.
+        size_t size;
+        char *line;
+        while (!exit_code && lines && !held && zlistx_size (self.retry) == 0
+           &&  in_flight < ZCHAT_CLI_WINDOW
+           &&  (line = zchat_cli_lines_next (lines, &size))) {
+            line_number++;
+            if (size == 0)
+                continue;       //  an empty line is no message
+            s_message_t *message = (s_message_t *) zmalloc (sizeof (s_message_t));
+            assert (message);
+            message->line = line_number;
+            message->text = zchat_cli_utf8_fix (line, size, &message->size);
+            exit_code = s_send_one (&self, message);
+            in_flight++;
+        }
+        if (exit_code)
+            break;
+        in_flight = zhashx_size (self.flight) + zlistx_size (self.retry);
+        if (in_flight == 0 && (!lines || zchat_cli_lines_done (lines)))
+            break;              //  everything sent and acknowledged
+        bool reading = !stdin_eof && in_flight < ZCHAT_CLI_WINDOW && !held;
+        int64_t wake = held? self.hold_until: 0;
+        zpoller_t *poller = reading? with_stdin: without_stdin;
+        void *which = zpoller_wait (poller, zchat_cli_wait_ms (self.client, wake));
+        if (which == &stdin_fd && zchat_cli_lines_fill (lines))
+            stdin_eof = true;
+        zchat_event_t *event;
+        while (!exit_code && (event = zchat_client_next (self.client, 0))) {
+            exit_code = s_send_event (&self, event);
+            zchat_event_destroy (&event);
+        }
+        if (!exit_code && (zsys_interrupted || zpoller_terminated (poller))) {
+            zchat_cli_fail ("interrupted with %zu message%s not acknowledged",
+                            in_flight, in_flight == 1? "": "s");
+            exit_code = ZCHAT_EXIT_INTERRUPTED;
+        }
+    }
+    zpoller_destroy (&with_stdin);
+    zpoller_destroy (&without_stdin);
+    zchat_cli_lines_destroy (&lines);
+    zhashx_destroy (&self.flight);
+    zlistx_destroy (&self.retry);
+    zchat_client_destroy (&self.client);
+    return exit_code;
+}
+
+
+//  ---------------------------------------------------------------------
+//  --listen. Returns the exit code.
+
+int
+zchat_cli_listen_run (const zchat_cli_opts_t *opts)
+{
+    int64_t started = zchat_cli_now ();
+    int timeout_ms = zchat_cli_timeout_ms (opts);
+    //  With --count, --timeout (default 10 s) bounds the whole listen;
+    //  without, only a --timeout given does, and then ending is success.
+    int64_t deadline = 0;
+    if (timeout_ms >= 0 && (opts->count >= 0 || opts->timeout_given))
+        deadline = started + timeout_ms;
+
+    zchat_client_t *client;
+    int exit_code = zchat_cli_connect (opts, opts->history > 0? opts->history: 0, &client);
+    if (exit_code)
+        return exit_code;
+    uint64_t joins [ZCHAT_CLI_MAX_ROOMS] = { 0 };
+    for (size_t index = 0; index < opts->room_count; index++) {
+        joins [index] = zchat_client_join (client, opts->rooms [index]);
+        if (!joins [index]) {
+            zchat_cli_fail ("cannot join #%s: %s", opts->rooms [index],
+                            zchat_client_error (client));
+            zchat_client_destroy (&client);
+            return ZCHAT_EXIT_FAILED;
+        }
+    }
+    zpoller_t *poller = zpoller_new (zchat_client_dealer (client),
+                                     zchat_client_sub (client), NULL);
+    assert (poller);
+    long printed = 0;
+    bool show_room = opts->room_count > 1;
+    while (!exit_code) {
+        if (deadline && zchat_cli_now () >= deadline) {
+            if (opts->count >= 0) {
+                zchat_cli_fail ("only %ld of %ld message%s within %.1f s", printed,
+                                opts->count, opts->count == 1? "": "s", opts->timeout);
+                exit_code = ZCHAT_EXIT_INCOMPLETE;
+            }
+            break;
+        }
+        zpoller_wait (poller, zchat_cli_wait_ms (client, deadline));
+        zchat_event_t *event;
+        while (!exit_code && (event = zchat_client_next (client, 0))) {
+            exit_code = s_session_error (event);
+            if (!exit_code && event->type == ZCHAT_EV_ERROR && event->id) {
+                for (size_t index = 0; index < opts->room_count; index++)
+                    if (joins [index] == event->id) {
+                        char what [64];
+                        snprintf (what, sizeof what, "cannot join #%s", opts->rooms [index]);
+                        exit_code = zchat_cli_fail_event (event, what);
+                    }
+            }
+            if (!exit_code)
+                s_print (opts, event, -1, show_room);
+            if (event->type == ZCHAT_EV_MESSAGE || event->type == ZCHAT_EV_DM)
+                printed++;
+            zchat_event_destroy (&event);
+            if (!exit_code && opts->count >= 0 && printed >= opts->count)
+                goto cleanup;
+        }
+        if (!exit_code && (zsys_interrupted || zpoller_terminated (poller))) {
+            zchat_cli_fail ("interrupted");
+            exit_code = ZCHAT_EXIT_INTERRUPTED;
+        }
+    }
+cleanup:
+    zpoller_destroy (&poller);
+    zchat_client_destroy (&client);
+    return exit_code;
+}

@@ -14,7 +14,6 @@ from the C codec, so that the raw-socket tests cross-check it.
 import atexit
 import json
 import os
-import queue
 import random
 import re
 import shutil
@@ -22,7 +21,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time

@@ -1,0 +1,34 @@
+"""Test whether zchat-bench runs end to end on a small load and accounts for
+every message: zero lost, zero duplicated (speed is never asserted)."""
+
+import json
+
+from harness import check, require_binary, run, T
+
+COST = 30
+TIMEOUT = 240
+
+
+def test_bench_smoke():
+    exe = require_binary("zchat-bench", skip=True)
+    r = run([exe, "--senders", "2", "--subscribers", "2", "--messages", "2000", "--size", "64",
+             "--json"], timeout=T(180), name="bench")
+    check(r.rc == 0, "zchat-bench failed: %r" % r)
+    try:
+        doc = json.loads(r.out)
+    except ValueError:
+        check(False, "zchat-bench --json did not print one JSON document: %r" % r.out[-2000:])
+    z = doc.get("zchat")
+    check(isinstance(z, dict), "no \"zchat\" section: %r" % doc)
+    check(z.get("lost") == 0 and z.get("duplicated") == 0,
+          "zchat lost %r and duplicated %r messages" % (z.get("lost"), z.get("duplicated")))
+    for key in ("msgs_per_s", "deliveries_per_s", "latency_us"):
+        check(key in z, "\"zchat\" lacks %s: %r" % (key, z))
+    check(z["msgs_per_s"] > 0 and z["deliveries_per_s"] > 0, "no throughput measured: %r" % z)
+    for p in ("p50", "p99", "p999", "max"):
+        check(p in z["latency_us"], "latency_us lacks %s: %r" % (p, z["latency_us"]))
+    c = doc.get("ceiling")
+    check(isinstance(c, dict) and c.get("lost") == 0,
+          "the raw ceiling run should account for every message too: %r" % c)
+    check(isinstance(doc.get("ratio"), dict) and "throughput" in doc["ratio"]
+          and "p99" in doc["ratio"], "no ratio section: %r" % doc.get("ratio"))

@@ -1,0 +1,69 @@
+"""Test whether the example echo bot answers !echo and !time in its room,
+ignores its own messages, and delays (never drops) a burst of requests."""
+
+import re
+import signal
+
+from harness import Broker, Proc, check, listener, require_binary, send, wait_until, T
+
+COST = 10
+
+
+def test_echobot():
+    b = Broker()
+    exe = require_binary("zchat-echobot")
+    ear = listener(b, "ear", ["bots"])
+    bot = Proc([exe, "--server", b.router, "--nick", "echo", "--room", "bots"], "echobot",
+               stdin=False)
+    ear.wait_for(lambda e: e.get("type") == "join" and e.get("nick") == "echo",
+                 timeout=T(10), desc="the bot's join")
+
+    def from_bot():
+        return [m["text"] for m in ear.messages() if m.get("from") == "echo"]
+
+    send(b, "user", "bots", "!echo hello \"world\" \u00fc")
+    ear.wait_for(lambda e: e.get("type") == "message" and e.get("from") == "echo",
+                 timeout=T(10), desc="the bot's echo")
+    check(from_bot() == ["hello \"world\" \u00fc"], "!echo answered %r" % from_bot())
+
+    send(b, "user", "bots", "!time")
+    ear.wait_count(lambda e: e.get("type") == "message" and e.get("from") == "echo", 2,
+                   timeout=T(10), desc="the bot's time")
+    check(re.search(r"\d{1,2}:\d{2}", from_bot()[1]) is not None,
+          "!time answered %r, which shows no time" % from_bot()[1])
+
+    #  Its own "!echo x" must not make it answer itself.
+    send(b, "user", "bots", "!echo !echo loop")
+    ear.wait_count(lambda e: e.get("type") == "message" and e.get("from") == "echo", 3,
+                   timeout=T(10), desc="the bot's echo of !echo")
+    check(from_bot()[2] == "!echo loop", "echo of '!echo !echo loop' was %r" % from_bot()[2])
+    #  Ordinary chatter is ignored.
+    send(b, "user", "bots", "just talking")
+
+    #  A burst of 12: every one answered, in order (delayed, never dropped).
+    for i in range(12):
+        send(b, "user", "bots", "!echo burst %d" % i)
+    ear.wait_count(lambda e: e.get("type") == "message" and e.get("from") == "echo", 15,
+                   timeout=T(30), desc="answers to the burst")
+    send(b, "user", "bots", "!echo final")
+    ear.wait_count(lambda e: e.get("type") == "message" and e.get("from") == "echo", 16,
+                   timeout=T(30), desc="the final echo")
+    check(from_bot()[3:] == ["burst %d" % i for i in range(12)] + ["final"],
+          "the bot's answers: %r" % from_bot())
+    check(bot.alive(), "the bot exited")
+
+    #  It comes back by itself after a broker restart.
+    b.stop()
+    b.restart()
+
+    def answered():
+        send(b, "user", "bots", "!echo after restart")
+        try:
+            ear.wait_for(lambda e: e.get("type") == "message" and e.get("from") == "echo"
+                         and e.get("text") == "after restart", timeout=T(2), desc="")
+            return True
+        except AssertionError:
+            return False
+    wait_until(answered, T(30), "the bot to answer after a broker restart", 0.1)
+    bot.signal(signal.SIGINT)
+    check(bot.wait(T(10)) in (0, 130), "the bot did not exit cleanly on SIGINT")

@@ -1,0 +1,137 @@
+"""Test whether the interactive client works in a real terminal (tmux): typed
+lines reach the room, incoming messages appear without mangling the line
+being typed, and /who, /me and /quit work."""
+
+import os
+import shlex
+import shutil
+import subprocess
+import time
+
+from harness import (Broker, Skip, TMP, _log_path, add_cleanup, check, fail, listener,
+                     read_file, send, track_pid, zchat_argv, T)
+
+COST = 10
+
+
+class Tmux:
+    def __init__(self, command):
+        self.tmux = shutil.which("tmux")
+        if not self.tmux:
+            raise Skip("tmux is not installed")
+        self.sock = os.path.join(TMP, "tmux.sock")
+        add_cleanup(self.kill)
+        self.cmd("new-session", "-d", "-s", "t", "-x", "150", "-y", "40", command)
+        pid = self.cmd("display-message", "-p", "#{pid}").strip()
+        if pid.isdigit():
+            track_pid(int(pid))
+
+    def cmd(self, *args):
+        env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8", TERM="xterm")
+        r = subprocess.run([self.tmux, "-u", "-S", self.sock] + list(args),
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=10, env=env)
+        if r.returncode != 0:
+            fail("tmux %s failed: %s" % (" ".join(args), r.stderr.decode(errors="replace")))
+        return r.stdout.decode("utf-8", "replace")
+
+    def kill(self):
+        subprocess.run([self.tmux, "-S", self.sock, "kill-server"], capture_output=True,
+                       stdin=subprocess.DEVNULL, timeout=10)
+
+    def type(self, text):
+        self.cmd("send-keys", "-t", "t", "-l", text)
+
+    def enter(self):
+        self.cmd("send-keys", "-t", "t", "Enter")
+
+    def screen(self):
+        return self.cmd("capture-pane", "-t", "t", "-p", "-J", "-S", "-200")
+
+    def wait_screen(self, pred, timeout, desc):
+        deadline = time.monotonic() + timeout
+        while True:
+            s = self.screen()
+            if pred(s):
+                return s
+            if time.monotonic() > deadline:
+                fail("terminal never showed %s; screen:\n%s" % (desc, s))
+            time.sleep(0.05)
+
+
+def test_interactive_tmux():
+    if not shutil.which("tmux"):
+        raise Skip("tmux is not installed")
+    b = Broker()
+    bob = listener(b, "bobwatcher", ["lobby"])
+    errfile = _log_path("interactive", "stderr")
+    exitfile = os.path.join(TMP, "interactive.exit")
+    argv = zchat_argv(b, "tmuxer", ["lobby"])
+    command = "sh -c %s" % shlex.quote(
+        "%s 2>%s; echo \"EXIT=$?\" >%s" % (" ".join(shlex.quote(a) for a in argv),
+                                           shlex.quote(errfile), shlex.quote(exitfile)))
+    tm = Tmux(command)
+    bob.wait_for(lambda e: e.get("type") == "join" and e.get("nick") == "tmuxer",
+                 timeout=T(10), desc="the interactive client's join")
+    time.sleep(0.3)
+
+    #  Typed text goes to the current room.
+    tm.type("hello from tmux \u00e9t\u00e9")
+    tm.enter()
+    m = bob.wait_text("hello from tmux \u00e9t\u00e9", timeout=T(5))
+    check(m.get("from") == "tmuxer" and m.get("room") == "lobby",
+          "typed line arrived with wrong sender/room: %r" % m)
+
+    #  Incoming messages appear with their sender.
+    send(b, "carol", "lobby", "incoming from carol")
+    tm.wait_screen(lambda s: any("incoming from carol" in l and "carol" in
+                                 l.replace("incoming from carol", "") for l in s.splitlines()),
+                   T(5), "carol's message with her nick")
+
+    #  A message arriving while a line is being typed: printed above it, and
+    #  the half-typed line survives intact.
+    tm.type("partial line")
+    tm.wait_screen(lambda s: "partial line" in s, T(5), "the half-typed line")
+    send(b, "dave", "lobby", "message while typing")
+    s = tm.wait_screen(lambda s: "message while typing" in s, T(5), "dave's message")
+    time.sleep(0.2)
+    s = tm.screen()
+    lines = [l for l in s.splitlines() if l.strip()]
+    incoming = [i for i, l in enumerate(lines) if "message while typing" in l]
+    typed = [i for i, l in enumerate(lines) if "partial line" in l]
+    check(incoming and typed and typed[-1] > incoming[-1],
+          "the half-typed line should be redrawn below the incoming message:\n%s" % s)
+    check(all("partial" not in lines[i] for i in incoming),
+          "incoming message mixed into the typed line:\n%s" % s)
+    tm.type(" done")
+    tm.enter()
+    bob.wait_text("partial line done", timeout=T(5))
+
+    #  /me sends an action.
+    tm.type("/me waves")
+    tm.enter()
+    m = bob.wait_for(lambda e: e.get("type") == "message" and e.get("action") is True,
+                     timeout=T(5), desc="the /me action")
+    check(m.get("text") == "waves" and m.get("from") == "tmuxer", "/me arrived as %r" % m)
+
+    #  /who lists the members (bobwatcher is shown nowhere else).
+    tm.type("/who")
+    tm.enter()
+    tm.wait_screen(lambda s: "bobwatcher" in s, T(5), "/who listing bobwatcher")
+
+    #  /quit ends the client at once, and the others see it quit.
+    tm.type("/quit")
+    tm.enter()
+    deadline = time.monotonic() + T(5)
+    while not os.path.exists(exitfile) or not read_file(exitfile).strip():
+        if time.monotonic() > deadline:
+            fail("/quit did not end the client; screen:\n%s" % tm.screen())
+        time.sleep(0.05)
+    check(read_file(exitfile).strip() == "EXIT=0",
+          "interactive client exited with %s after /quit; stderr: %s"
+          % (read_file(exitfile).strip(), read_file(errfile)))
+    bob.wait_for(lambda e: e.get("type") == "quit" and e.get("nick") == "tmuxer",
+                 timeout=T(3), desc="quit event after /quit")
+    check([m["text"] for m in bob.messages()] ==
+          ["hello from tmux \u00e9t\u00e9", "incoming from carol", "message while typing",
+           "partial line done", "waves"],
+          "room traffic not as typed: %r" % [m["text"] for m in bob.messages()])

@@ -1,0 +1,2595 @@
+//  zchat_client — libzchat, the client side of the zchat protocol.
+//
+//  One DEALER carries requests and replies, one SUB carries room traffic.
+//  Everything runs in the caller's thread, inside zchat_client_next and
+//  zchat_client_wait: they drain both sockets in bounded batches, turn
+//  what arrives into events on a queue, and do the session's housekeeping
+//  when it is due (pings, resends, probes, fetches, re-greeting).
+//
+//  How the pieces fit (PROTOCOL.md §6):
+//  - sends: every SAY/DM stays in a pending table, keyed by id, until its
+//    ACK; it is resent with the same id every heartbeat interval and at
+//    once after a new session, so the broker can deduplicate retries. The
+//    table is threaded by two lists, one in send order (for the timeout)
+//    and one in last-sent order (for resends), so housekeeping only ever
+//    touches the entries that are due.
+//  - rooms: subscribe first, JOIN, then PROBE until our own probe comes
+//    back on SUB; only then is the join reported, and from then on a
+//    per-room zchat_sequencer puts messages in order and asks for what is
+//    missing over DEALER (HISTORY).
+//  - the session: silence from the broker for its session timeout, or an
+//    ERROR 440/401, means the session is gone: greet again with our token
+//    on the same DEALER (libzmq reconnects by itself), rejoin, resend.
+//    The DEALER is ZMQ_IMMEDIATE, so nothing is queued to a broker that is
+//    not there: sends that cannot go out wait in our own tables instead,
+//    where we control their order and their retries.
+
+#include <czmq.h>
+#include <inttypes.h>
+#include "zchat_client.h"
+#include "zchat_idmap.h"
+#include "zchat_sequencer.h"
+
+//  Tuning, in one place
+#define S_DEFAULT_TIMEOUT_MS    5000    //  per reply, and per send's ACK
+#define S_DEFAULT_HEARTBEAT_MS  3333    //  until the broker says
+#define S_DEFAULT_SESSION_MS    10000   //  until the broker says
+#define S_PROBE_IVL_MS          100     //  PROBE resend while joining
+#define S_GREET_RETRY_MS        1000    //  HELLO retry while the broker is down
+#define S_HELLO_ANSWER_MS       2000    //  a sent HELLO unanswered this long is resent
+#define S_TAIL_GRACE_MS         200     //  a PONG's newer seq may still be in flight on SUB
+#define S_FETCH_RETRY_MS        1000    //  after a failed history fetch
+#define S_BYE_WAIT_MS           500     //  destroy waits this long for BYE's OK
+#define S_MAX_IDLE_MS           1000    //  housekeeping runs at least this often
+#define S_BUFFER_LIMIT          10000   //  out-of-order messages per room
+#define S_HELD_LIMIT            1000    //  presence events held per joining room
+#define S_PAGE_LIMIT            500     //  messages asked per history fetch
+#define S_BATCH                 512     //  messages drained per socket per pass
+#define S_SNDHWM                10000
+#define S_RCVHWM                100000
+#define S_LINGER_MS             200
+#define S_ZMTP_HEARTBEAT_IVL    1000
+#define S_ZMTP_HEARTBEAT_TIMEOUT 3000
+#define S_BUFFER_SIZE           (ZCHAT_MAX_TEXT + 1024)
+
+typedef enum {
+    S_IDLE,                     //  not connected (never, or connect failed)
+    S_GREETING,                 //  HELLO sent or due, waiting for WELCOME
+    S_READY                     //  in session
+} s_state_t;
+
+typedef enum {
+    RQ_JOIN = 1,
+    RQ_LEAVE,
+    RQ_NICK,
+    RQ_WHO,
+    RQ_ROOMS,
+    RQ_TOPIC,
+    RQ_HISTORY,                 //  the caller's history request
+    RQ_FETCH,                   //  our own gap or tail fetch
+    RQ_PROBE,
+    RQ_BYE
+} s_req_kind_t;
+
+//  A request waiting for its answer. The caller's requests (user) are
+//  kept in full so that they can be sent again on a new session.
+typedef struct {
+    s_req_kind_t kind;
+    bool     user;              //  the caller's, not the library's own
+    bool     sent;              //  went out on the current session
+    uint64_t user_id;           //  id the caller knows (history pages)
+    char     room [ZCHAT_MAX_ROOM + 1];
+    char     arg [ZCHAT_MAX_TOPIC + 1];     //  NICK: new nick; TOPIC: text
+    bool     set;               //  TOPIC: set, not read
+    uint64_t from_seq;          //  HISTORY, FETCH
+    uint64_t to_seq;
+    uint32_t limit;             //  HISTORY: per page
+    uint32_t remaining;         //  HISTORY: messages still wanted, 0 = all
+    uint64_t last_seq;          //  HISTORY: last seq handed on
+} s_request_t;
+
+//  An unacknowledged SAY or DM, with its text inline.
+typedef struct _s_send_t s_send_t;
+struct _s_send_t {
+    uint64_t id;
+    uint8_t  type;              //  ZCHAT_SAY or ZCHAT_DM
+    uint8_t  kind;
+    bool     unsent;            //  on the unsent queue, not the resend list
+    char     target [ZCHAT_MAX_ROOM + 1];   //  room or nick (both <= 32)
+    int64_t  first_ms;          //  when the caller sent it
+    int64_t  last_ms;           //  when it last went out
+    s_send_t *o_prev, *o_next;  //  every send, in send order
+    s_send_t *r_prev, *r_next;  //  resend list or unsent queue
+    size_t   text_size;
+    char     text [];
+};
+
+typedef struct {
+    s_send_t *head, *tail;
+} s_list_t;
+
+//  A FIFO of events, growable ring
+typedef struct {
+    zchat_event_t **items;
+    size_t capacity, head, count;
+} s_queue_t;
+
+typedef enum {
+    R_JOINING,                  //  JOIN sent, waiting for JOINED
+    R_PROBING,                  //  JOINED, waiting for our probe on SUB
+    R_LIVE
+} s_room_state_t;
+
+typedef struct {
+    zchat_client_t *client;
+    char     name [ZCHAT_MAX_ROOM + 1];
+    uint8_t  topic_frame [ZCHAT_MAX_TOPIC_FRAME];
+    size_t   topic_frame_size;
+    s_room_state_t state;
+    bool     confirmed;         //  JOINED was reported to the caller
+    uint64_t join_id;           //  the caller's join request
+    uint64_t join_seq;          //  newest seq at the first join
+    uint32_t members;
+    char     topic [ZCHAT_MAX_TOPIC + 1];
+    zchat_sequencer_t *sequencer;
+    s_queue_t held;             //  presence events before confirmation
+    int64_t  probe_start_ms;
+    int64_t  probe_next_ms;
+    uint64_t tail_seq;          //  newest seq a PONG told
+    int64_t  tail_due_ms;       //  when to fetch it if still missing, 0 none
+    uint64_t fetch_id;          //  outstanding fetch request, 0 none
+    int64_t  fetch_retry_ms;    //  no fetch before this time
+} s_room_t;
+
+struct _zchat_client_t {
+    char    *server;
+    char     nick [ZCHAT_MAX_NICK + 1];
+    char    *sub_option;        //  set_sub_endpoint
+    char    *sub_endpoint;      //  what the SUB is connected to
+    int      timeout_ms;
+    int      history_n;
+    zcert_t *cert;
+    char     server_key [41];
+    zsock_t *dealer;
+    zsock_t *sub;
+    zsock_t *monitor;           //  PAIR receiving DEALER events (CURVE only)
+    void    *dealer_h, *sub_h, *monitor_h;
+    s_state_t state;
+    bool     welcomed;          //  a WELCOME was ever received
+    bool     in_connect;        //  inside zchat_client_connect
+    uint64_t next_id;
+    uint64_t hello_id;
+    bool     hello_sent;
+    int64_t  greet_next_ms;
+    bool     greet_error_told;  //  one ERROR event per re-greeting episode
+    int      refused;           //  connect: the broker's ERROR code, or 0
+    bool     auth_failed;       //  a handshake-failed event came
+    bool     auth_told;
+    bool     bye_answered;
+    uint64_t bye_id;
+    char     token [ZCHAT_MAX_TOKEN + 1];
+    uint32_t heartbeat_ms;
+    uint32_t session_ms;
+    uint32_t max_text;
+    int64_t  last_send_ms;
+    int64_t  last_recv_ms;
+    int64_t  due_ms;            //  next housekeeping
+    size_t   unsent_requests;
+    s_queue_t queue;
+    zhashx_t *rooms;            //  name -> s_room_t
+    zchat_idmap_t *requests;    //  id -> s_request_t
+    zchat_idmap_t *sends;       //  id -> s_send_t
+    s_list_t order;             //  sends by first send
+    s_list_t resend;            //  sent sends by last send
+    s_list_t unsent;            //  sends waiting for the DEALER
+    uint8_t *buffer;
+    zchat_buf_t buf;
+    char     error [256];
+};
+
+static void s_room_destroy (s_room_t **self_p);
+static void s_room_fetch (zchat_client_t *self, s_room_t *room, int64_t now);
+static void s_housekeep (zchat_client_t *self, int64_t now);
+static int  s_drain (zchat_client_t *self);
+
+
+//  ==========================================================================
+//  Events
+
+//  --------------------------------------------------------------------------
+//  A new, zeroed event of type. Returns NULL only if out of memory.
+
+static zchat_event_t *
+s_event_new (zchat_event_type_t type)
+{
+    zchat_event_t *event = (zchat_event_t *) calloc (1, sizeof (zchat_event_t));
+    if (event)
+        event->type = type;
+    return event;
+}
+
+//  --------------------------------------------------------------------------
+//  Give the event a NUL-terminated copy of text. Returns 0 or -1.
+
+static int
+s_event_set_text (zchat_event_t *event, const char *text, size_t text_size)
+{
+    event->text = (char *) malloc (text_size + 1);
+    if (!event->text)
+        return -1;
+    if (text_size)
+        memcpy (event->text, text, text_size);
+    event->text [text_size] = 0;
+    event->text_size = text_size;
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Free an event and all it owns; nulls *self_p.
+
+void
+zchat_event_destroy (zchat_event_t **self_p)
+{
+    assert (self_p);
+    zchat_event_t *self = *self_p;
+    if (self) {
+        free (self->text);
+        free (self->items);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Name of an event type.
+
+const char *
+zchat_event_type_name (zchat_event_type_t type)
+{
+    switch (type) {
+        case ZCHAT_EV_MESSAGE:      return "message";
+        case ZCHAT_EV_DM:           return "dm";
+        case ZCHAT_EV_JOINED:       return "joined";
+        case ZCHAT_EV_LEFT:         return "left";
+        case ZCHAT_EV_JOIN:         return "join";
+        case ZCHAT_EV_LEAVE:        return "leave";
+        case ZCHAT_EV_QUIT:         return "quit";
+        case ZCHAT_EV_NICK:         return "nick";
+        case ZCHAT_EV_TOPIC:        return "topic";
+        case ZCHAT_EV_ACK:          return "ack";
+        case ZCHAT_EV_OK:           return "ok";
+        case ZCHAT_EV_ERROR:        return "error";
+        case ZCHAT_EV_MEMBERS:      return "members";
+        case ZCHAT_EV_ROOMS:        return "rooms";
+        case ZCHAT_EV_HISTORY:      return "history";
+        case ZCHAT_EV_GAP:          return "gap";
+        case ZCHAT_EV_CONNECTED:    return "connected";
+        case ZCHAT_EV_DISCONNECTED: return "disconnected";
+    }
+    return "unknown";
+}
+
+//  --------------------------------------------------------------------------
+//  Event queue: push at the tail, pop at the head, remove from anywhere
+//  (for zchat_client_wait). Push returns 0, or -1 if out of memory.
+
+static int
+s_queue_push (s_queue_t *queue, zchat_event_t *event)
+{
+    if (queue->count == queue->capacity) {
+        size_t capacity = queue->capacity? queue->capacity * 2: 64;
+        zchat_event_t **items = (zchat_event_t **) malloc (capacity * sizeof (zchat_event_t *));
+        if (!items)
+            return -1;
+        for (size_t i = 0; i < queue->count; i++)
+            items [i] = queue->items [(queue->head + i) % queue->capacity];
+        free (queue->items);
+        queue->items = items;
+        queue->capacity = capacity;
+        queue->head = 0;
+    }
+    queue->items [(queue->head + queue->count) % queue->capacity] = event;
+    queue->count++;
+    return 0;
+}
+
+static zchat_event_t *
+s_queue_at (s_queue_t *queue, size_t index)
+{
+    assert (index < queue->count);
+    return queue->items [(queue->head + index) % queue->capacity];
+}
+
+static zchat_event_t *
+s_queue_remove (s_queue_t *queue, size_t index)
+{
+    assert (index < queue->count);
+    zchat_event_t *event = s_queue_at (queue, index);
+    for (size_t i = index; i + 1 < queue->count; i++)
+        queue->items [(queue->head + i) % queue->capacity] =
+            queue->items [(queue->head + i + 1) % queue->capacity];
+    queue->count--;
+    return event;
+}
+
+static zchat_event_t *
+s_queue_pop (s_queue_t *queue)
+{
+    if (queue->count == 0)
+        return NULL;
+    zchat_event_t *event = queue->items [queue->head];
+    queue->head = (queue->head + 1) % queue->capacity;
+    queue->count--;
+    if (queue->count == 0)
+        queue->head = 0;
+    return event;
+}
+
+static void
+s_queue_purge (s_queue_t *queue)
+{
+    zchat_event_t *event;
+    while ((event = s_queue_pop (queue)))
+        zchat_event_destroy (&event);
+    free (queue->items);
+    memset (queue, 0, sizeof (*queue));
+}
+
+//  --------------------------------------------------------------------------
+//  Hand an event to the caller's queue (takes it). Out of memory loses the
+//  event; there is nobody to tell but the caller, and it cannot be told.
+
+static void
+s_emit (zchat_client_t *self, zchat_event_t *event)
+{
+    if (event && s_queue_push (&self->queue, event))
+        zchat_event_destroy (&event);
+}
+
+//  --------------------------------------------------------------------------
+//  Emit an ERROR event answering id (0 if none).
+
+static void
+s_emit_error (zchat_client_t *self, uint64_t id, int code, uint32_t retry_ms,
+              const char *room, const char *nick, const char *reason)
+{
+    zchat_event_t *event = s_event_new (ZCHAT_EV_ERROR);
+    if (!event)
+        return;
+    event->id = id;
+    event->code = code;
+    event->retry_ms = retry_ms;
+    if (room)
+        snprintf (event->room, sizeof (event->room), "%s", room);
+    if (nick)
+        snprintf (event->nick, sizeof (event->nick), "%s", nick);
+    snprintf (event->reason, sizeof (event->reason), "%s", reason);
+    s_emit (self, event);
+}
+
+
+//  ==========================================================================
+//  Small helpers
+
+static int64_t
+s_now (void)
+{
+    return zclock_mono ();
+}
+
+static void
+s_set_error (zchat_client_t *self, const char *format, ...)
+{
+    va_list args;
+    va_start (args, format);
+    vsnprintf (self->error, sizeof (self->error), format, args);
+    va_end (args);
+}
+
+//  --------------------------------------------------------------------------
+//  Request ids: random start, +1 each, never 0 (reserved for "no request").
+
+static uint64_t
+s_next_id (zchat_client_t *self)
+{
+    uint64_t id = self->next_id++;
+    if (id == 0)
+        id = self->next_id++;
+    return id;
+}
+
+//  --------------------------------------------------------------------------
+//  64 random bits, from the kernel, else from a UUID.
+
+static uint64_t
+s_random64 (void)
+{
+    uint64_t value = 0;
+    FILE *file = fopen ("/dev/urandom", "rb");
+    if (file) {
+        if (fread (&value, sizeof (value), 1, file) != 1)
+            value = 0;
+        fclose (file);
+    }
+    if (value == 0) {
+        zuuid_t *uuid = zuuid_new ();
+        if (uuid) {
+            memcpy (&value, zuuid_data (uuid), sizeof (value));
+            zuuid_destroy (&uuid);
+        }
+    }
+    if (value == 0)
+        value = (uint64_t) zclock_time () * 2654435761u;
+    return value;
+}
+
+static void
+s_schedule (zchat_client_t *self, int64_t when)
+{
+    if (when < self->due_ms)
+        self->due_ms = when;
+}
+
+//  --------------------------------------------------------------------------
+//  Intrusive lists of sends
+
+static void
+s_order_append (s_list_t *list, s_send_t *send)
+{
+    send->o_prev = list->tail;
+    send->o_next = NULL;
+    if (list->tail)
+        list->tail->o_next = send;
+    else
+        list->head = send;
+    list->tail = send;
+}
+
+static void
+s_order_remove (s_list_t *list, s_send_t *send)
+{
+    if (send->o_prev)
+        send->o_prev->o_next = send->o_next;
+    else
+        list->head = send->o_next;
+    if (send->o_next)
+        send->o_next->o_prev = send->o_prev;
+    else
+        list->tail = send->o_prev;
+    send->o_prev = send->o_next = NULL;
+}
+
+static void
+s_r_append (s_list_t *list, s_send_t *send)
+{
+    send->r_prev = list->tail;
+    send->r_next = NULL;
+    if (list->tail)
+        list->tail->r_next = send;
+    else
+        list->head = send;
+    list->tail = send;
+}
+
+static void
+s_r_remove (s_list_t *list, s_send_t *send)
+{
+    if (send->r_prev)
+        send->r_prev->r_next = send->r_next;
+    else
+        list->head = send->r_next;
+    if (send->r_next)
+        send->r_next->r_prev = send->r_prev;
+    else
+        list->tail = send->r_prev;
+    send->r_prev = send->r_next = NULL;
+}
+
+
+//  ==========================================================================
+//  Sending on DEALER
+
+//  --------------------------------------------------------------------------
+//  Send the body encoded in self->buffer (size bytes, 0 = encoding
+//  failed) behind an empty delimiter. Never blocks. Returns 0, or -1 if it
+//  cannot go out now (no connection, or the DEALER is full).
+
+static int
+s_send_body (zchat_client_t *self, size_t size, int64_t now)
+{
+    if (size == 0)
+        return -1;
+    if (zmq_send (self->dealer_h, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1)
+        return -1;
+    //  A high-water mark is checked on a message's first frame only, so
+    //  the body cannot be refused once the delimiter went out
+    if (zmq_send (self->dealer_h, self->buffer, size, ZMQ_DONTWAIT) == -1)
+        return -1;
+    self->last_send_ms = now;
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Encode request req under id into self->buffer; returns the body size.
+
+static size_t
+s_encode_request (zchat_client_t *self, uint64_t id, s_request_t *req)
+{
+    zchat_buf_t *buf = &self->buf;
+    switch (req->kind) {
+        case RQ_JOIN:
+            return zchat_encode_join (buf, id, req->room);
+        case RQ_LEAVE:
+            return zchat_encode_leave (buf, id, req->room);
+        case RQ_NICK:
+            return zchat_encode_nick (buf, id, req->arg);
+        case RQ_WHO:
+            return zchat_encode_who (buf, id, req->room);
+        case RQ_ROOMS:
+            return zchat_encode_rooms (buf, id);
+        case RQ_TOPIC:
+            return zchat_encode_topic (buf, id, req->room, req->set, req->arg);
+        case RQ_HISTORY:
+        case RQ_FETCH:
+            return zchat_encode_history (buf, id, req->room, req->from_seq,
+                                         req->to_seq, (uint16_t) req->limit);
+        case RQ_PROBE:
+            return zchat_encode_probe (buf, id, req->room, NULL);
+        case RQ_BYE:
+            return zchat_encode_bye (buf, id);
+    }
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Try to send request id now; if it cannot go out, it is retried by
+//  housekeeping (while in session) or on the next WELCOME.
+
+static void
+s_request_send (zchat_client_t *self, uint64_t id, s_request_t *req, int64_t now)
+{
+    if (req->sent)
+        return;
+    if (self->state == S_READY
+    &&  s_send_body (self, s_encode_request (self, id, req), now) == 0)
+        req->sent = true;
+    else
+        self->unsent_requests++;
+}
+
+//  --------------------------------------------------------------------------
+//  Register a request and send it. Takes req (heap). Returns its id, or 0
+//  if out of memory.
+
+static uint64_t
+s_request (zchat_client_t *self, s_request_t *req, int64_t now)
+{
+    uint64_t id = s_next_id (self);
+    if (!req->user_id)
+        req->user_id = id;
+    if (zchat_idmap_insert (self->requests, id, req)) {
+        free (req);
+        s_set_error (self, "out of memory");
+        return 0;
+    }
+    s_request_send (self, id, req, now);
+    return id;
+}
+
+static s_request_t *
+s_request_new (s_req_kind_t kind, bool user, const char *room)
+{
+    s_request_t *req = (s_request_t *) calloc (1, sizeof (s_request_t));
+    if (req) {
+        req->kind = kind;
+        req->user = user;
+        if (room)
+            snprintf (req->room, sizeof (req->room), "%s", room);
+    }
+    return req;
+}
+
+//  --------------------------------------------------------------------------
+//  Forget a request; returns it (the caller frees it) or NULL.
+
+static s_request_t *
+s_request_take (zchat_client_t *self, uint64_t id)
+{
+    s_request_t *req = (s_request_t *) zchat_idmap_delete (self->requests, id);
+    if (req && !req->sent && self->unsent_requests > 0)
+        self->unsent_requests--;
+    return req;
+}
+
+//  --------------------------------------------------------------------------
+//  Retry requests that could not go out. Only when some are waiting:
+//  walking the table is rare.
+
+static void
+s_request_flush (zchat_client_t *self, int64_t now)
+{
+    if (self->unsent_requests == 0 || self->state != S_READY)
+        return;
+    self->unsent_requests = 0;
+    size_t cursor = 0;
+    uint64_t id;
+    s_request_t *req;
+    while ((req = (s_request_t *) zchat_idmap_next (self->requests, &cursor, &id)))
+        if (!req->sent)
+            s_request_send (self, id, req, now);
+}
+
+//  --------------------------------------------------------------------------
+//  Encode a pending send into self->buffer; returns the body size.
+
+static size_t
+s_encode_send (zchat_client_t *self, s_send_t *send)
+{
+    if (send->type == ZCHAT_SAY)
+        return zchat_encode_say (&self->buf, send->id, send->target, send->kind,
+                                 send->text, send->text_size);
+    else
+        return zchat_encode_dm (&self->buf, send->id, send->target, send->kind,
+                                send->text, send->text_size);
+}
+
+//  --------------------------------------------------------------------------
+//  Send the unsent queue in order, as far as the DEALER takes it; what
+//  went out joins the resend list.
+
+static void
+s_send_flush (zchat_client_t *self, int64_t now)
+{
+    if (self->state != S_READY)
+        return;
+    s_send_t *send;
+    while ((send = self->unsent.head)) {
+        if (s_send_body (self, s_encode_send (self, send), now))
+            break;
+        s_r_remove (&self->unsent, send);
+        send->unsent = false;
+        send->last_ms = now;
+        s_r_append (&self->resend, send);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Forget a pending send and free it.
+
+static void
+s_send_destroy (zchat_client_t *self, s_send_t *send)
+{
+    zchat_idmap_delete (self->sends, send->id);
+    s_order_remove (&self->order, send);
+    s_r_remove (send->unsent? &self->unsent: &self->resend, send);
+    free (send);
+}
+
+//  --------------------------------------------------------------------------
+//  Queue a SAY or DM and send it if it can go out now. Returns its id.
+
+static uint64_t
+s_send_new (zchat_client_t *self, uint8_t type, const char *target,
+            const char *text, size_t text_size, bool action)
+{
+    s_send_t *send = (s_send_t *) malloc (sizeof (s_send_t) + text_size);
+    if (!send) {
+        s_set_error (self, "out of memory");
+        return 0;
+    }
+    int64_t now = s_now ();
+    send->id = s_next_id (self);
+    send->type = type;
+    send->kind = action? ZCHAT_KIND_ACTION: ZCHAT_KIND_TEXT;
+    snprintf (send->target, sizeof (send->target), "%s", target);
+    send->first_ms = now;
+    send->last_ms = now;
+    send->text_size = text_size;
+    if (text_size)
+        memcpy (send->text, text, text_size);
+    if (zchat_idmap_insert (self->sends, send->id, send)) {
+        free (send);
+        s_set_error (self, "out of memory");
+        return 0;
+    }
+    s_order_append (&self->order, send);
+    //  Behind others that wait, it waits too: sends keep their order
+    if (self->unsent.head == NULL && self->state == S_READY
+    &&  s_send_body (self, s_encode_send (self, send), now) == 0) {
+        send->unsent = false;
+        s_r_append (&self->resend, send);
+    }
+    else {
+        send->unsent = true;
+        s_r_append (&self->unsent, send);
+    }
+    //  A timeout shorter than the heartbeat comes due before anything else
+    s_schedule (self, now + self->timeout_ms);
+    return send->id;
+}
+
+//  --------------------------------------------------------------------------
+//  Send HELLO with our nick and token.
+
+static void
+s_send_hello (zchat_client_t *self, int64_t now)
+{
+    self->hello_id = s_next_id (self);
+    size_t size = zchat_encode_hello (&self->buf, self->hello_id, ZCHAT_VERSION,
+                                      self->nick, self->token);
+    self->hello_sent = s_send_body (self, size, now) == 0;
+    self->greet_next_ms = now + (self->hello_sent? S_HELLO_ANSWER_MS: S_GREET_RETRY_MS);
+}
+
+
+//  ==========================================================================
+//  Rooms
+
+//  --------------------------------------------------------------------------
+//  Sequencer callbacks: a room's messages in order, gaps, drops
+
+static void
+s_room_deliver (void *arg, uint64_t seq, void *item)
+{
+    s_room_t *room = (s_room_t *) arg;
+    zchat_event_t *event = (zchat_event_t *) item;
+    event->history = seq <= room->join_seq;
+    s_emit (room->client, event);
+}
+
+static void
+s_room_gap (void *arg, uint64_t from_seq, uint64_t to_seq)
+{
+    s_room_t *room = (s_room_t *) arg;
+    zchat_event_t *event = s_event_new (ZCHAT_EV_GAP);
+    if (!event)
+        return;
+    snprintf (event->room, sizeof (event->room), "%s", room->name);
+    event->from_seq = from_seq;
+    event->to_seq = to_seq;
+    s_emit (room->client, event);
+}
+
+static void
+s_room_drop (void *arg, void *item)
+{
+    (void) arg;
+    zchat_event_t *event = (zchat_event_t *) item;
+    zchat_event_destroy (&event);
+}
+
+//  --------------------------------------------------------------------------
+//  A room we are joining; subscribes the SUB to its topic at once, so that
+//  nothing published after our JOIN can be missed.
+
+static s_room_t *
+s_room_new (zchat_client_t *self, const char *name)
+{
+    s_room_t *room = (s_room_t *) calloc (1, sizeof (s_room_t));
+    if (!room)
+        return NULL;
+    room->client = self;
+    snprintf (room->name, sizeof (room->name), "%s", name);
+    room->topic_frame_size = zchat_topic_frame (name, room->topic_frame);
+    zchat_sequencer_output_t output = { room, s_room_deliver, s_room_gap, s_room_drop };
+    room->sequencer = zchat_sequencer_new (S_BUFFER_LIMIT, output);
+    if (!room->sequencer
+    ||  zmq_setsockopt (self->sub_h, ZMQ_SUBSCRIBE,
+                        room->topic_frame, room->topic_frame_size)) {
+        zchat_sequencer_destroy (&room->sequencer);
+        free (room);
+        return NULL;
+    }
+    return room;
+}
+
+//  --------------------------------------------------------------------------
+//  Unsubscribe and free a room; for zhashx, so it takes void **.
+
+static void
+s_room_destroy (s_room_t **self_p)
+{
+    s_room_t *self = *self_p;
+    if (self) {
+        zmq_setsockopt (self->client->sub_h, ZMQ_UNSUBSCRIBE,
+                        self->topic_frame, self->topic_frame_size);
+        zchat_sequencer_destroy (&self->sequencer);
+        s_queue_purge (&self->held);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+static void
+s_room_free (void **item)
+{
+    s_room_destroy ((s_room_t **) item);
+}
+
+//  --------------------------------------------------------------------------
+//  Send JOIN for a room (first join, or rejoin on a new session).
+
+static void
+s_room_join (zchat_client_t *self, s_room_t *room, int64_t now)
+{
+    s_request_t *req = s_request_new (RQ_JOIN, false, room->name);
+    if (!req)
+        return;
+    req->user_id = room->join_id;
+    room->state = R_JOINING;
+    s_request (self, req, now);
+}
+
+//  --------------------------------------------------------------------------
+//  Our probe came back (or we stopped waiting): the room is live. Report
+//  the join, then what was held back, then let the sequencer run.
+
+static void
+s_room_live (zchat_client_t *self, s_room_t *room, int64_t now)
+{
+    room->state = R_LIVE;
+    if (!room->confirmed) {
+        room->confirmed = true;
+        zchat_event_t *event = s_event_new (ZCHAT_EV_JOINED);
+        if (event) {
+            event->id = room->join_id;
+            snprintf (event->room, sizeof (event->room), "%s", room->name);
+            snprintf (event->topic, sizeof (event->topic), "%s", room->topic);
+            event->seq = room->join_seq;
+            s_emit (self, event);
+        }
+        zchat_event_t *held;
+        while ((held = s_queue_pop (&room->held)))
+            s_emit (self, held);
+    }
+    zchat_sequencer_hold (room->sequencer, false);
+    s_room_fetch (self, room, now);
+}
+
+//  --------------------------------------------------------------------------
+//  Ask history for what the room's sequencer misses, if anything, and if
+//  no fetch is outstanding.
+
+static void
+s_room_fetch (zchat_client_t *self, s_room_t *room, int64_t now)
+{
+    uint64_t from, to;
+    if (self->state != S_READY || now < room->fetch_retry_ms
+    ||  !zchat_sequencer_want (room->sequencer, &from, &to))
+        return;
+    s_request_t *req = s_request_new (RQ_FETCH, false, room->name);
+    if (!req)
+        return;
+    req->from_seq = from;
+    req->to_seq = to;
+    req->limit = S_PAGE_LIMIT;
+    uint64_t id = s_request (self, req, now);
+    if (id) {
+        room->fetch_id = id;
+        zchat_sequencer_fetch_sent (room->sequencer, from, to);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Room housekeeping: probes, PONG-told tails, fetch retries.
+
+static void
+s_room_tick (zchat_client_t *self, s_room_t *room, int64_t now)
+{
+    if (room->state == R_PROBING) {
+        if (now - room->probe_start_ms >= self->timeout_ms) {
+            //  The subscription never proved live. Say so, and carry on:
+            //  PONGs will still reveal, and fetches recover, what SUB misses
+            char reason [ZCHAT_MAX_REASON + 1];
+            snprintf (reason, sizeof (reason),
+                      "room %s: our subscription was not confirmed within %.1f s",
+                      room->name, self->timeout_ms / 1000.0);
+            s_emit_error (self, room->join_id, ZCHAT_CLIENT_TIMEOUT, 0,
+                          room->name, NULL, reason);
+            room->confirmed = true;     //  the ERROR answered the join
+            s_room_live (self, room, now);
+        }
+        else
+        if (now >= room->probe_next_ms) {
+            s_request_t *req = s_request_new (RQ_PROBE, false, room->name);
+            if (req)
+                s_request (self, req, now);
+            room->probe_next_ms = now + S_PROBE_IVL_MS;
+        }
+        if (room->state == R_PROBING)
+            s_schedule (self, room->probe_next_ms);
+    }
+    if (room->tail_due_ms) {
+        if (now >= room->tail_due_ms) {
+            room->tail_due_ms = 0;
+            zchat_sequencer_newest (room->sequencer, room->tail_seq);
+        }
+        else
+            s_schedule (self, room->tail_due_ms);
+    }
+    if (room->state == R_LIVE && !zchat_sequencer_fetching (room->sequencer)) {
+        if (now < room->fetch_retry_ms)
+            s_schedule (self, room->fetch_retry_ms);
+        else
+            s_room_fetch (self, room, now);
+    }
+}
+
+
+//  ==========================================================================
+//  Sessions
+
+//  --------------------------------------------------------------------------
+//  The session is gone (silence, or the broker does not know us): tell the
+//  caller and greet again at once.
+
+static void
+s_session_lost (zchat_client_t *self, int64_t now)
+{
+    if (self->state != S_READY)
+        return;
+    self->state = S_GREETING;
+    self->greet_error_told = false;
+    s_emit (self, s_event_new (ZCHAT_EV_DISCONNECTED));
+    s_send_hello (self, now);
+    s_schedule (self, self->greet_next_ms);
+}
+
+//  --------------------------------------------------------------------------
+//  The SUB endpoint: the caller's choice, else for TCP the host we used
+//  for the ROUTER with the broker's PUB port, else the broker's endpoint.
+//  Returns a fresh string or NULL.
+
+static char *
+s_sub_endpoint (zchat_client_t *self, const zchat_msg_t *welcome)
+{
+    if (self->sub_option)
+        return strdup (self->sub_option);
+    if (welcome->pub_port && strncmp (self->server, "tcp://", 6) == 0) {
+        const char *host = self->server + 6;
+        const char *colon = strrchr (host, ':');
+        if (colon && colon > host)
+            return zsys_sprintf ("tcp://%.*s:%u", (int) (colon - host), host,
+                                 (unsigned) welcome->pub_port);
+    }
+    if (*welcome->endpoint)
+        return strdup (welcome->endpoint);
+    return NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Connect the SUB where the broker says, once; if a restarted broker
+//  moved its PUB, follow it.
+
+static int
+s_sub_connect (zchat_client_t *self, const zchat_msg_t *welcome)
+{
+    char *endpoint = s_sub_endpoint (self, welcome);
+    if (!endpoint) {
+        s_set_error (self, "the broker told no usable PUB endpoint");
+        return -1;
+    }
+    if (self->sub_endpoint && streq (self->sub_endpoint, endpoint)) {
+        free (endpoint);
+        return 0;
+    }
+    if (self->sub_endpoint) {
+        zsock_disconnect (self->sub, "%s", self->sub_endpoint);
+        zstr_free (&self->sub_endpoint);
+    }
+    if (zsock_connect (self->sub, "%s", endpoint)) {
+        s_set_error (self, "cannot connect to the PUB endpoint %s", endpoint);
+        free (endpoint);
+        return -1;
+    }
+    self->sub_endpoint = endpoint;
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  A WELCOME: the session is (again) ours. After a re-greeting, rejoin
+//  every room, send again what the old session may have lost, and drop
+//  what belonged to it.
+
+static void
+s_on_welcome (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
+{
+    bool renewed = self->welcomed;
+    snprintf (self->token, sizeof (self->token), "%s", msg->token);
+    if (*msg->nick)
+        snprintf (self->nick, sizeof (self->nick), "%s", msg->nick);
+    self->heartbeat_ms = msg->heartbeat_ms? msg->heartbeat_ms: S_DEFAULT_HEARTBEAT_MS;
+    self->session_ms = msg->timeout_ms? msg->timeout_ms: S_DEFAULT_SESSION_MS;
+    self->max_text = msg->max_text && msg->max_text <= ZCHAT_MAX_TEXT?
+                     msg->max_text: ZCHAT_MAX_TEXT;
+    if (s_sub_connect (self, msg) && !renewed) {
+        //  connect reports it; later, keep the session and try again later
+        self->state = S_IDLE;
+        return;
+    }
+    bool was_ready = self->state == S_READY;
+    self->state = S_READY;
+    self->welcomed = true;
+    self->hello_sent = false;
+    self->last_recv_ms = now;
+    if (!renewed)
+        return;
+    if (!was_ready) {
+        zchat_event_t *event = s_event_new (ZCHAT_EV_CONNECTED);
+        if (event) {
+            event->resumed = msg->flag != 0;
+            s_emit (self, event);
+        }
+    }
+    //  The old session's own requests are void; the caller's go again
+    size_t count = zchat_idmap_size (self->requests);
+    uint64_t *ids = count? (uint64_t *) malloc (count * sizeof (uint64_t)): NULL;
+    size_t cursor = 0, found = 0;
+    uint64_t id;
+    s_request_t *req;
+    while (ids && (req = (s_request_t *) zchat_idmap_next (self->requests, &cursor, &id)))
+        ids [found++] = id;
+    for (size_t i = 0; i < found; i++) {
+        req = (s_request_t *) zchat_idmap_lookup (self->requests, ids [i]);
+        if (req->user) {
+            req->sent = false;
+            self->unsent_requests++;
+        }
+        else {
+            req = s_request_take (self, ids [i]);
+            free (req);
+        }
+    }
+    free (ids);
+    //  Rooms first, so that the sends that follow find us members
+    s_room_t *room = (s_room_t *) zhashx_first (self->rooms);
+    while (room) {
+        room->fetch_id = 0;
+        room->fetch_retry_ms = 0;
+        zchat_sequencer_fetch_failed (room->sequencer);
+        s_room_join (self, room, now);
+        room = (s_room_t *) zhashx_next (self->rooms);
+    }
+    s_request_flush (self, now);
+    //  Every pending send again, in the order the caller sent them
+    s_send_t *send;
+    while ((send = self->resend.head)) {
+        s_r_remove (&self->resend, send);
+        send->unsent = true;
+    }
+    self->unsent.head = self->unsent.tail = NULL;
+    for (send = self->order.head; send; send = send->o_next) {
+        send->unsent = true;
+        s_r_append (&self->unsent, send);
+    }
+    s_send_flush (self, now);
+}
+
+//  --------------------------------------------------------------------------
+//  An ERROR answering HELLO: refused (nick in use, version...).
+
+static void
+s_on_hello_refused (zchat_client_t *self, const zchat_msg_t *msg)
+{
+    if (self->in_connect) {
+        self->refused = msg->code;
+        s_set_error (self, "%s", *msg->reason? msg->reason: "refused by the broker");
+        return;
+    }
+    //  While re-greeting we keep trying (the nick may come free); the
+    //  caller hears about it once
+    if (!self->greet_error_told) {
+        self->greet_error_told = true;
+        s_emit_error (self, 0, msg->code, msg->retry_ms, NULL, self->nick, msg->reason);
+    }
+}
+
+
+//  ==========================================================================
+//  Inbound: DEALER
+
+//  --------------------------------------------------------------------------
+//  Build a room MESSAGE event from a MESSAGE or a PAGE item.
+
+static zchat_event_t *
+s_message_event (const char *room, uint64_t seq, uint64_t ts, const char *nick,
+                 uint8_t kind, const char *text, size_t text_size)
+{
+    zchat_event_t *event = s_event_new (ZCHAT_EV_MESSAGE);
+    if (!event)
+        return NULL;
+    snprintf (event->room, sizeof (event->room), "%s", room);
+    snprintf (event->nick, sizeof (event->nick), "%s", nick);
+    event->seq = seq;
+    event->ts = ts;
+    event->action = kind == ZCHAT_KIND_ACTION;
+    if (s_event_set_text (event, text, text_size))
+        zchat_event_destroy (&event);
+    return event;
+}
+
+//  --------------------------------------------------------------------------
+//  A PAGE answering one of our fetches: through the room's sequencer.
+
+static void
+s_on_fetch_page (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int64_t now)
+{
+    s_request_t *req = s_request_take (self, id);
+    s_room_t *room = req? (s_room_t *) zhashx_lookup (self->rooms, req->room): NULL;
+    free (req);
+    if (!room || room->fetch_id != id)
+        return;                 //  the room was left, or the session renewed
+    room->fetch_id = 0;
+    zchat_sequencer_page_begin (room->sequencer, msg->first_seq);
+    size_t cursor = 0;
+    zchat_item_t item;
+    while (zchat_msg_next_item (msg, &cursor, &item)) {
+        zchat_event_t *event = s_message_event (room->name, item.seq, item.ts, item.nick,
+                                                item.kind, item.text, item.text_size);
+        if (event)
+            zchat_sequencer_offer (room->sequencer, item.seq, event);
+    }
+    zchat_sequencer_page_end (room->sequencer);
+    s_room_fetch (self, room, now);
+}
+
+//  --------------------------------------------------------------------------
+//  A PAGE answering the caller's history request: straight to the caller,
+//  then the next page if the range has more, else the HISTORY event.
+
+static void
+s_on_history_page (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int64_t now)
+{
+    s_request_t *req = s_request_take (self, id);
+    assert (req);
+    if (req->from_seq > 0 && msg->first_seq != 0 && msg->first_seq > req->from_seq) {
+        zchat_event_t *event = s_event_new (ZCHAT_EV_GAP);
+        if (event) {
+            event->id = req->user_id;
+            snprintf (event->room, sizeof (event->room), "%s", req->room);
+            event->from_seq = req->from_seq;
+            event->to_seq = msg->first_seq - 1;
+            if (req->to_seq && event->to_seq > req->to_seq)
+                event->to_seq = req->to_seq;
+            s_emit (self, event);
+        }
+    }
+    size_t cursor = 0, count = 0;
+    zchat_item_t item;
+    while (zchat_msg_next_item (msg, &cursor, &item)) {
+        zchat_event_t *event = s_message_event (req->room, item.seq, item.ts, item.nick,
+                                                item.kind, item.text, item.text_size);
+        if (event) {
+            event->id = req->user_id;
+            event->history = true;
+            s_emit (self, event);
+        }
+        req->last_seq = item.seq;
+        count++;
+    }
+    bool capped = req->remaining > 0;
+    if (capped)
+        req->remaining = count >= req->remaining? 0: req->remaining - (uint32_t) count;
+    //  A range (from_seq > 0) continues while the broker has more and the
+    //  caller wants more; "the last N" is one page
+    if (msg->flag && count > 0 && req->from_seq > 0 && (!capped || req->remaining > 0)
+    &&  (req->to_seq == 0 || req->last_seq < req->to_seq)) {
+        uint64_t user_id = req->user_id;
+        req->from_seq = req->last_seq + 1;
+        req->sent = false;
+        if (capped && req->limit > req->remaining)
+            req->limit = req->remaining;
+        if (s_request (self, req, now) == 0)      //  freed req
+            s_emit_error (self, user_id, ZCHAT_CLIENT_FAILED, 0, NULL, NULL,
+                          "out of memory");
+        return;
+    }
+    zchat_event_t *event = s_event_new (ZCHAT_EV_HISTORY);
+    if (event) {
+        event->id = req->user_id;
+        snprintf (event->room, sizeof (event->room), "%s", req->room);
+        event->seq = req->last_seq;
+        s_emit (self, event);
+    }
+    free (req);
+}
+
+//  --------------------------------------------------------------------------
+//  JOINED: remember where the room stands; on a first join, start probing.
+
+static void
+s_on_joined (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int64_t now)
+{
+    s_request_t *req = s_request_take (self, id);
+    s_room_t *room = (s_room_t *) zhashx_lookup (self->rooms, req? req->room: msg->room);
+    uint64_t user_id = req? req->user_id: 0;
+    free (req);
+    if (!room)
+        return;                 //  left meanwhile
+    room->members = msg->members;
+    snprintf (room->topic, sizeof (room->topic), "%s", msg->topic);
+    if (!zchat_sequencer_started (room->sequencer)) {
+        uint64_t replay = (uint64_t) self->history_n;
+        if (replay > msg->seq)
+            replay = msg->seq;
+        room->join_seq = msg->seq;
+        zchat_sequencer_start (room->sequencer, msg->seq - replay);
+    }
+    zchat_sequencer_newest (room->sequencer, msg->seq);
+    if (room->confirmed) {
+        //  A rejoin on a new session, or the caller joining again: live at
+        //  once; the sequencer fetches whatever we missed meanwhile
+        bool again = room->state == R_LIVE && user_id && user_id != room->join_id;
+        room->state = R_LIVE;
+        if (again) {
+            zchat_event_t *event = s_event_new (ZCHAT_EV_JOINED);
+            if (event) {
+                event->id = user_id;
+                snprintf (event->room, sizeof (event->room), "%s", room->name);
+                snprintf (event->topic, sizeof (event->topic), "%s", room->topic);
+                event->seq = msg->seq;
+                s_emit (self, event);
+            }
+        }
+        s_room_fetch (self, room, now);
+    }
+    else
+    if (room->state == R_JOINING) {
+        room->state = R_PROBING;
+        room->probe_start_ms = now;
+        room->probe_next_ms = now;
+        s_room_tick (self, room, now);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  ERROR: session loss, a refused greeting, a failed send, or a failed
+//  request.
+
+static void
+s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
+{
+    if (msg->code == ZCHAT_ERR_SESSION || msg->code == ZCHAT_ERR_NOT_GREETED) {
+        //  Anything else in flight is answered again on the new session
+        s_session_lost (self, now);
+        return;
+    }
+    s_send_t *send = (s_send_t *) zchat_idmap_lookup (self->sends, msg->id);
+    if (self->state == S_GREETING
+    &&  (msg->id == self->hello_id
+        || (!send && !zchat_idmap_lookup (self->requests, msg->id)))) {
+        //  Answers an earlier HELLO of ours, if not the latest
+        s_on_hello_refused (self, msg);
+        return;
+    }
+    if (send) {
+        s_emit_error (self, msg->id, msg->code, msg->retry_ms,
+                      send->type == ZCHAT_SAY? send->target: NULL,
+                      send->type == ZCHAT_DM? send->target: NULL, msg->reason);
+        s_send_destroy (self, send);
+        return;
+    }
+    s_request_t *req = msg->id? s_request_take (self, msg->id): NULL;
+    if (!req) {
+        s_emit_error (self, msg->id, msg->code, msg->retry_ms, NULL, NULL, msg->reason);
+        return;
+    }
+    s_room_t *room = *req->room? (s_room_t *) zhashx_lookup (self->rooms, req->room): NULL;
+    switch (req->kind) {
+        case RQ_JOIN:
+            if (room && !room->confirmed) {
+                //  The join failed: forget the room
+                s_emit_error (self, room->join_id, msg->code, msg->retry_ms,
+                              room->name, NULL, msg->reason);
+                zhashx_delete (self->rooms, room->name);
+            }
+            else
+            if (room)
+                s_emit_error (self, req->user_id == room->join_id? 0: req->user_id,
+                              msg->code, msg->retry_ms, room->name, NULL, msg->reason);
+            break;
+        case RQ_LEAVE:
+            if (msg->code == ZCHAT_ERR_NOT_MEMBER) {
+                //  Not a member is where a leave ends up anyway
+                zchat_event_t *event = s_event_new (ZCHAT_EV_LEFT);
+                if (event) {
+                    event->id = req->user_id;
+                    snprintf (event->room, sizeof (event->room), "%s", req->room);
+                    s_emit (self, event);
+                }
+            }
+            else
+                s_emit_error (self, req->user_id, msg->code, msg->retry_ms,
+                              req->room, NULL, msg->reason);
+            break;
+        case RQ_FETCH:
+            if (room && room->fetch_id == msg->id) {
+                room->fetch_id = 0;
+                room->fetch_retry_ms = now + S_FETCH_RETRY_MS;
+                zchat_sequencer_fetch_failed (room->sequencer);
+                s_schedule (self, room->fetch_retry_ms);
+            }
+            break;
+        case RQ_PROBE:
+        case RQ_BYE:
+            break;
+        default:
+            s_emit_error (self, req->user_id, msg->code, msg->retry_ms,
+                          *req->room? req->room: NULL,
+                          req->kind == RQ_NICK? req->arg: NULL, msg->reason);
+            break;
+    }
+    free (req);
+}
+
+//  --------------------------------------------------------------------------
+//  OK: LEAVE -> LEFT, NICK -> our new nick, BYE noted, PROBE ignored.
+
+static void
+s_on_ok (zchat_client_t *self, const zchat_msg_t *msg)
+{
+    if (msg->id && msg->id == self->bye_id) {
+        self->bye_answered = true;
+        return;
+    }
+    s_request_t *req = s_request_take (self, msg->id);
+    if (req && req->kind == RQ_PROBE) {
+        free (req);
+        return;
+    }
+    zchat_event_t *event = s_event_new (req && req->kind == RQ_LEAVE?
+                                        ZCHAT_EV_LEFT: ZCHAT_EV_OK);
+    if (event) {
+        event->id = req? req->user_id: msg->id;
+        if (req && req->kind == RQ_LEAVE)
+            snprintf (event->room, sizeof (event->room), "%s", req->room);
+        if (req && req->kind == RQ_NICK) {
+            snprintf (event->nick, sizeof (event->nick), "%s", self->nick);
+            snprintf (event->new_nick, sizeof (event->new_nick), "%.*s", ZCHAT_MAX_NICK, req->arg);
+            snprintf (self->nick, sizeof (self->nick), "%.*s", ZCHAT_MAX_NICK, req->arg);
+        }
+        s_emit (self, event);
+    }
+    free (req);
+}
+
+//  --------------------------------------------------------------------------
+//  A list reply (MEMBERS, ROOMLIST) as an event with items.
+
+static void
+s_on_list (zchat_client_t *self, const zchat_msg_t *msg)
+{
+    s_request_t *req = s_request_take (self, msg->id);
+    zchat_event_t *event = s_event_new (msg->type == ZCHAT_MEMBERS?
+                                        ZCHAT_EV_MEMBERS: ZCHAT_EV_ROOMS);
+    if (!event) {
+        free (req);
+        return;
+    }
+    event->id = req? req->user_id: msg->id;
+    snprintf (event->room, sizeof (event->room), "%s", msg->room);
+    free (req);
+    if (msg->item_count) {
+        event->items = (zchat_list_item_t *) calloc (msg->item_count,
+                                                     sizeof (zchat_list_item_t));
+        if (!event->items) {
+            zchat_event_destroy (&event);
+            return;
+        }
+    }
+    size_t cursor = 0;
+    zchat_item_t item;
+    while (event->item_count < msg->item_count
+    &&     zchat_msg_next_item (msg, &cursor, &item)) {
+        zchat_list_item_t *entry = &event->items [event->item_count++];
+        snprintf (entry->room, sizeof (entry->room), "%s", item.room);
+        snprintf (entry->nick, sizeof (entry->nick), "%s", item.nick);
+        snprintf (entry->topic, sizeof (entry->topic), "%s", item.topic);
+        entry->members = item.members;
+        entry->seq = item.seq;
+    }
+    s_emit (self, event);
+}
+
+//  --------------------------------------------------------------------------
+//  PONG: note each room's newest seq; if still missing after a grace
+//  period (it may be on its way on SUB), fetch it.
+
+static void
+s_on_pong (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
+{
+    size_t cursor = 0;
+    zchat_item_t item;
+    while (zchat_msg_next_item (msg, &cursor, &item)) {
+        s_room_t *room = (s_room_t *) zhashx_lookup (self->rooms, item.room);
+        if (!room || !zchat_sequencer_started (room->sequencer)
+        ||  item.seq <= zchat_sequencer_last (room->sequencer))
+            continue;
+        if (room->tail_seq < item.seq)
+            room->tail_seq = item.seq;
+        if (!room->tail_due_ms) {
+            room->tail_due_ms = now + S_TAIL_GRACE_MS;
+            s_schedule (self, room->tail_due_ms);
+        }
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  One body from the DEALER.
+
+static void
+s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
+{
+    zchat_msg_t msg;
+    if (zchat_msg_decode (&msg, data, size) != ZCHAT_DECODE_OK)
+        return;                 //  nothing sensible to do with garbage
+    self->last_recv_ms = now;
+    if (msg.type == ZCHAT_WELCOME) {
+        if (self->state == S_GREETING || self->state == S_READY)
+            s_on_welcome (self, &msg, now);
+        return;
+    }
+    switch (msg.type) {
+        case ZCHAT_ACK: {
+            s_send_t *send = (s_send_t *) zchat_idmap_lookup (self->sends, msg.id);
+            if (!send)
+                break;          //  a retry's second ACK
+            zchat_event_t *event = s_event_new (ZCHAT_EV_ACK);
+            if (event) {
+                event->id = msg.id;
+                snprintf (event->room, sizeof (event->room), "%s", msg.room);
+                if (send->type == ZCHAT_DM)
+                    snprintf (event->nick, sizeof (event->nick), "%s", send->target);
+                event->seq = msg.seq;
+                event->ts = msg.ts;
+                s_emit (self, event);
+            }
+            s_send_destroy (self, send);
+            break;
+        }
+        case ZCHAT_DELIVER: {
+            zchat_event_t *event = s_event_new (ZCHAT_EV_DM);
+            if (!event)
+                break;
+            snprintf (event->nick, sizeof (event->nick), "%s", msg.nick);
+            event->ts = msg.ts;
+            event->action = msg.kind == ZCHAT_KIND_ACTION;
+            if (s_event_set_text (event, msg.text, msg.text_size))
+                zchat_event_destroy (&event);
+            s_emit (self, event);
+            break;
+        }
+        case ZCHAT_PONG:
+            s_on_pong (self, &msg, now);
+            break;
+        case ZCHAT_JOINED:
+            s_on_joined (self, msg.id, &msg, now);
+            break;
+        case ZCHAT_OK:
+            s_on_ok (self, &msg);
+            break;
+        case ZCHAT_ERROR:
+            s_on_error (self, &msg, now);
+            break;
+        case ZCHAT_MEMBERS:
+        case ZCHAT_ROOMLIST:
+            s_on_list (self, &msg);
+            break;
+        case ZCHAT_TOPICIS: {
+            s_request_t *req = s_request_take (self, msg.id);
+            zchat_event_t *event = s_event_new (ZCHAT_EV_TOPIC);
+            if (event) {
+                event->id = req? req->user_id: msg.id;
+                snprintf (event->room, sizeof (event->room), "%s", msg.room);
+                snprintf (event->topic, sizeof (event->topic), "%s", msg.topic);
+                snprintf (event->nick, sizeof (event->nick), "%s", msg.nick);
+                event->ts = msg.ts;
+                s_emit (self, event);
+            }
+            free (req);
+            break;
+        }
+        case ZCHAT_PAGE: {
+            s_request_t *req = (s_request_t *) zchat_idmap_lookup (self->requests, msg.id);
+            if (req && req->kind == RQ_HISTORY)
+                s_on_history_page (self, msg.id, &msg, now);
+            else
+            if (req && req->kind == RQ_FETCH)
+                s_on_fetch_page (self, msg.id, &msg, now);
+            break;
+        }
+        default:
+            break;              //  not for a client
+    }
+}
+
+
+//  ==========================================================================
+//  Inbound: SUB
+
+//  --------------------------------------------------------------------------
+//  One body from the SUB.
+
+static void
+s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
+{
+    zchat_msg_t msg;
+    if (zchat_msg_decode (&msg, data, size) != ZCHAT_DECODE_OK)
+        return;
+    s_room_t *room = (s_room_t *) zhashx_lookup (self->rooms, msg.room);
+    if (!room)
+        return;                 //  a room we left
+    if (msg.type == ZCHAT_MESSAGE) {
+        zchat_event_t *event = s_message_event (msg.room, msg.seq, msg.ts, msg.nick,
+                                                msg.kind, msg.text, msg.text_size);
+        if (!event)
+            return;
+        zchat_sequencer_offer (room->sequencer, msg.seq, event);
+        if (room->state == R_LIVE && !zchat_sequencer_fetching (room->sequencer)
+        &&  zchat_sequencer_buffered (room->sequencer))
+            s_room_fetch (self, room, now);
+    }
+    else
+    if (msg.type == ZCHAT_EVENT) {
+        static const zchat_event_type_t types [] = {
+            0, ZCHAT_EV_JOIN, ZCHAT_EV_LEAVE, ZCHAT_EV_QUIT, ZCHAT_EV_NICK, ZCHAT_EV_TOPIC
+        };
+        //  The decoder has checked the range of msg.event
+        zchat_event_t *event = s_event_new (types [msg.event]);
+        if (!event)
+            return;
+        snprintf (event->room, sizeof (event->room), "%s", msg.room);
+        snprintf (event->nick, sizeof (event->nick), "%s", msg.nick);
+        event->ts = msg.ts;
+        if (msg.event == ZCHAT_EVENT_NICK)
+            snprintf (event->new_nick, sizeof (event->new_nick), "%.*s", ZCHAT_MAX_NICK, msg.topic);
+        else
+        if (msg.event == ZCHAT_EVENT_TOPIC) {
+            snprintf (event->topic, sizeof (event->topic), "%s", msg.topic);
+            snprintf (room->topic, sizeof (room->topic), "%s", msg.topic);
+        }
+        if (room->confirmed)
+            s_emit (self, event);
+        else
+        if (room->held.count >= S_HELD_LIMIT || s_queue_push (&room->held, event))
+            zchat_event_destroy (&event);
+    }
+    else
+    if (msg.type == ZCHAT_PROBE) {
+        if (room->state == R_PROBING && streq (msg.nick, self->nick))
+            s_room_live (self, room, now);
+    }
+}
+
+
+//  ==========================================================================
+//  The loop
+
+//  --------------------------------------------------------------------------
+//  Receive one whole message from a socket without waiting into frames
+//  [3]; frames past the third overwrite the third. Returns the number of
+//  frames (0 if nothing was waiting), or -1 on a socket error.
+
+static int
+s_recv (void *handle, zmq_msg_t *frames)
+{
+    if (zmq_msg_recv (&frames [0], handle, ZMQ_DONTWAIT) == -1)
+        return errno == EAGAIN || errno == EINTR? 0: -1;
+    //  The rest of a multipart message is always there once its first
+    //  frame is: reading it cannot block
+    int count = 1;
+    zmq_msg_t *last = &frames [0];
+    while (zmq_msg_more (last)) {
+        zmq_msg_t *frame = &frames [count < 3? count: 2];
+        if (zmq_msg_recv (frame, handle, 0) == -1)
+            return -1;
+        last = frame;
+        count++;
+    }
+    return count;
+}
+
+//  --------------------------------------------------------------------------
+//  Drain the DEALER, the SUB and the monitor, each at most a batch, without
+//  waiting. Returns the number of messages read.
+
+static int
+s_drain (zchat_client_t *self)
+{
+    int total = 0;
+    int64_t now = s_now ();
+    zmq_msg_t frames [3];
+    for (int i = 0; i < 3; i++)
+        zmq_msg_init (&frames [i]);
+
+    //  DEALER: [""] [body]
+    for (int n = 0; n < S_BATCH; n++) {
+        int count = s_recv (self->dealer_h, frames);
+        if (count <= 0)
+            break;
+        total++;
+        if (count == 2 && zmq_msg_size (&frames [0]) == 0)
+            s_on_dealer (self, zmq_msg_data (&frames [1]), zmq_msg_size (&frames [1]), now);
+    }
+    //  SUB: [topic] [body]
+    if (self->sub_endpoint)
+        for (int n = 0; n < S_BATCH; n++) {
+            int count = s_recv (self->sub_h, frames);
+            if (count <= 0)
+                break;
+            total++;
+            if (count == 2)
+                s_on_sub (self, zmq_msg_data (&frames [1]), zmq_msg_size (&frames [1]), now);
+        }
+    //  Monitor: [event u16, value u32] [endpoint]
+    if (self->monitor_h)
+        while (true) {
+            int count = s_recv (self->monitor_h, frames);
+            if (count <= 0)
+                break;
+            total++;
+            uint16_t event = 0;
+            if (zmq_msg_size (&frames [0]) >= 2)
+                memcpy (&event, zmq_msg_data (&frames [0]), 2);
+            if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+            ||  event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+            ||  event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+                self->auth_failed = true;
+        }
+    for (int i = 0; i < 3; i++)
+        zmq_msg_close (&frames [i]);
+
+    if (self->auth_failed && !self->in_connect && !self->auth_told) {
+        self->auth_told = true;
+        s_emit_error (self, 0, ZCHAT_CLIENT_AUTH, 0, NULL, NULL,
+                      "CURVE handshake refused by the broker (unknown key or wrong server key)");
+    }
+    return total;
+}
+
+//  --------------------------------------------------------------------------
+//  Housekeeping: whatever is due at now, then when to come back (due_ms).
+
+static void
+s_housekeep (zchat_client_t *self, int64_t now)
+{
+    self->due_ms = now + S_MAX_IDLE_MS;
+    if (self->state == S_IDLE)
+        return;
+
+    //  Silence for the session timeout: the broker is gone or forgot us.
+    //  Read what may be waiting first: a caller that was busy elsewhere
+    //  must not mistake its own absence for the broker's.
+    if (self->state == S_READY && now - self->last_recv_ms >= self->session_ms) {
+        s_drain (self);
+        if (now - self->last_recv_ms >= self->session_ms)
+            s_session_lost (self, now);
+    }
+    if (self->state == S_GREETING) {
+        if (!self->hello_sent || now >= self->greet_next_ms)
+            s_send_hello (self, now);
+        s_schedule (self, self->greet_next_ms);
+    }
+
+    //  Sends past their time: give up on them, oldest first
+    s_send_t *send;
+    while ((send = self->order.head) && now - send->first_ms >= self->timeout_ms) {
+        char reason [ZCHAT_MAX_REASON + 1];
+        snprintf (reason, sizeof (reason), "no acknowledgement within %.1f s",
+                  self->timeout_ms / 1000.0);
+        s_emit_error (self, send->id, ZCHAT_CLIENT_TIMEOUT, 0,
+                      send->type == ZCHAT_SAY? send->target: NULL,
+                      send->type == ZCHAT_DM? send->target: NULL, reason);
+        s_send_destroy (self, send);
+    }
+    if (self->order.head)
+        s_schedule (self, self->order.head->first_ms + self->timeout_ms);
+    if (self->state != S_READY)
+        return;
+
+    //  What could not go out before, then resends of the oldest sends
+    s_request_flush (self, now);
+    s_send_flush (self, now);
+    while ((send = self->resend.head) && now - send->last_ms >= self->heartbeat_ms) {
+        s_r_remove (&self->resend, send);
+        if (s_send_body (self, s_encode_send (self, send), now) == 0) {
+            send->last_ms = now;
+            s_r_append (&self->resend, send);
+        }
+        else {
+            send->unsent = true;
+            s_r_append (&self->unsent, send);
+            break;
+        }
+    }
+    if (self->resend.head)
+        s_schedule (self, self->resend.head->last_ms + self->heartbeat_ms);
+
+    s_room_t *room = (s_room_t *) zhashx_first (self->rooms);
+    while (room) {
+        s_room_tick (self, room, now);
+        room = (s_room_t *) zhashx_next (self->rooms);
+    }
+
+    if (now - self->last_send_ms >= self->heartbeat_ms) {
+        size_t size = zchat_encode_ping (&self->buf, s_next_id (self));
+        s_send_body (self, size, now);
+    }
+    s_schedule (self, self->last_send_ms + self->heartbeat_ms);
+    s_schedule (self, self->last_recv_ms + self->session_ms);
+}
+
+//  --------------------------------------------------------------------------
+//  Whether we wait for the DEALER to take something.
+
+static bool
+s_want_write (zchat_client_t *self)
+{
+    if (self->state == S_GREETING)
+        return !self->hello_sent;
+    if (self->state == S_READY)
+        return self->unsent.head || self->unsent_requests;
+    return false;
+}
+
+//  --------------------------------------------------------------------------
+//  One round: housekeeping if due, read what is waiting, and if nothing
+//  was, wait up to wait_ms (-1 forever) for input or the next due time.
+//  Returns -1 if interrupted, else 0.
+
+static int
+s_pump (zchat_client_t *self, int wait_ms)
+{
+    int64_t now = s_now ();
+    if (now >= self->due_ms)
+        s_housekeep (self, now);
+    if (s_drain (self) > 0 || self->queue.count > 0 || wait_ms == 0)
+        return zsys_interrupted? -1: 0;
+
+    int64_t until_due = self->due_ms - now;
+    if (until_due < 0)
+        until_due = 0;
+    long timeout = wait_ms < 0 || until_due < wait_ms? (long) until_due: wait_ms;
+    zmq_pollitem_t items [3] = {
+        { self->dealer_h, 0, (short) (ZMQ_POLLIN | (s_want_write (self)? ZMQ_POLLOUT: 0)), 0 },
+        { self->sub_h, 0, ZMQ_POLLIN, 0 },
+        { self->monitor_h, 0, ZMQ_POLLIN, 0 }
+    };
+    int rc = zmq_poll (items, self->monitor_h? 3: 2, timeout);
+    if (rc == -1 && errno != EINTR)
+        return -1;
+    if (zsys_interrupted)
+        return -1;
+    if (rc > 0 && (items [0].revents & ZMQ_POLLOUT))
+        self->due_ms = 0;       //  what waited for the DEALER can go now
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Is event the answer to request id?
+
+static bool
+s_is_answer (const zchat_event_t *event, uint64_t id)
+{
+    if (event->id != id)
+        return false;
+    switch (event->type) {
+        case ZCHAT_EV_ACK:
+        case ZCHAT_EV_OK:
+        case ZCHAT_EV_ERROR:
+        case ZCHAT_EV_JOINED:
+        case ZCHAT_EV_LEFT:
+        case ZCHAT_EV_MEMBERS:
+        case ZCHAT_EV_ROOMS:
+        case ZCHAT_EV_TOPIC:
+        case ZCHAT_EV_HISTORY:
+            return true;
+        default:
+            return false;
+    }
+}
+
+
+//  ==========================================================================
+//  Public API
+
+//  --------------------------------------------------------------------------
+//  Create a client; nothing is sent yet.
+
+zchat_client_t *
+zchat_client_new (const char *server, const char *nick)
+{
+    if (!server || !nick || !zchat_nick_valid (nick))
+        return NULL;
+    zchat_client_t *self = (zchat_client_t *) calloc (1, sizeof (zchat_client_t));
+    if (!self)
+        return NULL;
+    self->server = strdup (server);
+    snprintf (self->nick, sizeof (self->nick), "%s", nick);
+    self->timeout_ms = S_DEFAULT_TIMEOUT_MS;
+    self->heartbeat_ms = S_DEFAULT_HEARTBEAT_MS;
+    self->session_ms = S_DEFAULT_SESSION_MS;
+    self->max_text = ZCHAT_MAX_TEXT;
+    self->next_id = s_random64 ();
+    self->rooms = zhashx_new ();
+    self->requests = zchat_idmap_new ();
+    self->sends = zchat_idmap_new ();
+    self->buffer = (uint8_t *) malloc (S_BUFFER_SIZE);
+    self->dealer = zsock_new (ZMQ_DEALER);
+    self->sub = zsock_new (ZMQ_SUB);
+    if (!self->server || !self->rooms || !self->requests || !self->sends
+    ||  !self->buffer || !self->dealer || !self->sub) {
+        zchat_client_destroy (&self);
+        return NULL;
+    }
+    zhashx_set_destructor (self->rooms, s_room_free);
+    zchat_buf_init (&self->buf, self->buffer, S_BUFFER_SIZE);
+    self->dealer_h = zsock_resolve (self->dealer);
+    self->sub_h = zsock_resolve (self->sub);
+
+    //  Nothing queues towards a broker that is not connected (IMMEDIATE);
+    //  ZMTP heartbeats notice a dead peer that TCP would not
+    zsock_set_linger (self->dealer, S_LINGER_MS);
+    zsock_set_immediate (self->dealer, 1);
+    zsock_set_sndhwm (self->dealer, S_SNDHWM);
+    zsock_set_rcvhwm (self->dealer, S_RCVHWM);
+    zsock_set_heartbeat_ivl (self->dealer, S_ZMTP_HEARTBEAT_IVL);
+    zsock_set_heartbeat_timeout (self->dealer, S_ZMTP_HEARTBEAT_TIMEOUT);
+    zsock_set_linger (self->sub, 0);
+    zsock_set_rcvhwm (self->sub, S_RCVHWM);
+    self->due_ms = INT64_MAX;
+    snprintf (self->error, sizeof (self->error), "no error");
+    return self;
+}
+
+//  --------------------------------------------------------------------------
+//  Say goodbye if in session, then free everything.
+
+void
+zchat_client_destroy (zchat_client_t **self_p)
+{
+    assert (self_p);
+    zchat_client_t *self = *self_p;
+    if (!self)
+        return;
+    if (self->state == S_READY && self->dealer_h) {
+        //  BYE frees the nick at once instead of after the session
+        //  timeout; wait a little for the broker to confirm it
+        int64_t now = s_now ();
+        self->bye_id = s_next_id (self);
+        if (s_send_body (self, zchat_encode_bye (&self->buf, self->bye_id), now) == 0) {
+            int64_t deadline = now + S_BYE_WAIT_MS;
+            while (!self->bye_answered && !zsys_interrupted && (now = s_now ()) < deadline) {
+                zmq_pollitem_t item = { self->dealer_h, 0, ZMQ_POLLIN, 0 };
+                if (zmq_poll (&item, 1, (long) (deadline - now)) <= 0)
+                    break;
+                zmq_msg_t frames [3];
+                for (int i = 0; i < 3; i++)
+                    zmq_msg_init (&frames [i]);
+                int count;
+                while ((count = s_recv (self->dealer_h, frames)) > 0) {
+                    zchat_msg_t msg;
+                    if (count == 2
+                    &&  zchat_msg_decode (&msg, zmq_msg_data (&frames [1]),
+                                          zmq_msg_size (&frames [1])) == ZCHAT_DECODE_OK
+                    &&  msg.id == self->bye_id
+                    &&  (msg.type == ZCHAT_OK || msg.type == ZCHAT_ERROR))
+                        self->bye_answered = true;
+                }
+                for (int i = 0; i < 3; i++)
+                    zmq_msg_close (&frames [i]);
+                if (count < 0)
+                    break;
+            }
+        }
+    }
+    if (self->monitor_h && self->dealer_h)
+        zmq_socket_monitor (self->dealer_h, NULL, 0);
+    zsock_destroy (&self->monitor);
+    //  Rooms unsubscribe from the SUB as they go: before the SUB
+    zhashx_destroy (&self->rooms);
+    zsock_destroy (&self->sub);
+    zsock_destroy (&self->dealer);
+    if (self->requests) {
+        size_t cursor = 0;
+        s_request_t *req;
+        while ((req = (s_request_t *) zchat_idmap_next (self->requests, &cursor, NULL)))
+            free (req);
+        zchat_idmap_destroy (&self->requests);
+    }
+    s_send_t *send = self->order.head;
+    while (send) {
+        s_send_t *next = send->o_next;
+        free (send);
+        send = next;
+    }
+    zchat_idmap_destroy (&self->sends);
+    s_queue_purge (&self->queue);
+    zcert_destroy (&self->cert);
+    free (self->buffer);
+    free (self->server);
+    free (self->sub_option);
+    free (self->sub_endpoint);
+    free (self);
+    *self_p = NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Options
+
+void
+zchat_client_set_sub_endpoint (zchat_client_t *self, const char *endpoint)
+{
+    assert (self);
+    free (self->sub_option);
+    self->sub_option = endpoint? strdup (endpoint): NULL;
+}
+
+void
+zchat_client_set_timeout (zchat_client_t *self, int timeout_ms)
+{
+    assert (self);
+    if (timeout_ms > 0)
+        self->timeout_ms = timeout_ms;
+}
+
+void
+zchat_client_set_history (zchat_client_t *self, int n)
+{
+    assert (self);
+    self->history_n = n > 0? n: 0;
+}
+
+//  --------------------------------------------------------------------------
+//  CURVE: our certificate (with its secret key) and the broker's public
+//  key, from a certificate file or as Z85 text.
+
+int
+zchat_client_set_curve (zchat_client_t *self, const char *cert_path,
+                        const char *server_key)
+{
+    assert (self);
+    if (!cert_path || !server_key) {
+        s_set_error (self, "CURVE needs both our certificate and the broker's key");
+        return -1;
+    }
+    //  zcert_load reads PATH_secret when given PATH, or the secret file
+    //  itself when given it; either way the secret key must be there
+    zcert_t *cert = zsys_file_exists (cert_path)? zcert_load (cert_path): NULL;
+    if (!cert) {
+        s_set_error (self, "cannot load the certificate %s", cert_path);
+        return -1;
+    }
+    uint8_t zero [32] = { 0 };
+    if (memcmp (zcert_secret_key (cert), zero, 32) == 0) {
+        s_set_error (self, "%s holds no secret key (give the _secret file)", cert_path);
+        zcert_destroy (&cert);
+        return -1;
+    }
+    char key [41] = "";
+    if (zsys_file_exists (server_key)) {
+        zcert_t *server = zcert_load (server_key);
+        if (server)
+            snprintf (key, sizeof (key), "%s", zcert_public_txt (server));
+        zcert_destroy (&server);
+    }
+    else
+    if (strlen (server_key) == 40) {
+        uint8_t decoded [32];
+        if (zmq_z85_decode (decoded, server_key))
+            snprintf (key, sizeof (key), "%s", server_key);
+    }
+    if (!*key) {
+        s_set_error (self, "the server key %s is neither a certificate file "
+                           "nor a 40-character Z85 key", server_key);
+        zcert_destroy (&cert);
+        return -1;
+    }
+    zcert_destroy (&self->cert);
+    self->cert = cert;
+    memcpy (self->server_key, key, sizeof (self->server_key));
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Watch the DEALER's handshakes: a refused CURVE handshake is otherwise
+//  silent, and libzmq does not retry it.
+
+static int
+s_monitor_start (zchat_client_t *self)
+{
+    if (self->monitor)
+        return 0;
+    char endpoint [64];
+    snprintf (endpoint, sizeof (endpoint), "inproc://zchat-monitor-%p", (void *) self);
+    if (zmq_socket_monitor (self->dealer_h, endpoint,
+                            ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+                          | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+                          | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL))
+        return -1;
+    self->monitor = zsock_new (ZMQ_PAIR);
+    if (!self->monitor || zsock_connect (self->monitor, "%s", endpoint)) {
+        zmq_socket_monitor (self->dealer_h, NULL, 0);
+        zsock_destroy (&self->monitor);
+        return -1;
+    }
+    self->monitor_h = zsock_resolve (self->monitor);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Connect and greet.
+
+int
+zchat_client_connect (zchat_client_t *self, int timeout_ms)
+{
+    assert (self);
+    if (self->state != S_IDLE) {
+        s_set_error (self, "already connected");
+        return ZCHAT_CLIENT_FAILED;
+    }
+    if (self->cert) {
+        zcert_apply (self->cert, self->dealer);
+        zcert_apply (self->cert, self->sub);
+        zsock_set_curve_serverkey (self->dealer, self->server_key);
+        zsock_set_curve_serverkey (self->sub, self->server_key);
+        if (s_monitor_start (self)) {
+            s_set_error (self, "cannot monitor the DEALER socket: %s", zmq_strerror (errno));
+            return ZCHAT_CLIENT_FAILED;
+        }
+    }
+    if (zsock_connect (self->dealer, "%s", self->server)) {
+        s_set_error (self, "cannot connect to %s: %s", self->server, zmq_strerror (errno));
+        return ZCHAT_CLIENT_INVALID;
+    }
+    int64_t now = s_now ();
+    int64_t deadline = now + (timeout_ms > 0? timeout_ms: 0);
+    self->state = S_GREETING;
+    self->in_connect = true;
+    self->refused = 0;
+    self->auth_failed = false;
+    self->auth_told = false;
+    self->last_send_ms = now;
+    s_send_hello (self, now);
+    self->due_ms = self->greet_next_ms;
+
+    int rc = 0;
+    while (self->state == S_GREETING) {
+        if (self->refused) {
+            rc = ZCHAT_CLIENT_REFUSED;
+            break;
+        }
+        if (self->auth_failed) {
+            rc = ZCHAT_CLIENT_AUTH;
+            s_set_error (self, "CURVE handshake refused by the broker "
+                               "(unknown key or wrong server key)");
+            break;
+        }
+        now = s_now ();
+        if (now >= deadline) {
+            rc = ZCHAT_CLIENT_TIMEOUT;
+            s_set_error (self, "cannot reach broker at %s within %.1f s",
+                         self->server, (timeout_ms > 0? timeout_ms: 0) / 1000.0);
+            break;
+        }
+        if (s_pump (self, (int) (deadline - now)) == -1) {
+            rc = ZCHAT_CLIENT_INTERRUPTED;
+            s_set_error (self, "interrupted");
+            break;
+        }
+    }
+    self->in_connect = false;
+    if (rc == 0 && self->state != S_READY) {
+        //  The WELCOME came but the SUB could not follow it (error set)
+        rc = ZCHAT_CLIENT_FAILED;
+    }
+    if (rc) {
+        zsock_disconnect (self->dealer, "%s", self->server);
+        self->state = S_IDLE;
+        self->due_ms = INT64_MAX;
+        return rc;
+    }
+    //  Events seen during the greeting stay queued for zchat_client_next
+    self->due_ms = now;
+    return 0;
+}
+
+const char *
+zchat_client_error (zchat_client_t *self)
+{
+    assert (self);
+    return self->error;
+}
+
+const char *
+zchat_client_nick (zchat_client_t *self)
+{
+    assert (self);
+    return self->nick;
+}
+
+//  --------------------------------------------------------------------------
+//  Common checks of every request: connected at least once.
+
+static bool
+s_can_request (zchat_client_t *self)
+{
+    if (self->state == S_IDLE) {
+        s_set_error (self, "not connected");
+        return false;
+    }
+    return true;
+}
+
+static bool
+s_check_room (zchat_client_t *self, const char *room)
+{
+    if (!room || !zchat_room_valid (room)) {
+        s_set_error (self, "invalid room name '%s' (1-%d of A-Z a-z 0-9 _ . -)",
+                     room? room: "", ZCHAT_MAX_ROOM);
+        return false;
+    }
+    return true;
+}
+
+//  --------------------------------------------------------------------------
+//  Join: subscribe first, then JOIN (PROTOCOL.md §6.4).
+
+uint64_t
+zchat_client_join (zchat_client_t *self, const char *room_name)
+{
+    assert (self);
+    if (!s_check_room (self, room_name) || !s_can_request (self))
+        return 0;
+    int64_t now = s_now ();
+    s_room_t *room = (s_room_t *) zhashx_lookup (self->rooms, room_name);
+    if (room) {
+        if (!room->confirmed)
+            return room->join_id;       //  already on its way
+        //  Joined already: ask again, and report the answer under a new id
+        s_request_t *req = s_request_new (RQ_JOIN, true, room_name);
+        if (!req) {
+            s_set_error (self, "out of memory");
+            return 0;
+        }
+        req->sent = false;
+        return s_request (self, req, now);
+    }
+    room = s_room_new (self, room_name);
+    if (!room) {
+        s_set_error (self, "cannot subscribe to room %s", room_name);
+        return 0;
+    }
+    room->join_id = s_next_id (self);
+    if (zhashx_insert (self->rooms, room->name, room)) {
+        s_room_destroy (&room);
+        s_set_error (self, "out of memory");
+        return 0;
+    }
+    s_room_join (self, room, now);
+    return room->join_id;
+}
+
+//  --------------------------------------------------------------------------
+//  Leave: stop listening at once, then LEAVE.
+
+uint64_t
+zchat_client_leave (zchat_client_t *self, const char *room)
+{
+    assert (self);
+    if (!s_check_room (self, room) || !s_can_request (self))
+        return 0;
+    zhashx_delete (self->rooms, room);
+    s_request_t *req = s_request_new (RQ_LEAVE, true, room);
+    if (!req) {
+        s_set_error (self, "out of memory");
+        return 0;
+    }
+    return s_request (self, req, s_now ());
+}
+
+//  --------------------------------------------------------------------------
+//  Check a text before it is queued.
+
+static bool
+s_check_text (zchat_client_t *self, const char *text, size_t text_size)
+{
+    if (!text && text_size) {
+        s_set_error (self, "no text");
+        return false;
+    }
+    if (text_size > self->max_text) {
+        s_set_error (self, "text too long: %zu bytes, the broker takes at most %u",
+                     text_size, self->max_text);
+        return false;
+    }
+    if (text_size && !zchat_utf8_valid (text, text_size)) {
+        s_set_error (self, "text is not valid UTF-8 (or holds a NUL byte)");
+        return false;
+    }
+    return true;
+}
+
+uint64_t
+zchat_client_say (zchat_client_t *self, const char *room, const char *text,
+                  size_t text_size, bool action)
+{
+    assert (self);
+    if (!s_check_room (self, room) || !s_check_text (self, text, text_size)
+    ||  !s_can_request (self))
+        return 0;
+    return s_send_new (self, ZCHAT_SAY, room, text, text_size, action);
+}
+
+uint64_t
+zchat_client_dm (zchat_client_t *self, const char *nick, const char *text,
+                 size_t text_size, bool action)
+{
+    assert (self);
+    if (!nick || !zchat_nick_valid (nick)) {
+        s_set_error (self, "invalid nick '%s'", nick? nick: "");
+        return 0;
+    }
+    if (!s_check_text (self, text, text_size) || !s_can_request (self))
+        return 0;
+    return s_send_new (self, ZCHAT_DM, nick, text, text_size, action);
+}
+
+uint64_t
+zchat_client_set_nick (zchat_client_t *self, const char *nick)
+{
+    assert (self);
+    if (!s_can_request (self))
+        return 0;
+    if (!nick || !zchat_nick_valid (nick)) {
+        s_set_error (self, "invalid nick '%s' (1-%d of A-Z a-z 0-9 _ - [ ] { } | ^ `, "
+                           "not starting with a digit or -)", nick? nick: "", ZCHAT_MAX_NICK);
+        return 0;
+    }
+    s_request_t *req = s_request_new (RQ_NICK, true, NULL);
+    if (!req) {
+        s_set_error (self, "out of memory");
+        return 0;
+    }
+    snprintf (req->arg, sizeof (req->arg), "%s", nick);
+    return s_request (self, req, s_now ());
+}
+
+uint64_t
+zchat_client_who (zchat_client_t *self, const char *room)
+{
+    assert (self);
+    if (!s_check_room (self, room) || !s_can_request (self))
+        return 0;
+    s_request_t *req = s_request_new (RQ_WHO, true, room);
+    if (!req) {
+        s_set_error (self, "out of memory");
+        return 0;
+    }
+    return s_request (self, req, s_now ());
+}
+
+uint64_t
+zchat_client_rooms (zchat_client_t *self)
+{
+    assert (self);
+    if (!s_can_request (self))
+        return 0;
+    s_request_t *req = s_request_new (RQ_ROOMS, true, NULL);
+    if (!req) {
+        s_set_error (self, "out of memory");
+        return 0;
+    }
+    return s_request (self, req, s_now ());
+}
+
+uint64_t
+zchat_client_topic (zchat_client_t *self, const char *room, const char *topic)
+{
+    assert (self);
+    if (!s_check_room (self, room) || !s_can_request (self))
+        return 0;
+    if (topic && (strlen (topic) > ZCHAT_MAX_TOPIC
+              ||  !zchat_utf8_valid (topic, strlen (topic)))) {
+        s_set_error (self, "invalid topic: at most %d bytes of UTF-8", ZCHAT_MAX_TOPIC);
+        return 0;
+    }
+    s_request_t *req = s_request_new (RQ_TOPIC, true, room);
+    if (!req) {
+        s_set_error (self, "out of memory");
+        return 0;
+    }
+    if (topic) {
+        req->set = true;
+        snprintf (req->arg, sizeof (req->arg), "%s", topic);
+    }
+    return s_request (self, req, s_now ());
+}
+
+uint64_t
+zchat_client_history (zchat_client_t *self, const char *room, uint64_t from_seq,
+                      uint64_t to_seq, int limit)
+{
+    assert (self);
+    if (!s_check_room (self, room) || !s_can_request (self))
+        return 0;
+    if (to_seq && from_seq > to_seq) {
+        s_set_error (self, "empty range %" PRIu64 "..%" PRIu64, from_seq, to_seq);
+        return 0;
+    }
+    s_request_t *req = s_request_new (RQ_HISTORY, true, room);
+    if (!req) {
+        s_set_error (self, "out of memory");
+        return 0;
+    }
+    req->from_seq = from_seq;
+    req->to_seq = to_seq;
+    //  limit caps the whole request; each page asks at most a wire u16
+    req->remaining = limit > 0? (uint32_t) limit: 0;
+    req->limit = limit > 0 && limit < 65535? (uint32_t) limit: 65535;
+    if (from_seq == 0 && limit <= 0)
+        req->limit = S_PAGE_LIMIT;
+    return s_request (self, req, s_now ());
+}
+
+//  --------------------------------------------------------------------------
+//  The next event.
+
+zchat_event_t *
+zchat_client_next (zchat_client_t *self, int timeout_ms)
+{
+    assert (self);
+    int64_t deadline = timeout_ms < 0? -1: s_now () + timeout_ms;
+    while (true) {
+        if (self->queue.count > 0) {
+            //  Keep the session alive even for a caller that never runs
+            //  out of events
+            if (s_now () >= self->due_ms)
+                s_housekeep (self, s_now ());
+            return s_queue_pop (&self->queue);
+        }
+        if (zsys_interrupted)
+            return NULL;
+        int wait = -1;
+        if (deadline >= 0) {
+            int64_t left = deadline - s_now ();
+            wait = left > 0? (int) left: 0;
+        }
+        if (s_pump (self, wait) == -1)
+            return NULL;
+        if (self->queue.count == 0 && wait == 0)
+            return NULL;        //  s_pump has had its one look
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  The answer to one request; other events stay queued.
+
+zchat_event_t *
+zchat_client_wait (zchat_client_t *self, uint64_t id, int timeout_ms)
+{
+    assert (self);
+    int64_t deadline = timeout_ms < 0? -1: s_now () + timeout_ms;
+    size_t scanned = 0;
+    while (true) {
+        for (; scanned < self->queue.count; scanned++)
+            if (s_is_answer (s_queue_at (&self->queue, scanned), id))
+                return s_queue_remove (&self->queue, scanned);
+        if (zsys_interrupted)
+            return NULL;
+        int wait = -1;
+        if (deadline >= 0) {
+            int64_t left = deadline - s_now ();
+            if (left <= 0)
+                return NULL;
+            wait = (int) left;
+        }
+        //  s_pump returns at once when it read something; otherwise it
+        //  waits for input or the next due time
+        if (s_pump (self, wait) == -1)
+            return NULL;
+    }
+}
+
+size_t
+zchat_client_pending (zchat_client_t *self)
+{
+    assert (self);
+    return zchat_idmap_size (self->sends);
+}
+
+zsock_t *
+zchat_client_dealer (zchat_client_t *self)
+{
+    assert (self);
+    return self->dealer;
+}
+
+zsock_t *
+zchat_client_sub (zchat_client_t *self)
+{
+    assert (self);
+    return self->sub;
+}
+
+int
+zchat_client_due_ms (zchat_client_t *self)
+{
+    assert (self);
+    if (self->queue.count > 0)
+        return 0;
+    if (self->state == S_IDLE)
+        return -1;
+    int64_t left = self->due_ms - s_now ();
+    if (left < 0)
+        return 0;
+    return left > INT_MAX? INT_MAX: (int) left;
+}
+
+
+//  ==========================================================================
+//  Self test: what needs no broker. A bare ROUTER stands in for one where
+//  a test needs something to connect to; the protocol against the real
+//  broker is tested end to end in tests/.
+
+//  A fake broker in its own thread: answers the first HELLO with ERROR 409,
+//  as a broker does for a nick in use.
+static void
+s_test_refuser (zsock_t *pipe, void *args)
+{
+    zsock_t *router = (zsock_t *) args;
+    zsock_signal (pipe, 0);
+    zpoller_t *poller = zpoller_new (pipe, router, NULL);
+    assert (poller);
+    while (true) {
+        void *which = zpoller_wait (poller, 5000);
+        if (which != router)
+            break;              //  $TERM, or the test is stuck
+        zmsg_t *request = zmsg_recv (router);
+        if (!request)
+            break;
+        zframe_t *routing_id = zmsg_pop (request);
+        zframe_t *body = zmsg_last (request);
+        zchat_msg_t msg;
+        if (body && zchat_msg_decode (&msg, zframe_data (body), zframe_size (body)) == 0
+        &&  msg.type == ZCHAT_HELLO) {
+            uint8_t data [512];
+            zchat_buf_t buf;
+            zchat_buf_init (&buf, data, sizeof (data));
+            size_t size = zchat_encode_error (&buf, msg.id, ZCHAT_ERR_NICK_IN_USE, 0,
+                                              "nick alice is in use");
+            zmsg_t *reply = zmsg_new ();
+            zmsg_append (reply, &routing_id);
+            zmsg_addmem (reply, "", 0);
+            zmsg_addmem (reply, data, size);
+            zmsg_send (&reply, router);
+            zmsg_destroy (&reply);
+        }
+        zframe_destroy (&routing_id);
+        zmsg_destroy (&request);
+    }
+    zpoller_destroy (&poller);
+}
+
+void
+zchat_client_test (bool verbose)
+{
+    if (verbose)
+        printf (" * zchat_client: ");
+
+    //  Bad arguments: no client
+    assert (zchat_client_new (NULL, "alice") == NULL);
+    assert (zchat_client_new ("tcp://127.0.0.1:5555", NULL) == NULL);
+    assert (zchat_client_new ("tcp://127.0.0.1:5555", "") == NULL);
+    assert (zchat_client_new ("tcp://127.0.0.1:5555", "1alice") == NULL);
+    assert (zchat_client_new ("tcp://127.0.0.1:5555", "al ice") == NULL);
+    assert (zchat_client_new ("tcp://127.0.0.1:5555",
+                              "a23456789012345678901234567890123") == NULL);
+
+    //  Event names
+    assert (streq (zchat_event_type_name (ZCHAT_EV_MESSAGE), "message"));
+    assert (streq (zchat_event_type_name (ZCHAT_EV_DM), "dm"));
+    assert (streq (zchat_event_type_name (ZCHAT_EV_JOINED), "joined"));
+    assert (streq (zchat_event_type_name (ZCHAT_EV_LEFT), "left"));
+    assert (streq (zchat_event_type_name (ZCHAT_EV_JOIN), "join"));
+    assert (streq (zchat_event_type_name (ZCHAT_EV_LEAVE), "leave"));
+    assert (streq (zchat_event_type_name (ZCHAT_EV_QUIT), "quit"));
+    assert (streq (zchat_event_type_name (ZCHAT_EV_NICK), "nick"));
+    assert (streq (zchat_event_type_name (ZCHAT_EV_TOPIC), "topic"));
+    assert (streq (zchat_event_type_name (ZCHAT_EV_ACK), "ack"));
+    assert (streq (zchat_event_type_name (ZCHAT_EV_OK), "ok"));
+    assert (streq (zchat_event_type_name (ZCHAT_EV_ERROR), "error"));
+    assert (streq (zchat_event_type_name (ZCHAT_EV_MEMBERS), "members"));
+    assert (streq (zchat_event_type_name (ZCHAT_EV_ROOMS), "rooms"));
+    assert (streq (zchat_event_type_name (ZCHAT_EV_HISTORY), "history"));
+    assert (streq (zchat_event_type_name (ZCHAT_EV_GAP), "gap"));
+    assert (streq (zchat_event_type_name (ZCHAT_EV_CONNECTED), "connected"));
+    assert (streq (zchat_event_type_name (ZCHAT_EV_DISCONNECTED), "disconnected"));
+
+    //  Events free what they own
+    zchat_event_t *event = s_event_new (ZCHAT_EV_MEMBERS);
+    assert (event);
+    assert (s_event_set_text (event, "hi", 2) == 0);
+    assert (streq (event->text, "hi") && event->text_size == 2);
+    event->items = (zchat_list_item_t *) calloc (3, sizeof (zchat_list_item_t));
+    event->item_count = 3;
+    zchat_event_destroy (&event);
+    assert (event == NULL);
+    zchat_event_destroy (&event);
+
+    //  A stand-in that accepts connections and never answers
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    assert (router);
+    int port = zsock_bind (router, "tcp://127.0.0.1:*");
+    assert (port > 0);
+    char endpoint [64];
+    snprintf (endpoint, sizeof (endpoint), "tcp://127.0.0.1:%d", port);
+
+    zchat_client_t *client = zchat_client_new (endpoint, "alice");
+    assert (client);
+    assert (streq (zchat_client_nick (client), "alice"));
+    assert (zchat_client_dealer (client) && zchat_client_sub (client));
+    assert (zchat_client_pending (client) == 0);
+    assert (zchat_client_due_ms (client) == -1);
+    assert (zchat_client_next (client, 0) == NULL);
+
+    //  Invalid input is refused before anything is sent
+    assert (zchat_client_say (client, "lobby", "\xff", 1, false) == 0);
+    assert (strstr (zchat_client_error (client), "UTF-8"));
+    assert (zchat_client_say (client, "lobby", "a\0b", 3, false) == 0);
+    assert (zchat_client_say (client, "lobby", "\xc0\xaf", 2, false) == 0);
+    assert (zchat_client_say (client, "lob:by", "hi", 2, false) == 0);
+    assert (strstr (zchat_client_error (client), "room"));
+    assert (zchat_client_say (client, NULL, "hi", 2, false) == 0);
+    char *big = (char *) malloc (ZCHAT_MAX_TEXT + 1);
+    assert (big);
+    memset (big, 'x', ZCHAT_MAX_TEXT + 1);
+    assert (zchat_client_say (client, "lobby", big, ZCHAT_MAX_TEXT + 1, false) == 0);
+    assert (strstr (zchat_client_error (client), "too long"));
+    free (big);
+    assert (zchat_client_dm (client, "-bob", "hi", 2, false) == 0);
+    assert (zchat_client_dm (client, "bob", "\xed\xa0\x80", 3, false) == 0);
+    assert (zchat_client_join (client, "") == 0);
+    assert (zchat_client_set_nick (client, "9lives") == 0);
+    assert (zchat_client_topic (client, "lobby", "\xff") == 0);
+    //  Valid, but not connected yet
+    assert (zchat_client_say (client, "lobby", "hi", 2, false) == 0);
+    assert (strstr (zchat_client_error (client), "not connected"));
+    assert (zchat_client_join (client, "lobby") == 0);
+    assert (zchat_client_pending (client) == 0);
+
+    //  CURVE options that cannot be loaded
+    assert (zchat_client_set_curve (client, "/nonexistent/cert_secret",
+                                    "0000000000000000000000000000000000000000") == -1);
+
+    //  Nobody answers: a timeout within about the time given
+    int64_t start = zclock_mono ();
+    assert (zchat_client_connect (client, 300) == ZCHAT_CLIENT_TIMEOUT);
+    int64_t took = zclock_mono () - start;
+    assert (took >= 290 && took < 1500);
+    assert (strstr (zchat_client_error (client), "cannot reach broker at"));
+    assert (strstr (zchat_client_error (client), "within 0.3 s"));
+    zchat_client_destroy (&client);
+    assert (client == NULL);
+    zchat_client_destroy (&client);
+
+    //  The broker refuses: its reason is ours
+    zactor_t *refuser = zactor_new (s_test_refuser, router);
+    assert (refuser);
+    client = zchat_client_new (endpoint, "alice");
+    assert (client);
+    assert (zchat_client_connect (client, 3000) == ZCHAT_CLIENT_REFUSED);
+    assert (streq (zchat_client_error (client), "nick alice is in use"));
+    zchat_client_destroy (&client);
+    zactor_destroy (&refuser);
+    zsock_destroy (&router);
+
+    //  A bad endpoint is a bad argument
+    client = zchat_client_new ("nonsense", "alice");
+    assert (client);
+    assert (zchat_client_connect (client, 100) == ZCHAT_CLIENT_INVALID);
+    zchat_client_destroy (&client);
+
+    if (verbose)
+        printf ("OK\n");
+}

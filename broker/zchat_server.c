@@ -1,0 +1,417 @@
+//  zchat_server — the broker's protocol logic, without sockets: life cycle,
+//  dispatch of inbound bodies to the command handlers, the reply helpers
+//  they share, and periodic work (see zchat_server.h; the handlers live in
+//  zchat_server_session.c, zchat_server_room.c and zchat_server_say.c).
+
+#include "zchat_server_int.h"
+
+//  A request from a peer without a session. The broker cannot tell a peer
+//  that never greeted from one whose session expired or that greeted a
+//  broker since restarted: keeping every routing id ever seen would let
+//  anybody grow the broker's memory by reconnecting. So every request but
+//  HELLO (and BYE, see zchat_server_do_bye) from an unknown peer gets 440,
+//  whose remedy, greet again, is right in all three cases; 401 is not sent.
+static void
+s_unknown_session (zchat_server_t *self, zchat_request_t *req)
+{
+    self->unknown_session++;
+    ZCHAT_DEBUG ("zchat: %s from a peer without a session: 440",
+                 zchat_msg_type_name (req->msg->type));
+    zchat_server_error (self, req, ZCHAT_ERR_SESSION, 0,
+                        "unknown session: greet again with HELLO");
+}
+
+typedef void (s_handler_fn) (zchat_server_t *self, zchat_request_t *req);
+
+typedef struct {
+    s_handler_fn *handler;      //  NULL: not a client request, 501
+    bool greeted;               //  needs a session
+} s_command_t;
+
+//  Indexed by message type. Replies and PUB-only types are absent: a
+//  client sending them gets 501.
+static const s_command_t s_commands [ZCHAT_TYPE_MAX + 1] = {
+    [ZCHAT_HELLO]   = { zchat_server_do_hello,   false },
+    [ZCHAT_BYE]     = { zchat_server_do_bye,     false },
+    [ZCHAT_PING]    = { zchat_server_do_ping,    true },
+    [ZCHAT_JOIN]    = { zchat_server_do_join,    true },
+    [ZCHAT_LEAVE]   = { zchat_server_do_leave,   true },
+    [ZCHAT_SAY]     = { zchat_server_do_say,     true },
+    [ZCHAT_DM]      = { zchat_server_do_dm,      true },
+    [ZCHAT_NICK]    = { zchat_server_do_nick,    true },
+    [ZCHAT_WHO]     = { zchat_server_do_who,     true },
+    [ZCHAT_ROOMS]   = { zchat_server_do_rooms,   true },
+    [ZCHAT_TOPIC]   = { zchat_server_do_topic,   true },
+    [ZCHAT_HISTORY] = { zchat_server_do_history, true },
+    [ZCHAT_PROBE]   = { zchat_server_do_probe,   true },
+};
+
+
+//  ---------------------------------------------------------------------
+//  Create a server over store (borrowed). Returns NULL if out of memory.
+
+zchat_server_t *
+zchat_server_new (const zchat_server_config_t *config, zchat_store_t *store,
+                  zchat_server_output_t output)
+{
+    assert (config);
+    assert (store);
+    assert (output.reply && output.publish);
+
+    zchat_server_t *self = (zchat_server_t *) zmalloc (sizeof (zchat_server_t));
+    if (!self)
+        return NULL;
+    self->config = *config;
+    self->store = store;
+    self->output = output;
+
+    //  Normalise the limits once, so handlers never meet a zero that
+    //  means "default".
+    zchat_server_config_t *c = &self->config;
+    if (c->max_text == 0)
+        c->max_text = 4096;
+    if (c->max_text > ZCHAT_MAX_TEXT)
+        c->max_text = ZCHAT_MAX_TEXT;
+    if (c->history_page == 0)
+        c->history_page = 500;
+    if (c->history_page > ZCHAT_MAX_ITEMS)
+        c->history_page = ZCHAT_MAX_ITEMS;
+    if (c->heartbeat_ms == 0)
+        c->heartbeat_ms = c->timeout_ms ? c->timeout_ms / 3 : 1000;
+    if (c->rate_limit && c->rate_burst == 0)
+        c->rate_burst = c->rate_limit;
+
+    const char *endpoint = config->pub_endpoint ? config->pub_endpoint : "";
+    if (strlen (endpoint) > ZCHAT_MAX_ENDPOINT) {
+        zsys_warning ("zchat: PUB endpoint too long to tell clients; sending none");
+        endpoint = "";
+    }
+    self->pub_endpoint = strdup (endpoint);
+    c->pub_endpoint = self->pub_endpoint;
+
+    self->sessions = zchat_sessions_new ();
+    self->rooms = zchat_rooms_new ();
+    self->buffer_size = ZCHAT_MAX_FRAME;
+    self->buffer = (uint8_t *) malloc (self->buffer_size);
+    if (!self->pub_endpoint || !self->sessions || !self->rooms || !self->buffer)
+        zchat_server_destroy (&self);
+    return self;
+}
+
+
+//  ---------------------------------------------------------------------
+//  Flush what is staged, then free everything. Sessions end silently: the
+//  broker is going away, and its clients will find out from their pings.
+
+void
+zchat_server_destroy (zchat_server_t **self_p)
+{
+    assert (self_p);
+    zchat_server_t *self = *self_p;
+    if (self) {
+        if (self->group_open)
+            zchat_server_flush (self);
+        zchat_sessions_destroy (&self->sessions);
+        zchat_rooms_destroy (&self->rooms);
+        free (self->staged);
+        free (self->arena);
+        free (self->buffer);
+        free (self->pub_endpoint);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+
+//  ---------------------------------------------------------------------
+//  Handle one inbound body from peer.
+
+void
+zchat_server_handle (zchat_server_t *self, const uint8_t *peer, size_t peer_size,
+                     const char *user_id, const char *address,
+                     const uint8_t *body, size_t body_size, uint64_t now_ms)
+{
+    assert (self);
+    if (peer_size > ZCHAT_MAX_PEER || (peer_size && !peer)) {
+        //  The loop never builds such a blob; refuse rather than copy it.
+        self->malformed++;
+        ZCHAT_DEBUG ("zchat: dropped a message with a %zu-byte envelope", peer_size);
+        return;
+    }
+    zchat_msg_t msg;
+    zchat_request_t req = {
+        .peer = peer, .peer_size = peer_size,
+        .user_id = user_id, .address = address,
+        .session = zchat_sessions_by_peer (self->sessions, peer, peer_size),
+        .msg = &msg, .now_ms = now_ms
+    };
+    //  Any message at all, even a bad one, is a sign of life.
+    if (req.session)
+        zchat_sessions_touch (self->sessions, req.session, now_ms);
+
+    int rc = body ? zchat_msg_decode (&msg, body, body_size) : ZCHAT_DECODE_TRUNCATED;
+    if (rc != ZCHAT_DECODE_OK) {
+        //  Echo the id when the header is intact, so the client can tell
+        //  which request was refused.
+        memset (&msg, 0, sizeof (msg));
+        if (body && body_size >= ZCHAT_HEADER_SIZE
+        &&  body [0] == ZCHAT_SIGNATURE_0 && body [1] == ZCHAT_SIGNATURE_1) {
+            msg.type = body [2];
+            for (int i = 3; i < ZCHAT_HEADER_SIZE; i++)
+                msg.id = (msg.id << 8) | body [i];
+        }
+        self->malformed++;
+        ZCHAT_DEBUG ("zchat: undecodable body (%zu bytes, type %u): %s",
+                     body_size, msg.type, zchat_decode_strerror (rc));
+        if (rc == ZCHAT_DECODE_UNKNOWN_TYPE)
+            zchat_server_error (self, &req, ZCHAT_ERR_UNKNOWN_COMMAND, 0,
+                                "unknown command type %u", msg.type);
+        else
+        if (rc == ZCHAT_DECODE_TOO_LONG
+        &&  (msg.type == ZCHAT_SAY || msg.type == ZCHAT_DM))
+            zchat_server_error (self, &req, ZCHAT_ERR_TOO_LARGE, 0,
+                                "text too large, the limit is %u bytes",
+                                self->config.max_text);
+        else
+        if (rc == ZCHAT_DECODE_TOO_LONG)
+            zchat_server_error (self, &req, ZCHAT_ERR_INVALID, 0,
+                                "a field is over its length limit");
+        else
+            zchat_server_error (self, &req, ZCHAT_ERR_MALFORMED, 0,
+                                "malformed message: %s", zchat_decode_strerror (rc));
+        return;
+    }
+
+    const s_command_t *command = msg.type <= ZCHAT_TYPE_MAX ? &s_commands [msg.type] : NULL;
+    if (!command || !command->handler) {
+        self->malformed++;
+        ZCHAT_DEBUG ("zchat: %s is not a client request: 501",
+                     zchat_msg_type_name (msg.type));
+        zchat_server_error (self, &req, ZCHAT_ERR_UNKNOWN_COMMAND, 0,
+                            "unknown command: %s is not a request",
+                            zchat_msg_type_name (msg.type));
+        return;
+    }
+    if (command->greeted && !req.session) {
+        s_unknown_session (self, &req);
+        return;
+    }
+    command->handler (self, &req);
+}
+
+
+//  ---------------------------------------------------------------------
+//  Periodic work: expire silent sessions, enforce retention a bounded
+//  amount at a time, and report what was suppressed from the logs.
+
+void
+zchat_server_tick (zchat_server_t *self, uint64_t now_ms)
+{
+    assert (self);
+    if (self->config.timeout_ms) {
+        zchat_session_t *session;
+        while ((session = zchat_sessions_oldest (self->sessions))
+        &&     now_ms > session->last_seen_ms
+        &&     now_ms - session->last_seen_ms > self->config.timeout_ms) {
+            //  Its staged messages go out before its quit.
+            zchat_server_settle (self);
+            zchat_server_end_session (self, &session, "expired", now_ms);
+        }
+    }
+    //  Retention deletes rows: never inside a group, whose rollback would
+    //  otherwise undo it, and never much at once.
+    if ((self->config.retain_messages || self->config.retain_ms)
+    &&  !self->group_open && now_ms >= self->retain_due_ms) {
+        int deleted = zchat_store_retain (self->store, self->config.retain_messages,
+                                          self->config.retain_ms, now_ms,
+                                          ZCHAT_RETAIN_BATCH);
+        if (deleted < 0) {
+            zsys_warning ("zchat: retention failed; retrying in a minute");
+            self->retain_due_ms = now_ms + 60000;
+        }
+        else {
+            if (deleted > 0)
+                ZCHAT_DEBUG ("zchat: retention removed %d messages", deleted);
+            //  A full batch means more is due: go on at the next tick.
+            self->retain_due_ms = deleted == ZCHAT_RETAIN_BATCH ? now_ms : now_ms + 1000;
+        }
+    }
+    if (self->report_due_ms == 0)
+        self->report_due_ms = now_ms + 60000;
+    if (now_ms >= self->report_due_ms) {
+        if (self->malformed || self->unknown_session || self->rate_limited)
+            zsys_info ("zchat: last minute: %" PRIu64 " malformed, %" PRIu64
+                       " without session, %" PRIu64 " rate-limited requests",
+                       self->malformed, self->unknown_session, self->rate_limited);
+        self->malformed = self->unknown_session = self->rate_limited = 0;
+        self->report_due_ms = now_ms + 60000;
+    }
+}
+
+
+//  ---------------------------------------------------------------------
+//  Number of live sessions.
+
+size_t
+zchat_server_sessions (zchat_server_t *self)
+{
+    assert (self);
+    return zchat_sessions_size (self->sessions);
+}
+
+
+//  ---------------------------------------------------------------------
+//  Helpers shared by the handlers (see zchat_server_int.h)
+
+void
+zchat_server_send (zchat_server_t *self, const uint8_t *peer, size_t peer_size,
+                   size_t size)
+{
+    if (size == 0) {
+        //  Our own encoder refused our own data: a bug, not the peer's.
+        zsys_error ("zchat: could not encode a reply (dropped)");
+        return;
+    }
+    self->output.reply (self->output.arg, peer, peer_size, self->buffer, size);
+}
+
+void
+zchat_server_reply (zchat_server_t *self, const zchat_request_t *req, size_t size)
+{
+    zchat_server_send (self, req->peer, req->peer_size, size);
+}
+
+//  Format a reason into reason (ZCHAT_MAX_REASON + 1), cut at a character
+//  boundary if it is too long.
+static void
+s_format_reason (char *reason, const char *format, va_list args)
+{
+    int size = vsnprintf (reason, ZCHAT_MAX_REASON + 1, format, args);
+    if (size < 0)
+        reason [0] = 0;
+    else
+    if (size > ZCHAT_MAX_REASON) {
+        size_t end = ZCHAT_MAX_REASON;
+        while (end > 0 && ((unsigned char) reason [end] & 0xC0) == 0x80)
+            end--;
+        reason [end] = 0;
+    }
+}
+
+size_t
+zchat_server_encode_error (zchat_server_t *self, uint64_t id, uint16_t code,
+                           uint32_t retry_ms, const char *format, ...)
+{
+    char reason [ZCHAT_MAX_REASON + 1];
+    va_list args;
+    va_start (args, format);
+    s_format_reason (reason, format, args);
+    va_end (args);
+    zchat_buf_t buf;
+    zchat_buf_init (&buf, self->buffer, self->buffer_size);
+    return zchat_encode_error (&buf, id, code, retry_ms, reason);
+}
+
+void
+zchat_server_error (zchat_server_t *self, const zchat_request_t *req,
+                    uint16_t code, uint32_t retry_ms, const char *format, ...)
+{
+    char reason [ZCHAT_MAX_REASON + 1];
+    va_list args;
+    va_start (args, format);
+    s_format_reason (reason, format, args);
+    va_end (args);
+    zchat_buf_t buf;
+    zchat_buf_init (&buf, self->buffer, self->buffer_size);
+    zchat_server_reply (self, req,
+                        zchat_encode_error (&buf, req->msg->id, code, retry_ms, reason));
+}
+
+void
+zchat_server_publish (zchat_server_t *self, const zchat_room_t *room, size_t size)
+{
+    if (size == 0) {
+        zsys_error ("zchat: could not encode a publication (dropped)");
+        return;
+    }
+    self->output.publish (self->output.arg, room->topic_frame,
+                          room->topic_frame_size, self->buffer, size);
+}
+
+void
+zchat_server_event (zchat_server_t *self, const zchat_room_t *room, uint8_t event,
+                    const char *nick, const char *detail, uint64_t now_ms)
+{
+    zchat_buf_t buf;
+    zchat_buf_init (&buf, self->buffer, self->buffer_size);
+    zchat_server_publish (self, room,
+                          zchat_encode_event (&buf, 0, room->name, now_ms,
+                                              event, nick, detail));
+}
+
+const char *
+zchat_server_printable (const char *name)
+{
+    return zchat_nick_valid (name) || zchat_room_valid (name) ? name : "(invalid name)";
+}
+
+void
+zchat_server_log (zchat_server_t *self, uint64_t now_ms, const char *format, ...)
+{
+    if (now_ms >= self->log_window_ms + ZCHAT_LOG_WINDOW_MS || now_ms < self->log_window_ms) {
+        if (self->log_held)
+            zsys_info ("zchat: %zu more session lines held back (use -v to see them)",
+                       self->log_held);
+        self->log_window_ms = now_ms;
+        self->log_lines = 0;
+        self->log_held = 0;
+    }
+    bool info = self->log_lines < ZCHAT_LOG_BUDGET;
+    if (info)
+        self->log_lines++;
+    else
+        self->log_held++;
+    if (info || zchat_log_verbose ()) {
+        char line [512];
+        va_list args;
+        va_start (args, format);
+        vsnprintf (line, sizeof (line), format, args);
+        va_end (args);
+        if (info)
+            zsys_info ("%s", line);
+        else
+            zsys_debug ("%s", line);
+    }
+}
+
+zchat_room_t *
+zchat_server_room_open (zchat_server_t *self, const char *name)
+{
+    zchat_room_t *room = zchat_rooms_lookup (self->rooms, name);
+    if (room)
+        return room;
+    room = zchat_rooms_add (self->rooms, name);
+    if (!room)
+        return NULL;
+    //  Rooms freed from memory keep their history and topic in the store.
+    //  Staging pins a room in memory, so a room being created has no
+    //  staged rows: this reads committed data even inside a group.
+    room->last_seq = zchat_store_last_seq (self->store, name);
+    room->staged_seq = room->last_seq;
+    if (zchat_store_topic_get (self->store, name, room->topic, room->topic_by,
+                               &room->topic_ts)) {
+        room->topic [0] = 0;
+        room->topic_by [0] = 0;
+        room->topic_ts = 0;
+    }
+    return room;
+}
+
+void
+zchat_server_room_release (zchat_server_t *self, zchat_room_t **room_p)
+{
+    zchat_room_t *room = *room_p;
+    if (room && room->member_count == 0 && room->pins == 0)
+        zchat_rooms_remove (self->rooms, room_p);
+    *room_p = NULL;
+}

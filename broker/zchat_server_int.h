@@ -1,0 +1,178 @@
+//  zchat_server_int — what the files of zchat_server share and nobody else
+//  uses: the server's state and the helpers its command handlers call.
+//
+//  The server is split by concern: zchat_server.c (life cycle, dispatch,
+//  replies, tick), zchat_server_session.c (HELLO BYE NICK PING, session
+//  end), zchat_server_room.c (JOIN LEAVE WHO ROOMS TOPIC PROBE HISTORY),
+//  zchat_server_say.c (SAY staging, group commit, DM, rate limit).
+
+#ifndef ZCHAT_SERVER_INT_H_INCLUDED
+#define ZCHAT_SERVER_INT_H_INCLUDED
+
+#include <czmq.h>
+#include "zchat_msg.h"
+#include "zchat_store.h"
+#include "zchat_server.h"
+#include "zchat_session.h"
+#include "zchat_room.h"
+#include "zchat_log.h"
+
+//  Largest PAGE body the broker builds: well under ZCHAT_MAX_FRAME, so one
+//  history reply cannot hog the ROUTER or a slow client's queue.
+#define ZCHAT_PAGE_BYTES        (512 * 1024)
+
+//  A group is committed early once it holds this much, so a sender that
+//  never pauses cannot grow it without bound.
+#define ZCHAT_GROUP_MESSAGES    8192
+#define ZCHAT_GROUP_BYTES       (16 * 1024 * 1024)
+
+//  Retention deletes at most this many rows per tick.
+#define ZCHAT_RETAIN_BATCH      1000
+
+//  Budget of info-level session lines per window; beyond it they drop to
+//  debug and a summary line says how many were held back.
+#define ZCHAT_LOG_WINDOW_MS     10000
+#define ZCHAT_LOG_BUDGET        200
+
+//  One staged SAY: its ACK (and MESSAGE unless it was a duplicate) wait in
+//  the arena until the group is committed. Offsets, not pointers: the
+//  arena moves when it grows.
+typedef struct {
+    zchat_room_t *room;         //  pinned; NULL for a duplicate
+    uint64_t id;                //  request id, for ERROR 500
+    uint64_t seq;               //  seq handed out (0 for a duplicate)
+    size_t peer_at, peer_size;  //  the sender's envelope, copied
+    size_t ack_at, ack_size;
+    size_t message_at, message_size;    //  0 size for a duplicate
+} zchat_staged_t;
+
+struct _zchat_server_t {
+    zchat_server_config_t config;       //  normalised copy
+    char *pub_endpoint;                 //  config.pub_endpoint points here
+    zchat_store_t *store;               //  borrowed
+    zchat_server_output_t output;
+    zchat_sessions_t *sessions;
+    zchat_rooms_t *rooms;
+
+    uint8_t *buffer;                    //  scratch for one reply or event
+    size_t buffer_size;                 //  ZCHAT_MAX_FRAME
+
+    //  The open group (see zchat_server_say.c)
+    bool group_open;
+    zchat_staged_t *staged;
+    size_t staged_count;
+    size_t staged_limit;
+    uint8_t *arena;
+    size_t arena_size;
+    size_t arena_limit;
+
+    //  Housekeeping
+    uint64_t retain_due_ms;
+    uint64_t report_due_ms;
+    uint64_t malformed;                 //  bodies that did not decode
+    uint64_t unknown_session;           //  requests answered 440
+    uint64_t rate_limited;              //  requests answered 429
+    uint64_t log_window_ms;
+    size_t   log_lines;                 //  info lines in this window
+    size_t   log_held;                  //  lines held back in this window
+
+    bool fail_commit;                   //  self test: the next commit fails
+};
+
+//  One inbound request, as the handlers see it.
+typedef struct {
+    const uint8_t *peer;
+    size_t peer_size;
+    const char *user_id;                //  CURVE key or NULL
+    const char *address;                //  IP address text or NULL
+    zchat_session_t *session;           //  NULL if the peer has none
+    const zchat_msg_t *msg;
+    uint64_t now_ms;
+} zchat_request_t;
+
+//  Command handlers, one per client request type.
+void zchat_server_do_hello   (zchat_server_t *self, zchat_request_t *req);
+void zchat_server_do_bye     (zchat_server_t *self, zchat_request_t *req);
+void zchat_server_do_ping    (zchat_server_t *self, zchat_request_t *req);
+void zchat_server_do_nick    (zchat_server_t *self, zchat_request_t *req);
+void zchat_server_do_join    (zchat_server_t *self, zchat_request_t *req);
+void zchat_server_do_leave   (zchat_server_t *self, zchat_request_t *req);
+void zchat_server_do_who     (zchat_server_t *self, zchat_request_t *req);
+void zchat_server_do_rooms   (zchat_server_t *self, zchat_request_t *req);
+void zchat_server_do_topic   (zchat_server_t *self, zchat_request_t *req);
+void zchat_server_do_probe   (zchat_server_t *self, zchat_request_t *req);
+void zchat_server_do_history (zchat_server_t *self, zchat_request_t *req);
+void zchat_server_do_say     (zchat_server_t *self, zchat_request_t *req);
+void zchat_server_do_dm      (zchat_server_t *self, zchat_request_t *req);
+
+//  Send body (size from an encoder) to the request's peer. A size of 0
+//  means the encoder refused: logged, nothing sent.
+void
+    zchat_server_reply (zchat_server_t *self, const zchat_request_t *req,
+                        size_t size);
+
+//  Send body [self->buffer, size) to any peer blob.
+void
+    zchat_server_send (zchat_server_t *self, const uint8_t *peer,
+                       size_t peer_size, size_t size);
+
+//  Answer the request with ERROR; reason is printf-style, kept to
+//  ZCHAT_MAX_REASON bytes.
+void
+    zchat_server_error (zchat_server_t *self, const zchat_request_t *req,
+                        uint16_t code, uint32_t retry_ms,
+                        const char *format, ...) __attribute__ ((format (printf, 5, 6)));
+
+//  Encode ERROR into self->buffer with any id; returns its size.
+size_t
+    zchat_server_encode_error (zchat_server_t *self, uint64_t id, uint16_t code,
+                               uint32_t retry_ms, const char *format, ...)
+                               __attribute__ ((format (printf, 5, 6)));
+
+//  Publish [self->buffer, size) on room's topic.
+void
+    zchat_server_publish (zchat_server_t *self, const zchat_room_t *room,
+                          size_t size);
+
+//  Publish a presence EVENT on room's topic.
+void
+    zchat_server_event (zchat_server_t *self, const zchat_room_t *room,
+                        uint8_t event, const char *nick, const char *detail,
+                        uint64_t now_ms);
+
+//  A name safe to echo in a reason or a log line: name itself if it is a
+//  valid nick or room name, else a placeholder.
+const char *
+    zchat_server_printable (const char *name);
+
+//  Log a session-level line at info, within the budget (else at debug).
+void
+    zchat_server_log (zchat_server_t *self, uint64_t now_ms,
+                      const char *format, ...) __attribute__ ((format (printf, 3, 4)));
+
+//  Find or create the room called name (valid). New rooms take their seq
+//  and topic from the store. Returns NULL if out of memory.
+zchat_room_t *
+    zchat_server_room_open (zchat_server_t *self, const char *name);
+
+//  Free room if nothing holds it any more (no members, no staged message).
+void
+    zchat_server_room_release (zchat_server_t *self, zchat_room_t **room_p);
+
+//  End a session: quit in each of its rooms, nick freed, record freed;
+//  nulls *session_p. why is for the log.
+void
+    zchat_server_end_session (zchat_server_t *self, zchat_session_t **session_p,
+                              const char *why, uint64_t now_ms);
+
+//  Commit the open group, if any, before something that must come after
+//  it (a goodbye, a rename, a store write outside the group, history).
+void
+    zchat_server_settle (zchat_server_t *self);
+
+//  Fill a fresh session's rate-limit bucket.
+void
+    zchat_server_rate_init (zchat_server_t *self, zchat_session_t *session,
+                            uint64_t now_ms);
+
+#endif

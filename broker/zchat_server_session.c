@@ -1,0 +1,288 @@
+//  zchat_server_session — the session commands: HELLO (greeting, takeover,
+//  re-greeting), BYE, NICK, PING; and the end of a session.
+
+#include "zchat_server_int.h"
+#include "zchat_util.h"
+
+//  Write a fresh token of ZCHAT_TOKEN_SIZE hex digits. Returns 0 or -1.
+static int
+s_new_token (char *token)
+{
+    uint8_t random [ZCHAT_TOKEN_SIZE / 2];
+    if (zchat_random_bytes (random, sizeof (random)))
+        return -1;
+    static const char hex [] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof (random); i++) {
+        token [2 * i] = hex [random [i] >> 4];
+        token [2 * i + 1] = hex [random [i] & 15];
+    }
+    token [ZCHAT_TOKEN_SIZE] = 0;
+    return 0;
+}
+
+//  Under CURVE a nick belongs to the first key that used it. Returns 0 if
+//  the request's key may use nick (*claim true if the nick is unowned and
+//  must be claimed once the rest succeeded), or -1 after answering 403.
+static int
+s_check_owner (zchat_server_t *self, zchat_request_t *req, const char *nick,
+               bool *claim)
+{
+    *claim = false;
+    if (!self->config.curve)
+        return 0;
+    if (!req->user_id || strlen (req->user_id) != ZCHAT_KEY_SIZE) {
+        //  The loop gives every CURVE peer's key; failing closed keeps a
+        //  wiring mistake from handing out nicks to nobody in particular.
+        zchat_server_error (self, req, ZCHAT_ERR_FORBIDDEN, 0,
+                            "this broker requires an authenticated CURVE key");
+        return -1;
+    }
+    char owner [ZCHAT_KEY_SIZE + 1];
+    if (zchat_store_nick_owner (self->store, nick, owner) == 0) {
+        if (streq (owner, req->user_id))
+            return 0;
+        zchat_server_error (self, req, ZCHAT_ERR_FORBIDDEN, 0,
+                            "nick %s is registered to another key", nick);
+        return -1;
+    }
+    *claim = true;
+    return 0;
+}
+
+//  Bind nick to the request's key. Returns 0, or -1 after answering 500.
+static int
+s_claim (zchat_server_t *self, zchat_request_t *req, const char *nick)
+{
+    if (zchat_store_nick_claim (self->store, nick, req->user_id) == 0)
+        return 0;
+    zsys_warning ("zchat: could not bind nick %s to its key", nick);
+    zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0,
+                        "could not register nick %s, try again", nick);
+    return -1;
+}
+
+static void
+s_welcome (zchat_server_t *self, zchat_request_t *req, zchat_session_t *session,
+           bool resumed)
+{
+    zchat_buf_t buf;
+    zchat_buf_init (&buf, self->buffer, self->buffer_size);
+    const zchat_server_config_t *c = &self->config;
+    zchat_server_reply (self, req,
+        zchat_encode_welcome (&buf, req->msg->id, ZCHAT_VERSION, session->nick,
+                              session->token, c->pub_port, c->pub_endpoint,
+                              c->heartbeat_ms, c->timeout_ms, c->max_text, resumed));
+}
+
+
+//  ---------------------------------------------------------------------
+//  HELLO: start a session, or take one over with its token.
+//
+//  Order matters: what can be refused without touching anything is checked
+//  first (version, nick syntax, key ownership), then a session this peer
+//  already has ends (a re-greeting abandons it, as PROTOCOL.md §6.1 says),
+//  and only then is the nick looked up, so a client re-greeting with its
+//  own nick finds it free.
+
+void
+zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
+{
+    const zchat_msg_t *msg = req->msg;
+    if (msg->version != ZCHAT_VERSION) {
+        zchat_server_error (self, req, ZCHAT_ERR_VERSION, 0, "supported versions: 1");
+        return;
+    }
+    if (!zchat_nick_valid (msg->nick)) {
+        zchat_server_error (self, req, ZCHAT_ERR_INVALID, 0,
+                            "invalid nick: 1-%d of A-Z a-z 0-9 _ - [ ] { } | ^ `,"
+                            " not starting with a digit or -", ZCHAT_MAX_NICK);
+        return;
+    }
+    bool claim;
+    if (s_check_owner (self, req, msg->nick, &claim))
+        return;
+    //  Staged messages go out before anything below ends or moves a
+    //  session, and before a claim writes to the store outside the group.
+    zchat_server_settle (self);
+
+    if (req->session)
+        zchat_server_end_session (self, &req->session, "greeted again", req->now_ms);
+
+    zchat_session_t *holder = zchat_sessions_by_nick (self->sessions, msg->nick);
+    uint32_t per_address = self->config.max_sessions_per_address;
+    if (holder) {
+        if (msg->token [0] == 0 || !zchat_secret_equal (holder->token, msg->token)) {
+            zchat_server_error (self, req, ZCHAT_ERR_NICK_IN_USE, 0,
+                                "nick %s is in use", msg->nick);
+            return;
+        }
+        //  Takeover: the session moves here with its rooms and token. Its
+        //  old peer is forgotten; the new address must have room for it.
+        bool same_address = holder->address && req->address
+                         && streq (holder->address, req->address);
+        if (per_address && req->address && !same_address
+        &&  zchat_sessions_at_address (self->sessions, req->address) >= per_address) {
+            zchat_server_error (self, req, ZCHAT_ERR_LIMIT, 0,
+                                "too many sessions from your address (limit %u)",
+                                per_address);
+            return;
+        }
+        if (claim && s_claim (self, req, msg->nick))
+            return;
+        if (zchat_sessions_move (self->sessions, holder, req->peer, req->peer_size,
+                                 req->address)) {
+            zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0, "out of memory");
+            return;
+        }
+        zchat_sessions_touch (self->sessions, holder, req->now_ms);
+        if (req->user_id)
+            snprintf (holder->key, sizeof (holder->key), "%s", req->user_id);
+        zchat_server_log (self, req->now_ms, "zchat: session %s resumed from %s",
+                          holder->nick, req->address ? req->address : "a new peer");
+        s_welcome (self, req, holder, true);
+        return;
+    }
+    if (per_address && req->address
+    &&  zchat_sessions_at_address (self->sessions, req->address) >= per_address) {
+        zchat_server_error (self, req, ZCHAT_ERR_LIMIT, 0,
+                            "too many sessions from your address (limit %u)",
+                            per_address);
+        return;
+    }
+    char token [ZCHAT_TOKEN_SIZE + 1];
+    if (s_new_token (token)) {
+        zsys_error ("zchat: no random bytes for a session token");
+        zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0,
+                            "could not make a session token");
+        return;
+    }
+    if (claim && s_claim (self, req, msg->nick))
+        return;
+    zchat_session_t *session = zchat_sessions_add (self->sessions, req->peer,
+                                                   req->peer_size, msg->nick, token,
+                                                   req->address, req->now_ms);
+    if (!session) {
+        zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0, "out of memory");
+        return;
+    }
+    if (req->user_id)
+        snprintf (session->key, sizeof (session->key), "%s", req->user_id);
+    zchat_server_rate_init (self, session, req->now_ms);
+    req->session = session;
+    zchat_server_log (self, req->now_ms, "zchat: session %s started from %s",
+                      session->nick, req->address ? req->address : "(unknown address)");
+    s_welcome (self, req, session, false);
+}
+
+
+//  ---------------------------------------------------------------------
+//  BYE: end the session at once and answer OK. A goodbye from a peer that
+//  has no session (it expired, or the broker restarted) is answered OK
+//  too: the client wanted the session gone, and it is.
+
+void
+zchat_server_do_bye (zchat_server_t *self, zchat_request_t *req)
+{
+    if (req->session) {
+        //  The sender's staged messages are acknowledged before its OK.
+        zchat_server_settle (self);
+        zchat_server_end_session (self, &req->session, "said goodbye", req->now_ms);
+    }
+    zchat_buf_t buf;
+    zchat_buf_init (&buf, self->buffer, self->buffer_size);
+    zchat_server_reply (self, req, zchat_encode_ok (&buf, req->msg->id));
+}
+
+
+//  ---------------------------------------------------------------------
+//  PING: PONG with the newest committed seq of each of the session's
+//  rooms, so a client can see it missed the tail of a stream.
+
+void
+zchat_server_do_ping (zchat_server_t *self, zchat_request_t *req)
+{
+    zchat_session_t *session = req->session;
+    zchat_buf_t buf;
+    zchat_buf_init (&buf, self->buffer, self->buffer_size);
+    size_t size = zchat_encode_pong_begin (&buf, req->msg->id);
+    //  An add that does not fit is taken back and the list stays valid.
+    for (size_t i = 0; i < session->room_count && size; i++) {
+        size_t added = zchat_encode_pong_add (&buf, session->rooms [i]->name,
+                                              session->rooms [i]->last_seq);
+        if (added == 0)
+            break;
+        size = added;
+    }
+    zchat_server_reply (self, req, size);
+}
+
+
+//  ---------------------------------------------------------------------
+//  NICK: rename the session; announced in each of its rooms.
+
+void
+zchat_server_do_nick (zchat_server_t *self, zchat_request_t *req)
+{
+    zchat_session_t *session = req->session;
+    const char *nick = req->msg->nick;
+    if (!zchat_nick_valid (nick)) {
+        zchat_server_error (self, req, ZCHAT_ERR_INVALID, 0,
+                            "invalid nick: 1-%d of A-Z a-z 0-9 _ - [ ] { } | ^ `,"
+                            " not starting with a digit or -", ZCHAT_MAX_NICK);
+        return;
+    }
+    zchat_buf_t buf;
+    if (streq (nick, session->nick)) {
+        zchat_buf_init (&buf, self->buffer, self->buffer_size);
+        zchat_server_reply (self, req, zchat_encode_ok (&buf, req->msg->id));
+        return;
+    }
+    if (zchat_sessions_by_nick (self->sessions, nick)) {
+        zchat_server_error (self, req, ZCHAT_ERR_NICK_IN_USE, 0, "nick %s is in use", nick);
+        return;
+    }
+    bool claim;
+    if (s_check_owner (self, req, nick, &claim))
+        return;
+    //  Messages staged under the old nick are published under it, before
+    //  the rename is announced.
+    zchat_server_settle (self);
+    if (claim && s_claim (self, req, nick))
+        return;
+
+    char old_nick [ZCHAT_MAX_NICK + 1];
+    strcpy (old_nick, session->nick);
+    if (zchat_sessions_rename (self->sessions, session, nick)) {
+        zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < session->room_count; i++)
+        zchat_server_event (self, session->rooms [i], ZCHAT_EVENT_NICK,
+                            old_nick, nick, req->now_ms);
+    zchat_server_log (self, req->now_ms, "zchat: session %s is now %s", old_nick, nick);
+    zchat_buf_init (&buf, self->buffer, self->buffer_size);
+    zchat_server_reply (self, req, zchat_encode_ok (&buf, req->msg->id));
+}
+
+
+//  ---------------------------------------------------------------------
+//  End a session: quit announced in each of its rooms, rooms left empty
+//  are freed, the nick is free at once.
+
+void
+zchat_server_end_session (zchat_server_t *self, zchat_session_t **session_p,
+                          const char *why, uint64_t now_ms)
+{
+    zchat_session_t *session = *session_p;
+    if (!session)
+        return;
+    while (session->room_count > 0) {
+        zchat_room_t *room = session->rooms [session->room_count - 1];
+        int rc = zchat_room_part (room, session);
+        assert (rc == 0);
+        zchat_server_event (self, room, ZCHAT_EVENT_QUIT, session->nick, "", now_ms);
+        zchat_server_room_release (self, &room);
+    }
+    zchat_server_log (self, now_ms, "zchat: session %s ended: %s", session->nick, why);
+    zchat_sessions_remove (self->sessions, session_p);
+}

@@ -1,0 +1,1038 @@
+//  zchat_server_test — the self test of zchat_server: the real protocol,
+//  driven with encoded bodies through a zchat_testbed (a real store in a
+//  temporary directory, output recorded per peer and per topic).
+//
+//  Kept apart from zchat_server.c because it is as long as the server;
+//  the module tests of its parts (util, session, room) run from here too.
+
+#include "zchat_server_int.h"
+#include "zchat_testbed.h"
+#include "zchat_util.h"
+
+static uint8_t s_body [ZCHAT_MAX_FRAME];
+static zchat_buf_t s_buf;
+static zchat_msg_t s_msg;
+static bool s_verbose = false;
+
+//  Encode with s_buf (the call must use &s_buf) and send from peer.
+#define SEND(bed, peer, encode) \
+    do { \
+        zchat_buf_init (&s_buf, s_body, sizeof (s_body)); \
+        size_t size_ = (encode); \
+        assert (size_ > 0); \
+        zchat_testbed_send ((bed), (peer), s_body, size_); \
+    } while (0)
+
+//  Take the next reply to peer; it must have this type and id.
+static const zchat_msg_t *
+s_reply (zchat_testbed_t *bed, const char *peer, uint8_t type, uint64_t id)
+{
+    if (!zchat_testbed_take_reply (bed, peer, &s_msg)) {
+        fprintf (stderr, "expected %s (id %" PRIu64 ") for peer %s, got nothing\n",
+                 zchat_msg_type_name (type), id, peer);
+        assert (false);
+    }
+    if (s_msg.type != type || s_msg.id != id) {
+        fprintf (stderr, "expected %s (id %" PRIu64 ") for peer %s, got %s (id %" PRIu64
+                 ") code %u \"%s\"\n", zchat_msg_type_name (type), id, peer,
+                 zchat_msg_type_name (s_msg.type), s_msg.id, s_msg.code, s_msg.reason);
+        assert (false);
+    }
+    if (s_verbose)
+        printf ("   %s <- %s\n", peer, zchat_msg_type_name (type));
+    return &s_msg;
+}
+
+//  Take the next reply to peer; it must be ERROR code for id.
+static const zchat_msg_t *
+s_error (zchat_testbed_t *bed, const char *peer, uint64_t id, uint16_t code)
+{
+    const zchat_msg_t *msg = s_reply (bed, peer, ZCHAT_ERROR, id);
+    if (msg->code != code) {
+        fprintf (stderr, "expected ERROR %u for %s, got %u \"%s\"\n",
+                 code, peer, msg->code, msg->reason);
+        assert (false);
+    }
+    assert (msg->reason [0]);
+    return msg;
+}
+
+//  Take the next publication on topic; it must have this type.
+static const zchat_msg_t *
+s_publication (zchat_testbed_t *bed, const char *topic, uint8_t type)
+{
+    if (!zchat_testbed_take_publication (bed, topic, &s_msg)) {
+        fprintf (stderr, "expected %s on %s, got nothing\n",
+                 zchat_msg_type_name (type), topic);
+        assert (false);
+    }
+    if (s_msg.type != type) {
+        fprintf (stderr, "expected %s on %s, got %s\n", zchat_msg_type_name (type),
+                 topic, zchat_msg_type_name (s_msg.type));
+        assert (false);
+    }
+    return &s_msg;
+}
+
+//  Take the next EVENT on topic and check it.
+static void
+s_event (zchat_testbed_t *bed, const char *topic, uint8_t event, const char *nick,
+         const char *detail)
+{
+    const zchat_msg_t *msg = s_publication (bed, topic, ZCHAT_EVENT);
+    assert (msg->id == 0);
+    assert (msg->event == event);
+    assert (streq (msg->nick, nick));
+    assert (streq (msg->topic, detail));
+    assert (msg->ts == zchat_testbed_now (bed));
+}
+
+//  Greet as nick from peer; returns the token (caller's buffer).
+static void
+s_greet (zchat_testbed_t *bed, const char *peer, const char *nick, char *token)
+{
+    SEND (bed, peer, zchat_encode_hello (&s_buf, 1, ZCHAT_VERSION, nick, ""));
+    const zchat_msg_t *msg = s_reply (bed, peer, ZCHAT_WELCOME, 1);
+    assert (streq (msg->nick, nick));
+    assert (msg->flag == 0);
+    if (token)
+        strcpy (token, msg->token);
+}
+
+static void
+s_join (zchat_testbed_t *bed, const char *peer, const char *room, uint64_t id)
+{
+    SEND (bed, peer, zchat_encode_join (&s_buf, id, room));
+    s_reply (bed, peer, ZCHAT_JOINED, id);
+}
+
+//  SAY, flush, and take the ACK; returns the seq.
+static uint64_t
+s_say (zchat_testbed_t *bed, const char *peer, const char *room, uint64_t id,
+       const char *text)
+{
+    SEND (bed, peer, zchat_encode_say (&s_buf, id, room, ZCHAT_KIND_TEXT,
+                                       text, strlen (text)));
+    assert (zchat_testbed_flush (bed) >= 0);
+    const zchat_msg_t *msg = s_reply (bed, peer, ZCHAT_ACK, id);
+    assert (streq (msg->room, room));
+    return msg->seq;
+}
+
+
+//  Greeting, nick clash, takeover, re-greeting, goodbye, unknown peers.
+static void
+s_test_sessions (void)
+{
+    zchat_testbed_t *bed = zchat_testbed_new (NULL, false);
+    assert (bed);
+    zchat_server_t *server = zchat_testbed_server (bed);
+
+    //  A fresh greeting: every WELCOME field
+    SEND (bed, "A", zchat_encode_hello (&s_buf, 7, ZCHAT_VERSION, "alice", ""));
+    const zchat_msg_t *msg = s_reply (bed, "A", ZCHAT_WELCOME, 7);
+    assert (msg->version == 1);
+    assert (streq (msg->nick, "alice"));
+    assert (strlen (msg->token) == ZCHAT_TOKEN_SIZE);
+    assert (strspn (msg->token, "0123456789abcdef") == ZCHAT_TOKEN_SIZE);
+    assert (msg->pub_port == 5556);
+    assert (streq (msg->endpoint, "tcp://127.0.0.1:5556"));
+    assert (msg->heartbeat_ms == 1000);
+    assert (msg->timeout_ms == 3000);
+    assert (msg->max_text == 4096);
+    assert (msg->flag == 0);
+    char alice_token [ZCHAT_MAX_TOKEN + 1];
+    strcpy (alice_token, msg->token);
+    assert (zchat_server_sessions (server) == 1);
+
+    //  Wrong version, invalid nicks, a live nick
+    SEND (bed, "B", zchat_encode_hello (&s_buf, 8, 2, "bob", ""));
+    msg = s_error (bed, "B", 8, ZCHAT_ERR_VERSION);
+    assert (streq (msg->reason, "supported versions: 1"));
+    SEND (bed, "B", zchat_encode_hello (&s_buf, 9, ZCHAT_VERSION, "9lives", ""));
+    s_error (bed, "B", 9, ZCHAT_ERR_INVALID);
+    SEND (bed, "B", zchat_encode_hello (&s_buf, 10, ZCHAT_VERSION, "bo b", ""));
+    s_error (bed, "B", 10, ZCHAT_ERR_INVALID);
+    SEND (bed, "B", zchat_encode_hello (&s_buf, 11, ZCHAT_VERSION, "alice", ""));
+    msg = s_error (bed, "B", 11, ZCHAT_ERR_NICK_IN_USE);
+    assert (strstr (msg->reason, "alice"));
+    SEND (bed, "B", zchat_encode_hello (&s_buf, 12, ZCHAT_VERSION, "alice",
+                                        "0123456789abcdef0123456789abcdef"));
+    s_error (bed, "B", 12, ZCHAT_ERR_NICK_IN_USE);
+    assert (zchat_server_sessions (server) == 1);
+
+    //  Requests without a session: 440, except a goodbye
+    SEND (bed, "B", zchat_encode_ping (&s_buf, 13));
+    s_error (bed, "B", 13, ZCHAT_ERR_SESSION);
+    SEND (bed, "B", zchat_encode_join (&s_buf, 14, "lobby"));
+    s_error (bed, "B", 14, ZCHAT_ERR_SESSION);
+    SEND (bed, "B", zchat_encode_say (&s_buf, 15, "lobby", 0, "hi", 2));
+    s_error (bed, "B", 15, ZCHAT_ERR_SESSION);
+    SEND (bed, "B", zchat_encode_bye (&s_buf, 16));
+    s_reply (bed, "B", ZCHAT_OK, 16);
+
+    //  bob greets; both join lobby
+    char bob_token [ZCHAT_MAX_TOKEN + 1];
+    s_greet (bed, "B", "bob", bob_token);
+    assert (!streq (bob_token, alice_token));
+    s_join (bed, "A", "lobby", 20);
+    s_join (bed, "B", "lobby", 21);
+    zchat_testbed_clear (bed);
+
+    //  Takeover: alice comes back from a new peer with her token; the
+    //  session keeps its rooms and token and her old peer is unknown.
+    SEND (bed, "A2", zchat_encode_hello (&s_buf, 30, ZCHAT_VERSION, "alice", alice_token));
+    msg = s_reply (bed, "A2", ZCHAT_WELCOME, 30);
+    assert (msg->flag == 1);
+    assert (streq (msg->token, alice_token));
+    assert (zchat_server_sessions (server) == 2);
+    assert (zchat_testbed_publications (bed, "lobby:") == 0);   //  no quit, no join
+    SEND (bed, "A", zchat_encode_ping (&s_buf, 31));
+    s_error (bed, "A", 31, ZCHAT_ERR_SESSION);
+    SEND (bed, "A2", zchat_encode_ping (&s_buf, 32));
+    msg = s_reply (bed, "A2", ZCHAT_PONG, 32);
+    assert (msg->item_count == 1);
+
+    //  A SAY staged before a takeover is acknowledged to the peer that
+    //  sent it, before the new peer's WELCOME.
+    SEND (bed, "A2", zchat_encode_say (&s_buf, 33, "lobby", 0, "one", 3));
+    assert (zchat_testbed_replies (bed, "A2") == 0);
+    SEND (bed, "A3", zchat_encode_hello (&s_buf, 34, ZCHAT_VERSION, "alice", alice_token));
+    msg = s_reply (bed, "A2", ZCHAT_ACK, 33);
+    assert (msg->seq == 1);
+    s_reply (bed, "A3", ZCHAT_WELCOME, 34);
+    s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+
+    //  Re-greeting on a peer with a session: the old one quits first, so
+    //  the same nick is free again (a fresh session, not resumed).
+    SEND (bed, "A3", zchat_encode_hello (&s_buf, 35, ZCHAT_VERSION, "alice", ""));
+    msg = s_reply (bed, "A3", ZCHAT_WELCOME, 35);
+    assert (msg->flag == 0);
+    assert (!streq (msg->token, alice_token));
+    s_event (bed, "lobby:", ZCHAT_EVENT_QUIT, "alice", "");
+    assert (zchat_server_sessions (server) == 2);
+    SEND (bed, "A3", zchat_encode_ping (&s_buf, 36));
+    msg = s_reply (bed, "A3", ZCHAT_PONG, 36);
+    assert (msg->item_count == 0);                  //  rooms went with the old one
+
+    //  BYE: staged SAY acknowledged, then quit, then OK; nick free at once
+    SEND (bed, "B", zchat_encode_say (&s_buf, 40, "lobby", 0, "bye all", 7));
+    SEND (bed, "B", zchat_encode_bye (&s_buf, 41));
+    msg = s_reply (bed, "B", ZCHAT_ACK, 40);
+    assert (msg->seq == 2);
+    s_reply (bed, "B", ZCHAT_OK, 41);
+    s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+    s_event (bed, "lobby:", ZCHAT_EVENT_QUIT, "bob", "");
+    assert (zchat_server_sessions (server) == 1);
+    //  Three greetings in a row by the same nick all succeed
+    for (int i = 0; i < 3; i++) {
+        s_greet (bed, "B", "bob", NULL);
+        SEND (bed, "B", zchat_encode_bye (&s_buf, 42));
+        s_reply (bed, "B", ZCHAT_OK, 42);
+    }
+    //  The empty room was freed; joining again continues its numbering
+    assert (zchat_rooms_lookup (server->rooms, "lobby") == NULL);
+    SEND (bed, "A3", zchat_encode_join (&s_buf, 43, "lobby"));
+    msg = s_reply (bed, "A3", ZCHAT_JOINED, 43);
+    assert (msg->seq == 2);
+    assert (msg->first_seq == 1);
+    assert (msg->members == 1);
+
+    //  NICK: rename announced in every room; clash, invalid, same
+    s_greet (bed, "B", "bob", NULL);
+    s_join (bed, "B", "lobby", 50);
+    s_join (bed, "B", "ops", 51);
+    zchat_testbed_clear (bed);
+    SEND (bed, "B", zchat_encode_nick (&s_buf, 52, "robert"));
+    s_reply (bed, "B", ZCHAT_OK, 52);
+    s_event (bed, "lobby:", ZCHAT_EVENT_NICK, "bob", "robert");
+    s_event (bed, "ops:", ZCHAT_EVENT_NICK, "bob", "robert");
+    SEND (bed, "B", zchat_encode_nick (&s_buf, 53, "alice"));
+    s_error (bed, "B", 53, ZCHAT_ERR_NICK_IN_USE);
+    SEND (bed, "B", zchat_encode_nick (&s_buf, 54, "-x"));
+    s_error (bed, "B", 54, ZCHAT_ERR_INVALID);
+    SEND (bed, "B", zchat_encode_nick (&s_buf, 55, "robert"));
+    s_reply (bed, "B", ZCHAT_OK, 55);
+    assert (zchat_testbed_pending (bed) == 0);
+    SEND (bed, "A3", zchat_encode_dm (&s_buf, 56, "bob", 0, "hi", 2));
+    s_error (bed, "A3", 56, ZCHAT_ERR_NO_SUCH_NICK);
+    //  The old nick is free for someone else
+    s_greet (bed, "C", "bob", NULL);
+
+    //  Expiry: only the silent session goes, announced as quit
+    zchat_testbed_clear (bed);
+    zchat_testbed_advance (bed, 2000);
+    SEND (bed, "A3", zchat_encode_ping (&s_buf, 60));
+    SEND (bed, "C", zchat_encode_ping (&s_buf, 61));
+    zchat_testbed_advance (bed, 1500);          //  robert silent 3.5 s > 3 s
+    zchat_testbed_tick (bed);
+    assert (zchat_server_sessions (server) == 2);
+    s_event (bed, "lobby:", ZCHAT_EVENT_QUIT, "robert", "");
+    s_event (bed, "ops:", ZCHAT_EVENT_QUIT, "robert", "");
+    assert (zchat_rooms_lookup (server->rooms, "ops") == NULL);
+    SEND (bed, "B", zchat_encode_ping (&s_buf, 62));
+    s_error (bed, "B", 62, ZCHAT_ERR_SESSION);
+    //  A tick at the same time again expires nobody else
+    zchat_testbed_tick (bed);
+    assert (zchat_server_sessions (server) == 2);
+    zchat_testbed_advance (bed, 3001);
+    zchat_testbed_tick (bed);
+    assert (zchat_server_sessions (server) == 0);
+
+    zchat_testbed_destroy (&bed);
+}
+
+
+//  Rooms: join, leave, who, rooms, topic, probe.
+static void
+s_test_rooms (void)
+{
+    zchat_testbed_t *bed = zchat_testbed_new (NULL, false);
+    assert (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_greet (bed, "B", "bob", NULL);
+
+    SEND (bed, "A", zchat_encode_join (&s_buf, 2, "lobby"));
+    const zchat_msg_t *msg = s_reply (bed, "A", ZCHAT_JOINED, 2);
+    assert (streq (msg->room, "lobby"));
+    assert (msg->seq == 0 && msg->first_seq == 0);
+    assert (msg->members == 1);
+    assert (streq (msg->topic, ""));
+    s_event (bed, "lobby:", ZCHAT_EVENT_JOIN, "alice", "");
+    SEND (bed, "B", zchat_encode_join (&s_buf, 3, "lobby"));
+    msg = s_reply (bed, "B", ZCHAT_JOINED, 3);
+    assert (msg->members == 2);
+    s_event (bed, "lobby:", ZCHAT_EVENT_JOIN, "bob", "");
+    //  Joining again: JOINED again, no event
+    SEND (bed, "A", zchat_encode_join (&s_buf, 4, "lobby"));
+    msg = s_reply (bed, "A", ZCHAT_JOINED, 4);
+    assert (msg->members == 2);
+    assert (zchat_testbed_publications (bed, "lobby:") == 0);
+    //  Bad room names
+    SEND (bed, "A", zchat_encode_join (&s_buf, 5, "no room"));
+    s_error (bed, "A", 5, ZCHAT_ERR_INVALID);
+    SEND (bed, "A", zchat_encode_join (&s_buf, 6, "a:b"));
+    s_error (bed, "A", 6, ZCHAT_ERR_INVALID);
+    s_join (bed, "A", "lob", 7);
+    s_event (bed, "lob:", ZCHAT_EVENT_JOIN, "alice", "");
+
+    //  WHO: members in join order; only for members
+    SEND (bed, "B", zchat_encode_who (&s_buf, 10, "lobby"));
+    msg = s_reply (bed, "B", ZCHAT_MEMBERS, 10);
+    assert (streq (msg->room, "lobby"));
+    assert (msg->item_count == 2);
+    size_t cursor = 0;
+    zchat_item_t item;
+    assert (zchat_msg_next_item (msg, &cursor, &item) && streq (item.nick, "alice"));
+    assert (zchat_msg_next_item (msg, &cursor, &item) && streq (item.nick, "bob"));
+    SEND (bed, "B", zchat_encode_who (&s_buf, 11, "lob"));
+    s_error (bed, "B", 11, ZCHAT_ERR_NOT_MEMBER);
+
+    //  TOPIC: set by a member, announced; read by anyone; 404 to set
+    //  from outside; a room never seen reads as no topic.
+    SEND (bed, "A", zchat_encode_topic (&s_buf, 20, "lobby", true, "Welcome, all ☺"));
+    msg = s_reply (bed, "A", ZCHAT_TOPICIS, 20);
+    assert (streq (msg->topic, "Welcome, all ☺"));
+    assert (streq (msg->nick, "alice"));
+    assert (msg->ts == zchat_testbed_now (bed));
+    s_event (bed, "lobby:", ZCHAT_EVENT_TOPIC, "alice", "Welcome, all ☺");
+    SEND (bed, "B", zchat_encode_topic (&s_buf, 21, "lobby", false, ""));
+    msg = s_reply (bed, "B", ZCHAT_TOPICIS, 21);
+    assert (streq (msg->topic, "Welcome, all ☺"));
+    assert (streq (msg->nick, "alice"));
+    SEND (bed, "B", zchat_encode_topic (&s_buf, 22, "lob", true, "mine"));
+    s_error (bed, "B", 22, ZCHAT_ERR_NOT_MEMBER);
+    SEND (bed, "B", zchat_encode_topic (&s_buf, 23, "lob", false, ""));
+    msg = s_reply (bed, "B", ZCHAT_TOPICIS, 23);
+    assert (streq (msg->topic, ""));
+    SEND (bed, "B", zchat_encode_topic (&s_buf, 24, "nowhere", false, ""));
+    msg = s_reply (bed, "B", ZCHAT_TOPICIS, 24);
+    assert (streq (msg->topic, "") && streq (msg->nick, "") && msg->ts == 0);
+    SEND (bed, "B", zchat_encode_topic (&s_buf, 25, "bad room", false, ""));
+    s_error (bed, "B", 25, ZCHAT_ERR_INVALID);
+
+    //  ROOMS: rooms with members, by name, with counts, seqs, topics
+    s_say (bed, "A", "lobby", 30, "hello");
+    zchat_testbed_clear (bed);
+    SEND (bed, "B", zchat_encode_rooms (&s_buf, 31));
+    msg = s_reply (bed, "B", ZCHAT_ROOMLIST, 31);
+    assert (msg->item_count == 2);
+    cursor = 0;
+    assert (zchat_msg_next_item (msg, &cursor, &item));
+    assert (streq (item.room, "lob") && item.members == 1 && item.seq == 0);
+    assert (zchat_msg_next_item (msg, &cursor, &item));
+    assert (streq (item.room, "lobby") && item.members == 2 && item.seq == 1);
+    assert (streq (item.topic, "Welcome, all ☺"));
+
+    //  PROBE: published on the room's topic with the request id and nick
+    SEND (bed, "B", zchat_encode_probe (&s_buf, 40, "lobby", NULL));
+    s_reply (bed, "B", ZCHAT_OK, 40);
+    msg = s_publication (bed, "lobby:", ZCHAT_PROBE);
+    assert (msg->id == 40);
+    assert (streq (msg->room, "lobby") && streq (msg->nick, "bob"));
+    SEND (bed, "B", zchat_encode_probe (&s_buf, 41, "lob", NULL));
+    s_error (bed, "B", 41, ZCHAT_ERR_NOT_MEMBER);
+    assert (zchat_testbed_publications (bed, "lob:") == 0);
+
+    //  LEAVE: OK and announced; again: 404; empty rooms are freed and
+    //  drop out of ROOMS; the topic survives in the store.
+    SEND (bed, "A", zchat_encode_leave (&s_buf, 50, "lob"));
+    s_reply (bed, "A", ZCHAT_OK, 50);
+    s_event (bed, "lob:", ZCHAT_EVENT_LEAVE, "alice", "");
+    SEND (bed, "A", zchat_encode_leave (&s_buf, 51, "lob"));
+    s_error (bed, "A", 51, ZCHAT_ERR_NOT_MEMBER);
+    zchat_server_t *server = zchat_testbed_server (bed);
+    assert (zchat_rooms_lookup (server->rooms, "lob") == NULL);
+    SEND (bed, "A", zchat_encode_leave (&s_buf, 52, "lobby"));
+    s_reply (bed, "A", ZCHAT_OK, 52);
+    SEND (bed, "B", zchat_encode_leave (&s_buf, 53, "lobby"));
+    s_reply (bed, "B", ZCHAT_OK, 53);
+    assert (zchat_rooms_size (server->rooms) == 0);
+    SEND (bed, "B", zchat_encode_rooms (&s_buf, 54));
+    msg = s_reply (bed, "B", ZCHAT_ROOMLIST, 54);
+    assert (msg->item_count == 0);
+    SEND (bed, "B", zchat_encode_join (&s_buf, 55, "lobby"));
+    msg = s_reply (bed, "B", ZCHAT_JOINED, 55);
+    assert (msg->seq == 1 && msg->first_seq == 1);
+    assert (streq (msg->topic, "Welcome, all ☺"));
+
+    zchat_testbed_destroy (&bed);
+}
+
+
+//  SAY: staging, group commit, seqs, duplicates, DM, PING.
+static void
+s_test_messages (void)
+{
+    zchat_testbed_t *bed = zchat_testbed_new (NULL, false);
+    assert (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_greet (bed, "B", "bob", NULL);
+    s_join (bed, "A", "lobby", 2);
+    s_join (bed, "B", "lobby", 3);
+    s_join (bed, "B", "lob", 4);
+    zchat_testbed_clear (bed);
+
+    //  Three SAYs: nothing before the flush, then ACKs and MESSAGEs 1, 2, 3
+    const char *texts [3] = { "one", "two ☺", "three" };
+    for (int i = 0; i < 3; i++)
+        SEND (bed, "A", zchat_encode_say (&s_buf, 100 + (uint64_t) i, "lobby",
+                                          i == 2 ? ZCHAT_KIND_ACTION : ZCHAT_KIND_TEXT,
+                                          texts [i], strlen (texts [i])));
+    assert (zchat_testbed_pending (bed) == 0);
+    uint64_t staged_at = zchat_testbed_now (bed);
+    zchat_testbed_advance (bed, 5);
+    assert (zchat_testbed_flush (bed) == 3);
+    assert (zchat_testbed_flush (bed) == 0);        //  nothing left
+    uint64_t ts [3];
+    for (int i = 0; i < 3; i++) {
+        const zchat_msg_t *msg = s_reply (bed, "A", ZCHAT_ACK, 100 + (uint64_t) i);
+        assert (streq (msg->room, "lobby"));
+        assert (msg->seq == (uint64_t) i + 1);
+        assert (msg->ts == staged_at);
+        ts [i] = msg->ts;
+        msg = s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+        assert (msg->id == 0);
+        assert (streq (msg->room, "lobby"));
+        assert (msg->seq == (uint64_t) i + 1);
+        assert (msg->ts == staged_at);
+        assert (streq (msg->nick, "alice"));
+        assert (msg->kind == (i == 2 ? ZCHAT_KIND_ACTION : ZCHAT_KIND_TEXT));
+        assert (msg->text_size == strlen (texts [i]));
+        assert (memcmp (msg->text, texts [i], msg->text_size) == 0);
+    }
+    assert (zchat_testbed_publications (bed, "lob:") == 0);
+    assert (zchat_testbed_pending (bed) == 0);
+
+    //  A resent SAY: the original ACK, no new seq, nothing published
+    zchat_testbed_advance (bed, 1000);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 101, "lobby", 0, "two again", 9));
+    assert (zchat_testbed_pending (bed) == 0);
+    assert (zchat_testbed_flush (bed) == 0);
+    const zchat_msg_t *msg = s_reply (bed, "A", ZCHAT_ACK, 101);
+    assert (streq (msg->room, "lobby") && msg->seq == 2 && msg->ts == ts [1]);
+    assert (zchat_testbed_publications (bed, "lobby:") == 0);
+    //  ... also when the original is in the same group
+    SEND (bed, "A", zchat_encode_say (&s_buf, 200, "lobby", 0, "four", 4));
+    SEND (bed, "A", zchat_encode_say (&s_buf, 200, "lobby", 0, "four", 4));
+    SEND (bed, "B", zchat_encode_say (&s_buf, 200, "lobby", 0, "bob's four", 10));
+    assert (zchat_testbed_flush (bed) == 2);
+    msg = s_reply (bed, "A", ZCHAT_ACK, 200);
+    assert (msg->seq == 4);
+    msg = s_reply (bed, "A", ZCHAT_ACK, 200);
+    assert (msg->seq == 4);
+    msg = s_reply (bed, "B", ZCHAT_ACK, 200);      //  same id, other nick: new
+    assert (msg->seq == 5);
+    assert (zchat_testbed_publications (bed, "lobby:") == 2);
+    zchat_testbed_clear (bed);
+
+    //  Refused SAYs: not a member, too large; answered at once
+    SEND (bed, "A", zchat_encode_say (&s_buf, 300, "lob", 0, "x", 1));
+    s_error (bed, "A", 300, ZCHAT_ERR_NOT_MEMBER);
+    char *big = (char *) malloc (5000);
+    assert (big);
+    memset (big, 'x', 5000);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 301, "lobby", 0, big, 4097));
+    s_error (bed, "A", 301, ZCHAT_ERR_TOO_LARGE);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 302, "lobby", 0, big, 4096));
+    assert (zchat_testbed_flush (bed) == 1);
+    s_reply (bed, "A", ZCHAT_ACK, 302);
+    free (big);
+    zchat_testbed_clear (bed);
+
+    //  DM: delivered to the recipient's peer only, never published
+    SEND (bed, "A", zchat_encode_dm (&s_buf, 400, "bob", ZCHAT_KIND_TEXT, "psst", 4));
+    msg = s_reply (bed, "B", ZCHAT_DELIVER, 0);
+    assert (streq (msg->nick, "alice"));
+    assert (msg->kind == ZCHAT_KIND_TEXT);
+    assert (msg->ts == zchat_testbed_now (bed));
+    assert (msg->text_size == 4 && memcmp (msg->text, "psst", 4) == 0);
+    msg = s_reply (bed, "A", ZCHAT_ACK, 400);
+    assert (streq (msg->room, "") && msg->seq == 0);
+    assert (zchat_testbed_pending (bed) == 0);      //  nothing on PUB
+    SEND (bed, "A", zchat_encode_dm (&s_buf, 401, "nobody", 0, "hi", 2));
+    s_error (bed, "A", 401, ZCHAT_ERR_NO_SUCH_NICK);
+    SEND (bed, "A", zchat_encode_dm (&s_buf, 402, "bob", 0, "", 0));
+    s_reply (bed, "B", ZCHAT_DELIVER, 0);
+    s_reply (bed, "A", ZCHAT_ACK, 402);
+
+    //  PING: the newest committed seq of each room, in join order; a
+    //  staged message does not count until it is committed.
+    SEND (bed, "A", zchat_encode_say (&s_buf, 500, "lobby", 0, "staged", 6));
+    SEND (bed, "B", zchat_encode_ping (&s_buf, 501));
+    msg = s_reply (bed, "B", ZCHAT_PONG, 501);
+    assert (msg->item_count == 2);
+    size_t cursor = 0;
+    zchat_item_t item;
+    assert (zchat_msg_next_item (msg, &cursor, &item));
+    assert (streq (item.room, "lobby") && item.seq == 6);
+    assert (zchat_msg_next_item (msg, &cursor, &item));
+    assert (streq (item.room, "lob") && item.seq == 0);
+    assert (zchat_testbed_flush (bed) == 1);
+    SEND (bed, "B", zchat_encode_ping (&s_buf, 502));
+    msg = s_reply (bed, "B", ZCHAT_PONG, 502);
+    cursor = 0;
+    assert (zchat_msg_next_item (msg, &cursor, &item) && item.seq == 7);
+
+    //  A member who leaves while its message is staged: the room stays
+    //  until the group is done, the MESSAGE still goes out, then it is freed.
+    zchat_testbed_clear (bed);
+    SEND (bed, "B", zchat_encode_say (&s_buf, 600, "lob", 0, "last word", 9));
+    SEND (bed, "B", zchat_encode_leave (&s_buf, 601, "lob"));
+    s_reply (bed, "B", ZCHAT_ACK, 600);
+    s_reply (bed, "B", ZCHAT_OK, 601);
+    msg = s_publication (bed, "lob:", ZCHAT_MESSAGE);
+    assert (msg->seq == 1);
+    s_event (bed, "lob:", ZCHAT_EVENT_LEAVE, "bob", "");
+    zchat_server_t *server = zchat_testbed_server (bed);
+    assert (zchat_rooms_lookup (server->rooms, "lob") == NULL);
+
+    //  A store failure at commit: ERROR 500 to every staged sender, nothing
+    //  published, and the seqs are handed out again without a hole.
+    zchat_testbed_clear (bed);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 700, "lobby", 0, "lost", 4));
+    SEND (bed, "B", zchat_encode_say (&s_buf, 701, "lobby", 0, "lost too", 8));
+    server->fail_commit = true;
+    assert (zchat_testbed_flush (bed) == -1);
+    s_error (bed, "A", 700, ZCHAT_ERR_INTERNAL);
+    s_error (bed, "B", 701, ZCHAT_ERR_INTERNAL);
+    assert (zchat_testbed_pending (bed) == 0);
+    assert (s_say (bed, "A", "lobby", 700, "kept") == 8);
+    assert (zchat_store_last_seq (zchat_testbed_store (bed), "lobby") == 8);
+
+    //  Restart: numbering continues, and a retry is still recognised
+    zchat_testbed_clear (bed);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 800, "lobby", 0, "before", 6));
+    assert (zchat_testbed_restart (bed) == 0);       //  destroy flushes
+    s_reply (bed, "A", ZCHAT_ACK, 800);
+    zchat_testbed_clear (bed);
+    s_greet (bed, "A", "alice", NULL);
+    SEND (bed, "A", zchat_encode_join (&s_buf, 801, "lobby"));
+    msg = s_reply (bed, "A", ZCHAT_JOINED, 801);
+    assert (msg->seq == 9 && msg->first_seq == 1);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 101, "lobby", 0, "two", 3));
+    assert (zchat_testbed_flush (bed) == 0);
+    msg = s_reply (bed, "A", ZCHAT_ACK, 101);
+    assert (msg->seq == 2 && msg->ts == ts [1]);
+    assert (s_say (bed, "A", "lobby", 802, "after") == 10);
+
+    zchat_testbed_destroy (&bed);
+}
+
+
+//  HISTORY: ranges, tails, paging, byte cap, retention.
+static void
+s_test_history (void)
+{
+    zchat_server_config_t config = zchat_testbed_config ();
+    config.history_page = 4;
+    config.max_text = ZCHAT_MAX_TEXT;
+    zchat_testbed_t *bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_join (bed, "A", "lobby", 2);
+    s_greet (bed, "B", "bob", NULL);
+
+    //  Not a member: 404; empty room: an empty page
+    SEND (bed, "B", zchat_encode_history (&s_buf, 3, "lobby", 0, 0, 10));
+    s_error (bed, "B", 3, ZCHAT_ERR_NOT_MEMBER);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 4, "lobby", 0, 0, 10));
+    const zchat_msg_t *msg = s_reply (bed, "A", ZCHAT_PAGE, 4);
+    assert (msg->item_count == 0 && msg->first_seq == 0 && msg->seq == 0 && msg->flag == 0);
+
+    for (int i = 1; i <= 10; i++) {
+        char text [16];
+        snprintf (text, sizeof (text), "m%d", i);
+        SEND (bed, "A", zchat_encode_say (&s_buf, 10 + (uint64_t) i, "lobby", 0,
+                                          text, strlen (text)));
+    }
+    assert (zchat_testbed_flush (bed) == 10);
+    zchat_testbed_clear (bed);
+
+    //  Checks a page: its items are seqs first..first+count-1, in order.
+    #define CHECK_PAGE(id, first, count, more) \
+        do { \
+            msg = s_reply (bed, "A", ZCHAT_PAGE, (id)); \
+            assert (streq (msg->room, "lobby")); \
+            assert (msg->first_seq == 1 && msg->seq == 10); \
+            assert (msg->item_count == (count)); \
+            assert (msg->flag == (more)); \
+            size_t cursor_ = 0; \
+            zchat_item_t item_; \
+            for (uint64_t s_ = (first); s_ < (uint64_t) (first) + (count); s_++) { \
+                assert (zchat_msg_next_item (msg, &cursor_, &item_)); \
+                assert (item_.seq == s_); \
+                assert (streq (item_.nick, "alice")); \
+                char text_ [32]; \
+                snprintf (text_, sizeof (text_), "m%" PRIu64, s_); \
+                assert (item_.text_size == strlen (text_)); \
+                assert (memcmp (item_.text, text_, item_.text_size) == 0); \
+            } \
+            assert (!zchat_msg_next_item (msg, &cursor_, &item_)); \
+        } while (0)
+
+    //  A range within the page size; a range over it (more); the rest
+    SEND (bed, "A", zchat_encode_history (&s_buf, 20, "lobby", 2, 4, 100));
+    CHECK_PAGE (20, 2, 3, 0);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 21, "lobby", 1, 0, 100));
+    CHECK_PAGE (21, 1, 4, 1);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 22, "lobby", 5, 0, 100));
+    CHECK_PAGE (22, 5, 4, 1);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 23, "lobby", 9, 0, 100));
+    CHECK_PAGE (23, 9, 2, 0);
+    //  The client's own limit below the page size
+    SEND (bed, "A", zchat_encode_history (&s_buf, 24, "lobby", 1, 0, 2));
+    CHECK_PAGE (24, 1, 2, 1);
+    //  Tails: the last 3; the last 3 up to 6; the last 6 (over a page:
+    //  served from its start, more)
+    SEND (bed, "A", zchat_encode_history (&s_buf, 25, "lobby", 0, 0, 3));
+    CHECK_PAGE (25, 8, 3, 0);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 26, "lobby", 0, 6, 3));
+    CHECK_PAGE (26, 4, 3, 0);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 27, "lobby", 0, 0, 6));
+    CHECK_PAGE (27, 5, 4, 1);
+    //  Limit 0 means the page size
+    SEND (bed, "A", zchat_encode_history (&s_buf, 28, "lobby", 0, 0, 0));
+    CHECK_PAGE (28, 7, 4, 0);
+    //  Past the end, reversed, beyond newest
+    SEND (bed, "A", zchat_encode_history (&s_buf, 29, "lobby", 11, 0, 10));
+    CHECK_PAGE (29, 11, 0, 0);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 30, "lobby", 6, 5, 10));
+    CHECK_PAGE (30, 6, 0, 0);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 31, "lobby", 10, 99, 10));
+    CHECK_PAGE (31, 10, 1, 0);
+
+    //  A staged message is committed before the history is read, and its
+    //  ACK goes out first.
+    SEND (bed, "A", zchat_encode_say (&s_buf, 40, "lobby", 0, "m11", 3));
+    SEND (bed, "A", zchat_encode_history (&s_buf, 41, "lobby", 11, 0, 10));
+    s_reply (bed, "A", ZCHAT_ACK, 40);
+    msg = s_reply (bed, "A", ZCHAT_PAGE, 41);
+    assert (msg->item_count == 1 && msg->seq == 11);
+    zchat_testbed_clear (bed);
+
+    //  Byte cap: big texts fill a page before the item limit does
+    zchat_server_t *server = zchat_testbed_server (bed);
+    server->config.history_page = 100;
+    char *big = (char *) malloc (ZCHAT_MAX_TEXT);
+    assert (big);
+    memset (big, 'y', ZCHAT_MAX_TEXT);
+    for (int i = 0; i < 12; i++)
+        SEND (bed, "A", zchat_encode_say (&s_buf, 50 + (uint64_t) i, "lobby", 0,
+                                          big, ZCHAT_MAX_TEXT));
+    free (big);
+    assert (zchat_testbed_flush (bed) == 12);
+    zchat_testbed_clear (bed);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 60, "lobby", 12, 0, 100));
+    msg = s_reply (bed, "A", ZCHAT_PAGE, 60);
+    assert (msg->item_count >= 1 && msg->item_count < 12);
+    assert (msg->flag == 1);
+    assert (msg->items_size <= ZCHAT_PAGE_BYTES);
+    size_t got = msg->item_count;
+    SEND (bed, "A", zchat_encode_history (&s_buf, 61, "lobby", 12 + got, 0, 100));
+    msg = s_reply (bed, "A", ZCHAT_PAGE, 61);
+    assert (msg->item_count == 12 - got && msg->flag == 0);
+
+    //  Retention: a tick trims to the newest 5; history and JOINED show it
+    server->config.retain_messages = 5;
+    zchat_testbed_tick (bed);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 70, "lobby", 1, 0, 100));
+    msg = s_reply (bed, "A", ZCHAT_PAGE, 70);
+    assert (msg->first_seq == 19 && msg->seq == 23);
+    size_t cursor = 0;
+    zchat_item_t item;
+    assert (zchat_msg_next_item (msg, &cursor, &item) && item.seq == 19);
+    s_join (bed, "B", "lobby", 71);
+    assert (s_msg.first_seq == 19 && s_msg.seq == 23);
+
+    zchat_testbed_destroy (&bed);
+}
+
+
+//  Limits: rate, rooms per session, sessions per address, CURVE nicks.
+static void
+s_test_limits (void)
+{
+    zchat_server_config_t config = zchat_testbed_config ();
+    config.rate_limit = 2;
+    config.rate_burst = 2;
+    config.max_rooms = 2;
+    config.max_sessions_per_address = 2;
+    zchat_testbed_t *bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_greet (bed, "B", "bob", NULL);
+    s_join (bed, "A", "lobby", 2);
+
+    //  Rate: a burst of 2, then 429 with a retry time; refilled later
+    s_say (bed, "A", "lobby", 10, "1");
+    SEND (bed, "A", zchat_encode_dm (&s_buf, 11, "bob", 0, "2", 1));
+    s_reply (bed, "A", ZCHAT_ACK, 11);
+    s_reply (bed, "B", ZCHAT_DELIVER, 0);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 12, "lobby", 0, "3", 1));
+    const zchat_msg_t *msg = s_error (bed, "A", 12, ZCHAT_ERR_RATE_LIMITED);
+    assert (msg->retry_ms == 500);
+    SEND (bed, "A", zchat_encode_dm (&s_buf, 13, "bob", 0, "4", 1));
+    s_error (bed, "A", 13, ZCHAT_ERR_RATE_LIMITED);
+    assert (zchat_testbed_flush (bed) == 0);
+    zchat_testbed_advance (bed, 200);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 14, "lobby", 0, "5", 1));
+    msg = s_error (bed, "A", 14, ZCHAT_ERR_RATE_LIMITED);
+    assert (msg->retry_ms == 300);              //  0.4 of 1 message refilled
+    zchat_testbed_advance (bed, 300);
+    assert (s_say (bed, "A", "lobby", 15, "6") == 2);
+    //  Other sessions have their own bucket
+    SEND (bed, "B", zchat_encode_dm (&s_buf, 16, "alice", 0, "hi", 2));
+    s_reply (bed, "B", ZCHAT_ACK, 16);
+    s_reply (bed, "A", ZCHAT_DELIVER, 0);
+
+    //  Rooms per session
+    s_join (bed, "A", "ops", 20);
+    SEND (bed, "A", zchat_encode_join (&s_buf, 21, "dev"));
+    msg = s_error (bed, "A", 21, ZCHAT_ERR_LIMIT);
+    assert (strstr (msg->reason, "limit"));
+    s_join (bed, "A", "ops", 22);                   //  a room already joined is fine
+    zchat_server_t *server = zchat_testbed_server (bed);
+    assert (zchat_rooms_lookup (server->rooms, "dev") == NULL);
+
+    //  Sessions per address: a third from 127.0.0.1 is refused, another
+    //  address is fine, and a takeover within the address is fine.
+    SEND (bed, "C", zchat_encode_hello (&s_buf, 30, ZCHAT_VERSION, "carol", ""));
+    msg = s_error (bed, "C", 30, ZCHAT_ERR_LIMIT);
+    assert (strstr (msg->reason, "address"));
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size_t size = zchat_encode_hello (&s_buf, 31, ZCHAT_VERSION, "carol", "");
+    zchat_testbed_send_from (bed, "C", NULL, "10.1.2.3", s_body, size);
+    s_reply (bed, "C", ZCHAT_WELCOME, 31);
+    SEND (bed, "B", zchat_encode_bye (&s_buf, 32));
+    s_reply (bed, "B", ZCHAT_OK, 32);
+    s_greet (bed, "B", "bob", NULL);
+    zchat_testbed_destroy (&bed);
+
+    //  CURVE: a nick belongs to the first key that used it, across
+    //  sessions and restarts; one key may own several nicks.
+    config = zchat_testbed_config ();
+    config.curve = true;
+    bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    const char *key1 = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+    const char *key2 = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID";
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_hello (&s_buf, 40, ZCHAT_VERSION, "dave", "");
+    zchat_testbed_send_from (bed, "D1", key1, NULL, s_body, size);
+    s_reply (bed, "D1", ZCHAT_WELCOME, 40);
+    char owner [ZCHAT_KEY_SIZE + 1];
+    assert (zchat_store_nick_owner (zchat_testbed_store (bed), "dave", owner) == 0);
+    assert (streq (owner, key1));
+    zchat_testbed_send_from (bed, "D2", key2, NULL, s_body, size);
+    msg = s_error (bed, "D2", 40, ZCHAT_ERR_FORBIDDEN);
+    assert (streq (msg->reason, "nick dave is registered to another key"));
+    zchat_testbed_send_from (bed, "D3", NULL, NULL, s_body, size);
+    s_error (bed, "D3", 40, ZCHAT_ERR_FORBIDDEN);
+    //  key2 greets as erin, then may not rename to dave
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_hello (&s_buf, 41, ZCHAT_VERSION, "erin", "");
+    zchat_testbed_send_from (bed, "D2", key2, NULL, s_body, size);
+    s_reply (bed, "D2", ZCHAT_WELCOME, 41);
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_nick (&s_buf, 42, "dave2");
+    zchat_testbed_send_from (bed, "D2", key2, NULL, s_body, size);
+    s_reply (bed, "D2", ZCHAT_OK, 42);
+    //  dave leaves; after a restart key2 still cannot have dave, key1 can
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_bye (&s_buf, 43);
+    zchat_testbed_send_from (bed, "D1", key1, NULL, s_body, size);
+    s_reply (bed, "D1", ZCHAT_OK, 43);
+    assert (zchat_testbed_restart (bed) == 0);
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_hello (&s_buf, 44, ZCHAT_VERSION, "dave", "");
+    zchat_testbed_send_from (bed, "D2", key2, NULL, s_body, size);
+    s_error (bed, "D2", 44, ZCHAT_ERR_FORBIDDEN);
+    zchat_testbed_send_from (bed, "D1", key1, NULL, s_body, size);
+    s_reply (bed, "D1", ZCHAT_WELCOME, 44);
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_nick (&s_buf, 45, "dave_bot");
+    zchat_testbed_send_from (bed, "D1", key1, NULL, s_body, size);
+    s_reply (bed, "D1", ZCHAT_OK, 45);
+    zchat_testbed_send_from (bed, "D1", key1, NULL, s_body, size);
+    s_reply (bed, "D1", ZCHAT_OK, 45);
+    assert (zchat_store_nick_owner (zchat_testbed_store (bed), "dave_bot", owner) == 0);
+    assert (streq (owner, key1));
+    zchat_testbed_destroy (&bed);
+}
+
+
+//  Bad input: every kind gets an answer, none a crash.
+static void
+s_test_bad_input (void)
+{
+    zchat_testbed_t *bed = zchat_testbed_new (NULL, false);
+    assert (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_join (bed, "A", "lobby", 2);
+    zchat_testbed_clear (bed);
+
+    //  Undecodable: empty, short, bad signature: 400 with id 0
+    zchat_testbed_send (bed, "A", s_body, 0);
+    s_error (bed, "A", 0, ZCHAT_ERR_MALFORMED);
+    zchat_testbed_send (bed, "A", NULL, 0);
+    s_error (bed, "A", 0, ZCHAT_ERR_MALFORMED);
+    zchat_testbed_send (bed, "A", "ZC", 2);
+    s_error (bed, "A", 0, ZCHAT_ERR_MALFORMED);
+    zchat_testbed_send (bed, "A", "GET / HTTP/1.1\r\n\r\n", 18);
+    s_error (bed, "A", 0, ZCHAT_ERR_MALFORMED);
+
+    //  A good header with a bad rest: 400 echoing the id
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size_t size = zchat_encode_say (&s_buf, 77, "lobby", 0, "hello", 5);
+    zchat_testbed_send (bed, "A", s_body, size - 1);               //  truncated
+    s_error (bed, "A", 77, ZCHAT_ERR_MALFORMED);
+    s_body [size] = 0;
+    zchat_testbed_send (bed, "A", s_body, size + 1);               //  trailing
+    s_error (bed, "A", 77, ZCHAT_ERR_MALFORMED);
+    s_body [size - 1] = 0xFF;                                       //  bad UTF-8
+    zchat_testbed_send (bed, "A", s_body, size);
+    s_error (bed, "A", 77, ZCHAT_ERR_MALFORMED);
+    s_body [size - 1] = 0;                                          //  a NUL
+    zchat_testbed_send (bed, "A", s_body, size);
+    s_error (bed, "A", 77, ZCHAT_ERR_MALFORMED);
+    size = zchat_encode_say (&s_buf, 78, "lobby", 0, "hello", 5);
+    s_body [ZCHAT_HEADER_SIZE + 1 + 5] = 7;                         //  bad kind
+    zchat_testbed_send (bed, "A", s_body, size);
+    s_error (bed, "A", 78, ZCHAT_ERR_MALFORMED);
+
+    //  Unknown types, and types a client never sends: 501
+    size = zchat_encode_ping (&s_buf, 79);
+    s_body [2] = 99;
+    zchat_testbed_send (bed, "A", s_body, size);
+    s_error (bed, "A", 79, ZCHAT_ERR_UNKNOWN_COMMAND);
+    s_body [2] = 0;
+    zchat_testbed_send (bed, "A", s_body, size);
+    s_error (bed, "A", 79, ZCHAT_ERR_UNKNOWN_COMMAND);
+    SEND (bed, "A", zchat_encode_ok (&s_buf, 80));
+    s_error (bed, "A", 80, ZCHAT_ERR_UNKNOWN_COMMAND);
+    SEND (bed, "A", zchat_encode_ack (&s_buf, 81, "lobby", 1, 1));
+    s_error (bed, "A", 81, ZCHAT_ERR_UNKNOWN_COMMAND);
+    SEND (bed, "A", zchat_encode_message (&s_buf, 82, "lobby", 1, 1, "alice", 0, "x", 1));
+    s_error (bed, "A", 82, ZCHAT_ERR_UNKNOWN_COMMAND);
+    SEND (bed, "A", zchat_encode_event (&s_buf, 83, "lobby", 1, ZCHAT_EVENT_JOIN, "x", ""));
+    s_error (bed, "A", 83, ZCHAT_ERR_UNKNOWN_COMMAND);
+    SEND (bed, "A", zchat_encode_welcome (&s_buf, 84, 1, "alice", "t", 1, "e", 1, 1, 1, false));
+    s_error (bed, "A", 84, ZCHAT_ERR_UNKNOWN_COMMAND);
+    //  ... also from a peer without a session
+    SEND (bed, "Z", zchat_encode_ok (&s_buf, 85));
+    s_error (bed, "Z", 85, ZCHAT_ERR_UNKNOWN_COMMAND);
+
+    //  A nick over 32 bytes cannot even be decoded: 422, not 400
+    s_body [0] = 'Z'; s_body [1] = 'C'; s_body [2] = ZCHAT_HELLO;
+    memset (s_body + 3, 0, 8);
+    s_body [10] = 86;
+    s_body [11] = 1;
+    s_body [12] = 40;
+    memset (s_body + 13, 'n', 40);
+    s_body [53] = 0;
+    zchat_testbed_send (bed, "Z", s_body, 54);
+    s_error (bed, "Z", 86, ZCHAT_ERR_INVALID);
+
+    //  An oversize peer blob is dropped without an answer
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_ping (&s_buf, 87);
+    uint8_t *blob = (uint8_t *) calloc (1, ZCHAT_MAX_PEER + 1);
+    assert (blob);
+    zchat_server_handle (zchat_testbed_server (bed), blob, ZCHAT_MAX_PEER + 1, NULL,
+                         NULL, s_body, size, zchat_testbed_now (bed));
+    //  ... the largest allowed works, and an empty one too
+    zchat_server_handle (zchat_testbed_server (bed), blob, ZCHAT_MAX_PEER, NULL,
+                         NULL, s_body, size, zchat_testbed_now (bed));
+    zchat_server_handle (zchat_testbed_server (bed), blob, 0, NULL,
+                         NULL, s_body, size, zchat_testbed_now (bed));
+    free (blob);
+    assert (zchat_testbed_pending (bed) == 2);
+    zchat_testbed_clear (bed);
+
+    //  The session is still fine
+    assert (s_say (bed, "A", "lobby", 90, "still here") == 1);
+    zchat_testbed_destroy (&bed);
+}
+
+
+//  A small PRNG, so that the random test replays exactly (xorshift64*).
+static uint64_t
+s_random (uint64_t *state)
+{
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    return *state * 0x2545F4914F6CDD1DULL;
+}
+
+//  10,000 random and mutated bodies from greeted and unknown peers; the
+//  testbed checks that every output decodes. Nothing may crash.
+static void
+s_test_random (void)
+{
+    zchat_server_config_t config = zchat_testbed_config ();
+    config.max_rooms = 3;
+    config.rate_limit = 1000;
+    config.rate_burst = 100;
+    config.history_page = 10;
+    zchat_testbed_t *bed = zchat_testbed_new (&config, true);
+    assert (bed);
+    const char *peers [] = { "A", "B", "C", "D" };
+    s_greet (bed, "A", "alice", NULL);
+    s_greet (bed, "B", "bob", NULL);
+    s_join (bed, "A", "lobby", 2);
+    s_join (bed, "B", "lobby", 3);
+
+    //  Valid bodies of every client request, to mutate
+    uint8_t samples [16][128];
+    size_t sample_size [16];
+    size_t samples_count = 0;
+    #define SAMPLE(encode) \
+        do { \
+            zchat_buf_init (&s_buf, samples [samples_count], 128); \
+            sample_size [samples_count] = (encode); \
+            assert (sample_size [samples_count] > 0); \
+            samples_count++; \
+        } while (0)
+    SAMPLE (zchat_encode_hello (&s_buf, 1, 1, "carol", ""));
+    SAMPLE (zchat_encode_join (&s_buf, 2, "lobby"));
+    SAMPLE (zchat_encode_leave (&s_buf, 3, "lobby"));
+    SAMPLE (zchat_encode_say (&s_buf, 4, "lobby", 0, "hello", 5));
+    SAMPLE (zchat_encode_dm (&s_buf, 5, "alice", 1, "hi", 2));
+    SAMPLE (zchat_encode_nick (&s_buf, 6, "dave"));
+    SAMPLE (zchat_encode_who (&s_buf, 7, "lobby"));
+    SAMPLE (zchat_encode_rooms (&s_buf, 8));
+    SAMPLE (zchat_encode_topic (&s_buf, 9, "lobby", true, "t"));
+    SAMPLE (zchat_encode_history (&s_buf, 10, "lobby", 0, 0, 5));
+    SAMPLE (zchat_encode_probe (&s_buf, 11, "lobby", NULL));
+    SAMPLE (zchat_encode_ping (&s_buf, 12));
+    SAMPLE (zchat_encode_bye (&s_buf, 13));
+    SAMPLE (zchat_encode_join (&s_buf, 14, "ops"));
+
+    uint64_t state = 0x5EED5EED12345678ULL;
+    uint8_t body [256];
+    for (int round = 0; round < 10000; round++) {
+        uint64_t r = s_random (&state);
+        size_t size;
+        if (r % 3 == 0) {
+            //  Pure noise, sometimes with a valid signature
+            size = (size_t) (s_random (&state) % sizeof (body));
+            for (size_t i = 0; i < size; i++)
+                body [i] = (uint8_t) s_random (&state);
+            if (size >= 2 && (r & 8)) {
+                body [0] = 'Z';
+                body [1] = 'C';
+            }
+        }
+        else {
+            //  A valid body with a few bytes changed, cut or extended
+            size_t which = (size_t) (s_random (&state) % samples_count);
+            size = sample_size [which];
+            memcpy (body, samples [which], size);
+            int flips = (int) (s_random (&state) % 4);
+            for (int i = 0; i < flips && size > 0; i++)
+                body [s_random (&state) % size] = (uint8_t) s_random (&state);
+            if (r & 16)
+                size = (size_t) (s_random (&state) % (size + 1));
+            else
+            if ((r & 32) && size < sizeof (body))
+                body [size++] = (uint8_t) s_random (&state);
+        }
+        zchat_testbed_send (bed, peers [(r >> 8) % 4], body, size);
+        if (round % 7 == 0)
+            assert (zchat_testbed_flush (bed) >= 0);
+        if (round % 500 == 0) {
+            zchat_testbed_advance (bed, 1000);
+            zchat_testbed_tick (bed);
+            zchat_testbed_clear (bed);
+        }
+    }
+    assert (zchat_testbed_flush (bed) >= 0);
+    zchat_testbed_clear (bed);
+
+    //  The fuzz entry point runs its sample and random inputs the same way
+    uint8_t input [4096];
+    size_t input_size = zchat_testbed_fuzz_sample (input, sizeof (input));
+    assert (input_size > 0);
+    assert (zchat_testbed_fuzz (input, input_size) == 0);
+    input [0] |= 0x30;          //  the same under CURVE, with keys
+    assert (zchat_testbed_fuzz (input, input_size) == 0);
+    for (int round = 0; round < 200; round++) {
+        size_t size = (size_t) (s_random (&state) % sizeof (input));
+        for (size_t i = 0; i < size; i++)
+            input [i] = (uint8_t) s_random (&state);
+        assert (zchat_testbed_fuzz (input, size) == 0);
+    }
+    zchat_testbed_destroy (&bed);
+}
+
+
+//  ---------------------------------------------------------------------
+//  Self test
+
+void
+zchat_server_test (bool verbose)
+{
+    s_verbose = verbose;
+    printf (" * zchat_server: ");
+    if (verbose)
+        printf ("\n");
+    zchat_util_test (verbose);
+    zchat_session_test (verbose);
+    zchat_room_test (verbose);
+
+    //  The tests provoke errors on purpose: keep their debug lines out
+    //  unless asked for.
+    bool was_verbose = zchat_log_verbose ();
+    zchat_log_set_verbose (verbose);
+    s_test_sessions ();
+    s_test_rooms ();
+    s_test_messages ();
+    s_test_history ();
+    s_test_limits ();
+    s_test_bad_input ();
+    s_test_random ();
+    zchat_log_set_verbose (was_verbose);
+    printf ("OK\n");
+}

@@ -1,0 +1,534 @@
+//  zchat_testbed — a socket-free zchat_server over a temporary store, with
+//  a recording, checking output (see zchat_testbed.h).
+
+#include <czmq.h>
+#include <dirent.h>
+#include "zchat_testbed.h"
+#include "zchat_log.h"
+
+//  2023-11-14, a plausible epoch time; fixed so runs replay the same way.
+#define S_EPOCH_MS      1700000000000ULL
+
+typedef struct {
+    bool publish;               //  else a reply
+    uint8_t *key;               //  peer blob or topic frame
+    size_t key_size;
+    uint8_t *body;
+    size_t body_size;
+} s_record_t;
+
+struct _zchat_testbed_t {
+    zchat_server_config_t config;
+    char *dir;                  //  the store's directory, removed on destroy
+    zchat_store_t *store;
+    zchat_server_t *server;
+    uint64_t now_ms;
+    bool record;                //  keep what is emitted (tests), or only check it (fuzz)
+    zlistx_t *records;          //  s_record_t, oldest first
+    s_record_t *taken;          //  the last record taken, alive until the next
+    size_t emitted;             //  bodies emitted, recorded or not
+};
+
+
+static void
+s_record_destroy (s_record_t **record_p)
+{
+    s_record_t *record = *record_p;
+    if (record) {
+        free (record->key);
+        free (record->body);
+        free (record);
+        *record_p = NULL;
+    }
+}
+
+static void
+s_record_free (void **item)
+{
+    s_record_destroy ((s_record_t **) item);
+}
+
+//  A reply must decode and be a broker-to-client type.
+static void
+s_check_reply (const uint8_t *body, size_t size)
+{
+    zchat_msg_t msg;
+    int rc = zchat_msg_decode (&msg, body, size);
+    if (rc != ZCHAT_DECODE_OK)
+        zsys_error ("testbed: reply does not decode: %s", zchat_decode_strerror (rc));
+    assert (rc == ZCHAT_DECODE_OK);
+    assert (msg.type == ZCHAT_WELCOME || msg.type == ZCHAT_PONG
+         || msg.type == ZCHAT_JOINED  || msg.type == ZCHAT_ACK
+         || msg.type == ZCHAT_DELIVER || msg.type == ZCHAT_MEMBERS
+         || msg.type == ZCHAT_ROOMLIST || msg.type == ZCHAT_TOPICIS
+         || msg.type == ZCHAT_PAGE    || msg.type == ZCHAT_OK
+         || msg.type == ZCHAT_ERROR);
+    if (msg.type == ZCHAT_ERROR)
+        assert (msg.code >= 400 && msg.code <= 599);
+}
+
+//  A publication must be a PUB type of a valid room, on that room's topic.
+static void
+s_check_publication (const uint8_t *topic, size_t topic_size,
+                     const uint8_t *body, size_t size)
+{
+    assert (topic_size >= 2 && topic_size <= ZCHAT_MAX_TOPIC_FRAME);
+    assert (topic [topic_size - 1] == ZCHAT_TOPIC_END);
+    zchat_msg_t msg;
+    int rc = zchat_msg_decode (&msg, body, size);
+    if (rc != ZCHAT_DECODE_OK)
+        zsys_error ("testbed: publication does not decode: %s",
+                    zchat_decode_strerror (rc));
+    assert (rc == ZCHAT_DECODE_OK);
+    assert (msg.type == ZCHAT_MESSAGE || msg.type == ZCHAT_EVENT
+         || msg.type == ZCHAT_PROBE);
+    assert (zchat_room_valid (msg.room));
+    assert (strlen (msg.room) == topic_size - 1);
+    assert (memcmp (msg.room, topic, topic_size - 1) == 0);
+    if (msg.type == ZCHAT_PROBE)
+        assert (zchat_nick_valid (msg.nick));
+}
+
+static void
+s_keep (zchat_testbed_t *self, bool publish, const uint8_t *key, size_t key_size,
+        const uint8_t *body, size_t body_size)
+{
+    self->emitted++;
+    if (!self->record)
+        return;
+    s_record_t *record = (s_record_t *) zmalloc (sizeof (s_record_t));
+    assert (record);
+    record->publish = publish;
+    record->key = (uint8_t *) malloc (key_size + 1);
+    record->body = (uint8_t *) malloc (body_size);
+    assert (record->key && record->body);
+    memcpy (record->key, key, key_size);
+    record->key_size = key_size;
+    memcpy (record->body, body, body_size);
+    record->body_size = body_size;
+    assert (zlistx_add_end (self->records, record));
+}
+
+static void
+s_on_reply (void *arg, const uint8_t *peer, size_t peer_size,
+            const uint8_t *body, size_t body_size)
+{
+    s_check_reply (body, body_size);
+    s_keep ((zchat_testbed_t *) arg, false, peer, peer_size, body, body_size);
+}
+
+static void
+s_on_publish (void *arg, const uint8_t *topic, size_t topic_size,
+              const uint8_t *body, size_t body_size)
+{
+    s_check_publication (topic, topic_size, body, body_size);
+    s_keep ((zchat_testbed_t *) arg, true, topic, topic_size, body, body_size);
+}
+
+//  Remove the store's directory; it holds only files.
+static void
+s_remove_dir (const char *dir)
+{
+    DIR *handle = opendir (dir);
+    if (handle) {
+        struct dirent *entry;
+        while ((entry = readdir (handle))) {
+            if (streq (entry->d_name, ".") || streq (entry->d_name, ".."))
+                continue;
+            char path [PATH_MAX];
+            snprintf (path, sizeof (path), "%s/%s", dir, entry->d_name);
+            if (unlink (path))
+                zsys_warning ("testbed: cannot remove %s: %s", path, strerror (errno));
+        }
+        closedir (handle);
+    }
+    if (rmdir (dir))
+        zsys_warning ("testbed: cannot remove %s: %s", dir, strerror (errno));
+}
+
+
+//  ---------------------------------------------------------------------
+//  A configuration for tests: small, fast, with every limit off.
+
+zchat_server_config_t
+zchat_testbed_config (void)
+{
+    zchat_server_config_t config = {
+        .pub_endpoint = "tcp://127.0.0.1:5556",
+        .pub_port = 5556,
+        .heartbeat_ms = 1000,
+        .timeout_ms = 3000,
+        .max_text = 4096,
+        .history_page = 500,
+    };
+    return config;
+}
+
+
+//  ---------------------------------------------------------------------
+//  Create a server over a new store in a new temporary directory.
+
+zchat_testbed_t *
+zchat_testbed_new (const zchat_server_config_t *config, bool in_memory)
+{
+    zchat_testbed_t *self = (zchat_testbed_t *) zmalloc (sizeof (zchat_testbed_t));
+    if (!self)
+        return NULL;
+    self->config = config ? *config : zchat_testbed_config ();
+    self->now_ms = S_EPOCH_MS;
+    self->record = true;
+    self->records = zlistx_new ();
+    if (!self->records)
+        goto failed;
+    zlistx_set_destructor (self->records, s_record_free);
+
+    const char *base = getenv ("TMPDIR");
+    if (in_memory && access ("/dev/shm", W_OK) == 0)
+        base = "/dev/shm";
+    if (!base || !*base)
+        base = "/tmp";
+    char path [PATH_MAX];
+    snprintf (path, sizeof (path), "%s/zchat-testbed-XXXXXX", base);
+    if (!mkdtemp (path)) {
+        zsys_error ("testbed: mkdtemp %s: %s", path, strerror (errno));
+        goto failed;
+    }
+    self->dir = strdup (path);
+    if (!self->dir) {
+        rmdir (path);
+        goto failed;
+    }
+    char error [256] = "";
+    self->store = zchat_store_new (self->dir, false, error, sizeof (error));
+    if (!self->store) {
+        zsys_error ("testbed: cannot open a store: %s", error);
+        goto failed;
+    }
+    if (zchat_testbed_restart (self))
+        goto failed;
+    return self;
+
+failed:
+    zchat_testbed_destroy (&self);
+    return NULL;
+}
+
+
+//  ---------------------------------------------------------------------
+//  Destroy everything, the directory too.
+
+void
+zchat_testbed_destroy (zchat_testbed_t **self_p)
+{
+    assert (self_p);
+    zchat_testbed_t *self = *self_p;
+    if (self) {
+        zchat_server_destroy (&self->server);
+        zchat_store_destroy (&self->store);
+        if (self->dir)
+            s_remove_dir (self->dir);
+        free (self->dir);
+        s_record_destroy (&self->taken);
+        zlistx_destroy (&self->records);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+
+//  ---------------------------------------------------------------------
+//  Restart the server over the same store.
+
+int
+zchat_testbed_restart (zchat_testbed_t *self)
+{
+    assert (self);
+    zchat_server_destroy (&self->server);
+    zchat_server_output_t output = { self, s_on_reply, s_on_publish };
+    self->server = zchat_server_new (&self->config, self->store, output);
+    return self->server ? 0 : -1;
+}
+
+
+zchat_server_t *
+zchat_testbed_server (zchat_testbed_t *self)
+{
+    assert (self);
+    return self->server;
+}
+
+zchat_store_t *
+zchat_testbed_store (zchat_testbed_t *self)
+{
+    assert (self);
+    return self->store;
+}
+
+uint64_t
+zchat_testbed_now (zchat_testbed_t *self)
+{
+    assert (self);
+    return self->now_ms;
+}
+
+void
+zchat_testbed_advance (zchat_testbed_t *self, uint64_t ms)
+{
+    assert (self);
+    self->now_ms += ms;
+}
+
+
+//  ---------------------------------------------------------------------
+//  Hand a body to the server.
+
+void
+zchat_testbed_send_from (zchat_testbed_t *self, const char *peer,
+                         const char *user_id, const char *address,
+                         const void *body, size_t size)
+{
+    assert (self);
+    assert (peer);
+    zchat_server_handle (self->server, (const uint8_t *) peer, strlen (peer),
+                         user_id, address, (const uint8_t *) body, size,
+                         self->now_ms);
+}
+
+void
+zchat_testbed_send (zchat_testbed_t *self, const char *peer,
+                    const void *body, size_t size)
+{
+    zchat_testbed_send_from (self, peer, NULL, "127.0.0.1", body, size);
+}
+
+int
+zchat_testbed_flush (zchat_testbed_t *self)
+{
+    assert (self);
+    return zchat_server_flush (self->server);
+}
+
+void
+zchat_testbed_tick (zchat_testbed_t *self)
+{
+    assert (self);
+    zchat_server_tick (self->server, self->now_ms);
+}
+
+
+//  ---------------------------------------------------------------------
+//  Recorded output
+
+static bool
+s_matches (const s_record_t *record, bool publish, const char *key)
+{
+    return record->publish == publish
+        && record->key_size == strlen (key)
+        && memcmp (record->key, key, record->key_size) == 0;
+}
+
+static size_t
+s_count (zchat_testbed_t *self, bool publish, const char *key)
+{
+    size_t count = 0;
+    for (s_record_t *record = (s_record_t *) zlistx_first (self->records); record;
+         record = (s_record_t *) zlistx_next (self->records))
+        if (s_matches (record, publish, key))
+            count++;
+    return count;
+}
+
+static bool
+s_take (zchat_testbed_t *self, bool publish, const char *key, zchat_msg_t *msg)
+{
+    for (s_record_t *record = (s_record_t *) zlistx_first (self->records); record;
+         record = (s_record_t *) zlistx_next (self->records))
+        if (s_matches (record, publish, key)) {
+            s_record_destroy (&self->taken);
+            self->taken = (s_record_t *) zlistx_detach_cur (self->records);
+            assert (self->taken == record);
+            int rc = zchat_msg_decode (msg, record->body, record->body_size);
+            assert (rc == ZCHAT_DECODE_OK);
+            return true;
+        }
+    return false;
+}
+
+size_t
+zchat_testbed_replies (zchat_testbed_t *self, const char *peer)
+{
+    assert (self);
+    return s_count (self, false, peer);
+}
+
+size_t
+zchat_testbed_publications (zchat_testbed_t *self, const char *topic)
+{
+    assert (self);
+    return s_count (self, true, topic);
+}
+
+size_t
+zchat_testbed_pending (zchat_testbed_t *self)
+{
+    assert (self);
+    return zlistx_size (self->records);
+}
+
+bool
+zchat_testbed_take_reply (zchat_testbed_t *self, const char *peer, zchat_msg_t *msg)
+{
+    assert (self);
+    return s_take (self, false, peer, msg);
+}
+
+bool
+zchat_testbed_take_publication (zchat_testbed_t *self, const char *topic,
+                                zchat_msg_t *msg)
+{
+    assert (self);
+    return s_take (self, true, topic, msg);
+}
+
+void
+zchat_testbed_clear (zchat_testbed_t *self)
+{
+    assert (self);
+    zlistx_purge (self->records);
+    s_record_destroy (&self->taken);
+}
+
+
+//  ---------------------------------------------------------------------
+//  Fuzzing
+
+#define S_FUZZ_PEERS    4
+
+static zchat_testbed_t *s_fuzz_bed = NULL;
+
+static void
+s_fuzz_cleanup (void)
+{
+    zchat_testbed_destroy (&s_fuzz_bed);
+}
+
+//  Limits small enough for short inputs to reach them.
+static zchat_server_config_t
+s_fuzz_config (bool curve)
+{
+    zchat_server_config_t config = zchat_testbed_config ();
+    config.max_text = 256;
+    config.max_rooms = 4;
+    config.max_sessions_per_address = 3;
+    config.history_page = 8;
+    config.rate_limit = 1000;
+    config.rate_burst = 40;
+    config.retain_messages = 50;
+    config.curve = curve;
+    return config;
+}
+
+int
+zchat_testbed_fuzz (const uint8_t *data, size_t size)
+{
+    if (!s_fuzz_bed) {
+        //  Per-message debug lines would drown the fuzzer's own output.
+        zchat_log_set_verbose (false);
+        zchat_server_config_t config = s_fuzz_config (false);
+        s_fuzz_bed = zchat_testbed_new (&config, true);
+        assert (s_fuzz_bed);
+        s_fuzz_bed->record = false;
+        atexit (s_fuzz_cleanup);
+    }
+    zchat_testbed_t *self = s_fuzz_bed;
+    bool curve = size > 0 && (data [0] & 0x20);
+    self->config = s_fuzz_config (curve);
+    self->now_ms = S_EPOCH_MS;
+    int rc = zchat_testbed_restart (self);
+    assert (rc == 0);
+
+    static const char *peers [S_FUZZ_PEERS] = { "\x00\x01", "\x00\x02", "\x00\x03", "\x00\x04" };
+    static const char *addresses [S_FUZZ_PEERS] = {
+        "10.0.0.1", "10.0.0.1", "10.0.0.1", "10.0.0.2" };
+    static const char *keys [S_FUZZ_PEERS] = {
+        "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7",
+        "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID",
+        "D:)Q[IlAW!ahhC2ac:9*A}h:p?([4%wOTJ%JR%cs",
+        "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7",   //  peer 3 shares peer 0's key
+    };
+    size_t at = 0;
+    while (size - at >= 3) {
+        uint8_t control = data [at];
+        size_t length = ((size_t) data [at + 1] << 8) | data [at + 2];
+        at += 3;
+        if (length > size - at)
+            length = size - at;
+        int peer = control & 3;
+        //  Peer blobs start with a NUL byte, so they are blobs, not strings.
+        zchat_server_handle (self->server, (const uint8_t *) peers [peer], 2,
+                             (control & 0x10) ? keys [peer] : NULL, addresses [peer],
+                             data + at, length, self->now_ms);
+        at += length;
+        self->now_ms += 1;
+        if (control & 0x04)
+            zchat_server_flush (self->server);
+        if (control & 0x08) {
+            self->now_ms += self->config.timeout_ms + 1;
+            zchat_server_tick (self->server, self->now_ms);
+        }
+    }
+    zchat_server_flush (self->server);
+    zchat_server_tick (self->server, self->now_ms);
+    return 0;
+}
+
+
+//  Append one fuzz record to buf; returns false if it did not fit.
+static bool
+s_sample_add (zchat_buf_t *out, uint8_t control, const uint8_t *body, size_t size)
+{
+    if (size == 0 || out->capacity - out->size < 3 + size)
+        return false;
+    out->data [out->size++] = control;
+    out->data [out->size++] = (uint8_t) (size >> 8);
+    out->data [out->size++] = (uint8_t) size;
+    memcpy (out->data + out->size, body, size);
+    out->size += size;
+    return true;
+}
+
+size_t
+zchat_testbed_fuzz_sample (uint8_t *buffer, size_t capacity)
+{
+    zchat_buf_t out;
+    zchat_buf_init (&out, buffer, capacity);
+    uint8_t scratch [512];
+    zchat_buf_t buf;
+    zchat_buf_init (&buf, scratch, sizeof (scratch));
+    bool ok = true;
+#define ADD(control, encode) \
+    do { size_t n_ = (encode); ok = ok && s_sample_add (&out, control, scratch, n_); } while (0)
+    ADD (0, zchat_encode_hello (&buf, 1, 1, "alice", ""));
+    ADD (1, zchat_encode_hello (&buf, 2, 1, "bob", ""));
+    ADD (0, zchat_encode_join (&buf, 3, "lobby"));
+    ADD (1, zchat_encode_join (&buf, 4, "lobby"));
+    ADD (0, zchat_encode_say (&buf, 5, "lobby", ZCHAT_KIND_TEXT, "hello", 5));
+    ADD (4, zchat_encode_say (&buf, 6, "lobby", ZCHAT_KIND_ACTION, "waves", 5));
+    ADD (0, zchat_encode_say (&buf, 5, "lobby", ZCHAT_KIND_TEXT, "hello", 5));
+    ADD (1, zchat_encode_dm (&buf, 7, "alice", ZCHAT_KIND_TEXT, "psst", 4));
+    ADD (1, zchat_encode_history (&buf, 8, "lobby", 0, 0, 10));
+    ADD (1, zchat_encode_ping (&buf, 9));
+    ADD (0, zchat_encode_topic (&buf, 10, "lobby", true, "chat"));
+    ADD (1, zchat_encode_who (&buf, 11, "lobby"));
+    ADD (1, zchat_encode_rooms (&buf, 12));
+    ADD (1, zchat_encode_probe (&buf, 13, "lobby", NULL));
+    ADD (1, zchat_encode_nick (&buf, 14, "robert"));
+    ADD (0, zchat_encode_leave (&buf, 15, "lobby"));
+    ADD (2, zchat_encode_ping (&buf, 16));
+    ADD (8, zchat_encode_ping (&buf, 17));
+    ADD (1, zchat_encode_bye (&buf, 18));
+#undef ADD
+    const uint8_t garbage [] = { 'Z', 'C', 9, 0, 0, 0, 0, 0, 0, 0, 1, 5, 'l' };
+    ok = ok && s_sample_add (&out, 3, garbage, sizeof (garbage));
+    return ok ? out.size : 0;
+}

@@ -1,0 +1,160 @@
+//  zchat_util — secure random bytes and a keyed hash for the broker's
+//  tables (see zchat_util.h).
+
+#include <czmq.h>
+#include <sys/random.h>
+#include "zchat_util.h"
+
+//  The hash key is drawn once per process, on first use. The broker is
+//  single-threaded; a lost race would only mean two draws, each valid.
+static uint64_t s_key [2];
+static bool s_keyed = false;
+
+static void
+s_key_init (void)
+{
+    if (s_keyed)
+        return;
+    if (zchat_random_bytes (s_key, sizeof (s_key))) {
+        //  No CSPRNG: still usable, only less resistant to collisions.
+        s_key [0] = (uint64_t) zclock_usecs () * 0x9E3779B97F4A7C15ULL;
+        s_key [1] = (uint64_t) getpid () ^ (uint64_t) (uintptr_t) &s_key;
+    }
+    s_keyed = true;
+}
+
+
+//  ---------------------------------------------------------------------
+//  Fill buffer from the kernel's CSPRNG. Returns 0 or -1.
+
+int
+zchat_random_bytes (void *buffer, size_t size)
+{
+    uint8_t *cursor = (uint8_t *) buffer;
+    while (size > 0) {
+        ssize_t got = getrandom (cursor, size, 0);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        cursor += got;
+        size -= (size_t) got;
+    }
+    return 0;
+}
+
+
+#define ROTL(x, b) (uint64_t) (((x) << (b)) | ((x) >> (64 - (b))))
+
+#define SIPROUND \
+    do { \
+        v0 += v1; v1 = ROTL (v1, 13); v1 ^= v0; v0 = ROTL (v0, 32); \
+        v2 += v3; v3 = ROTL (v3, 16); v3 ^= v2; \
+        v0 += v3; v3 = ROTL (v3, 21); v3 ^= v0; \
+        v2 += v1; v1 = ROTL (v1, 17); v1 ^= v2; v2 = ROTL (v2, 32); \
+    } while (0)
+
+//  ---------------------------------------------------------------------
+//  Keyed hash (SipHash-1-3) of [data, data + size).
+
+uint64_t
+zchat_hash_bytes (const void *data, size_t size)
+{
+    s_key_init ();
+    const uint8_t *bytes = (const uint8_t *) data;
+    uint64_t v0 = s_key [0] ^ 0x736f6d6570736575ULL;
+    uint64_t v1 = s_key [1] ^ 0x646f72616e646f6dULL;
+    uint64_t v2 = s_key [0] ^ 0x6c7967656e657261ULL;
+    uint64_t v3 = s_key [1] ^ 0x7465646279746573ULL;
+
+    size_t whole = size - size % 8;
+    for (size_t at = 0; at < whole; at += 8) {
+        uint64_t word = 0;
+        for (int i = 7; i >= 0; i--)
+            word = (word << 8) | bytes [at + (size_t) i];
+        v3 ^= word;
+        SIPROUND;
+        v0 ^= word;
+    }
+    //  The last word carries the length in its top byte.
+    uint64_t last = (uint64_t) size << 56;
+    for (size_t i = 0; i < size % 8; i++)
+        last |= (uint64_t) bytes [whole + i] << (8 * i);
+    v3 ^= last;
+    SIPROUND;
+    v0 ^= last;
+
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+
+//  ---------------------------------------------------------------------
+//  Keyed hash of a NUL-terminated string, for zhashx_set_key_hasher.
+
+size_t
+zchat_hash_string (const void *key)
+{
+    const char *string = (const char *) key;
+    return (size_t) zchat_hash_bytes (string, strlen (string));
+}
+
+
+//  ---------------------------------------------------------------------
+//  Constant-time string comparison. True if equal.
+
+bool
+zchat_secret_equal (const char *a, const char *b)
+{
+    size_t a_size = strlen (a);
+    size_t b_size = strlen (b);
+    //  Compare over the longer length so that a prefix does not return
+    //  early; the lengths themselves are not secret (tokens are fixed size).
+    size_t size = a_size > b_size ? a_size : b_size;
+    unsigned diff = (unsigned) (a_size ^ b_size);
+    for (size_t i = 0; i < size; i++) {
+        unsigned char ca = i < a_size ? (unsigned char) a [i] : 0;
+        unsigned char cb = i < b_size ? (unsigned char) b [i] : 0;
+        diff |= (unsigned) (ca ^ cb);
+    }
+    return diff == 0;
+}
+
+
+//  ---------------------------------------------------------------------
+//  Self test
+
+void
+zchat_util_test (bool verbose)
+{
+    if (verbose)
+        printf (" * zchat_util: ");
+
+    uint8_t a [32], b [32];
+    assert (zchat_random_bytes (a, sizeof (a)) == 0);
+    assert (zchat_random_bytes (b, sizeof (b)) == 0);
+    assert (memcmp (a, b, sizeof (a)) != 0);
+
+    //  Equal input, equal hash; every length through two words hashes
+    //  differently from its neighbours (the length is mixed in).
+    const char *text = "the quick brown fox jumps";
+    for (size_t size = 0; size < strlen (text); size++) {
+        assert (zchat_hash_bytes (text, size) == zchat_hash_bytes (text, size));
+        assert (zchat_hash_bytes (text, size) != zchat_hash_bytes (text, size + 1));
+    }
+    assert (zchat_hash_string ("lobby") == (size_t) zchat_hash_bytes ("lobby", 5));
+    assert (zchat_hash_string ("lobby") != zchat_hash_string ("lobbz"));
+
+    assert (zchat_secret_equal ("", ""));
+    assert (zchat_secret_equal ("abc", "abc"));
+    assert (!zchat_secret_equal ("abc", "abd"));
+    assert (!zchat_secret_equal ("abc", "ab"));
+    assert (!zchat_secret_equal ("", "a"));
+
+    if (verbose)
+        printf ("OK\n");
+}

@@ -1741,6 +1741,11 @@ static int
 s_pump (zchat_client_t *self, int wait_ms)
 {
     int64_t now = s_now ();
+    //  A caller that never waits (next with 0) never polls: look whether
+    //  the DEALER takes what waits for it, e.g. a HELLO once the broker
+    //  is back
+    if (s_want_write (self) && (zsock_events (self->dealer) & ZMQ_POLLOUT))
+        self->due_ms = 0;
     if (now >= self->due_ms)
         s_housekeep (self, now);
     if (s_drain (self) > 0 || self->queue.count > 0 || wait_ms == 0)

@@ -152,7 +152,8 @@ struct _zchat_client_t {
     char     server_key [41];
     zsock_t *dealer;
     zsock_t *sub;
-    zsock_t *monitor;           //  PAIR receiving DEALER events (CURVE only)
+    zsock_t *monitor;           //  PAIR receiving DEALER handshake failures
+                                //  (while connecting; always with CURVE)
     void    *dealer_h, *sub_h, *monitor_h;
     s_state_t state;
     bool     welcomed;          //  a WELCOME was ever received
@@ -191,6 +192,7 @@ static void s_room_destroy (s_room_t **self_p);
 static void s_room_fetch (zchat_client_t *self, s_room_t *room, int64_t now);
 static void s_housekeep (zchat_client_t *self, int64_t now);
 static int  s_drain (zchat_client_t *self);
+static void s_monitor_stop (zchat_client_t *self);
 
 
 //  ==========================================================================
@@ -1590,6 +1592,18 @@ s_recv (void *handle, zmq_msg_t *frames)
 }
 
 //  --------------------------------------------------------------------------
+//  Why a handshake failed, as far as we can tell.
+
+static const char *
+s_auth_reason (zchat_client_t *self)
+{
+    return self->cert?
+        "CURVE handshake refused by the broker (unknown key or wrong server key)":
+        "handshake refused by the broker (it requires CURVE: give our "
+        "certificate and the broker's public key)";
+}
+
+//  --------------------------------------------------------------------------
 //  Drain the DEALER, the SUB and the monitor, each at most a batch, without
 //  waiting. Returns the number of messages read.
 
@@ -1631,9 +1645,12 @@ s_drain (zchat_client_t *self)
             uint16_t event = 0;
             if (zmq_msg_size (&frames [0]) >= 2)
                 memcpy (&event, zmq_msg_data (&frames [0]), 2);
+            //  A broker that cannot decrypt us (wrong server key) just
+            //  closes: that is "no detail". Without CURVE, a CURVE broker
+            //  is a mechanism mismatch: "protocol".
             if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
             ||  event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
-            ||  event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+            ||  (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && self->cert))
                 self->auth_failed = true;
         }
     for (int i = 0; i < 3; i++)
@@ -1641,8 +1658,7 @@ s_drain (zchat_client_t *self)
 
     if (self->auth_failed && !self->in_connect && !self->auth_told) {
         self->auth_told = true;
-        s_emit_error (self, 0, ZCHAT_CLIENT_AUTH, 0, NULL, NULL,
-                      "CURVE handshake refused by the broker (unknown key or wrong server key)");
+        s_emit_error (self, 0, ZCHAT_CLIENT_AUTH, 0, NULL, NULL, s_auth_reason (self));
     }
     return total;
 }
@@ -1888,9 +1904,7 @@ zchat_client_destroy (zchat_client_t **self_p)
             }
         }
     }
-    if (self->monitor_h && self->dealer_h)
-        zmq_socket_monitor (self->dealer_h, NULL, 0);
-    zsock_destroy (&self->monitor);
+    s_monitor_stop (self);
     //  Rooms unsubscribe from the SUB as they go: before the SUB
     zhashx_destroy (&self->rooms);
     zsock_destroy (&self->sub);
@@ -2022,6 +2036,15 @@ s_monitor_start (zchat_client_t *self)
     return 0;
 }
 
+static void
+s_monitor_stop (zchat_client_t *self)
+{
+    if (self->monitor_h && self->dealer_h)
+        zmq_socket_monitor (self->dealer_h, NULL, 0);
+    zsock_destroy (&self->monitor);
+    self->monitor_h = NULL;
+}
+
 //  --------------------------------------------------------------------------
 //  Connect and greet.
 
@@ -2038,10 +2061,12 @@ zchat_client_connect (zchat_client_t *self, int timeout_ms)
         zcert_apply (self->cert, self->sub);
         zsock_set_curve_serverkey (self->dealer, self->server_key);
         zsock_set_curve_serverkey (self->sub, self->server_key);
-        if (s_monitor_start (self)) {
-            s_set_error (self, "cannot monitor the DEALER socket: %s", zmq_strerror (errno));
-            return ZCHAT_CLIENT_FAILED;
-        }
+    }
+    //  Watched while connecting even without CURVE, so that a broker
+    //  requiring it is reported at once instead of as a timeout
+    if (s_monitor_start (self)) {
+        s_set_error (self, "cannot monitor the DEALER socket: %s", zmq_strerror (errno));
+        return ZCHAT_CLIENT_FAILED;
     }
     if (zsock_connect (self->dealer, "%s", self->server)) {
         s_set_error (self, "cannot connect to %s: %s", self->server, zmq_strerror (errno));
@@ -2066,8 +2091,7 @@ zchat_client_connect (zchat_client_t *self, int timeout_ms)
         }
         if (self->auth_failed) {
             rc = ZCHAT_CLIENT_AUTH;
-            s_set_error (self, "CURVE handshake refused by the broker "
-                               "(unknown key or wrong server key)");
+            s_set_error (self, "%s", s_auth_reason (self));
             break;
         }
         now = s_now ();
@@ -2094,6 +2118,9 @@ zchat_client_connect (zchat_client_t *self, int timeout_ms)
         self->due_ms = INT64_MAX;
         return rc;
     }
+    //  Without CURVE, nothing to watch for any more: save the sockets
+    if (!self->cert)
+        s_monitor_stop (self);
     //  Events seen during the greeting stay queued for zchat_client_next
     self->due_ms = now;
     return 0;

@@ -134,6 +134,7 @@ typedef struct {
     uint64_t forwarded;
     int64_t  first_fwd_ns;
     int64_t  last_fwd_ns;
+    double   cpu_s;             //  the worker process's own CPU time
     char     note [128];        //  first error, for the report
 } bench_stats_t;
 
@@ -165,6 +166,9 @@ double
 //  A "Vm...:" field of /proc/PID/status in kB (e.g. "VmHWM"), or -1.
 long
     bench_proc_status_kb (pid_t pid, const char *field);
+//  CPU time (user + system) of the calling process in seconds.
+double
+    bench_self_cpu_s (void);
 //  Raise the soft limit of open files to the hard limit.
 void
     bench_raise_nofile (void);
@@ -285,6 +289,8 @@ typedef struct {
     double   deliveries_per_s;
     bench_hist_t *lat;              //  send -> delivery, ns
     bench_hist_t *ack;              //  send -> ack, ns (zchat only)
+    double   sender_cpu_s;          //  CPU of all sender processes
+    double   receiver_cpu_s;        //  CPU of all subscriber processes
     double   server_cpu_s;          //  broker / forwarder CPU in the run
     double   server_cpu_pct;
     long     server_hwm_kb;         //  VmHWM at the end

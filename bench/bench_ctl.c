@@ -461,10 +461,13 @@ int
 bench_worker_done (bench_worker_t *self, const bench_stats_t *stats,
                    const bench_hist_t *lat, const bench_hist_t *ack)
 {
+    //  CPU spent so far, set-up included: the same for both sides.
+    bench_stats_t stamped = *stats;
+    stamped.cpu_s = bench_self_cpu_s ();
     zmsg_t *msg = zmsg_new ();
     zmsg_addstr (msg, "DONE");
     zmsg_addstr (msg, self->index);
-    zmsg_addmem (msg, stats, sizeof (*stats));
+    zmsg_addmem (msg, &stamped, sizeof (stamped));
     zmsg_addmem (msg, lat, sizeof (*lat));
     zmsg_addmem (msg, ack, sizeof (*ack));
     int rc = zmsg_send (&msg, self->dealer);

@@ -64,6 +64,8 @@ bench_side_json (const bench_side_t *self)
     cJSON_AddNumberToObject (object, "deliver_s", self->deliver_s);
     cJSON_AddItemToObject (object, "latency_us", s_percentiles (self->lat));
     cJSON_AddItemToObject (object, "ack_latency_us", s_percentiles (self->ack));
+    cJSON_AddNumberToObject (object, "sender_cpu_s", self->sender_cpu_s);
+    cJSON_AddNumberToObject (object, "receiver_cpu_s", self->receiver_cpu_s);
     cJSON_AddNumberToObject (object, "server_cpu_s", self->server_cpu_s);
     cJSON_AddNumberToObject (object, "server_cpu_pct", self->server_cpu_pct);
     cJSON_AddNumberToObject (object, "server_peak_rss_kb", (double) self->server_hwm_kb);
@@ -120,6 +122,8 @@ bench_side_print (const bench_side_t *self, const char *name, FILE *file)
     s_print_hist (file, "ack latency", self->ack);
     fprintf (file, "  server        cpu %.2f s (%.0f %%), peak rss %ld kB\n",
              self->server_cpu_s, self->server_cpu_pct, self->server_hwm_kb);
+    fprintf (file, "  clients       cpu %.2f s senders, %.2f s subscribers\n",
+             self->sender_cpu_s, self->receiver_cpu_s);
     if (self->flood_acked)
         fprintf (file, "  flooder       %llu acked, %.0f msgs/s\n",
                  (unsigned long long) self->flood_acked, self->flood_msgs_per_s);

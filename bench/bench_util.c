@@ -333,6 +333,7 @@ bench_stats_merge (bench_stats_t *self, const bench_stats_t *other)
     self->first_recv_ns = s_min_set (self->first_recv_ns, other->first_recv_ns);
     self->last_recv_ns = s_max (self->last_recv_ns, other->last_recv_ns);
     self->forwarded += other->forwarded;
+    self->cpu_s += other->cpu_s;
     self->first_fwd_ns = s_min_set (self->first_fwd_ns, other->first_fwd_ns);
     self->last_fwd_ns = s_max (self->last_fwd_ns, other->last_fwd_ns);
     if (self->note [0] == 0 && other->note [0])
@@ -494,6 +495,16 @@ bench_proc_status_kb (pid_t pid, const char *field)
     return value;
 }
 
+double
+bench_self_cpu_s (void)
+{
+    struct rusage usage;
+    if (getrusage (RUSAGE_SELF, &usage))
+        return 0;
+    return (double) usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6
+         + (double) usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
+}
+
 void
 bench_raise_nofile (void)
 {
@@ -647,6 +658,8 @@ bench_side_finish (bench_side_t *self, const bench_stats_t *senders,
     self->repaired = receivers->repaired;
     self->gaps = receivers->gaps;
     self->send_errors = senders->send_errors;
+    self->sender_cpu_s = senders->cpu_s;
+    self->receiver_cpu_s = receivers->cpu_s;
     if (start > 0 && self->accepted > 0) {
         int64_t end = senders->last_ack_ns? senders->last_ack_ns
                                           : senders->last_fwd_ns;

@@ -250,17 +250,20 @@ s_zsender (bench_worker_t *worker, int argc, char **argv)
     buf [size] = 0;
     bench_worker_ready (worker, nick);
 
-    //  Keep the session alive until GO.
+    //  Keep the session alive until GO. Other senders may start a moment
+    //  before us: a receiving sender accounts for their messages already.
+    stats.clients = 1;
+    stats.expected = receive? (uint64_t) senders * (uint64_t) messages: 0;
     int command = 0;
     while (!zsys_interrupted && (command = s_command (worker)) == 0) {
         zchat_event_t *event = zchat_client_next (client, 20);
+        if (event && receive)
+            s_receive_event (&receiver, event, senders, &stats, lat);
         zchat_event_destroy (&event);
     }
     if (command != 1)
         goto cleanup;
 
-    stats.clients = 1;
-    stats.expected = receive? (uint64_t) senders * (uint64_t) messages: 0;
     void *sockets [3] = {
         zsock_resolve (zchat_client_dealer (client)),
         zsock_resolve (zchat_client_sub (client)),

@@ -177,7 +177,7 @@ set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
 set ylabel "deliveries per second"
-set format y "%%.0s%%c"
+set format y "%%.1s%%c"
 set key top left
 set grid ytics
 plot '%s' using 2:xtic(1) title "zchat", '' using 3 title "raw libzmq ceiling"

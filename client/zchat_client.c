@@ -683,7 +683,10 @@ s_send_new (zchat_client_t *self, uint8_t type, const char *target,
     send->id = s_next_id (self);
     send->type = type;
     send->kind = action? ZCHAT_KIND_ACTION: ZCHAT_KIND_TEXT;
-    snprintf (send->target, sizeof (send->target), "%s", target);
+    //  Validated already: at most ZCHAT_MAX_ROOM or ZCHAT_MAX_NICK bytes
+    size_t target_size = strlen (target);
+    assert (target_size < sizeof (send->target));
+    memcpy (send->target, target, target_size + 1);
     send->first_ms = now;
     send->last_ms = now;
     send->text_size = text_size;
@@ -823,16 +826,17 @@ s_room_join (zchat_client_t *self, s_room_t *room, int64_t now)
 }
 
 //  --------------------------------------------------------------------------
-//  Our probe came back (or we stopped waiting): the room is live. Report
-//  the join, then what was held back, then let the sequencer run.
+//  Our probe came back (or we stopped waiting, and said so: then report
+//  is false): the room is live. Report the join, then what was held back,
+//  then let the sequencer run.
 
 static void
-s_room_live (zchat_client_t *self, s_room_t *room, int64_t now)
+s_room_live (zchat_client_t *self, s_room_t *room, bool report, int64_t now)
 {
     room->state = R_LIVE;
     if (!room->confirmed) {
         room->confirmed = true;
-        zchat_event_t *event = s_event_new (ZCHAT_EV_JOINED);
+        zchat_event_t *event = report? s_event_new (ZCHAT_EV_JOINED): NULL;
         if (event) {
             event->id = room->join_id;
             snprintf (event->room, sizeof (event->room), "%s", room->name);
@@ -888,8 +892,7 @@ s_room_tick (zchat_client_t *self, s_room_t *room, int64_t now)
                       room->name, self->timeout_ms / 1000.0);
             s_emit_error (self, room->join_id, ZCHAT_CLIENT_TIMEOUT, 0,
                           room->name, NULL, reason);
-            room->confirmed = true;     //  the ERROR answered the join
-            s_room_live (self, room, now);
+            s_room_live (self, room, false, now);
         }
         else
         if (now >= room->probe_next_ms) {
@@ -1559,7 +1562,7 @@ s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
     else
     if (msg.type == ZCHAT_PROBE) {
         if (room->state == R_PROBING && streq (msg.nick, self->nick))
-            s_room_live (self, room, now);
+            s_room_live (self, room, true, now);
     }
 }
 

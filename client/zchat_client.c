@@ -1328,7 +1328,8 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
 }
 
 //  --------------------------------------------------------------------------
-//  OK: LEAVE -> LEFT, NICK -> our new nick, BYE noted, PROBE ignored.
+//  OK: LEAVE -> LEFT, NICK -> our new nick (a NICK event answering the
+//  request, as zchat_client.h says), BYE noted, PROBE ignored.
 
 static void
 s_on_ok (zchat_client_t *self, const zchat_msg_t *msg)
@@ -1342,8 +1343,9 @@ s_on_ok (zchat_client_t *self, const zchat_msg_t *msg)
         free (req);
         return;
     }
-    zchat_event_t *event = s_event_new (req && req->kind == RQ_LEAVE?
-                                        ZCHAT_EV_LEFT: ZCHAT_EV_OK);
+    zchat_event_t *event = s_event_new (req && req->kind == RQ_LEAVE? ZCHAT_EV_LEFT:
+                                        req && req->kind == RQ_NICK?  ZCHAT_EV_NICK:
+                                                                      ZCHAT_EV_OK);
     if (event) {
         event->id = req? req->user_id: msg->id;
         if (req && req->kind == RQ_LEAVE)
@@ -1807,6 +1809,7 @@ s_is_answer (const zchat_event_t *event, uint64_t id)
         case ZCHAT_EV_ROOMS:
         case ZCHAT_EV_TOPIC:
         case ZCHAT_EV_HISTORY:
+        case ZCHAT_EV_NICK:             //  with an id: our own rename
             return true;
         default:
             return false;

@@ -22,6 +22,13 @@ def test_bench_smoke():
     check(isinstance(z, dict), "no \"zchat\" section: %r" % doc)
     check(z.get("lost") == 0 and z.get("duplicated") == 0,
           "zchat lost %r and duplicated %r messages" % (z.get("lost"), z.get("duplicated")))
+    #  Every message accounted for: accepted and delivered to every subscriber.
+    if "accepted" in z and "messages" in z:
+        check(z["accepted"] == z["messages"] == 2 * 2000,
+              "accepted %r of %r messages (expected 4000)" % (z["accepted"], z["messages"]))
+    if "deliveries" in z and "deliveries_expected" in z:
+        check(z["deliveries"] == z["deliveries_expected"] == 2 * 2 * 2000,
+              "delivered %r of %r (expected 8000)" % (z["deliveries"], z["deliveries_expected"]))
     for key in ("msgs_per_s", "deliveries_per_s", "latency_us"):
         check(key in z, "\"zchat\" lacks %s: %r" % (key, z))
     check(z["msgs_per_s"] > 0 and z["deliveries_per_s"] > 0, "no throughput measured: %r" % z)

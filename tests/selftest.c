@@ -9,7 +9,14 @@
 #include "zchat_msg.h"
 #include "zchat_store.h"
 #include "zchat_server.h"
+#include "zchat_session.h"
+#include "zchat_room.h"
+#include "zchat_auth.h"
+#include "zchat_broker.h"
+#include "zchat_util.h"
 #include "zchat_client.h"
+#include "zchat_idmap.h"
+#include "zchat_sequencer.h"
 
 typedef struct {
     const char *name;
@@ -17,10 +24,17 @@ typedef struct {
 } test_t;
 
 static test_t s_tests [] = {
-    { "zchat_msg",    zchat_msg_test },
-    { "zchat_store",  zchat_store_test },
-    { "zchat_server", zchat_server_test },
-    { "zchat_client", zchat_client_test },
+    { "zchat_msg",       zchat_msg_test },
+    { "zchat_util",      zchat_util_test },
+    { "zchat_store",     zchat_store_test },
+    { "zchat_session",   zchat_session_test },
+    { "zchat_room",      zchat_room_test },
+    { "zchat_server",    zchat_server_test },
+    { "zchat_auth",      zchat_auth_test },
+    { "zchat_broker",    zchat_broker_test },
+    { "zchat_idmap",     zchat_idmap_test },
+    { "zchat_sequencer", zchat_sequencer_test },
+    { "zchat_client",    zchat_client_test },
 };
 #define TEST_COUNT (sizeof (s_tests) / sizeof (s_tests [0]))
 

@@ -9,8 +9,8 @@
 //  that never greeted from one whose session expired or that greeted a
 //  broker since restarted: keeping every routing id ever seen would let
 //  anybody grow the broker's memory by reconnecting. So every request but
-//  HELLO (and BYE, see zchat_server_do_bye) from an unknown peer gets 440,
-//  whose remedy, greet again, is right in all three cases; 401 is not sent.
+//  HELLO from an unknown peer, BYE included, gets 440, whose remedy, greet
+//  again, is right in all three cases; 401 is never sent.
 static void
 s_unknown_session (zchat_server_t *self, zchat_request_t *req)
 {
@@ -32,7 +32,7 @@ typedef struct {
 //  client sending them gets 501.
 static const s_command_t s_commands [ZCHAT_TYPE_MAX + 1] = {
     [ZCHAT_HELLO]   = { zchat_server_do_hello,   false },
-    [ZCHAT_BYE]     = { zchat_server_do_bye,     false },
+    [ZCHAT_BYE]     = { zchat_server_do_bye,     true },
     [ZCHAT_PING]    = { zchat_server_do_ping,    true },
     [ZCHAT_JOIN]    = { zchat_server_do_join,    true },
     [ZCHAT_LEAVE]   = { zchat_server_do_leave,   true },
@@ -163,19 +163,12 @@ zchat_server_handle (zchat_server_t *self, const uint8_t *peer, size_t peer_size
         self->malformed++;
         ZCHAT_DEBUG ("zchat: undecodable body (%zu bytes, type %u): %s",
                      body_size, msg.type, zchat_decode_strerror (rc));
+        //  A field over the wire format's own limit (a 40-byte nick, a
+        //  70 KB text) is malformed like any other undecodable body: the
+        //  codec cannot tell it from a length running past the end.
         if (rc == ZCHAT_DECODE_UNKNOWN_TYPE)
             zchat_server_error (self, &req, ZCHAT_ERR_UNKNOWN_COMMAND, 0,
                                 "unknown command type %u", msg.type);
-        else
-        if (rc == ZCHAT_DECODE_TOO_LONG
-        &&  (msg.type == ZCHAT_SAY || msg.type == ZCHAT_DM))
-            zchat_server_error (self, &req, ZCHAT_ERR_TOO_LARGE, 0,
-                                "text too large, the limit is %u bytes",
-                                self->config.max_text);
-        else
-        if (rc == ZCHAT_DECODE_TOO_LONG)
-            zchat_server_error (self, &req, ZCHAT_ERR_INVALID, 0,
-                                "a field is over its length limit");
         else
             zchat_server_error (self, &req, ZCHAT_ERR_MALFORMED, 0,
                                 "malformed message: %s", zchat_decode_strerror (rc));

@@ -176,18 +176,14 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
 
 
 //  ---------------------------------------------------------------------
-//  BYE: end the session at once and answer OK. A goodbye from a peer that
-//  has no session (it expired, or the broker restarted) is answered OK
-//  too: the client wanted the session gone, and it is.
+//  BYE: end the session at once and answer OK.
 
 void
 zchat_server_do_bye (zchat_server_t *self, zchat_request_t *req)
 {
-    if (req->session) {
-        //  The sender's staged messages are acknowledged before its OK.
-        zchat_server_settle (self);
-        zchat_server_end_session (self, &req->session, "said goodbye", req->now_ms);
-    }
+    //  The sender's staged messages are acknowledged before its OK.
+    zchat_server_settle (self);
+    zchat_server_end_session (self, &req->session, "said goodbye", req->now_ms);
     zchat_buf_t buf;
     zchat_buf_init (&buf, self->buffer, self->buffer_size);
     zchat_server_reply (self, req, zchat_encode_ok (&buf, req->msg->id));

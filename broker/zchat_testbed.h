@@ -103,8 +103,9 @@ void
 //  process (in /dev/shm when it exists; removed at exit). The input is a
 //  sequence of records: a control byte (bits 0-1: which of 4 peers; bit
 //  2: flush after; bit 3: advance the clock past the session timeout and
-//  tick after; bit 4: send with a CURVE key), a big-endian u16 length,
-//  then that many body bytes (fewer if the input ends). The server is new
+//  tick after; bit 4: send with a CURVE key; bit 5 of the first record:
+//  run the server with curve on), a big-endian u16 length, then that
+//  many body bytes (fewer if the input ends). The server is new
 //  for each input and the clock starts at the same time, so an input
 //  replays the same way. Asserts (crashes) if the server emits anything
 //  that does not decode. Returns 0.

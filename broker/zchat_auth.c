@@ -341,6 +341,11 @@ s_zap_actor (zsock_t *pipe, void *args)
             break;                  //  the context is gone
     }
     zpoller_destroy (&poller);
+    //  Closing a socket frees its inproc endpoint only later, in libzmq's
+    //  reaper thread; unbinding frees it now, so that a new handler can
+    //  bind at once.
+    if (self.bound)
+        zsock_unbind (self.handler, ZAP_ENDPOINT);
     zsock_destroy (&self.handler);
     zhashx_destroy (&self.keys);
 }
@@ -644,6 +649,8 @@ zchat_auth_test (bool verbose)
 
     //  Allow-any: any key gets in, still with its key as User-Id
     auth = zchat_auth_new (server_secret, NULL, error, sizeof (error));
+    if (!auth)
+        printf ("%s\n", error);
     assert (auth);
     assert (zchat_auth_reload (auth) == 0);
     router = zsock_new (ZMQ_ROUTER);

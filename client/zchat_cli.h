@@ -144,6 +144,13 @@ int
 int
     zchat_cli_listen_run (const zchat_cli_opts_t *opts);
 
+//  True if a poll that watched stdin_fd woke for it: readable, or hung up.
+//  poll reports a pipe whose writer has gone as POLLHUP without POLLIN,
+//  and zpoller then returns NULL without having expired: read () must
+//  still be called to see the end of file, or the loop spins.
+bool
+    zchat_cli_stdin_woke (zpoller_t *poller, void *which, int *stdin_fd);
+
 //  ---------------------------------------------------------------------
 //  Reading lines from a file descriptor without blocking the poll loop
 

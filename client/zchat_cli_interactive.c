@@ -537,12 +537,16 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
         zpoller_t *poller = reading? with_stdin: without_stdin;
         void *which = zpoller_wait (poller, zchat_cli_wait_ms (self.client,
                                     drain_deadline == INT64_MAX? 0: drain_deadline));
-        if (which == &stdin_fd) {
-            if (terminal)
+        if (reading && zchat_cli_stdin_woke (poller, which, &stdin_fd)) {
+            if (!terminal) {
+                if (zchat_cli_lines_fill (lines))
+                    stdin_eof = true;
+            }
+            else
+            if (which == &stdin_fd)
                 rl_callback_read_char ();
             else
-            if (zchat_cli_lines_fill (lines))
-                stdin_eof = true;
+                self.quit = true;       //  the terminal hung up
         }
         zchat_event_t *event;
         while ((event = zchat_client_next (self.client, 0))) {

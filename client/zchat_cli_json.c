@@ -406,16 +406,17 @@ zchat_cli_json_run (const zchat_cli_opts_t *opts)
         }
         bool reading = !input_done && !stdin_eof && self.sends < ZCHAT_CLI_WINDOW;
         int64_t deadline = drain_deadline == INT64_MAX? 0: drain_deadline;
-        void *which = zpoller_wait (reading? with_stdin: without_stdin,
-                                    zchat_cli_wait_ms (self.client, deadline));
-        if (which == &stdin_fd && zchat_cli_lines_fill (lines))
+        zpoller_t *poller = reading? with_stdin: without_stdin;
+        void *which = zpoller_wait (poller, zchat_cli_wait_ms (self.client, deadline));
+        if (reading && zchat_cli_stdin_woke (poller, which, &stdin_fd)
+        &&  zchat_cli_lines_fill (lines))
             stdin_eof = true;
         zchat_event_t *event;
         while ((event = zchat_client_next (self.client, 0))) {
             s_event (&self, event);
             zchat_event_destroy (&event);
         }
-        if (zsys_interrupted || zpoller_terminated (reading? with_stdin: without_stdin)) {
+        if (zsys_interrupted || zpoller_terminated (poller)) {
             zchat_cli_fail ("interrupted");
             exit_code = ZCHAT_EXIT_INTERRUPTED;
             goto cleanup;

@@ -170,7 +170,9 @@ s_join_wait (zchat_client_t *client, const zchat_cli_opts_t *opts, const char *r
         if (!event)
             continue;
         int exit_code = ZCHAT_EXIT_OK;
-        if (event->type == ZCHAT_EV_ERROR) {
+        //  A join whose subscription was not confirmed in time is still a
+        //  join: the broker took it, and a send needs no subscription.
+        if (event->type == ZCHAT_EV_ERROR && event->code != ZCHAT_CLIENT_TIMEOUT) {
             char what [64];
             snprintf (what, sizeof what, "cannot join #%s", room);
             exit_code = zchat_cli_fail_event (event, what);
@@ -203,8 +205,10 @@ zchat_cli_send_run (const zchat_cli_opts_t *opts)
         return exit_code;
     int timeout_ms = zchat_cli_timeout_ms (opts);
     if (self.room) {
+        //  The library answers a join within --timeout; the extra second
+        //  only guards against waiting forever.
         exit_code = s_join_wait (self.client, opts, self.room,
-                                 timeout_ms < 0? 0: zchat_cli_now () + timeout_ms);
+                                 timeout_ms < 0? 0: zchat_cli_now () + timeout_ms + 1000);
         if (exit_code) {
             zchat_client_destroy (&self.client);
             return exit_code;
@@ -273,7 +277,8 @@ zchat_cli_send_run (const zchat_cli_opts_t *opts)
         int64_t wake = held? self.hold_until: 0;
         zpoller_t *poller = reading? with_stdin: without_stdin;
         void *which = zpoller_wait (poller, zchat_cli_wait_ms (self.client, wake));
-        if (which == &stdin_fd && zchat_cli_lines_fill (lines))
+        if (reading && zchat_cli_stdin_woke (poller, which, &stdin_fd)
+        &&  zchat_cli_lines_fill (lines))
             stdin_eof = true;
         zchat_event_t *event;
         while (!exit_code && (event = zchat_client_next (self.client, 0))) {
@@ -342,7 +347,10 @@ zchat_cli_listen_run (const zchat_cli_opts_t *opts)
         zchat_event_t *event;
         while (!exit_code && (event = zchat_client_next (client, 0))) {
             exit_code = s_session_error (event);
-            if (!exit_code && event->type == ZCHAT_EV_ERROR && event->id) {
+            //  A join refused ends the listen; one not confirmed in time
+            //  (ZCHAT_CLIENT_TIMEOUT) is still a join, recovered by PONGs.
+            if (!exit_code && event->type == ZCHAT_EV_ERROR && event->id
+            &&  event->code != ZCHAT_CLIENT_TIMEOUT) {
                 for (size_t index = 0; index < opts->room_count; index++)
                     if (joins [index] == event->id) {
                         char what [64];

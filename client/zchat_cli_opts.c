@@ -297,8 +297,11 @@ zchat_cli_timeout_ms (const zchat_cli_opts_t *opts)
 {
     if (opts->timeout <= 0)
         return -1;
-    double ms = ceil (opts->timeout * 1000);
-    return ms > INT_MAX ? INT_MAX : (int) ms;
+    double ms = opts->timeout * 1000;
+    if (ms >= INT_MAX)
+        return INT_MAX;
+    int whole = (int) ms;
+    return whole < ms? whole + 1: whole;    //  rounded up, without libm
 }
 
 
@@ -429,6 +432,17 @@ zchat_cli_fail_event (const zchat_event_t *event, const char *what)
             //  The broker's internal failures are not a refusal of us.
             return event->code >= 500? ZCHAT_EXIT_FAILED: ZCHAT_EXIT_REFUSED;
     }
+}
+
+
+//  ---------------------------------------------------------------------
+//  Did the poll wake for stdin (readable or hung up)?
+
+bool
+zchat_cli_stdin_woke (zpoller_t *poller, void *which, int *stdin_fd)
+{
+    return which == stdin_fd
+       || (!which && !zpoller_expired (poller) && !zpoller_terminated (poller));
 }
 
 

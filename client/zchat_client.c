@@ -1293,20 +1293,6 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
                 s_emit_error (self, req->user_id == room->join_id? 0: req->user_id,
                               msg->code, msg->retry_ms, room->name, NULL, msg->reason);
             break;
-        case RQ_LEAVE:
-            if (msg->code == ZCHAT_ERR_NOT_MEMBER) {
-                //  Not a member is where a leave ends up anyway
-                zchat_event_t *event = s_event_new (ZCHAT_EV_LEFT);
-                if (event) {
-                    event->id = req->user_id;
-                    snprintf (event->room, sizeof (event->room), "%s", req->room);
-                    s_emit (self, event);
-                }
-            }
-            else
-                s_emit_error (self, req->user_id, msg->code, msg->retry_ms,
-                              req->room, NULL, msg->reason);
-            break;
         case RQ_FETCH:
             if (room && room->fetch_id == msg->id) {
                 room->fetch_id = 0;

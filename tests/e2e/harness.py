@@ -379,19 +379,35 @@ def zchat_argv(broker=None, nick=None, rooms=(), args=()):
     return argv + list(args)
 
 
-def run(argv, input=None, timeout=None, name=None, env=None):
-    """Run a command to completion (killed at timeout): a Result."""
+def run(argv, input=None, timeout=None, name=None, env=None, pipe=False):
+    """Run a command to completion (killed at timeout): a Result.
+
+    input goes to stdin from a file, or through a pipe with pipe=True (as
+    in a shell pipeline)."""
     timeout = timeout or T(30)
     name = name or os.path.basename(argv[0])
     outpath = _log_path(name, "stdout")
+    data = None
+    if input is not None:
+        data = input.encode() if isinstance(input, str) else input
+    stdin = subprocess.DEVNULL
+    if data is not None and not pipe:
+        inpath = _log_path(name, "stdin")
+        with open(inpath, "wb") as f:
+            f.write(data)
+        stdin = open(inpath, "rb")
+    elif data is not None:
+        stdin = subprocess.PIPE
     t0 = time.monotonic()
     with open(outpath, "wb") as outf:
-        p = spawn(argv, name, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                  stdout=outf, env=env)
         try:
-            if input is not None:
-                data = input.encode() if isinstance(input, str) else input
-                #  A thread feeds stdin so a process that stops reading
+            p = spawn(argv, name, stdin=stdin, stdout=outf, env=env)
+        finally:
+            if stdin not in (subprocess.DEVNULL, subprocess.PIPE):
+                stdin.close()
+        try:
+            if pipe and data is not None:
+                #  A thread feeds the pipe so a process that stops reading
                 #  cannot block us past the deadline.
                 def feed():
                     try:

@@ -11,7 +11,7 @@ def test_500_line_pipeline():
     ear = listener(b, "ear", ["logs"], count=500, timeout=T(60))
     lines = ["log line %03d: \u00e9v\u00e9nement \"%d\"" % (i, i * i) for i in range(500)]
     r = run(zchat_argv(b, "logbot", ["logs"], ["--send", "-"]),
-            input="".join(l + "\n" for l in lines), timeout=T(60), name="logbot")
+            input="".join(l + "\n" for l in lines), timeout=T(60), name="logbot", pipe=True)
     check(r.rc == 0, "--send - failed: %r" % r)
     check(ear.wait(T(30)) == 0, "listener did not get 500 messages: %s" % ear._describe())
     msgs = ear.messages("logs")
@@ -31,5 +31,5 @@ def test_pipeline_from_shell():
     check([m["text"] for m in ear.messages()] == ["one", "two", "three"],
           "pipeline got %r" % ear.messages())
     #  Empty input: nothing to send, success.
-    r = run(zchat_argv(b, "empty", ["ops"], ["--send", "-"]), input="", timeout=T(30))
+    r = run(zchat_argv(b, "empty", ["ops"], ["--send", "-"]), input="", timeout=T(30), pipe=True)
     check(r.rc == 0, "--send - with empty stdin should succeed: %r" % r)

@@ -363,10 +363,11 @@ s_handle_message (zchat_broker_t *self)
 
     const char *address = zmq_msg_gets (frame, "Peer-Address");
     if (zmq_msg_more (frame)) {
-        //  The envelope is intact, so the sender can be told.
-        s_skip_rest (self);
+        //  The envelope is intact, so the sender can be told. Log first:
+        //  address belongs to the frame that skipping overwrites.
         s_limited_log (&self->dropped, false, "dropped a message",
                        "more than one body frame", address);
+        s_skip_rest (self);
         s_reply_error (self, peer_size, ZCHAT_ERR_MALFORMED,
                        "expected exactly one body frame after the delimiter");
         return;

@@ -148,16 +148,66 @@ def malformed_bodies():
     yield "bad_items_4097", header(MEMBERS, 1) + s("ops") + u16(4097) + s("a")
 
 
-def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "corpus", "codec")
+def record(peer, body, flush=False, expire=False, curve=False, curve_server=False):
+    """One record of a broker fuzz input (broker/zchat_testbed.h): a control
+    byte (peer in bits 0-1, flush after, expire after, CURVE key, and on the
+    first record a CURVE server), a u16 length, the body."""
+    control = peer | (4 if flush else 0) | (8 if expire else 0) \
+        | (16 if curve else 0) | (32 if curve_server else 0)
+    return u8(control) + u16(len(body)) + body
+
+
+def broker_conversations():
+    """(name, input) for the broker target: whole conversations."""
+    alice = [
+        record(0, header(HELLO, 1) + u8(1) + s("alice") + s("")),
+        record(1, header(HELLO, 2) + u8(1) + s("bob") + s("")),
+        record(0, header(JOIN, 3) + s("lobby")),
+        record(1, header(JOIN, 4) + s("lobby")),
+        record(0, header(SAY, 5) + s("lobby") + u8(0) + t("hello")),
+        record(0, header(SAY, 5) + s("lobby") + u8(0) + t("hello"), flush=True),
+        record(1, header(DM, 6) + s("alice") + u8(1) + t(TEXT)),
+        record(1, header(HISTORY, 7) + s("lobby") + u64(0) + u64(0) + u16(10)),
+        record(0, header(TOPIC, 8) + s("lobby") + u8(1) + s(TOPIC_TEXT)),
+        record(0, header(WHO, 9) + s("lobby")),
+        record(1, header(ROOMS, 10)),
+        record(1, header(PROBE, 11) + s("lobby")),
+        record(0, header(NICK, 12) + s("alice2")),
+        record(0, header(PING, 13), expire=True),
+        record(1, header(BYE, 14)),
+    ]
+    yield "conversation", b"".join(alice)
+    takeover = [
+        record(0, header(HELLO, 1) + u8(1) + s("carol") + s("")),
+        record(2, header(HELLO, 2) + u8(1) + s("carol") + s("00" * 16)),
+        record(3, header(JOIN, 3) + s("lobby")),
+        record(2, header(LEAVE, 4) + s("lobby")),
+    ]
+    yield "takeover_and_strangers", b"".join(takeover)
+    curve = [
+        record(0, header(HELLO, 1) + u8(1) + s("dave") + s(""), curve=True, curve_server=True),
+        record(1, header(HELLO, 2) + u8(1) + s("dave") + s("")),
+        record(1, header(HELLO, 3) + u8(1) + s("erin") + s(""), curve=True),
+    ]
+    yield "curve_nicks", b"".join(curve)
+    yield "garbage", b"".join(record(i % 4, body) for i, (_, body) in enumerate(malformed_bodies()))
+
+
+def write(out, pairs):
     os.makedirs(out, exist_ok=True)
     written = 0
-    for name, body in list(valid_bodies()) + list(malformed_bodies()):
+    for name, body in pairs:
         with open(os.path.join(out, name), "wb") as f:
             f.write(body)
         written += 1
     print("make_corpus: %d seeds in %s" % (written, out))
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    write(os.path.join(here, "corpus", "codec"),
+          list(valid_bodies()) + list(malformed_bodies()))
+    write(os.path.join(here, "corpus", "broker"), broker_conversations())
 
 
 if __name__ == "__main__":

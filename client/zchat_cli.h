@@ -226,4 +226,8 @@ int
 void
     zchat_cli_print_json_error (int code, const char *message, const cJSON *id);
 
+//  Print {"type":"connected","nick","server"} for a fresh connection.
+void
+    zchat_cli_print_connected (const zchat_cli_opts_t *opts, zchat_client_t *client);
+
 #endif

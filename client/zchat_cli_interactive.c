@@ -19,7 +19,7 @@
 #include <termios.h>
 #include <wchar.h>
 
-typedef enum { REQ_SEND, REQ_JOIN, REQ_OTHER } s_kind_t;
+typedef enum { REQ_SEND, REQ_JOIN, REQ_TOPIC_SET, REQ_OTHER } s_kind_t;
 
 typedef struct {
     s_kind_t kind;
@@ -36,6 +36,8 @@ typedef struct {
     size_t   sends_failed;
     size_t   sends_timed_out;
     char     prompt [ZCHAT_MAX_ROOM + 8];
+    char     renamed_from [ZCHAT_MAX_NICK + 1];     //  the last rename shown
+    char     renamed_to [ZCHAT_MAX_NICK + 1];
 } s_chat_t;
 
 //  libedit's line callback takes no argument: the chat it belongs to.
@@ -174,6 +176,22 @@ s_track (s_chat_t *self, uint64_t rid, s_kind_t kind, const char *room)
 }
 
 
+//  Leaving a room that is still being joined: its join is never answered
+//  (the library forgets the room), so stop waiting for that answer.
+static void
+s_forget_join (s_chat_t *self, const char *room)
+{
+    s_request_t *request = (s_request_t *) zhashx_first (self->requests);
+    while (request) {
+        if (request->kind == REQ_JOIN && streq (request->room, room)) {
+            zhashx_delete (self->requests, zhashx_cursor (self->requests));
+            return;
+        }
+        request = (s_request_t *) zhashx_next (self->requests);
+    }
+}
+
+
 static void
 s_join (s_chat_t *self, const char *room)
 {
@@ -285,6 +303,7 @@ s_input (s_chat_t *self, char *line, size_t size)
             char copy [ZCHAT_MAX_ROOM + 1];
             snprintf (copy, sizeof copy, "%s", room);
             zchat_cli_rooms_remove (&self->rooms, copy);
+            s_forget_join (self, copy);
             s_track (self, zchat_client_leave (self->client, copy), REQ_OTHER, copy);
             s_update_prompt (self);
         }
@@ -347,7 +366,7 @@ s_input (s_chat_t *self, char *line, size_t size)
                 s_error (self, "a topic is at most 255 bytes of UTF-8");
             else
                 s_track (self, zchat_client_topic (self->client, room, *topic? topic: NULL),
-                         REQ_OTHER, room);
+                         *topic? REQ_TOPIC_SET: REQ_OTHER, room);
         }
     }
     else
@@ -389,7 +408,7 @@ s_on_line (char *line)
     assert (self);
     if (!line) {
         self->quit = true;
-        printf ("\n");
+        printf ("\r\033[K");          //  no "^D" left behind
         fflush (stdout);
         return;
     }
@@ -448,12 +467,26 @@ s_event (s_chat_t *self, zchat_event_t *event)
         zhashx_delete (self->requests, key);
         return;
     }
+    bool topic_set = request && request->kind == REQ_TOPIC_SET;
     if (request && event->type != ZCHAT_EV_MESSAGE)
         zhashx_delete (self->requests, key);
-    //  Our own comings and goings: JOINED and LEFT already said so.
+    //  Said once, not once per room: our own comings and goings (JOINED
+    //  and LEFT say so), our rename, the topic we set (the room's topic
+    //  event says so), and someone's rename seen in several rooms.
     if ((event->type == ZCHAT_EV_JOIN || event->type == ZCHAT_EV_LEAVE)
     &&  streq (event->nick, zchat_client_nick (self->client)))
         return;
+    if (topic_set && event->type == ZCHAT_EV_TOPIC)
+        return;
+    if (event->type == ZCHAT_EV_NICK && !event->id) {
+        if (streq (event->new_nick, zchat_client_nick (self->client))
+        ||  streq (event->nick, zchat_client_nick (self->client))
+        ||  (streq (event->nick, self->renamed_from)
+          && streq (event->new_nick, self->renamed_to)))
+            return;
+        snprintf (self->renamed_from, sizeof self->renamed_from, "%s", event->nick);
+        snprintf (self->renamed_to, sizeof self->renamed_to, "%s", event->new_nick);
+    }
     char *text = zchat_cli_event_text (event, self->rooms.count > 1);
     if (text) {
         s_show (self, text);
@@ -579,10 +612,10 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
         zchat_cli_fail ("interrupted");
     else
     if (unanswered || (!terminal && self.sends_failed)) {
-        zchat_cli_fail ("%zu message%s not acknowledged in time, %zu refused",
-                        unanswered + self.sends_timed_out,
-                        unanswered + self.sends_timed_out == 1? "": "s",
-                        self.sends_failed - self.sends_timed_out);
+        size_t late = unanswered + self.sends_timed_out;
+        size_t refused = self.sends_failed - self.sends_timed_out;
+        zchat_cli_fail ("%zu message%s not sent: %zu not acknowledged in time, %zu refused",
+                        late + refused, late + refused == 1? "": "s", late, refused);
         exit_code = unanswered || self.sends_timed_out? ZCHAT_EXIT_NOT_ACKED
                                                       : ZCHAT_EXIT_FAILED;
     }

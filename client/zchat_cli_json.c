@@ -168,6 +168,22 @@ s_text (const cJSON *cmd, const char *name, const cJSON *id)
 }
 
 
+//  Leaving a room that is still being joined: its join is never answered
+//  (the library forgets the room), so stop waiting for that answer.
+static void
+s_forget_join (s_json_t *self, const char *room)
+{
+    s_request_t *request = (s_request_t *) zhashx_first (self->requests);
+    while (request) {
+        if (request->kind == REQ_JOIN && streq (request->room, room)) {
+            zhashx_delete (self->requests, zhashx_cursor (self->requests));
+            return;
+        }
+        request = (s_request_t *) zhashx_next (self->requests);
+    }
+}
+
+
 static void
 s_join (s_json_t *self, const char *room, const cJSON *id)
 {
@@ -225,6 +241,7 @@ s_command (s_json_t *self, const cJSON *cmd)
     if (streq (name, "leave")) {
         if ((room = s_room (self, cmd, id))) {
             zchat_cli_rooms_remove (&self->rooms, room);
+            s_forget_join (self, room);
             s_track (self, zchat_client_leave (client, room), REQ_LEAVE, room, id);
         }
     }
@@ -291,7 +308,7 @@ s_line (s_json_t *self, char *line, size_t size)
         start++;
     if (start == line + size)
         return;                 //  blank lines are no command
-    if (*start != '{') {
+    if (*start != '{' && *start != '[') {
         const char *room = zchat_cli_rooms_current (&self->rooms);
         if (!room) {
             zchat_cli_print_json_error (ZCHAT_CLI_ERR_NO_ROOM,
@@ -372,6 +389,7 @@ zchat_cli_json_run (const zchat_cli_opts_t *opts)
         s_join (&self, opts->rooms [index - 1], NULL);
     if (opts->room_count)
         s_join (&self, opts->rooms [0], NULL);
+    zchat_cli_print_connected (opts, self.client);
 
     int stdin_fd = STDIN_FILENO;
     zchat_cli_lines_t *lines = zchat_cli_lines_new (stdin_fd);
@@ -435,7 +453,7 @@ zchat_cli_json_run (const zchat_cli_opts_t *opts)
         request = (s_request_t *) zhashx_next (self.requests);
     }
     if (self.sends_failed) {
-        zchat_cli_fail ("%zu message%s not sent (%zu not acknowledged in time); first: %s",
+        zchat_cli_fail ("%zu message%s not sent (%zu not acknowledged in time); the first: %s",
                         self.sends_failed, self.sends_failed == 1? "": "s",
                         self.sends_timed_out, self.first_failure);
         exit_code = self.sends_timed_out? ZCHAT_EXIT_NOT_ACKED: ZCHAT_EXIT_FAILED;

@@ -329,6 +329,8 @@ zchat_cli_listen_run (const zchat_cli_opts_t *opts)
             return ZCHAT_EXIT_FAILED;
         }
     }
+    if (opts->json)
+        zchat_cli_print_connected (opts, client);
     zpoller_t *poller = zpoller_new (zchat_client_dealer (client),
                                      zchat_client_sub (client), NULL);
     assert (poller);

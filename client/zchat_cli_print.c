@@ -422,3 +422,20 @@ zchat_cli_print_json_error (int code, const char *message, const cJSON *id)
         cJSON_AddItemToObject (json, "id", cJSON_Duplicate (id, true));
     zchat_cli_print_json (&json);
 }
+
+
+//  ---------------------------------------------------------------------
+//  {"type":"connected"} once connected: the library itself reports only
+//  reconnections, and a bot wants to know when it is in.
+
+void
+zchat_cli_print_connected (const zchat_cli_opts_t *opts, zchat_client_t *client)
+{
+    cJSON *json = cJSON_CreateObject ();
+    if (json) {
+        cJSON_AddStringToObject (json, "type", "connected");
+        cJSON_AddStringToObject (json, "nick", zchat_client_nick (client));
+        cJSON_AddStringToObject (json, "server", opts->server);
+        zchat_cli_print_json (&json);
+    }
+}

@@ -7,12 +7,11 @@
 //  when it is due (pings, resends, probes, fetches, re-greeting).
 //
 //  How the pieces fit (PROTOCOL.md §6):
-//  - sends: every SAY/DM stays in a pending table, keyed by id, until its
+//  - sends: every SAY/DM stays in the outbox (zchat_outbox) until its
 //    ACK; it is resent with the same id every heartbeat interval and at
 //    once after a new session, so the broker can deduplicate retries. The
-//    table is threaded by two lists, one in send order (for the timeout)
-//    and one in last-sent order (for resends), so housekeeping only ever
-//    touches the entries that are due.
+//    outbox keeps its entries in send order and in last-sent order, so
+//    housekeeping only ever touches the entries that are due.
 //  - rooms: subscribe first, JOIN, then PROBE until our own probe comes
 //    back on SUB; only then is the join reported, and from then on a
 //    per-room zchat_sequencer puts messages in order and asks for what is
@@ -28,6 +27,7 @@
 #include <inttypes.h>
 #include "zchat_client.h"
 #include "zchat_idmap.h"
+#include "zchat_outbox.h"
 #include "zchat_sequencer.h"
 
 //  Tuning, in one place
@@ -87,26 +87,6 @@ typedef struct {
     uint32_t remaining;         //  HISTORY: messages still wanted, 0 = all
     uint64_t last_seq;          //  HISTORY: last seq handed on
 } s_request_t;
-
-//  An unacknowledged SAY or DM, with its text inline.
-typedef struct _s_send_t s_send_t;
-struct _s_send_t {
-    uint64_t id;
-    uint8_t  type;              //  ZCHAT_SAY or ZCHAT_DM
-    uint8_t  kind;
-    bool     unsent;            //  on the unsent queue, not the resend list
-    char     target [ZCHAT_MAX_ROOM + 1];   //  room or nick (both <= 32)
-    int64_t  first_ms;          //  when the caller sent it
-    int64_t  last_ms;           //  when it last went out
-    s_send_t *o_prev, *o_next;  //  every send, in send order
-    s_send_t *r_prev, *r_next;  //  resend list or unsent queue
-    size_t   text_size;
-    char     text [];
-};
-
-typedef struct {
-    s_send_t *head, *tail;
-} s_list_t;
 
 //  A FIFO of events, growable ring
 typedef struct {
@@ -179,10 +159,7 @@ struct _zchat_client_t {
     s_queue_t queue;
     zhashx_t *rooms;            //  name -> s_room_t
     zchat_idmap_t *requests;    //  id -> s_request_t
-    zchat_idmap_t *sends;       //  id -> s_send_t
-    s_list_t order;             //  sends by first send
-    s_list_t resend;            //  sent sends by last send
-    s_list_t unsent;            //  sends waiting for the DEALER
+    zchat_outbox_t *outbox;     //  unacknowledged sends
     uint8_t *buffer;
     zchat_buf_t buf;
     char     error [256];
@@ -432,62 +409,6 @@ s_schedule (zchat_client_t *self, int64_t when)
         self->due_ms = when;
 }
 
-//  --------------------------------------------------------------------------
-//  Intrusive lists of sends
-
-static void
-s_order_append (s_list_t *list, s_send_t *send)
-{
-    send->o_prev = list->tail;
-    send->o_next = NULL;
-    if (list->tail)
-        list->tail->o_next = send;
-    else
-        list->head = send;
-    list->tail = send;
-}
-
-static void
-s_order_remove (s_list_t *list, s_send_t *send)
-{
-    if (send->o_prev)
-        send->o_prev->o_next = send->o_next;
-    else
-        list->head = send->o_next;
-    if (send->o_next)
-        send->o_next->o_prev = send->o_prev;
-    else
-        list->tail = send->o_prev;
-    send->o_prev = send->o_next = NULL;
-}
-
-static void
-s_r_append (s_list_t *list, s_send_t *send)
-{
-    send->r_prev = list->tail;
-    send->r_next = NULL;
-    if (list->tail)
-        list->tail->r_next = send;
-    else
-        list->head = send;
-    list->tail = send;
-}
-
-static void
-s_r_remove (s_list_t *list, s_send_t *send)
-{
-    if (send->r_prev)
-        send->r_prev->r_next = send->r_next;
-    else
-        list->head = send->r_next;
-    if (send->r_next)
-        send->r_next->r_prev = send->r_prev;
-    else
-        list->tail = send->r_prev;
-    send->r_prev = send->r_next = NULL;
-}
-
-
 //  ==========================================================================
 //  Sending on DEALER
 
@@ -625,7 +546,7 @@ s_request_flush (zchat_client_t *self, int64_t now)
 //  Encode a pending send into self->buffer; returns the body size.
 
 static size_t
-s_encode_send (zchat_client_t *self, s_send_t *send)
+s_encode_send (zchat_client_t *self, zchat_outbox_entry_t *send)
 {
     if (send->type == ZCHAT_SAY)
         return zchat_encode_say (&self->buf, send->id, send->target, send->kind,
@@ -644,27 +565,10 @@ s_send_flush (zchat_client_t *self, int64_t now)
 {
     if (self->state != S_READY)
         return;
-    s_send_t *send;
-    while ((send = self->unsent.head)) {
-        if (s_send_body (self, s_encode_send (self, send), now))
-            break;
-        s_r_remove (&self->unsent, send);
-        send->unsent = false;
-        send->last_ms = now;
-        s_r_append (&self->resend, send);
-    }
-}
-
-//  --------------------------------------------------------------------------
-//  Forget a pending send and free it.
-
-static void
-s_send_destroy (zchat_client_t *self, s_send_t *send)
-{
-    zchat_idmap_delete (self->sends, send->id);
-    s_order_remove (&self->order, send);
-    s_r_remove (send->unsent? &self->unsent: &self->resend, send);
-    free (send);
+    zchat_outbox_entry_t *send;
+    while ((send = zchat_outbox_next_unsent (self->outbox))
+    &&     s_send_body (self, s_encode_send (self, send), now) == 0)
+        zchat_outbox_sent (self->outbox, send, now);
 }
 
 //  --------------------------------------------------------------------------
@@ -674,43 +578,23 @@ static uint64_t
 s_send_new (zchat_client_t *self, uint8_t type, const char *target,
             const char *text, size_t text_size, bool action)
 {
-    s_send_t *send = (s_send_t *) malloc (sizeof (s_send_t) + text_size);
+    int64_t now = s_now ();
+    //  Behind others that wait, it waits too: sends keep their order
+    bool first_in_line = zchat_outbox_next_unsent (self->outbox) == NULL;
+    uint64_t id = s_next_id (self);
+    zchat_outbox_entry_t *send = zchat_outbox_add (
+        self->outbox, id, type, action? ZCHAT_KIND_ACTION: ZCHAT_KIND_TEXT,
+        target, text, text_size, now);
     if (!send) {
         s_set_error (self, "out of memory");
         return 0;
     }
-    int64_t now = s_now ();
-    send->id = s_next_id (self);
-    send->type = type;
-    send->kind = action? ZCHAT_KIND_ACTION: ZCHAT_KIND_TEXT;
-    //  Validated already: at most ZCHAT_MAX_ROOM or ZCHAT_MAX_NICK bytes
-    size_t target_size = strlen (target);
-    assert (target_size < sizeof (send->target));
-    memcpy (send->target, target, target_size + 1);
-    send->first_ms = now;
-    send->last_ms = now;
-    send->text_size = text_size;
-    if (text_size)
-        memcpy (send->text, text, text_size);
-    if (zchat_idmap_insert (self->sends, send->id, send)) {
-        free (send);
-        s_set_error (self, "out of memory");
-        return 0;
-    }
-    s_order_append (&self->order, send);
-    //  Behind others that wait, it waits too: sends keep their order
-    if (self->unsent.head == NULL && self->state == S_READY
-    &&  s_send_body (self, s_encode_send (self, send), now) == 0) {
-        send->unsent = false;
-        s_r_append (&self->resend, send);
-    }
-    else {
-        send->unsent = true;
-        s_r_append (&self->unsent, send);
-    }
+    if (first_in_line && self->state == S_READY
+    &&  s_send_body (self, s_encode_send (self, send), now) == 0)
+        zchat_outbox_sent (self->outbox, send, now);
     //  A timeout shorter than the heartbeat comes due before anything else
     s_schedule (self, now + self->timeout_ms);
-    return send->id;
+    return id;
 }
 
 //  --------------------------------------------------------------------------
@@ -1057,16 +941,7 @@ s_on_welcome (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
     }
     s_request_flush (self, now);
     //  Every pending send again, in the order the caller sent them
-    s_send_t *send;
-    while ((send = self->resend.head)) {
-        s_r_remove (&self->resend, send);
-        send->unsent = true;
-    }
-    self->unsent.head = self->unsent.tail = NULL;
-    for (send = self->order.head; send; send = send->o_next) {
-        send->unsent = true;
-        s_r_append (&self->unsent, send);
-    }
+    zchat_outbox_unsend_all (self->outbox);
     s_send_flush (self, now);
 }
 
@@ -1259,7 +1134,7 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
         s_session_lost (self, now);
         return;
     }
-    s_send_t *send = (s_send_t *) zchat_idmap_lookup (self->sends, msg->id);
+    zchat_outbox_entry_t *send = zchat_outbox_lookup (self->outbox, msg->id);
     if (self->state == S_GREETING
     &&  (msg->id == self->hello_id
         || (!send && !zchat_idmap_lookup (self->requests, msg->id)))) {
@@ -1271,7 +1146,7 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
         s_emit_error (self, msg->id, msg->code, msg->retry_ms,
                       send->type == ZCHAT_SAY? send->target: NULL,
                       send->type == ZCHAT_DM? send->target: NULL, msg->reason);
-        s_send_destroy (self, send);
+        zchat_outbox_remove (self->outbox, send);
         return;
     }
     s_request_t *req = msg->id? s_request_take (self, msg->id): NULL;
@@ -1424,7 +1299,7 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
     }
     switch (msg.type) {
         case ZCHAT_ACK: {
-            s_send_t *send = (s_send_t *) zchat_idmap_lookup (self->sends, msg.id);
+            zchat_outbox_entry_t *send = zchat_outbox_lookup (self->outbox, msg.id);
             if (!send)
                 break;          //  a retry's second ACK
             zchat_event_t *event = s_event_new (ZCHAT_EV_ACK);
@@ -1437,7 +1312,7 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
                 event->ts = msg.ts;
                 s_emit (self, event);
             }
-            s_send_destroy (self, send);
+            zchat_outbox_remove (self->outbox, send);
             break;
         }
         case ZCHAT_DELIVER: {
@@ -1679,38 +1554,36 @@ s_housekeep (zchat_client_t *self, int64_t now)
     }
 
     //  Sends past their time: give up on them, oldest first
-    s_send_t *send;
-    while ((send = self->order.head) && now - send->first_ms >= self->timeout_ms) {
+    zchat_outbox_entry_t *send;
+    while ((send = zchat_outbox_oldest (self->outbox))
+    &&     now - send->first_ms >= self->timeout_ms) {
         char reason [ZCHAT_MAX_REASON + 1];
         snprintf (reason, sizeof (reason), "no acknowledgement within %.1f s",
                   self->timeout_ms / 1000.0);
         s_emit_error (self, send->id, ZCHAT_CLIENT_TIMEOUT, 0,
                       send->type == ZCHAT_SAY? send->target: NULL,
                       send->type == ZCHAT_DM? send->target: NULL, reason);
-        s_send_destroy (self, send);
+        zchat_outbox_remove (self->outbox, send);
     }
-    if (self->order.head)
-        s_schedule (self, self->order.head->first_ms + self->timeout_ms);
+    if ((send = zchat_outbox_oldest (self->outbox)))
+        s_schedule (self, send->first_ms + self->timeout_ms);
     if (self->state != S_READY)
         return;
 
     //  What could not go out before, then resends of the oldest sends
     s_request_flush (self, now);
     s_send_flush (self, now);
-    while ((send = self->resend.head) && now - send->last_ms >= self->heartbeat_ms) {
-        s_r_remove (&self->resend, send);
-        if (s_send_body (self, s_encode_send (self, send), now) == 0) {
-            send->last_ms = now;
-            s_r_append (&self->resend, send);
-        }
+    while ((send = zchat_outbox_stalest (self->outbox))
+    &&     now - send->last_ms >= self->heartbeat_ms) {
+        if (s_send_body (self, s_encode_send (self, send), now) == 0)
+            zchat_outbox_sent (self->outbox, send, now);
         else {
-            send->unsent = true;
-            s_r_append (&self->unsent, send);
+            zchat_outbox_unsend (self->outbox, send);
             break;
         }
     }
-    if (self->resend.head)
-        s_schedule (self, self->resend.head->last_ms + self->heartbeat_ms);
+    if ((send = zchat_outbox_stalest (self->outbox)))
+        s_schedule (self, send->last_ms + self->heartbeat_ms);
 
     s_room_t *room = (s_room_t *) zhashx_first (self->rooms);
     while (room) {
@@ -1735,7 +1608,7 @@ s_want_write (zchat_client_t *self)
     if (self->state == S_GREETING)
         return !self->hello_sent;
     if (self->state == S_READY)
-        return self->unsent.head || self->unsent_requests;
+        return zchat_outbox_next_unsent (self->outbox) || self->unsent_requests;
     return false;
 }
 
@@ -1826,11 +1699,11 @@ zchat_client_new (const char *server, const char *nick)
     self->next_id = s_random64 ();
     self->rooms = zhashx_new ();
     self->requests = zchat_idmap_new ();
-    self->sends = zchat_idmap_new ();
+    self->outbox = zchat_outbox_new ();
     self->buffer = (uint8_t *) malloc (S_BUFFER_SIZE);
     self->dealer = zsock_new (ZMQ_DEALER);
     self->sub = zsock_new (ZMQ_SUB);
-    if (!self->server || !self->rooms || !self->requests || !self->sends
+    if (!self->server || !self->rooms || !self->requests || !self->outbox
     ||  !self->buffer || !self->dealer || !self->sub) {
         zchat_client_destroy (&self);
         return NULL;
@@ -1908,13 +1781,7 @@ zchat_client_destroy (zchat_client_t **self_p)
             free (req);
         zchat_idmap_destroy (&self->requests);
     }
-    s_send_t *send = self->order.head;
-    while (send) {
-        s_send_t *next = send->o_next;
-        free (send);
-        send = next;
-    }
-    zchat_idmap_destroy (&self->sends);
+    zchat_outbox_destroy (&self->outbox);
     s_queue_purge (&self->queue);
     zcert_destroy (&self->cert);
     free (self->buffer);
@@ -2419,7 +2286,7 @@ size_t
 zchat_client_pending (zchat_client_t *self)
 {
     assert (self);
-    return zchat_idmap_size (self->sends);
+    return zchat_outbox_size (self->outbox);
 }
 
 zsock_t *

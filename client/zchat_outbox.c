@@ -1,0 +1,326 @@
+//  zchat_outbox — the client's unacknowledged sends (SAY and DM).
+//
+//  An entry is one allocation with its text inline; the id map finds it,
+//  and intrusive links thread it through the send order and through
+//  either the unsent queue or the resend list, so every operation here is
+//  O(1) (the id map's usual single probe aside).
+
+#include <czmq.h>
+#include "zchat_outbox.h"
+#include "zchat_idmap.h"
+
+typedef struct {
+    zchat_outbox_entry_t *head, *tail;
+} s_list_t;
+
+struct _zchat_outbox_t {
+    zchat_idmap_t *ids;
+    s_list_t order;             //  o_ links
+    s_list_t unsent;            //  q_ links, entries with unsent set
+    s_list_t resend;            //  q_ links, entries with unsent clear
+};
+
+//  --------------------------------------------------------------------------
+//  The two kinds of links
+
+static void
+s_order_append (s_list_t *list, zchat_outbox_entry_t *entry)
+{
+    entry->o_prev = list->tail;
+    entry->o_next = NULL;
+    if (list->tail)
+        list->tail->o_next = entry;
+    else
+        list->head = entry;
+    list->tail = entry;
+}
+
+static void
+s_order_remove (s_list_t *list, zchat_outbox_entry_t *entry)
+{
+    if (entry->o_prev)
+        entry->o_prev->o_next = entry->o_next;
+    else
+        list->head = entry->o_next;
+    if (entry->o_next)
+        entry->o_next->o_prev = entry->o_prev;
+    else
+        list->tail = entry->o_prev;
+    entry->o_prev = entry->o_next = NULL;
+}
+
+static void
+s_queue_append (s_list_t *list, zchat_outbox_entry_t *entry)
+{
+    entry->q_prev = list->tail;
+    entry->q_next = NULL;
+    if (list->tail)
+        list->tail->q_next = entry;
+    else
+        list->head = entry;
+    list->tail = entry;
+}
+
+static void
+s_queue_remove (s_list_t *list, zchat_outbox_entry_t *entry)
+{
+    if (entry->q_prev)
+        entry->q_prev->q_next = entry->q_next;
+    else
+        list->head = entry->q_next;
+    if (entry->q_next)
+        entry->q_next->q_prev = entry->q_prev;
+    else
+        list->tail = entry->q_prev;
+    entry->q_prev = entry->q_next = NULL;
+}
+
+//  The queue an entry is on now
+static s_list_t *
+s_queue_of (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
+{
+    return entry->unsent? &self->unsent: &self->resend;
+}
+
+//  --------------------------------------------------------------------------
+//  Create an empty outbox.
+
+zchat_outbox_t *
+zchat_outbox_new (void)
+{
+    zchat_outbox_t *self = (zchat_outbox_t *) zmalloc (sizeof (zchat_outbox_t));
+    if (!self)
+        return NULL;
+    self->ids = zchat_idmap_new ();
+    if (!self->ids) {
+        free (self);
+        return NULL;
+    }
+    return self;
+}
+
+//  --------------------------------------------------------------------------
+//  Free the outbox and its entries.
+
+void
+zchat_outbox_destroy (zchat_outbox_t **self_p)
+{
+    assert (self_p);
+    zchat_outbox_t *self = *self_p;
+    if (self) {
+        zchat_outbox_entry_t *entry = self->order.head;
+        while (entry) {
+            zchat_outbox_entry_t *next = entry->o_next;
+            free (entry);
+            entry = next;
+        }
+        zchat_idmap_destroy (&self->ids);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Add a send.
+
+zchat_outbox_entry_t *
+zchat_outbox_add (zchat_outbox_t *self, uint64_t id, uint8_t type, uint8_t kind,
+                  const char *target, const char *text, size_t text_size, int64_t now)
+{
+    assert (self);
+    assert (target);
+    assert (text || text_size == 0);
+    size_t target_size = strlen (target);
+    assert (target_size <= ZCHAT_MAX_ROOM);
+    zchat_outbox_entry_t *entry =
+        (zchat_outbox_entry_t *) malloc (sizeof (zchat_outbox_entry_t) + text_size);
+    if (!entry)
+        return NULL;
+    entry->id = id;
+    entry->type = type;
+    entry->kind = kind;
+    entry->unsent = true;
+    memcpy (entry->target, target, target_size + 1);
+    entry->first_ms = now;
+    entry->last_ms = now;
+    entry->text_size = text_size;
+    if (text_size)
+        memcpy (entry->text, text, text_size);
+    if (zchat_idmap_insert (self->ids, id, entry)) {
+        free (entry);
+        return NULL;
+    }
+    s_order_append (&self->order, entry);
+    s_queue_append (&self->unsent, entry);
+    return entry;
+}
+
+zchat_outbox_entry_t *
+zchat_outbox_lookup (zchat_outbox_t *self, uint64_t id)
+{
+    assert (self);
+    return (zchat_outbox_entry_t *) zchat_idmap_lookup (self->ids, id);
+}
+
+//  --------------------------------------------------------------------------
+//  Remove and free an entry.
+
+void
+zchat_outbox_remove (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
+{
+    assert (self);
+    assert (entry);
+    zchat_idmap_delete (self->ids, entry->id);
+    s_order_remove (&self->order, entry);
+    s_queue_remove (s_queue_of (self, entry), entry);
+    free (entry);
+}
+
+size_t
+zchat_outbox_size (zchat_outbox_t *self)
+{
+    assert (self);
+    return zchat_idmap_size (self->ids);
+}
+
+zchat_outbox_entry_t *
+zchat_outbox_oldest (zchat_outbox_t *self)
+{
+    assert (self);
+    return self->order.head;
+}
+
+zchat_outbox_entry_t *
+zchat_outbox_next_unsent (zchat_outbox_t *self)
+{
+    assert (self);
+    return self->unsent.head;
+}
+
+zchat_outbox_entry_t *
+zchat_outbox_stalest (zchat_outbox_t *self)
+{
+    assert (self);
+    return self->resend.head;
+}
+
+//  --------------------------------------------------------------------------
+//  Move an entry between the unsent queue and the resend list.
+
+void
+zchat_outbox_sent (zchat_outbox_t *self, zchat_outbox_entry_t *entry, int64_t now)
+{
+    assert (self);
+    assert (entry);
+    s_queue_remove (s_queue_of (self, entry), entry);
+    entry->unsent = false;
+    entry->last_ms = now;
+    s_queue_append (&self->resend, entry);
+}
+
+void
+zchat_outbox_unsend (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
+{
+    assert (self);
+    assert (entry);
+    s_queue_remove (s_queue_of (self, entry), entry);
+    entry->unsent = true;
+    s_queue_append (&self->unsent, entry);
+}
+
+void
+zchat_outbox_unsend_all (zchat_outbox_t *self)
+{
+    assert (self);
+    self->unsent.head = self->unsent.tail = NULL;
+    self->resend.head = self->resend.tail = NULL;
+    for (zchat_outbox_entry_t *entry = self->order.head; entry; entry = entry->o_next) {
+        entry->unsent = true;
+        s_queue_append (&self->unsent, entry);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Self test
+
+void
+zchat_outbox_test (bool verbose)
+{
+    if (verbose)
+        printf (" * zchat_outbox: ");
+    zchat_outbox_t *outbox = zchat_outbox_new ();
+    assert (outbox);
+    assert (zchat_outbox_size (outbox) == 0);
+    assert (!zchat_outbox_oldest (outbox));
+    assert (!zchat_outbox_next_unsent (outbox));
+    assert (!zchat_outbox_stalest (outbox));
+
+    //  Added entries wait, in order, with their text copied
+    char text [] = "hello";
+    zchat_outbox_entry_t *a = zchat_outbox_add (outbox, 10, ZCHAT_SAY, ZCHAT_KIND_TEXT,
+                                                "lobby", text, 5, 100);
+    text [0] = 'j';
+    zchat_outbox_entry_t *b = zchat_outbox_add (outbox, 11, ZCHAT_DM, ZCHAT_KIND_ACTION,
+                                                "bob", "", 0, 110);
+    zchat_outbox_entry_t *c = zchat_outbox_add (outbox, 12, ZCHAT_SAY, ZCHAT_KIND_TEXT,
+                                                "lobby", "x", 1, 120);
+    assert (a && b && c);
+    assert (zchat_outbox_add (outbox, 10, ZCHAT_SAY, 0, "lobby", "", 0, 130) == NULL);
+    assert (zchat_outbox_size (outbox) == 3);
+    assert (memcmp (a->text, "hello", 5) == 0 && a->text_size == 5);
+    assert (streq (b->target, "bob") && b->type == ZCHAT_DM && b->kind == ZCHAT_KIND_ACTION);
+    assert (zchat_outbox_lookup (outbox, 11) == b);
+    assert (zchat_outbox_lookup (outbox, 13) == NULL);
+    assert (zchat_outbox_next_unsent (outbox) == a && a->unsent);
+    assert (zchat_outbox_oldest (outbox) == a);
+
+    //  Sending moves them to the resend list, least recently sent first
+    zchat_outbox_sent (outbox, a, 200);
+    zchat_outbox_sent (outbox, b, 201);
+    assert (zchat_outbox_next_unsent (outbox) == c);
+    assert (zchat_outbox_stalest (outbox) == a && !a->unsent && a->last_ms == 200);
+    zchat_outbox_sent (outbox, a, 300);        //  a resend
+    assert (zchat_outbox_stalest (outbox) == b);
+    assert (zchat_outbox_oldest (outbox) == a);     //  send order stays
+
+    //  A resend that cannot go out waits behind the unsent
+    zchat_outbox_unsend (outbox, b);
+    assert (zchat_outbox_stalest (outbox) == a);
+    assert (zchat_outbox_next_unsent (outbox) == c);
+    assert (c->q_next == b);
+
+    //  Removal from the middle of both orders
+    zchat_outbox_remove (outbox, c);
+    assert (zchat_outbox_size (outbox) == 2);
+    assert (zchat_outbox_lookup (outbox, 12) == NULL);
+    assert (zchat_outbox_next_unsent (outbox) == b);
+    assert (a->o_next == b && b->o_prev == a);
+
+    //  A new session: everything again, in send order
+    zchat_outbox_entry_t *d = zchat_outbox_add (outbox, 13, ZCHAT_SAY, 0, "lobby", "y", 1, 400);
+    zchat_outbox_sent (outbox, d, 400);
+    zchat_outbox_unsend_all (outbox);
+    assert (!zchat_outbox_stalest (outbox));
+    assert (zchat_outbox_next_unsent (outbox) == a);
+    assert (a->q_next == b && b->q_next == d && d->q_next == NULL);
+    assert (a->unsent && b->unsent && d->unsent);
+
+    //  Many entries: ids found, order kept
+    for (uint64_t id = 1000; id < 3000; id++)
+        assert (zchat_outbox_add (outbox, id, ZCHAT_SAY, 0, "r", "t", 1, (int64_t) id));
+    for (uint64_t id = 1000; id < 3000; id += 2)
+        zchat_outbox_remove (outbox, zchat_outbox_lookup (outbox, id));
+    assert (zchat_outbox_size (outbox) == 3 + 1000);
+    zchat_outbox_entry_t *entry = zchat_outbox_oldest (outbox);
+    size_t count = 0;
+    uint64_t last_id = 0;
+    for (; entry; entry = entry->o_next, count++) {
+        assert (entry->id > last_id);
+        last_id = entry->id;
+    }
+    assert (count == 1003);
+    zchat_outbox_destroy (&outbox);
+    zchat_outbox_destroy (&outbox);
+    if (verbose)
+        printf ("OK\n");
+}

@@ -921,8 +921,9 @@ s_on_welcome (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
     for (size_t i = 0; i < found; i++) {
         req = (s_request_t *) zchat_idmap_lookup (self->requests, ids [i]);
         if (req->user) {
+            if (req->sent)
+                self->unsent_requests++;
             req->sent = false;
-            self->unsent_requests++;
         }
         else {
             req = s_request_take (self, ids [i]);
@@ -1099,7 +1100,7 @@ s_on_joined (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int64_t 
     if (room->confirmed) {
         //  A rejoin on a new session, or the caller joining again: live at
         //  once; the sequencer fetches whatever we missed meanwhile
-        bool again = room->state == R_LIVE && user_id && user_id != room->join_id;
+        bool again = user_id && user_id != room->join_id;
         room->state = R_LIVE;
         if (again) {
             zchat_event_t *event = s_event_new (ZCHAT_EV_JOINED);
@@ -1388,6 +1389,10 @@ s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
     if (!room)
         return;                 //  a room we left
     if (msg.type == ZCHAT_MESSAGE) {
+        //  Seen already (our fetch overtook it): skip the copy
+        if (zchat_sequencer_started (room->sequencer)
+        &&  msg.seq <= zchat_sequencer_last (room->sequencer))
+            return;
         zchat_event_t *event = s_message_event (msg.room, msg.seq, msg.ts, msg.nick,
                                                 msg.kind, msg.text, msg.text_size);
         if (!event)

@@ -13,6 +13,9 @@ main (int argc, char **argv)
         return exit_code;
     //  czmq's own log lines would break the one-line-per-failure rule.
     zsys_set_logstream (NULL);
+    //  A reader of our output that goes away is a write error to report
+    //  (and a goodbye to say), not a silent death by SIGPIPE.
+    signal (SIGPIPE, SIG_IGN);
     if (opts.send)
         exit_code = zchat_cli_send_run (&opts);
     else

@@ -590,6 +590,10 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
             exit_code = ZCHAT_EXIT_INTERRUPTED;
             break;
         }
+        if (ferror (stdout)) {
+            exit_code = ZCHAT_EXIT_FAILED;
+            break;
+        }
     }
     //  What was sent but never answered is lost: say so.
     size_t unanswered = 0;
@@ -610,6 +614,9 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
     }
     if (exit_code == ZCHAT_EXIT_INTERRUPTED)
         zchat_cli_fail ("interrupted");
+    else
+    if (exit_code == ZCHAT_EXIT_FAILED)
+        zchat_cli_fail ("cannot write to stdout");
     else
     if (unanswered || (!terminal && self.sends_failed)) {
         size_t late = unanswered + self.sends_timed_out;

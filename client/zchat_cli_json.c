@@ -439,6 +439,12 @@ zchat_cli_json_run (const zchat_cli_opts_t *opts)
             exit_code = ZCHAT_EXIT_INTERRUPTED;
             goto cleanup;
         }
+        if (ferror (stdout)) {
+            //  Whoever read our events is gone: nobody to answer to.
+            zchat_cli_fail ("cannot write to stdout");
+            exit_code = ZCHAT_EXIT_FAILED;
+            goto cleanup;
+        }
     }
     //  Whatever is still unanswered at the drain deadline failed.
     s_request_t *request = (s_request_t *) zhashx_first (self.requests);

@@ -285,6 +285,10 @@ zchat_cli_send_run (const zchat_cli_opts_t *opts)
             exit_code = s_send_event (&self, event);
             zchat_event_destroy (&event);
         }
+        if (!exit_code && ferror (stdout)) {
+            zchat_cli_fail ("cannot write to stdout");
+            exit_code = ZCHAT_EXIT_FAILED;
+        }
         if (!exit_code && (zsys_interrupted || zpoller_terminated (poller))) {
             zchat_cli_fail ("interrupted with %zu message%s not acknowledged",
                             in_flight, in_flight == 1? "": "s");
@@ -367,6 +371,10 @@ zchat_cli_listen_run (const zchat_cli_opts_t *opts)
             zchat_event_destroy (&event);
             if (!exit_code && opts->count >= 0 && printed >= opts->count)
                 goto cleanup;
+        }
+        if (!exit_code && ferror (stdout)) {
+            zchat_cli_fail ("cannot write to stdout");
+            exit_code = ZCHAT_EXIT_FAILED;
         }
         if (!exit_code && (zsys_interrupted || zpoller_terminated (poller))) {
             zchat_cli_fail ("interrupted");

@@ -41,6 +41,7 @@
 #define S_FETCH_RETRY_MS        1000    //  after a failed history fetch
 #define S_BYE_WAIT_MS           500     //  destroy waits this long for BYE's OK
 #define S_MAX_IDLE_MS           1000    //  housekeeping runs at least this often
+#define S_WRITE_RETRY_MS        10      //  retry a full DEALER, for external pollers
 #define S_BUFFER_LIMIT          10000   //  out-of-order messages per room
 #define S_HELD_LIMIT            1000    //  presence events held per joining room
 #define S_PAGE_LIMIT            500     //  messages asked per history fetch
@@ -2317,6 +2318,10 @@ zchat_client_due_ms (zchat_client_t *self)
     if (self->state == S_IDLE)
         return -1;
     int64_t left = self->due_ms - s_now ();
+    //  A caller's poller watches for input only: if sends wait for room
+    //  in the DEALER, come back soon to try again
+    if (s_want_write (self) && left > S_WRITE_RETRY_MS)
+        left = S_WRITE_RETRY_MS;
     if (left < 0)
         return 0;
     return left > INT_MAX? INT_MAX: (int) left;

@@ -14,7 +14,7 @@ COST = 25
 TIMEOUT = 240
 
 SENDERS = 3
-PER_SENDER = 2500
+PER_SENDER = 4000
 ROOM = "stream"
 
 
@@ -52,18 +52,20 @@ def _crash_and_recover(how):
             t.start()
             feeders.append(t)
 
-        #  Crash once a quarter of the stream has gone through.
-        listeners[0].wait_count(lambda e: e.get("type") == "message", total // 4,
-                                timeout=T(60), desc="first quarter of the stream")
-        seen_at_crash = listeners[0].count(lambda e: e.get("type") == "message")
-        if how == "kill9":
-            b.kill9()
-        else:
-            b.stop()
-        check(seen_at_crash < total,
-              "the stream was over before the crash; the test proves nothing")
-        time.sleep(0.5)
-        b.restart()
+        #  Crash once a quarter of the stream has gone through (kill -9:
+        #  again at 60 %, while the clients are still recovering).
+        for fraction in ((0.25, 0.6) if how == "kill9" else (0.25,)):
+            listeners[0].wait_count(lambda e: e.get("type") == "message", int(total * fraction),
+                                    timeout=T(60), desc="%d%% of the stream" % (fraction * 100))
+            seen_at_crash = listeners[0].count(lambda e: e.get("type") == "message")
+            if how == "kill9":
+                b.kill9()
+            else:
+                b.stop()
+            check(seen_at_crash < total,
+                  "the stream was over before the crash; the test proves nothing")
+            time.sleep(0.5)
+            b.restart()
 
         for p in senders:
             rc = p.wait(T(120))

@@ -299,6 +299,23 @@ s_command (s_json_t *self, const cJSON *cmd)
 }
 
 
+//  True if a JSON line holds the escape \u0000. cJSON would cut the
+//  string there and we would send half a text without a word: zchat
+//  texts cannot hold NUL (PROTOCOL.md section 2), so refuse the line.
+static bool
+s_has_escaped_nul (const char *line, size_t size)
+{
+    for (size_t index = 0; index + 1 < size; index++)
+        if (line [index] == '\\') {
+            if (line [index + 1] == 'u' && size - index >= 6
+            &&  memcmp (line + index + 2, "0000", 4) == 0)
+                return true;
+            index++;            //  skip the escaped character
+        }
+    return false;
+}
+
+
 //  One line of input: a JSON command, or text to say in the current room.
 static void
 s_line (s_json_t *self, char *line, size_t size)
@@ -320,6 +337,11 @@ s_line (s_json_t *self, char *line, size_t size)
         s_track (self, zchat_client_say (self->client, room, fixed, fixed_size, false),
                  REQ_SEND, room, NULL);
         free (fixed);
+        return;
+    }
+    if (s_has_escaped_nul (line, size)) {
+        zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD,
+                                    "\\u0000 (NUL) cannot be sent: texts hold no NUL", NULL);
         return;
     }
     cJSON *cmd = cJSON_ParseWithLength (line, size);

@@ -377,8 +377,7 @@ zchat_cli_connect (const zchat_cli_opts_t *opts, int history, zchat_client_t **c
     }
     else
     if (rc == ZCHAT_CLIENT_AUTH) {
-        zchat_cli_fail ("CURVE handshake refused by %s: %s", opts->server,
-                        zchat_client_error (client));
+        zchat_cli_fail ("%s (broker at %s)", zchat_client_error (client), opts->server);
         exit_code = ZCHAT_EXIT_AUTH;
     }
     else

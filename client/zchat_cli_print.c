@@ -200,7 +200,8 @@ zchat_cli_event_text (const zchat_event_t *ev, bool show_room)
                       "history", ev->from_seq, ev->to_seq, ev->room);
             break;
         case ZCHAT_EV_CONNECTED:
-            s_append (out, "-- connected%s", ev->resumed? " (session resumed)": "");
+            //  The library reports only reconnections.
+            s_append (out, "-- reconnected%s", ev->resumed? " (session resumed)": "");
             break;
         case ZCHAT_EV_DISCONNECTED:
             s_append (out, "!! lost the broker; reconnecting");

@@ -657,6 +657,22 @@ s_last_log_line (const char *path, char *line, size_t size)
     fclose (file);
 }
 
+//  The broker's last log lines to stderr, when a run failed.
+static void
+s_print_log_tail (const char *path)
+{
+    FILE *file = path? fopen (path, "r"): NULL;
+    if (!file)
+        return;
+    char lines [5][512];
+    int count = 0;
+    while (fgets (lines [count % 5], sizeof (lines [0]), file))
+        count++;
+    fclose (file);
+    for (int i = count > 5? count - 5: 0; i < count; i++)
+        fprintf (stderr, "broker log: %s", lines [i % 5]);
+}
+
 static void
 s_broker_stop (s_broker_t *self)
 {
@@ -911,6 +927,7 @@ bench_zchat_run (const bench_params_t *params, bench_side_t *side)
     }
     if (collected < 0) {
         snprintf (side->status, sizeof (side->status), "%s", bench_fleet_error (fleet));
+        s_print_log_tail (broker.log);
         goto cleanup;
     }
     if (flooder >= 0) {
@@ -972,22 +989,26 @@ bench_idle_run (const bench_params_t *params, bench_idle_t *result)
     char prefix [16], text [32];
     snprintf (prefix, sizeof (prefix), "b%04x", (unsigned) randof (0xFFFF));
     int64_t start = bench_now_ns ();
+    //  One process at a time: thousands of greetings at once on two cores
+    //  measure the connect storm, not the memory of idle clients.
     for (int p = 0; p < result->procs; p++) {
         int clients = result->clients / result->procs
                     + (p < result->clients % result->procs? 1: 0);
         snprintf (text, sizeof (text), "%d", clients);
         char *args [] = { "--server", broker.router, "--nick-prefix", prefix,
                           "--clients", text, NULL };
-        if (bench_fleet_spawn (fleet, "zidle", args) < 0) {
+        int index = bench_fleet_spawn (fleet, "zidle", args);
+        if (index < 0) {
             snprintf (result->status, sizeof (result->status), "cannot start clients");
             goto cleanup;
         }
-    }
-    if (bench_fleet_wait_ready (fleet, 0, bench_fleet_size (fleet),
-                                (int) (30000 + 20 * (long) result->clients))) {
-        snprintf (result->status, sizeof (result->status), "%s",
-                  bench_fleet_error (fleet));
-        goto cleanup;
+        if (bench_fleet_wait_ready (fleet, index, index + 1,
+                                    (int) (60000 + 50 * (long) clients))) {
+            snprintf (result->status, sizeof (result->status), "%s",
+                      bench_fleet_error (fleet));
+            s_print_log_tail (broker.log);
+            goto cleanup;
+        }
     }
     result->connect_s = (double) (bench_now_ns () - start) / 1e9;
     //  Let queues settle and heartbeats go round once.

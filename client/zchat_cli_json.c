@@ -53,9 +53,14 @@ static void
 s_track (s_json_t *self, uint64_t rid, s_kind_t kind, const char *room, const cJSON *id)
 {
     if (!rid) {
-        zchat_cli_print_json_error (kind == REQ_SEND? ZCHAT_CLI_ERR_BAD_FIELD
-                                                    : ZCHAT_CLI_ERR_LOCAL,
-                                    zchat_client_error (self->client), id);
+        //  The library refused it before sending. Its API gives only the
+        //  reason as text: a text over the broker's max_text is what the
+        //  broker itself would answer 413 to, so say 413 too.
+        const char *reason = zchat_client_error (self->client);
+        int code = kind != REQ_SEND? ZCHAT_CLI_ERR_LOCAL
+                 : strncmp (reason, "text too long", 13) == 0? ZCHAT_ERR_TOO_LARGE
+                 : ZCHAT_CLI_ERR_BAD_FIELD;
+        zchat_cli_print_json_error (code, reason, id);
         if (kind == REQ_SEND) {
             if (!self->sends_failed++)
                 snprintf (self->first_failure, sizeof self->first_failure, "%s",

@@ -2241,8 +2241,9 @@ zchat_client_next (zchat_client_t *self, int timeout_ms)
         if (self->queue.count > 0) {
             //  Keep the session alive even for a caller that never runs
             //  out of events
-            if (s_now () >= self->due_ms)
-                s_housekeep (self, s_now ());
+            int64_t now = s_now ();
+            if (now >= self->due_ms)
+                s_housekeep (self, now);
             return s_queue_pop (&self->queue);
         }
         if (zsys_interrupted)

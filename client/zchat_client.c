@@ -2320,8 +2320,9 @@ zchat_client_due_ms (zchat_client_t *self)
         return -1;
     int64_t left = self->due_ms - s_now ();
     //  A caller's poller watches for input only: if sends wait for room
-    //  in the DEALER, come back soon to try again
-    if (s_want_write (self) && left > S_WRITE_RETRY_MS)
+    //  in the DEALER, come back soon to try again (a HELLO waiting for the
+    //  broker to come back is tried every S_GREET_RETRY_MS instead)
+    if (self->state == S_READY && s_want_write (self) && left > S_WRITE_RETRY_MS)
         left = S_WRITE_RETRY_MS;
     if (left < 0)
         return 0;

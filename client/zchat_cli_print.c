@@ -75,11 +75,15 @@ s_append_topic (zchunk_t *out, const char *topic)
 static void
 s_append_time (zchunk_t *out, uint64_t ts)
 {
-    time_t seconds = ts? (time_t) (ts / 1000): time (NULL);
-    struct tm local;
-    char stamp [16] = "[--:--] ";
-    if (localtime_r (&seconds, &local))
-        strftime (stamp, sizeof stamp, "[%H:%M] ", &local);
+    time_t now = time (NULL);
+    time_t seconds = ts? (time_t) (ts / 1000): now;
+    struct tm local, today;
+    char stamp [32] = "[--:--] ";
+    //  Replayed history may be older than today: then the date matters.
+    if (localtime_r (&seconds, &local) && localtime_r (&now, &today))
+        strftime (stamp, sizeof stamp,
+                  local.tm_yday == today.tm_yday && local.tm_year == today.tm_year
+                  ? "[%H:%M] ": "[%Y-%m-%d %H:%M] ", &local);
     zchunk_extend (out, stamp, strlen (stamp));
 }
 

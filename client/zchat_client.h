@@ -184,7 +184,8 @@ uint64_t zchat_client_history (zchat_client_t *self, const char *room,
 zchat_event_t *
     zchat_client_next (zchat_client_t *self, int timeout_ms);
 
-//  Wait for the answer to request id (ACK, OK, ERROR, JOINED, ...), at most
+//  Wait for the answer to request id (ACK, OK, ERROR, JOINED, NICK for our
+//  own rename, ...), at most
 //  timeout_ms; other events meanwhile are kept for zchat_client_next.
 //  Returns NULL on timeout.
 zchat_event_t *

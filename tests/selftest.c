@@ -17,6 +17,7 @@
 #include "zchat_client.h"
 #include "zchat_idmap.h"
 #include "zchat_sequencer.h"
+#include "zchat_outbox.h"
 
 typedef struct {
     const char *name;
@@ -34,6 +35,7 @@ static test_t s_tests [] = {
     { "zchat_broker",    zchat_broker_test },
     { "zchat_idmap",     zchat_idmap_test },
     { "zchat_sequencer", zchat_sequencer_test },
+    { "zchat_outbox",    zchat_outbox_test },
     { "zchat_client",    zchat_client_test },
 };
 #define TEST_COUNT (sizeof (s_tests) / sizeof (s_tests [0]))

@@ -6,9 +6,11 @@ DEALER gets nothing; --allow-any admits any key but still no plaintext."""
 
 import os
 import shutil
+import signal
 
 from harness import (TMP, Broker, RawDealer, RawSub, check, encode, keygen, listener,
-                     one_stderr_line, read_cert, require_binary, run, zchat, T, HELLO, WELCOME)
+                     one_stderr_line, read_cert, require_binary, run, wait_until, zchat, T, HELLO,
+                     WELCOME)
 
 COST = 12
 
@@ -125,3 +127,26 @@ def test_curve_usage():
     r = zchat("tcp://127.0.0.1:1", "x", "--cert", os.path.join(TMP, "missing_secret"),
               "--server-key", k["server"], "--send", "x", rooms=["r"], timeout=T(10))
     check(r.rc in (1, 2), "a client with a missing certificate should fail at once: %r" % r)
+
+
+def test_curve_allow_list_reload():
+    k, allow = _keys()
+    b = Broker("--cert", k["server"] + "_secret", "--allow", allow)
+    r = zchat(b, "mallory", "--send", "not yet", "--timeout", "20", *_curve_args(k, "mallory"),
+              rooms=["sec"], timeout=T(30))
+    _refused_quickly(r, "a key not yet in the allow-list")
+    #  Add mallory, take bob away, SIGHUP: the list is read again.
+    shutil.copy(k["mallory"], os.path.join(allow, "mallory.pub"))
+    os.unlink(os.path.join(allow, "bob.pub"))
+    b.proc.send_signal(signal.SIGHUP)
+
+    def mallory_admitted():
+        r = zchat(b, "mallory", "--send", "now allowed", "--timeout", "5",
+                  *_curve_args(k, "mallory"), rooms=["sec"], timeout=T(30))
+        return r.rc == 0
+    wait_until(mallory_admitted, T(10), "the reloaded allow-list to admit mallory", 0.3)
+    r = zchat(b, "bob", "--send", "bob removed", "--timeout", "20", *_curve_args(k, "bob"),
+              rooms=["sec"], timeout=T(30))
+    _refused_quickly(r, "a key removed from the allow-list")
+    b.check_alive()
+    b.stop()

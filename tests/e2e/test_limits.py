@@ -1,0 +1,77 @@
+"""Test whether the broker's configurable limits hold and are never silent:
+--rate-limit answers excess with 429 and a retry-after (every request gets
+an answer), --max-rooms and --max-sessions-per-address refuse with an error,
+--history-page bounds each history reply."""
+
+import time
+
+from harness import (Broker, RawDealer, check, encode, raw_session, T,
+                     ACK, ERROR, HISTORY, JOIN, PAGE, SAY, WELCOME, HELLO)
+
+
+def test_rate_limit():
+    b = Broker("--rate-limit", "5:5")
+    d = raw_session(b, "fast", ["r"])
+    ids = []
+    for i in range(30):
+        mid = 1000 + i
+        ids.append(mid)
+        d.send(encode(SAY, mid, room="r", kind=0, text="burst %d" % i))
+    answers = {}
+    deadline = time.monotonic() + T(10)
+    while len(answers) < len(ids) and time.monotonic() < deadline:
+        m = d.recv(0.5)
+        if m is not None and m["id"] in ids:
+            answers[m["id"]] = m
+    check(len(answers) == len(ids), "only %d of %d rate-limited SAYs were answered"
+          % (len(answers), len(ids)))
+    acks = [m for m in answers.values() if m["type"] == ACK]
+    limited = [m for m in answers.values() if m["type"] == ERROR]
+    check(5 <= len(acks) < 30, "a burst of 5 then refusals: %d acked" % len(acks))
+    check(all(m["code"] == 429 and m["retry_ms"] > 0 for m in limited),
+          "excess should be 429 with retry_ms: %r" % limited[:3])
+    #  Waiting as told works.
+    time.sleep(max(m["retry_ms"] for m in limited) / 1000.0 + 0.1)
+    m = d.say("r", "after waiting")
+    check(m["type"] == ACK, "after retry_ms a SAY should pass: %r" % m)
+    #  Other sessions are not limited by fast's excess.
+    other = raw_session(b, "calm", ["r"])
+    check(other.say("r", "calm here")["type"] == ACK, "another session was throttled")
+
+
+def test_max_rooms():
+    b = Broker("--max-rooms", "2")
+    d = raw_session(b, "roamer", ["a", "b"])
+    m = d.request(JOIN, room="c")
+    check(m["type"] == ERROR and m["code"] == 452, "a third room should be 452: %r" % m)
+    check(d.request(JOIN, room="a")["type"] != ERROR, "rejoining a room one is in is fine")
+
+
+def test_max_sessions_per_address():
+    b = Broker("--max-sessions-per-address", "3")
+    peers = [raw_session(b, "p%d" % i) for i in range(3)]
+    d = RawDealer(b.router)
+    m = d.request(HELLO, version=1, nick="p3", token="")
+    check(m["type"] == ERROR and m["code"] in (429, 452), "a 4th session should be refused: %r" % m)
+    peers[0].bye()
+    m = d.request(HELLO, version=1, nick="p3", token="")
+    check(m["type"] == WELCOME, "after one left, a new session fits: %r" % m)
+
+
+def test_history_page():
+    b = Broker("--history-page", "50")
+    d = raw_session(b, "pager", ["h"])
+    for i in range(120):
+        d.send(encode(SAY, 5000 + i, room="h", kind=0, text="p%d" % i))
+    got = 0
+    while got < 120:
+        m = d.recv(T(5))
+        check(m is not None, "SAY not acknowledged")
+        got += m["type"] == ACK
+    m = d.request(HISTORY, room="h", from_seq=1, to_seq=0, limit=1000)
+    check(m["type"] == PAGE and len(m["items"]) == 50 and m["more"] == 1
+          and m["items"][0]["seq"] == 1 and m["seq"] == 120,
+          "a 1000-message request should get a page of 50 with more=1: %r"
+          % {k: v for k, v in m.items() if k != "items"})
+    info, items = d.history("h", from_seq=1, limit=1000)
+    check([i["seq"] for i in items] == list(range(1, 121)), "paging through gives 1..120")

@@ -1,0 +1,128 @@
+"""Test whether the broker speaks proto/PROTOCOL.md as written, checked with
+an independent Python codec over raw sockets: the greeting's fields, version
+negotiation, join/probe/message/event on PUB with exact topic frames, PONG
+with each room's newest seq, DM as DELIVER, session takeover with the token,
+re-greeting, and BYE."""
+
+import time
+
+from harness import (Broker, RawDealer, RawSub, check, decode, raw_session, T,
+                     ACK, DELIVER, ERROR, EVENT, HELLO, MEMBERS, MESSAGE, OK, PING,
+                     PONG, PROBE, TOPIC, TOPICIS, WELCOME, WHO, DM)
+
+
+def test_welcome_and_version():
+    b = Broker("--session-timeout", "4.5", "--max-text", "2000")
+    d = RawDealer(b.router)
+    m = d.hello("greeter")
+    check(m["version"] == 1 and m["nick"] == "greeter" and m["resumed"] == 0,
+          "WELCOME fields: %r" % m)
+    check(m["pub_port"] == b.pub_port, "WELCOME pub_port %d, broker PUB is %s"
+          % (m["pub_port"], b.pub))
+    check(m["endpoint"] == b.pub, "WELCOME endpoint %r, broker PUB is %r" % (m["endpoint"], b.pub))
+    check(m["timeout_ms"] == 4500 and m["heartbeat_ms"] == 1500,
+          "session timeout 4.5 s should give timeout_ms 4500, heartbeat_ms 1500: %r" % m)
+    check(m["max_text"] == 2000, "WELCOME max_text: %r" % m)
+    check(len(m["token"]) == 32 and all(c in "0123456789abcdef" for c in m["token"].lower()),
+          "the token should be 32 hex digits: %r" % m["token"])
+    e = RawDealer(b.router)
+    m = e.request(HELLO, version=2, nick="future", token="")
+    check(m["type"] == ERROR and m["code"] == 426 and "1" in m["reason"],
+          "HELLO version 2 should be 426 naming version 1: %r" % m)
+    m = e.hello("future")
+    check(m["type"] == WELCOME, "after 426, version 1 works: %r" % m)
+
+
+def test_room_traffic_on_pub():
+    b = Broker()
+    sub = RawSub(b.pub, topics=[b"hall:"])
+    alice = raw_session(b, "alice")
+    joined = alice.join("hall")
+    check(joined["seq"] == 0 and joined["first_seq"] == 0 and joined["members"] == 1
+          and joined["topic"] == "", "JOINED of a new room: %r" % joined)
+    #  Probe until our own probe comes back: the SUB is live.
+    deadline = time.monotonic() + T(10)
+    while True:
+        check(alice.request(PROBE, room="hall")["type"] == OK, "PROBE should be answered OK")
+        sub.drain(0.1)
+        probes = [m for m in sub.decoded() if m["type"] == PROBE]
+        if probes:
+            check(probes[0]["room"] == "hall" and probes[0]["nick"] == "alice",
+                  "PROBE on PUB: %r" % probes[0])
+            break
+        check(time.monotonic() < deadline, "our PROBE never came back on PUB")
+
+    bob = raw_session(b, "bob")
+    j = bob.join("hall")
+    check(j["members"] == 2, "JOINED members after a second join: %r" % j)
+    again = bob.join("hall")
+    check(again["members"] == 2, "joining twice is JOINED again: %r" % again)
+    a1 = alice.say("hall", "first")
+    a2 = alice.say("hall", "/me waves", kind=1)
+    check(a1["type"] == ACK and a1["seq"] == 1 and a2["seq"] == 2, "ACKs: %r %r" % (a1, a2))
+    t = bob.request(TOPIC, room="hall", set=1, topic="the topic")
+    check(t["type"] == TOPICIS and t["topic"] == "the topic" and t["nick"] == "bob",
+          "TOPICIS: %r" % t)
+    w = bob.request(WHO, room="hall")
+    check(w["type"] == MEMBERS and sorted(i["nick"] for i in w["items"]) == ["alice", "bob"],
+          "MEMBERS: %r" % w)
+    #  PONG: the newest seq of each of our rooms.
+    p = alice.request(PING)
+    check(p["type"] == PONG and p["items"] == [{"room": "hall", "seq": 2}],
+          "PONG should carry hall's newest seq 2: %r" % p)
+    check(bob.bye()["type"] == OK, "BYE should be OK")
+    sub.wait_for(lambda f: f[0] == b"hall:" and decode(f[1], pub=True)["type"] == EVENT
+                 and decode(f[1], pub=True)["event"] == 3, T(5), "bob's quit event")
+
+    msgs = [m for m in sub.decoded() if m["type"] == MESSAGE]
+    check([(m["seq"], m["nick"], m["kind"], m["text"]) for m in msgs]
+          == [(1, "alice", 0, "first"), (2, "alice", 1, "/me waves")],
+          "MESSAGEs on PUB: %r" % msgs)
+    check(msgs[0]["ts"] == a1["ts"], "MESSAGE ts should equal the ACK's: %r %r" % (msgs[0], a1))
+    #  (alice's own join may have preceded the subscription: bob's only)
+    events = [(m["event"], m["nick"], m["detail"]) for m in sub.decoded()
+              if m["type"] == EVENT and m["nick"] == "bob"]
+    check(events == [(1, "bob", ""), (5, "bob", "the topic"), (3, "bob", "")],
+          "EVENTs on PUB (join, topic, quit): %r" % events)
+
+
+def test_dm_and_takeover():
+    b = Broker()
+    alice = raw_session(b, "alice", ["hall"])
+    bob = raw_session(b, "bob", ["hall"])
+    m = alice.request(DM, nick="bob", kind=0, text="psst")
+    check(m["type"] == ACK and m["room"] == "" and m["seq"] == 0, "DM ACK: %r" % m)
+    f = bob.recv(T(5))
+    check(f is not None and f["type"] == DELIVER and f["nick"] == "alice" and f["text"] == "psst"
+          and f["id"] == 0, "DELIVER: %r" % f)
+    m = alice.request(DM, nick="nobody", kind=0, text="x")
+    check(m["type"] == ERROR and m["code"] == 405, "DM to nobody: %r" % m)
+
+    #  bob's connection breaks; a new DEALER with his token takes over.
+    token = bob.token
+    bob.close()
+    bob2 = RawDealer(b.router)
+    m = bob2.request(HELLO, version=1, nick="bob", token="wrong" * 4)
+    check(m["type"] == ERROR and m["code"] == 409, "a wrong token must not take over: %r" % m)
+    m = bob2.request(HELLO, version=1, nick="bob", token=token)
+    check(m["type"] == WELCOME and m["resumed"] == 1, "takeover with the token: %r" % m)
+    p = bob2.request(PING)
+    check(p["type"] == PONG and [i["room"] for i in p["items"]] == ["hall"],
+          "the resumed session keeps its rooms: %r" % p)
+    a = alice.request(DM, nick="bob", kind=0, text="again")
+    check(a["type"] == ACK, "DM to the resumed session: %r" % a)
+    f = bob2.recv(T(5))
+    check(f is not None and f["type"] == DELIVER and f["text"] == "again",
+          "DELIVER goes to the new routing id: %r" % f)
+
+    #  A re-greeting on the same routing id ends the old session first.
+    m = bob2.request(HELLO, version=1, nick="robert", token="")
+    check(m["type"] == WELCOME and m["nick"] == "robert" and m["resumed"] == 0,
+          "re-greeting: %r" % m)
+    w = alice.request(WHO, room="hall")
+    check([i["nick"] for i in w["items"]] == ["alice"], "after re-greeting, hall: %r" % w)
+    check(alice.bye()["type"] == OK, "BYE")
+    m = alice.request(PING)
+    check(m["type"] == ERROR and m["code"] in (401, 440), "PING after BYE: %r" % m)
+    d = RawDealer(b.router)
+    check(d.hello("alice")["type"] == WELCOME, "after BYE the nick is free at once")

@@ -118,6 +118,16 @@ def test_interactive_tmux():
     tm.enter()
     tm.wait_screen(lambda s: "bobwatcher" in s, T(5), "/who listing bobwatcher")
 
+    #  /msg sends a direct message; /nick renames.
+    tm.type("/msg bobwatcher a private word")
+    tm.enter()
+    dm = bob.wait_text("a private word", timeout=T(5), type_="dm")
+    check(dm.get("from") == "tmuxer", "/msg arrived as %r" % dm)
+    tm.type("/nick tmuxer2")
+    tm.enter()
+    ev = bob.wait_for(lambda e: e.get("type") == "nick", timeout=T(5), desc="the /nick event")
+    check(ev.get("old") == "tmuxer" and ev.get("new") == "tmuxer2", "/nick gave %r" % ev)
+
     #  /quit ends the client at once, and the others see it quit.
     tm.type("/quit")
     tm.enter()
@@ -129,7 +139,7 @@ def test_interactive_tmux():
     check(read_file(exitfile).strip() == "EXIT=0",
           "interactive client exited with %s after /quit; stderr: %s"
           % (read_file(exitfile).strip(), read_file(errfile)))
-    bob.wait_for(lambda e: e.get("type") == "quit" and e.get("nick") == "tmuxer",
+    bob.wait_for(lambda e: e.get("type") == "quit" and e.get("nick") == "tmuxer2",
                  timeout=T(3), desc="quit event after /quit")
     check([m["text"] for m in bob.messages()] ==
           ["hello from tmux \u00e9t\u00e9", "incoming from carol", "message while typing",

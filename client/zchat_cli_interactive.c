@@ -32,6 +32,7 @@ typedef struct {
     zchat_cli_rooms_t rooms;
     zhashx_t *requests;                 //  request id (hex) -> s_request_t
     bool     terminal;                  //  libedit is editing stdin
+    bool     editing;                   //  an edit line is on screen
     bool     quit;                      //  /quit, end of input
     size_t   sends_failed;
     size_t   sends_timed_out;
@@ -95,20 +96,29 @@ s_columns (void)
 }
 
 
+//  Clear the edit line from the screen, all its rows: up from the
+//  cursor's row to the first, then clear to the end of the screen.
+static void
+s_erase_edit_line (const char *prompt)
+{
+    size_t before = s_width (prompt, strlen (prompt));
+    if (rl_line_buffer && rl_point > 0)
+        before += s_width (rl_line_buffer, (size_t) rl_point);
+    size_t row = before / (size_t) s_columns ();
+    if (row > 0)
+        printf ("\033[%zuA", row);
+    printf ("\r\033[J");
+}
+
+
 //  Show text (one or more lines) to the user: in a terminal above the
 //  line being edited, which libedit then draws again.
 static void
 s_show (s_chat_t *self, const char *text)
 {
-    if (self->terminal && !self->quit) {
-        //  Up to the first row of the edit line, then clear to the end.
-        size_t before = s_width (self->prompt, strlen (self->prompt));
-        if (rl_line_buffer && rl_point > 0)
-            before += s_width (rl_line_buffer, (size_t) rl_point);
-        size_t row = before / (size_t) s_columns ();
-        if (row > 0)
-            printf ("\033[%zuA", row);
-        printf ("\r\033[J%s\n", text);
+    if (self->editing) {
+        s_erase_edit_line (self->prompt);
+        printf ("%s\n", text);
         fflush (stdout);
         rl_forced_update_display ();
     }
@@ -131,12 +141,16 @@ s_error (s_chat_t *self, const char *text)
 static void
 s_update_prompt (s_chat_t *self)
 {
+    char old_prompt [sizeof self->prompt];
+    memcpy (old_prompt, self->prompt, sizeof old_prompt);
     const char *room = zchat_cli_rooms_current (&self->rooms);
     if (room)
         snprintf (self->prompt, sizeof self->prompt, "#%s> ", room);
     else
         snprintf (self->prompt, sizeof self->prompt, "> ");
-    if (self->terminal && !self->quit) {
+    if (self->editing && strneq (old_prompt, self->prompt)) {
+        s_erase_edit_line (old_prompt);
+        fflush (stdout);
         rl_set_prompt (self->prompt);
         rl_forced_update_display ();
     }
@@ -406,6 +420,9 @@ s_on_line (char *line)
 {
     s_chat_t *self = s_active;
     assert (self);
+    //  Until the handler is installed again, libedit still holds the
+    //  finished line: nothing may redraw it meanwhile.
+    self->editing = false;
     if (!line) {
         self->quit = true;
         printf ("\r\033[K");          //  no "^D" left behind
@@ -422,8 +439,10 @@ s_on_line (char *line)
     s_input (self, line, size);
     free (line);
     //  Back to one keystroke at a time (see the banner).
-    if (!self->quit)
+    if (!self->quit) {
         rl_callback_handler_install (self->prompt, s_on_line);
+        self->editing = true;
+    }
 }
 
 
@@ -528,13 +547,17 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
         snprintf (welcome, sizeof welcome, "-- connected to %s as %s; /help lists commands",
                   opts->server, zchat_client_nick (self.client));
         s_show (&self, welcome);
-        rl_callback_handler_install (self.prompt, s_on_line);
     }
     //  The first --room ends up current: join the others first.
     for (size_t index = opts->room_count; index > 1; index--)
         s_join (&self, opts->rooms [index - 1]);
     if (opts->room_count)
         s_join (&self, opts->rooms [0]);
+    if (terminal) {
+        //  Installing the handler draws the prompt, now naming the room.
+        rl_callback_handler_install (self.prompt, s_on_line);
+        self.editing = true;
+    }
 
     int stdin_fd = STDIN_FILENO;
     zchat_cli_lines_t *lines = terminal? NULL: zchat_cli_lines_new (stdin_fd);
@@ -604,6 +627,7 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
         request = (s_request_t *) zhashx_next (self.requests);
     }
     if (terminal) {
+        self.editing = false;
         rl_callback_handler_remove ();
         if (saved_ok)
             tcsetattr (STDIN_FILENO, TCSANOW, &saved);

@@ -41,7 +41,8 @@ ALL_LIBS   = $(LDSAN) $(PKG_LIBS) -lpthread $(LDFLAGS)
 #  no Makefile change.
 PROTO_SRC  = $(wildcard proto/*.c)
 BROKER_SRC = $(filter-out broker/main.c,$(wildcard broker/*.c))
-CLIENT_SRC = $(filter-out client/main.c client/echobot.c client/keygen.c,$(wildcard client/*.c))
+CLIENT_SRC = $(filter-out client/main.c client/echobot.c client/keygen.c client/zchat_cli_%.c,$(wildcard client/*.c))
+CLI_SRC    = $(wildcard client/zchat_cli_*.c)
 BENCH_SRC  = $(filter-out bench/main.c bench/ceiling.c,$(wildcard bench/*.c))
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -82,7 +83,7 @@ $(LIBZCHAT_SO): $(PROTO_OBJ) $(CLIENT_OBJ)
 $(BUILD)/zchat-broker: $(call obj,broker/main.c) $(BROKER_OBJ) $(PROTO_OBJ)
 	$(CC) -o $@ $^ $(ALL_LIBS)
 
-$(BUILD)/zchat: $(call obj,client/main.c) $(LIBZCHAT_A)
+$(BUILD)/zchat: $(call obj,client/main.c) $(call obj,$(CLI_SRC)) $(LIBZCHAT_A)
 	$(CC) -o $@ $^ $(ALL_LIBS)
 
 $(BUILD)/zchat-echobot: $(call obj,client/echobot.c) $(LIBZCHAT_A)

@@ -145,10 +145,11 @@ void
 //  Processes
 
 //  Start argv (argv[0] is a path) as a child that dies with us. stderr
-//  goes to stderr_path if not NULL (appended), stdout to /dev/null.
-//  Returns the pid, or -1.
+//  goes to stderr_path if not NULL (appended), stdout to /dev/null. With
+//  self_exe, runs our own executable whatever argv[0] says. Returns the
+//  pid, or -1.
 pid_t
-    bench_spawn (char *const argv [], const char *stderr_path);
+    bench_spawn (char *const argv [], const char *stderr_path, bool self_exe);
 //  Send SIGTERM, wait up to grace_ms, then SIGKILL and reap. Safe on <= 0.
 //  Returns the exit status as waitpid gives it, or -1.
 int

@@ -154,7 +154,7 @@ bench_fleet_spawn (bench_fleet_t *self, const char *role, char *const extra [])
     for (int i = 0; i < extra_count; i++)
         argv [argc++] = extra [i];
     argv [argc] = NULL;
-    pid_t pid = bench_spawn (argv, NULL);
+    pid_t pid = bench_spawn (argv, NULL, true);
     free (argv);
     if (pid < 0)
         return -1;

@@ -344,7 +344,7 @@ bench_stats_merge (bench_stats_t *self, const bench_stats_t *other)
 //  Processes
 
 pid_t
-bench_spawn (char *const argv [], const char *stderr_path)
+bench_spawn (char *const argv [], const char *stderr_path, bool self_exe)
 {
     pid_t parent = getpid ();
     pid_t pid = fork ();
@@ -385,7 +385,10 @@ bench_spawn (char *const argv [], const char *stderr_path)
     sigprocmask (SIG_SETMASK, &none, NULL);
     signal (SIGINT, SIG_DFL);
     signal (SIGTERM, SIG_DFL);
-    execv (argv [0], argv);
+    //  Our own binary is run through /proc/self/exe, the image this very
+    //  process was forked from: a rebuild of the file during a run (make
+    //  in another shell) must not make workers fail to start.
+    execv (self_exe? "/proc/self/exe": argv [0], argv);
     _exit (127);
 }
 

@@ -735,7 +735,7 @@ s_broker_start (s_broker_t *self, const bench_params_t *params,
         argc = s_split_args (extra, argv, argc, 62);
     }
     argv [argc] = NULL;
-    self->pid = bench_spawn (argv, self->log);
+    self->pid = bench_spawn (argv, self->log, false);
     zstr_free (&data);
     if (self->pid < 0) {
         snprintf (status, status_size, "cannot start %s", path);

@@ -154,17 +154,28 @@ def cleanup():
     with _lock:
         procs = list(_procs)
         _procs.clear()
+    #  SIGTERM first, so that sanitized binaries run their leak check on
+    #  the way out (stopped ones are woken for it); SIGKILL what lingers.
+    for p in procs:
+        if p.poll() is None:
+            try:
+                p.send_signal(signal.SIGCONT)
+                p.send_signal(signal.SIGTERM)
+            except OSError:
+                pass
+    deadline = time.monotonic() + T(3)
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.01, deadline - time.monotonic()))
+        except Exception:
+            pass
     for p in procs:
         if p.poll() is None:
             try:
                 p.kill()
-            except OSError:
+                p.wait(timeout=5)
+            except Exception:
                 pass
-    for p in procs:
-        try:
-            p.wait(timeout=5)
-        except Exception:
-            pass
 
 
 def _at_exit():

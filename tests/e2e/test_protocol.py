@@ -31,6 +31,16 @@ def test_welcome_and_version():
           "HELLO version 2 should be 426 naming version 1: %r" % m)
     m = e.hello("future")
     check(m["type"] == WELCOME, "after 426, version 1 works: %r" % m)
+    #  A refused HELLO leaves the peer's existing session as it was.
+    m = d.request(HELLO, version=2, nick="greeter", token="")
+    check(m["type"] == ERROR and m["code"] == 426, "re-greeting with version 2: %r" % m)
+    m = d.request(PING)
+    check(m["type"] == PONG, "a re-greeting refused with 426 ended the session: %r" % m)
+    m = d.request(HELLO, version=1, nick="future", token="")
+    check(m["type"] == ERROR and m["code"] == 409, "re-greeting as a live nick: %r" % m)
+    m = d.request(PING)
+    check(m["type"] == PONG, "a re-greeting refused with 409 ended the session "
+          "(PROTOCOL 6.1: it must leave it untouched): %r" % m)
 
 
 def test_room_traffic_on_pub():
@@ -105,7 +115,8 @@ def test_dm_and_takeover():
     m = bob2.request(HELLO, version=1, nick="bob", token="wrong" * 4)
     check(m["type"] == ERROR and m["code"] == 409, "a wrong token must not take over: %r" % m)
     m = bob2.request(HELLO, version=1, nick="bob", token=token)
-    check(m["type"] == WELCOME and m["resumed"] == 1, "takeover with the token: %r" % m)
+    check(m["type"] == WELCOME and m["resumed"] == 1 and m["token"] == token,
+          "takeover with the token (which it keeps): %r" % m)
     p = bob2.request(PING)
     check(p["type"] == PONG and [i["room"] for i in p["items"]] == ["hall"],
           "the resumed session keeps its rooms: %r" % p)

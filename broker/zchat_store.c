@@ -1,10 +1,15 @@
 //  zchat_store — the broker's durable state in SQLite (WAL mode).
 //
-//  One connection, used only from the broker's event loop. Every statement
-//  is prepared once in zchat_store_new and reset/rebound per call, so the
-//  hot path (zchat_store_append inside a group) neither parses SQL nor
-//  allocates. See broker/STORAGE.md for the design: schema, group commit,
-//  durability levels, idempotency, retention and locking.
+//  One connection, used only from the broker's event loop. Room messages
+//  are stored in chunks: one row per room and group commit, holding that
+//  group's messages of the room in a compact encoding. An append only
+//  encodes the message into its room's chunk buffer in memory and notes
+//  its (nick, msg_id) in an in-memory index; commit writes one row per
+//  room touched. So a group of N messages in R rooms costs R inserts, not
+//  N inserts into three indexes. Buffers, the index and every statement
+//  are reused from group to group: a steady stream allocates nothing.
+//  See broker/STORAGE.md for the design: schema, chunk encoding, group
+//  commit, durability, idempotency window, retention floor and locking.
 
 #include <czmq.h>
 #include <sqlite3.h>
@@ -14,17 +19,19 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "zchat_msg.h"
+#include "zchat_log.h"
 #include "zchat_store.h"
 
-//  Bump when the schema changes, and teach s_schema to migrate from the
-//  older versions; a store written by a newer broker is refused.
-#define STORE_SCHEMA_VERSION    1
+//  Bump when the schema changes. Version 1 (one row per message) is
+//  refused with a clear message: nothing was ever deployed with it.
+#define STORE_SCHEMA_VERSION    2
 
 #define STORE_DB_NAME           "zchat.db"
 #define STORE_LOCK_NAME         "zchat.lock"
@@ -35,22 +42,51 @@
 //  sqlite3 shell or a backup can hold a lock, and only briefly.
 #define STORE_BUSY_TIMEOUT_MS   200
 
+//  A room's chunk is written out, even in the middle of a group, once it
+//  holds about this much: no chunk, and so no history read, gets big.
+#define STORE_CHUNK_BYTES       (64 * 1024)
+
+//  A chunk blob is the texts, then the head (one entry per message), then
+//  a trailer: count u32, head size u32, format u8 (big-endian). The head
+//  sits at the end so that start-up can read the message ids of a chunk
+//  without its texts.
+#define STORE_CHUNK_FORMAT      1
+#define STORE_TRAILER_SIZE      9
+#define STORE_VARINT_MAX        10
+//  Largest head entry: seq delta, ts delta, kind, nick, msg_id, text size.
+#define STORE_ENTRY_MAX         (4 * STORE_VARINT_MAX + 2 + ZCHAT_MAX_NICK)
+
+//  The idempotency window: the newest this many message ids are
+//  remembered, oldest forgotten first. The index starts small and grows
+//  with use (16 bytes per id in the ring plus 8 in the hash index).
+#define STORE_KEYS_MAX          (1u << 20)
+#define STORE_KEYS_MIN          4096
+
+//  Chunk buffers are kept from group to group up to this much in all, so
+//  that one group touching thousands of rooms does not pin memory for
+//  good. They start small and double as a room's chunk grows.
+#define STORE_KEEP_BYTES        (8 * 1024 * 1024)
+#define STORE_HEAD_MIN          256
+#define STORE_DATA_MIN          1024
+
 //  Every statement the store runs, prepared once.
 typedef enum {
     ST_BEGIN,
     ST_COMMIT,
     ST_ROLLBACK,
-    ST_INSERT,
-    ST_FIND_ID,
-    ST_FIND_KEY,
+    ST_CHUNK_INSERT,
+    ST_CHUNK_GET,
+    ST_CHUNK_AT,
+    ST_CHUNK_DOWN,
+    ST_CHUNK_FROM,
+    ST_CHUNK_DELETE,
+    ST_CHUNK_MIN_TS,
+    ST_CHUNK_OLDEST,
+    ST_CHUNK_NEWEST,
+    ST_CHUNK_SINCE,
+    ST_ROOM_GET,
     ST_ROOM_SEQ,
-    ST_LAST_SEQ,
-    ST_LAST_MSG,
-    ST_FIRST_SEQ,
-    ST_TAIL_START,
-    ST_HISTORY,
-    ST_OLDEST,
-    ST_DELETE_RANGE,
+    ST_ROOM_FLOOR,
     ST_ROOM_NEXT,
     ST_TOPIC_GET,
     ST_TOPIC_SET,
@@ -62,43 +98,45 @@ typedef enum {
 
 static const char *s_sql [ST_COUNT] = {
     //  IMMEDIATE takes the write lock at once, so a busy database fails
-    //  the begin, not some append in the middle of the group.
+    //  the begin, not the commit of a whole group.
     [ST_BEGIN]      = "BEGIN IMMEDIATE",
     [ST_COMMIT]     = "COMMIT",
     [ST_ROLLBACK]   = "ROLLBACK",
-    //  OR IGNORE: a clash on (nick, msg_id) is a retry, answered from the
-    //  original row; a clash on (room, seq) is a bug that append reports.
-    [ST_INSERT]     = "INSERT OR IGNORE INTO messages"
-                      " (room, seq, ts, nick, kind, text, msg_id)"
-                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    [ST_FIND_ID]    = "SELECT room, seq, ts FROM messages"
-                      " WHERE nick = ?1 AND msg_id = ?2",
-    [ST_FIND_KEY]   = "SELECT 1 FROM messages WHERE room = ?1 AND seq = ?2",
+    //  Ids are ours (the flock makes us the only writer): the idempotency
+    //  index can point at a chunk before it is written.
+    [ST_CHUNK_INSERT] = "INSERT INTO chunks"
+                      " (id, room, first_seq, last_seq, count, min_ts, max_ts, data)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [ST_CHUNK_GET]  = "SELECT room, first_seq, last_seq, count, data FROM chunks"
+                      " WHERE id = ?1",
+    //  The chunk holding seq ?2, or the first one after it.
+    [ST_CHUNK_AT]   = "SELECT id, first_seq, last_seq, count, min_ts, max_ts"
+                      " FROM chunks WHERE room = ?1 AND last_seq >= ?2"
+                      " ORDER BY last_seq LIMIT 1",
+    //  Chunks ending at or below ?2, newest first (the tail of a room).
+    [ST_CHUNK_DOWN] = "SELECT id, first_seq, last_seq, count, min_ts, max_ts"
+                      " FROM chunks WHERE room = ?1 AND last_seq <= ?2"
+                      " ORDER BY last_seq DESC",
+    //  History: chunks from the one holding ?2 on; the caller stops.
+    [ST_CHUNK_FROM] = "SELECT id, first_seq, last_seq, count, data FROM chunks"
+                      " WHERE room = ?1 AND last_seq >= ?2 ORDER BY last_seq",
+    [ST_CHUNK_DELETE] = "DELETE FROM chunks WHERE id = ?1",
+    [ST_CHUNK_MIN_TS] = "UPDATE chunks SET min_ts = ?2 WHERE id = ?1",
+    //  The chunk with the oldest message still visible, if it is older
+    //  than ?1 (min_ts only counts messages above the room's floor).
+    [ST_CHUNK_OLDEST] = "SELECT id, room, first_seq, last_seq, count, min_ts, max_ts"
+                      " FROM chunks WHERE min_ts < ?1 ORDER BY min_ts LIMIT 1",
+    //  Start-up: chunks from the newest back (?1 = the largest id) ...
+    [ST_CHUNK_NEWEST] = "SELECT id, count FROM chunks WHERE id <= ?1"
+                      " ORDER BY id DESC",
+    //  ... and forward again from the oldest one the window needs.
+    [ST_CHUNK_SINCE] = "SELECT id FROM chunks WHERE id >= ?1 ORDER BY id",
+    [ST_ROOM_GET]   = "SELECT last_seq, floor_seq FROM rooms WHERE name = ?1",
     [ST_ROOM_SEQ]   = "INSERT INTO rooms (name, last_seq) VALUES (?1, ?2)"
                       " ON CONFLICT (name) DO UPDATE"
                       " SET last_seq = max (last_seq, excluded.last_seq)",
-    //  rooms.last_seq survives retention; the messages term covers the
-    //  appends of a group not yet committed (rooms is updated at commit).
-    [ST_LAST_SEQ]   = "SELECT max ("
-                      " coalesce ((SELECT last_seq FROM rooms WHERE name = ?1), 0),"
-                      " coalesce ((SELECT seq FROM messages WHERE room = ?1"
-                      "            ORDER BY seq DESC LIMIT 1), 0))",
-    [ST_LAST_MSG]   = "SELECT seq FROM messages WHERE room = ?1"
-                      " ORDER BY seq DESC LIMIT 1",
-    [ST_FIRST_SEQ]  = "SELECT seq FROM messages WHERE room = ?1"
-                      " ORDER BY seq LIMIT 1",
-    //  The limit-th newest message at or below to_seq: walks at most
-    //  limit index entries.
-    [ST_TAIL_START] = "SELECT seq FROM messages WHERE room = ?1 AND seq <= ?2"
-                      " ORDER BY seq DESC LIMIT 1 OFFSET ?3",
-    [ST_HISTORY]    = "SELECT seq, ts, nick, kind, text FROM messages"
-                      " WHERE room = ?1 AND seq BETWEEN ?2 AND ?3"
-                      " ORDER BY seq LIMIT ?4",
-    [ST_OLDEST]     = "SELECT room, seq FROM messages WHERE ts < ?1"
-                      " ORDER BY ts LIMIT 1",
-    [ST_DELETE_RANGE] = "DELETE FROM messages"
-                      " WHERE room = ?1 AND seq BETWEEN ?2 AND ?3",
-    [ST_ROOM_NEXT]  = "SELECT name FROM rooms WHERE name > ?1"
+    [ST_ROOM_FLOOR] = "UPDATE rooms SET floor_seq = ?2 WHERE name = ?1",
+    [ST_ROOM_NEXT]  = "SELECT name, last_seq, floor_seq FROM rooms WHERE name > ?1"
                       " ORDER BY name LIMIT 1",
     [ST_TOPIC_GET]  = "SELECT topic, topic_by, topic_ts FROM rooms"
                       " WHERE name = ?1 AND topic IS NOT NULL",
@@ -112,27 +150,26 @@ static const char *s_sql [ST_COUNT] = {
     [ST_NICK_RELEASE] = "DELETE FROM nick_keys WHERE nick = ?1",
 };
 
-//  Messages live in an ordinary rowid table: appends land on its rightmost
-//  leaf, and large texts do not bloat interior pages as they would in a
-//  WITHOUT ROWID table keyed by (room, seq) (measured: see STORAGE.md).
-//  The small tables are WITHOUT ROWID: one b-tree each instead of two.
+//  chunks is a rowid table: rows carry blobs of up to ~64 KiB, which a
+//  WITHOUT ROWID table would keep in its interior pages. data comes last,
+//  so reading the other columns never touches the blob's overflow pages.
+//  rooms.floor_seq is the retention floor: history shows no seq below it.
 static const char *s_schema_sql =
-    "CREATE TABLE IF NOT EXISTS messages ("
+    "CREATE TABLE IF NOT EXISTS chunks ("
     "  id INTEGER PRIMARY KEY,"
     "  room TEXT NOT NULL,"
-    "  seq INTEGER NOT NULL,"
-    "  ts INTEGER NOT NULL,"
-    "  nick TEXT NOT NULL,"
-    "  kind INTEGER NOT NULL,"
-    "  text BLOB NOT NULL,"
-    "  msg_id INTEGER);"
-    "CREATE UNIQUE INDEX IF NOT EXISTS messages_room_seq ON messages (room, seq);"
-    //  NULL msg_ids (id 0: no idempotency) never clash with each other.
-    "CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_id ON messages (nick, msg_id);"
-    "CREATE INDEX IF NOT EXISTS messages_ts ON messages (ts);"
+    "  first_seq INTEGER NOT NULL,"
+    "  last_seq INTEGER NOT NULL,"
+    "  count INTEGER NOT NULL,"
+    "  min_ts INTEGER NOT NULL,"
+    "  max_ts INTEGER NOT NULL,"
+    "  data BLOB NOT NULL);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS chunks_room_seq ON chunks (room, last_seq);"
+    "CREATE INDEX IF NOT EXISTS chunks_min_ts ON chunks (min_ts);"
     "CREATE TABLE IF NOT EXISTS rooms ("
     "  name TEXT PRIMARY KEY,"
     "  last_seq INTEGER NOT NULL DEFAULT 0,"
+    "  floor_seq INTEGER NOT NULL DEFAULT 0,"
     "  topic TEXT,"
     "  topic_by TEXT,"
     "  topic_ts INTEGER) WITHOUT ROWID;"
@@ -141,12 +178,57 @@ static const char *s_schema_sql =
     "  key TEXT NOT NULL,"
     "  ts INTEGER NOT NULL) WITHOUT ROWID;";
 
-//  One room touched by the open group, with the highest seq appended to it.
-//  An empty name marks a free slot (room names are never empty).
+//  One remembered message id: a keyed hash of (nick, msg_id) and the id
+//  of the chunk holding the message. The hash only narrows the search: a
+//  match counts once the chunk itself has that nick and msg_id.
+typedef struct {
+    uint64_t hash;
+    int64_t chunk;
+} store_key_t;
+
+//  A room touched by the open group, and the chunk being filled for it.
 typedef struct {
     char room [ZCHAT_MAX_ROOM + 1];
-    uint64_t seq;
-} store_touched_t;
+    size_t room_len;
+    size_t slot;                    //  its slot in the touched table
+    uint64_t last_seq;              //  newest seq: committed or appended
+    //  The chunk being filled; count 0 = none yet.
+    int64_t id;
+    uint64_t count;
+    uint64_t first_seq;
+    uint64_t chunk_seq;             //  its newest seq (the delta base)
+    uint64_t prev_ts;               //  ts of its newest message
+    uint64_t min_ts, max_ts;
+    uint8_t *head;                  //  head entries
+    size_t head_size, head_limit;
+    uint8_t *data;                  //  texts; the blob once written out
+    size_t data_size, data_limit;
+} store_pending_t;
+
+//  A chunk as the retention and history code handles it: its row, or the
+//  open group's chunk of a room (pending, not yet written).
+typedef struct {
+    int64_t id;
+    uint64_t first_seq, last_seq, count, min_ts, max_ts;
+    const store_pending_t *pending;
+} store_chunk_t;
+
+//  Walks the messages of a chunk. text is NULL when only the head was
+//  read (start-up): then text_at is NULL too.
+typedef struct {
+    const uint8_t *head;
+    size_t head_size, head_pos;
+    const uint8_t *text;
+    size_t text_size, text_pos;
+    uint64_t left;                  //  messages still to read
+    //  The current message
+    uint64_t seq, ts, msg_id;
+    uint8_t kind;
+    char nick [ZCHAT_MAX_NICK + 1];
+    size_t nick_len;
+    const char *text_at;
+    size_t text_len;
+} store_cursor_t;
 
 struct _zchat_store_t {
     sqlite3 *db;
@@ -154,12 +236,33 @@ struct _zchat_store_t {
     int lock_fd;                    //  holds the flock while we live
     bool in_group;                  //  a group transaction is open
     bool group_failed;              //  the open group can only roll back
-    //  Rooms touched by the open group: an open-addressed hash table whose
-    //  used slots are also listed, so clearing costs only what was used.
-    store_touched_t *touched;
-    uint32_t *touched_used;
+    int64_t next_id;                //  id of the next chunk
+    int64_t group_id;               //  next_id when the group began
+
+    //  Rooms touched by the open group: pending [0, pending_count) in
+    //  use, the rest keep their buffers for later groups. touched is an
+    //  open-addressed table of pending index + 1, by room name.
+    store_pending_t *pending;
+    size_t pending_count;
+    size_t pending_limit;
+    size_t pending_bytes;           //  their buffers, in all
+    size_t pending_keep;            //  kept between groups (STORE_KEEP_BYTES)
+    uint32_t *touched;
     size_t touched_size;            //  slots, a power of two
-    size_t touched_count;
+
+    //  Idempotency: a ring of keys in the order they were added (absolute
+    //  numbers keys_tail..keys_head), and a linear-probing index of ring
+    //  position + 1 by hash.
+    store_key_t *keys;
+    size_t keys_limit;              //  ring capacity, a power of two
+    size_t keys_max;                //  the window (STORE_KEYS_MAX)
+    uint64_t keys_tail;
+    uint64_t keys_head;
+    uint64_t keys_group;            //  keys_head when the group began
+    uint32_t *index;
+    size_t index_size;              //  2 * keys_limit
+    uint64_t hash_seed;             //  random: ids cannot be chosen to collide
+
     //  Where the count-retention round robin over rooms goes on.
     char retain_cursor [ZCHAT_MAX_ROOM + 1];
 };
@@ -189,20 +292,6 @@ s_name_len (const char *name, size_t max)
 
 
 //  --------------------------------------------------------------------------
-//  SQLite integers are signed 64-bit: message ids use all 64 bits, so map
-//  them through two's complement explicitly rather than by an
-//  implementation-defined cast.
-
-static int64_t
-s_u64_to_i64 (uint64_t value)
-{
-    if (value <= (uint64_t) INT64_MAX)
-        return (int64_t) value;
-    return -(int64_t) (UINT64_MAX - value) - 1;
-}
-
-
-//  --------------------------------------------------------------------------
 //  Copy a text column into dest (capacity max + 1). Returns 0, or -1 if the
 //  column is longer: the file is data from disk, never trusted blindly.
 
@@ -219,6 +308,18 @@ s_column_copy (sqlite3_stmt *stmt, int column, char *dest, size_t max)
         memcpy (dest, value, (size_t) bytes);
     dest [bytes] = '\0';
     return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  A non-negative integer column; negative values (a damaged file) read
+//  as 0, which the callers' checks then refuse.
+
+static uint64_t
+s_column_u64 (sqlite3_stmt *stmt, int column)
+{
+    int64_t value = sqlite3_column_int64 (stmt, column);
+    return value > 0? (uint64_t) value: 0;
 }
 
 
@@ -241,64 +342,332 @@ s_run (zchat_store_t *self, store_stmt_t which)
 
 
 //  --------------------------------------------------------------------------
-//  Run a query whose answer is one integer (or no row). Parameters must be
-//  bound. Returns 1 with *value set, 0 if no row, -1 on error; resets.
+//  Bind a room name as parameter 1 of a statement. Returns 0 or -1.
 
 static int
-s_query_int (zchat_store_t *self, store_stmt_t which, int64_t *value)
+s_bind_room (zchat_store_t *self, store_stmt_t which, const char *room, size_t room_len)
 {
-    sqlite3_stmt *stmt = self->stmt [which];
-    int rc = sqlite3_step (stmt);
-    int result = 0;
-    if (rc == SQLITE_ROW) {
-        *value = sqlite3_column_int64 (stmt, 0);
-        result = 1;
-    }
-    else
-    if (rc != SQLITE_DONE) {
-        s_log_error (self, s_sql [which]);
-        result = -1;
-    }
-    sqlite3_reset (stmt);
-    return result;
-}
-
-
-//  --------------------------------------------------------------------------
-//  Query a per-room sequence number (ST_LAST_SEQ, ST_LAST_MSG or
-//  ST_FIRST_SEQ). Returns it, 0 if none; -1 on error.
-
-static int64_t
-s_room_seq (zchat_store_t *self, store_stmt_t which, const char *room, size_t room_len)
-{
-    sqlite3_stmt *stmt = self->stmt [which];
-    if (sqlite3_bind_text (stmt, 1, room, (int) room_len, SQLITE_STATIC) != SQLITE_OK) {
+    if (sqlite3_bind_text (self->stmt [which], 1, room, (int) room_len,
+                           SQLITE_STATIC) != SQLITE_OK) {
         s_log_error (self, "bind room");
         return -1;
     }
-    int64_t value = 0;
-    int rc = s_query_int (self, which, &value);
-    if (rc < 0)
-        return -1;
-    return rc == 1 && value > 0? value: 0;
+    return 0;
 }
 
 
 //  --------------------------------------------------------------------------
-//  Forget the rooms touched by the group.
+//  A room's committed newest seq and retention floor (0 and 0 if the room
+//  has no row). Returns 0 or -1.
 
-static void
-s_touched_clear (zchat_store_t *self)
+static int
+s_room_get (zchat_store_t *self, const char *room, size_t room_len,
+            uint64_t *last_seq, uint64_t *floor_seq)
 {
-    for (size_t i = 0; i < self->touched_count; i++)
-        self->touched [self->touched_used [i]].room [0] = '\0';
-    self->touched_count = 0;
+    if (s_bind_room (self, ST_ROOM_GET, room, room_len))
+        return -1;
+    sqlite3_stmt *stmt = self->stmt [ST_ROOM_GET];
+    int rc = sqlite3_step (stmt);
+    uint64_t last = 0, floor = 0;
+    if (rc == SQLITE_ROW) {
+        last = s_column_u64 (stmt, 0);
+        floor = s_column_u64 (stmt, 1);
+    }
+    else
+    if (rc != SQLITE_DONE)
+        s_log_error (self, "room");
+    sqlite3_reset (stmt);
+    if (last_seq)
+        *last_seq = last;
+    if (floor_seq)
+        *floor_seq = floor;
+    return rc == SQLITE_ROW || rc == SQLITE_DONE? 0: -1;
 }
 
 
+//  --------------------------------------------------------------------------
+//  Varints: 7 bits a byte, least significant first, high bit = more.
+//  put writes at most STORE_VARINT_MAX bytes and returns how many. get
+//  reads from [data + *pos, data + size), returns 0 or -1 (truncated, too
+//  long, or over 64 bits).
+
+static size_t
+s_varint_put (uint8_t *out, uint64_t value)
+{
+    size_t size = 0;
+    while (value >= 0x80) {
+        out [size++] = (uint8_t) (value | 0x80);
+        value >>= 7;
+    }
+    out [size++] = (uint8_t) value;
+    return size;
+}
+
+static int
+s_varint_get (const uint8_t *data, size_t size, size_t *pos, uint64_t *value)
+{
+    uint64_t result = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (*pos >= size)
+            return -1;
+        uint8_t byte = data [(*pos)++];
+        if (shift == 63 && byte > 1)
+            return -1;              //  bits past the 64th
+        result |= (uint64_t) (byte & 0x7F) << shift;
+        if (!(byte & 0x80)) {
+            *value = result;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static uint32_t
+s_get_u32 (const uint8_t *data)
+{
+    return (uint32_t) data [0] << 24 | (uint32_t) data [1] << 16
+         | (uint32_t) data [2] << 8 | (uint32_t) data [3];
+}
+
+static void
+s_put_u32 (uint8_t *data, uint32_t value)
+{
+    data [0] = (uint8_t) (value >> 24);
+    data [1] = (uint8_t) (value >> 16);
+    data [2] = (uint8_t) (value >> 8);
+    data [3] = (uint8_t) value;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Start a cursor on a chunk blob (texts, head, trailer). text NULL means
+//  only the head is at hand (head points at it, text_size is the size of
+//  the texts that precede it). Returns 0, or -1 if the trailer is wrong.
+
+static int
+s_cursor_trailer (store_cursor_t *cursor, const uint8_t *trailer, size_t blob_size)
+{
+    memset (cursor, 0, sizeof (*cursor));
+    if (blob_size < STORE_TRAILER_SIZE || trailer [8] != STORE_CHUNK_FORMAT)
+        return -1;
+    uint32_t count = s_get_u32 (trailer);
+    uint32_t head_size = s_get_u32 (trailer + 4);
+    if (count == 0 || head_size > blob_size - STORE_TRAILER_SIZE)
+        return -1;
+    cursor->left = count;
+    cursor->head_size = head_size;
+    cursor->text_size = blob_size - STORE_TRAILER_SIZE - head_size;
+    return 0;
+}
+
+static int
+s_cursor_blob (store_cursor_t *cursor, const uint8_t *blob, size_t size)
+{
+    if (!blob || size < STORE_TRAILER_SIZE
+    ||  s_cursor_trailer (cursor, blob + size - STORE_TRAILER_SIZE, size))
+        return -1;
+    cursor->text = blob;
+    cursor->head = blob + cursor->text_size;
+    return 0;
+}
+
+//  A cursor over the chunk a room is filling in the open group.
+static void
+s_cursor_pending (store_cursor_t *cursor, const store_pending_t *pending)
+{
+    memset (cursor, 0, sizeof (*cursor));
+    cursor->head = pending->head;
+    cursor->head_size = pending->head_size;
+    cursor->text = pending->data;
+    cursor->text_size = pending->data_size;
+    cursor->left = pending->count;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Step the cursor to the next message. Returns 1 with the message in the
+//  cursor, 0 at the end, -1 if the encoding is broken (everything read
+//  from a blob is checked: the file is data from disk).
+
+static int
+s_cursor_next (store_cursor_t *cursor)
+{
+    if (cursor->left == 0)
+        return cursor->head_pos == cursor->head_size
+            && cursor->text_pos == cursor->text_size? 0: -1;
+    const uint8_t *head = cursor->head;
+    size_t size = cursor->head_size;
+    uint64_t delta, ts_delta, text_len;
+    if (s_varint_get (head, size, &cursor->head_pos, &delta)
+    ||  delta == 0 || delta > (uint64_t) INT64_MAX - cursor->seq
+    ||  s_varint_get (head, size, &cursor->head_pos, &ts_delta)
+    ||  size - cursor->head_pos < 2)
+        return -1;
+    cursor->seq += delta;
+    //  Zigzag: a clock that stepped back gives a small negative delta.
+    cursor->ts += (ts_delta >> 1) ^ (0 - (ts_delta & 1));
+    cursor->kind = head [cursor->head_pos++];
+    size_t nick_len = head [cursor->head_pos++];
+    if (nick_len == 0 || nick_len > ZCHAT_MAX_NICK || size - cursor->head_pos < nick_len)
+        return -1;
+    memcpy (cursor->nick, head + cursor->head_pos, nick_len);
+    cursor->nick [nick_len] = '\0';
+    cursor->nick_len = nick_len;
+    cursor->head_pos += nick_len;
+    if (s_varint_get (head, size, &cursor->head_pos, &cursor->msg_id)
+    ||  s_varint_get (head, size, &cursor->head_pos, &text_len)
+    ||  text_len > ZCHAT_MAX_TEXT || text_len > cursor->text_size - cursor->text_pos)
+        return -1;
+    cursor->text_at = cursor->text? (const char *) cursor->text + cursor->text_pos: NULL;
+    cursor->text_len = (size_t) text_len;
+    cursor->text_pos += (size_t) text_len;
+    cursor->left--;
+    return 1;
+}
+
+
+//  --------------------------------------------------------------------------
+//  The idempotency index
+//
+//  A keyed hash of (nick, msg_id). The key is random per process, so
+//  clients cannot pick ids that collide on purpose and make every lookup
+//  walk a long probe chain. Collisions are harmless anyway: a match is
+//  confirmed against the chunk.
+
+static uint64_t
+s_mix (uint64_t value)
+{
+    value ^= value >> 30;
+    value *= 0xBF58476D1CE4E5B9ull;
+    value ^= value >> 27;
+    value *= 0x94D049BB133111EBull;
+    value ^= value >> 31;
+    return value;
+}
+
+static uint64_t
+s_key_hash (zchat_store_t *self, const char *nick, size_t nick_len, uint64_t msg_id)
+{
+    uint64_t hash = s_mix (self->hash_seed ^ nick_len);
+    for (size_t at = 0; at < nick_len; at += 8) {
+        uint64_t word = 0;
+        for (size_t i = at; i < nick_len && i < at + 8; i++)
+            word = word << 8 | (uint8_t) nick [i];
+        hash = s_mix (hash ^ word);
+    }
+    return s_mix (hash ^ msg_id);
+}
+
+//  Put ring position pos into the index.
+static void
+s_index_put (zchat_store_t *self, size_t pos)
+{
+    size_t mask = self->index_size - 1;
+    size_t slot = (size_t) self->keys [pos].hash & mask;
+    while (self->index [slot])
+        slot = (slot + 1) & mask;
+    self->index [slot] = (uint32_t) pos + 1;
+}
+
+//  Take ring position pos out of the index, shifting back the entries
+//  after it so that every probe chain stays unbroken.
+static void
+s_index_drop (zchat_store_t *self, size_t pos)
+{
+    size_t mask = self->index_size - 1;
+    size_t slot = (size_t) self->keys [pos].hash & mask;
+    while (self->index [slot] != pos + 1) {
+        assert (self->index [slot]);
+        slot = (slot + 1) & mask;
+    }
+    size_t next = slot;
+    while (true) {
+        next = (next + 1) & mask;
+        if (!self->index [next])
+            break;
+        size_t home = (size_t) self->keys [self->index [next] - 1].hash & mask;
+        //  An entry may move back to slot only if its home is not in
+        //  (slot, next]: otherwise a probe from home would miss it.
+        bool stays = slot <= next? (home > slot && home <= next)
+                                 : (home > slot || home <= next);
+        if (stays)
+            continue;
+        self->index [slot] = self->index [next];
+        slot = next;
+    }
+    self->index [slot] = 0;
+}
+
+//  Resize the ring to limit entries (a power of two, at least what it
+//  holds) and rebuild the index. Returns 0, or -1 if out of memory (the
+//  old ring is kept).
+static int
+s_keys_resize (zchat_store_t *self, size_t limit)
+{
+    store_key_t *keys = (store_key_t *) malloc (limit * sizeof (store_key_t));
+    uint32_t *index = (uint32_t *) calloc (limit * 2, sizeof (uint32_t));
+    if (!keys || !index || limit > UINT32_MAX / 2) {
+        free (keys);
+        free (index);
+        return -1;
+    }
+    for (uint64_t at = self->keys_tail; at < self->keys_head; at++)
+        keys [at & (limit - 1)] = self->keys [at & (self->keys_limit - 1)];
+    free (self->keys);
+    free (self->index);
+    self->keys = keys;
+    self->keys_limit = limit;
+    self->index = index;
+    self->index_size = limit * 2;
+    for (uint64_t at = self->keys_tail; at < self->keys_head; at++)
+        s_index_put (self, (size_t) (at & (limit - 1)));
+    return 0;
+}
+
+//  Forget the oldest key.
+static void
+s_keys_evict (zchat_store_t *self)
+{
+    assert (self->keys_head > self->keys_tail);
+    s_index_drop (self, (size_t) (self->keys_tail & (self->keys_limit - 1)));
+    self->keys_tail++;
+}
+
+//  Remember that chunk holds the message with this key hash. Grows the
+//  ring up to keys_max, then forgets the oldest key. Never fails: out of
+//  memory, the window just stays smaller.
+static void
+s_keys_add (zchat_store_t *self, uint64_t hash, int64_t chunk)
+{
+    while (self->keys_head - self->keys_tail >= self->keys_max)
+        s_keys_evict (self);
+    if (self->keys_head - self->keys_tail == self->keys_limit
+    &&  s_keys_resize (self, self->keys_limit * 2))
+        s_keys_evict (self);
+    size_t pos = (size_t) (self->keys_head & (self->keys_limit - 1));
+    self->keys [pos].hash = hash;
+    self->keys [pos].chunk = chunk;
+    s_index_put (self, pos);
+    self->keys_head++;
+}
+
+//  Forget the keys added since the group began (it was rolled back).
+static void
+s_keys_unwind (zchat_store_t *self)
+{
+    while (self->keys_head > self->keys_group && self->keys_head > self->keys_tail) {
+        self->keys_head--;
+        s_index_drop (self, (size_t) (self->keys_head & (self->keys_limit - 1)));
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  The rooms touched by the open group
+
 //  FNV-1a: short names, cheap and good enough for a small table.
 static uint32_t
-s_hash (const char *name, size_t len)
+s_name_hash (const char *name, size_t len)
 {
     uint32_t hash = 2166136261u;
     for (size_t i = 0; i < len; i++) {
@@ -308,85 +677,372 @@ s_hash (const char *name, size_t len)
     return hash;
 }
 
+//  The open group's entry for room, or NULL if the group has not touched it.
+static store_pending_t *
+s_pending_find (zchat_store_t *self, const char *room, size_t room_len)
+{
+    if (!self->in_group || self->pending_count == 0)
+        return NULL;
+    size_t mask = self->touched_size - 1;
+    size_t slot = s_name_hash (room, room_len) & mask;
+    while (self->touched [slot]) {
+        store_pending_t *pending = &self->pending [self->touched [slot] - 1];
+        if (pending->room_len == room_len && memcmp (pending->room, room, room_len) == 0)
+            return pending;
+        slot = (slot + 1) & mask;
+    }
+    return NULL;
+}
 
-//  --------------------------------------------------------------------------
-//  Size the touched-rooms table (power of two). Returns 0 or -1 (no
-//  memory: the old table is kept). Rehashes the rooms in use.
-
+//  Size the touched table (a power of two) and rehash the rooms in use.
+//  Returns 0, or -1 if out of memory (the old table is kept).
 static int
 s_touched_resize (zchat_store_t *self, size_t size)
 {
-    store_touched_t *table = (store_touched_t *) calloc (size, sizeof (store_touched_t));
-    uint32_t *used = (uint32_t *) calloc (size, sizeof (uint32_t));
-    if (!table || !used) {
+    uint32_t *table = (uint32_t *) calloc (size, sizeof (uint32_t));
+    if (!table || size > UINT32_MAX) {
         free (table);
-        free (used);
         return -1;
     }
-    size_t count = 0;
-    for (size_t i = 0; i < self->touched_count; i++) {
-        store_touched_t *entry = &self->touched [self->touched_used [i]];
-        size_t len = strlen (entry->room);
-        size_t slot = s_hash (entry->room, len) & (size - 1);
-        while (table [slot].room [0])
+    for (size_t i = 0; i < self->pending_count; i++) {
+        store_pending_t *pending = &self->pending [i];
+        size_t slot = s_name_hash (pending->room, pending->room_len) & (size - 1);
+        while (table [slot])
             slot = (slot + 1) & (size - 1);
-        table [slot] = *entry;
-        used [count++] = (uint32_t) slot;
+        table [slot] = (uint32_t) i + 1;
+        pending->slot = slot;
     }
     free (self->touched);
-    free (self->touched_used);
     self->touched = table;
-    self->touched_used = used;
     self->touched_size = size;
-    self->touched_count = count;
     return 0;
 }
 
-
-//  --------------------------------------------------------------------------
-//  Note that the group appended seq to room. Returns 0, or -1 if out of
-//  memory. Allocates only when a group touches more rooms than ever before.
-
-static int
-s_touch (zchat_store_t *self, const char *room, size_t room_len, uint64_t seq)
+//  The open group's entry for room, created (with the room's committed
+//  newest seq) if needed. Returns NULL if out of memory or on a storage
+//  error. The pointer is valid until the next call (the array may move).
+static store_pending_t *
+s_pending_open (zchat_store_t *self, const char *room, size_t room_len)
 {
+    store_pending_t *pending = s_pending_find (self, room, room_len);
+    if (pending)
+        return pending;
     //  Keep the load at most one half so probes stay short.
-    if ((self->touched_count + 1) * 2 > self->touched_size
-    &&  (self->touched_size > UINT32_MAX / 2
-    ||   s_touched_resize (self, self->touched_size * 2)))
-        return -1;
-    size_t mask = self->touched_size - 1;
-    size_t slot = s_hash (room, room_len) & mask;
-    while (self->touched [slot].room [0]) {
-        store_touched_t *entry = &self->touched [slot];
-        if (memcmp (entry->room, room, room_len + 1) == 0) {
-            if (seq > entry->seq)
-                entry->seq = seq;
-            return 0;
-        }
-        slot = (slot + 1) & mask;
+    if ((self->pending_count + 1) * 2 > self->touched_size
+    &&  s_touched_resize (self, self->touched_size * 2))
+        return NULL;
+    if (self->pending_count == self->pending_limit) {
+        size_t limit = self->pending_limit? self->pending_limit * 2: 16;
+        store_pending_t *array = (store_pending_t *) realloc (self->pending,
+                                                    limit * sizeof (store_pending_t));
+        if (!array)
+            return NULL;
+        memset (array + self->pending_limit, 0,
+                (limit - self->pending_limit) * sizeof (store_pending_t));
+        self->pending = array;
+        self->pending_limit = limit;
     }
-    memcpy (self->touched [slot].room, room, room_len + 1);
-    self->touched [slot].seq = seq;
-    self->touched_used [self->touched_count++] = (uint32_t) slot;
+    uint64_t last_seq = 0;
+    if (s_room_get (self, room, room_len, &last_seq, NULL))
+        return NULL;
+    //  The entry's buffers, if any, are kept from an earlier group.
+    pending = &self->pending [self->pending_count];
+    memcpy (pending->room, room, room_len);
+    pending->room [room_len] = '\0';
+    pending->room_len = room_len;
+    pending->last_seq = last_seq;
+    pending->count = 0;
+    pending->head_size = 0;
+    pending->data_size = 0;
+    size_t mask = self->touched_size - 1;
+    size_t slot = s_name_hash (room, room_len) & mask;
+    while (self->touched [slot])
+        slot = (slot + 1) & mask;
+    self->touched [slot] = (uint32_t) ++self->pending_count;
+    pending->slot = slot;
+    return pending;
+}
+
+//  Forget the rooms touched by the group; keep buffers for the next one,
+//  up to STORE_KEEP_BYTES in all (the last entries, the least used, are
+//  freed first).
+static void
+s_pending_clear (zchat_store_t *self)
+{
+    for (size_t i = 0; i < self->pending_count; i++) {
+        store_pending_t *pending = &self->pending [i];
+        self->touched [pending->slot] = 0;
+        pending->count = 0;
+        pending->head_size = 0;
+        pending->data_size = 0;
+    }
+    self->pending_count = 0;
+    for (size_t i = self->pending_limit; i > 0 && self->pending_bytes > self->pending_keep; i--) {
+        store_pending_t *pending = &self->pending [i - 1];
+        self->pending_bytes -= pending->head_limit + pending->data_limit;
+        free (pending->head);
+        free (pending->data);
+        pending->head = pending->data = NULL;
+        pending->head_limit = pending->data_limit = 0;
+    }
+}
+
+//  Make *buffer hold at least need bytes, doubling from minimum; the
+//  growth is added to *total if given. Returns 0, or -1 if out of memory
+//  (the buffer is unchanged).
+static int
+s_reserve (uint8_t **buffer, size_t *limit, size_t need, size_t minimum, size_t *total)
+{
+    if (*limit >= need)
+        return 0;
+    size_t size = *limit? *limit: minimum;
+    while (size < need)
+        size *= 2;
+    uint8_t *grown = (uint8_t *) realloc (*buffer, size);
+    if (!grown)
+        return -1;
+    if (total)
+        *total += size - *limit;
+    *buffer = grown;
+    *limit = size;
+    return 0;
+}
+
+//  Encode one message into the room's chunk, starting the chunk (and
+//  taking its id) if it is empty. Returns 0, or -1 if out of memory
+//  (nothing changed).
+static int
+s_pending_add (zchat_store_t *self, store_pending_t *pending, uint64_t seq,
+               uint64_t ts, const char *nick, size_t nick_len, uint8_t kind,
+               uint64_t msg_id, const char *text, size_t text_size)
+{
+    if (s_reserve (&pending->head, &pending->head_limit,
+                   pending->head_size + STORE_ENTRY_MAX, STORE_HEAD_MIN,
+                   &self->pending_bytes)
+    ||  s_reserve (&pending->data, &pending->data_limit,
+                   pending->data_size + text_size, STORE_DATA_MIN,
+                   &self->pending_bytes))
+        return -1;
+    if (pending->count == 0) {
+        pending->id = self->next_id++;
+        pending->first_seq = seq;
+        pending->chunk_seq = 0;
+        pending->prev_ts = 0;
+        pending->min_ts = pending->max_ts = ts;
+    }
+    uint8_t *entry = pending->head + pending->head_size;
+    size_t size = s_varint_put (entry, seq - pending->chunk_seq);
+    uint64_t delta = ts - pending->prev_ts;
+    size += s_varint_put (entry + size, delta << 1 ^ (0 - (delta >> 63)));
+    entry [size++] = kind;
+    entry [size++] = (uint8_t) nick_len;
+    memcpy (entry + size, nick, nick_len);
+    size += nick_len;
+    size += s_varint_put (entry + size, msg_id);
+    size += s_varint_put (entry + size, text_size);
+    pending->head_size += size;
+    if (text_size)
+        memcpy (pending->data + pending->data_size, text, text_size);
+    pending->data_size += text_size;
+    pending->chunk_seq = seq;
+    pending->prev_ts = ts;
+    if (ts < pending->min_ts)
+        pending->min_ts = ts;
+    if (ts > pending->max_ts)
+        pending->max_ts = ts;
+    pending->count++;
+    return 0;
+}
+
+//  Write the room's chunk (if it holds anything) as a row, inside the
+//  open transaction, and empty it. Returns 0 or -1.
+static int
+s_pending_write (zchat_store_t *self, store_pending_t *pending)
+{
+    if (pending->count == 0)
+        return 0;
+    size_t size = pending->data_size + pending->head_size + STORE_TRAILER_SIZE;
+    if (s_reserve (&pending->data, &pending->data_limit, size, STORE_DATA_MIN,
+                   &self->pending_bytes)) {
+        zsys_error ("zchat_store: out of memory writing a chunk");
+        return -1;
+    }
+    uint8_t *blob = pending->data;
+    memcpy (blob + pending->data_size, pending->head, pending->head_size);
+    uint8_t *trailer = blob + size - STORE_TRAILER_SIZE;
+    s_put_u32 (trailer, (uint32_t) pending->count);
+    s_put_u32 (trailer + 4, (uint32_t) pending->head_size);
+    trailer [8] = STORE_CHUNK_FORMAT;
+
+    sqlite3_stmt *stmt = self->stmt [ST_CHUNK_INSERT];
+    int rc = sqlite3_bind_int64 (stmt, 1, pending->id);
+    rc |= sqlite3_bind_text (stmt, 2, pending->room, (int) pending->room_len, SQLITE_STATIC);
+    rc |= sqlite3_bind_int64 (stmt, 3, (int64_t) pending->first_seq);
+    rc |= sqlite3_bind_int64 (stmt, 4, (int64_t) pending->chunk_seq);
+    rc |= sqlite3_bind_int64 (stmt, 5, (int64_t) pending->count);
+    rc |= sqlite3_bind_int64 (stmt, 6, (int64_t) pending->min_ts);
+    rc |= sqlite3_bind_int64 (stmt, 7, (int64_t) pending->max_ts);
+    rc |= sqlite3_bind_blob (stmt, 8, blob, (int) size, SQLITE_STATIC);
+    if (rc != SQLITE_OK) {
+        s_log_error (self, "chunk: bind");
+        return -1;
+    }
+    if (s_run (self, ST_CHUNK_INSERT))
+        return -1;
+    pending->count = 0;
+    pending->head_size = 0;
+    pending->data_size = 0;
     return 0;
 }
 
 
 //  --------------------------------------------------------------------------
-//  End the open group without storing it. Safe when SQLite has already
-//  rolled the transaction back by itself (after an I/O error or disk full).
+//  Reading chunks
+
+//  Fill chunk from a row whose columns from `at` on are id, first_seq,
+//  last_seq, count, min_ts, max_ts.
+static void
+s_chunk_row (sqlite3_stmt *stmt, int at, store_chunk_t *chunk)
+{
+    chunk->id = sqlite3_column_int64 (stmt, at);
+    chunk->first_seq = s_column_u64 (stmt, at + 1);
+    chunk->last_seq = s_column_u64 (stmt, at + 2);
+    chunk->count = s_column_u64 (stmt, at + 3);
+    chunk->min_ts = s_column_u64 (stmt, at + 4);
+    chunk->max_ts = s_column_u64 (stmt, at + 5);
+    chunk->pending = NULL;
+}
+
+//  The chunk of room holding seq, or the first one after it. Returns 1
+//  with chunk filled, 0 if there is none, -1 on error.
+static int
+s_chunk_at (zchat_store_t *self, const char *room, size_t room_len, uint64_t seq,
+            store_chunk_t *chunk)
+{
+    sqlite3_stmt *stmt = self->stmt [ST_CHUNK_AT];
+    if (s_bind_room (self, ST_CHUNK_AT, room, room_len)
+    ||  sqlite3_bind_int64 (stmt, 2, (int64_t) seq)) {
+        s_log_error (self, "chunk at: bind");
+        return -1;
+    }
+    int rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW)
+        s_chunk_row (stmt, 0, chunk);
+    else
+    if (rc != SQLITE_DONE)
+        s_log_error (self, "chunk at");
+    sqlite3_reset (stmt);
+    return rc == SQLITE_ROW? 1: rc == SQLITE_DONE? 0: -1;
+}
+
+//  Open a cursor on the chunk's messages: the pending chunk in memory, or
+//  the row, read with ST_CHUNK_GET. Returns 0 or -1 (the row is gone, or
+//  its blob is damaged). After 0, call s_chunk_close when done.
+static int
+s_chunk_open (zchat_store_t *self, const store_chunk_t *chunk, store_cursor_t *cursor)
+{
+    if (chunk->pending) {
+        s_cursor_pending (cursor, chunk->pending);
+        return 0;
+    }
+    sqlite3_stmt *stmt = self->stmt [ST_CHUNK_GET];
+    if (sqlite3_bind_int64 (stmt, 1, chunk->id)) {
+        s_log_error (self, "chunk: bind");
+        return -1;
+    }
+    int rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW) {
+        const uint8_t *blob = (const uint8_t *) sqlite3_column_blob (stmt, 4);
+        int size = sqlite3_column_bytes (stmt, 4);
+        if (size >= 0 && s_cursor_blob (cursor, blob, (size_t) size) == 0
+        &&  cursor->left == s_column_u64 (stmt, 3))
+            return 0;
+        zsys_error ("zchat_store: chunk %" PRId64 " is damaged", chunk->id);
+    }
+    else
+    if (rc == SQLITE_DONE)
+        zsys_error ("zchat_store: chunk %" PRId64 " vanished", chunk->id);
+    else
+        s_log_error (self, "chunk");
+    sqlite3_reset (stmt);
+    return -1;
+}
 
 static void
-s_abort_group (zchat_store_t *self)
+s_chunk_close (zchat_store_t *self)
 {
-    if (!sqlite3_get_autocommit (self->db))
-        s_run (self, ST_ROLLBACK);
-    self->in_group = false;
-    self->group_failed = false;
-    s_touched_clear (self);
+    sqlite3_reset (self->stmt [ST_CHUNK_GET]);
 }
 
+//  Log a chunk whose messages do not decode.
+static void
+s_chunk_damaged (const store_chunk_t *chunk)
+{
+    zsys_error ("zchat_store: chunk %" PRId64 " (seq %" PRIu64 "..%" PRIu64
+                ") does not decode", chunk->id, chunk->first_seq, chunk->last_seq);
+}
+
+//  Number of the chunk's messages with lo <= seq <= hi, or -1 on error.
+//  Arithmetic when the chunk's seqs have no holes (the broker's never do),
+//  else by decoding it.
+static int64_t
+s_chunk_count (zchat_store_t *self, const store_chunk_t *chunk, uint64_t lo, uint64_t hi)
+{
+    if (hi < lo || lo > chunk->last_seq || hi < chunk->first_seq)
+        return 0;
+    if (lo <= chunk->first_seq && hi >= chunk->last_seq)
+        return (int64_t) chunk->count;
+    if (chunk->last_seq - chunk->first_seq + 1 == chunk->count) {
+        uint64_t from = lo > chunk->first_seq? lo: chunk->first_seq;
+        uint64_t to = hi < chunk->last_seq? hi: chunk->last_seq;
+        return (int64_t) (to - from + 1);
+    }
+    store_cursor_t cursor;
+    if (s_chunk_open (self, chunk, &cursor))
+        return -1;
+    int64_t count = 0;
+    int rc;
+    while ((rc = s_cursor_next (&cursor)) == 1)
+        if (cursor.seq >= lo && cursor.seq <= hi)
+            count++;
+    s_chunk_close (self);
+    if (rc < 0) {
+        s_chunk_damaged (chunk);
+        return -1;
+    }
+    return count;
+}
+
+//  The seq of the nth newest (n >= 1) of the chunk's messages with
+//  lo <= seq <= hi, which must hold at least n of them. 0 on error.
+static uint64_t
+s_chunk_nth_newest (zchat_store_t *self, const store_chunk_t *chunk,
+                    uint64_t lo, uint64_t hi, uint64_t n)
+{
+    if (chunk->last_seq - chunk->first_seq + 1 == chunk->count) {
+        uint64_t to = hi < chunk->last_seq? hi: chunk->last_seq;
+        return to - n + 1;
+    }
+    int64_t total = s_chunk_count (self, chunk, lo, hi);
+    if (total < (int64_t) n)
+        return 0;
+    store_cursor_t cursor;
+    if (s_chunk_open (self, chunk, &cursor))
+        return 0;
+    //  The (total - n)th in range, counting from 0, ascending.
+    uint64_t skip = (uint64_t) total - n;
+    uint64_t seq = 0;
+    while (s_cursor_next (&cursor) == 1) {
+        if (cursor.seq < lo || cursor.seq > hi)
+            continue;
+        if (skip-- == 0) {
+            seq = cursor.seq;
+            break;
+        }
+    }
+    s_chunk_close (self);
+    return seq;
+}
 
 //  --------------------------------------------------------------------------
 //  mkdir -p with mode 0700 for what it creates; existing directories are
@@ -519,10 +1175,10 @@ s_pragma (sqlite3 *db, const char *sql, const char *expect, char *error, size_t 
 
 //  --------------------------------------------------------------------------
 //  Create the schema in a fresh database, accept the current one, refuse
-//  one written by a newer version. Returns 0 or -1 with error filled in.
+//  any other. Returns 0 or -1 with error filled in.
 
 static int
-s_schema (sqlite3 *db, char *error, size_t error_size)
+s_schema (sqlite3 *db, const char *path, char *error, size_t error_size)
 {
     sqlite3_stmt *stmt = NULL;
     int version = -1;
@@ -537,10 +1193,17 @@ s_schema (sqlite3 *db, char *error, size_t error_size)
     }
     if (version == STORE_SCHEMA_VERSION)
         return 0;
+    if (version == 1) {
+        snprintf (error, error_size,
+                  "%s has schema version 1 (one row per message), which this "
+                  "zchat-broker no longer reads; it needs version %d: move the "
+                  "file away to start with an empty store", path, STORE_SCHEMA_VERSION);
+        return -1;
+    }
     if (version > STORE_SCHEMA_VERSION) {
         snprintf (error, error_size,
-                  "the database has schema version %d; this zchat-broker knows only %d",
-                  version, STORE_SCHEMA_VERSION);
+                  "%s has schema version %d; this zchat-broker knows only %d",
+                  path, version, STORE_SCHEMA_VERSION);
         return -1;
     }
     //  Version 0: a new file. Tables and version in one transaction, so a
@@ -562,6 +1225,121 @@ s_schema (sqlite3 *db, char *error, size_t error_size)
             sqlite3_exec (db, "ROLLBACK", NULL, NULL, NULL);
         return -1;
     }
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Read the message ids of one chunk into the index, from its head only
+//  (the texts are never read). blob is positioned on the chunk's row;
+//  buffer is scratch space that grows as needed. Returns the number of
+//  ids added, or -1 if the chunk is damaged (skipped).
+
+static int64_t
+s_keys_load_chunk (zchat_store_t *self, sqlite3_blob *blob, int64_t id,
+                   uint8_t **buffer, size_t *limit)
+{
+    int size = sqlite3_blob_bytes (blob);
+    uint8_t trailer [STORE_TRAILER_SIZE];
+    store_cursor_t cursor;
+    if (size < STORE_TRAILER_SIZE
+    ||  sqlite3_blob_read (blob, trailer, STORE_TRAILER_SIZE,
+                           size - STORE_TRAILER_SIZE) != SQLITE_OK
+    ||  s_cursor_trailer (&cursor, trailer, (size_t) size))
+        return -1;
+    if (s_reserve (buffer, limit, cursor.head_size + 1, 4096, NULL)
+    ||  sqlite3_blob_read (blob, *buffer, (int) cursor.head_size,
+                           (int) cursor.text_size) != SQLITE_OK)
+        return -1;
+    cursor.head = *buffer;
+    int64_t added = 0;
+    int rc;
+    while ((rc = s_cursor_next (&cursor)) == 1)
+        if (cursor.msg_id) {
+            s_keys_add (self, s_key_hash (self, cursor.nick, cursor.nick_len,
+                                          cursor.msg_id), id);
+            added++;
+        }
+    return rc == 0? added: -1;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Take the next chunk id from the newest chunk, and rebuild the
+//  idempotency index from the newest chunks: walk back from the newest
+//  until they hold keys_max messages, then read their ids oldest first.
+//  Bounded: at most keys_max messages, and only the heads of their chunks.
+//  Returns 0 or -1 with error filled in.
+
+static int
+s_keys_rebuild (zchat_store_t *self, char *error, size_t error_size)
+{
+    sqlite3_stmt *stmt = self->stmt [ST_CHUNK_NEWEST];
+    int64_t start = 0;
+    uint64_t messages = 0;
+    int rc = SQLITE_DONE;
+    if (sqlite3_bind_int64 (stmt, 1, INT64_MAX)) {
+        snprintf (error, error_size, "bind: %s", sqlite3_errmsg (self->db));
+        return -1;
+    }
+    self->next_id = 1;
+    while (messages < self->keys_max && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        start = sqlite3_column_int64 (stmt, 0);
+        if (start >= self->next_id)
+            self->next_id = start + 1;
+        messages += s_column_u64 (stmt, 1);
+    }
+    if (messages < self->keys_max && rc != SQLITE_DONE) {
+        snprintf (error, error_size, "cannot read the chunks: %s", sqlite3_errmsg (self->db));
+        sqlite3_reset (stmt);
+        return -1;
+    }
+    sqlite3_reset (stmt);
+    if (start == 0)
+        return 0;                   //  no chunks yet
+
+    int64_t started = zclock_usecs ();
+    stmt = self->stmt [ST_CHUNK_SINCE];
+    sqlite3_blob *blob = NULL;
+    uint8_t *buffer = NULL;
+    size_t limit = 0;
+    int64_t chunks = 0, keys = 0, damaged = 0;
+    if (sqlite3_bind_int64 (stmt, 1, start)) {
+        snprintf (error, error_size, "bind: %s", sqlite3_errmsg (self->db));
+        return -1;
+    }
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64 (stmt, 0);
+        int blob_rc = blob? sqlite3_blob_reopen (blob, id)
+                          : sqlite3_blob_open (self->db, "main", "chunks", "data",
+                                               id, 0, &blob);
+        int64_t added = blob_rc == SQLITE_OK
+                      ? s_keys_load_chunk (self, blob, id, &buffer, &limit): -1;
+        if (added < 0) {
+            damaged++;
+            if (blob_rc != SQLITE_OK) {
+                //  A failed (re)open leaves the handle unusable.
+                sqlite3_blob_close (blob);
+                blob = NULL;
+            }
+        }
+        else
+            keys += added;
+        chunks++;
+    }
+    sqlite3_blob_close (blob);
+    sqlite3_reset (stmt);
+    free (buffer);
+    if (rc != SQLITE_DONE) {
+        snprintf (error, error_size, "cannot read the chunks: %s", sqlite3_errmsg (self->db));
+        return -1;
+    }
+    if (damaged)
+        zsys_warning ("zchat_store: %" PRId64 " damaged chunks skipped while reading"
+                      " message ids", damaged);
+    ZCHAT_DEBUG ("zchat_store: %" PRId64 " message ids from %" PRId64
+                 " chunks read in %" PRId64 " ms", keys, chunks,
+                 (zclock_usecs () - started) / 1000);
     return 0;
 }
 
@@ -591,6 +1369,11 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
         return NULL;
     }
     self->lock_fd = -1;
+    self->keys_max = STORE_KEYS_MAX;
+    self->pending_keep = STORE_KEEP_BYTES;
+    if (getrandom (&self->hash_seed, sizeof (self->hash_seed), 0)
+        != (ssize_t) sizeof (self->hash_seed))
+        self->hash_seed = s_mix ((uint64_t) zclock_usecs () ^ (uint64_t) getpid () << 32);
     if (s_mkdir_p (dir)) {
         snprintf (error, error_size, "cannot create data directory %s: %s",
                   dir, strerror (errno));
@@ -599,7 +1382,7 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
     self->lock_fd = s_lock (dir, error, error_size);
     if (self->lock_fd < 0)
         goto failed;
-    if (s_touched_resize (self, 64)) {
+    if (s_touched_resize (self, 64) || s_keys_resize (self, STORE_KEYS_MIN)) {
         snprintf (error, error_size, "out of memory");
         goto failed;
     }
@@ -627,8 +1410,8 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
     //  nothing acknowledged. FULL adds an fsync of the WAL per commit, the
     //  price of surviving power loss; with groups it is paid once per
     //  group, not per message.
-    //  cache_size -16384 = 16 MiB: keeps the right edges of the three
-    //  message b-trees and the active senders' index pages hot.
+    //  cache_size -16384 = 16 MiB: keeps the right edges of the chunk
+    //  table and its two indexes hot.
     //  wal_autocheckpoint 1000 pages (~4 MiB, SQLite's default, kept on
     //  purpose): the checkpoint runs inside a commit on the event loop, so
     //  many small ones (a few ms each) beat rare long stalls.
@@ -636,7 +1419,7 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
     //  old snapshot is truncated again afterwards.
     //  secure_delete FAST: Debian compiles secure_delete ON, which costs
     //  extra writes on every retention delete; FAST still zeroes deleted
-    //  messages in the pages being written anyway.
+    //  chunks in the pages being written anyway.
     //  temp_store MEMORY: no temp files for the rare sort.
     if (s_pragma (self->db, "PRAGMA journal_mode = WAL", "wal", error, error_size)
     ||  s_pragma (self->db, fsync? "PRAGMA synchronous = FULL"
@@ -646,7 +1429,7 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
     ||  s_pragma (self->db, "PRAGMA journal_size_limit = 67108864", NULL, error, error_size)
     ||  s_pragma (self->db, "PRAGMA secure_delete = FAST", NULL, error, error_size)
     ||  s_pragma (self->db, "PRAGMA temp_store = MEMORY", NULL, error, error_size)
-    ||  s_schema (self->db, error, error_size))
+    ||  s_schema (self->db, db_path, error, error_size))
         goto failed;
 
     for (int i = 0; i < ST_COUNT; i++)
@@ -656,6 +1439,8 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
                       s_sql [i], sqlite3_errmsg (self->db));
             goto failed;
         }
+    if (s_keys_rebuild (self, error, error_size))
+        goto failed;
     zstr_free (&db_path);
     return self;
 
@@ -663,6 +1448,23 @@ failed:
     zstr_free (&db_path);
     zchat_store_destroy (&self);
     return NULL;
+}
+
+
+//  --------------------------------------------------------------------------
+//  End the open group without storing it. Safe when SQLite has already
+//  rolled the transaction back by itself (after an I/O error or disk full).
+
+static void
+s_abort_group (zchat_store_t *self)
+{
+    if (!sqlite3_get_autocommit (self->db))
+        s_run (self, ST_ROLLBACK);
+    s_keys_unwind (self);
+    self->next_id = self->group_id;
+    s_pending_clear (self);
+    self->in_group = false;
+    self->group_failed = false;
 }
 
 
@@ -690,8 +1492,14 @@ zchat_store_destroy (zchat_store_t **self_p)
     //  Only now that the database is closed may another broker have it.
     if (self->lock_fd >= 0)
         close (self->lock_fd);
+    for (size_t i = 0; i < self->pending_limit; i++) {
+        free (self->pending [i].head);
+        free (self->pending [i].data);
+    }
+    free (self->pending);
     free (self->touched);
-    free (self->touched_used);
+    free (self->keys);
+    free (self->index);
     free (self);
     *self_p = NULL;
 }
@@ -700,6 +1508,7 @@ zchat_store_destroy (zchat_store_t **self_p)
 //  --------------------------------------------------------------------------
 //  Newest sequence number of a room, 0 if it has no messages yet (or on a
 //  storage error, which is logged: an append at a taken seq then fails).
+//  Counts the open group's appends.
 
 uint64_t
 zchat_store_last_seq (zchat_store_t *self, const char *room)
@@ -707,13 +1516,19 @@ zchat_store_last_seq (zchat_store_t *self, const char *room)
     size_t room_len = s_name_len (room, ZCHAT_MAX_ROOM);
     if (!self || !room_len)
         return 0;
-    int64_t seq = s_room_seq (self, ST_LAST_SEQ, room, room_len);
-    return seq > 0? (uint64_t) seq: 0;
+    store_pending_t *pending = s_pending_find (self, room, room_len);
+    if (pending)
+        return pending->last_seq;
+    uint64_t last_seq = 0;
+    if (s_room_get (self, room, room_len, &last_seq, NULL))
+        return 0;
+    return last_seq;
 }
 
 
 //  --------------------------------------------------------------------------
-//  Oldest sequence number still held for a room, 0 if none is held.
+//  Oldest sequence number still held for a room: the first message at or
+//  above the room's retention floor, the open group's included. 0 if none.
 
 uint64_t
 zchat_store_first_seq (zchat_store_t *self, const char *room)
@@ -721,8 +1536,35 @@ zchat_store_first_seq (zchat_store_t *self, const char *room)
     size_t room_len = s_name_len (room, ZCHAT_MAX_ROOM);
     if (!self || !room_len)
         return 0;
-    int64_t seq = s_room_seq (self, ST_FIRST_SEQ, room, room_len);
-    return seq > 0? (uint64_t) seq: 0;
+    uint64_t floor = 0;
+    if (s_room_get (self, room, room_len, NULL, &floor))
+        return 0;
+    if (floor == 0)
+        floor = 1;
+    store_chunk_t chunk;
+    int rc = s_chunk_at (self, room, room_len, floor, &chunk);
+    if (rc < 0)
+        return 0;
+    if (rc == 1) {
+        if (chunk.first_seq >= floor)
+            return chunk.first_seq;
+        if (chunk.last_seq - chunk.first_seq + 1 == chunk.count)
+            return floor;
+        //  The floor is inside a chunk with holes: find the first above.
+        store_cursor_t cursor;
+        uint64_t first = 0;
+        if (s_chunk_open (self, &chunk, &cursor) == 0) {
+            while (s_cursor_next (&cursor) == 1)
+                if (cursor.seq >= floor) {
+                    first = cursor.seq;
+                    break;
+                }
+            s_chunk_close (self);
+        }
+        return first;
+    }
+    store_pending_t *pending = s_pending_find (self, room, room_len);
+    return pending && pending->count? pending->first_seq: 0;
 }
 
 
@@ -742,16 +1584,17 @@ zchat_store_begin (zchat_store_t *self)
         return -1;
     self->in_group = true;
     self->group_failed = false;
-    s_touched_clear (self);
+    self->group_id = self->next_id;
+    self->keys_group = self->keys_head;
     return 0;
 }
 
 
 //  --------------------------------------------------------------------------
-//  Make every append since begin durable. rooms.last_seq is written here,
-//  once per touched room, so that seq numbering survives a retention that
-//  deletes every message of a room. Returns 0, or -1 after rolling the
-//  whole group back.
+//  Make every append since begin durable: write each touched room's chunk
+//  and its rooms.last_seq (which keeps numbering going after retention
+//  has removed every message of a room), then COMMIT. Returns 0, or -1
+//  after rolling the whole group back.
 
 int
 zchat_store_commit (zchat_store_t *self)
@@ -767,10 +1610,13 @@ zchat_store_commit (zchat_store_t *self)
         goto failed;
     }
     sqlite3_stmt *stmt = self->stmt [ST_ROOM_SEQ];
-    for (size_t i = 0; i < self->touched_count; i++) {
-        store_touched_t *entry = &self->touched [self->touched_used [i]];
-        if (sqlite3_bind_text (stmt, 1, entry->room, -1, SQLITE_STATIC)
-        ||  sqlite3_bind_int64 (stmt, 2, (int64_t) entry->seq)) {
+    for (size_t i = 0; i < self->pending_count; i++) {
+        store_pending_t *pending = &self->pending [i];
+        if (s_pending_write (self, pending))
+            goto failed;
+        if (sqlite3_bind_text (stmt, 1, pending->room, (int) pending->room_len,
+                               SQLITE_STATIC)
+        ||  sqlite3_bind_int64 (stmt, 2, (int64_t) pending->last_seq)) {
             s_log_error (self, "bind rooms.last_seq");
             goto failed;
         }
@@ -780,7 +1626,7 @@ zchat_store_commit (zchat_store_t *self)
     if (s_run (self, ST_COMMIT))
         goto failed;
     self->in_group = false;
-    s_touched_clear (self);
+    s_pending_clear (self);
     return 0;
 
 failed:
@@ -801,11 +1647,79 @@ zchat_store_rollback (zchat_store_t *self)
 
 
 //  --------------------------------------------------------------------------
+//  Look for a stored message of nick with msg_id in the chunk with this
+//  id: the open group's chunk in memory, or the row (which must still be
+//  above its room's floor). Returns 1 with *room, *seq and *ts filled, 0
+//  if it is not there, -1 on error.
+
+static int
+s_key_check (zchat_store_t *self, int64_t id, const char *nick, size_t nick_len,
+             uint64_t msg_id, char *room, uint64_t *seq, uint64_t *ts)
+{
+    store_chunk_t chunk = { .id = id };
+    if (id >= self->group_id)
+        for (size_t i = 0; i < self->pending_count; i++)
+            if (self->pending [i].count && self->pending [i].id == id)
+                chunk.pending = &self->pending [i];
+    if (chunk.pending)
+        memcpy (room, chunk.pending->room, chunk.pending->room_len + 1);
+    else {
+        //  Written earlier, or by this group when its chunk filled up.
+        sqlite3_stmt *stmt = self->stmt [ST_CHUNK_GET];
+        if (sqlite3_bind_int64 (stmt, 1, id)) {
+            s_log_error (self, "key: bind");
+            return -1;
+        }
+        int rc = sqlite3_step (stmt);
+        if (rc == SQLITE_DONE) {
+            sqlite3_reset (stmt);
+            return 0;               //  retention deleted it
+        }
+        if (rc != SQLITE_ROW) {
+            s_log_error (self, "key");
+            sqlite3_reset (stmt);
+            return -1;
+        }
+        int copied = s_column_copy (stmt, 0, room, ZCHAT_MAX_ROOM);
+        sqlite3_reset (stmt);
+        if (copied)
+            return -1;
+    }
+    store_cursor_t cursor;
+    if (s_chunk_open (self, &chunk, &cursor))
+        return -1;
+    //  The newest match: one chunk can hold a message and, after the
+    //  window forgot it, its resend.
+    bool found = false;
+    int rc;
+    while ((rc = s_cursor_next (&cursor)) == 1)
+        if (cursor.msg_id == msg_id && cursor.nick_len == nick_len
+        &&  memcmp (cursor.nick, nick, nick_len) == 0) {
+            *seq = cursor.seq;
+            *ts = cursor.ts;
+            found = true;
+        }
+    s_chunk_close (self);
+    if (rc < 0) {
+        s_chunk_damaged (&chunk);
+        return -1;
+    }
+    if (!found || chunk.pending)
+        return found;
+    uint64_t floor = 0;
+    if (s_room_get (self, room, strlen (room), NULL, &floor))
+        return -1;
+    return *seq >= floor? 1: 0;
+}
+
+
+//  --------------------------------------------------------------------------
 //  Append one room message inside a group. msg_id 0 means "no id": such a
 //  message is never taken for a retry (id 0 is reserved by the protocol).
 //  Returns 0 when stored, 1 for a retry of a stored (nick, msg_id) with the
-//  original room, seq and ts, -1 on error (including a (room, seq) that is
-//  already taken: the broker's numbering is wrong, nothing was written).
+//  original room, seq and ts, -1 on error (including a seq that is not
+//  after the room's newest: the broker's numbering is wrong, nothing was
+//  written).
 
 int
 zchat_store_append (zchat_store_t *self, const char *room, uint64_t seq,
@@ -828,91 +1742,190 @@ zchat_store_append (zchat_store_t *self, const char *room, uint64_t seq,
         return -1;
     }
     //  After an I/O error SQLite may have rolled the transaction back by
-    //  itself; appending now would autocommit outside the group.
+    //  itself; writing now would autocommit outside the group.
     if (sqlite3_get_autocommit (self->db)) {
         zsys_error ("zchat_store: append: the group's transaction was lost");
         self->group_failed = true;
         return -1;
     }
-    //  SQLITE_STATIC: the caller's buffers outlive the step, and every
-    //  parameter is bound again before the next one.
-    sqlite3_stmt *stmt = self->stmt [ST_INSERT];
-    int rc = sqlite3_bind_text (stmt, 1, room, (int) room_len, SQLITE_STATIC);
-    rc |= sqlite3_bind_int64 (stmt, 2, (int64_t) seq);
-    rc |= sqlite3_bind_int64 (stmt, 3, (int64_t) ts);
-    rc |= sqlite3_bind_text (stmt, 4, nick, (int) nick_len, SQLITE_STATIC);
-    rc |= sqlite3_bind_int (stmt, 5, kind);
-    //  A NULL pointer would bind SQL NULL, not an empty blob.
-    rc |= sqlite3_bind_blob (stmt, 6, text? text: "", (int) text_size, SQLITE_STATIC);
-    rc |= msg_id? sqlite3_bind_int64 (stmt, 7, s_u64_to_i64 (msg_id))
-                : sqlite3_bind_null (stmt, 7);
-    if (rc != SQLITE_OK) {
-        s_log_error (self, "append: bind");
-        return -1;
-    }
-    if (s_run (self, ST_INSERT))
-        return -1;
-    if (sqlite3_changes (self->db) == 1) {
-        if (s_touch (self, room, room_len, seq)) {
-            //  The row is in, but commit could not keep rooms.last_seq.
-            zsys_error ("zchat_store: append: out of memory; the group will fail");
-            self->group_failed = true;
-            return -1;
-        }
-        return 0;
-    }
-    //  Ignored: a retry if (nick, msg_id) is taken, else (room, seq) was.
+    //  A retry first: a resent message is answered from the original even
+    //  if the broker numbered the resend differently. Several stored
+    //  messages can match (a resend that came after its original left the
+    //  window was stored again): the newest chunk's answers.
+    uint64_t hash = 0;
     if (msg_id) {
-        stmt = self->stmt [ST_FIND_ID];
-        if (sqlite3_bind_text (stmt, 1, nick, (int) nick_len, SQLITE_STATIC)
-        ||  sqlite3_bind_int64 (stmt, 2, s_u64_to_i64 (msg_id))) {
-            s_log_error (self, "append: bind");
-            return -1;
-        }
-        rc = sqlite3_step (stmt);
-        int result = -1;
+        hash = s_key_hash (self, nick, nick_len, msg_id);
+        size_t mask = self->index_size - 1;
+        int64_t best = 0;
         char found_room [ZCHAT_MAX_ROOM + 1];
-        if (rc == SQLITE_ROW) {
-            if (s_column_copy (stmt, 0, found_room, ZCHAT_MAX_ROOM) == 0) {
+        uint64_t found_seq = 0, found_ts = 0;
+        for (size_t slot = (size_t) hash & mask; self->index [slot];
+             slot = (slot + 1) & mask) {
+            const store_key_t *key = &self->keys [self->index [slot] - 1];
+            if (key->hash != hash || key->chunk <= best)
+                continue;
+            int rc = s_key_check (self, key->chunk, nick, nick_len, msg_id,
+                                  found_room, &found_seq, &found_ts);
+            if (rc < 0)
+                return -1;
+            if (rc == 1) {
+                best = key->chunk;
                 if (orig_room)
                     memcpy (orig_room, found_room, strlen (found_room) + 1);
                 if (orig_seq)
-                    *orig_seq = (uint64_t) sqlite3_column_int64 (stmt, 1);
+                    *orig_seq = found_seq;
                 if (orig_ts)
-                    *orig_ts = (uint64_t) sqlite3_column_int64 (stmt, 2);
-                result = 1;
+                    *orig_ts = found_ts;
             }
         }
-        else
-        if (rc != SQLITE_DONE)
-            s_log_error (self, "append: find original");
-        sqlite3_reset (stmt);
-        if (rc != SQLITE_DONE)
-            return result;
+        if (best)
+            return 1;
     }
-    //  Not a retry. Name the real cause in the log (cold path).
-    stmt = self->stmt [ST_FIND_KEY];
-    int64_t taken = 0;
-    if (sqlite3_bind_text (stmt, 1, room, (int) room_len, SQLITE_STATIC)
-    ||  sqlite3_bind_int64 (stmt, 2, (int64_t) seq))
-        s_log_error (self, "append: bind");
-    else
-    if (s_query_int (self, ST_FIND_KEY, &taken) == 1)
+    store_pending_t *pending = s_pending_open (self, room, room_len);
+    if (!pending) {
+        zsys_error ("zchat_store: append: out of memory or storage error");
+        return -1;
+    }
+    if (seq <= pending->last_seq) {
         zsys_error ("zchat_store: append: room %s already has seq %" PRIu64
-                    " (not stored)", room, seq);
-    else
-        zsys_error ("zchat_store: append: %s/%" PRIu64 " was not stored",
-                    room, seq);
-    return -1;
+                    " (seq %" PRIu64 " not stored)", room, pending->last_seq, seq);
+        return -1;
+    }
+    //  A full chunk is written now, inside the group: chunks stay small.
+    if (pending->count
+    &&  pending->data_size + pending->head_size + text_size > STORE_CHUNK_BYTES
+    &&  s_pending_write (self, pending)) {
+        self->group_failed = true;
+        return -1;
+    }
+    if (s_pending_add (self, pending, seq, ts, nick, nick_len, kind, msg_id,
+                       text? text: "", text_size)) {
+        zsys_error ("zchat_store: append: out of memory");
+        return -1;
+    }
+    pending->last_seq = seq;
+    if (msg_id)
+        s_keys_add (self, hash, pending->id);
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  The open group's chunk of room as a store_chunk_t, if it holds any.
+
+static bool
+s_chunk_pending (zchat_store_t *self, const char *room, size_t room_len,
+                 store_chunk_t *chunk)
+{
+    store_pending_t *pending = s_pending_find (self, room, room_len);
+    if (!pending || pending->count == 0)
+        return false;
+    chunk->id = pending->id;
+    chunk->first_seq = pending->first_seq;
+    chunk->last_seq = pending->chunk_seq;
+    chunk->count = pending->count;
+    chunk->min_ts = pending->min_ts;
+    chunk->max_ts = pending->max_ts;
+    chunk->pending = pending;
+    return true;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Where "the last limit messages of room up to to" start: the seq of the
+//  limit-th newest message in [lo, to], or lo if there are fewer. Walks
+//  chunks from the newest back, counting by arithmetic, and decodes at
+//  most the chunks at the edges. Returns 0 with *start set, or -1.
+
+static int
+s_tail_start (zchat_store_t *self, const char *room, size_t room_len,
+              uint64_t lo, uint64_t to, uint64_t limit, uint64_t *start)
+{
+    *start = lo;
+    uint64_t need = limit;
+    //  The open group's chunk holds the newest seqs.
+    store_chunk_t chunk;
+    if (s_chunk_pending (self, room, room_len, &chunk)) {
+        int64_t count = s_chunk_count (self, &chunk, lo, to);
+        if (count < 0)
+            return -1;
+        if ((uint64_t) count >= need) {
+            *start = s_chunk_nth_newest (self, &chunk, lo, to, need);
+            return *start? 0: -1;
+        }
+        need -= (uint64_t) count;
+    }
+    //  Chunks that end at or below to, plus the one holding to if any.
+    int rc = s_chunk_at (self, room, room_len, to, &chunk);
+    if (rc < 0)
+        return -1;
+    uint64_t bound = rc == 1 && chunk.first_seq <= to? chunk.last_seq: to;
+    sqlite3_stmt *stmt = self->stmt [ST_CHUNK_DOWN];
+    if (s_bind_room (self, ST_CHUNK_DOWN, room, room_len)
+    ||  sqlite3_bind_int64 (stmt, 2, (int64_t) bound)) {
+        s_log_error (self, "history: bind");
+        return -1;
+    }
+    int result = 0;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        s_chunk_row (stmt, 0, &chunk);
+        if (chunk.last_seq < lo)
+            break;
+        int64_t count = s_chunk_count (self, &chunk, lo, to);
+        if (count < 0) {
+            result = -1;
+            break;
+        }
+        if ((uint64_t) count >= need) {
+            *start = s_chunk_nth_newest (self, &chunk, lo, to, need);
+            if (*start == 0)
+                result = -1;
+            break;
+        }
+        need -= (uint64_t) count;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        s_log_error (self, "history: tail");
+        result = -1;
+    }
+    sqlite3_reset (stmt);
+    return result;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Hand the messages of one chunk with lo <= seq <= to to fn, counting in
+//  *count up to limit. Returns 1 when the stream is over (past to, limit
+//  reached, fn said stop), 0 to go on with the next chunk, -1 if the
+//  chunk does not decode.
+
+static int
+s_history_chunk (store_cursor_t *cursor, uint64_t lo, uint64_t to, size_t limit,
+                 int *count, zchat_store_fn *fn, void *arg)
+{
+    int rc;
+    while ((rc = s_cursor_next (cursor)) == 1) {
+        if (cursor->seq < lo)
+            continue;
+        if (cursor->seq > to)
+            return 1;
+        (*count)++;
+        if (fn (arg, cursor->seq, cursor->ts, cursor->nick, cursor->kind,
+                cursor->text_at, cursor->text_len)
+        ||  (size_t) *count >= limit)
+            return 1;
+    }
+    return rc;
 }
 
 
 //  --------------------------------------------------------------------------
 //  Messages of room with from_seq <= seq <= to_seq (to_seq 0 = newest),
-//  ascending, at most limit of them, streamed row by row to fn. from_seq 0
-//  asks for the last limit messages up to to_seq (PROTOCOL.md §6.4).
-//  Returns the number passed to fn, or -1 on error. fn must not call
-//  zchat_store_history itself (the statement is shared).
+//  ascending, at most limit of them, streamed to fn chunk by chunk; those
+//  below the room's retention floor are gone. from_seq 0 asks for the
+//  last limit messages up to to_seq (PROTOCOL.md §6.4). The open group's
+//  appends count. Returns the number passed to fn, or -1 on error. fn
+//  must not call the store.
 
 int
 zchat_store_history (zchat_store_t *self, const char *room,
@@ -926,103 +1939,193 @@ zchat_store_history (zchat_store_t *self, const char *room,
         return 0;
     if (limit > INT_MAX)
         limit = INT_MAX;            //  the count is returned as an int
-    int64_t to = to_seq == 0 || to_seq > (uint64_t) INT64_MAX? INT64_MAX: (int64_t) to_seq;
+    uint64_t to = to_seq == 0 || to_seq > (uint64_t) INT64_MAX? INT64_MAX: to_seq;
     if (from_seq > (uint64_t) INT64_MAX)
         return 0;
-    int64_t from = (int64_t) from_seq;
-    sqlite3_stmt *stmt = NULL;
-    if (from == 0) {
-        stmt = self->stmt [ST_TAIL_START];
-        if (sqlite3_bind_text (stmt, 1, room, (int) room_len, SQLITE_STATIC)
-        ||  sqlite3_bind_int64 (stmt, 2, to)
-        ||  sqlite3_bind_int64 (stmt, 3, (int64_t) limit - 1)) {
-            s_log_error (self, "history: bind");
-            return -1;
-        }
-        int rc = s_query_int (self, ST_TAIL_START, &from);
-        if (rc < 0)
-            return -1;
-        if (rc == 0)
-            from = 0;               //  fewer than limit: all of them
-    }
-    stmt = self->stmt [ST_HISTORY];
-    if (sqlite3_bind_text (stmt, 1, room, (int) room_len, SQLITE_STATIC)
-    ||  sqlite3_bind_int64 (stmt, 2, from)
-    ||  sqlite3_bind_int64 (stmt, 3, to)
-    ||  sqlite3_bind_int64 (stmt, 4, (int64_t) limit)) {
+    uint64_t floor = 0;
+    if (s_room_get (self, room, room_len, NULL, &floor))
+        return -1;
+    uint64_t lo = from_seq > floor? from_seq: floor;
+    if (lo == 0)
+        lo = 1;
+    if (from_seq == 0 && s_tail_start (self, room, room_len, lo, to, limit, &lo))
+        return -1;
+    if (lo > to)
+        return 0;
+
+    sqlite3_stmt *stmt = self->stmt [ST_CHUNK_FROM];
+    if (s_bind_room (self, ST_CHUNK_FROM, room, room_len)
+    ||  sqlite3_bind_int64 (stmt, 2, (int64_t) lo)) {
         s_log_error (self, "history: bind");
         return -1;
     }
     int count = 0;
+    int over = 0;
     int rc;
-    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
-        uint64_t seq = (uint64_t) sqlite3_column_int64 (stmt, 0);
-        uint64_t ts = (uint64_t) sqlite3_column_int64 (stmt, 1);
-        const char *nick = (const char *) sqlite3_column_text (stmt, 2);
-        int kind = sqlite3_column_int (stmt, 3);
-        const char *text = (const char *) sqlite3_column_blob (stmt, 4);
-        int text_size = sqlite3_column_bytes (stmt, 4);
-        if (!nick || kind < 0 || kind > UINT8_MAX || text_size < 0) {
-            zsys_error ("zchat_store: history: malformed row %s/%" PRIu64, room, seq);
-            rc = SQLITE_CORRUPT;
+    while (over == 0 && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        store_chunk_t chunk = { .id = sqlite3_column_int64 (stmt, 0),
+                                .first_seq = s_column_u64 (stmt, 1),
+                                .last_seq = s_column_u64 (stmt, 2) };
+        if (chunk.first_seq > to)
             break;
-        }
-        count++;
-        if (fn (arg, seq, ts, nick, (uint8_t) kind, text? text: "", (size_t) text_size)) {
-            rc = SQLITE_DONE;
-            break;
-        }
+        store_cursor_t cursor;
+        const uint8_t *blob = (const uint8_t *) sqlite3_column_blob (stmt, 4);
+        int size = sqlite3_column_bytes (stmt, 4);
+        if (size < 0 || s_cursor_blob (&cursor, blob, (size_t) size)
+        ||  cursor.left != s_column_u64 (stmt, 3))
+            over = -1;
+        else
+            over = s_history_chunk (&cursor, lo, to, limit, &count, fn, arg);
+        if (over < 0)
+            s_chunk_damaged (&chunk);
     }
-    if (rc != SQLITE_DONE && rc != SQLITE_CORRUPT)
+    if (over == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW) {
         s_log_error (self, "history");
+        over = -1;
+    }
     sqlite3_reset (stmt);
-    return rc == SQLITE_DONE? count: -1;
+    //  The open group's chunk comes after every written one.
+    store_chunk_t chunk;
+    if (over == 0 && s_chunk_pending (self, room, room_len, &chunk)) {
+        store_cursor_t cursor;
+        s_cursor_pending (&cursor, chunk.pending);
+        over = s_history_chunk (&cursor, lo, to, limit, &count, fn, arg);
+    }
+    return over < 0? -1: count;
 }
 
 
 //  --------------------------------------------------------------------------
-//  Delete seq first..last of room, at most budget rows. Returns the number
-//  deleted or -1.
+//  Retention
+//
+//  Every room has a floor (rooms.floor_seq): history shows no seq below
+//  it. Retention moves floors up and deletes the chunks that fall wholly
+//  below; a chunk the floor cuts through stays, and only its min_ts (the
+//  oldest ts above the floor, which the age rule looks for) is updated.
+//  So the floor moves exactly, whatever the chunk boundaries. The budget
+//  counts chunk rows deleted or rewritten and rooms examined.
 
+//  Set the chunk's min_ts to the oldest ts at or above floor. Returns 1 if
+//  it holds messages there, 0 if none (the caller deletes it), -1 on error.
 static int
-s_delete_range (zchat_store_t *self, const char *room, int64_t first, int64_t last)
+s_chunk_refresh (zchat_store_t *self, const store_chunk_t *chunk, uint64_t floor)
 {
-    sqlite3_stmt *stmt = self->stmt [ST_DELETE_RANGE];
-    if (sqlite3_bind_text (stmt, 1, room, -1, SQLITE_STATIC)
-    ||  sqlite3_bind_int64 (stmt, 2, first)
-    ||  sqlite3_bind_int64 (stmt, 3, last)) {
+    store_cursor_t cursor;
+    if (s_chunk_open (self, chunk, &cursor))
+        return -1;
+    bool any = false;
+    uint64_t min_ts = 0;
+    int rc;
+    while ((rc = s_cursor_next (&cursor)) == 1)
+        if (cursor.seq >= floor && (!any || cursor.ts < min_ts)) {
+            min_ts = cursor.ts;
+            any = true;
+        }
+    s_chunk_close (self);
+    if (rc < 0) {
+        s_chunk_damaged (chunk);
+        return -1;
+    }
+    if (!any || min_ts == chunk->min_ts)
+        return any;
+    sqlite3_stmt *stmt = self->stmt [ST_CHUNK_MIN_TS];
+    if (sqlite3_bind_int64 (stmt, 1, chunk->id)
+    ||  sqlite3_bind_int64 (stmt, 2, (int64_t) min_ts)) {
         s_log_error (self, "retain: bind");
         return -1;
     }
-    if (s_run (self, ST_DELETE_RANGE))
+    return s_run (self, ST_CHUNK_MIN_TS) == 0? 1: -1;
+}
+
+static int
+s_chunk_delete (zchat_store_t *self, int64_t id)
+{
+    if (sqlite3_bind_int64 (self->stmt [ST_CHUNK_DELETE], 1, id)) {
+        s_log_error (self, "retain: bind");
         return -1;
-    return sqlite3_changes (self->db);
+    }
+    return s_run (self, ST_CHUNK_DELETE);
+}
+
+//  Move room's floor from floor up to target (every seq below target
+//  goes), spending at most *budget chunk rows; where the budget runs out
+//  the floor stops at a chunk boundary. Sets *reached to the new floor.
+//  Returns the number of messages taken out of history, or -1.
+static int64_t
+s_move_floor (zchat_store_t *self, const char *room, uint64_t floor, uint64_t target,
+              int *budget, uint64_t *reached)
+{
+    size_t room_len = strlen (room);
+    int64_t removed = 0;
+    uint64_t at = floor;
+    while (at < target) {
+        store_chunk_t chunk;
+        int rc = s_chunk_at (self, room, room_len, at? at: 1, &chunk);
+        if (rc < 0)
+            return -1;
+        if (rc == 0 || chunk.first_seq >= target) {
+            at = target;            //  nothing stored in between
+            break;
+        }
+        if (*budget <= 0)
+            break;
+        (*budget)--;
+        bool whole = chunk.last_seq < target;
+        int64_t count = s_chunk_count (self, &chunk, at, whole? chunk.last_seq: target - 1);
+        if (count < 0)
+            return -1;
+        if (whole) {
+            if (s_chunk_delete (self, chunk.id))
+                return -1;
+            at = chunk.last_seq + 1;
+        }
+        else {
+            at = target;
+            if (s_chunk_refresh (self, &chunk, target) < 0)
+                return -1;
+        }
+        removed += count;
+    }
+    if (at != floor) {
+        sqlite3_stmt *stmt = self->stmt [ST_ROOM_FLOOR];
+        if (s_bind_room (self, ST_ROOM_FLOOR, room, room_len)
+        ||  sqlite3_bind_int64 (stmt, 2, (int64_t) at)
+        ||  s_run (self, ST_ROOM_FLOOR))
+            return -1;
+    }
+    *reached = at;
+    return removed;
 }
 
 
 //  --------------------------------------------------------------------------
-//  Age rule: repeatedly take the message with the oldest ts below cutoff
-//  and delete its room's prefix up to it. Deleting prefixes keeps every
-//  room's history without holes; a message sent before an expired one is
-//  taken to be at least as old even if the clock said otherwise. Each step
-//  is an index lookup and deletes at least one row. Returns rows deleted.
+//  Age rule: repeatedly take the chunk holding the oldest visible message,
+//  find the newest message in it older than cutoff, and move its room's
+//  floor past it. Moving floors keeps every room's history without holes:
+//  a message sent before an expired one is taken to be at least as old
+//  even if the clock said otherwise. Returns messages removed, or -1.
 
-static int
-s_retain_age (zchat_store_t *self, int64_t cutoff, int budget)
+static int64_t
+s_retain_age (zchat_store_t *self, uint64_t cutoff, int *budget)
 {
-    int deleted = 0;
-    sqlite3_stmt *stmt = self->stmt [ST_OLDEST];
-    while (deleted < budget) {
-        if (sqlite3_bind_int64 (stmt, 1, cutoff)) {
+    int64_t removed = 0;
+    sqlite3_stmt *stmt = self->stmt [ST_CHUNK_OLDEST];
+    while (*budget > 0) {
+        if (sqlite3_bind_int64 (stmt, 1, (int64_t) cutoff)) {
             s_log_error (self, "retain: bind");
             return -1;
         }
-        int rc = sqlite3_step (stmt);
+        store_chunk_t chunk = { 0 };
         char room [ZCHAT_MAX_ROOM + 1];
-        int64_t seq = 0;
+        int rc = sqlite3_step (stmt);
         if (rc == SQLITE_ROW) {
-            seq = sqlite3_column_int64 (stmt, 1);
-            if (s_column_copy (stmt, 0, room, ZCHAT_MAX_ROOM))
+            chunk.id = sqlite3_column_int64 (stmt, 0);
+            chunk.first_seq = s_column_u64 (stmt, 2);
+            chunk.last_seq = s_column_u64 (stmt, 3);
+            chunk.count = s_column_u64 (stmt, 4);
+            chunk.min_ts = s_column_u64 (stmt, 5);
+            chunk.max_ts = s_column_u64 (stmt, 6);
+            if (s_column_copy (stmt, 1, room, ZCHAT_MAX_ROOM))
                 rc = SQLITE_CORRUPT;
         }
         else
@@ -1033,50 +2136,77 @@ s_retain_age (zchat_store_t *self, int64_t cutoff, int budget)
             break;                  //  nothing has expired
         if (rc != SQLITE_ROW)
             return -1;
-        int64_t first = s_room_seq (self, ST_FIRST_SEQ, room, strlen (room));
-        if (first <= 0)
-            return -1;              //  the row just found must have a room
-        //  Seqs are unique per room, so this range holds at most the rest
-        //  of the budget, however sparse it is.
-        int64_t last = seq;
-        if (last - first >= budget - deleted)
-            last = first + (budget - deleted) - 1;
-        int count = s_delete_range (self, room, first, last);
+        //  The newest expired message of the chunk.
+        uint64_t cut = 0;
+        if (chunk.max_ts < cutoff)
+            cut = chunk.last_seq;
+        else {
+            store_cursor_t cursor;
+            if (s_chunk_open (self, &chunk, &cursor))
+                return -1;
+            while ((rc = s_cursor_next (&cursor)) == 1)
+                if (cursor.ts < cutoff)
+                    cut = cursor.seq;
+            s_chunk_close (self);
+            if (rc < 0) {
+                s_chunk_damaged (&chunk);
+                return -1;
+            }
+        }
+        uint64_t floor = 0;
+        if (s_room_get (self, room, strlen (room), NULL, &floor))
+            return -1;
+        if (cut == 0 || cut < floor) {
+            //  min_ts is out of step with the floor (it never should be):
+            //  set it right, or drop a chunk with nothing visible, so that
+            //  the search moves on.
+            (*budget)--;
+            rc = s_chunk_refresh (self, &chunk, floor);
+            if (rc < 0 || (rc == 0 && s_chunk_delete (self, chunk.id)))
+                return -1;
+            continue;
+        }
+        uint64_t reached = 0;
+        int before = *budget;
+        int64_t count = s_move_floor (self, room, floor, cut + 1, budget, &reached);
         if (count < 0)
             return -1;
-        if (count == 0) {
-            zsys_error ("zchat_store: retain: nothing deleted in %s", room);
-            return -1;              //  would loop for ever otherwise
-        }
-        deleted += count;
+        removed += count;
+        if (*budget == before)
+            break;                  //  no progress: never loop for ever
     }
-    return deleted;
+    return removed;
 }
 
 
 //  --------------------------------------------------------------------------
 //  Count rule: visit rooms round robin from where the last call stopped,
-//  at most budget rooms per call, and cut each to its newest max_messages
-//  seqs. Returns rows deleted.
+//  at most `rooms` of them, and move each floor to its newest max_messages
+//  seqs. Returns messages removed, or -1.
 
-static int
-s_retain_count (zchat_store_t *self, int64_t max_messages, int budget)
+static int64_t
+s_retain_count (zchat_store_t *self, uint64_t max_messages, int *budget, int rooms)
 {
-    int deleted = 0;
+    int64_t removed = 0;
     int visited = 0;
     bool wrapped = false;
     sqlite3_stmt *stmt = self->stmt [ST_ROOM_NEXT];
-    while (deleted < budget && visited < budget) {
+    while (*budget > 0 && visited < rooms) {
         if (sqlite3_bind_text (stmt, 1, self->retain_cursor, -1, SQLITE_STATIC)) {
             s_log_error (self, "retain: bind");
             return -1;
         }
         int rc = sqlite3_step (stmt);
         char room [ZCHAT_MAX_ROOM + 1];
-        if (rc == SQLITE_ROW && s_column_copy (stmt, 0, room, ZCHAT_MAX_ROOM))
-            rc = SQLITE_CORRUPT;
+        uint64_t last = 0, floor = 0;
+        if (rc == SQLITE_ROW) {
+            last = s_column_u64 (stmt, 1);
+            floor = s_column_u64 (stmt, 2);
+            if (s_column_copy (stmt, 0, room, ZCHAT_MAX_ROOM))
+                rc = SQLITE_CORRUPT;
+        }
         else
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        if (rc != SQLITE_DONE)
             s_log_error (self, "retain: next room");
         sqlite3_reset (stmt);
         if (rc == SQLITE_DONE) {
@@ -1089,33 +2219,27 @@ s_retain_count (zchat_store_t *self, int64_t max_messages, int budget)
         if (rc != SQLITE_ROW)
             return -1;
         visited++;
-        size_t room_len = strlen (room);
-        int64_t last = s_room_seq (self, ST_LAST_MSG, room, room_len);
-        int64_t first = last > 0? s_room_seq (self, ST_FIRST_SEQ, room, room_len): 0;
-        if (last < 0 || first < 0)
-            return -1;
-        int64_t cut = last - max_messages;      //  delete seq <= cut
-        if (last > 0 && cut >= first) {
-            int64_t end = cut;
-            if (end - first >= budget - deleted)
-                end = first + (budget - deleted) - 1;
-            int count = s_delete_range (self, room, first, end);
+        if (last > max_messages && last - max_messages + 1 > floor) {
+            uint64_t target = last - max_messages + 1;
+            uint64_t reached = 0;
+            int64_t count = s_move_floor (self, room, floor, target, budget, &reached);
             if (count < 0)
                 return -1;
-            deleted += count;
-            if (end < cut)
+            removed += count;
+            if (reached < target)
                 break;              //  not done: come back to this room
         }
-        memcpy (self->retain_cursor, room, room_len + 1);
+        memcpy (self->retain_cursor, room, strlen (room) + 1);
     }
-    return deleted;
+    return removed;
 }
 
 
 //  --------------------------------------------------------------------------
-//  Delete what is over the retention limits, at most batch rows per call,
-//  in one transaction. Does nothing (returns 0) while a group is open: the
-//  broker calls it between groups. Returns rows deleted, or -1.
+//  Remove from history what is over the retention limits, at most batch
+//  chunk rows deleted or rewritten (and rooms examined) per call, in one
+//  transaction. Does nothing (returns 0) while a group is open: the broker
+//  calls it between groups. Returns messages removed, or -1.
 
 int
 zchat_store_retain (zchat_store_t *self, uint64_t max_messages,
@@ -1126,34 +2250,34 @@ zchat_store_retain (zchat_store_t *self, uint64_t max_messages,
     if (self->in_group || batch == 0 || (max_messages == 0 && max_age_ms == 0))
         return 0;
     int budget = batch > INT_MAX? INT_MAX: (int) batch;
+    int rooms = budget;
     if (s_run (self, ST_BEGIN))
         return -1;
-    int deleted = 0;
+    int64_t removed = 0;
     if (max_age_ms && now_ms > max_age_ms) {
         uint64_t cutoff = now_ms - max_age_ms;
-        int count = s_retain_age (self, cutoff > (uint64_t) INT64_MAX?
-                                        INT64_MAX: (int64_t) cutoff, budget);
+        int64_t count = s_retain_age (self, cutoff > (uint64_t) INT64_MAX?
+                                            (uint64_t) INT64_MAX: cutoff, &budget);
         if (count < 0)
             goto failed;
-        deleted += count;
+        removed += count;
     }
-    if (max_messages && deleted < budget) {
-        int count = s_retain_count (self, max_messages > (uint64_t) INT64_MAX?
-                                          INT64_MAX: (int64_t) max_messages,
-                                    budget - deleted);
+    if (max_messages && budget > 0) {
+        int64_t count = s_retain_count (self, max_messages, &budget, rooms);
         if (count < 0)
             goto failed;
-        deleted += count;
+        removed += count;
     }
     if (s_run (self, ST_COMMIT))
         goto failed;
-    return deleted;
+    return removed > INT_MAX? INT_MAX: (int) removed;
 
 failed:
     if (!sqlite3_get_autocommit (self->db))
         s_run (self, ST_ROLLBACK);
     return -1;
 }
+
 
 
 //  --------------------------------------------------------------------------
@@ -1362,6 +2486,28 @@ s_fill (zchat_store_t *store, const char *room, int count, uint64_t ts_base,
                                     NULL, NULL, NULL) == 0);
     }
     assert (zchat_store_commit (store) == 0);
+}
+
+//  Checks the 4000-byte texts of "long" (filled with 'a' + seq % 26) and
+//  that seqs come in order without holes.
+typedef struct {
+    uint64_t first, last;
+} s_long_t;
+
+static int
+s_check_long (void *arg, uint64_t seq, uint64_t ts, const char *nick, uint8_t kind,
+              const char *text, size_t text_size)
+{
+    s_long_t *seen = (s_long_t *) arg;
+    assert (ts == 1700000000000ull + seq && streq (nick, "writer") && kind == 0);
+    assert (text_size == 4000);
+    for (size_t i = 0; i < text_size; i++)
+        assert (text [i] == 'a' + (int) (seq % 26));
+    assert (seen->last == 0 || seq == seen->last + 1);
+    if (seen->first == 0)
+        seen->first = seq;
+    seen->last = seq;
+    return 0;
 }
 
 void
@@ -1613,7 +2759,7 @@ zchat_store_test (bool verbose)
     assert (zchat_store_nick_owner (store, "bob", key) == 0 && streq (key, key_b));
     assert (zchat_store_nick_owner (store, "carol", key) == -1);
 
-    //  Retention by count: big has 100, keep 20, at most 30 rows a call.
+    //  Retention by count: big has 100 (one chunk), keep 20.
     s_fill (store, "big", 100, T0, 1000);
     s_fill (store, "small", 5, T0, 2000);
     //  Not while a group is open.
@@ -1621,11 +2767,8 @@ zchat_store_test (bool verbose)
     assert (zchat_store_retain (store, 20, 0, T0, 30) == 0);
     zchat_store_rollback (store);
     assert (zchat_store_first_seq (store, "big") == 1);
-    assert (zchat_store_retain (store, 20, 0, T0, 30) == 30);
-    assert (zchat_store_first_seq (store, "big") == 31);
-    assert (zchat_store_retain (store, 20, 0, T0, 30) == 30);
-    assert (zchat_store_first_seq (store, "big") == 61);
-    assert (zchat_store_retain (store, 20, 0, T0, 30) == 20);
+    //  The floor moves exactly, through the middle of the chunk.
+    assert (zchat_store_retain (store, 20, 0, T0, 30) == 80);
     assert (zchat_store_first_seq (store, "big") == 81);
     assert (zchat_store_retain (store, 20, 0, T0, 30) == 0);
     assert (zchat_store_last_seq (store, "big") == 100);
@@ -1638,13 +2781,12 @@ zchat_store_test (bool verbose)
     //  Retention by age: aged has ts T0+1000..T0+1049 (seq 1..50). With a
     //  10 s limit at T0+11024, ts < T0+1024 is expired: seq 1..24.
     s_fill (store, "aged", 50, T0 + 1000, 3000);
-    //  Every older row elsewhere (lobby, ops, big, small: ts < T0+1024)
-    //  goes too, oldest first, 7 at a time.
+    //  Every older message elsewhere (lobby, ops, big, small: ts <
+    //  T0+1024) goes too.
     int total = 0;
     int calls = 0;
     int count;
     while ((count = zchat_store_retain (store, 0, 10000, T0 + 11024, 7)) > 0) {
-        assert (count <= 7);
         total += count;
         calls++;
         assert (calls < 100);
@@ -1662,17 +2804,13 @@ zchat_store_test (bool verbose)
     assert (total == 24 + 1 + 6 + 5 + 20);
 
     //  A clock that went back: skew's seq 20 is stamped older than 1..19.
-    //  Its expiry takes the whole prefix 1..20 (never leaving a hole), in
-    //  batches that still respect the bound.
+    //  Its expiry takes the whole prefix 1..20 (never leaving a hole).
     assert (zchat_store_begin (store) == 0);
     for (uint64_t seq = 1; seq <= 20; seq++)
         assert (zchat_store_append (store, "skew", seq, seq < 20? T0 + 50000: T0 + 500,
                                     "filler", 0, "x", 1, 8000 + seq, NULL, NULL, NULL) == 0);
     assert (zchat_store_commit (store) == 0);
-    assert (zchat_store_retain (store, 0, 10000, T0 + 11024, 7) == 7);
-    assert (zchat_store_first_seq (store, "skew") == 8);
-    assert (zchat_store_retain (store, 0, 10000, T0 + 11024, 7) == 7);
-    assert (zchat_store_retain (store, 0, 10000, T0 + 11024, 7) == 6);
+    assert (zchat_store_retain (store, 0, 10000, T0 + 11024, 7) == 20);
     assert (zchat_store_retain (store, 0, 10000, T0 + 11024, 7) == 0);
     assert (zchat_store_first_seq (store, "skew") == 0);
     assert (zchat_store_last_seq (store, "skew") == 20);
@@ -1682,8 +2820,9 @@ zchat_store_test (bool verbose)
     assert (zchat_store_retain (store, 10, 0, T0, 1000) == 16 + 3);
     assert (zchat_store_first_seq (store, "aged") == 41);
     assert (zchat_store_first_seq (store, "lobby") == 5);
+    calls = 0;
     while ((count = zchat_store_retain (store, 5, 1, UINT64_MAX / 2, 4)) > 0)
-        assert (count <= 4);
+        assert (++calls < 100);
     assert (count == 0);
     const char *rooms [] = { "lobby", "ops", "big", "small", "aged" };
     const uint64_t lasts [] = { 14, 6, 100, 5, 50 };
@@ -1710,7 +2849,9 @@ zchat_store_test (bool verbose)
     assert (zchat_store_topic_get (store, "quiet", topic, set_by, &topic_ts) == 0);
     assert (streq (topic, "nobody here") && streq (set_by, "bob"));
 
-    //  Many rooms in one group: the touched-rooms table grows.
+    //  Many rooms in one group: the touched-rooms table grows. What
+    //  their chunk buffers keep afterwards is bounded.
+    store->pending_keep = 20000;
     assert (zchat_store_begin (store) == 0);
     for (int i = 0; i < 300; i++) {
         char room [16];
@@ -1719,7 +2860,9 @@ zchat_store_test (bool verbose)
             assert (zchat_store_append (store, room, seq, T0, "filler", 0, "x", 1,
                                         5000 + (uint64_t) i * 2 + seq, NULL, NULL, NULL) == 0);
     }
+    assert (store->pending_bytes > 300 * 1024);
     assert (zchat_store_commit (store) == 0);
+    assert (store->pending_bytes <= 20000 && store->pending_bytes > 0);
     //  Count retention visits rooms round robin, a bounded number a call.
     total = 0;
     calls = 0;
@@ -1731,6 +2874,152 @@ zchat_store_test (bool verbose)
     assert (total == 300 + 0);              //  r0..r299 lose seq 1; big keeps 101
     assert (zchat_store_first_seq (store, "r299") == 2);
     zchat_store_destroy (&store);
+
+    //  A fresh store for chunk boundaries, bounded retention, holes, the
+    //  idempotency window and damaged data.
+    char *dir2 = zsys_sprintf ("%s/second", base);
+    assert (dir2);
+    store = zchat_store_new (dir2, false, error, sizeof (error));
+    assert (store);
+
+    //  Bounded work: "many" has 40 chunks of 2 messages. Keeping 10 takes
+    //  35 chunks; each call deletes at most 7, the last call stops exactly.
+    for (int i = 0; i < 40; i++)
+        s_fill (store, "many", 2, T0 + 1000000000 + (uint64_t) i * 2, 20000 + (uint64_t) i * 2);
+    total = 0;
+    calls = 0;
+    while ((count = zchat_store_retain (store, 10, 0, T0, 7)) > 0) {
+        assert (count <= 14);
+        total += count;
+        assert (++calls < 100);
+    }
+    assert (total == 70 && calls == 5);
+    assert (zchat_store_first_seq (store, "many") == 71);
+    s_assert_history (store, "many", 1, 0, 100, 71, 80);
+    s_assert_history (store, "many", 0, 0, 100, 71, 80);
+
+
+    //  One group larger than a chunk: 40 texts of 4000 bytes are written
+    //  as several chunks, some during the group. The group's messages are
+    //  visible to history and to retries before the commit, in memory and
+    //  in the chunks already written.
+    char *long_text = (char *) malloc (4000);
+    assert (long_text);
+    assert (zchat_store_begin (store) == 0);
+    for (uint64_t seq = 1; seq <= 40; seq++) {
+        memset (long_text, 'a' + (int) (seq % 26), 4000);
+        assert (zchat_store_append (store, "long", seq, T0 + seq, "writer", 0,
+                                    long_text, 4000, 700 + seq, NULL, NULL, NULL) == 0);
+    }
+    assert (zchat_store_append (store, "long", 41, T0, "writer", 0, "x", 1, 701,
+                                orig_room, &orig_seq, &orig_ts) == 1);
+    assert (streq (orig_room, "long") && orig_seq == 1 && orig_ts == T0 + 1);
+    assert (zchat_store_append (store, "long", 41, T0, "writer", 0, "x", 1, 740,
+                                orig_room, &orig_seq, &orig_ts) == 1);
+    assert (orig_seq == 40 && orig_ts == T0 + 40);
+    s_long_t checked = { 0, 0 };
+    assert (zchat_store_history (store, "long", 0, 0, 5, s_check_long, &checked) == 5);
+    assert (checked.first == 36 && checked.last == 40);
+    assert (zchat_store_first_seq (store, "long") == 1);
+    assert (zchat_store_commit (store) == 0);
+    free (long_text);
+    checked.first = checked.last = 0;
+    assert (zchat_store_history (store, "long", 1, 0, 100, s_check_long, &checked) == 40);
+    assert (checked.first == 1 && checked.last == 40);
+    checked.first = checked.last = 0;
+    assert (zchat_store_history (store, "long", 0, 17, 10, s_check_long, &checked) == 10);
+    assert (checked.first == 8 && checked.last == 17);
+    sqlite3_stmt *query = NULL;
+    assert (sqlite3_prepare_v2 (store->db, "SELECT count(*) FROM chunks WHERE room = 'long'",
+                                -1, &query, NULL) == SQLITE_OK);
+    assert (sqlite3_step (query) == SQLITE_ROW);
+    assert (sqlite3_column_int (query, 0) >= 3);
+    sqlite3_finalize (query);
+
+    //  The same by age: "old" has 20 chunks of 3, all expired.
+    for (int i = 0; i < 20; i++)
+        s_fill (store, "old", 3, T0 + (uint64_t) i * 3, 21000 + (uint64_t) i * 3);
+    total = 0;
+    calls = 0;
+    while ((count = zchat_store_retain (store, 0, 1000, T0 + 1000000, 5)) > 0) {
+        total += count;
+        assert (++calls < 100);
+    }
+    //  long's ts T0+1..40 expire with it: 40 more in 3 chunks. 23 chunks
+    //  at most 5 a call take 5 calls.
+    assert (total == 60 + 40 && calls == 5);
+    assert (zchat_store_first_seq (store, "old") == 0);
+    assert (zchat_store_first_seq (store, "long") == 0);
+    assert (zchat_store_last_seq (store, "old") == 60);
+    assert (zchat_store_first_seq (store, "many") == 71);
+
+    //  Seqs with holes (the store allows them; the broker never makes
+    //  them): counting falls back to decoding.
+    assert (zchat_store_begin (store) == 0);
+    for (uint64_t seq = 1; seq <= 19; seq += 2)
+        assert (zchat_store_append (store, "holes", seq, T0 + 1000000000, "filler", 0,
+                                    "h", 1, 0, NULL, NULL, NULL) == 0);
+    assert (zchat_store_commit (store) == 0);
+    s_seen_t holes = { 0 };
+    assert (zchat_store_history (store, "holes", 0, 0, 3, s_collect, &holes) == 3);
+    assert (holes.seq [0] == 15 && holes.seq [2] == 19);
+    memset (&holes, 0, sizeof (holes));
+    assert (zchat_store_history (store, "holes", 0, 12, 2, s_collect, &holes) == 2);
+    assert (holes.seq [0] == 9 && holes.seq [1] == 11);
+    //  Keep the newest 10 seqs (10..19): five messages go, the floor is
+    //  in a hole, and the oldest message held is 11.
+    assert (zchat_store_retain (store, 10, 0, T0, 1000) == 5);
+    assert (zchat_store_first_seq (store, "holes") == 11);
+    memset (&holes, 0, sizeof (holes));
+    assert (zchat_store_history (store, "holes", 1, 0, 100, s_collect, &holes) == 5);
+    assert (holes.seq [0] == 11 && holes.seq [4] == 19);
+    memset (&holes, 0, sizeof (holes));
+    assert (zchat_store_history (store, "holes", 0, 0, 100, s_collect, &holes) == 5);
+    assert (holes.seq [0] == 11);
+
+    //  The idempotency window: with room for 4 ids, the oldest are
+    //  forgotten (a resend is stored again), the newest recognised.
+    store->keys_max = 4;
+    assert (zchat_store_begin (store) == 0);
+    for (uint64_t seq = 1; seq <= 6; seq++)
+        assert (zchat_store_append (store, "win", seq, T0, "w", 0, "w", 1, seq,
+                                    NULL, NULL, NULL) == 0);
+    assert (store->keys_head - store->keys_tail == 4);
+    assert (zchat_store_append (store, "win", 7, T0, "w", 0, "w", 1, 6,
+                                orig_room, &orig_seq, &orig_ts) == 1);
+    assert (orig_seq == 6);
+    assert (zchat_store_append (store, "win", 7, T0, "w", 0, "w", 1, 1,
+                                NULL, NULL, NULL) == 0);
+    assert (zchat_store_commit (store) == 0);
+    //  After a restart every retained chunk is read again: all of them.
+    zchat_store_destroy (&store);
+    store = zchat_store_new (dir2, false, error, sizeof (error));
+    assert (store);
+    assert (zchat_store_begin (store) == 0);
+    assert (zchat_store_append (store, "win", 8, T0, "w", 0, "w", 1, 2,
+                                orig_room, &orig_seq, &orig_ts) == 1);
+    assert (orig_seq == 2);
+    assert (zchat_store_append (store, "win", 8, T0, "w", 0, "w", 1, 1,
+                                orig_room, &orig_seq, &orig_ts) == 1);
+    assert (orig_seq == 7);
+    //  Ids of messages retention removed are free again.
+    assert (zchat_store_append (store, "old", 61, T0, "filler", 0, "x", 1, 21000,
+                                NULL, NULL, NULL) == 0);
+    zchat_store_rollback (store);
+
+    //  A damaged chunk is an error, never a crash; start-up skips it.
+    assert (sqlite3_exec (store->db, "UPDATE chunks SET data = x'0000000100000002ff01'"
+                          " WHERE room = 'holes'", NULL, NULL, NULL) == SQLITE_OK);
+    memset (&holes, 0, sizeof (holes));
+    assert (zchat_store_history (store, "holes", 1, 0, 100, s_collect, &holes) == -1);
+    assert (sqlite3_exec (store->db, "UPDATE chunks SET data = x'01' WHERE room = 'many'",
+                          NULL, NULL, NULL) == SQLITE_OK);
+    assert (zchat_store_history (store, "many", 75, 0, 100, s_collect, &holes) == -1);
+    zchat_store_destroy (&store);
+    store = zchat_store_new (dir2, false, error, sizeof (error));
+    assert (store);
+    zchat_store_destroy (&store);
+    zstr_free (&dir2);
 
     //  kill -9 right after commit: what commit returned 0 for is there
     //  (synchronous=NORMAL), the uncommitted group is not, and the dead
@@ -1756,6 +3045,20 @@ zchat_store_test (bool verbose)
     assert (zchat_store_last_seq (store, "crash") == 10);
     s_assert_history (store, "crash", 1, 0, 100, 1, 10);
     zchat_store_destroy (&store);
+
+    //  A version 1 database (one row per message) is refused, clearly.
+    char *dir3 = zsys_sprintf ("%s/version1", base);
+    assert (dir3 && mkdir (dir3, 0700) == 0);
+    char *path3 = zsys_sprintf ("%s/%s", dir3, STORE_DB_NAME);
+    sqlite3 *old_db = NULL;
+    assert (sqlite3_open (path3, &old_db) == SQLITE_OK);
+    assert (sqlite3_exec (old_db, "CREATE TABLE messages (id INTEGER PRIMARY KEY);"
+                          " PRAGMA user_version = 1;", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close (old_db);
+    assert (zchat_store_new (dir3, false, error, sizeof (error)) == NULL);
+    assert (strstr (error, "schema version 1") && strstr (error, path3));
+    zstr_free (&path3);
+    zstr_free (&dir3);
 
     //  Clean everything up.
     assert (nftw (base, s_remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0);

@@ -225,8 +225,9 @@ zchat_server_tick (zchat_server_t *self, uint64_t now_ms)
         else {
             if (deleted > 0)
                 ZCHAT_DEBUG ("zchat: retention removed %d messages", deleted);
-            //  A full batch means more is due: go on at the next tick.
-            self->retain_due_ms = deleted == ZCHAT_RETAIN_BATCH ? now_ms : now_ms + 1000;
+            //  Anything removed means more may be due (the batch bounds
+            //  the work, not the messages): go on at the next tick.
+            self->retain_due_ms = deleted > 0 ? now_ms : now_ms + 1000;
         }
     }
     if (self->report_due_ms == 0)

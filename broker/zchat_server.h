@@ -8,7 +8,9 @@
 //  Room messages are stored in groups: zchat_server_handle only stages a
 //  SAY; zchat_server_flush commits the group and only then emits its ACKs
 //  and MESSAGEs, so nobody ever sees a message that a crash could take
-//  back. The loop calls flush after each batch it drains.
+//  back. The loop calls flush after each batch it drains. With
+//  ack_before_commit (durability off) a SAY is still numbered and stored
+//  in the group, but acknowledged and published at once.
 
 #ifndef ZCHAT_SERVER_H_INCLUDED
 #define ZCHAT_SERVER_H_INCLUDED
@@ -35,6 +37,11 @@ typedef struct {
     uint64_t retain_ms;             //  0 = unlimited
     bool     curve;                 //  peers are CURVE-authenticated: bind
                                     //  nicks to their keys
+    bool     ack_before_commit;     //  durability off: ACK and publish each
+                                    //  SAY at once, commit at the next flush
+                                    //  (a crash can lose acknowledged
+                                    //  messages). false, the default, is
+                                    //  durable: zero-filled configs stay so
 } zchat_server_config_t;
 
 //  Where the server's output goes. peer is the opaque envelope given to

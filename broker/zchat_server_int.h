@@ -26,8 +26,10 @@
 #define ZCHAT_GROUP_MESSAGES    8192
 #define ZCHAT_GROUP_BYTES       (16 * 1024 * 1024)
 
-//  Retention deletes at most this many rows per tick.
-#define ZCHAT_RETAIN_BATCH      1000
+//  Retention deletes or rewrites at most this many chunk rows (and
+//  examines at most this many rooms) per tick. A chunk holds one room's
+//  messages of one group, so under load one row is hundreds of messages.
+#define ZCHAT_RETAIN_BATCH      256
 
 //  Budget of info-level session lines per window; beyond it they drop to
 //  debug and a summary line says how many were held back.
@@ -65,6 +67,8 @@ struct _zchat_server_t {
     uint8_t *arena;
     size_t arena_size;
     size_t arena_limit;
+    size_t early_count;                 //  ack_before_commit: messages in
+    size_t early_bytes;                 //  the group, already answered
 
     //  Housekeeping
     uint64_t retain_due_ms;

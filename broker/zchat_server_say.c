@@ -6,6 +6,10 @@
 //  scan of the sender's rooms, one store append, and two encodes straight
 //  into the group's arena; the arena and the staged array are reused from
 //  group to group, so a steady stream allocates nothing.
+//
+//  With ack_before_commit (durability off) the SAY is appended to the
+//  group just the same, so it is numbered, stored at the next flush, and
+//  recognised if resent, but its ACK and MESSAGE go out at once.
 
 #include "zchat_server_int.h"
 
@@ -115,6 +119,8 @@ s_group_clear (zchat_server_t *self)
     }
     self->staged_count = 0;
     self->arena_size = 0;
+    self->early_count = 0;
+    self->early_bytes = 0;
     self->group_open = false;
 }
 
@@ -124,8 +130,15 @@ s_group_clear (zchat_server_t *self)
 static void
 s_group_fail (zchat_server_t *self)
 {
-    zsys_error ("zchat: storage failed; %zu staged messages refused with 500",
-                self->staged_count);
+    if (self->early_count)
+        //  Already acknowledged and published: they are lost, and their
+        //  seqs stay used (a later message must not reuse a seq that
+        //  subscribers have seen), leaving a hole in the history.
+        zsys_error ("zchat: storage failed; %zu acknowledged messages (durability"
+                    " off) were not stored", self->early_count);
+    else
+        zsys_error ("zchat: storage failed; %zu staged messages refused with 500",
+                    self->staged_count);
     for (size_t i = 0; i < self->staged_count; i++) {
         zchat_staged_t *staged = &self->staged [i];
         if (staged->room)
@@ -160,7 +173,7 @@ zchat_server_flush (zchat_server_t *self)
         s_group_fail (self);
         return -1;
     }
-    int committed = 0;
+    int committed = (int) self->early_count;
     for (size_t i = 0; i < self->staged_count; i++) {
         const zchat_staged_t *staged = &self->staged [i];
         if (staged->room) {
@@ -191,6 +204,39 @@ zchat_server_settle (zchat_server_t *self)
 
 
 //  ---------------------------------------------------------------------
+//  Durability off: answer an appended SAY (rc from the append) and publish
+//  it now. Its seq counts as the room's newest at once, since subscribers
+//  see it; history commits the group before it reads.
+
+static void
+s_say_now (zchat_server_t *self, zchat_request_t *req, zchat_room_t *room, int rc,
+           uint64_t seq, uint64_t ts, const char *orig_room, uint64_t orig_seq,
+           uint64_t orig_ts)
+{
+    const zchat_msg_t *msg = req->msg;
+    zchat_buf_t buf;
+    zchat_buf_init (&buf, self->buffer, self->buffer_size);
+    if (rc == 1) {
+        ZCHAT_DEBUG ("zchat: %s resent message %" PRIu64 " (stored as %s #%" PRIu64 ")",
+                     req->session->nick, msg->id, orig_room, orig_seq);
+        zchat_server_reply (self, req,
+                            zchat_encode_ack (&buf, msg->id, orig_room, orig_seq, orig_ts));
+        return;
+    }
+    room->staged_seq = seq;
+    room->last_seq = seq;
+    self->early_count++;
+    self->early_bytes += S_MESSAGE_MAX + msg->text_size;
+    zchat_server_reply (self, req, zchat_encode_ack (&buf, msg->id, room->name, seq, ts));
+    zchat_buf_init (&buf, self->buffer, self->buffer_size);
+    zchat_server_publish (self, room,
+                          zchat_encode_message (&buf, 0, room->name, seq, ts,
+                                                req->session->nick, msg->kind,
+                                                msg->text, msg->text_size));
+}
+
+
+//  ---------------------------------------------------------------------
 //  SAY: check, stamp (nick, next seq, time), append to the open group and
 //  stage its ACK and MESSAGE; they go out when the group commits. A SAY
 //  whose (nick, id) was stored before gets the original ACK, consumes no
@@ -216,12 +262,13 @@ zchat_server_do_say (zchat_server_t *self, zchat_request_t *req)
     }
     if (s_rate_limited (self, req))
         return;
-    if (self->staged_count >= ZCHAT_GROUP_MESSAGES
-    ||  self->arena_size >= ZCHAT_GROUP_BYTES)
+    if (self->staged_count + self->early_count >= ZCHAT_GROUP_MESSAGES
+    ||  self->arena_size + self->early_bytes >= ZCHAT_GROUP_BYTES)
         zchat_server_flush (self);
 
+    bool early = self->config.ack_before_commit;
     size_t bytes = req->peer_size + S_ACK_MAX + S_MESSAGE_MAX + msg->text_size;
-    if (s_group_reserve (self, bytes)) {
+    if (!early && s_group_reserve (self, bytes)) {
         zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0, "out of memory");
         return;
     }
@@ -248,6 +295,10 @@ zchat_server_do_say (zchat_server_t *self, zchat_request_t *req)
         s_group_fail (self);
         zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0,
                             "storage failed, message not stored; send it again");
+        return;
+    }
+    if (early) {
+        s_say_now (self, req, room, rc, seq, ts, orig_room, orig_seq, orig_ts);
         return;
     }
     zchat_staged_t *staged = &self->staged [self->staged_count];

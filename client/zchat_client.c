@@ -47,11 +47,28 @@
 #define S_PAGE_LIMIT            500     //  messages asked per history fetch
 #define S_BATCH                 512     //  messages drained per socket per pass
 #define S_SNDHWM                10000
-#define S_RCVHWM                100000
+//  What a broker can make us hold is bounded by messages queued times
+//  their largest size: each socket refuses a frame over its limit before
+//  allocating it (libzmq then drops that connection and reconnects), and
+//  queues a bounded number. Replies (PAGE) can fill a whole body; the PUB
+//  path carries MESSAGE, EVENT and PROBE only, whose largest is one
+//  ZCHAT_MAX_TEXT text plus its small header. The broker keeps up to its
+//  own high-water marks queued for a reader that is behind, so a short
+//  queue here costs an honest session nothing.
+#define S_DEALER_RCVHWM         1000
+#define S_DEALER_MAXMSGSIZE     (ZCHAT_MAX_FRAME + 1024)
+#define S_SUB_RCVHWM            1000
+#define S_SUB_MAXMSGSIZE        (ZCHAT_MAX_TEXT + 1024)
 #define S_LINGER_MS             200
 #define S_ZMTP_HEARTBEAT_IVL    1000
 #define S_ZMTP_HEARTBEAT_TIMEOUT 3000
 #define S_BUFFER_SIZE           (ZCHAT_MAX_TEXT + 1024)
+
+//  A room message whose sender's nick breaks the name rules (a broken or
+//  hostile broker: such a name could carry terminal escapes to whoever
+//  prints it). It still takes its place in the room's sequence, so that
+//  nothing waits for it, but it is never handed to the caller.
+#define S_EV_DROPPED            ((zchat_event_type_t) 0)
 
 typedef enum {
     S_IDLE,                     //  not connected (never, or connect failed)
@@ -623,6 +640,10 @@ s_room_deliver (void *arg, uint64_t seq, void *item)
 {
     s_room_t *room = (s_room_t *) arg;
     zchat_event_t *event = (zchat_event_t *) item;
+    if (event->type == S_EV_DROPPED) {
+        zchat_event_destroy (&event);
+        return;
+    }
     event->history = seq <= room->join_seq;
     s_emit (room->client, event);
 }
@@ -886,7 +907,7 @@ s_on_welcome (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
 {
     bool renewed = self->welcomed;
     snprintf (self->token, sizeof (self->token), "%s", msg->token);
-    if (*msg->nick)
+    if (zchat_nick_valid (msg->nick))
         snprintf (self->nick, sizeof (self->nick), "%s", msg->nick);
     self->heartbeat_ms = msg->heartbeat_ms? msg->heartbeat_ms: S_DEFAULT_HEARTBEAT_MS;
     self->session_ms = msg->timeout_ms? msg->timeout_ms: S_DEFAULT_SESSION_MS;
@@ -971,13 +992,15 @@ s_on_hello_refused (zchat_client_t *self, const zchat_msg_t *msg)
 //  Inbound: DEALER
 
 //  --------------------------------------------------------------------------
-//  Build a room MESSAGE event from a MESSAGE or a PAGE item.
+//  Build a room MESSAGE event from a MESSAGE or a PAGE item; of type
+//  S_EV_DROPPED if the sender's nick is not a valid nick.
 
 static zchat_event_t *
 s_message_event (const char *room, uint64_t seq, uint64_t ts, const char *nick,
                  uint8_t kind, const char *text, size_t text_size)
 {
-    zchat_event_t *event = s_event_new (ZCHAT_EV_MESSAGE);
+    zchat_event_t *event = s_event_new (zchat_nick_valid (nick)?
+                                        ZCHAT_EV_MESSAGE: S_EV_DROPPED);
     if (!event)
         return NULL;
     snprintf (event->room, sizeof (event->room), "%s", room);
@@ -1041,6 +1064,8 @@ s_on_history_page (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, in
     while (zchat_msg_next_item (msg, &cursor, &item)) {
         zchat_event_t *event = s_message_event (req->room, item.seq, item.ts, item.nick,
                                                 item.kind, item.text, item.text_size);
+        if (event && event->type == S_EV_DROPPED)
+            zchat_event_destroy (&event);
         if (event) {
             event->id = req->user_id;
             event->history = true;
@@ -1237,7 +1262,9 @@ s_on_list (zchat_client_t *self, const zchat_msg_t *msg)
         return;
     }
     event->id = req? req->user_id: msg->id;
-    snprintf (event->room, sizeof (event->room), "%s", msg->room);
+    //  Names we did not send ourselves are checked: callers print them
+    snprintf (event->room, sizeof (event->room), "%s",
+              req? req->room: zchat_room_valid (msg->room)? msg->room: "");
     free (req);
     if (msg->item_count) {
         event->items = (zchat_list_item_t *) calloc (msg->item_count,
@@ -1251,6 +1278,9 @@ s_on_list (zchat_client_t *self, const zchat_msg_t *msg)
     zchat_item_t item;
     while (event->item_count < msg->item_count
     &&     zchat_msg_next_item (msg, &cursor, &item)) {
+        if (msg->type == ZCHAT_MEMBERS? !zchat_nick_valid (item.nick)
+                                      : !zchat_room_valid (item.room))
+            continue;           //  a name no broker of ours sends
         zchat_list_item_t *entry = &event->items [event->item_count++];
         snprintf (entry->room, sizeof (entry->room), "%s", item.room);
         snprintf (entry->nick, sizeof (entry->nick), "%s", item.nick);
@@ -1307,7 +1337,11 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
             zchat_event_t *event = s_event_new (ZCHAT_EV_ACK);
             if (event) {
                 event->id = msg.id;
-                snprintf (event->room, sizeof (event->room), "%s", msg.room);
+                //  The room is the one we sent to ("" for a DM); a broker
+                //  that names another, unprintable one is not believed
+                snprintf (event->room, sizeof (event->room), "%s",
+                          !*msg.room || zchat_room_valid (msg.room)? msg.room:
+                          send->type == ZCHAT_SAY? send->target: "");
                 if (send->type == ZCHAT_DM)
                     snprintf (event->nick, sizeof (event->nick), "%s", send->target);
                 event->seq = msg.seq;
@@ -1318,6 +1352,8 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
             break;
         }
         case ZCHAT_DELIVER: {
+            if (!zchat_nick_valid (msg.nick))
+                break;          //  no sender we could name safely
             zchat_event_t *event = s_event_new (ZCHAT_EV_DM);
             if (!event)
                 break;
@@ -1347,10 +1383,14 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
             break;
         case ZCHAT_TOPICIS: {
             s_request_t *req = s_request_take (self, msg.id);
-            zchat_event_t *event = s_event_new (ZCHAT_EV_TOPIC);
+            const char *room = req? req->room: msg.room;
+            //  Nobody set a topic that was never set: then the nick is ""
+            zchat_event_t *event = zchat_room_valid (room)
+                                && (!*msg.nick || zchat_nick_valid (msg.nick))?
+                                   s_event_new (ZCHAT_EV_TOPIC): NULL;
             if (event) {
                 event->id = req? req->user_id: msg.id;
-                snprintf (event->room, sizeof (event->room), "%s", msg.room);
+                snprintf (event->room, sizeof (event->room), "%s", room);
                 snprintf (event->topic, sizeof (event->topic), "%s", msg.topic);
                 snprintf (event->nick, sizeof (event->nick), "%s", msg.nick);
                 event->ts = msg.ts;
@@ -1405,6 +1445,11 @@ s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
     }
     else
     if (msg.type == ZCHAT_EVENT) {
+        //  Every presence event names a nick, a rename two: the room we
+        //  know (it is ours), the names not, and callers print them
+        if (!zchat_nick_valid (msg.nick)
+        ||  (msg.event == ZCHAT_EVENT_NICK && !zchat_nick_valid (msg.topic)))
+            return;
         static const zchat_event_type_t types [] = {
             0, ZCHAT_EV_JOIN, ZCHAT_EV_LEAVE, ZCHAT_EV_QUIT, ZCHAT_EV_NICK, ZCHAT_EV_TOPIC
         };
@@ -1724,11 +1769,19 @@ zchat_client_new (const char *server, const char *nick)
     zsock_set_linger (self->dealer, S_LINGER_MS);
     zsock_set_immediate (self->dealer, 1);
     zsock_set_sndhwm (self->dealer, S_SNDHWM);
-    zsock_set_rcvhwm (self->dealer, S_RCVHWM);
+    zsock_set_rcvhwm (self->dealer, S_DEALER_RCVHWM);
     zsock_set_heartbeat_ivl (self->dealer, S_ZMTP_HEARTBEAT_IVL);
     zsock_set_heartbeat_timeout (self->dealer, S_ZMTP_HEARTBEAT_TIMEOUT);
     zsock_set_linger (self->sub, 0);
-    zsock_set_rcvhwm (self->sub, S_RCVHWM);
+    zsock_set_rcvhwm (self->sub, S_SUB_RCVHWM);
+    //  Before any connect: the limit applies to connections made after
+    int64_t dealer_max = S_DEALER_MAXMSGSIZE;
+    int64_t sub_max = S_SUB_MAXMSGSIZE;
+    if (zmq_setsockopt (self->dealer_h, ZMQ_MAXMSGSIZE, &dealer_max, sizeof (dealer_max))
+    ||  zmq_setsockopt (self->sub_h, ZMQ_MAXMSGSIZE, &sub_max, sizeof (sub_max))) {
+        zchat_client_destroy (&self);
+        return NULL;
+    }
     self->due_ms = INT64_MAX;
     snprintf (self->error, sizeof (self->error), "no error");
     return self;
@@ -2003,6 +2056,13 @@ zchat_client_nick (zchat_client_t *self)
 {
     assert (self);
     return self->nick;
+}
+
+uint32_t
+zchat_client_max_text (zchat_client_t *self)
+{
+    assert (self);
+    return self->welcomed? self->max_text: 0;
 }
 
 //  --------------------------------------------------------------------------
@@ -2374,6 +2434,161 @@ s_test_refuser (zsock_t *pipe, void *args)
     zpoller_destroy (&poller);
 }
 
+//  Feed one encoded body to the client as if from the DEALER (sub false)
+//  or the SUB.
+static void
+s_test_feed (zchat_client_t *client, bool sub, size_t size)
+{
+    assert (size > 0);
+    if (sub)
+        s_on_sub (client, client->buffer, size, s_now ());
+    else
+        s_on_dealer (client, client->buffer, size, s_now ());
+}
+
+//  The next queued event, or NULL.
+static zchat_event_t *
+s_test_event (zchat_client_t *client)
+{
+    return s_queue_pop (&client->queue);
+}
+
+//  A broker that sends names breaking the rules (here: terminal escapes)
+//  gets nothing of them to the caller; valid names pass unchanged.
+static void
+s_test_hostile_names (zchat_client_t *client)
+{
+    const char *evil = "x\x1b]0;owned\x07\x1b[2J";
+    zchat_buf_t *buf = &client->buf;
+    zchat_event_t *event;
+
+    //  A WELCOME renaming us to an invalid nick keeps ours; max_text is told
+    client->state = S_GREETING;
+    zchat_client_set_sub_endpoint (client, "tcp://127.0.0.1:1");
+    s_test_feed (client, false, zchat_encode_welcome (buf, client->hello_id, ZCHAT_VERSION,
+                                                      evil, "token", 0, "", 1000, 3000,
+                                                      1234, false));
+    assert (client->state == S_READY);
+    assert (streq (zchat_client_nick (client), "alice"));
+    assert (zchat_client_max_text (client) == 1234);
+    s_test_feed (client, false, zchat_encode_welcome (buf, 0, ZCHAT_VERSION, "alice2",
+                                                      "token", 0, "", 1000, 3000,
+                                                      0, false));
+    assert (streq (zchat_client_nick (client), "alice2"));
+    //  0 is no limit told: the wire's own
+    assert (zchat_client_max_text (client) == ZCHAT_MAX_TEXT);
+    while ((event = s_test_event (client)))
+        zchat_event_destroy (&event);
+
+    //  A live room, as after a confirmed join
+    s_room_t *room = s_room_new (client, "lobby");
+    assert (room);
+    room->confirmed = true;
+    room->state = R_LIVE;
+    zchat_sequencer_start (room->sequencer, 0);
+    zchat_sequencer_hold (room->sequencer, false);
+    int rc = zhashx_insert (client->rooms, room->name, room);
+    assert (rc == 0);
+
+    //  A message from an invalid nick takes its place in the sequence
+    //  but is not shown; the next one is
+    s_test_feed (client, true, zchat_encode_message (buf, 0, "lobby", 1, 1, evil,
+                                                     ZCHAT_KIND_TEXT, "hi", 2));
+    assert (s_test_event (client) == NULL);
+    s_test_feed (client, true, zchat_encode_message (buf, 0, "lobby", 2, 2, "bob",
+                                                     ZCHAT_KIND_TEXT, "yo", 2));
+    event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_MESSAGE && event->seq == 2);
+    assert (streq (event->nick, "bob") && streq (event->room, "lobby"));
+    zchat_event_destroy (&event);
+    assert (zchat_sequencer_last (room->sequencer) == 2);
+
+    //  Presence: an invalid nick, or an invalid new nick, is dropped
+    s_test_feed (client, true, zchat_encode_event (buf, 0, "lobby", 3, ZCHAT_EVENT_JOIN,
+                                                   evil, ""));
+    s_test_feed (client, true, zchat_encode_event (buf, 0, "lobby", 3, ZCHAT_EVENT_NICK,
+                                                   "bob", evil));
+    s_test_feed (client, true, zchat_encode_event (buf, 0, "lobby", 3, ZCHAT_EVENT_TOPIC,
+                                                   evil, "new topic"));
+    assert (s_test_event (client) == NULL);
+    assert (streq (room->topic, ""));
+    s_test_feed (client, true, zchat_encode_event (buf, 0, "lobby", 3, ZCHAT_EVENT_NICK,
+                                                   "bob", "bob[away]"));
+    event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_NICK);
+    assert (streq (event->nick, "bob") && streq (event->new_nick, "bob[away]"));
+    zchat_event_destroy (&event);
+
+    //  Direct messages
+    s_test_feed (client, false, zchat_encode_deliver (buf, 0, evil, ZCHAT_KIND_TEXT, 4,
+                                                      "psst", 4));
+    assert (s_test_event (client) == NULL);
+    s_test_feed (client, false, zchat_encode_deliver (buf, 0, "carol", ZCHAT_KIND_TEXT, 4,
+                                                      "psst", 4));
+    event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_DM && streq (event->nick, "carol"));
+    zchat_event_destroy (&event);
+
+    //  Lists keep their valid entries only
+    uint64_t id = zchat_client_who (client, "lobby");
+    assert (id);
+    zchat_encode_members_begin (buf, id, evil);
+    zchat_encode_members_add (buf, "alice2");
+    zchat_encode_members_add (buf, evil);
+    s_test_feed (client, false, zchat_encode_members_add (buf, "bob"));
+    event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_MEMBERS && event->id == id);
+    assert (streq (event->room, "lobby"));
+    assert (event->item_count == 2);
+    assert (streq (event->items [0].nick, "alice2") && streq (event->items [1].nick, "bob"));
+    zchat_event_destroy (&event);
+    id = zchat_client_rooms (client);
+    assert (id);
+    zchat_encode_roomlist_begin (buf, id);
+    zchat_encode_roomlist_add (buf, evil, 1, 1, "");
+    s_test_feed (client, false, zchat_encode_roomlist_add (buf, "ops", 2, 5, "t"));
+    event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_ROOMS && event->item_count == 1);
+    assert (streq (event->items [0].room, "ops"));
+    zchat_event_destroy (&event);
+
+    //  A topic set by an invalid nick is dropped; "" (never set) passes
+    id = zchat_client_topic (client, "lobby", NULL);
+    assert (id);
+    s_test_feed (client, false, zchat_encode_topicis (buf, id, evil, "t", evil, 5));
+    assert (s_test_event (client) == NULL);
+    id = zchat_client_topic (client, "lobby", NULL);
+    assert (id);
+    s_test_feed (client, false, zchat_encode_topicis (buf, id, evil, "", "", 0));
+    event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_TOPIC && event->id == id);
+    assert (streq (event->room, "lobby") && streq (event->nick, ""));
+    zchat_event_destroy (&event);
+
+    //  History: the invalid sender's message is left out, the page ends
+    id = zchat_client_history (client, "lobby", 0, 0, 10);
+    assert (id);
+    zchat_encode_page_begin (buf, id, "lobby", 1, 2, false);
+    zchat_encode_page_add (buf, 1, 1, evil, ZCHAT_KIND_TEXT, "hi", 2);
+    s_test_feed (client, false, zchat_encode_page_add (buf, 2, 2, "bob", ZCHAT_KIND_TEXT,
+                                                       "yo", 2));
+    event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_MESSAGE && event->seq == 2 && event->history);
+    zchat_event_destroy (&event);
+    event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_HISTORY && event->seq == 2);
+    zchat_event_destroy (&event);
+
+    //  An ACK naming an invalid room names the room we sent to
+    id = zchat_client_say (client, "lobby", "hi", 2, false);
+    assert (id);
+    s_test_feed (client, false, zchat_encode_ack (buf, id, evil, 3, 6));
+    event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_ACK && streq (event->room, "lobby"));
+    zchat_event_destroy (&event);
+    assert (s_test_event (client) == NULL);
+}
+
 void
 zchat_client_test (bool verbose)
 {
@@ -2491,6 +2706,21 @@ zchat_client_test (bool verbose)
     client = zchat_client_new ("nonsense", "alice");
     assert (client);
     assert (zchat_client_connect (client, 100) == ZCHAT_CLIENT_INVALID);
+    zchat_client_destroy (&client);
+
+    //  Frames over the limits are refused by libzmq before they are
+    //  allocated, on both sockets, and few are queued
+    client = zchat_client_new ("tcp://127.0.0.1:1", "alice");
+    assert (client);
+    assert (zsock_maxmsgsize (zchat_client_dealer (client)) == S_DEALER_MAXMSGSIZE);
+    assert (zsock_maxmsgsize (zchat_client_sub (client)) == S_SUB_MAXMSGSIZE);
+    assert (S_DEALER_MAXMSGSIZE >= ZCHAT_MAX_FRAME);
+    assert (S_SUB_MAXMSGSIZE >= ZCHAT_HEADER_SIZE + 1 + ZCHAT_MAX_ROOM + 8 + 8
+                                + 1 + ZCHAT_MAX_NICK + 1 + 4 + ZCHAT_MAX_TEXT);
+    assert (zsock_rcvhwm (zchat_client_dealer (client)) == S_DEALER_RCVHWM);
+    assert (zsock_rcvhwm (zchat_client_sub (client)) == S_SUB_RCVHWM);
+    assert (zchat_client_max_text (client) == 0);
+    s_test_hostile_names (client);
     zchat_client_destroy (&client);
 
     if (verbose)

@@ -156,6 +156,11 @@ const char *
 const char *
     zchat_client_nick (zchat_client_t *self);
 
+//  The longest text (bytes) the broker takes in one message, as its
+//  WELCOME said; 0 before the first connect.
+uint32_t
+    zchat_client_max_text (zchat_client_t *self);
+
 //  Requests. Each returns its request id, or 0 if it could not be sent.
 uint64_t zchat_client_join    (zchat_client_t *self, const char *room);
 uint64_t zchat_client_leave   (zchat_client_t *self, const char *room);

@@ -249,8 +249,9 @@ class Broker:
     themselves.
     """
 
-    def __init__(self, *extra, data=None, name="broker", start=True):
+    def __init__(self, *extra, data=None, name="broker", start=True, env=None):
         self.extra = list(extra)
+        self.env = env
         self.data = data or tempfile.mkdtemp(prefix="data-", dir=TMP)
         self.name = name
         self.proc = None
@@ -279,7 +280,7 @@ class Broker:
         argv = [exe, "--router", router, "--pub", pub, "--data", self.data] + self.extra
         self.argv = argv
         self.proc = spawn(argv, self.name, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.DEVNULL)
+                          stdout=subprocess.DEVNULL, env=self.env)
         self.starts += 1
         deadline = time.monotonic() + (timeout or T(10))
         while True:

@@ -1382,17 +1382,19 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
             s_on_list (self, &msg);
             break;
         case ZCHAT_TOPICIS: {
+            //  An answer to our request always comes (a caller waits for
+            //  it), naming the room we asked about; a setter whose nick
+            //  breaks the rules is left out, as for a topic never set
             s_request_t *req = s_request_take (self, msg.id);
             const char *room = req? req->room: msg.room;
-            //  Nobody set a topic that was never set: then the nick is ""
-            zchat_event_t *event = zchat_room_valid (room)
-                                && (!*msg.nick || zchat_nick_valid (msg.nick))?
+            zchat_event_t *event = zchat_room_valid (room)?
                                    s_event_new (ZCHAT_EV_TOPIC): NULL;
             if (event) {
                 event->id = req? req->user_id: msg.id;
                 snprintf (event->room, sizeof (event->room), "%s", room);
                 snprintf (event->topic, sizeof (event->topic), "%s", msg.topic);
-                snprintf (event->nick, sizeof (event->nick), "%s", msg.nick);
+                if (zchat_nick_valid (msg.nick))
+                    snprintf (event->nick, sizeof (event->nick), "%s", msg.nick);
                 event->ts = msg.ts;
                 s_emit (self, event);
             }
@@ -2552,10 +2554,17 @@ s_test_hostile_names (zchat_client_t *client)
     assert (streq (event->items [0].room, "ops"));
     zchat_event_destroy (&event);
 
-    //  A topic set by an invalid nick is dropped; "" (never set) passes
+    //  The answer about a topic always comes, for the room asked about;
+    //  a setter with an invalid nick is left out
     id = zchat_client_topic (client, "lobby", NULL);
     assert (id);
     s_test_feed (client, false, zchat_encode_topicis (buf, id, evil, "t", evil, 5));
+    event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_TOPIC && event->id == id);
+    assert (streq (event->room, "lobby") && streq (event->nick, "") && streq (event->topic, "t"));
+    zchat_event_destroy (&event);
+    //  Unasked, about a room with an invalid name: dropped
+    s_test_feed (client, false, zchat_encode_topicis (buf, 0, evil, "t", "bob", 5));
     assert (s_test_event (client) == NULL);
     id = zchat_client_topic (client, "lobby", NULL);
     assert (id);

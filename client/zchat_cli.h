@@ -30,7 +30,7 @@
 #define ZCHAT_CLI_DEFAULT_TIMEOUT 10.0  //  seconds
 #define ZCHAT_CLI_INTERACTIVE_HISTORY 20
 #define ZCHAT_CLI_WINDOW        256     //  unacknowledged sends in flight
-#define ZCHAT_CLI_MAX_LINE      (1024 * 1024)   //  longer stdin lines are cut
+#define ZCHAT_CLI_MAX_LINE      (1024 * 1024)   //  longer stdin lines are discarded
 
 //  Error codes this client puts in JSON error events for failures found
 //  on this side (the broker's own codes, PROTOCOL.md section 5, pass
@@ -170,10 +170,14 @@ int
 
 //  The next complete line without its "\n" (and a "\r" before it), or
 //  NULL if none is complete yet; after end of file the last unterminated
-//  line too. Lines over ZCHAT_CLI_MAX_LINE are cut in pieces. Sets
-//  *size_p. Borrowed until the next call; NUL-terminated.
+//  line too. Sets *size_p. Borrowed until the next call; NUL-terminated.
+//  A line over ZCHAT_CLI_MAX_LINE bytes is never handed out, not even in
+//  part (a piece could be a command, or a secret's tail said in public):
+//  in its place comes, once and as soon as it is seen, an empty line with
+//  *too_long_p set, and all of it up to its newline is skipped.
+//  *too_long_p is false for every other line.
 char *
-    zchat_cli_lines_next (zchat_cli_lines_t *self, size_t *size_p);
+    zchat_cli_lines_next (zchat_cli_lines_t *self, size_t *size_p, bool *too_long_p);
 
 //  True once end of file was seen and every line was taken.
 bool
@@ -186,6 +190,13 @@ bool
 //  by U+FFFD, so any line of input can be sent. Sets *size_p. Caller frees.
 char *
     zchat_cli_utf8_fix (const char *data, size_t size, size_t *size_p);
+
+//  A copy of text that cannot drive a terminal, on one line: control
+//  characters (newline and tab too) shown as ^X, C1 controls as U+FFFD.
+//  For anything from the network printed as plain text (names, reasons).
+//  Caller frees (zstr_free).
+char *
+    zchat_cli_safe (const char *text);
 
 //  Strip one leading '#' that people type before room names.
 const char *

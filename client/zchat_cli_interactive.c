@@ -36,6 +36,8 @@ typedef struct {
     bool     quit;                      //  /quit, end of input
     size_t   sends_failed;
     size_t   sends_timed_out;
+    size_t   discarded;                 //  input lines too long to use
+    long     line_number;               //  input lines read (pipe mode)
     char     prompt [ZCHAT_MAX_ROOM + 8];
     char     renamed_from [ZCHAT_MAX_NICK + 1];     //  the last rename shown
     char     renamed_to [ZCHAT_MAX_NICK + 1];
@@ -169,8 +171,11 @@ static void
 s_track (s_chat_t *self, uint64_t rid, s_kind_t kind, const char *room)
 {
     if (!rid) {
+        //  The library's reason may quote the broker, or what was typed
+        char *reason = zchat_cli_safe (zchat_client_error (self->client));
         char line [512];
-        snprintf (line, sizeof line, "!! %s", zchat_client_error (self->client));
+        snprintf (line, sizeof line, "!! %s", reason);
+        zstr_free (&reason);
         s_show (self, line);
         if (kind == REQ_SEND)
             self->sends_failed++;
@@ -412,6 +417,21 @@ s_input (s_chat_t *self, char *line, size_t size)
 }
 
 
+//  A line of piped input over ZCHAT_CLI_MAX_LINE: none of it is said or
+//  run (a piece of it could start with '/'). Said where other input
+//  errors are, and counted so that the run ends as a failure.
+static void
+s_line_too_long (s_chat_t *self)
+{
+    self->discarded++;
+    char message [128];
+    snprintf (message, sizeof message,
+              "line %ld longer than %d bytes: discarded whole, none of it sent or run",
+              self->line_number, ZCHAT_CLI_MAX_LINE);
+    s_error (self, message);
+}
+
+
 //  libedit calls this with each line typed (NULL at Ctrl-D on an empty
 //  line). The line is erased from the screen: what was said comes back
 //  from the broker, stamped, like everyone else's.
@@ -461,18 +481,21 @@ s_event (s_chat_t *self, zchat_event_t *event)
     if (request && event->type == ZCHAT_EV_ERROR) {
         const char *what = request->kind == REQ_SEND? "not sent"
                          : request->kind == REQ_JOIN? "cannot join": NULL;
+        //  The reason is the broker's text: it must not drive the terminal
+        char *reason = zchat_cli_safe (event->reason);
         char line [512];
         if (what && request->kind == REQ_JOIN)
             snprintf (line, sizeof line, "!! cannot join #%s: %s (%d)", request->room,
-                      event->reason, zchat_cli_error_code (event));
+                      reason, zchat_cli_error_code (event));
         else
         if (what)
             snprintf (line, sizeof line, "!! not sent%s%s: %s (%d)",
                       *request->room? " to #": "", request->room,
-                      event->reason, zchat_cli_error_code (event));
+                      reason, zchat_cli_error_code (event));
         else
-            snprintf (line, sizeof line, "!! %s (%d)", event->reason,
+            snprintf (line, sizeof line, "!! %s (%d)", reason,
                       zchat_cli_error_code (event));
+        zstr_free (&reason);
         s_show (self, line);
         if (request->kind == REQ_SEND) {
             self->sends_failed++;
@@ -573,9 +596,16 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
 
     while (true) {
         size_t size;
+        bool too_long;
         char *line;
-        while (lines && !self.quit && (line = zchat_cli_lines_next (lines, &size)))
-            s_input (&self, line, size);
+        while (lines && !self.quit
+           &&  (line = zchat_cli_lines_next (lines, &size, &too_long))) {
+            self.line_number++;
+            if (too_long)
+                s_line_too_long (&self);
+            else
+                s_input (&self, line, size);
+        }
         if (lines && zchat_cli_lines_done (lines))
             self.quit = true;
         if (self.quit) {
@@ -642,11 +672,16 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
     if (exit_code == ZCHAT_EXIT_FAILED)
         zchat_cli_fail ("cannot write to stdout");
     else
-    if (unanswered || (!terminal && self.sends_failed)) {
+    if (unanswered || (!terminal && (self.sends_failed || self.discarded))) {
         size_t late = unanswered + self.sends_timed_out;
         size_t refused = self.sends_failed - self.sends_timed_out;
-        zchat_cli_fail ("%zu message%s not sent: %zu not acknowledged in time, %zu refused",
-                        late + refused, late + refused == 1? "": "s", late, refused);
+        char discarded [80] = "";
+        if (self.discarded)
+            snprintf (discarded, sizeof discarded, ", %zu line%s over %d bytes discarded",
+                      self.discarded, self.discarded == 1? "": "s", ZCHAT_CLI_MAX_LINE);
+        size_t lost = late + refused + self.discarded;
+        zchat_cli_fail ("%zu message%s not sent: %zu not acknowledged in time, %zu refused%s",
+                        lost, lost == 1? "": "s", late, refused, discarded);
         exit_code = unanswered || self.sends_timed_out? ZCHAT_EXIT_NOT_ACKED
                                                       : ZCHAT_EXIT_FAILED;
     }

@@ -47,25 +47,31 @@ s_key (uint64_t id, char *key)
 }
 
 
+//  A message that failed before it was sent: counted for the exit code,
+//  the first one kept for the last stderr line.
+static void
+s_send_failed (s_json_t *self, const char *reason, int code)
+{
+    if (!self->sends_failed++)
+        snprintf (self->first_failure, sizeof self->first_failure, "%.200s (%d)",
+                  reason, code);
+}
+
+
 //  Remember a request the library took (rid > 0), or print the error of
 //  one it refused at once (rid 0).
 static void
 s_track (s_json_t *self, uint64_t rid, s_kind_t kind, const char *room, const cJSON *id)
 {
     if (!rid) {
-        //  The library refused it before sending. Its API gives only the
-        //  reason as text: a text over the broker's max_text is what the
-        //  broker itself would answer 413 to, so say 413 too.
+        //  The library refused it before sending: texts over the broker's
+        //  max_text never get here (s_fits), so a send refused is a bad
+        //  value, anything else a local failure
         const char *reason = zchat_client_error (self->client);
-        int code = kind != REQ_SEND? ZCHAT_CLI_ERR_LOCAL
-                 : strncmp (reason, "text too long", 13) == 0? ZCHAT_ERR_TOO_LARGE
-                 : ZCHAT_CLI_ERR_BAD_FIELD;
+        int code = kind == REQ_SEND? ZCHAT_CLI_ERR_BAD_FIELD: ZCHAT_CLI_ERR_LOCAL;
         zchat_cli_print_json_error (code, reason, id);
-        if (kind == REQ_SEND) {
-            if (!self->sends_failed++)
-                snprintf (self->first_failure, sizeof self->first_failure, "%s",
-                          zchat_client_error (self->client));
-        }
+        if (kind == REQ_SEND)
+            s_send_failed (self, reason, code);
         return;
     }
     s_request_t *request = (s_request_t *) zmalloc (sizeof (s_request_t));
@@ -173,6 +179,23 @@ s_text (const cJSON *cmd, const char *name, const cJSON *id)
 }
 
 
+//  True if a text of size bytes is within the broker's max_text; else
+//  prints the 413 the broker itself would answer and counts the failure.
+static bool
+s_fits (s_json_t *self, size_t size, const cJSON *id)
+{
+    uint32_t max_text = zchat_client_max_text (self->client);
+    if (size <= max_text)
+        return true;
+    char message [128];
+    snprintf (message, sizeof message,
+              "text too long: %zu bytes, the broker takes at most %" PRIu32, size, max_text);
+    zchat_cli_print_json_error (ZCHAT_ERR_TOO_LARGE, message, id);
+    s_send_failed (self, message, ZCHAT_ERR_TOO_LARGE);
+    return false;
+}
+
+
 //  Leaving a room that is still being joined: its join is never answered
 //  (the library forgets the room), so stop waiting for that answer.
 static void
@@ -218,7 +241,8 @@ s_command (s_json_t *self, const cJSON *cmd)
 
     if (streq (name, "say") || streq (name, "me")) {
         const cJSON *action = cJSON_GetObjectItemCaseSensitive (cmd, "action");
-        if ((room = s_room (self, cmd, id)) && (text = s_text (cmd, "text", id)))
+        if ((room = s_room (self, cmd, id)) && (text = s_text (cmd, "text", id))
+        &&  s_fits (self, strlen (text), id))
             s_track (self, zchat_client_say (client, room, text, strlen (text),
                                              streq (name, "me") || cJSON_IsTrue (action)),
                      REQ_SEND, room, id);
@@ -232,6 +256,7 @@ s_command (s_json_t *self, const cJSON *cmd)
                 zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD,
                                             "\"to\" is not a valid nick", id);
             else
+            if (s_fits (self, strlen (text), id))
                 s_track (self, zchat_client_dm (client, nick, text, strlen (text),
                                                 cJSON_IsTrue (action)),
                          REQ_SEND, NULL, id);
@@ -339,8 +364,9 @@ s_line (s_json_t *self, char *line, size_t size)
         }
         size_t fixed_size;
         char *fixed = zchat_cli_utf8_fix (line, size, &fixed_size);
-        s_track (self, zchat_client_say (self->client, room, fixed, fixed_size, false),
-                 REQ_SEND, room, NULL);
+        if (s_fits (self, fixed_size, NULL))
+            s_track (self, zchat_client_say (self->client, room, fixed, fixed_size, false),
+                     REQ_SEND, room, NULL);
         free (fixed);
         return;
     }
@@ -355,6 +381,21 @@ s_line (s_json_t *self, char *line, size_t size)
     else
         s_command (self, cmd);
     cJSON_Delete (cmd);
+}
+
+
+//  A line over ZCHAT_CLI_MAX_LINE: none of it was used. It can only
+//  have been a text (no other field is near that size), so it counts as
+//  a message not sent.
+static void
+s_line_too_long (s_json_t *self)
+{
+    char message [128];
+    snprintf (message, sizeof message,
+              "line longer than %d bytes: discarded whole, none of it sent",
+              ZCHAT_CLI_MAX_LINE);
+    zchat_cli_print_json_error (ZCHAT_ERR_TOO_LARGE, message, NULL);
+    s_send_failed (self, message, ZCHAT_ERR_TOO_LARGE);
 }
 
 
@@ -382,9 +423,7 @@ s_event (s_json_t *self, zchat_event_t *event)
             if (event->type == ZCHAT_EV_ERROR) {
                 if (event->code == ZCHAT_CLIENT_TIMEOUT)
                     self->sends_timed_out++;
-                if (!self->sends_failed++)
-                    snprintf (self->first_failure, sizeof self->first_failure, "%.200s (%d)",
-                              event->reason, zchat_cli_error_code (event));
+                s_send_failed (self, event->reason, zchat_cli_error_code (event));
             }
         }
         else
@@ -433,10 +472,15 @@ zchat_cli_json_run (const zchat_cli_opts_t *opts)
     while (true) {
         //  Lines already read come first, as far as the send window allows.
         size_t size;
+        bool too_long;
         char *line;
         while (!self.quit && self.sends < ZCHAT_CLI_WINDOW
-           &&  (line = zchat_cli_lines_next (lines, &size)))
-            s_line (&self, line, size);
+           &&  (line = zchat_cli_lines_next (lines, &size, &too_long))) {
+            if (too_long)
+                s_line_too_long (&self);
+            else
+                s_line (&self, line, size);
+        }
         bool input_done = self.quit || zchat_cli_lines_done (lines);
         if (input_done) {
             if (zhashx_size (self.requests) == 0)
@@ -479,9 +523,7 @@ zchat_cli_json_run (const zchat_cli_opts_t *opts)
         zchat_cli_print_json_error (ZCHAT_CLI_ERR_TIMEOUT, "no answer in time", request->id);
         if (request->kind == REQ_SEND) {
             self.sends_timed_out++;
-            if (!self.sends_failed++)
-                snprintf (self.first_failure, sizeof self.first_failure,
-                          "no answer in time (%d)", ZCHAT_CLI_ERR_TIMEOUT);
+            s_send_failed (&self, "no answer in time", ZCHAT_CLI_ERR_TIMEOUT);
         }
         request = (s_request_t *) zhashx_next (self.requests);
     }

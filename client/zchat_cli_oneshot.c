@@ -79,7 +79,29 @@ typedef struct {
     zhashx_t *flight;                   //  request id (hex) -> s_message_t
     zlistx_t *retry;                    //  s_message_t refused with 429, in order
     int64_t  hold_until;                //  the broker asked us to wait until then
+    size_t   discarded;                 //  lines too long to send
+    long     first_discarded;           //  the first of them (line number)
 } s_send_t;
+
+
+//  A line of stdin over ZCHAT_CLI_MAX_LINE: none of it is sent. The
+//  other lines still go; the run fails at the end, with one stderr line
+//  (the failure exit status says "not everything was sent").
+static void
+s_discard (s_send_t *self, long line)
+{
+    if (!self->discarded++)
+        self->first_discarded = line;
+    if (self->opts->json) {
+        char message [128];
+        snprintf (message, sizeof message,
+                  "line %ld longer than %d bytes: discarded whole, none of it sent",
+                  line, ZCHAT_CLI_MAX_LINE);
+        cJSON *id = cJSON_CreateNumber ((double) line);
+        zchat_cli_print_json_error (ZCHAT_ERR_TOO_LARGE, message, id);
+        cJSON_Delete (id);
+    }
+}
 
 
 //  Say or DM one message. Returns 0, or an exit code after one stderr line.
@@ -254,11 +276,14 @@ zchat_cli_send_run (const zchat_cli_opts_t *opts)
             exit_code = s_send_one (&self, (s_message_t *) zlistx_detach (self.retry, NULL));
         //  Then new lines, while the window has room.
         size_t size;
+        bool too_long;
         char *line;
         while (!exit_code && lines && !held && zlistx_size (self.retry) == 0
            &&  in_flight < ZCHAT_CLI_WINDOW
-           &&  (line = zchat_cli_lines_next (lines, &size))) {
+           &&  (line = zchat_cli_lines_next (lines, &size, &too_long))) {
             line_number++;
+            if (too_long)
+                s_discard (&self, line_number);
             if (size == 0)
                 continue;       //  an empty line is no message
             s_message_t *message = (s_message_t *) zmalloc (sizeof (s_message_t));
@@ -271,8 +296,18 @@ zchat_cli_send_run (const zchat_cli_opts_t *opts)
         if (exit_code)
             break;
         in_flight = zhashx_size (self.flight) + zlistx_size (self.retry);
-        if (in_flight == 0 && (!lines || zchat_cli_lines_done (lines)))
-            break;              //  everything sent and acknowledged
+        if (in_flight == 0 && (!lines || zchat_cli_lines_done (lines))) {
+            //  Everything sent is acknowledged: all, unless lines were
+            //  too long to send
+            if (self.discarded) {
+                zchat_cli_fail ("line %ld not sent: longer than %d bytes (%zu line%s "
+                                "discarded whole, the others sent)",
+                                self.first_discarded, ZCHAT_CLI_MAX_LINE, self.discarded,
+                                self.discarded == 1? "": "s");
+                exit_code = ZCHAT_EXIT_FAILED;
+            }
+            break;
+        }
         bool reading = !stdin_eof && in_flight < ZCHAT_CLI_WINDOW && !held;
         int64_t wake = held? self.hold_until: 0;
         zpoller_t *poller = reading? with_stdin: without_stdin;

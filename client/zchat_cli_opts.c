@@ -72,7 +72,10 @@ zchat_cli_fail (const char *format, ...)
     va_start (args, format);
     vsnprintf (line, sizeof line, format, args);
     va_end (args);
-    fprintf (stderr, "zchat: %s\n", line);
+    //  Failures quote the broker's reasons, and stderr is a terminal too
+    char *safe = zchat_cli_safe (line);
+    fprintf (stderr, "zchat: %s\n", safe);
+    zstr_free (&safe);
     fflush (stderr);
 }
 
@@ -88,8 +91,11 @@ zchat_cli_usage_error (const char *format, ...)
     va_start (args, format);
     vsnprintf (line, sizeof line, format, args);
     va_end (args);
+    //  It may quote an argument: one line, nothing a terminal obeys
+    char *safe = zchat_cli_safe (line);
     fprintf (stderr, "zchat: %s (usage: zchat --nick NAME [--room ROOM]... [options]; "
-                     "see zchat --help)\n", line);
+                     "see zchat --help)\n", safe);
+    zstr_free (&safe);
     fflush (stderr);
     return ZCHAT_EXIT_USAGE;
 }
@@ -458,7 +464,8 @@ struct _zchat_cli_lines_t {
     size_t  size;                   //  bytes held, from 0
     size_t  scanned;                //  bytes after start known to hold no '\n'
     bool    eof;
-    char   *piece;                  //  a cut piece of an overlong line
+    bool    skipping;               //  inside a line too long: drop to its '\n'
+    char    empty [1];              //  what stands for a line too long
 };
 
 zchat_cli_lines_t *
@@ -480,7 +487,6 @@ zchat_cli_lines_destroy (zchat_cli_lines_t **self_p)
     zchat_cli_lines_t *self = *self_p;
     if (self) {
         free (self->data);
-        free (self->piece);
         free (self);
         *self_p = NULL;
     }
@@ -504,7 +510,7 @@ zchat_cli_lines_fill (zchat_cli_lines_t *self)
         self->start = 0;
     }
     if (self->size == self->capacity)
-        return 0;               //  full: zchat_cli_lines_next cuts a piece
+        return 0;               //  full: zchat_cli_lines_next makes room
     ssize_t got = read (self->fd, self->data + self->size, self->capacity - self->size);
     if (got < 0 && (errno == EINTR || errno == EAGAIN))
         return 0;
@@ -517,52 +523,73 @@ zchat_cli_lines_fill (zchat_cli_lines_t *self)
 }
 
 
+//  What stands for a line too long: an empty line, flagged.
+static char *
+s_too_long (zchat_cli_lines_t *self, size_t *size_p, bool *too_long_p)
+{
+    self->empty [0] = 0;
+    *size_p = 0;
+    *too_long_p = true;
+    return self->empty;
+}
+
+
 //  ---------------------------------------------------------------------
-//  The next line, or NULL.
+//  The next line, or NULL; a line too long once as an empty line flagged.
 
 char *
-zchat_cli_lines_next (zchat_cli_lines_t *self, size_t *size_p)
+zchat_cli_lines_next (zchat_cli_lines_t *self, size_t *size_p, bool *too_long_p)
 {
     assert (self);
+    *too_long_p = false;
     char *begin = self->data + self->start;
     size_t held = self->size - self->start;
     char *newline = held > self->scanned
                   ? (char *) memchr (begin + self->scanned, '\n', held - self->scanned)
                   : NULL;
-    size_t line_size;
-    if (newline) {
-        line_size = (size_t) (newline - begin);
-        self->start += line_size + 1;
-    }
-    else
-    if (held >= ZCHAT_CLI_MAX_LINE) {
-        //  An overlong line: hand out a piece, copied, so the rest stays.
-        if (!self->piece) {
-            self->piece = (char *) malloc (ZCHAT_CLI_MAX_LINE + 1);
-            assert (self->piece);
-        }
-        memcpy (self->piece, begin, ZCHAT_CLI_MAX_LINE);
-        self->piece [ZCHAT_CLI_MAX_LINE] = 0;
-        self->start += ZCHAT_CLI_MAX_LINE;
+    if (self->skipping) {
+        //  The rest of a line already reported: gone, up to its end
         self->scanned = 0;
-        *size_p = ZCHAT_CLI_MAX_LINE;
-        return self->piece;
+        if (newline) {
+            self->start += (size_t) (newline - begin) + 1;
+            self->skipping = false;
+            return zchat_cli_lines_next (self, size_p, too_long_p);
+        }
+        self->start = self->size;
+        if (self->eof)
+            self->skipping = false;
+        return NULL;
     }
+    size_t line_size;
+    if (newline)
+        line_size = (size_t) (newline - begin);
     else
-    if (self->eof && held > 0) {
+    if (self->eof && held > 0)
         line_size = held;
-        self->start += held;
+    else
+    if (held > ZCHAT_CLI_MAX_LINE + 1) {
+        //  Too long whatever follows (even were the last byte the "\r" of
+        //  its end): reported now, before its end is read, so whoever
+        //  sent it hears at once; the rest is skipped as it comes
+        self->start = self->size;
+        self->scanned = 0;
+        self->skipping = true;
+        return s_too_long (self, size_p, too_long_p);
     }
     else {
         self->scanned = held;
         return NULL;
     }
     self->scanned = 0;
+    self->start += line_size + (newline? 1: 0);
+    size_t content = line_size;
+    if (content > 0 && begin [content - 1] == '\r')
+        content--;
+    if (content > ZCHAT_CLI_MAX_LINE)
+        return s_too_long (self, size_p, too_long_p);
     //  The byte after the line is its '\n', or the spare byte at the end.
-    begin [line_size] = 0;
-    if (line_size > 0 && begin [line_size - 1] == '\r')
-        begin [--line_size] = 0;
-    *size_p = line_size;
+    begin [content] = 0;
+    *size_p = content;
     return begin;
 }
 

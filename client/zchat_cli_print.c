@@ -9,20 +9,22 @@
 //  message must not be able to move the cursor, recolour or retitle the
 //  terminal of whoever reads it. Newlines and tabs stay; C0 controls and
 //  DEL become ^X; the C1 controls (U+0080..U+009F, which some terminals
-//  obey) become U+FFFD. continuation starts every line after a newline.
+//  obey) become U+FFFD. continuation starts every line after a newline;
+//  without one (NULL) the text stays on one line: newlines and tabs are
+//  shown as ^J and ^I like the other controls.
 static void
 s_append_safe (zchunk_t *out, const char *text, size_t size, const char *continuation)
 {
     size_t index = 0;
     while (index < size) {
         unsigned char byte = (unsigned char) text [index];
-        if (byte == '\n') {
+        if (byte == '\n' && continuation) {
             zchunk_extend (out, "\n", 1);
             zchunk_extend (out, continuation, strlen (continuation));
             index++;
         }
         else
-        if (byte == '\t') {
+        if (byte == '\t' && continuation) {
             zchunk_extend (out, "\t", 1);
             index++;
         }
@@ -62,12 +64,52 @@ s_append (zchunk_t *out, const char *format, ...)
                                                                   : sizeof buffer - 1);
 }
 
-//  Names and topics come from the broker, which validates names; topics
-//  are free text, so they go through s_append_safe as well.
+//  Topics are free text: through s_append_safe.
 static void
 s_append_topic (zchunk_t *out, const char *topic)
 {
     s_append_safe (out, topic, strlen (topic), " ");
+}
+
+
+//  Room and nick names come from the broker. The library drops events
+//  whose names break the rules, but no path from the network to the
+//  terminal should rest on one check: every name is shown through the
+//  sanitizer too, on one line, into a buffer of S_NAME_SIZE bytes (a name
+//  at most triples: a control byte becomes two, a C1 pair three).
+#define S_NAME_MAX      (ZCHAT_MAX_NICK > ZCHAT_MAX_ROOM? ZCHAT_MAX_NICK: ZCHAT_MAX_ROOM)
+#define S_NAME_SIZE     (3 * S_NAME_MAX + 1)
+
+static const char *
+s_name (char *buffer, const char *name)
+{
+    zchunk_t *out = zchunk_new (NULL, S_NAME_SIZE);
+    assert (out);
+    s_append_safe (out, name, strnlen (name, S_NAME_MAX), NULL);
+    size_t size = zchunk_size (out);
+    assert (size < S_NAME_SIZE);
+    memcpy (buffer, zchunk_data (out), size);
+    buffer [size] = 0;
+    zchunk_destroy (&out);
+    return buffer;
+}
+
+
+//  ---------------------------------------------------------------------
+//  Text from the network made safe for a terminal, on one line.
+
+char *
+zchat_cli_safe (const char *text)
+{
+    size_t size = strlen (text);
+    zchunk_t *out = zchunk_new (NULL, size + 1);
+    assert (out);
+    s_append_safe (out, text, size, NULL);
+    zchunk_extend (out, "", 1);
+    char *result = strdup ((char *) zchunk_data (out));
+    assert (result);
+    zchunk_destroy (&out);
+    return result;
 }
 
 //  "[HH:MM] " in local time, of the broker's timestamp (epoch ms), or of
@@ -99,26 +141,31 @@ zchat_cli_event_text (const zchat_event_t *ev, bool show_room)
     const char *text = ev->text? ev->text: "";
     size_t text_size = ev->text? ev->text_size: 0;
     bool shown = true;
+    char nick [S_NAME_SIZE], new_nick [S_NAME_SIZE], room [S_NAME_SIZE];
+    char item_name [S_NAME_SIZE];
+    s_name (nick, ev->nick);
+    s_name (new_nick, ev->new_nick);
+    s_name (room, ev->room);
     s_append_time (out, ev->ts);
     switch (ev->type) {
         case ZCHAT_EV_MESSAGE:
             if (show_room)
-                s_append (out, "#%s ", ev->room);
+                s_append (out, "#%s ", room);
             if (ev->action)
-                s_append (out, "* %s ", ev->nick);
+                s_append (out, "* %s ", nick);
             else
-                s_append (out, "<%s> ", ev->nick);
+                s_append (out, "<%s> ", nick);
             s_append_safe (out, text, text_size, "        ");
             break;
         case ZCHAT_EV_DM:
             if (ev->action)
-                s_append (out, "* %s (dm) ", ev->nick);
+                s_append (out, "* %s (dm) ", nick);
             else
-                s_append (out, "*%s* (dm) ", ev->nick);
+                s_append (out, "*%s* (dm) ", nick);
             s_append_safe (out, text, text_size, "        ");
             break;
         case ZCHAT_EV_JOINED:
-            s_append (out, "-- you joined #%s", ev->room);
+            s_append (out, "-- you joined #%s", room);
             if (*ev->topic) {
                 s_append (out, " (topic: ");
                 s_append_topic (out, ev->topic);
@@ -126,39 +173,39 @@ zchat_cli_event_text (const zchat_event_t *ev, bool show_room)
             }
             break;
         case ZCHAT_EV_LEFT:
-            s_append (out, "-- you left #%s", ev->room);
+            s_append (out, "-- you left #%s", room);
             break;
         case ZCHAT_EV_JOIN:
-            s_append (out, "-- %s joined #%s", ev->nick, ev->room);
+            s_append (out, "-- %s joined #%s", nick, room);
             break;
         case ZCHAT_EV_LEAVE:
-            s_append (out, "-- %s left #%s", ev->nick, ev->room);
+            s_append (out, "-- %s left #%s", nick, room);
             break;
         case ZCHAT_EV_QUIT:
-            s_append (out, "-- %s quit", ev->nick);
+            s_append (out, "-- %s quit", nick);
             if (show_room)
-                s_append (out, " (#%s)", ev->room);
+                s_append (out, " (#%s)", room);
             break;
         case ZCHAT_EV_NICK:
             if (ev->id)
-                s_append (out, "-- you are now known as %s", ev->new_nick);
+                s_append (out, "-- you are now known as %s", new_nick);
             else
-                s_append (out, "-- %s is now known as %s", ev->nick, ev->new_nick);
+                s_append (out, "-- %s is now known as %s", nick, new_nick);
             break;
         case ZCHAT_EV_TOPIC:
             if (ev->id) {
                 //  The answer to our own request to read or set it.
                 if (*ev->topic) {
-                    s_append (out, "-- topic of #%s: ", ev->room);
+                    s_append (out, "-- topic of #%s: ", room);
                     s_append_topic (out, ev->topic);
-                    if (*ev->nick)
-                        s_append (out, " (set by %s)", ev->nick);
+                    if (*nick)
+                        s_append (out, " (set by %s)", nick);
                 }
                 else
-                    s_append (out, "-- #%s has no topic", ev->room);
+                    s_append (out, "-- #%s has no topic", room);
             }
             else {
-                s_append (out, "-- %s set the topic of #%s: ", ev->nick, ev->room);
+                s_append (out, "-- %s set the topic of #%s: ", nick, room);
                 s_append_topic (out, ev->topic);
             }
             break;
@@ -174,9 +221,9 @@ zchat_cli_event_text (const zchat_event_t *ev, bool show_room)
                 s_append (out, "; retry in %.1f s", ev->retry_ms / 1000.0);
             break;
         case ZCHAT_EV_MEMBERS:
-            s_append (out, "-- #%s (%zu):", ev->room, ev->item_count);
+            s_append (out, "-- #%s (%zu):", room, ev->item_count);
             for (size_t index = 0; index < ev->item_count; index++)
-                s_append (out, " %s", ev->items [index].nick);
+                s_append (out, " %s", s_name (item_name, ev->items [index].nick));
             break;
         case ZCHAT_EV_ROOMS:
             if (ev->item_count == 0)
@@ -188,7 +235,8 @@ zchat_cli_event_text (const zchat_event_t *ev, bool show_room)
                     s_append_time (out, ev->ts);
                 }
                 s_append (out, "-- #%s: %u member%s, %" PRIu64 " message%s",
-                          item->room, item->members, item->members == 1? "": "s",
+                          s_name (item_name, item->room),
+                          item->members, item->members == 1? "": "s",
                           item->seq, item->seq == 1? "": "s");
                 if (*item->topic) {
                     s_append (out, ", topic: ");
@@ -197,11 +245,11 @@ zchat_cli_event_text (const zchat_event_t *ev, bool show_room)
             }
             break;
         case ZCHAT_EV_HISTORY:
-            s_append (out, "-- end of history of #%s", ev->room);
+            s_append (out, "-- end of history of #%s", room);
             break;
         case ZCHAT_EV_GAP:
             s_append (out, "!! messages %" PRIu64 "..%" PRIu64 " of #%s are gone from "
-                      "history", ev->from_seq, ev->to_seq, ev->room);
+                      "history", ev->from_seq, ev->to_seq, room);
             break;
         case ZCHAT_EV_CONNECTED:
             //  The library reports only reconnections.
@@ -233,8 +281,9 @@ zchat_cli_dm_sent_text (const char *to, const char *text, size_t size, bool acti
 {
     zchunk_t *out = zchunk_new (NULL, 256);
     assert (out);
+    char name [S_NAME_SIZE];
     s_append_time (out, 0);
-    s_append (out, action? "-> *%s* * ": "-> *%s* ", to);
+    s_append (out, action? "-> *%s* * ": "-> *%s* ", s_name (name, to));
     s_append_safe (out, text, size, "        ");
     zchunk_extend (out, "", 1);
     char *result = strdup ((char *) zchunk_data (out));

@@ -1,0 +1,177 @@
+//  zchat_store_int — what zchat_store.c and its self test share and nobody
+//  else uses: the store's constants, statements and state (see
+//  broker/STORAGE.md for the design).
+
+#ifndef ZCHAT_STORE_INT_H_INCLUDED
+#define ZCHAT_STORE_INT_H_INCLUDED
+
+#include <sqlite3.h>
+#include "zchat_msg.h"
+#include "zchat_store.h"
+
+//  Bump when the schema changes. Version 1 (one row per message) is
+//  refused with a clear message: nothing was ever deployed with it.
+#define STORE_SCHEMA_VERSION    2
+
+#define STORE_DB_NAME           "zchat.db"
+#define STORE_LOCK_NAME         "zchat.lock"
+#define STORE_MAX_KEY           40      //  a Z85 CURVE public key
+
+//  A busy wait stalls the whole event loop, so keep it short. No other
+//  writer can exist (the flock keeps other brokers out); only an operator's
+//  sqlite3 shell or a backup can hold a lock, and only briefly.
+#define STORE_BUSY_TIMEOUT_MS   200
+
+//  A room's chunk is written out, even in the middle of a group, once it
+//  holds about this much: no chunk, and so no history read, gets big.
+#define STORE_CHUNK_BYTES       (64 * 1024)
+
+//  A chunk blob is the texts, then the head (one entry per message), then
+//  a trailer: count u32, head size u32, format u8 (big-endian). The head
+//  sits at the end so that start-up can read the message ids of a chunk
+//  without its texts.
+#define STORE_CHUNK_FORMAT      1
+#define STORE_TRAILER_SIZE      9
+#define STORE_VARINT_MAX        10
+//  Largest head entry: seq delta, ts delta, kind, nick, msg_id, text size.
+#define STORE_ENTRY_MAX         (4 * STORE_VARINT_MAX + 2 + ZCHAT_MAX_NICK)
+
+//  The idempotency window: the newest this many message ids are
+//  remembered, oldest forgotten first. The index starts small and grows
+//  with use (16 bytes per id in the ring plus 8 in the hash index).
+#define STORE_KEYS_MAX          (1u << 20)
+#define STORE_KEYS_MIN          4096
+//  An index slot holds ring position + 1 in its low STORE_POS_BITS and a
+//  tag (more bits of the hash) above, so a probe passes other keys without
+//  reading the ring: one cache miss per append instead of two.
+#define STORE_POS_BITS          21
+#define STORE_POS_MASK          ((1u << STORE_POS_BITS) - 1)
+#define STORE_TAG(hash)         ((uint32_t) ((hash) >> 32) & ~STORE_POS_MASK)
+
+//  Chunk buffers are kept from group to group up to this much in all, so
+//  that one group touching thousands of rooms does not pin memory for
+//  good. They start small and double as a room's chunk grows.
+#define STORE_KEEP_BYTES        (8 * 1024 * 1024)
+#define STORE_HEAD_MIN          256
+#define STORE_DATA_MIN          1024
+
+//  Every statement the store runs, prepared once.
+typedef enum {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_CHUNK_INSERT,
+    ST_CHUNK_GET,
+    ST_CHUNK_AT,
+    ST_CHUNK_DOWN,
+    ST_CHUNK_FROM,
+    ST_CHUNK_DELETE,
+    ST_CHUNK_MIN_TS,
+    ST_CHUNK_OLDEST,
+    ST_CHUNK_NEWEST,
+    ST_CHUNK_SINCE,
+    ST_ROOM_GET,
+    ST_ROOM_SEQ,
+    ST_ROOM_FLOOR,
+    ST_ROOM_NEXT,
+    ST_TOPIC_GET,
+    ST_TOPIC_SET,
+    ST_NICK_OWNER,
+    ST_NICK_CLAIM,
+    ST_NICK_RELEASE,
+    ST_COUNT
+} store_stmt_t;
+
+//  Every statement's SQL, by store_stmt_t.
+extern const char *zchat_store_sql [ST_COUNT];
+
+//  One remembered message id: a keyed hash of (nick, msg_id) and the id
+//  of the chunk holding the message. The hash only narrows the search: a
+//  match counts once the chunk itself has that nick and msg_id.
+typedef struct {
+    uint64_t hash;
+    int64_t chunk;
+} store_key_t;
+
+//  A room touched by the open group, and the chunk being filled for it.
+typedef struct {
+    char room [ZCHAT_MAX_ROOM + 1];
+    size_t room_len;
+    size_t slot;                    //  its slot in the touched table
+    uint64_t last_seq;              //  newest seq: committed or appended
+    //  The chunk being filled; count 0 = none yet.
+    int64_t id;
+    uint64_t count;
+    uint64_t first_seq;
+    uint64_t chunk_seq;             //  its newest seq (the delta base)
+    uint64_t prev_ts;               //  ts of its newest message
+    uint64_t min_ts, max_ts;
+    uint8_t *head;                  //  head entries
+    size_t head_size, head_limit;
+    uint8_t *data;                  //  texts; the blob once written out
+    size_t data_size, data_limit;
+} store_pending_t;
+
+//  A chunk as the retention and history code handles it: its row, or the
+//  open group's chunk of a room (pending, not yet written).
+typedef struct {
+    int64_t id;
+    uint64_t first_seq, last_seq, count, min_ts, max_ts;
+    const store_pending_t *pending;
+} store_chunk_t;
+
+//  Walks the messages of a chunk. text is NULL when only the head was
+//  read (start-up): then text_at is NULL too.
+typedef struct {
+    const uint8_t *head;
+    size_t head_size, head_pos;
+    const uint8_t *text;
+    size_t text_size, text_pos;
+    uint64_t left;                  //  messages still to read
+    //  The current message
+    uint64_t seq, ts, msg_id;
+    uint8_t kind;
+    char nick [ZCHAT_MAX_NICK + 1];
+    size_t nick_len;
+    const char *text_at;
+    size_t text_len;
+} store_cursor_t;
+
+struct _zchat_store_t {
+    sqlite3 *db;
+    sqlite3_stmt *stmt [ST_COUNT];
+    int lock_fd;                    //  holds the flock while we live
+    bool in_group;                  //  a group transaction is open
+    bool group_failed;              //  the open group can only roll back
+    int64_t next_id;                //  id of the next chunk
+    int64_t group_id;               //  next_id when the group began
+
+    //  Rooms touched by the open group: pending [0, pending_count) in
+    //  use, the rest keep their buffers for later groups. touched is an
+    //  open-addressed table of pending index + 1, by room name.
+    store_pending_t *pending;
+    size_t pending_count;
+    size_t pending_limit;
+    size_t pending_bytes;           //  their buffers, in all
+    size_t pending_keep;            //  kept between groups (STORE_KEEP_BYTES)
+    uint32_t *touched;
+    size_t touched_size;            //  slots, a power of two
+
+    //  Idempotency: a ring of keys in the order they were added (absolute
+    //  numbers keys_tail..keys_head), and a linear-probing index of ring
+    //  position + 1 by hash.
+    store_key_t *keys;
+    size_t keys_limit;              //  ring capacity, a power of two
+    size_t keys_max;                //  the window (STORE_KEYS_MAX)
+    uint64_t keys_tail;
+    uint64_t keys_head;
+    uint64_t keys_group;            //  keys_head when the group began
+    uint32_t *index;
+    size_t index_size;              //  2 * keys_limit
+    uint64_t hash_seed;             //  random: ids cannot be chosen to collide
+
+    //  Where the count-retention round robin over rooms goes on.
+    char retain_cursor [ZCHAT_MAX_ROOM + 1];
+};
+
+#endif

@@ -1,0 +1,664 @@
+//  zchat_store_test — the self test of zchat_store: a real store in a
+//  temporary directory, checked through the API and, where the design
+//  is the point (schema, query plans, the id window, chunk buffers),
+//  through the store's internals.
+
+#include <czmq.h>
+#include <errno.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "zchat_store_int.h"
+
+//  What a history call handed to its callback.
+typedef struct {
+    int count;
+    int stop_after;                 //  0 = never stop
+    uint64_t seq [64];
+    uint64_t ts [64];
+    char nick [64][ZCHAT_MAX_NICK + 1];
+    uint8_t kind [64];
+    char text [64][128];
+    size_t text_size [64];
+} s_seen_t;
+
+static int
+s_collect (void *arg, uint64_t seq, uint64_t ts, const char *nick, uint8_t kind,
+           const char *text, size_t text_size)
+{
+    s_seen_t *seen = (s_seen_t *) arg;
+    assert (seen->count < 64);
+    assert (text_size <= sizeof (seen->text [0]));
+    int i = seen->count++;
+    seen->seq [i] = seq;
+    seen->ts [i] = ts;
+    snprintf (seen->nick [i], sizeof (seen->nick [i]), "%s", nick);
+    seen->kind [i] = kind;
+    memcpy (seen->text [i], text, text_size);
+    seen->text_size [i] = text_size;
+    return seen->stop_after && seen->count >= seen->stop_after;
+}
+
+//  History of room as the seqs it returned, checked against first..last.
+static void
+s_assert_history (zchat_store_t *store, const char *room, uint64_t from, uint64_t to,
+                  size_t limit, uint64_t expect_first, uint64_t expect_last)
+{
+    s_seen_t seen = { 0 };
+    int count = zchat_store_history (store, room, from, to, limit, s_collect, &seen);
+    int expect = expect_last? (int) (expect_last - expect_first + 1): 0;
+    assert (count == expect);
+    assert (seen.count == expect);
+    for (int i = 0; i < count; i++)
+        assert (seen.seq [i] == expect_first + (uint64_t) i);
+}
+
+static int
+s_remove_entry (const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void) st; (void) flag; (void) ftw;
+    return remove (path);
+}
+
+//  Append count messages to room, seq after its last, ts from ts_base by 1.
+static void
+s_fill (zchat_store_t *store, const char *room, int count, uint64_t ts_base,
+        uint64_t id_base)
+{
+    uint64_t seq = zchat_store_last_seq (store, room);
+    assert (zchat_store_begin (store) == 0);
+    for (int i = 0; i < count; i++) {
+        char text [32];
+        int len = snprintf (text, sizeof (text), "%s %d", room, i);
+        assert (zchat_store_append (store, room, seq + 1 + (uint64_t) i,
+                                    ts_base + (uint64_t) i, "filler", ZCHAT_KIND_TEXT,
+                                    text, (size_t) len, id_base + (uint64_t) i,
+                                    NULL, NULL, NULL) == 0);
+    }
+    assert (zchat_store_commit (store) == 0);
+}
+
+//  Checks the 4000-byte texts of "long" (filled with 'a' + seq % 26) and
+//  that seqs come in order without holes.
+typedef struct {
+    uint64_t first, last;
+} s_long_t;
+
+static int
+s_check_long (void *arg, uint64_t seq, uint64_t ts, const char *nick, uint8_t kind,
+              const char *text, size_t text_size)
+{
+    s_long_t *seen = (s_long_t *) arg;
+    assert (ts == 1700000000000ull + seq && streq (nick, "writer") && kind == 0);
+    assert (text_size == 4000);
+    for (size_t i = 0; i < text_size; i++)
+        assert (text [i] == 'a' + (int) (seq % 26));
+    assert (seen->last == 0 || seq == seen->last + 1);
+    if (seen->first == 0)
+        seen->first = seq;
+    seen->last = seq;
+    return 0;
+}
+
+void
+zchat_store_test (bool verbose)
+{
+    if (verbose)
+        printf (" * zchat_store: ");
+
+    char base [] = "/tmp/zchat_store_test.XXXXXX";
+    assert (mkdtemp (base));
+    //  Two levels that do not exist yet: mkdir -p.
+    char *dir = zsys_sprintf ("%s/data/zchat", base);
+    assert (dir);
+    char error [256];
+    char expect_error [512];
+
+    zchat_store_t *store = zchat_store_new (dir, false, error, sizeof (error));
+    assert (store);
+    struct stat st;
+    assert (stat (dir, &st) == 0 && S_ISDIR (st.st_mode));
+    assert ((st.st_mode & 0777) == 0700);
+
+    //  The directory is ours: a second store in this process is refused
+    //  (flock on a second open file description conflicts) ...
+    snprintf (expect_error, sizeof (expect_error),
+              "data directory %s is in use by another zchat-broker (pid %ld)",
+              dir, (long) getpid ());
+    zchat_store_t *second = zchat_store_new (dir, false, error, sizeof (error));
+    assert (second == NULL);
+    assert (streq (error, expect_error));
+    //  ... and so is another process.
+    fflush (NULL);
+    pid_t child = fork ();
+    assert (child >= 0);
+    if (child == 0) {
+        char child_error [256];
+        zchat_store_t *other = zchat_store_new (dir, false, child_error, sizeof (child_error));
+        _exit (other == NULL && streq (child_error, expect_error)? 0: 1);
+    }
+    int status = 0;
+    assert (waitpid (child, &status, 0) == child);
+    assert (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+
+    //  Tuning is what we asked for.
+    sqlite3_stmt *pragma = NULL;
+    assert (sqlite3_prepare_v2 (store->db, "PRAGMA synchronous", -1, &pragma, NULL) == SQLITE_OK);
+    assert (sqlite3_step (pragma) == SQLITE_ROW);
+    assert (sqlite3_column_int (pragma, 0) == 1);       //  NORMAL
+    sqlite3_finalize (pragma);
+    assert (sqlite3_prepare_v2 (store->db, "PRAGMA journal_mode", -1, &pragma, NULL) == SQLITE_OK);
+    assert (sqlite3_step (pragma) == SQLITE_ROW);
+    assert (streq ((const char *) sqlite3_column_text (pragma, 0), "wal"));
+    sqlite3_finalize (pragma);
+
+    //  No statement may scan the messages table: every one goes through an
+    //  index, so no call's work grows with the size of the history.
+    for (int i = 0; i < ST_COUNT; i++) {
+        char *sql = zsys_sprintf ("EXPLAIN QUERY PLAN %s", zchat_store_sql [i]);
+        assert (sql);
+        sqlite3_stmt *plan = NULL;
+        assert (sqlite3_prepare_v2 (store->db, sql, -1, &plan, NULL) == SQLITE_OK);
+        while (sqlite3_step (plan) == SQLITE_ROW) {
+            const char *detail = (const char *) sqlite3_column_text (plan, 3);
+            if (verbose)
+                printf ("\n   %s: %s", zchat_store_sql [i], detail);
+            assert (strncmp (detail, "SCAN", 4) != 0 || streq (detail, "SCAN CONSTANT ROW"));
+        }
+        sqlite3_finalize (plan);
+        zstr_free (&sql);
+    }
+
+    //  Empty store.
+    assert (zchat_store_last_seq (store, "lobby") == 0);
+    assert (zchat_store_first_seq (store, "lobby") == 0);
+    s_assert_history (store, "lobby", 1, 0, 10, 0, 0);
+
+    //  Misuse is refused, not asserted.
+    char orig_room [ZCHAT_MAX_ROOM + 1];
+    uint64_t orig_seq = 0, orig_ts = 0;
+    assert (zchat_store_append (store, "lobby", 1, 1, "alice", 0, "x", 1, 1,
+                                orig_room, &orig_seq, &orig_ts) == -1);
+    assert (zchat_store_commit (store) == -1);
+    zchat_store_rollback (store);
+    assert (zchat_store_begin (store) == 0);
+    assert (zchat_store_begin (store) == -1);
+    assert (zchat_store_append (store, "", 1, 1, "alice", 0, "x", 1, 1, NULL, NULL, NULL) == -1);
+    assert (zchat_store_append (store, "a-room-name-that-is-33-bytes-long", 1, 1, "alice",
+                                0, "x", 1, 1, NULL, NULL, NULL) == -1);
+    assert (zchat_store_append (store, "lobby", 0, 1, "alice", 0, "x", 1, 1, NULL, NULL, NULL) == -1);
+    assert (zchat_store_append (store, "lobby", 1, 1, NULL, 0, "x", 1, 1, NULL, NULL, NULL) == -1);
+    assert (zchat_store_append (store, "lobby", 1, 1, "alice", 0, NULL, 1, 1, NULL, NULL, NULL) == -1);
+    zchat_store_rollback (store);
+
+    //  A group: ten messages in lobby, three in ops.
+    const uint64_t T0 = 1700000000000ull;
+    assert (zchat_store_begin (store) == 0);
+    for (uint64_t seq = 1; seq <= 10; seq++) {
+        char text [32];
+        int len = snprintf (text, sizeof (text), "hello %" PRIu64, seq);
+        assert (zchat_store_append (store, "lobby", seq, T0 + seq * 1000,
+                                    seq % 2? "alice": "bob", ZCHAT_KIND_TEXT,
+                                    text, (size_t) len, 100 + seq,
+                                    orig_room, &orig_seq, &orig_ts) == 0);
+    }
+    for (uint64_t seq = 1; seq <= 3; seq++)
+        assert (zchat_store_append (store, "ops", seq, T0 + seq, "carol", ZCHAT_KIND_ACTION,
+                                    "waves", 5, seq, NULL, NULL, NULL) == 0);
+    //  Visible inside the group already.
+    assert (zchat_store_last_seq (store, "lobby") == 10);
+    //  A retry inside the same uncommitted group: the original comes back.
+    assert (zchat_store_append (store, "lobby", 11, T0 + 99999, "alice", 0, "again", 5, 101,
+                                orig_room, &orig_seq, &orig_ts) == 1);
+    assert (streq (orig_room, "lobby") && orig_seq == 1 && orig_ts == T0 + 1000);
+    //  The same id from another sender is not a retry ...
+    assert (zchat_store_append (store, "ops", 4, T0 + 4, "dave", 0, "hi", 2, 101,
+                                NULL, NULL, NULL) == 0);
+    //  ... and a taken (room, seq) is an error, never mistaken for a retry.
+    assert (zchat_store_append (store, "lobby", 5, T0, "erin", 0, "clash", 5, 555,
+                                orig_room, &orig_seq, &orig_ts) == -1);
+    //  id 0 carries no idempotency: two of them are two messages.
+    assert (zchat_store_append (store, "ops", 5, T0 + 5, "dave", 0, "a", 1, 0,
+                                NULL, NULL, NULL) == 0);
+    assert (zchat_store_append (store, "ops", 6, T0 + 6, "dave", 0, "b", 1, 0,
+                                NULL, NULL, NULL) == 0);
+    assert (zchat_store_commit (store) == 0);
+
+    assert (zchat_store_last_seq (store, "lobby") == 10);
+    assert (zchat_store_first_seq (store, "lobby") == 1);
+    assert (zchat_store_last_seq (store, "ops") == 6);
+    assert (zchat_store_last_seq (store, "nowhere") == 0);
+
+    //  History ranges.
+    s_assert_history (store, "lobby", 3, 6, 100, 3, 6);
+    s_assert_history (store, "lobby", 8, 0, 100, 8, 10);     //  to 0 = newest
+    s_assert_history (store, "lobby", 1, 0, 2, 1, 2);        //  limit
+    s_assert_history (store, "lobby", 0, 0, 3, 8, 10);       //  the last 3
+    s_assert_history (store, "lobby", 0, 5, 3, 3, 5);        //  the last 3 up to 5
+    s_assert_history (store, "lobby", 0, 0, 100, 1, 10);     //  fewer than limit
+    s_assert_history (store, "lobby", 11, 0, 100, 0, 0);     //  past the end
+    s_assert_history (store, "lobby", 1, 0, 0, 0, 0);        //  limit 0
+    s_seen_t seen = { 0 };
+    assert (zchat_store_history (store, "lobby", 2, 2, 10, s_collect, &seen) == 1);
+    assert (seen.ts [0] == T0 + 2000 && streq (seen.nick [0], "bob"));
+    assert (seen.kind [0] == ZCHAT_KIND_TEXT);
+    assert (seen.text_size [0] == 7 && memcmp (seen.text [0], "hello 2", 7) == 0);
+    //  The callback stops the stream.
+    memset (&seen, 0, sizeof (seen));
+    seen.stop_after = 2;
+    assert (zchat_store_history (store, "lobby", 1, 0, 100, s_collect, &seen) == 2);
+    memset (&seen, 0, sizeof (seen));
+    assert (zchat_store_history (store, "ops", 1, 3, 10, s_collect, &seen) == 3);
+    assert (seen.kind [2] == ZCHAT_KIND_ACTION && streq (seen.nick [2], "carol"));
+
+    //  Texts are bytes: newlines, UTF-8, an empty text survive exactly.
+    const char odd [] = "line one\nline two\r\n\tcaf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 end";
+    assert (zchat_store_begin (store) == 0);
+    assert (zchat_store_append (store, "lobby", 11, T0 + 11000, "alice", 0, odd,
+                                sizeof (odd) - 1, 111, NULL, NULL, NULL) == 0);
+    assert (zchat_store_append (store, "lobby", 12, T0 + 12000, "alice", 0, NULL, 0, 112,
+                                NULL, NULL, NULL) == 0);
+    assert (zchat_store_commit (store) == 0);
+    memset (&seen, 0, sizeof (seen));
+    assert (zchat_store_history (store, "lobby", 11, 12, 10, s_collect, &seen) == 2);
+    assert (seen.text_size [0] == sizeof (odd) - 1);
+    assert (memcmp (seen.text [0], odd, sizeof (odd) - 1) == 0);
+    assert (seen.text_size [1] == 0);
+
+    //  Rollback discards the group.
+    assert (zchat_store_begin (store) == 0);
+    assert (zchat_store_append (store, "lobby", 13, T0 + 13000, "bob", 0, "lost", 4, 113,
+                                NULL, NULL, NULL) == 0);
+    assert (zchat_store_last_seq (store, "lobby") == 13);
+    zchat_store_rollback (store);
+    assert (zchat_store_last_seq (store, "lobby") == 12);
+    s_assert_history (store, "lobby", 13, 0, 10, 0, 0);
+    //  The rolled-back id is free again.
+    assert (zchat_store_begin (store) == 0);
+    assert (zchat_store_append (store, "lobby", 13, T0 + 13000, "bob", 0, "kept", 4, 113,
+                                NULL, NULL, NULL) == 0);
+    //  A retry of a committed message, in a later group.
+    assert (zchat_store_append (store, "lobby", 14, T0 + 14000, "bob", 0, "x", 1, 104,
+                                orig_room, &orig_seq, &orig_ts) == 1);
+    assert (streq (orig_room, "lobby") && orig_seq == 4 && orig_ts == T0 + 4000);
+    assert (zchat_store_commit (store) == 0);
+
+    //  Topics and nick ownership.
+    char topic [ZCHAT_MAX_TOPIC + 1];
+    char set_by [ZCHAT_MAX_NICK + 1];
+    uint64_t topic_ts = 0;
+    assert (zchat_store_topic_get (store, "lobby", topic, set_by, &topic_ts) == -1);
+    assert (zchat_store_topic_set (store, "lobby", "Welcome \xe2\x98\x95", "alice", T0) == 0);
+    assert (zchat_store_topic_set (store, "quiet", "nobody here", "bob", T0 + 1) == 0);
+    char long_topic [ZCHAT_MAX_TOPIC + 2];
+    memset (long_topic, 't', sizeof (long_topic) - 1);
+    long_topic [sizeof (long_topic) - 1] = '\0';
+    assert (zchat_store_topic_set (store, "lobby", long_topic, "alice", T0) == -1);
+    long_topic [ZCHAT_MAX_TOPIC] = '\0';
+    assert (zchat_store_topic_set (store, "long", long_topic, "alice", T0) == 0);
+    //  A topic alone does not make sequence numbers.
+    assert (zchat_store_last_seq (store, "quiet") == 0);
+
+    const char *key_a = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+    const char *key_b = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID";
+    char key [STORE_MAX_KEY + 1];
+    assert (zchat_store_nick_owner (store, "alice", key) == -1);
+    assert (zchat_store_nick_claim (store, "alice", key_a) == 0);
+    assert (zchat_store_nick_claim (store, "alice", key_a) == 0);      //  again: fine
+    assert (zchat_store_nick_claim (store, "alice", key_b) == -1);     //  taken
+    assert (zchat_store_nick_claim (store, "bob", key_b) == 0);
+    assert (zchat_store_nick_claim (store, "carol", key_a) == 0);
+    assert (zchat_store_nick_release (store, "carol") == 0);
+    assert (zchat_store_nick_owner (store, "carol", key) == -1);
+    assert (zchat_store_nick_release (store, "carol") == 0);           //  unowned: fine
+
+    //  Destroy (with a group open: rolled back), then reopen.
+    assert (zchat_store_begin (store) == 0);
+    assert (zchat_store_append (store, "lobby", 14, T0 + 14000, "bob", 0, "gone", 4, 114,
+                                NULL, NULL, NULL) == 0);
+    zchat_store_destroy (&store);
+    assert (store == NULL);
+    zchat_store_destroy (&store);                   //  safe on NULL
+
+    store = zchat_store_new (dir, true, error, sizeof (error));
+    assert (store);
+    assert (sqlite3_prepare_v2 (store->db, "PRAGMA synchronous", -1, &pragma, NULL) == SQLITE_OK);
+    assert (sqlite3_step (pragma) == SQLITE_ROW);
+    assert (sqlite3_column_int (pragma, 0) == 2);       //  FULL with fsync
+    sqlite3_finalize (pragma);
+    assert (zchat_store_last_seq (store, "lobby") == 13);
+    assert (zchat_store_last_seq (store, "ops") == 6);
+    assert (zchat_store_first_seq (store, "lobby") == 1);
+    //  Retries are still recognised after a restart.
+    assert (zchat_store_begin (store) == 0);
+    assert (zchat_store_append (store, "lobby", 14, T0 + 14000, "alice", 0, "x", 1, 103,
+                                orig_room, &orig_seq, &orig_ts) == 1);
+    assert (streq (orig_room, "lobby") && orig_seq == 3 && orig_ts == T0 + 3000);
+    assert (zchat_store_append (store, "lobby", 14, T0 + 14000, "bob", 0, "new", 3, 114,
+                                NULL, NULL, NULL) == 0);
+    assert (zchat_store_commit (store) == 0);
+    memset (&seen, 0, sizeof (seen));
+    assert (zchat_store_history (store, "lobby", 11, 0, 10, s_collect, &seen) == 4);
+    assert (memcmp (seen.text [0], odd, sizeof (odd) - 1) == 0);
+    assert (seen.text_size [3] == 3 && memcmp (seen.text [3], "new", 3) == 0);
+    assert (zchat_store_topic_get (store, "lobby", topic, set_by, &topic_ts) == 0);
+    assert (streq (topic, "Welcome \xe2\x98\x95") && streq (set_by, "alice") && topic_ts == T0);
+    assert (zchat_store_topic_get (store, "long", topic, set_by, &topic_ts) == 0);
+    assert (strlen (topic) == ZCHAT_MAX_TOPIC);
+    assert (zchat_store_nick_owner (store, "alice", key) == 0 && streq (key, key_a));
+    assert (zchat_store_nick_owner (store, "bob", key) == 0 && streq (key, key_b));
+    assert (zchat_store_nick_owner (store, "carol", key) == -1);
+
+    //  Retention by count: big has 100 (one chunk), keep 20.
+    s_fill (store, "big", 100, T0, 1000);
+    s_fill (store, "small", 5, T0, 2000);
+    //  Not while a group is open.
+    assert (zchat_store_begin (store) == 0);
+    assert (zchat_store_retain (store, 20, 0, T0, 30) == 0);
+    zchat_store_rollback (store);
+    assert (zchat_store_first_seq (store, "big") == 1);
+    //  The floor moves exactly, through the middle of the chunk.
+    assert (zchat_store_retain (store, 20, 0, T0, 30) == 80);
+    assert (zchat_store_first_seq (store, "big") == 81);
+    assert (zchat_store_retain (store, 20, 0, T0, 30) == 0);
+    assert (zchat_store_last_seq (store, "big") == 100);
+    s_assert_history (store, "big", 1, 0, 100, 81, 100);
+    s_assert_history (store, "big", 0, 0, 5, 96, 100);
+    assert (zchat_store_first_seq (store, "small") == 1);
+    assert (zchat_store_first_seq (store, "lobby") == 1);
+    assert (zchat_store_last_seq (store, "small") == 5);
+
+    //  Retention by age: aged has ts T0+1000..T0+1049 (seq 1..50). With a
+    //  10 s limit at T0+11024, ts < T0+1024 is expired: seq 1..24.
+    s_fill (store, "aged", 50, T0 + 1000, 3000);
+    //  Every older message elsewhere (lobby, ops, big, small: ts <
+    //  T0+1024) goes too.
+    int total = 0;
+    int calls = 0;
+    int count;
+    while ((count = zchat_store_retain (store, 0, 10000, T0 + 11024, 7)) > 0) {
+        total += count;
+        calls++;
+        assert (calls < 100);
+    }
+    assert (count == 0);
+    assert (zchat_store_first_seq (store, "aged") == 25);
+    assert (zchat_store_last_seq (store, "aged") == 50);
+    s_assert_history (store, "aged", 1, 0, 100, 25, 50);
+    //  lobby's ts are T0+1000 * seq: only seq 1 (T0+1000) is older.
+    assert (zchat_store_first_seq (store, "lobby") == 2);
+    //  ops (T0+1..6), small (T0..T0+4) and big (T0+80..99) are all older.
+    assert (zchat_store_first_seq (store, "ops") == 0);
+    assert (zchat_store_first_seq (store, "small") == 0);
+    assert (zchat_store_first_seq (store, "big") == 0);
+    assert (total == 24 + 1 + 6 + 5 + 20);
+
+    //  A clock that went back: skew's seq 20 is stamped older than 1..19.
+    //  Its expiry takes the whole prefix 1..20 (never leaving a hole).
+    assert (zchat_store_begin (store) == 0);
+    for (uint64_t seq = 1; seq <= 20; seq++)
+        assert (zchat_store_append (store, "skew", seq, seq < 20? T0 + 50000: T0 + 500,
+                                    "filler", 0, "x", 1, 8000 + seq, NULL, NULL, NULL) == 0);
+    assert (zchat_store_commit (store) == 0);
+    assert (zchat_store_retain (store, 0, 10000, T0 + 11024, 7) == 20);
+    assert (zchat_store_retain (store, 0, 10000, T0 + 11024, 7) == 0);
+    assert (zchat_store_first_seq (store, "skew") == 0);
+    assert (zchat_store_last_seq (store, "skew") == 20);
+
+    //  Both rules together, then everything expires: numbering goes on.
+    //  Keep 10: aged loses 25..40, lobby (2..14) loses 2..4.
+    assert (zchat_store_retain (store, 10, 0, T0, 1000) == 16 + 3);
+    assert (zchat_store_first_seq (store, "aged") == 41);
+    assert (zchat_store_first_seq (store, "lobby") == 5);
+    calls = 0;
+    while ((count = zchat_store_retain (store, 5, 1, UINT64_MAX / 2, 4)) > 0)
+        assert (++calls < 100);
+    assert (count == 0);
+    const char *rooms [] = { "lobby", "ops", "big", "small", "aged" };
+    const uint64_t lasts [] = { 14, 6, 100, 5, 50 };
+    for (size_t i = 0; i < 5; i++) {
+        assert (zchat_store_first_seq (store, rooms [i]) == 0);
+        assert (zchat_store_last_seq (store, rooms [i]) == lasts [i]);
+        s_assert_history (store, rooms [i], 0, 0, 100, 0, 0);
+    }
+    //  Retries of deleted messages are new messages: the window is what
+    //  is retained.
+    assert (zchat_store_begin (store) == 0);
+    assert (zchat_store_append (store, "lobby", 15, T0 + 15000, "alice", 0, "x", 1, 103,
+                                NULL, NULL, NULL) == 0);
+    zchat_store_rollback (store);
+
+    zchat_store_destroy (&store);
+    store = zchat_store_new (dir, false, error, sizeof (error));
+    assert (store);
+    for (size_t i = 0; i < 5; i++)
+        assert (zchat_store_last_seq (store, rooms [i]) == lasts [i]);
+    s_fill (store, "big", 1, T0, 4000);
+    assert (zchat_store_first_seq (store, "big") == 101);
+    assert (zchat_store_last_seq (store, "big") == 101);
+    assert (zchat_store_topic_get (store, "quiet", topic, set_by, &topic_ts) == 0);
+    assert (streq (topic, "nobody here") && streq (set_by, "bob"));
+
+    //  Many rooms in one group: the touched-rooms table grows. What
+    //  their chunk buffers keep afterwards is bounded.
+    store->pending_keep = 20000;
+    assert (zchat_store_begin (store) == 0);
+    for (int i = 0; i < 300; i++) {
+        char room [16];
+        snprintf (room, sizeof (room), "r%d", i);
+        for (uint64_t seq = 1; seq <= 2; seq++)
+            assert (zchat_store_append (store, room, seq, T0, "filler", 0, "x", 1,
+                                        5000 + (uint64_t) i * 2 + seq, NULL, NULL, NULL) == 0);
+    }
+    assert (store->pending_bytes > 300 * 1024);
+    assert (zchat_store_commit (store) == 0);
+    assert (store->pending_bytes <= 20000 && store->pending_bytes > 0);
+    //  Count retention visits rooms round robin, a bounded number a call.
+    total = 0;
+    calls = 0;
+    while ((count = zchat_store_retain (store, 1, 0, T0, 50)) > 0) {
+        assert (count <= 50);
+        total += count;
+        assert (++calls < 100);
+    }
+    assert (total == 300 + 0);              //  r0..r299 lose seq 1; big keeps 101
+    assert (zchat_store_first_seq (store, "r299") == 2);
+    zchat_store_destroy (&store);
+
+    //  A fresh store for chunk boundaries, bounded retention, holes, the
+    //  idempotency window and damaged data.
+    char *dir2 = zsys_sprintf ("%s/second", base);
+    assert (dir2);
+    store = zchat_store_new (dir2, false, error, sizeof (error));
+    assert (store);
+
+    //  Bounded work: "many" has 40 chunks of 2 messages. Keeping 10 takes
+    //  35 chunks; each call deletes at most 7, the last call stops exactly.
+    for (int i = 0; i < 40; i++)
+        s_fill (store, "many", 2, T0 + 1000000000 + (uint64_t) i * 2, 20000 + (uint64_t) i * 2);
+    total = 0;
+    calls = 0;
+    while ((count = zchat_store_retain (store, 10, 0, T0, 7)) > 0) {
+        assert (count <= 14);
+        total += count;
+        assert (++calls < 100);
+    }
+    assert (total == 70 && calls == 5);
+    assert (zchat_store_first_seq (store, "many") == 71);
+    s_assert_history (store, "many", 1, 0, 100, 71, 80);
+    s_assert_history (store, "many", 0, 0, 100, 71, 80);
+
+
+    //  One group larger than a chunk: 40 texts of 4000 bytes are written
+    //  as several chunks, some during the group. The group's messages are
+    //  visible to history and to retries before the commit, in memory and
+    //  in the chunks already written.
+    char *long_text = (char *) malloc (4000);
+    assert (long_text);
+    assert (zchat_store_begin (store) == 0);
+    for (uint64_t seq = 1; seq <= 40; seq++) {
+        memset (long_text, 'a' + (int) (seq % 26), 4000);
+        assert (zchat_store_append (store, "long", seq, T0 + seq, "writer", 0,
+                                    long_text, 4000, 700 + seq, NULL, NULL, NULL) == 0);
+    }
+    assert (zchat_store_append (store, "long", 41, T0, "writer", 0, "x", 1, 701,
+                                orig_room, &orig_seq, &orig_ts) == 1);
+    assert (streq (orig_room, "long") && orig_seq == 1 && orig_ts == T0 + 1);
+    assert (zchat_store_append (store, "long", 41, T0, "writer", 0, "x", 1, 740,
+                                orig_room, &orig_seq, &orig_ts) == 1);
+    assert (orig_seq == 40 && orig_ts == T0 + 40);
+    s_long_t checked = { 0, 0 };
+    assert (zchat_store_history (store, "long", 0, 0, 5, s_check_long, &checked) == 5);
+    assert (checked.first == 36 && checked.last == 40);
+    assert (zchat_store_first_seq (store, "long") == 1);
+    assert (zchat_store_commit (store) == 0);
+    free (long_text);
+    checked.first = checked.last = 0;
+    assert (zchat_store_history (store, "long", 1, 0, 100, s_check_long, &checked) == 40);
+    assert (checked.first == 1 && checked.last == 40);
+    checked.first = checked.last = 0;
+    assert (zchat_store_history (store, "long", 0, 17, 10, s_check_long, &checked) == 10);
+    assert (checked.first == 8 && checked.last == 17);
+    sqlite3_stmt *query = NULL;
+    assert (sqlite3_prepare_v2 (store->db, "SELECT count(*) FROM chunks WHERE room = 'long'",
+                                -1, &query, NULL) == SQLITE_OK);
+    assert (sqlite3_step (query) == SQLITE_ROW);
+    assert (sqlite3_column_int (query, 0) >= 3);
+    sqlite3_finalize (query);
+
+    //  The same by age: "old" has 20 chunks of 3, all expired.
+    for (int i = 0; i < 20; i++)
+        s_fill (store, "old", 3, T0 + (uint64_t) i * 3, 21000 + (uint64_t) i * 3);
+    total = 0;
+    calls = 0;
+    while ((count = zchat_store_retain (store, 0, 1000, T0 + 1000000, 5)) > 0) {
+        total += count;
+        assert (++calls < 100);
+    }
+    //  long's ts T0+1..40 expire with it: 40 more in 3 chunks. 23 chunks
+    //  at most 5 a call take 5 calls.
+    assert (total == 60 + 40 && calls == 5);
+    assert (zchat_store_first_seq (store, "old") == 0);
+    assert (zchat_store_first_seq (store, "long") == 0);
+    assert (zchat_store_last_seq (store, "old") == 60);
+    assert (zchat_store_first_seq (store, "many") == 71);
+
+    //  Seqs with holes (the store allows them; the broker never makes
+    //  them): counting falls back to decoding.
+    assert (zchat_store_begin (store) == 0);
+    for (uint64_t seq = 1; seq <= 19; seq += 2)
+        assert (zchat_store_append (store, "holes", seq, T0 + 1000000000, "filler", 0,
+                                    "h", 1, 0, NULL, NULL, NULL) == 0);
+    assert (zchat_store_commit (store) == 0);
+    s_seen_t holes = { 0 };
+    assert (zchat_store_history (store, "holes", 0, 0, 3, s_collect, &holes) == 3);
+    assert (holes.seq [0] == 15 && holes.seq [2] == 19);
+    memset (&holes, 0, sizeof (holes));
+    assert (zchat_store_history (store, "holes", 0, 12, 2, s_collect, &holes) == 2);
+    assert (holes.seq [0] == 9 && holes.seq [1] == 11);
+    //  Keep the newest 10 seqs (10..19): five messages go, the floor is
+    //  in a hole, and the oldest message held is 11.
+    assert (zchat_store_retain (store, 10, 0, T0, 1000) == 5);
+    assert (zchat_store_first_seq (store, "holes") == 11);
+    memset (&holes, 0, sizeof (holes));
+    assert (zchat_store_history (store, "holes", 1, 0, 100, s_collect, &holes) == 5);
+    assert (holes.seq [0] == 11 && holes.seq [4] == 19);
+    memset (&holes, 0, sizeof (holes));
+    assert (zchat_store_history (store, "holes", 0, 0, 100, s_collect, &holes) == 5);
+    assert (holes.seq [0] == 11);
+
+    //  The idempotency window: with room for 4 ids, the oldest are
+    //  forgotten (a resend is stored again), the newest recognised.
+    store->keys_max = 4;
+    assert (zchat_store_begin (store) == 0);
+    for (uint64_t seq = 1; seq <= 6; seq++)
+        assert (zchat_store_append (store, "win", seq, T0, "w", 0, "w", 1, seq,
+                                    NULL, NULL, NULL) == 0);
+    assert (store->keys_head - store->keys_tail == 4);
+    assert (zchat_store_append (store, "win", 7, T0, "w", 0, "w", 1, 6,
+                                orig_room, &orig_seq, &orig_ts) == 1);
+    assert (orig_seq == 6);
+    assert (zchat_store_append (store, "win", 7, T0, "w", 0, "w", 1, 1,
+                                NULL, NULL, NULL) == 0);
+    assert (zchat_store_commit (store) == 0);
+    //  After a restart every retained chunk is read again: all of them.
+    zchat_store_destroy (&store);
+    store = zchat_store_new (dir2, false, error, sizeof (error));
+    assert (store);
+    assert (zchat_store_begin (store) == 0);
+    assert (zchat_store_append (store, "win", 8, T0, "w", 0, "w", 1, 2,
+                                orig_room, &orig_seq, &orig_ts) == 1);
+    assert (orig_seq == 2);
+    assert (zchat_store_append (store, "win", 8, T0, "w", 0, "w", 1, 1,
+                                orig_room, &orig_seq, &orig_ts) == 1);
+    assert (orig_seq == 7);
+    //  Ids of messages retention removed are free again.
+    assert (zchat_store_append (store, "old", 61, T0, "filler", 0, "x", 1, 21000,
+                                NULL, NULL, NULL) == 0);
+    zchat_store_rollback (store);
+
+    //  A damaged chunk is an error, never a crash; start-up skips it.
+    assert (sqlite3_exec (store->db, "UPDATE chunks SET data = x'0000000100000002ff01'"
+                          " WHERE room = 'holes'", NULL, NULL, NULL) == SQLITE_OK);
+    memset (&holes, 0, sizeof (holes));
+    assert (zchat_store_history (store, "holes", 1, 0, 100, s_collect, &holes) == -1);
+    assert (sqlite3_exec (store->db, "UPDATE chunks SET data = x'01' WHERE room = 'many'",
+                          NULL, NULL, NULL) == SQLITE_OK);
+    assert (zchat_store_history (store, "many", 75, 0, 100, s_collect, &holes) == -1);
+    zchat_store_destroy (&store);
+    store = zchat_store_new (dir2, false, error, sizeof (error));
+    assert (store);
+    zchat_store_destroy (&store);
+    zstr_free (&dir2);
+
+    //  kill -9 right after commit: what commit returned 0 for is there
+    //  (synchronous=NORMAL), the uncommitted group is not, and the dead
+    //  process's flock is gone so the directory opens again.
+    fflush (NULL);
+    child = fork ();
+    assert (child >= 0);
+    if (child == 0) {
+        zchat_store_t *doomed = zchat_store_new (dir, false, error, sizeof (error));
+        if (!doomed)
+            _exit (1);
+        s_fill (doomed, "crash", 10, T0, 9000);
+        if (zchat_store_begin (doomed) == 0)
+            zchat_store_append (doomed, "crash", 11, T0, "filler", 0, "x", 1, 9999,
+                                NULL, NULL, NULL);
+        raise (SIGKILL);
+        _exit (1);
+    }
+    assert (waitpid (child, &status, 0) == child);
+    assert (WIFSIGNALED (status) && WTERMSIG (status) == SIGKILL);
+    store = zchat_store_new (dir, false, error, sizeof (error));
+    assert (store);
+    assert (zchat_store_last_seq (store, "crash") == 10);
+    s_assert_history (store, "crash", 1, 0, 100, 1, 10);
+    zchat_store_destroy (&store);
+
+    //  A version 1 database (one row per message) is refused, clearly.
+    char *dir3 = zsys_sprintf ("%s/version1", base);
+    assert (dir3 && mkdir (dir3, 0700) == 0);
+    char *path3 = zsys_sprintf ("%s/%s", dir3, STORE_DB_NAME);
+    sqlite3 *old_db = NULL;
+    assert (sqlite3_open (path3, &old_db) == SQLITE_OK);
+    assert (sqlite3_exec (old_db, "CREATE TABLE messages (id INTEGER PRIMARY KEY);"
+                          " PRAGMA user_version = 1;", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close (old_db);
+    assert (zchat_store_new (dir3, false, error, sizeof (error)) == NULL);
+    assert (strstr (error, "schema version 1") && strstr (error, path3));
+    zstr_free (&path3);
+    zstr_free (&dir3);
+
+    //  Clean everything up.
+    assert (nftw (base, s_remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0);
+    assert (stat (base, &st) == -1 && errno == ENOENT);
+    zstr_free (&dir);
+
+    if (verbose)
+        printf ("OK\n");
+}

@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DURABLE_OFF_ARGS    "--durability off"
+#define DURABLE_OFF_ARGS    "--durable off"
 
 typedef struct {
     bench_params_t params;

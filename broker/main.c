@@ -39,6 +39,11 @@ static const char *s_usage =
 "                           ~/.local/share/zchat); one broker per directory\n"
 "  --fsync                  commit with synchronous=FULL: acknowledged messages\n"
 "                           survive power loss, not only a broker crash (default off)\n"
+"  --durable on|off         on (default): a room message is acknowledged and\n"
+"                           published only once committed; off: at once, still\n"
+"                           numbered and stored by the next commit (a few ms\n"
+"                           later), so a broker crash can lose acknowledged\n"
+"                           messages\n"
 "  --retain-messages N      keep at most N messages per room (default unlimited)\n"
 "  --retain-days D          drop messages older than D days, decimals allowed\n"
 "                           (default unlimited)\n"
@@ -66,7 +71,7 @@ static const char *s_usage =
 "Exit 1 if it cannot start, 2 on a usage error.\n";
 
 enum {
-    OPT_ROUTER = 256, OPT_PUB, OPT_TIMEOUT, OPT_DATA, OPT_FSYNC,
+    OPT_ROUTER = 256, OPT_PUB, OPT_TIMEOUT, OPT_DATA, OPT_FSYNC, OPT_DURABLE,
     OPT_RETAIN_MESSAGES, OPT_RETAIN_DAYS, OPT_PUB_HWM, OPT_MAX_TEXT,
     OPT_MAX_ROOMS, OPT_MAX_SESSIONS, OPT_HISTORY_PAGE, OPT_RATE_LIMIT,
     OPT_CERT, OPT_ALLOW, OPT_ALLOW_ANY
@@ -78,6 +83,7 @@ static const struct option s_options [] = {
     { "session-timeout",    required_argument, NULL, OPT_TIMEOUT },
     { "data",               required_argument, NULL, OPT_DATA },
     { "fsync",              no_argument,       NULL, OPT_FSYNC },
+    { "durable",            required_argument, NULL, OPT_DURABLE },
     { "retain-messages",    required_argument, NULL, OPT_RETAIN_MESSAGES },
     { "retain-days",        required_argument, NULL, OPT_RETAIN_DAYS },
     { "pub-hwm",            required_argument, NULL, OPT_PUB_HWM },
@@ -269,6 +275,14 @@ main (int argc, char **argv)
                 break;
             case OPT_FSYNC:
                 config.fsync = true;
+                break;
+            case OPT_DURABLE:
+                if (streq (arg, "on") || streq (arg, "off"))
+                    config.durable = streq (arg, "on");
+                else {
+                    exit_code = s_usage_error ("--durable: '%s' is not on or off", arg);
+                    goto done;
+                }
                 break;
             case OPT_RETAIN_MESSAGES:
                 if (s_parse_count (arg, 1, MAX_COUNT, &count) != 0) {

@@ -131,6 +131,7 @@ zchat_broker_config_defaults (zchat_broker_config_t *config)
     config->max_text = ZCHAT_BROKER_MAX_TEXT;
     config->history_page = ZCHAT_BROKER_HISTORY_PAGE;
     config->pub_hwm = ZCHAT_BROKER_PUB_HWM;
+    config->durable = true;
 }
 
 //  ---------------------------------------------------------------------
@@ -555,6 +556,7 @@ zchat_broker_new (const zchat_broker_config_t *config,
         .retain_messages = config->retain_messages,
         .retain_ms = config->retain_ms,
         .curve = self->curve,
+        .ack_before_commit = !config->durable,
     };
     zchat_server_output_t output = { self, s_reply, s_publish };
     self->server = zchat_server_new (&server_config, self->store, output);

@@ -37,6 +37,8 @@ typedef struct {
     const char *pub_endpoint;
     const char *data_dir;           //  the store's directory
     bool     fsync;                 //  synchronous=FULL
+    bool     durable;               //  ACK a SAY only once committed (default);
+                                    //  false: ACK and publish at once
     bool     verbose;               //  debug logging
     uint32_t timeout_ms;            //  session timeout; heartbeat is 1/3
     uint64_t retain_messages;       //  per room, 0 = unlimited

@@ -1011,6 +1011,104 @@ s_test_random (void)
 //  ---------------------------------------------------------------------
 //  Self test
 
+//  Durability off (ack_before_commit): every SAY is answered and published
+//  at once, before any flush; it is still numbered, stored at the flush,
+//  recognised when resent, and served by history; a restart keeps it.
+static void
+s_test_durability_off (void)
+{
+    zchat_server_config_t config = zchat_testbed_config ();
+    config.ack_before_commit = true;
+    zchat_testbed_t *bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_greet (bed, "B", "bob", NULL);
+    s_join (bed, "A", "lobby", 2);
+    s_join (bed, "B", "lobby", 2);
+    zchat_testbed_clear (bed);
+
+    //  ACK and MESSAGE without a flush
+    SEND (bed, "A", zchat_encode_say (&s_buf, 10, "lobby", ZCHAT_KIND_TEXT, "one", 3));
+    const zchat_msg_t *msg = s_reply (bed, "A", ZCHAT_ACK, 10);
+    assert (msg->seq == 1);
+    msg = s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+    assert (msg->seq == 1 && streq (msg->nick, "alice"));
+    SEND (bed, "B", zchat_encode_say (&s_buf, 11, "lobby", ZCHAT_KIND_ACTION, "two", 3));
+    msg = s_reply (bed, "B", ZCHAT_ACK, 11);
+    assert (msg->seq == 2);
+    s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+    //  A resend inside the same (uncommitted) group: the original ACK,
+    //  nothing published, no seq used
+    SEND (bed, "A", zchat_encode_say (&s_buf, 10, "lobby", ZCHAT_KIND_TEXT, "one", 3));
+    msg = s_reply (bed, "A", ZCHAT_ACK, 10);
+    assert (msg->seq == 1);
+    assert (zchat_testbed_publications (bed, "lobby:") == 0);
+    //  Newest seq is what was published, for PING and a joiner alike
+    SEND (bed, "A", zchat_encode_ping (&s_buf, 12));
+    msg = s_reply (bed, "A", ZCHAT_PONG, 12);
+    assert (msg->item_count == 1);
+    size_t cursor = 0;
+    zchat_item_t item;
+    assert (zchat_msg_next_item (msg, &cursor, &item) && item.seq == 2);
+    SEND (bed, "B", zchat_encode_join (&s_buf, 13, "lobby"));
+    msg = s_reply (bed, "B", ZCHAT_JOINED, 13);
+    assert (msg->seq == 2 && msg->first_seq == 1);
+    //  The flush commits both; nothing more is emitted
+    zchat_testbed_clear (bed);
+    assert (zchat_testbed_flush (bed) == 2);
+    assert (zchat_testbed_pending (bed) == 0);
+    assert (zchat_store_last_seq (zchat_testbed_store (bed), "lobby") == 2);
+
+    //  History commits what is open first, then serves it
+    SEND (bed, "B", zchat_encode_say (&s_buf, 14, "lobby", ZCHAT_KIND_TEXT, "three", 5));
+    s_reply (bed, "B", ZCHAT_ACK, 14);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 15, "lobby", 0, 0, 10));
+    msg = s_reply (bed, "A", ZCHAT_PAGE, 15);
+    assert (msg->first_seq == 1 && msg->seq == 3 && msg->item_count == 3);
+    cursor = 0;
+    assert (zchat_msg_next_item (msg, &cursor, &item) && item.seq == 1);
+    assert (zchat_msg_next_item (msg, &cursor, &item) && item.seq == 2);
+    assert (item.kind == ZCHAT_KIND_ACTION && streq (item.nick, "bob"));
+    assert (zchat_msg_next_item (msg, &cursor, &item) && item.seq == 3);
+
+    //  A resend of a committed message, and after a restart
+    zchat_testbed_clear (bed);
+    SEND (bed, "B", zchat_encode_say (&s_buf, 11, "lobby", ZCHAT_KIND_ACTION, "two", 3));
+    msg = s_reply (bed, "B", ZCHAT_ACK, 11);
+    assert (msg->seq == 2);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 16, "lobby", ZCHAT_KIND_TEXT, "four", 4));
+    s_reply (bed, "A", ZCHAT_ACK, 16);
+    assert (zchat_testbed_restart (bed) == 0);      //  destroy flushes
+    assert (zchat_store_last_seq (zchat_testbed_store (bed), "lobby") == 4);
+    s_greet (bed, "A", "alice", NULL);
+    s_join (bed, "A", "lobby", 17);
+    assert (s_msg.seq == 4);
+    zchat_testbed_clear (bed);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 16, "lobby", ZCHAT_KIND_TEXT, "four", 4));
+    msg = s_reply (bed, "A", ZCHAT_ACK, 16);
+    assert (msg->seq == 4);
+
+    //  A failed commit loses what was acknowledged, and numbering goes on
+    //  past it: no published seq is ever given to another message
+    zchat_server_t *server = zchat_testbed_server (bed);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 18, "lobby", ZCHAT_KIND_TEXT, "lost", 4));
+    msg = s_reply (bed, "A", ZCHAT_ACK, 18);
+    assert (msg->seq == 5);
+    server->fail_commit = true;
+    assert (zchat_testbed_flush (bed) == -1);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 19, "lobby", ZCHAT_KIND_TEXT, "next", 4));
+    msg = s_reply (bed, "A", ZCHAT_ACK, 19);
+    assert (msg->seq == 6);
+    assert (zchat_testbed_flush (bed) == 1);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 20, "lobby", 4, 0, 10));
+    msg = s_reply (bed, "A", ZCHAT_PAGE, 20);
+    assert (msg->seq == 6 && msg->item_count == 2);
+    cursor = 0;
+    assert (zchat_msg_next_item (msg, &cursor, &item) && item.seq == 4);
+    assert (zchat_msg_next_item (msg, &cursor, &item) && item.seq == 6);
+    zchat_testbed_destroy (&bed);
+}
+
 void
 zchat_server_test (bool verbose)
 {
@@ -1027,6 +1125,7 @@ zchat_server_test (bool verbose)
     bool was_verbose = zchat_log_verbose ();
     zchat_log_set_verbose (verbose);
     s_test_sessions ();
+    s_test_durability_off ();
     s_test_rooms ();
     s_test_messages ();
     s_test_history ();

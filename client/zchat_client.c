@@ -189,6 +189,19 @@ static void s_housekeep (zchat_client_t *self, int64_t now);
 static int  s_drain (zchat_client_t *self);
 static void s_monitor_stop (zchat_client_t *self);
 
+//  --------------------------------------------------------------------------
+//  Copy the string src into dest of dest_size bytes (> 0), cut to fit and
+//  always terminated: what snprintf "%s" does, without parsing a format on
+//  paths that run for every message.
+
+static inline void
+s_copy (char *dest, size_t dest_size, const char *src)
+{
+    size_t len = strnlen (src, dest_size - 1);
+    memcpy (dest, src, len);
+    dest [len] = 0;
+}
+
 
 //  ==========================================================================
 //  Events
@@ -206,23 +219,30 @@ s_event_new (zchat_event_type_t type)
 }
 
 //  --------------------------------------------------------------------------
-//  Give the event a NUL-terminated copy of text. Returns 0 or -1.
+//  A new, zeroed event of type with a NUL-terminated copy of text. The text
+//  lives in the same allocation, right behind the event: one malloc and one
+//  free per message instead of two. Returns NULL only if out of memory.
 
-static int
-s_event_set_text (zchat_event_t *event, const char *text, size_t text_size)
+static zchat_event_t *
+s_event_new_text (zchat_event_type_t type, const char *text, size_t text_size)
 {
-    event->text = (char *) malloc (text_size + 1);
-    if (!event->text)
-        return -1;
+    zchat_event_t *event = (zchat_event_t *) malloc (sizeof (zchat_event_t) + text_size + 1);
+    if (!event)
+        return NULL;
+    memset (event, 0, sizeof (zchat_event_t));
+    event->type = type;
+    event->text = (char *) (event + 1);
     if (text_size)
         memcpy (event->text, text, text_size);
     event->text [text_size] = 0;
     event->text_size = text_size;
-    return 0;
+    return event;
 }
 
 //  --------------------------------------------------------------------------
-//  Free an event and all it owns; nulls *self_p.
+//  Free an event and all it owns; nulls *self_p. A text that is not the
+//  one inside the event's own allocation (a caller may have put its own
+//  there) is freed on its own, as before.
 
 void
 zchat_event_destroy (zchat_event_t **self_p)
@@ -230,7 +250,8 @@ zchat_event_destroy (zchat_event_t **self_p)
     assert (self_p);
     zchat_event_t *self = *self_p;
     if (self) {
-        free (self->text);
+        if (self->text != (char *) (self + 1))
+            free (self->text);
         free (self->items);
         free (self);
         *self_p = NULL;
@@ -357,10 +378,10 @@ s_emit_error (zchat_client_t *self, uint64_t id, int code, uint32_t retry_ms,
     event->code = code;
     event->retry_ms = retry_ms;
     if (room)
-        snprintf (event->room, sizeof (event->room), "%s", room);
+        s_copy (event->room, sizeof (event->room), room);
     if (nick)
-        snprintf (event->nick, sizeof (event->nick), "%s", nick);
-    snprintf (event->reason, sizeof (event->reason), "%s", reason);
+        s_copy (event->nick, sizeof (event->nick), nick);
+    s_copy (event->reason, sizeof (event->reason), reason);
     s_emit (self, event);
 }
 
@@ -525,7 +546,7 @@ s_request_new (s_req_kind_t kind, bool user, const char *room)
         req->kind = kind;
         req->user = user;
         if (room)
-            snprintf (req->room, sizeof (req->room), "%s", room);
+            s_copy (req->room, sizeof (req->room), room);
     }
     return req;
 }
@@ -655,7 +676,7 @@ s_room_gap (void *arg, uint64_t from_seq, uint64_t to_seq)
     zchat_event_t *event = s_event_new (ZCHAT_EV_GAP);
     if (!event)
         return;
-    snprintf (event->room, sizeof (event->room), "%s", room->name);
+    s_copy (event->room, sizeof (event->room), room->name);
     event->from_seq = from_seq;
     event->to_seq = to_seq;
     s_emit (room->client, event);
@@ -680,7 +701,7 @@ s_room_new (zchat_client_t *self, const char *name)
     if (!room)
         return NULL;
     room->client = self;
-    snprintf (room->name, sizeof (room->name), "%s", name);
+    s_copy (room->name, sizeof (room->name), name);
     room->topic_frame_size = zchat_topic_frame (name, room->topic_frame);
     zchat_sequencer_output_t output = { room, s_room_deliver, s_room_gap, s_room_drop };
     room->sequencer = zchat_sequencer_new (S_BUFFER_LIMIT, output);
@@ -745,8 +766,8 @@ s_room_live (zchat_client_t *self, s_room_t *room, bool report, int64_t now)
         zchat_event_t *event = report? s_event_new (ZCHAT_EV_JOINED): NULL;
         if (event) {
             event->id = room->join_id;
-            snprintf (event->room, sizeof (event->room), "%s", room->name);
-            snprintf (event->topic, sizeof (event->topic), "%s", room->topic);
+            s_copy (event->room, sizeof (event->room), room->name);
+            s_copy (event->topic, sizeof (event->topic), room->topic);
             event->seq = room->join_seq;
             s_emit (self, event);
         }
@@ -906,9 +927,9 @@ static void
 s_on_welcome (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
 {
     bool renewed = self->welcomed;
-    snprintf (self->token, sizeof (self->token), "%s", msg->token);
+    s_copy (self->token, sizeof (self->token), msg->token);
     if (zchat_nick_valid (msg->nick))
-        snprintf (self->nick, sizeof (self->nick), "%s", msg->nick);
+        s_copy (self->nick, sizeof (self->nick), msg->nick);
     self->heartbeat_ms = msg->heartbeat_ms? msg->heartbeat_ms: S_DEFAULT_HEARTBEAT_MS;
     self->session_ms = msg->timeout_ms? msg->timeout_ms: S_DEFAULT_SESSION_MS;
     self->max_text = msg->max_text && msg->max_text <= ZCHAT_MAX_TEXT?
@@ -999,17 +1020,16 @@ static zchat_event_t *
 s_message_event (const char *room, uint64_t seq, uint64_t ts, const char *nick,
                  uint8_t kind, const char *text, size_t text_size)
 {
-    zchat_event_t *event = s_event_new (zchat_nick_valid (nick)?
-                                        ZCHAT_EV_MESSAGE: S_EV_DROPPED);
+    zchat_event_t *event = s_event_new_text (zchat_nick_valid (nick)?
+                                             ZCHAT_EV_MESSAGE: S_EV_DROPPED,
+                                             text, text_size);
     if (!event)
         return NULL;
-    snprintf (event->room, sizeof (event->room), "%s", room);
-    snprintf (event->nick, sizeof (event->nick), "%s", nick);
+    s_copy (event->room, sizeof (event->room), room);
+    s_copy (event->nick, sizeof (event->nick), nick);
     event->seq = seq;
     event->ts = ts;
     event->action = kind == ZCHAT_KIND_ACTION;
-    if (s_event_set_text (event, text, text_size))
-        zchat_event_destroy (&event);
     return event;
 }
 
@@ -1051,7 +1071,7 @@ s_on_history_page (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, in
         zchat_event_t *event = s_event_new (ZCHAT_EV_GAP);
         if (event) {
             event->id = req->user_id;
-            snprintf (event->room, sizeof (event->room), "%s", req->room);
+            s_copy (event->room, sizeof (event->room), req->room);
             event->from_seq = req->from_seq;
             event->to_seq = msg->first_seq - 1;
             if (req->to_seq && event->to_seq > req->to_seq)
@@ -1094,7 +1114,7 @@ s_on_history_page (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, in
     zchat_event_t *event = s_event_new (ZCHAT_EV_HISTORY);
     if (event) {
         event->id = req->user_id;
-        snprintf (event->room, sizeof (event->room), "%s", req->room);
+        s_copy (event->room, sizeof (event->room), req->room);
         event->seq = req->last_seq;
         s_emit (self, event);
     }
@@ -1114,7 +1134,7 @@ s_on_joined (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int64_t 
     if (!room)
         return;                 //  left meanwhile
     room->members = msg->members;
-    snprintf (room->topic, sizeof (room->topic), "%s", msg->topic);
+    s_copy (room->topic, sizeof (room->topic), msg->topic);
     if (!zchat_sequencer_started (room->sequencer)) {
         uint64_t replay = (uint64_t) self->history_n;
         if (replay > msg->seq)
@@ -1132,8 +1152,8 @@ s_on_joined (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int64_t 
             zchat_event_t *event = s_event_new (ZCHAT_EV_JOINED);
             if (event) {
                 event->id = user_id;
-                snprintf (event->room, sizeof (event->room), "%s", room->name);
-                snprintf (event->topic, sizeof (event->topic), "%s", room->topic);
+                s_copy (event->room, sizeof (event->room), room->name);
+                s_copy (event->topic, sizeof (event->topic), room->topic);
                 event->seq = msg->seq;
                 s_emit (self, event);
             }
@@ -1237,11 +1257,11 @@ s_on_ok (zchat_client_t *self, const zchat_msg_t *msg)
     if (event) {
         event->id = req? req->user_id: msg->id;
         if (req && req->kind == RQ_LEAVE)
-            snprintf (event->room, sizeof (event->room), "%s", req->room);
+            s_copy (event->room, sizeof (event->room), req->room);
         if (req && req->kind == RQ_NICK) {
-            snprintf (event->nick, sizeof (event->nick), "%s", self->nick);
-            snprintf (event->new_nick, sizeof (event->new_nick), "%.*s", ZCHAT_MAX_NICK, req->arg);
-            snprintf (self->nick, sizeof (self->nick), "%.*s", ZCHAT_MAX_NICK, req->arg);
+            s_copy (event->nick, sizeof (event->nick), self->nick);
+            s_copy (event->new_nick, sizeof (event->new_nick), req->arg);
+            s_copy (self->nick, sizeof (self->nick), req->arg);
         }
         s_emit (self, event);
     }
@@ -1263,8 +1283,8 @@ s_on_list (zchat_client_t *self, const zchat_msg_t *msg)
     }
     event->id = req? req->user_id: msg->id;
     //  Names we did not send ourselves are checked: callers print them
-    snprintf (event->room, sizeof (event->room), "%s",
-              req? req->room: zchat_room_valid (msg->room)? msg->room: "");
+    s_copy (event->room, sizeof (event->room),
+            req? req->room: zchat_room_valid (msg->room)? msg->room: "");
     free (req);
     if (msg->item_count) {
         event->items = (zchat_list_item_t *) calloc (msg->item_count,
@@ -1282,9 +1302,9 @@ s_on_list (zchat_client_t *self, const zchat_msg_t *msg)
                                       : !zchat_room_valid (item.room))
             continue;           //  a name no broker of ours sends
         zchat_list_item_t *entry = &event->items [event->item_count++];
-        snprintf (entry->room, sizeof (entry->room), "%s", item.room);
-        snprintf (entry->nick, sizeof (entry->nick), "%s", item.nick);
-        snprintf (entry->topic, sizeof (entry->topic), "%s", item.topic);
+        s_copy (entry->room, sizeof (entry->room), item.room);
+        s_copy (entry->nick, sizeof (entry->nick), item.nick);
+        s_copy (entry->topic, sizeof (entry->topic), item.topic);
         entry->members = item.members;
         entry->seq = item.seq;
     }
@@ -1339,11 +1359,11 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
                 event->id = msg.id;
                 //  The room is the one we sent to ("" for a DM); a broker
                 //  that names another, unprintable one is not believed
-                snprintf (event->room, sizeof (event->room), "%s",
-                          !*msg.room || zchat_room_valid (msg.room)? msg.room:
-                          send->type == ZCHAT_SAY? send->target: "");
+                s_copy (event->room, sizeof (event->room),
+                        !*msg.room || zchat_room_valid (msg.room)? msg.room:
+                        send->type == ZCHAT_SAY? send->target: "");
                 if (send->type == ZCHAT_DM)
-                    snprintf (event->nick, sizeof (event->nick), "%s", send->target);
+                    s_copy (event->nick, sizeof (event->nick), send->target);
                 event->seq = msg.seq;
                 event->ts = msg.ts;
                 s_emit (self, event);
@@ -1354,14 +1374,12 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
         case ZCHAT_DELIVER: {
             if (!zchat_nick_valid (msg.nick))
                 break;          //  no sender we could name safely
-            zchat_event_t *event = s_event_new (ZCHAT_EV_DM);
+            zchat_event_t *event = s_event_new_text (ZCHAT_EV_DM, msg.text, msg.text_size);
             if (!event)
                 break;
-            snprintf (event->nick, sizeof (event->nick), "%s", msg.nick);
+            s_copy (event->nick, sizeof (event->nick), msg.nick);
             event->ts = msg.ts;
             event->action = msg.kind == ZCHAT_KIND_ACTION;
-            if (s_event_set_text (event, msg.text, msg.text_size))
-                zchat_event_destroy (&event);
             s_emit (self, event);
             break;
         }
@@ -1391,10 +1409,10 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
                                    s_event_new (ZCHAT_EV_TOPIC): NULL;
             if (event) {
                 event->id = req? req->user_id: msg.id;
-                snprintf (event->room, sizeof (event->room), "%s", room);
-                snprintf (event->topic, sizeof (event->topic), "%s", msg.topic);
+                s_copy (event->room, sizeof (event->room), room);
+                s_copy (event->topic, sizeof (event->topic), msg.topic);
                 if (zchat_nick_valid (msg.nick))
-                    snprintf (event->nick, sizeof (event->nick), "%s", msg.nick);
+                    s_copy (event->nick, sizeof (event->nick), msg.nick);
                 event->ts = msg.ts;
                 s_emit (self, event);
             }
@@ -1459,15 +1477,15 @@ s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
         zchat_event_t *event = s_event_new (types [msg.event]);
         if (!event)
             return;
-        snprintf (event->room, sizeof (event->room), "%s", msg.room);
-        snprintf (event->nick, sizeof (event->nick), "%s", msg.nick);
+        s_copy (event->room, sizeof (event->room), msg.room);
+        s_copy (event->nick, sizeof (event->nick), msg.nick);
         event->ts = msg.ts;
         if (msg.event == ZCHAT_EVENT_NICK)
-            snprintf (event->new_nick, sizeof (event->new_nick), "%.*s", ZCHAT_MAX_NICK, msg.topic);
+            s_copy (event->new_nick, sizeof (event->new_nick), msg.topic);
         else
         if (msg.event == ZCHAT_EVENT_TOPIC) {
-            snprintf (event->topic, sizeof (event->topic), "%s", msg.topic);
-            snprintf (room->topic, sizeof (room->topic), "%s", msg.topic);
+            s_copy (event->topic, sizeof (event->topic), msg.topic);
+            s_copy (room->topic, sizeof (room->topic), msg.topic);
         }
         if (room->confirmed)
             s_emit (self, event);
@@ -1744,7 +1762,7 @@ zchat_client_new (const char *server, const char *nick)
     if (!self)
         return NULL;
     self->server = strdup (server);
-    snprintf (self->nick, sizeof (self->nick), "%s", nick);
+    s_copy (self->nick, sizeof (self->nick), nick);
     self->timeout_ms = S_DEFAULT_TIMEOUT_MS;
     self->heartbeat_ms = S_DEFAULT_HEARTBEAT_MS;
     self->session_ms = S_DEFAULT_SESSION_MS;
@@ -1909,14 +1927,14 @@ zchat_client_set_curve (zchat_client_t *self, const char *cert_path,
     if (zsys_file_exists (server_key)) {
         zcert_t *server = zcert_load (server_key);
         if (server)
-            snprintf (key, sizeof (key), "%s", zcert_public_txt (server));
+            s_copy (key, sizeof (key), zcert_public_txt (server));
         zcert_destroy (&server);
     }
     else
     if (strlen (server_key) == 40) {
         uint8_t decoded [32];
         if (zmq_z85_decode (decoded, server_key))
-            snprintf (key, sizeof (key), "%s", server_key);
+            s_copy (key, sizeof (key), server_key);
     }
     if (!*key) {
         s_set_error (self, "the server key %s is neither a certificate file "
@@ -2210,7 +2228,7 @@ zchat_client_set_nick (zchat_client_t *self, const char *nick)
         s_set_error (self, "out of memory");
         return 0;
     }
-    snprintf (req->arg, sizeof (req->arg), "%s", nick);
+    s_copy (req->arg, sizeof (req->arg), nick);
     return s_request (self, req, s_now ());
 }
 
@@ -2260,7 +2278,7 @@ zchat_client_topic (zchat_client_t *self, const char *room, const char *topic)
     }
     if (topic) {
         req->set = true;
-        snprintf (req->arg, sizeof (req->arg), "%s", topic);
+        s_copy (req->arg, sizeof (req->arg), topic);
     }
     return s_request (self, req, s_now ());
 }
@@ -2634,14 +2652,23 @@ zchat_client_test (bool verbose)
     assert (streq (zchat_event_type_name (ZCHAT_EV_DISCONNECTED), "disconnected"));
 
     //  Events free what they own
-    zchat_event_t *event = s_event_new (ZCHAT_EV_MEMBERS);
+    zchat_event_t *event = s_event_new_text (ZCHAT_EV_MEMBERS, "hi", 2);
     assert (event);
-    assert (s_event_set_text (event, "hi", 2) == 0);
     assert (streq (event->text, "hi") && event->text_size == 2);
+    assert (event->id == 0 && event->seq == 0 && *event->room == 0 && !event->items);
     event->items = (zchat_list_item_t *) calloc (3, sizeof (zchat_list_item_t));
     event->item_count = 3;
     zchat_event_destroy (&event);
     assert (event == NULL);
+    zchat_event_destroy (&event);
+    //  A text the caller put in place of ours is its own allocation
+    event = s_event_new_text (ZCHAT_EV_DM, "", 0);
+    assert (event && event->text && *event->text == 0 && event->text_size == 0);
+    event->text = strdup ("replaced");
+    zchat_event_destroy (&event);
+    event = s_event_new (ZCHAT_EV_OK);
+    assert (event && event->text == NULL);
+    event->text = strdup ("set");
     zchat_event_destroy (&event);
 
     //  A stand-in that accepts connections and never answers

@@ -78,16 +78,20 @@ s_welcome (zchat_server_t *self, zchat_request_t *req, zchat_session_t *session,
 //  ---------------------------------------------------------------------
 //  HELLO: start a session, or take one over with its token.
 //
-//  Order matters: what can be refused without touching anything is checked
-//  first (version, nick syntax, key ownership), then a session this peer
-//  already has ends (a re-greeting abandons it, as PROTOCOL.md §6.1 says),
-//  and only then is the nick looked up, so a client re-greeting with its
-//  own nick finds it free.
+//  Order matters. Everything that can refuse the greeting is checked
+//  first, without touching anything (version, nick syntax, key ownership,
+//  the nick's holder and token, limits, a token to issue): a refused HELLO
+//  leaves a session this peer already has as it was (PROTOCOL.md §6.1).
+//  Only then does that session end (a re-greeting abandons it) and the
+//  new one start or the held one move here. A peer re-greeting with its
+//  own session's nick is not refused for it: that nick is freed as its
+//  session ends, and the limits count the session it gives up.
 
 void
 zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
 {
     const zchat_msg_t *msg = req->msg;
+    const zchat_server_config_t *c = &self->config;
     if (msg->version != ZCHAT_VERSION) {
         zchat_server_error (self, req, ZCHAT_ERR_VERSION, 0, "supported versions: 1");
         return;
@@ -101,34 +105,50 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
     bool claim;
     if (s_check_owner (self, req, msg->nick, &claim))
         return;
+
+    zchat_session_t *leaving = req->session;
+    zchat_session_t *holder = zchat_sessions_by_nick (self->sessions, msg->nick);
+    if (holder == leaving)
+        holder = NULL;
+    if (holder && (msg->token [0] == 0 || !zchat_secret_equal (holder->token, msg->token))) {
+        zchat_server_error (self, req, ZCHAT_ERR_NICK_IN_USE, 0,
+                            "nick %s is in use", msg->nick);
+        return;
+    }
+    //  Sessions from this address once the leaving one is gone; a takeover
+    //  within one address changes nothing there.
+    size_t at_address = zchat_sessions_at_address (self->sessions, req->address);
+    if (leaving && leaving->address && req->address
+    &&  streq (leaving->address, req->address))
+        at_address--;
+    bool same_address = holder && holder->address && req->address
+                     && streq (holder->address, req->address);
+    if (c->max_sessions_per_address && req->address && !same_address
+    &&  at_address >= c->max_sessions_per_address) {
+        zchat_server_error (self, req, ZCHAT_ERR_LIMIT, 0,
+                            "too many sessions from your address (limit %u)",
+                            c->max_sessions_per_address);
+        return;
+    }
+    char token [ZCHAT_TOKEN_SIZE + 1];
+    if (!holder && s_new_token (token)) {
+        zsys_error ("zchat: no random bytes for a session token");
+        zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0,
+                            "could not make a session token");
+        return;
+    }
     //  Staged messages go out before anything below ends or moves a
     //  session, and before a claim writes to the store outside the group.
     zchat_server_settle (self);
-
-    if (req->session)
-        zchat_server_end_session (self, &req->session, "greeted again", req->now_ms);
-
-    zchat_session_t *holder = zchat_sessions_by_nick (self->sessions, msg->nick);
-    uint32_t per_address = self->config.max_sessions_per_address;
+    if (claim && s_claim (self, req, msg->nick))
+        return;
+    if (leaving) {
+        zchat_server_end_session (self, &leaving, "greeted again", req->now_ms);
+        req->session = NULL;
+    }
     if (holder) {
-        if (msg->token [0] == 0 || !zchat_secret_equal (holder->token, msg->token)) {
-            zchat_server_error (self, req, ZCHAT_ERR_NICK_IN_USE, 0,
-                                "nick %s is in use", msg->nick);
-            return;
-        }
         //  Takeover: the session moves here with its rooms and token. Its
-        //  old peer is forgotten; the new address must have room for it.
-        bool same_address = holder->address && req->address
-                         && streq (holder->address, req->address);
-        if (per_address && req->address && !same_address
-        &&  zchat_sessions_at_address (self->sessions, req->address) >= per_address) {
-            zchat_server_error (self, req, ZCHAT_ERR_LIMIT, 0,
-                                "too many sessions from your address (limit %u)",
-                                per_address);
-            return;
-        }
-        if (claim && s_claim (self, req, msg->nick))
-            return;
+        //  old peer is forgotten.
         if (zchat_sessions_move (self->sessions, holder, req->peer, req->peer_size,
                                  req->address)) {
             zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0, "out of memory");
@@ -137,27 +157,12 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
         zchat_sessions_touch (self->sessions, holder, req->now_ms);
         if (req->user_id)
             snprintf (holder->key, sizeof (holder->key), "%s", req->user_id);
+        req->session = holder;
         zchat_server_log (self, req->now_ms, "zchat: session %s resumed from %s",
                           holder->nick, req->address ? req->address : "a new peer");
         s_welcome (self, req, holder, true);
         return;
     }
-    if (per_address && req->address
-    &&  zchat_sessions_at_address (self->sessions, req->address) >= per_address) {
-        zchat_server_error (self, req, ZCHAT_ERR_LIMIT, 0,
-                            "too many sessions from your address (limit %u)",
-                            per_address);
-        return;
-    }
-    char token [ZCHAT_TOKEN_SIZE + 1];
-    if (s_new_token (token)) {
-        zsys_error ("zchat: no random bytes for a session token");
-        zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0,
-                            "could not make a session token");
-        return;
-    }
-    if (claim && s_claim (self, req, msg->nick))
-        return;
     zchat_session_t *session = zchat_sessions_add (self->sessions, req->peer,
                                                    req->peer_size, msg->nick, token,
                                                    req->address, req->now_ms);

@@ -283,6 +283,66 @@ s_test_sessions (void)
 }
 
 
+//  A refused re-greeting leaves the peer's session as it was (PROTOCOL.md
+//  6.1): version, nick syntax, a live nick, a wrong token, a limit. An
+//  accepted one ends it first, also when it takes over another session.
+static void
+s_test_regreeting (void)
+{
+    zchat_server_config_t config = zchat_testbed_config ();
+    config.max_sessions_per_address = 2;
+    zchat_testbed_t *bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    zchat_server_t *server = zchat_testbed_server (bed);
+    char alice_token [ZCHAT_MAX_TOKEN + 1];
+    char bob_token [ZCHAT_MAX_TOKEN + 1];
+    s_greet (bed, "A", "alice", alice_token);
+    s_greet (bed, "B", "bob", bob_token);
+    s_join (bed, "A", "lobby", 2);
+    s_join (bed, "B", "lobby", 3);
+    zchat_testbed_clear (bed);
+
+    SEND (bed, "A", zchat_encode_hello (&s_buf, 10, 2, "alice", ""));
+    s_error (bed, "A", 10, ZCHAT_ERR_VERSION);
+    SEND (bed, "A", zchat_encode_hello (&s_buf, 11, ZCHAT_VERSION, "9bad", ""));
+    s_error (bed, "A", 11, ZCHAT_ERR_INVALID);
+    SEND (bed, "A", zchat_encode_hello (&s_buf, 12, ZCHAT_VERSION, "bob", ""));
+    s_error (bed, "A", 12, ZCHAT_ERR_NICK_IN_USE);
+    SEND (bed, "A", zchat_encode_hello (&s_buf, 13, ZCHAT_VERSION, "bob", alice_token));
+    s_error (bed, "A", 13, ZCHAT_ERR_NICK_IN_USE);
+    //  Untouched: same nick, same rooms, nothing announced
+    assert (zchat_testbed_publications (bed, "lobby:") == 0);
+    assert (zchat_server_sessions (server) == 2);
+    SEND (bed, "A", zchat_encode_ping (&s_buf, 14));
+    const zchat_msg_t *msg = s_reply (bed, "A", ZCHAT_PONG, 14);
+    assert (msg->item_count == 1);
+    assert (zchat_sessions_by_nick (server->sessions, "alice") != NULL);
+
+    //  The address is full (2 of 2): a new peer is refused, but a peer
+    //  re-greeting gives up its own session and fits
+    SEND (bed, "C", zchat_encode_hello (&s_buf, 20, ZCHAT_VERSION, "carol", ""));
+    s_error (bed, "C", 20, ZCHAT_ERR_LIMIT);
+    SEND (bed, "A", zchat_encode_hello (&s_buf, 21, ZCHAT_VERSION, "alicia", ""));
+    msg = s_reply (bed, "A", ZCHAT_WELCOME, 21);
+    assert (msg->flag == 0);
+    s_event (bed, "lobby:", ZCHAT_EVENT_QUIT, "alice", "");
+    assert (zchat_server_sessions (server) == 2);
+
+    //  Taking over bob's session from a peer that has one: the peer's own
+    //  session ends (quit), bob's moves here with its rooms
+    SEND (bed, "A", zchat_encode_hello (&s_buf, 22, ZCHAT_VERSION, "bob", bob_token));
+    msg = s_reply (bed, "A", ZCHAT_WELCOME, 22);
+    assert (msg->flag == 1);
+    assert (zchat_server_sessions (server) == 1);
+    SEND (bed, "A", zchat_encode_ping (&s_buf, 23));
+    msg = s_reply (bed, "A", ZCHAT_PONG, 23);
+    assert (msg->item_count == 1);
+    SEND (bed, "B", zchat_encode_ping (&s_buf, 24));
+    s_error (bed, "B", 24, ZCHAT_ERR_SESSION);
+    zchat_testbed_destroy (&bed);
+}
+
+
 //  Rooms: join, leave, who, rooms, topic, probe.
 static void
 s_test_rooms (void)
@@ -1125,6 +1185,7 @@ zchat_server_test (bool verbose)
     bool was_verbose = zchat_log_verbose ();
     zchat_log_set_verbose (verbose);
     s_test_sessions ();
+    s_test_regreeting ();
     s_test_durability_off ();
     s_test_rooms ();
     s_test_messages ();

@@ -14,23 +14,17 @@
 //  and its rl_replace_line ("") does nothing, so we never rely on it.
 
 #include "zchat_cli.h"
+#include "zchat_cli_requests.h"
 #include <editline/readline.h>
 #include <locale.h>
 #include <termios.h>
 #include <wchar.h>
 
-typedef enum { REQ_SEND, REQ_JOIN, REQ_TOPIC_SET, REQ_OTHER } s_kind_t;
-
-typedef struct {
-    s_kind_t kind;
-    char     room [ZCHAT_MAX_ROOM + 1];
-} s_request_t;
-
 typedef struct {
     const zchat_cli_opts_t *opts;
     zchat_client_t *client;
     zchat_cli_rooms_t rooms;
-    zhashx_t *requests;                 //  request id (hex) -> s_request_t
+    zchat_cli_requests_t *requests;
     bool     terminal;                  //  libedit is editing stdin
     bool     editing;                   //  an edit line is on screen
     bool     quit;                      //  /quit, end of input
@@ -159,16 +153,10 @@ s_update_prompt (s_chat_t *self)
 }
 
 
+//  Remember a request the library took (rid > 0), or show why it
+//  refused one at once (rid 0).
 static void
-s_request_free (void **item_p)
-{
-    free (*item_p);
-    *item_p = NULL;
-}
-
-
-static void
-s_track (s_chat_t *self, uint64_t rid, s_kind_t kind, const char *room)
+s_track (s_chat_t *self, uint64_t rid, zchat_cli_req_kind_t kind, const char *room)
 {
     if (!rid) {
         //  The library's reason may quote the broker, or what was typed
@@ -177,37 +165,15 @@ s_track (s_chat_t *self, uint64_t rid, s_kind_t kind, const char *room)
         snprintf (line, sizeof line, "!! %s", reason);
         zstr_free (&reason);
         s_show (self, line);
-        if (kind == REQ_SEND)
+        if (kind == ZCHAT_CLI_REQ_SEND)
             self->sends_failed++;
-        if (kind == REQ_JOIN) {
+        if (kind == ZCHAT_CLI_REQ_JOIN) {
             zchat_cli_rooms_remove (&self->rooms, room);
             s_update_prompt (self);
         }
         return;
     }
-    s_request_t *request = (s_request_t *) zmalloc (sizeof (s_request_t));
-    assert (request);
-    request->kind = kind;
-    snprintf (request->room, sizeof request->room, "%s", room? room: "");
-    char key [17];
-    snprintf (key, sizeof key, "%016" PRIx64, rid);
-    zhashx_update (self->requests, key, request);
-}
-
-
-//  Leaving a room that is still being joined: its join is never answered
-//  (the library forgets the room), so stop waiting for that answer.
-static void
-s_forget_join (s_chat_t *self, const char *room)
-{
-    s_request_t *request = (s_request_t *) zhashx_first (self->requests);
-    while (request) {
-        if (request->kind == REQ_JOIN && streq (request->room, room)) {
-            zhashx_delete (self->requests, zhashx_cursor (self->requests));
-            return;
-        }
-        request = (s_request_t *) zhashx_next (self->requests);
-    }
+    zchat_cli_requests_add (self->requests, rid, kind, room, NULL);
 }
 
 
@@ -218,7 +184,7 @@ s_join (s_chat_t *self, const char *room)
         s_error (self, "too many rooms joined");
         return;
     }
-    s_track (self, zchat_client_join (self->client, room), REQ_JOIN, room);
+    s_track (self, zchat_client_join (self->client, room), ZCHAT_CLI_REQ_JOIN, room);
     s_update_prompt (self);
 }
 
@@ -265,7 +231,7 @@ s_say (s_chat_t *self, const char *text, size_t size, bool action)
     size_t fixed_size;
     char *fixed = zchat_cli_utf8_fix (text, size, &fixed_size);
     s_track (self, zchat_client_say (self->client, room, fixed, fixed_size, action),
-             REQ_SEND, room);
+             ZCHAT_CLI_REQ_SEND, room);
     free (fixed);
 }
 
@@ -322,8 +288,9 @@ s_input (s_chat_t *self, char *line, size_t size)
             char copy [ZCHAT_MAX_ROOM + 1];
             snprintf (copy, sizeof copy, "%s", room);
             zchat_cli_rooms_remove (&self->rooms, copy);
-            s_forget_join (self, copy);
-            s_track (self, zchat_client_leave (self->client, copy), REQ_OTHER, copy);
+            zchat_cli_requests_forget_join (self->requests, copy);
+            s_track (self, zchat_client_leave (self->client, copy), ZCHAT_CLI_REQ_LEAVE,
+                     copy);
             s_update_prompt (self);
         }
     }
@@ -345,7 +312,7 @@ s_input (s_chat_t *self, char *line, size_t size)
                 s_show (self, shown);
                 zstr_free (&shown);
             }
-            s_track (self, rid, REQ_SEND, NULL);
+            s_track (self, rid, ZCHAT_CLI_REQ_SEND, NULL);
             free (fixed);
         }
     }
@@ -366,16 +333,17 @@ s_input (s_chat_t *self, char *line, size_t size)
             s_error (self, "a nick is 1-32 of A-Z a-z 0-9 _ - [ ] { } | ^ `, "
                            "not starting with a digit or '-'");
         else
-            s_track (self, zchat_client_set_nick (self->client, word), REQ_OTHER, NULL);
+            s_track (self, zchat_client_set_nick (self->client, word), ZCHAT_CLI_REQ_OTHER,
+                     NULL);
     }
     else
     if (streq (command, "who") || streq (command, "names")) {
         if ((room = s_room_arg (self, s_word (&cursor))))
-            s_track (self, zchat_client_who (self->client, room), REQ_OTHER, room);
+            s_track (self, zchat_client_who (self->client, room), ZCHAT_CLI_REQ_OTHER, room);
     }
     else
     if (streq (command, "rooms") || streq (command, "list"))
-        s_track (self, zchat_client_rooms (self->client), REQ_OTHER, NULL);
+        s_track (self, zchat_client_rooms (self->client), ZCHAT_CLI_REQ_OTHER, NULL);
     else
     if (streq (command, "topic")) {
         char *topic = s_rest (&cursor);
@@ -385,7 +353,7 @@ s_input (s_chat_t *self, char *line, size_t size)
                 s_error (self, "a topic is at most 255 bytes of UTF-8");
             else
                 s_track (self, zchat_client_topic (self->client, room, *topic? topic: NULL),
-                         *topic? REQ_TOPIC_SET: REQ_OTHER, room);
+                         *topic? ZCHAT_CLI_REQ_TOPIC_SET: ZCHAT_CLI_REQ_OTHER, room);
         }
     }
     else
@@ -400,7 +368,7 @@ s_input (s_chat_t *self, char *line, size_t size)
         else
         if ((room = s_room_arg (self, NULL)))
             s_track (self, zchat_client_history (self->client, room, 0, 0, (int) count),
-                     REQ_OTHER, room);
+                     ZCHAT_CLI_REQ_OTHER, room);
     }
     else
     if (streq (command, "quit") || streq (command, "exit"))
@@ -470,21 +438,18 @@ s_on_line (char *line)
 static void
 s_event (s_chat_t *self, zchat_event_t *event)
 {
-    char key [17];
-    snprintf (key, sizeof key, "%016" PRIx64, event->id);
-    s_request_t *request = event->id
-                         ? (s_request_t *) zhashx_lookup (self->requests, key): NULL;
+    zchat_cli_request_t *request = zchat_cli_requests_lookup (self->requests, event->id);
     if (request && event->type == ZCHAT_EV_ACK) {
-        zhashx_delete (self->requests, key);
+        zchat_cli_requests_remove (self->requests, event->id);
         return;                 //  said and stored: the room shows it
     }
     if (request && event->type == ZCHAT_EV_ERROR) {
-        const char *what = request->kind == REQ_SEND? "not sent"
-                         : request->kind == REQ_JOIN? "cannot join": NULL;
+        const char *what = request->kind == ZCHAT_CLI_REQ_SEND? "not sent"
+                         : request->kind == ZCHAT_CLI_REQ_JOIN? "cannot join": NULL;
         //  The reason is the broker's text: it must not drive the terminal
         char *reason = zchat_cli_safe (event->reason);
         char line [512];
-        if (what && request->kind == REQ_JOIN)
+        if (what && request->kind == ZCHAT_CLI_REQ_JOIN)
             snprintf (line, sizeof line, "!! cannot join #%s: %s (%d)", request->room,
                       reason, zchat_cli_error_code (event));
         else
@@ -497,21 +462,21 @@ s_event (s_chat_t *self, zchat_event_t *event)
                       zchat_cli_error_code (event));
         zstr_free (&reason);
         s_show (self, line);
-        if (request->kind == REQ_SEND) {
+        if (request->kind == ZCHAT_CLI_REQ_SEND) {
             self->sends_failed++;
             if (event->code == ZCHAT_CLIENT_TIMEOUT)
                 self->sends_timed_out++;
         }
-        if (request->kind == REQ_JOIN) {
+        if (request->kind == ZCHAT_CLI_REQ_JOIN) {
             zchat_cli_rooms_remove (&self->rooms, request->room);
             s_update_prompt (self);
         }
-        zhashx_delete (self->requests, key);
+        zchat_cli_requests_remove (self->requests, event->id);
         return;
     }
-    bool topic_set = request && request->kind == REQ_TOPIC_SET;
+    bool topic_set = request && request->kind == ZCHAT_CLI_REQ_TOPIC_SET;
     if (request && event->type != ZCHAT_EV_MESSAGE)
-        zhashx_delete (self->requests, key);
+        zchat_cli_requests_remove (self->requests, event->id);
     //  Said once, not once per room: our own comings and goings (JOINED
     //  and LEFT say so), our rename, the topic we set (the room's topic
     //  event says so), and someone's rename seen in several rooms.
@@ -550,9 +515,7 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
     int exit_code = zchat_cli_connect (opts, history, &self.client);
     if (exit_code)
         return exit_code;
-    self.requests = zhashx_new ();
-    assert (self.requests);
-    zhashx_set_destructor (self.requests, s_request_free);
+    self.requests = zchat_cli_requests_new ();
     s_update_prompt (&self);
 
     struct termios saved;
@@ -592,7 +555,6 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
     int rc = zpoller_add (with_stdin, &stdin_fd);
     assert (rc == 0);
     bool stdin_eof = false;
-    int64_t drain_deadline = 0;
 
     while (true) {
         size_t size;
@@ -608,21 +570,14 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
         }
         if (lines && zchat_cli_lines_done (lines))
             self.quit = true;
-        if (self.quit) {
-            //  Leave once every request is answered, or --timeout passed.
-            if (zhashx_size (self.requests) == 0)
-                break;
-            if (!drain_deadline) {
-                int timeout_ms = zchat_cli_timeout_ms (opts);
-                drain_deadline = timeout_ms < 0? INT64_MAX: zchat_cli_now () + timeout_ms;
-            }
-            if (zchat_cli_now () >= drain_deadline)
-                break;
-        }
+        //  Leave once every request is answered, or --timeout passed.
+        if (self.quit
+        &&  zchat_cli_requests_drained (self.requests, zchat_cli_timeout_ms (opts)))
+            break;
         bool reading = !self.quit && !stdin_eof;
         zpoller_t *poller = reading? with_stdin: without_stdin;
         void *which = zpoller_wait (poller, zchat_cli_wait_ms (self.client,
-                                    drain_deadline == INT64_MAX? 0: drain_deadline));
+                                    zchat_cli_requests_deadline (self.requests)));
         if (reading && zchat_cli_stdin_woke (poller, which, &stdin_fd)) {
             if (!terminal) {
                 if (zchat_cli_lines_fill (lines))
@@ -649,13 +604,7 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
         }
     }
     //  What was sent but never answered is lost: say so.
-    size_t unanswered = 0;
-    s_request_t *request = (s_request_t *) zhashx_first (self.requests);
-    while (request) {
-        if (request->kind == REQ_SEND)
-            unanswered++;
-        request = (s_request_t *) zhashx_next (self.requests);
-    }
+    size_t unanswered = zchat_cli_requests_count (self.requests, ZCHAT_CLI_REQ_SEND);
     if (terminal) {
         self.editing = false;
         rl_callback_handler_remove ();
@@ -688,7 +637,7 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
     zpoller_destroy (&with_stdin);
     zpoller_destroy (&without_stdin);
     zchat_cli_lines_destroy (&lines);
-    zhashx_destroy (&self.requests);
+    zchat_cli_requests_destroy (&self.requests);
     zchat_client_destroy (&self.client);
     return exit_code;
 }

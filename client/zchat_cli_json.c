@@ -6,45 +6,20 @@
 //  reference.
 
 #include "zchat_cli.h"
-
-//  What a request in flight is, so its answer can echo the command's id
-//  and the exit code can count failed sends.
-typedef enum { REQ_SEND, REQ_JOIN, REQ_LEAVE, REQ_OTHER } s_kind_t;
-
-typedef struct {
-    s_kind_t kind;
-    cJSON   *id;                        //  the command's "id", or NULL
-    char     room [ZCHAT_MAX_ROOM + 1]; //  REQ_JOIN, REQ_LEAVE
-} s_request_t;
+#include "zchat_cli_requests.h"
 
 typedef struct {
     const zchat_cli_opts_t *opts;
     zchat_client_t *client;
     zchat_cli_rooms_t rooms;
-    zhashx_t *requests;                 //  request id (hex) -> s_request_t
-    size_t   sends;                     //  sends in flight
+    //  In flight, so that each answer can echo its command's id and the
+    //  exit code can count failed sends.
+    zchat_cli_requests_t *requests;
     size_t   sends_failed;
     size_t   sends_timed_out;
     char     first_failure [256];
     bool     quit;                      //  "quit" read: take no more input
 } s_json_t;
-
-static void
-s_request_destroy (void **item_p)
-{
-    s_request_t *request = (s_request_t *) *item_p;
-    if (request) {
-        cJSON_Delete (request->id);
-        free (request);
-        *item_p = NULL;
-    }
-}
-
-static void
-s_key (uint64_t id, char *key)
-{
-    snprintf (key, 17, "%016" PRIx64, id);
-}
 
 
 //  A message that failed before it was sent: counted for the exit code,
@@ -61,29 +36,21 @@ s_send_failed (s_json_t *self, const char *reason, int code)
 //  Remember a request the library took (rid > 0), or print the error of
 //  one it refused at once (rid 0).
 static void
-s_track (s_json_t *self, uint64_t rid, s_kind_t kind, const char *room, const cJSON *id)
+s_track (s_json_t *self, uint64_t rid, zchat_cli_req_kind_t kind, const char *room,
+         const cJSON *id)
 {
     if (!rid) {
         //  The library refused it before sending: texts over the broker's
         //  max_text never get here (s_fits), so a send refused is a bad
         //  value, anything else a local failure
         const char *reason = zchat_client_error (self->client);
-        int code = kind == REQ_SEND? ZCHAT_CLI_ERR_BAD_FIELD: ZCHAT_CLI_ERR_LOCAL;
+        int code = kind == ZCHAT_CLI_REQ_SEND? ZCHAT_CLI_ERR_BAD_FIELD: ZCHAT_CLI_ERR_LOCAL;
         zchat_cli_print_json_error (code, reason, id);
-        if (kind == REQ_SEND)
+        if (kind == ZCHAT_CLI_REQ_SEND)
             s_send_failed (self, reason, code);
         return;
     }
-    s_request_t *request = (s_request_t *) zmalloc (sizeof (s_request_t));
-    assert (request);
-    request->kind = kind;
-    request->id = id? cJSON_Duplicate (id, true): NULL;
-    snprintf (request->room, sizeof request->room, "%s", room? room: "");
-    char key [17];
-    s_key (rid, key);
-    zhashx_update (self->requests, key, request);
-    if (kind == REQ_SEND)
-        self->sends++;
+    zchat_cli_requests_add (self->requests, rid, kind, room, id);
 }
 
 
@@ -196,22 +163,6 @@ s_fits (s_json_t *self, size_t size, const cJSON *id)
 }
 
 
-//  Leaving a room that is still being joined: its join is never answered
-//  (the library forgets the room), so stop waiting for that answer.
-static void
-s_forget_join (s_json_t *self, const char *room)
-{
-    s_request_t *request = (s_request_t *) zhashx_first (self->requests);
-    while (request) {
-        if (request->kind == REQ_JOIN && streq (request->room, room)) {
-            zhashx_delete (self->requests, zhashx_cursor (self->requests));
-            return;
-        }
-        request = (s_request_t *) zhashx_next (self->requests);
-    }
-}
-
-
 static void
 s_join (s_json_t *self, const char *room, const cJSON *id)
 {
@@ -219,7 +170,7 @@ s_join (s_json_t *self, const char *room, const cJSON *id)
         zchat_cli_print_json_error (ZCHAT_ERR_LIMIT, "too many rooms joined", id);
         return;
     }
-    s_track (self, zchat_client_join (self->client, room), REQ_JOIN, room, id);
+    s_track (self, zchat_client_join (self->client, room), ZCHAT_CLI_REQ_JOIN, room, id);
 }
 
 
@@ -245,7 +196,7 @@ s_command (s_json_t *self, const cJSON *cmd)
         &&  s_fits (self, strlen (text), id))
             s_track (self, zchat_client_say (client, room, text, strlen (text),
                                              streq (name, "me") || cJSON_IsTrue (action)),
-                     REQ_SEND, room, id);
+                     ZCHAT_CLI_REQ_SEND, room, id);
     }
     else
     if (streq (name, "dm")) {
@@ -259,7 +210,7 @@ s_command (s_json_t *self, const cJSON *cmd)
             if (s_fits (self, strlen (text), id))
                 s_track (self, zchat_client_dm (client, nick, text, strlen (text),
                                                 cJSON_IsTrue (action)),
-                         REQ_SEND, NULL, id);
+                         ZCHAT_CLI_REQ_SEND, NULL, id);
         }
     }
     else
@@ -271,8 +222,8 @@ s_command (s_json_t *self, const cJSON *cmd)
     if (streq (name, "leave")) {
         if ((room = s_room (self, cmd, id))) {
             zchat_cli_rooms_remove (&self->rooms, room);
-            s_forget_join (self, room);
-            s_track (self, zchat_client_leave (client, room), REQ_LEAVE, room, id);
+            zchat_cli_requests_forget_join (self->requests, room);
+            s_track (self, zchat_client_leave (client, room), ZCHAT_CLI_REQ_LEAVE, room, id);
         }
     }
     else
@@ -282,17 +233,18 @@ s_command (s_json_t *self, const cJSON *cmd)
                 zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD,
                                             "\"nick\" is not a valid nick", id);
             else
-                s_track (self, zchat_client_set_nick (client, nick), REQ_OTHER, NULL, id);
+                s_track (self, zchat_client_set_nick (client, nick), ZCHAT_CLI_REQ_OTHER,
+                         NULL, id);
         }
     }
     else
     if (streq (name, "who")) {
         if ((room = s_room (self, cmd, id)))
-            s_track (self, zchat_client_who (client, room), REQ_OTHER, room, id);
+            s_track (self, zchat_client_who (client, room), ZCHAT_CLI_REQ_OTHER, room, id);
     }
     else
     if (streq (name, "rooms"))
-        s_track (self, zchat_client_rooms (client), REQ_OTHER, NULL, id);
+        s_track (self, zchat_client_rooms (client), ZCHAT_CLI_REQ_OTHER, NULL, id);
     else
     if (streq (name, "topic")) {
         const char *topic;
@@ -302,7 +254,8 @@ s_command (s_json_t *self, const cJSON *cmd)
                 zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD,
                     "\"topic\" must be valid UTF-8 of at most 255 bytes", id);
             else
-                s_track (self, zchat_client_topic (client, room, topic), REQ_OTHER, room, id);
+                s_track (self, zchat_client_topic (client, room, topic), ZCHAT_CLI_REQ_OTHER,
+                         room, id);
         }
     }
     else
@@ -318,7 +271,7 @@ s_command (s_json_t *self, const cJSON *cmd)
             if (!has_count)
                 count = from? 65535: 20;
             s_track (self, zchat_client_history (client, room, from, to, (int) count),
-                     REQ_OTHER, room, id);
+                     ZCHAT_CLI_REQ_OTHER, room, id);
         }
     }
     else
@@ -366,7 +319,7 @@ s_line (s_json_t *self, char *line, size_t size)
         char *fixed = zchat_cli_utf8_fix (line, size, &fixed_size);
         if (s_fits (self, fixed_size, NULL))
             s_track (self, zchat_client_say (self->client, room, fixed, fixed_size, false),
-                     REQ_SEND, room, NULL);
+                     ZCHAT_CLI_REQ_SEND, room, NULL);
         free (fixed);
         return;
     }
@@ -399,6 +352,16 @@ s_line_too_long (s_json_t *self)
 }
 
 
+//  True while another send may go: fewer than ZCHAT_CLI_WINDOW are
+//  unanswered. Past that, input waits, so a fast writer cannot pile up
+//  requests without bound.
+static bool
+s_window_open (s_json_t *self)
+{
+    return zchat_cli_requests_count (self->requests, ZCHAT_CLI_REQ_SEND) < ZCHAT_CLI_WINDOW;
+}
+
+
 //  Print one event, with the id of the command it answers.
 static void
 s_event (s_json_t *self, zchat_event_t *event)
@@ -411,15 +374,12 @@ s_event (s_json_t *self, zchat_event_t *event)
                || event->type == ZCHAT_EV_LEFT || event->type == ZCHAT_EV_MEMBERS
                || event->type == ZCHAT_EV_ROOMS || event->type == ZCHAT_EV_HISTORY
                || event->type == ZCHAT_EV_TOPIC || event->type == ZCHAT_EV_NICK;
-    char key [17];
-    s_key (event->id, key);
-    s_request_t *request = event->id && answer
-                         ? (s_request_t *) zhashx_lookup (self->requests, key): NULL;
+    zchat_cli_request_t *request = answer
+                                 ? zchat_cli_requests_lookup (self->requests, event->id): NULL;
     if (request) {
         if (request->id)
             cJSON_AddItemToObject (json, "id", cJSON_Duplicate (request->id, true));
-        if (request->kind == REQ_SEND) {
-            self->sends--;
+        if (request->kind == ZCHAT_CLI_REQ_SEND) {
             if (event->type == ZCHAT_EV_ERROR) {
                 if (event->code == ZCHAT_CLIENT_TIMEOUT)
                     self->sends_timed_out++;
@@ -427,10 +387,10 @@ s_event (s_json_t *self, zchat_event_t *event)
             }
         }
         else
-        if (request->kind == REQ_JOIN && event->type == ZCHAT_EV_ERROR)
+        if (request->kind == ZCHAT_CLI_REQ_JOIN && event->type == ZCHAT_EV_ERROR)
             //  Not joined after all: do not talk there by default.
             zchat_cli_rooms_remove (&self->rooms, request->room);
-        zhashx_delete (self->requests, key);
+        zchat_cli_requests_remove (self->requests, event->id);
     }
     zchat_cli_print_json (&json);
 }
@@ -447,9 +407,7 @@ zchat_cli_json_run (const zchat_cli_opts_t *opts)
     int exit_code = zchat_cli_connect (opts, history, &self.client);
     if (exit_code)
         return exit_code;
-    self.requests = zhashx_new ();
-    assert (self.requests);
-    zhashx_set_destructor (self.requests, s_request_destroy);
+    self.requests = zchat_cli_requests_new ();
     //  The first --room ends up current: join the others first.
     for (size_t index = opts->room_count; index > 1; index--)
         s_join (&self, opts->rooms [index - 1], NULL);
@@ -467,14 +425,13 @@ zchat_cli_json_run (const zchat_cli_opts_t *opts)
     int rc = zpoller_add (with_stdin, &stdin_fd);
     assert (rc == 0);
     bool stdin_eof = false;
-    int64_t drain_deadline = 0;         //  once input is done: when we give up
 
     while (true) {
         //  Lines already read come first, as far as the send window allows.
         size_t size;
         bool too_long;
         char *line;
-        while (!self.quit && self.sends < ZCHAT_CLI_WINDOW
+        while (!self.quit && s_window_open (&self)
            &&  (line = zchat_cli_lines_next (lines, &size, &too_long))) {
             if (too_long)
                 s_line_too_long (&self);
@@ -482,19 +439,11 @@ zchat_cli_json_run (const zchat_cli_opts_t *opts)
                 s_line (&self, line, size);
         }
         bool input_done = self.quit || zchat_cli_lines_done (lines);
-        if (input_done) {
-            if (zhashx_size (self.requests) == 0)
-                break;
-            if (!drain_deadline) {
-                int timeout_ms = zchat_cli_timeout_ms (opts);
-                drain_deadline = timeout_ms < 0? INT64_MAX
-                                               : zchat_cli_now () + timeout_ms;
-            }
-            if (zchat_cli_now () >= drain_deadline)
-                break;
-        }
-        bool reading = !input_done && !stdin_eof && self.sends < ZCHAT_CLI_WINDOW;
-        int64_t deadline = drain_deadline == INT64_MAX? 0: drain_deadline;
+        if (input_done
+        &&  zchat_cli_requests_drained (self.requests, zchat_cli_timeout_ms (opts)))
+            break;
+        bool reading = !input_done && !stdin_eof && s_window_open (&self);
+        int64_t deadline = zchat_cli_requests_deadline (self.requests);
         zpoller_t *poller = reading? with_stdin: without_stdin;
         void *which = zpoller_wait (poller, zchat_cli_wait_ms (self.client, deadline));
         if (reading && zchat_cli_stdin_woke (poller, which, &stdin_fd)
@@ -518,14 +467,14 @@ zchat_cli_json_run (const zchat_cli_opts_t *opts)
         }
     }
     //  Whatever is still unanswered at the drain deadline failed.
-    s_request_t *request = (s_request_t *) zhashx_first (self.requests);
+    zchat_cli_request_t *request = zchat_cli_requests_first (self.requests);
     while (request) {
         zchat_cli_print_json_error (ZCHAT_CLI_ERR_TIMEOUT, "no answer in time", request->id);
-        if (request->kind == REQ_SEND) {
+        if (request->kind == ZCHAT_CLI_REQ_SEND) {
             self.sends_timed_out++;
             s_send_failed (&self, "no answer in time", ZCHAT_CLI_ERR_TIMEOUT);
         }
-        request = (s_request_t *) zhashx_next (self.requests);
+        request = zchat_cli_requests_next (self.requests);
     }
     if (self.sends_failed) {
         zchat_cli_fail ("%zu message%s not sent (%zu not acknowledged in time); the first: %s",
@@ -538,7 +487,7 @@ cleanup:
     zpoller_destroy (&with_stdin);
     zpoller_destroy (&without_stdin);
     zchat_cli_lines_destroy (&lines);
-    zhashx_destroy (&self.requests);
+    zchat_cli_requests_destroy (&self.requests);
     zchat_client_destroy (&self.client);
     return exit_code;
 }

@@ -145,6 +145,16 @@ zchat_server_handle (zchat_server_t *self, const uint8_t *peer, size_t peer_size
         .session = zchat_sessions_by_peer (self->sessions, peer, peer_size),
         .msg = &msg, .now_ms = now_ms
     };
+    //  Under CURVE a session belongs to the key that opened it, not to the
+    //  envelope alone: a connection that comes by the same routing id with
+    //  another key (a chosen routing id, once the owner's connection is
+    //  gone) must not act as that session, nor keep it alive.
+    bool foreign = false;
+    if (req.session && self->config.curve
+    &&  !(user_id && streq (req.session->key, user_id))) {
+        foreign = true;
+        req.session = NULL;
+    }
     //  Any message at all, even a bad one, is a sign of life.
     if (req.session)
         zchat_sessions_touch (self->sessions, req.session, now_ms);
@@ -175,6 +185,13 @@ zchat_server_handle (zchat_server_t *self, const uint8_t *peer, size_t peer_size
         return;
     }
 
+    if (foreign) {
+        ZCHAT_DEBUG ("zchat: %s from another key on a session's routing id: 403",
+                     zchat_msg_type_name (msg.type));
+        zchat_server_error (self, &req, ZCHAT_ERR_FORBIDDEN, 0,
+                            "this routing id belongs to a session of another key");
+        return;
+    }
     const s_command_t *command = msg.type <= ZCHAT_TYPE_MAX ? &s_commands [msg.type] : NULL;
     if (!command || !command->handler) {
         self->malformed++;

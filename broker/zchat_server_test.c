@@ -106,6 +106,17 @@ s_join (zchat_testbed_t *bed, const char *peer, const char *room, uint64_t id)
     s_reply (bed, peer, ZCHAT_JOINED, id);
 }
 
+//  JOIN from peer with a CURVE key.
+static void
+s_join_from (zchat_testbed_t *bed, const char *peer, const char *key,
+             const char *room, uint64_t id)
+{
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size_t size = zchat_encode_join (&s_buf, id, room);
+    zchat_testbed_send_from (bed, peer, key, NULL, s_body, size);
+    s_reply (bed, peer, ZCHAT_JOINED, id);
+}
+
 //  SAY, flush, and take the ACK; returns the seq.
 static uint64_t
 s_say (zchat_testbed_t *bed, const char *peer, const char *room, uint64_t id,
@@ -858,6 +869,34 @@ s_test_limits (void)
     s_reply (bed, "D1", ZCHAT_OK, 45);
     assert (zchat_store_nick_owner (zchat_testbed_store (bed), "dave_bot", owner) == 0);
     assert (streq (owner, key1));
+
+    //  A session belongs to its key: another key (or none) on the same
+    //  routing id gets 403 for anything, HELLO included, and acts as
+    //  nobody; the session's own key goes on as before
+    s_join_from (bed, "D1", key1, "lobby", 46);
+    zchat_testbed_clear (bed);
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_say (&s_buf, 47, "lobby", 0, "as dave", 7);
+    zchat_testbed_send_from (bed, "D1", key2, NULL, s_body, size);
+    s_error (bed, "D1", 47, ZCHAT_ERR_FORBIDDEN);
+    zchat_testbed_send_from (bed, "D1", NULL, NULL, s_body, size);
+    s_error (bed, "D1", 47, ZCHAT_ERR_FORBIDDEN);
+    assert (zchat_testbed_flush (bed) == 0);
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_hello (&s_buf, 48, ZCHAT_VERSION, "mallory", "");
+    zchat_testbed_send_from (bed, "D1", key2, NULL, s_body, size);
+    s_error (bed, "D1", 48, ZCHAT_ERR_FORBIDDEN);
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_bye (&s_buf, 49);
+    zchat_testbed_send_from (bed, "D1", key2, NULL, s_body, size);
+    s_error (bed, "D1", 49, ZCHAT_ERR_FORBIDDEN);
+    assert (zchat_testbed_pending (bed) == 0);
+    assert (zchat_sessions_by_nick (zchat_testbed_server (bed)->sessions, "dave_bot"));
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_say (&s_buf, 50, "lobby", 0, "me", 2);
+    zchat_testbed_send_from (bed, "D1", key1, NULL, s_body, size);
+    assert (zchat_testbed_flush (bed) == 1);
+    s_reply (bed, "D1", ZCHAT_ACK, 50);
     zchat_testbed_destroy (&bed);
 }
 

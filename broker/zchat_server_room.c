@@ -224,8 +224,10 @@ zchat_server_do_topic (zchat_server_t *self, zchat_request_t *req)
 
 
 //  ---------------------------------------------------------------------
-//  PROBE: publish PROBE(room, nick) with the request's id on the room's
-//  topic, so the client sees when its subscription is live; answer OK.
+//  PROBE: publish PROBE(room, nick) on the room's topic, so the client
+//  sees when its subscription is live; answer OK. The published copy has
+//  id 0: clients match their probe by nick, and a request id would show
+//  the whole room how a member counts its requests.
 
 void
 zchat_server_do_probe (zchat_server_t *self, zchat_request_t *req)
@@ -236,7 +238,7 @@ zchat_server_do_probe (zchat_server_t *self, zchat_request_t *req)
     zchat_buf_t buf;
     zchat_buf_init (&buf, self->buffer, self->buffer_size);
     zchat_server_publish (self, room,
-        zchat_encode_probe (&buf, req->msg->id, room->name, req->session->nick));
+        zchat_encode_probe (&buf, 0, room->name, req->session->nick));
     s_ok (self, req);
 }
 

@@ -435,11 +435,12 @@ s_test_rooms (void)
     assert (streq (item.room, "lobby") && item.members == 2 && item.seq == 1);
     assert (streq (item.topic, "Welcome, all ☺"));
 
-    //  PROBE: published on the room's topic with the request id and nick
+    //  PROBE: published on the room's topic with the nick and id 0 (the
+    //  request id is the client's business, not the room's)
     SEND (bed, "B", zchat_encode_probe (&s_buf, 40, "lobby", NULL));
     s_reply (bed, "B", ZCHAT_OK, 40);
     msg = s_publication (bed, "lobby:", ZCHAT_PROBE);
-    assert (msg->id == 40);
+    assert (msg->id == 0);
     assert (streq (msg->room, "lobby") && streq (msg->nick, "bob"));
     SEND (bed, "B", zchat_encode_probe (&s_buf, 41, "lob", NULL));
     s_error (bed, "B", 41, ZCHAT_ERR_NOT_MEMBER);

@@ -404,6 +404,7 @@ drop:
 static void
 s_drain (zchat_broker_t *self)
 {
+    zchat_server_clock (self->server, (uint64_t) zclock_mono ());
     for (int count = 0; count < BATCH_MAX; count++) {
         if (zmq_msg_recv (&self->frame, self->router_handle, ZMQ_DONTWAIT) == -1) {
             int error = zmq_errno ();
@@ -654,6 +655,7 @@ zchat_broker_poll (zchat_broker_t *self, int timeout_ms)
 
     now = zclock_mono ();
     if (now >= self->next_tick) {
+        zchat_server_clock (self->server, (uint64_t) now);
         zchat_server_tick (self->server, (uint64_t) zclock_time ());
         self->next_tick = now + self->tick_ms;
     }

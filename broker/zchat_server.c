@@ -143,7 +143,8 @@ zchat_server_handle (zchat_server_t *self, const uint8_t *peer, size_t peer_size
         .peer = peer, .peer_size = peer_size,
         .user_id = user_id, .address = address,
         .session = zchat_sessions_by_peer (self->sessions, peer, peer_size),
-        .msg = &msg, .now_ms = now_ms
+        .msg = &msg, .now_ms = now_ms,
+        .mono_ms = self->clock_given ? self->mono_ms : now_ms
     };
     //  Under CURVE a session belongs to the key that opened it, not to the
     //  envelope alone: a connection that comes by the same routing id with
@@ -157,7 +158,7 @@ zchat_server_handle (zchat_server_t *self, const uint8_t *peer, size_t peer_size
     }
     //  Any message at all, even a bad one, is a sign of life.
     if (req.session)
-        zchat_sessions_touch (self->sessions, req.session, now_ms);
+        zchat_sessions_touch (self->sessions, req.session, req.mono_ms);
 
     int rc = body ? zchat_msg_decode (&msg, body, body_size) : ZCHAT_DECODE_TRUNCATED;
     if (rc != ZCHAT_DECODE_OK) {
@@ -211,18 +212,33 @@ zchat_server_handle (zchat_server_t *self, const uint8_t *peer, size_t peer_size
 
 
 //  ---------------------------------------------------------------------
+//  The monotonic clock, for expiry and rate limits.
+
+void
+zchat_server_clock (zchat_server_t *self, uint64_t mono_ms)
+{
+    assert (self);
+    self->clock_given = true;
+    self->mono_ms = mono_ms;
+}
+
+
+//  ---------------------------------------------------------------------
 //  Periodic work: expire silent sessions, enforce retention a bounded
 //  amount at a time, and report what was suppressed from the logs.
+//  Silence is measured on the monotonic clock, message age on the wall
+//  clock (message timestamps are wall-clock times).
 
 void
 zchat_server_tick (zchat_server_t *self, uint64_t now_ms)
 {
     assert (self);
+    uint64_t mono_ms = self->clock_given ? self->mono_ms : now_ms;
     if (self->config.timeout_ms) {
         zchat_session_t *session;
         while ((session = zchat_sessions_oldest (self->sessions))
-        &&     now_ms > session->last_seen_ms
-        &&     now_ms - session->last_seen_ms > self->config.timeout_ms) {
+        &&     mono_ms > session->last_seen_ms
+        &&     mono_ms - session->last_seen_ms > self->config.timeout_ms) {
             //  Its staged messages go out before its quit.
             zchat_server_settle (self);
             zchat_server_end_session (self, &session, "expired", now_ms);

@@ -83,6 +83,14 @@ void
 int
     zchat_server_flush (zchat_server_t *self);
 
+//  Give the server the monotonic clock (milliseconds from any origin),
+//  which measures session expiry and rate limits: a step of the wall
+//  clock then neither expires every session nor stops expiry. The loop
+//  calls it before each batch and each tick; until it is first called,
+//  the server measures them with the now_ms of handle and tick.
+void
+    zchat_server_clock (zchat_server_t *self, uint64_t mono_ms);
+
 //  Periodic work: expire silent sessions (announced as quit), enforce
 //  retention a bounded amount at a time. Call at least every
 //  heartbeat_ms / 2.

@@ -80,6 +80,9 @@ struct _zchat_server_t {
     size_t   log_lines;                 //  info lines in this window
     size_t   log_held;                  //  lines held back in this window
 
+    bool clock_given;                   //  zchat_server_clock was called
+    uint64_t mono_ms;                   //  its latest time
+
     bool fail_commit;                   //  self test: the next commit fails
 };
 
@@ -91,7 +94,8 @@ typedef struct {
     const char *address;                //  IP address text or NULL
     zchat_session_t *session;           //  NULL if the peer has none
     const zchat_msg_t *msg;
-    uint64_t now_ms;
+    uint64_t now_ms;                    //  wall clock: timestamps
+    uint64_t mono_ms;                   //  monotonic: expiry, rate limits
 } zchat_request_t;
 
 //  Command handlers, one per client request type.

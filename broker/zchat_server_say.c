@@ -63,7 +63,7 @@ s_rate_take (zchat_server_t *self, zchat_session_t *session, uint64_t now_ms)
 static bool
 s_rate_limited (zchat_server_t *self, zchat_request_t *req)
 {
-    uint32_t retry_ms = s_rate_take (self, req->session, req->now_ms);
+    uint32_t retry_ms = s_rate_take (self, req->session, req->mono_ms);
     if (retry_ms == 0)
         return false;
     self->rate_limited++;

@@ -154,7 +154,7 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
             zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0, "out of memory");
             return;
         }
-        zchat_sessions_touch (self->sessions, holder, req->now_ms);
+        zchat_sessions_touch (self->sessions, holder, req->mono_ms);
         if (req->user_id)
             snprintf (holder->key, sizeof (holder->key), "%s", req->user_id);
         req->session = holder;
@@ -165,14 +165,14 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
     }
     zchat_session_t *session = zchat_sessions_add (self->sessions, req->peer,
                                                    req->peer_size, msg->nick, token,
-                                                   req->address, req->now_ms);
+                                                   req->address, req->mono_ms);
     if (!session) {
         zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0, "out of memory");
         return;
     }
     if (req->user_id)
         snprintf (session->key, sizeof (session->key), "%s", req->user_id);
-    zchat_server_rate_init (self, session, req->now_ms);
+    zchat_server_rate_init (self, session, req->mono_ms);
     req->session = session;
     zchat_server_log (self, req->now_ms, "zchat: session %s started from %s",
                       session->nick, req->address ? req->address : "(unknown address)");

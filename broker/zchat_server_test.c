@@ -354,6 +354,45 @@ s_test_regreeting (void)
 }
 
 
+//  Expiry and rate limits run on the monotonic clock: a forward step of
+//  the wall clock expires nobody and refills no bucket, a backward step
+//  does not stop expiry; timestamps still follow the wall clock.
+static void
+s_test_clock (void)
+{
+    zchat_server_config_t config = zchat_testbed_config ();
+    config.rate_limit = 1;
+    config.rate_burst = 1;
+    zchat_testbed_t *bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    zchat_server_t *server = zchat_testbed_server (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_join (bed, "A", "lobby", 2);
+    zchat_testbed_clear (bed);
+    assert (s_say (bed, "A", "lobby", 3, "one") == 1);
+
+    zchat_testbed_step_wall (bed, 3600 * 1000);
+    zchat_testbed_tick (bed);
+    assert (zchat_server_sessions (server) == 1);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 4, "lobby", 0, "two", 3));
+    s_error (bed, "A", 4, ZCHAT_ERR_RATE_LIMITED);
+    zchat_testbed_advance (bed, 1000);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 5, "lobby", 0, "three", 5));
+    assert (zchat_testbed_flush (bed) == 1);
+    const zchat_msg_t *msg = s_reply (bed, "A", ZCHAT_ACK, 5);
+    assert (msg->ts == zchat_testbed_now (bed));
+
+    zchat_testbed_step_wall (bed, -2 * 3600 * 1000);
+    zchat_testbed_advance (bed, 2000);
+    zchat_testbed_tick (bed);
+    assert (zchat_server_sessions (server) == 1);
+    zchat_testbed_advance (bed, 1500);          //  3.5 s of silence
+    zchat_testbed_tick (bed);
+    assert (zchat_server_sessions (server) == 0);
+    zchat_testbed_destroy (&bed);
+}
+
+
 //  Rooms: join, leave, who, rooms, topic, probe.
 static void
 s_test_rooms (void)
@@ -1226,6 +1265,7 @@ zchat_server_test (bool verbose)
     zchat_log_set_verbose (verbose);
     s_test_sessions ();
     s_test_regreeting ();
+    s_test_clock ();
     s_test_durability_off ();
     s_test_rooms ();
     s_test_messages ();

@@ -35,8 +35,8 @@ struct _zchat_session_t {
     char *address;                              //  table; NULL if unknown
     uint8_t *peer;                              //  table; a private copy
     size_t peer_size;                           //  table
-    uint64_t started_ms;
-    uint64_t last_seen_ms;                      //  table (touch)
+    uint64_t started_ms;                        //  times on the server's
+    uint64_t last_seen_ms;                      //  monotonic clock; table (touch)
     zchat_room_t **rooms;                       //  rooms joined, join order
     size_t room_count;
     size_t room_limit;                          //  allocated slots

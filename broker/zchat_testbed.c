@@ -8,6 +8,8 @@
 
 //  2023-11-14, a plausible epoch time; fixed so runs replay the same way.
 #define S_EPOCH_MS      1700000000000ULL
+//  The monotonic clock starts elsewhere, so that mixing the two shows.
+#define S_MONO_MS       5000000ULL
 
 typedef struct {
     bool publish;               //  else a reply
@@ -23,6 +25,7 @@ struct _zchat_testbed_t {
     zchat_store_t *store;
     zchat_server_t *server;
     uint64_t now_ms;
+    uint64_t mono_ms;
     bool record;                //  keep what is emitted (tests), or only check it (fuzz)
     zlistx_t *records;          //  s_record_t, oldest first
     s_record_t *taken;          //  the last record taken, alive until the next
@@ -176,6 +179,7 @@ zchat_testbed_new (const zchat_server_config_t *config, bool in_memory)
         return NULL;
     self->config = config ? *config : zchat_testbed_config ();
     self->now_ms = S_EPOCH_MS;
+    self->mono_ms = S_MONO_MS;
     self->record = true;
     self->records = zlistx_new ();
     if (!self->records)
@@ -276,6 +280,15 @@ zchat_testbed_advance (zchat_testbed_t *self, uint64_t ms)
 {
     assert (self);
     self->now_ms += ms;
+    self->mono_ms += ms;
+}
+
+void
+zchat_testbed_step_wall (zchat_testbed_t *self, int64_t ms)
+{
+    assert (self);
+    assert (ms >= 0 || (uint64_t) -ms < self->now_ms);
+    self->now_ms = (uint64_t) ((int64_t) self->now_ms + ms);
 }
 
 
@@ -289,6 +302,7 @@ zchat_testbed_send_from (zchat_testbed_t *self, const char *peer,
 {
     assert (self);
     assert (peer);
+    zchat_server_clock (self->server, self->mono_ms);
     zchat_server_handle (self->server, (const uint8_t *) peer, strlen (peer),
                          user_id, address, (const uint8_t *) body, size,
                          self->now_ms);
@@ -312,6 +326,7 @@ void
 zchat_testbed_tick (zchat_testbed_t *self)
 {
     assert (self);
+    zchat_server_clock (self->server, self->mono_ms);
     zchat_server_tick (self->server, self->now_ms);
 }
 

@@ -47,11 +47,16 @@ zchat_server_t *
 zchat_store_t *
     zchat_testbed_store (zchat_testbed_t *self);
 
-//  The testbed's clock, passed to handle and tick.
+//  The testbed's clocks: the wall clock (now) passed to handle and tick,
+//  and the monotonic clock given to zchat_server_clock before each. Time
+//  passing advances both; step_wall steps the wall clock alone (by ms,
+//  forward or back), as an operator or NTP would.
 uint64_t
     zchat_testbed_now (zchat_testbed_t *self);
 void
     zchat_testbed_advance (zchat_testbed_t *self, uint64_t ms);
+void
+    zchat_testbed_step_wall (zchat_testbed_t *self, int64_t ms);
 
 //  Hand body to the server from peer (NUL-terminated name), with CURVE
 //  key user_id and address (both may be NULL).

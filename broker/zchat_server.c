@@ -80,6 +80,8 @@ zchat_server_new (const zchat_server_config_t *config, zchat_store_t *store,
         c->heartbeat_ms = c->timeout_ms ? c->timeout_ms / 3 : 1000;
     if (c->rate_limit && c->rate_burst == 0)
         c->rate_burst = c->rate_limit;
+    if (c->query_rate && c->query_burst == 0)
+        c->query_burst = c->query_rate;
 
     const char *endpoint = config->pub_endpoint ? config->pub_endpoint : "";
     if (strlen (endpoint) > ZCHAT_MAX_ENDPOINT) {

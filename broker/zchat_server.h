@@ -31,8 +31,14 @@ typedef struct {
     uint32_t max_rooms;             //  rooms per session (0 = unlimited)
     uint32_t max_sessions_per_address;  //  0 = unlimited
     uint32_t history_page;          //  most messages in one PAGE
-    uint32_t rate_limit;            //  SAY/DM per second per session, 0 = off
+    uint32_t rate_limit;            //  SAY and DM per second per session,
+                                    //  and as many other commands that
+                                    //  publish or write (JOIN, LEAVE, NICK,
+                                    //  TOPIC set, PROBE); 0 = off
     uint32_t rate_burst;            //  bucket size for rate_limit
+    uint32_t query_rate;            //  KiB per second of HISTORY, WHO and
+                                    //  ROOMS replies per session, 0 = off
+    uint32_t query_burst;           //  bucket size for query_rate, KiB
     uint64_t retain_messages;       //  per room, 0 = unlimited
     uint64_t retain_ms;             //  0 = unlimited
     bool     curve;                 //  peers are CURVE-authenticated: bind

@@ -178,6 +178,13 @@ void
 void
     zchat_server_settle (zchat_server_t *self);
 
+//  Charge the request to its session's rate limit (--rate-limit): every
+//  command that publishes to a room or writes to the store is, so that
+//  none of them can flood a room or the disk. Returns false if allowed,
+//  or answers 429 with a retry time and returns true.
+bool
+    zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req);
+
 //  Fill a fresh session's rate-limit bucket.
 void
     zchat_server_rate_init (zchat_server_t *self, zchat_session_t *session,

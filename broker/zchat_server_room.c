@@ -49,6 +49,8 @@ zchat_server_do_join (zchat_server_t *self, zchat_request_t *req)
                             session->room_count, self->config.max_rooms);
         return;
     }
+    if (zchat_server_rate_limited (self, req))
+        return;
     zchat_room_t *room = zchat_server_room_open (self, name);
     if (!room || zchat_room_join (room, session) < 0) {
         zchat_server_room_release (self, &room);
@@ -79,7 +81,7 @@ void
 zchat_server_do_leave (zchat_server_t *self, zchat_request_t *req)
 {
     zchat_room_t *room = s_member_room (self, req);
-    if (!room)
+    if (!room || zchat_server_rate_limited (self, req))
         return;
     //  The leaver's staged messages are published before its leave event.
     zchat_server_settle (self);
@@ -198,7 +200,7 @@ zchat_server_do_topic (zchat_server_t *self, zchat_request_t *req)
         return;
     }
     zchat_room_t *room = s_member_room (self, req);
-    if (!room)
+    if (!room || zchat_server_rate_limited (self, req))
         return;
     //  The decoder has checked the length (<= 255) and the UTF-8. The
     //  store write must not join the open group: its rollback would take
@@ -233,7 +235,7 @@ void
 zchat_server_do_probe (zchat_server_t *self, zchat_request_t *req)
 {
     zchat_room_t *room = s_member_room (self, req);
-    if (!room)
+    if (!room || zchat_server_rate_limited (self, req))
         return;
     zchat_buf_t buf;
     zchat_buf_init (&buf, self->buffer, self->buffer_size);

@@ -1,6 +1,7 @@
 //  zchat_server_say — the message path: SAY staged into a store group and
 //  acknowledged only after the group commits, DM delivered at once, and
-//  the per-session rate limit on both.
+//  the per-session rate limit, which every command that publishes or
+//  writes is charged to (SAY, DM, JOIN, LEAVE, NICK, TOPIC set, PROBE).
 //
 //  This is the broker's hot path. A SAY costs a hash lookup of its peer, a
 //  scan of the sender's rooms, one store append, and two encodes straight
@@ -19,58 +20,41 @@
                          + 1 + ZCHAT_MAX_NICK + 1 + 4)
 
 //  ---------------------------------------------------------------------
-//  Rate limit: a token bucket per session, counted in thousandths of a
-//  message so that refills need no floating point.
+//  Rate limit: token buckets per session. Room and direct messages have
+//  one, the other commands that publish or write another of the same
+//  size, so that a client's own probes while it joins a room never eat
+//  into what its user may say, and neither kind can flood a room.
 
 void
 zchat_server_rate_init (zchat_server_t *self, zchat_session_t *session,
                         uint64_t now_ms)
 {
-    session->bucket = (uint64_t) self->config.rate_burst * 1000;
-    session->bucket_ms = now_ms;
+    zchat_bucket_fill (&session->messages, self->config.rate_burst, now_ms);
+    zchat_bucket_fill (&session->commands, self->config.rate_burst, now_ms);
+    zchat_bucket_fill (&session->queries, (uint64_t) self->config.query_burst * 1024,
+                       now_ms);
 }
 
-//  Take one message from the session's bucket. Returns 0 if allowed, else
-//  the milliseconds until one will be.
-static uint32_t
-s_rate_take (zchat_server_t *self, zchat_session_t *session, uint64_t now_ms)
+bool
+zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req)
 {
-    uint64_t rate = self->config.rate_limit;    //  thousandths per ms
-    if (rate == 0)
-        return 0;
-    uint64_t capacity = (uint64_t) self->config.rate_burst * 1000;
-    if (now_ms > session->bucket_ms) {
-        uint64_t elapsed = now_ms - session->bucket_ms;
-        //  Past a full refill the exact time no longer matters; capping it
-        //  keeps the product below 2^64.
-        if (elapsed > capacity / rate + 1)
-            elapsed = capacity / rate + 1;
-        session->bucket += elapsed * rate;
-        if (session->bucket > capacity)
-            session->bucket = capacity;
-    }
-    //  A clock that steps back does not refill, and does not stall either.
-    session->bucket_ms = now_ms;
-    if (session->bucket >= 1000) {
-        session->bucket -= 1000;
-        return 0;
-    }
-    uint64_t wait = (1000 - session->bucket + rate - 1) / rate;
-    return wait ? (uint32_t) wait : 1;
-}
-
-//  Answers 429 and returns true if the session is over its rate.
-static bool
-s_rate_limited (zchat_server_t *self, zchat_request_t *req)
-{
-    uint32_t retry_ms = s_rate_take (self, req->session, req->mono_ms);
-    if (retry_ms == 0)
+    const zchat_server_config_t *c = &self->config;
+    if (c->rate_limit == 0)
         return false;
+    bool message = req->msg->type == ZCHAT_SAY || req->msg->type == ZCHAT_DM;
+    zchat_bucket_t *bucket = message ? &req->session->messages : &req->session->commands;
+    uint32_t retry_ms = zchat_bucket_wait (bucket, c->rate_limit, c->rate_burst, 1,
+                                           req->mono_ms);
+    if (retry_ms == 0) {
+        zchat_bucket_charge (bucket, 1);
+        return false;
+    }
     self->rate_limited++;
     ZCHAT_DEBUG ("zchat: %s is over the rate limit", req->session->nick);
     zchat_server_error (self, req, ZCHAT_ERR_RATE_LIMITED, retry_ms,
-                        "rate limited: at most %u messages per second (burst %u)",
-                        self->config.rate_limit, self->config.rate_burst);
+                        "rate limited: at most %u %s per second (burst %u)",
+                        c->rate_limit, message ? "messages" : "room commands",
+                        c->rate_burst);
     return true;
 }
 
@@ -260,7 +244,7 @@ zchat_server_do_say (zchat_server_t *self, zchat_request_t *req)
                             msg->text_size, self->config.max_text);
         return;
     }
-    if (s_rate_limited (self, req))
+    if (zchat_server_rate_limited (self, req))
         return;
     if (self->staged_count + self->early_count >= ZCHAT_GROUP_MESSAGES
     ||  self->arena_size + self->early_bytes >= ZCHAT_GROUP_BYTES)
@@ -365,7 +349,7 @@ zchat_server_do_dm (zchat_server_t *self, zchat_request_t *req)
                             msg->text_size, self->config.max_text);
         return;
     }
-    if (s_rate_limited (self, req))
+    if (zchat_server_rate_limited (self, req))
         return;
     uint64_t ts = req->now_ms;
     zchat_buf_t buf;

@@ -242,6 +242,8 @@ zchat_server_do_nick (zchat_server_t *self, zchat_request_t *req)
         zchat_server_error (self, req, ZCHAT_ERR_NICK_IN_USE, 0, "nick %s is in use", nick);
         return;
     }
+    if (zchat_server_rate_limited (self, req))
+        return;
     bool claim;
     if (s_check_owner (self, req, nick, &claim))
         return;

@@ -369,6 +369,7 @@ s_test_clock (void)
     s_greet (bed, "A", "alice", NULL);
     s_join (bed, "A", "lobby", 2);
     zchat_testbed_clear (bed);
+    zchat_testbed_advance (bed, 1000);
     assert (s_say (bed, "A", "lobby", 3, "one") == 1);
 
     zchat_testbed_step_wall (bed, 3600 * 1000);
@@ -837,13 +838,41 @@ s_test_limits (void)
     s_reply (bed, "B", ZCHAT_ACK, 16);
     s_reply (bed, "A", ZCHAT_DELIVER, 0);
 
+    //  Every command that publishes or writes is charged too (JOIN, TOPIC
+    //  set, PROBE, NICK, LEAVE), to a bucket of its own: reads are not,
+    //  and messages still pass
+    zchat_testbed_clear (bed);
+    zchat_testbed_advance (bed, 1000);
+    s_join (bed, "A", "ops", 17);
+    SEND (bed, "A", zchat_encode_topic (&s_buf, 18, "lobby", true, "t1"));
+    s_reply (bed, "A", ZCHAT_TOPICIS, 18);
+    SEND (bed, "A", zchat_encode_topic (&s_buf, 19, "lobby", true, "t2"));
+    s_error (bed, "A", 19, ZCHAT_ERR_RATE_LIMITED);
+    SEND (bed, "A", zchat_encode_probe (&s_buf, 19, "lobby", NULL));
+    s_error (bed, "A", 19, ZCHAT_ERR_RATE_LIMITED);
+    SEND (bed, "A", zchat_encode_nick (&s_buf, 19, "alicia"));
+    s_error (bed, "A", 19, ZCHAT_ERR_RATE_LIMITED);
+    SEND (bed, "A", zchat_encode_leave (&s_buf, 19, "ops"));
+    s_error (bed, "A", 19, ZCHAT_ERR_RATE_LIMITED);
+    SEND (bed, "A", zchat_encode_join (&s_buf, 19, "ops"));
+    s_error (bed, "A", 19, ZCHAT_ERR_RATE_LIMITED);
+    SEND (bed, "A", zchat_encode_topic (&s_buf, 19, "lobby", false, ""));
+    msg = s_reply (bed, "A", ZCHAT_TOPICIS, 19);
+    assert (streq (msg->topic, "t1"));
+    SEND (bed, "A", zchat_encode_ping (&s_buf, 19));
+    s_reply (bed, "A", ZCHAT_PONG, 19);
+    s_say (bed, "A", "lobby", 25, "still talking");
+    zchat_server_t *server = zchat_testbed_server (bed);
+    assert (zchat_sessions_by_nick (server->sessions, "alice"));
+    assert (zchat_testbed_pending (bed) == 3);      //  join, topic, message
+    zchat_testbed_clear (bed);
+    zchat_testbed_advance (bed, 1000);
+
     //  Rooms per session
-    s_join (bed, "A", "ops", 20);
     SEND (bed, "A", zchat_encode_join (&s_buf, 21, "dev"));
     msg = s_error (bed, "A", 21, ZCHAT_ERR_LIMIT);
     assert (strstr (msg->reason, "limit"));
     s_join (bed, "A", "ops", 22);                   //  a room already joined is fine
-    zchat_server_t *server = zchat_testbed_server (bed);
     assert (zchat_rooms_lookup (server->rooms, "dev") == NULL);
 
     //  Sessions per address: a third from 127.0.0.1 is refused, another

@@ -196,7 +196,6 @@ zchat_sessions_add (zchat_sessions_t *self, const uint8_t *peer,
     strcpy (session->token, token);
     session->started_ms = now_ms;
     session->last_seen_ms = now_ms;
-    session->bucket_ms = now_ms;
 
     if (zhashx_insert (self->by_peer, &session->peer_key, session)) {
         s_session_free (&session);

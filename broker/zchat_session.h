@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "zchat_msg.h"
+#include "zchat_util.h"
 
 #define ZCHAT_TOKEN_SIZE    32          //  hex digits the broker issues
 #define ZCHAT_KEY_SIZE      40          //  a Z85 CURVE public key
@@ -40,8 +41,11 @@ struct _zchat_session_t {
     zchat_room_t **rooms;                       //  rooms joined, join order
     size_t room_count;
     size_t room_limit;                          //  allocated slots
-    uint64_t bucket;                            //  rate limit, milli-messages
-    uint64_t bucket_ms;                         //  when bucket was refilled
+    zchat_bucket_t messages;                    //  rate limit: SAY, DM
+    zchat_bucket_t commands;                    //  rate limit: JOIN, LEAVE,
+                                                //  NICK, TOPIC set, PROBE
+    zchat_bucket_t queries;                     //  reply bytes: HISTORY,
+                                                //  WHO, ROOMS
     //  table: indexes and recency list
     zchat_blob_t peer_key;
     zchat_session_t *older;

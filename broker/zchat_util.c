@@ -126,6 +126,57 @@ zchat_secret_equal (const char *a, const char *b)
 
 
 //  ---------------------------------------------------------------------
+//  Token bucket. Limits are at most a few billion units (bytes of 16 MiB
+//  bursts, messages in millions), so thousandths stay far below 2^63.
+
+void
+zchat_bucket_fill (zchat_bucket_t *self, uint64_t burst, uint64_t now_ms)
+{
+    assert (self);
+    assert (burst <= (uint64_t) INT64_MAX / 1000);
+    self->level = (int64_t) (burst * 1000);
+    self->at_ms = now_ms;
+}
+
+uint32_t
+zchat_bucket_wait (zchat_bucket_t *self, uint64_t per_second, uint64_t burst,
+                   uint64_t units, uint64_t now_ms)
+{
+    assert (self);
+    assert (per_second > 0);
+    assert (burst <= (uint64_t) INT64_MAX / 1000);
+    assert (units <= (uint64_t) INT64_MAX / 1000);
+    int64_t capacity = (int64_t) (burst * 1000);
+    if (now_ms > self->at_ms && self->level < capacity) {
+        //  per_second units a second are per_second thousandths a ms.
+        //  Past a full refill the exact time no longer matters; capping
+        //  it keeps the product in range.
+        uint64_t elapsed = now_ms - self->at_ms;
+        uint64_t room = (uint64_t) (capacity - self->level);
+        if (elapsed > room / per_second + 1)
+            elapsed = room / per_second + 1;
+        self->level += (int64_t) (elapsed * per_second);
+        if (self->level > capacity)
+            self->level = capacity;
+    }
+    self->at_ms = now_ms;
+    int64_t need = (int64_t) (units * 1000);
+    if (self->level >= need)
+        return 0;
+    uint64_t wait = ((uint64_t) (need - self->level) + per_second - 1) / per_second;
+    return wait > UINT32_MAX ? UINT32_MAX : wait ? (uint32_t) wait : 1;
+}
+
+void
+zchat_bucket_charge (zchat_bucket_t *self, uint64_t units)
+{
+    assert (self);
+    assert (units <= (uint64_t) INT64_MAX / 1000);
+    self->level -= (int64_t) (units * 1000);
+}
+
+
+//  ---------------------------------------------------------------------
 //  Self test
 
 void
@@ -154,6 +205,31 @@ zchat_util_test (bool verbose)
     assert (!zchat_secret_equal ("abc", "abd"));
     assert (!zchat_secret_equal ("abc", "ab"));
     assert (!zchat_secret_equal ("", "a"));
+
+    //  Bucket: 2 a second, burst 2
+    zchat_bucket_t bucket;
+    zchat_bucket_fill (&bucket, 2, 1000);
+    assert (zchat_bucket_wait (&bucket, 2, 2, 1, 1000) == 0);
+    zchat_bucket_charge (&bucket, 1);
+    assert (zchat_bucket_wait (&bucket, 2, 2, 1, 1000) == 0);
+    zchat_bucket_charge (&bucket, 1);
+    assert (zchat_bucket_wait (&bucket, 2, 2, 1, 1000) == 500);
+    assert (zchat_bucket_wait (&bucket, 2, 2, 1, 1200) == 300);
+    assert (zchat_bucket_wait (&bucket, 2, 2, 1, 1500) == 0);
+    //  A clock stepping back neither refills nor stalls
+    assert (zchat_bucket_wait (&bucket, 2, 2, 2, 100) == 500);
+    assert (zchat_bucket_wait (&bucket, 2, 2, 2, 600) == 0);
+    //  Never past the burst, however long the pause
+    assert (zchat_bucket_wait (&bucket, 2, 2, 3, UINT64_MAX / 2) > 0);
+    //  Debt: a cost known afterwards; nothing until it is paid off
+    zchat_bucket_fill (&bucket, 1000, 0);
+    zchat_bucket_charge (&bucket, 3000);
+    assert (zchat_bucket_wait (&bucket, 1000, 1000, 1, 0) == 2001);
+    assert (zchat_bucket_wait (&bucket, 1000, 1000, 1, 2001) == 0);
+    //  Large byte budgets stay in range
+    zchat_bucket_fill (&bucket, 1ULL << 34, 0);
+    zchat_bucket_charge (&bucket, 1ULL << 35);
+    assert (zchat_bucket_wait (&bucket, 1ULL << 20, 1ULL << 34, 1, 0) > 16000000);
 
     if (verbose)
         printf ("OK\n");

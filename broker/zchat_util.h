@@ -1,5 +1,6 @@
-//  zchat_util — small broker helpers: secure random bytes and a keyed hash
-//  for the broker's tables.
+//  zchat_util — small broker helpers: secure random bytes, a keyed hash
+//  for the broker's tables, and the token bucket behind every per-session
+//  limit.
 //
 //  Every key the broker hashes (routing ids, nicks, room names, addresses)
 //  is chosen by its peers: a client may set its own routing id. An
@@ -30,6 +31,31 @@ size_t
 //  (for secrets such as session tokens). True if equal.
 bool
     zchat_secret_equal (const char *a, const char *b);
+
+//  A token bucket: it holds up to burst units and refills at per_second
+//  units a second. Counted in thousandths of a unit, so that refills need
+//  no floating point. A charge may take it below zero, for a cost known
+//  only once the work is done (the size of a reply): nothing more is
+//  allowed until that debt is paid off by time.
+typedef struct {
+    int64_t level;                  //  thousandths of a unit
+    uint64_t at_ms;                 //  when it was last refilled
+} zchat_bucket_t;
+
+//  Fill the bucket to burst units as of now_ms.
+void
+    zchat_bucket_fill (zchat_bucket_t *self, uint64_t burst, uint64_t now_ms);
+
+//  Refill for the time since the last call (a clock that steps back
+//  refills nothing, and stalls nothing either), then: 0 if at least units
+//  are there, else the milliseconds (at least 1) until they will be.
+uint32_t
+    zchat_bucket_wait (zchat_bucket_t *self, uint64_t per_second, uint64_t burst,
+                       uint64_t units, uint64_t now_ms);
+
+//  Take units out of the bucket, into debt if need be.
+void
+    zchat_bucket_charge (zchat_bucket_t *self, uint64_t units);
 
 //  Self test; asserts on failure.
 void

@@ -51,7 +51,7 @@ static const char *s_usage =
 "                           a slower subscriber loses live messages and recovers\n"
 "                           them from history\n"
 "  --max-text BYTES         longest message text, at most 65536 (default 4096)\n"
-"  --max-rooms N            rooms one session may join (default unlimited)\n"
+"  --max-rooms N            rooms one session may join, at most 4096 (default 100)\n"
 "  --max-sessions-per-address N\n"
 "                           sessions from one IP address (default unlimited)\n"
 "  --history-page N         most messages in one history reply (default 500)\n"
@@ -319,15 +319,19 @@ main (int argc, char **argv)
                 config.max_text = (uint32_t) count;
                 break;
             case OPT_MAX_ROOMS:
+                if (s_parse_count (arg, 1, ZCHAT_MAX_ITEMS, &count) != 0) {
+                    exit_code = s_usage_error ("--max-rooms: '%s' is not "
+                        "a count in 1..4096", arg);
+                    goto done;
+                }
+                config.max_rooms = (uint32_t) count;
+                break;
             case OPT_MAX_SESSIONS:
                 if (s_parse_count (arg, 1, MAX_COUNT, &count) != 0) {
                     exit_code = s_usage_error ("'%s' is not a positive count", arg);
                     goto done;
                 }
-                if (option == OPT_MAX_ROOMS)
-                    config.max_rooms = (uint32_t) count;
-                else
-                    config.max_sessions_per_address = (uint32_t) count;
+                config.max_sessions_per_address = (uint32_t) count;
                 break;
             case OPT_HISTORY_PAGE:
                 if (s_parse_count (arg, 1, ZCHAT_MAX_ITEMS, &count) != 0) {

@@ -131,6 +131,7 @@ zchat_broker_config_defaults (zchat_broker_config_t *config)
     config->max_text = ZCHAT_BROKER_MAX_TEXT;
     config->history_page = ZCHAT_BROKER_HISTORY_PAGE;
     config->pub_hwm = ZCHAT_BROKER_PUB_HWM;
+    config->max_rooms = ZCHAT_BROKER_MAX_ROOMS;
     config->durable = true;
 }
 

@@ -24,6 +24,7 @@
 #define ZCHAT_BROKER_MAX_TEXT       4096
 #define ZCHAT_BROKER_HISTORY_PAGE   500
 #define ZCHAT_BROKER_PUB_HWM        100000
+#define ZCHAT_BROKER_MAX_ROOMS      100
 
 //  Most routing-id frames an envelope may hold (one per relay hop).
 #define ZCHAT_BROKER_MAX_HOPS       8
@@ -45,7 +46,7 @@ typedef struct {
     uint64_t retain_ms;             //  0 = unlimited
     int      pub_hwm;               //  PUB send high-water mark
     uint32_t max_text;              //  1..ZCHAT_MAX_TEXT
-    uint32_t max_rooms;             //  0 = unlimited
+    uint32_t max_rooms;             //  rooms per session, 1..ZCHAT_MAX_ITEMS
     uint32_t max_sessions_per_address;  //  0 = unlimited
     uint32_t history_page;
     uint32_t rate_limit;            //  SAY/DM per second, 0 = off

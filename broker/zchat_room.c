@@ -211,20 +211,14 @@ zchat_room_join (zchat_room_t *room, zchat_session_t *session)
 
 
 //  ---------------------------------------------------------------------
-//  Take session out of room: 0, or -1 if it was not a member.
+//  Take session out of room, whose entry is at index at of the session's
+//  rooms. Both arrays keep their order: PONG lists rooms in join order,
+//  WHO lists members in join order.
 
-int
-zchat_room_part (zchat_room_t *room, zchat_session_t *session)
+static void
+s_part_at (zchat_room_t *room, zchat_session_t *session, size_t at)
 {
-    assert (room);
-    assert (session);
-    //  Both arrays keep their order: PONG lists rooms in join order, WHO
-    //  lists members in join order.
-    size_t at = 0;
-    while (at < session->room_count && session->rooms [at] != room)
-        at++;
-    if (at == session->room_count)
-        return -1;
+    assert (at < session->room_count && session->rooms [at] == room);
     memmove (session->rooms + at, session->rooms + at + 1,
              (session->room_count - at - 1) * sizeof (zchat_room_t *));
     session->room_count--;
@@ -236,7 +230,38 @@ zchat_room_part (zchat_room_t *room, zchat_session_t *session)
     memmove (room->members + at, room->members + at + 1,
              (room->member_count - at - 1) * sizeof (zchat_session_t *));
     room->member_count--;
-    return 0;
+}
+
+
+//  ---------------------------------------------------------------------
+//  Take session out of room: 0, or -1 if it was not a member.
+
+int
+zchat_room_part (zchat_room_t *room, zchat_session_t *session)
+{
+    assert (room);
+    assert (session);
+    for (size_t at = session->room_count; at > 0; at--)
+        if (session->rooms [at - 1] == room) {
+            s_part_at (room, session, at - 1);
+            return 0;
+        }
+    return -1;
+}
+
+
+//  ---------------------------------------------------------------------
+//  Take session out of its newest room; returns the room or NULL.
+
+zchat_room_t *
+zchat_room_part_last (zchat_session_t *session)
+{
+    assert (session);
+    if (session->room_count == 0)
+        return NULL;
+    zchat_room_t *room = session->rooms [session->room_count - 1];
+    s_part_at (room, session, session->room_count - 1);
+    return room;
 }
 
 
@@ -319,7 +344,21 @@ zchat_room_test (bool verbose)
     assert (lob == NULL);
     assert (zchat_rooms_lookup (rooms, "lob") == NULL);
 
-    assert (zchat_room_part (lobby, bob) == 0);
+    //  Parting the newest room first, room after room
+    zchat_room_t *ops = zchat_rooms_add (rooms, "ops");
+    assert (ops);
+    assert (zchat_room_join (ops, bob) == 0);
+    assert (zchat_room_join (ops, alice) == 0);
+    assert (zchat_room_join (lobby, alice) == 0);
+    assert (bob->room_count == 2);
+    assert (zchat_room_part_last (bob) == ops);
+    assert (ops->member_count == 1 && ops->members [0] == alice);
+    assert (zchat_room_part_last (bob) == lobby);
+    assert (zchat_room_part_last (bob) == NULL);
+    assert (lobby->member_count == 1 && lobby->members [0] == alice);
+    assert (zchat_room_part_last (alice) == lobby);
+    assert (zchat_room_part_last (alice) == ops);
+    assert (alice->room_count == 0 && lobby->member_count == 0 && ops->member_count == 0);
     zchat_rooms_destroy (&rooms);
     zchat_sessions_destroy (&sessions);
 

@@ -77,8 +77,15 @@ int
 int
     zchat_room_part (zchat_room_t *room, zchat_session_t *session);
 
+//  Take session out of the room it joined last, and return that room (or
+//  NULL if it is in none). Parting every room this way costs one scan of
+//  each room's members, not of the session's rooms as well.
+zchat_room_t *
+    zchat_room_part_last (zchat_session_t *session);
+
 //  The room called name if session is a member of it, else NULL. A scan
-//  of the session's rooms: cheap for the handful most sessions join.
+//  of the session's rooms: cheap for the handful most sessions join, and
+//  bounded by the broker's rooms-per-session limit.
 zchat_room_t *
     zchat_room_of (zchat_session_t *session, const char *name);
 

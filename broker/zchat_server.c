@@ -72,6 +72,10 @@ zchat_server_new (const zchat_server_config_t *config, zchat_store_t *store,
         c->max_text = 4096;
     if (c->max_text > ZCHAT_MAX_TEXT)
         c->max_text = ZCHAT_MAX_TEXT;
+    //  Membership is a scan of the session's rooms (on every SAY), and a
+    //  PONG lists at most ZCHAT_MAX_ITEMS rooms: the limit bounds both.
+    if (c->max_rooms == 0 || c->max_rooms > ZCHAT_MAX_ITEMS)
+        c->max_rooms = ZCHAT_MAX_ITEMS;
     if (c->history_page == 0)
         c->history_page = 500;
     if (c->history_page > ZCHAT_MAX_ITEMS)

@@ -28,7 +28,9 @@ typedef struct {
     uint32_t heartbeat_ms;          //  how often idle clients must ping
     uint32_t timeout_ms;            //  silence after which a session ends
     uint32_t max_text;              //  longest text accepted, <= ZCHAT_MAX_TEXT
-    uint32_t max_rooms;             //  rooms per session (0 = unlimited)
+    uint32_t max_rooms;             //  rooms per session, at most (and 0
+                                    //  means) ZCHAT_MAX_ITEMS, the most
+                                    //  rooms one PONG can list
     uint32_t max_sessions_per_address;  //  0 = unlimited
     uint32_t history_page;          //  most messages in one PAGE
     uint32_t rate_limit;            //  SAY and DM per second per session,

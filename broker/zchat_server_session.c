@@ -279,10 +279,8 @@ zchat_server_end_session (zchat_server_t *self, zchat_session_t **session_p,
     zchat_session_t *session = *session_p;
     if (!session)
         return;
-    while (session->room_count > 0) {
-        zchat_room_t *room = session->rooms [session->room_count - 1];
-        int rc = zchat_room_part (room, session);
-        assert (rc == 0);
+    zchat_room_t *room;
+    while ((room = zchat_room_part_last (session))) {
         zchat_server_event (self, room, ZCHAT_EVENT_QUIT, session->nick, "", now_ms);
         zchat_server_room_release (self, &room);
     }

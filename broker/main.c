@@ -53,7 +53,9 @@ static const char *s_usage =
 "  --max-text BYTES         longest message text, at most 65536 (default 4096)\n"
 "  --max-rooms N            rooms one session may join, at most 4096 (default 100)\n"
 "  --max-sessions-per-address N\n"
-"                           sessions from one IP address (default unlimited)\n"
+"                           sessions from one IP address (default 1000)\n"
+"  --max-sessions N         sessions in all, whatever their address (default\n"
+"                           100000)\n"
 "  --history-page N         most messages in one history reply (default 500)\n"
 "  --rate-limit R[:B]       per-session room and direct messages per second, with\n"
 "                           bursts of B (default B = R), and as many of the other\n"
@@ -75,7 +77,7 @@ static const char *s_usage =
 enum {
     OPT_ROUTER = 256, OPT_PUB, OPT_TIMEOUT, OPT_DATA, OPT_FSYNC, OPT_DURABLE,
     OPT_RETAIN_MESSAGES, OPT_RETAIN_DAYS, OPT_PUB_HWM, OPT_MAX_TEXT,
-    OPT_MAX_ROOMS, OPT_MAX_SESSIONS, OPT_HISTORY_PAGE, OPT_RATE_LIMIT,
+    OPT_MAX_ROOMS, OPT_MAX_SESSIONS, OPT_MAX_ALL_SESSIONS, OPT_HISTORY_PAGE, OPT_RATE_LIMIT,
     OPT_CERT, OPT_ALLOW, OPT_ALLOW_ANY
 };
 
@@ -92,6 +94,7 @@ static const struct option s_options [] = {
     { "max-text",           required_argument, NULL, OPT_MAX_TEXT },
     { "max-rooms",          required_argument, NULL, OPT_MAX_ROOMS },
     { "max-sessions-per-address", required_argument, NULL, OPT_MAX_SESSIONS },
+    { "max-sessions",       required_argument, NULL, OPT_MAX_ALL_SESSIONS },
     { "history-page",       required_argument, NULL, OPT_HISTORY_PAGE },
     { "rate-limit",         required_argument, NULL, OPT_RATE_LIMIT },
     { "cert",               required_argument, NULL, OPT_CERT },
@@ -327,11 +330,17 @@ main (int argc, char **argv)
                 config.max_rooms = (uint32_t) count;
                 break;
             case OPT_MAX_SESSIONS:
+            case OPT_MAX_ALL_SESSIONS:
                 if (s_parse_count (arg, 1, MAX_COUNT, &count) != 0) {
-                    exit_code = s_usage_error ("'%s' is not a positive count", arg);
+                    exit_code = s_usage_error ("%s: '%s' is not a positive count",
+                        option == OPT_MAX_SESSIONS? "--max-sessions-per-address":
+                        "--max-sessions", arg);
                     goto done;
                 }
-                config.max_sessions_per_address = (uint32_t) count;
+                if (option == OPT_MAX_SESSIONS)
+                    config.max_sessions_per_address = (uint32_t) count;
+                else
+                    config.max_sessions = (uint32_t) count;
                 break;
             case OPT_HISTORY_PAGE:
                 if (s_parse_count (arg, 1, ZCHAT_MAX_ITEMS, &count) != 0) {

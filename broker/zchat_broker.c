@@ -132,6 +132,8 @@ zchat_broker_config_defaults (zchat_broker_config_t *config)
     config->history_page = ZCHAT_BROKER_HISTORY_PAGE;
     config->pub_hwm = ZCHAT_BROKER_PUB_HWM;
     config->max_rooms = ZCHAT_BROKER_MAX_ROOMS;
+    config->max_sessions_per_address = ZCHAT_BROKER_MAX_PER_ADDRESS;
+    config->max_sessions = ZCHAT_BROKER_MAX_SESSIONS;
     config->durable = true;
 }
 
@@ -552,6 +554,7 @@ zchat_broker_new (const zchat_broker_config_t *config,
         .max_text = config->max_text,
         .max_rooms = config->max_rooms,
         .max_sessions_per_address = config->max_sessions_per_address,
+        .max_sessions = config->max_sessions,
         .history_page = config->history_page,
         .rate_limit = config->rate_limit,
         .rate_burst = config->rate_burst,

@@ -25,6 +25,11 @@
 #define ZCHAT_BROKER_HISTORY_PAGE   500
 #define ZCHAT_BROKER_PUB_HWM        100000
 #define ZCHAT_BROKER_MAX_ROOMS      100
+//  Sessions from one address, and in all. One TCP connection can carry
+//  many sessions (relay hops in its envelopes), so these bound what one
+//  peer can make the broker hold; 50 clients on one machine fit easily.
+#define ZCHAT_BROKER_MAX_PER_ADDRESS 1000
+#define ZCHAT_BROKER_MAX_SESSIONS   100000
 
 //  Most routing-id frames an envelope may hold (one per relay hop).
 #define ZCHAT_BROKER_MAX_HOPS       8
@@ -48,6 +53,7 @@ typedef struct {
     uint32_t max_text;              //  1..ZCHAT_MAX_TEXT
     uint32_t max_rooms;             //  rooms per session, 1..ZCHAT_MAX_ITEMS
     uint32_t max_sessions_per_address;  //  0 = unlimited
+    uint32_t max_sessions;          //  in all, 0 = unlimited
     uint32_t history_page;
     uint32_t rate_limit;            //  SAY/DM per second, 0 = off
     uint32_t rate_burst;

@@ -32,6 +32,9 @@ typedef struct {
                                     //  means) ZCHAT_MAX_ITEMS, the most
                                     //  rooms one PONG can list
     uint32_t max_sessions_per_address;  //  0 = unlimited
+    uint32_t max_sessions;          //  in all, 0 = unlimited: the cap that
+                                    //  holds for peers without an address
+                                    //  (ipc) and for relayed envelopes
     uint32_t history_page;          //  most messages in one PAGE
     uint32_t rate_limit;            //  SAY and DM per second per session,
                                     //  and as many other commands that

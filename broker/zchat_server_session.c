@@ -130,6 +130,13 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
                             c->max_sessions_per_address);
         return;
     }
+    //  A takeover moves a session; only a new one counts against the cap.
+    if (!holder && c->max_sessions
+    &&  zchat_sessions_size (self->sessions) - (leaving ? 1 : 0) >= c->max_sessions) {
+        zchat_server_error (self, req, ZCHAT_ERR_LIMIT, 0,
+                            "the broker is full (limit %u sessions)", c->max_sessions);
+        return;
+    }
     char token [ZCHAT_TOKEN_SIZE + 1];
     if (!holder && s_new_token (token)) {
         zsys_error ("zchat: no random bytes for a session token");

@@ -339,6 +339,20 @@ s_test_regreeting (void)
     s_event (bed, "lobby:", ZCHAT_EVENT_QUIT, "alice", "");
     assert (zchat_server_sessions (server) == 2);
 
+    //  The broker is full (a cap in all): a new session is refused, a
+    //  re-greeting fits in the one it gives up, a takeover moves one
+    server->config.max_sessions = 2;
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size_t size = zchat_encode_hello (&s_buf, 25, ZCHAT_VERSION, "carol", "");
+    zchat_testbed_send_from (bed, "C", NULL, "10.9.9.9", s_body, size);
+    msg = s_error (bed, "C", 25, ZCHAT_ERR_LIMIT);
+    assert (strstr (msg->reason, "full"));
+    zchat_testbed_send_from (bed, "C", NULL, NULL, s_body, size);
+    s_error (bed, "C", 25, ZCHAT_ERR_LIMIT);
+    SEND (bed, "A", zchat_encode_hello (&s_buf, 26, ZCHAT_VERSION, "alicia", ""));
+    s_reply (bed, "A", ZCHAT_WELCOME, 26);
+    assert (zchat_server_sessions (server) == 2);
+
     //  Taking over bob's session from a peer that has one: the peer's own
     //  session ends (quit), bob's moves here with its rooms
     SEND (bed, "A", zchat_encode_hello (&s_buf, 22, ZCHAT_VERSION, "bob", bob_token));

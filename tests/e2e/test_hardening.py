@@ -9,7 +9,7 @@ a SIGHUP right after start does no harm."""
 
 import time
 
-from harness import (Broker, RawDealer, check, encode, raw_session, T,
+from harness import (Broker, RawDealer, check, decode, encode, raw_session, T,
                      ERROR, JOIN, JOINED, OK, WELCOME, HELLO, BYE, PING, PONG)
 
 COST = 20
@@ -35,3 +35,39 @@ def test_rooms_per_session_default():
     m = d.request(BYE)
     check(m["type"] == OK, "BYE from a session in 100 rooms: %r" % m)
     check(time.monotonic() - t0 < T(2), "BYE took %.2fs" % (time.monotonic() - t0))
+
+
+def _hello_via_hops(d, count, prefix):
+    """Greet count sessions over one connection, each behind a made-up relay
+    hop; returns the decoded answers in order."""
+    for i in range(count):
+        d.send_frames([b"hop%d" % i, b"", encode(HELLO, 1 + i, version=1, nick="%s%d" % (prefix, i),
+                                                  token="")])
+    answers = []
+    while len(answers) < count:
+        frames = d.recv_frames(T(5))
+        check(frames is not None, "only %d of %d relayed HELLOs answered" % (len(answers), count))
+        check(len(frames) == 3 and frames[1] == b"", "relayed reply envelope: %r" % frames[:2])
+        answers.append(decode(frames[2]))
+    return answers
+
+
+def test_sessions_per_connection_capped():
+    """Made-up relay hops let one connection greet many sessions: by default
+    at most 1000 come from one address, and --max-sessions caps them all."""
+    b = Broker()
+    d = RawDealer(b.router)
+    answers = _hello_via_hops(d, 1001, "h")
+    welcomed = [m for m in answers if m["type"] == WELCOME]
+    refused = [m for m in answers if m["type"] == ERROR]
+    check(len(welcomed) == 1000 and len(refused) == 1 and refused[0]["code"] == 452,
+          "1001 sessions from one address: %d welcomed, refusals %r"
+          % (len(welcomed), refused[:3]))
+    b.check_alive()
+
+    b2 = Broker("--max-sessions", "5")
+    d2 = RawDealer(b2.router)
+    answers = _hello_via_hops(d2, 6, "g")
+    check([m["type"] for m in answers[:5]] == [WELCOME] * 5, "5 sessions fit: %r" % answers)
+    check(answers[5]["type"] == ERROR and answers[5]["code"] == 452
+          and "full" in answers[5]["reason"], "the 6th of --max-sessions 5: %r" % answers[5])

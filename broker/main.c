@@ -67,6 +67,10 @@ static const char *s_usage =
 "  --allow DIR                admit only the public certificates in DIR\n"
 "                             (read again on SIGHUP)\n"
 "  --allow-any                admit any key (encryption without an allow-list)\n"
+"  --max-nicks-per-key N    with --cert: nicks one key may bind (default 10)\n"
+"  --release-nick NICK      do not serve: unbind NICK from its key in the store\n"
+"                           of --data (refused while a broker runs there), print\n"
+"                           one line, exit 0 (1 if NICK was not bound)\n"
 "  -v, --verbose            debug logging\n"
 "  -h, --help               this help\n"
 "\n"
@@ -78,7 +82,7 @@ enum {
     OPT_ROUTER = 256, OPT_PUB, OPT_TIMEOUT, OPT_DATA, OPT_FSYNC, OPT_DURABLE,
     OPT_RETAIN_MESSAGES, OPT_RETAIN_DAYS, OPT_PUB_HWM, OPT_MAX_TEXT,
     OPT_MAX_ROOMS, OPT_MAX_SESSIONS, OPT_MAX_ALL_SESSIONS, OPT_HISTORY_PAGE, OPT_RATE_LIMIT,
-    OPT_CERT, OPT_ALLOW, OPT_ALLOW_ANY
+    OPT_CERT, OPT_ALLOW, OPT_ALLOW_ANY, OPT_MAX_NICKS, OPT_RELEASE_NICK
 };
 
 static const struct option s_options [] = {
@@ -100,6 +104,8 @@ static const struct option s_options [] = {
     { "cert",               required_argument, NULL, OPT_CERT },
     { "allow",              required_argument, NULL, OPT_ALLOW },
     { "allow-any",          no_argument,       NULL, OPT_ALLOW_ANY },
+    { "max-nicks-per-key",  required_argument, NULL, OPT_MAX_NICKS },
+    { "release-nick",       required_argument, NULL, OPT_RELEASE_NICK },
     { "verbose",            no_argument,       NULL, 'v' },
     { "help",               no_argument,       NULL, 'h' },
     { NULL, 0, NULL, 0 }
@@ -243,6 +249,7 @@ main (int argc, char **argv)
     char *default_dir = NULL;
     int exit_code = EXIT_USAGE;
     bool allow_any = false;
+    const char *release_nick = NULL;
     uint64_t count;
     double amount;
 
@@ -366,6 +373,22 @@ main (int argc, char **argv)
             case OPT_ALLOW_ANY:
                 allow_any = true;
                 break;
+            case OPT_MAX_NICKS:
+                if (s_parse_count (arg, 1, MAX_COUNT, &count) != 0) {
+                    exit_code = s_usage_error ("--max-nicks-per-key: '%s' is not "
+                        "a positive count", arg);
+                    goto done;
+                }
+                config.max_nicks_per_key = (uint32_t) count;
+                break;
+            case OPT_RELEASE_NICK:
+                if (!zchat_nick_valid (arg)) {
+                    exit_code = s_usage_error ("--release-nick: '%s' is not a valid nick",
+                                               arg);
+                    goto done;
+                }
+                release_nick = arg;
+                break;
             case 'v':
                 config.verbose = true;
                 break;
@@ -413,13 +436,24 @@ main (int argc, char **argv)
         }
         config.data_dir = default_dir;
     }
+    char error [512];
+    if (release_nick) {
+        //  An operator command on an existing store, not a broker run.
+        int rc = zchat_broker_release_nick (config.data_dir, release_nick,
+                                            error, sizeof (error));
+        if (rc == 0)
+            printf ("%s\n", error);
+        else
+            fprintf (stderr, "zchat-broker: %s\n", error);
+        exit_code = rc == 0? EXIT_SUCCESS: EXIT_FAILURE;
+        goto done;
+    }
     if (s_create_parents (config.data_dir) != 0) {
         int error_number = errno;
         fprintf (stderr, "zchat-broker: cannot create the parents of data "
                  "directory %s: %s\n", config.data_dir, strerror (error_number));
         goto done;
     }
-    char error [512];
     zchat_broker_t *broker = zchat_broker_new (&config, error, sizeof (error));
     if (!broker) {
         fprintf (stderr, "zchat-broker: %s\n", error);

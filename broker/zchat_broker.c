@@ -50,6 +50,8 @@
 #define ROUTER_LINGER_MS    500
 //  Subscriptions are a topic frame plus one byte; nothing bigger is valid.
 #define PUB_MAXMSGSIZE      1024
+//  A CURVE public key in Z85, as the store keeps it.
+#define Z85_KEY_SIZE        40
 //  Bad input is logged at debug level, at most this many lines a second.
 #define LOGGED_PER_S        10
 
@@ -134,6 +136,7 @@ zchat_broker_config_defaults (zchat_broker_config_t *config)
     config->max_rooms = ZCHAT_BROKER_MAX_ROOMS;
     config->max_sessions_per_address = ZCHAT_BROKER_MAX_PER_ADDRESS;
     config->max_sessions = ZCHAT_BROKER_MAX_SESSIONS;
+    config->max_nicks_per_key = ZCHAT_BROKER_MAX_NICKS_PER_KEY;
     config->durable = true;
 }
 
@@ -561,6 +564,7 @@ zchat_broker_new (const zchat_broker_config_t *config,
         .retain_messages = config->retain_messages,
         .retain_ms = config->retain_ms,
         .curve = self->curve,
+        .max_nicks_per_key = config->max_nicks_per_key,
         .ack_before_commit = !config->durable,
     };
     zchat_server_output_t output = { self, s_reply, s_publish };
@@ -699,6 +703,48 @@ zchat_broker_run (zchat_broker_t *self)
     sigaction (SIGHUP, &previous, NULL);
     return rc;
 }
+
+//  ---------------------------------------------------------------------
+//  Release a nick's key binding (operator command).
+
+int
+zchat_broker_release_nick (const char *data_dir, const char *nick,
+                           char *message, size_t message_size)
+{
+    assert (data_dir && nick && message && message_size > 0);
+    //  Opening would create an empty store: a mistyped directory must not
+    //  turn into one.
+    char *path = zsys_sprintf ("%s/%s", data_dir, ZCHAT_STORE_FILE);
+    assert (path);
+    bool exists = access (path, F_OK) == 0;
+    zstr_free (&path);
+    if (!exists) {
+        snprintf (message, message_size, "no message store in %s", data_dir);
+        return -1;
+    }
+    char error [512];
+    zchat_store_t *store = zchat_store_new (data_dir, false, error, sizeof (error));
+    if (!store) {
+        snprintf (message, message_size, "%s", error);
+        return -1;
+    }
+    int rc = -1;
+    char key [Z85_KEY_SIZE + 1];
+    if (zchat_store_nick_owner (store, nick, key) != 0)
+        snprintf (message, message_size, "nick %s is not bound to any key in %s",
+                  nick, data_dir);
+    else
+    if (zchat_store_nick_release (store, nick) != 0)
+        snprintf (message, message_size, "could not release nick %s (storage error)", nick);
+    else {
+        snprintf (message, message_size, "released nick %s (it was bound to key %s)",
+                  nick, key);
+        rc = 0;
+    }
+    zchat_store_destroy (&store);
+    return rc;
+}
+
 
 //  ---------------------------------------------------------------------
 //  The endpoints as bound.

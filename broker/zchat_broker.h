@@ -30,6 +30,8 @@
 //  peer can make the broker hold; 50 clients on one machine fit easily.
 #define ZCHAT_BROKER_MAX_PER_ADDRESS 1000
 #define ZCHAT_BROKER_MAX_SESSIONS   100000
+//  Nicks one CURVE key may bind (bindings last until released).
+#define ZCHAT_BROKER_MAX_NICKS_PER_KEY 10
 
 //  Most routing-id frames an envelope may hold (one per relay hop).
 #define ZCHAT_BROKER_MAX_HOPS       8
@@ -54,6 +56,7 @@ typedef struct {
     uint32_t max_rooms;             //  rooms per session, 1..ZCHAT_MAX_ITEMS
     uint32_t max_sessions_per_address;  //  0 = unlimited
     uint32_t max_sessions;          //  in all, 0 = unlimited
+    uint32_t max_nicks_per_key;     //  CURVE nick bindings per key
     uint32_t history_page;
     uint32_t rate_limit;            //  SAY/DM per second, 0 = off
     uint32_t rate_burst;
@@ -96,6 +99,15 @@ const char *
     zchat_broker_router_endpoint (zchat_broker_t *self);
 const char *
     zchat_broker_pub_endpoint (zchat_broker_t *self);
+
+//  The operator's --release-nick: open the store in data_dir (refused while
+//  a broker runs on it: the directory lock) and unbind nick from the CURVE
+//  key that owns it, so that another key may claim it. Returns 0 with one
+//  line for the operator in message, or -1 with the reason (no store in
+//  data_dir, store in use, nick not bound, storage error).
+int
+    zchat_broker_release_nick (const char *data_dir, const char *nick,
+                               char *message, size_t message_size);
 
 //  Self test; asserts on failure.
 void

@@ -48,6 +48,7 @@ typedef struct {
     uint64_t retain_ms;             //  0 = unlimited
     bool     curve;                 //  peers are CURVE-authenticated: bind
                                     //  nicks to their keys
+    uint32_t max_nicks_per_key;     //  nicks one key may bind, 0 = unlimited
     bool     ack_before_commit;     //  durability off: ACK and publish each
                                     //  SAY at once, commit at the next flush
                                     //  (a crash can lose acknowledged

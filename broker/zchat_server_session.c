@@ -20,9 +20,11 @@ s_new_token (char *token)
     return 0;
 }
 
-//  Under CURVE a nick belongs to the first key that used it. Returns 0 if
-//  the request's key may use nick (*claim true if the nick is unowned and
-//  must be claimed once the rest succeeded), or -1 after answering 403.
+//  Under CURVE a nick belongs to the first key that used it, and a key may
+//  bind at most max_nicks_per_key nicks (bindings are permanent until an
+//  operator releases them). Returns 0 if the request's key may use nick
+//  (*claim true if the nick is unowned and must be claimed once the rest
+//  succeeded), or -1 after answering 403, 452 or 500.
 static int
 s_check_owner (zchat_server_t *self, zchat_request_t *req, const char *nick,
                bool *claim)
@@ -44,6 +46,22 @@ s_check_owner (zchat_server_t *self, zchat_request_t *req, const char *nick,
         zchat_server_error (self, req, ZCHAT_ERR_FORBIDDEN, 0,
                             "nick %s is registered to another key", nick);
         return -1;
+    }
+    uint32_t most = self->config.max_nicks_per_key;
+    if (most) {
+        int64_t owned = zchat_store_nick_count (self->store, req->user_id);
+        if (owned < 0) {
+            zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0,
+                                "could not read your key's nicks, try again");
+            return -1;
+        }
+        if (owned >= most) {
+            zchat_server_error (self, req, ZCHAT_ERR_LIMIT, 0,
+                                "your key already owns %" PRId64 " nicks (limit %u);"
+                                " use one of them, or ask the operator to release one",
+                                owned, most);
+            return -1;
+        }
     }
     *claim = true;
     return 0;

@@ -907,6 +907,7 @@ s_test_limits (void)
     //  sessions and restarts; one key may own several nicks.
     config = zchat_testbed_config ();
     config.curve = true;
+    config.max_nicks_per_key = 2;
     bed = zchat_testbed_new (&config, false);
     assert (bed);
     const char *key1 = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
@@ -932,6 +933,26 @@ s_test_limits (void)
     size = zchat_encode_nick (&s_buf, 42, "dave2");
     zchat_testbed_send_from (bed, "D2", key2, NULL, s_body, size);
     s_reply (bed, "D2", ZCHAT_OK, 42);
+    //  key2 owns two nicks, its limit: no third, by NICK or by HELLO;
+    //  its own nicks are still fine
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_nick (&s_buf, 142, "erin3");
+    zchat_testbed_send_from (bed, "D2", key2, NULL, s_body, size);
+    msg = s_error (bed, "D2", 142, ZCHAT_ERR_LIMIT);
+    assert (strstr (msg->reason, "limit 2"));
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_hello (&s_buf, 143, ZCHAT_VERSION, "erin4", "");
+    zchat_testbed_send_from (bed, "D4", key2, NULL, s_body, size);
+    s_error (bed, "D4", 143, ZCHAT_ERR_LIMIT);
+    assert (zchat_store_nick_owner (zchat_testbed_store (bed), "erin4", owner) == -1);
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_nick (&s_buf, 144, "erin");
+    zchat_testbed_send_from (bed, "D2", key2, NULL, s_body, size);
+    s_reply (bed, "D2", ZCHAT_OK, 144);
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_nick (&s_buf, 145, "dave2");
+    zchat_testbed_send_from (bed, "D2", key2, NULL, s_body, size);
+    s_reply (bed, "D2", ZCHAT_OK, 145);
     //  dave leaves; after a restart key2 still cannot have dave, key1 can
     zchat_buf_init (&s_buf, s_body, sizeof (s_body));
     size = zchat_encode_bye (&s_buf, 43);

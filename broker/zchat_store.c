@@ -79,7 +79,14 @@ const char *zchat_store_sql [ST_COUNT] = {
     [ST_NICK_CLAIM] = "INSERT OR IGNORE INTO nick_keys (nick, key, ts)"
                       " VALUES (?1, ?2, ?3)",
     [ST_NICK_RELEASE] = "DELETE FROM nick_keys WHERE nick = ?1",
+    [ST_NICK_COUNT] = "SELECT count(*) FROM nick_keys WHERE key = ?1",
 };
+
+//  Counting a key's nicks (the nicks-per-key limit) needs an index by key.
+//  It came after schema 2 and changes nothing else, so it is created in a
+//  version 2 file that lacks it instead of bumping the version.
+#define S_NICK_KEYS_INDEX \
+    "CREATE INDEX IF NOT EXISTS nick_keys_key ON nick_keys (key);"
 
 //  chunks is a rowid table: rows carry blobs of up to ~64 KiB, which a
 //  WITHOUT ROWID table would keep in its interior pages. data comes last,
@@ -107,7 +114,8 @@ static const char *s_schema_sql =
     "CREATE TABLE IF NOT EXISTS nick_keys ("
     "  nick TEXT PRIMARY KEY,"
     "  key TEXT NOT NULL,"
-    "  ts INTEGER NOT NULL) WITHOUT ROWID;";
+    "  ts INTEGER NOT NULL) WITHOUT ROWID;"
+    S_NICK_KEYS_INDEX;
 
 
 
@@ -1036,8 +1044,16 @@ s_schema (sqlite3 *db, const char *path, char *error, size_t error_size)
                   sqlite3_errmsg (db));
         return -1;
     }
-    if (version == STORE_SCHEMA_VERSION)
+    if (version == STORE_SCHEMA_VERSION) {
+        char *message = NULL;
+        if (sqlite3_exec (db, S_NICK_KEYS_INDEX, NULL, NULL, &message) != SQLITE_OK) {
+            snprintf (error, error_size, "cannot index nick bindings: %s",
+                      message? message: sqlite3_errmsg (db));
+            sqlite3_free (message);
+            return -1;
+        }
         return 0;
+    }
     if (version == 1) {
         snprintf (error, error_size,
                   "%s has schema version 1 (one row per message), which this "
@@ -2244,6 +2260,30 @@ zchat_store_nick_claim (zchat_store_t *self, const char *nick, const char *key)
     if (zchat_store_nick_owner (self, nick, owner))
         return -1;
     return streq (owner, key)? 0: -1;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Number of nicks bound to key, or -1 on error.
+
+int64_t
+zchat_store_nick_count (zchat_store_t *self, const char *key)
+{
+    size_t key_len = s_name_len (key, STORE_MAX_KEY);
+    if (!self || !key_len)
+        return -1;
+    sqlite3_stmt *stmt = self->stmt [ST_NICK_COUNT];
+    if (sqlite3_bind_text (stmt, 1, key, (int) key_len, SQLITE_STATIC)) {
+        s_log_error (self, "nick count: bind");
+        return -1;
+    }
+    int64_t count = -1;
+    if (sqlite3_step (stmt) == SQLITE_ROW)
+        count = sqlite3_column_int64 (stmt, 0);
+    else
+        s_log_error (self, "nick count");
+    sqlite3_reset (stmt);
+    return count;
 }
 
 

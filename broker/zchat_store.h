@@ -15,6 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+//  The database file in the store's directory.
+#define ZCHAT_STORE_FILE    "zchat.db"
+
 typedef struct _zchat_store_t zchat_store_t;
 
 //  Open (creating if missing) the store in directory dir, itself created
@@ -107,6 +110,11 @@ int
     zchat_store_nick_claim (zchat_store_t *self, const char *nick, const char *key);
 int
     zchat_store_nick_release (zchat_store_t *self, const char *nick);
+
+//  Number of nicks bound to key (for the nicks-per-key limit), or -1 on
+//  error.
+int64_t
+    zchat_store_nick_count (zchat_store_t *self, const char *key);
 
 //  Self test; asserts on failure.
 void

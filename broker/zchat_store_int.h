@@ -13,7 +13,7 @@
 //  refused with a clear message: nothing was ever deployed with it.
 #define STORE_SCHEMA_VERSION    2
 
-#define STORE_DB_NAME           "zchat.db"
+#define STORE_DB_NAME           ZCHAT_STORE_FILE
 #define STORE_LOCK_NAME         "zchat.lock"
 #define STORE_MAX_KEY           40      //  a Z85 CURVE public key
 
@@ -79,6 +79,7 @@ typedef enum {
     ST_NICK_OWNER,
     ST_NICK_CLAIM,
     ST_NICK_RELEASE,
+    ST_NICK_COUNT,
     ST_COUNT
 } store_stmt_t;
 

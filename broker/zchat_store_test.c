@@ -315,6 +315,13 @@ zchat_store_test (bool verbose)
     assert (zchat_store_nick_release (store, "carol") == 0);
     assert (zchat_store_nick_owner (store, "carol", key) == -1);
     assert (zchat_store_nick_release (store, "carol") == 0);           //  unowned: fine
+    assert (zchat_store_nick_count (store, key_a) == 1);
+    assert (zchat_store_nick_count (store, key_b) == 1);
+    assert (zchat_store_nick_claim (store, "carol", key_b) == 0);
+    assert (zchat_store_nick_count (store, key_b) == 2);
+    assert (zchat_store_nick_release (store, "carol") == 0);
+    assert (zchat_store_nick_count (store, key_b) == 1);
+    assert (zchat_store_nick_count (store, "nobody") == 0);
 
     //  Destroy (with a group open: rolled back), then reopen.
     assert (zchat_store_begin (store) == 0);

@@ -7,10 +7,14 @@ PUB high-water mark cannot be unlimited, nicks per key are capped and an
 operator can release one, a removed key loses its session on SIGHUP, and
 a SIGHUP right after start does no harm."""
 
+import os
 import time
 
-from harness import (Broker, RawDealer, check, decode, encode, raw_session, T,
-                     ERROR, JOIN, JOINED, OK, WELCOME, HELLO, BYE, PING, PONG)
+import zmq
+
+from harness import (TMP, Broker, RawDealer, check, decode, encode, keygen, raw_session,
+                     read_cert, require_binary, run, T,
+                     ERROR, JOIN, JOINED, NICK, OK, WELCOME, HELLO, BYE, PING, PONG)
 
 COST = 20
 
@@ -71,3 +75,52 @@ def test_sessions_per_connection_capped():
     check([m["type"] for m in answers[:5]] == [WELCOME] * 5, "5 sessions fit: %r" % answers)
     check(answers[5]["type"] == ERROR and answers[5]["code"] == 452
           and "full" in answers[5]["reason"], "the 6th of --max-sessions 5: %r" % answers[5])
+
+
+def _server_cert(name):
+    d = os.path.join(TMP, "keys-" + name)
+    os.makedirs(d, exist_ok=True)
+    path = keygen(os.path.join(d, "server"), name="server")
+    return path, read_cert(path)[0]
+
+
+def _curve_dealer(b, server_pub):
+    public, secret = zmq.curve_keypair()
+    return RawDealer(b.router, curve=(public, secret, server_pub))
+
+
+def test_nicks_per_key_and_release():
+    """A key binds at most --max-nicks-per-key nicks (default 10); the
+    operator releases a binding with --release-nick, refused while the
+    broker runs on the store, and another key may then claim the nick."""
+    cert, server_pub = _server_cert("nicks")
+    b = Broker("--cert", cert + "_secret", "--allow-any")
+    hog = _curve_dealer(b, server_pub)
+    hog.hello("hog0")
+    for i in range(1, 10):
+        m = hog.request(NICK, nick="hog%d" % i)
+        check(m["type"] == OK, "nick %d of 10 for one key: %r" % (i + 1, m))
+    m = hog.request(NICK, nick="hog10")
+    check(m["type"] == ERROR and m["code"] == 452 and "limit 10" in m["reason"],
+          "an 11th nick for one key should be 452 by default: %r" % m)
+    other = _curve_dealer(b, server_pub)
+    m = other.request(HELLO, version=1, nick="hog3", token="")
+    check(m["type"] == ERROR and m["code"] == 403, "another key taking hog3: %r" % m)
+
+    exe = require_binary("zchat-broker")
+    r = run([exe, "--data", b.data, "--release-nick", "hog3"], timeout=T(10), name="release")
+    check(r.rc == 1 and "in use" in r.err, "--release-nick while the broker runs: %r" % r)
+    b.stop()
+    r = run([exe, "--data", b.data, "--release-nick", "hog3"], timeout=T(10), name="release")
+    check(r.rc == 0 and "released nick hog3" in r.out and len(r.out.splitlines()) == 1,
+          "--release-nick of a bound nick: %r" % r)
+    r = run([exe, "--data", b.data, "--release-nick", "hog3"], timeout=T(10), name="release")
+    check(r.rc == 1 and "not bound" in r.err, "--release-nick of a free nick: %r" % r)
+    r = run([exe, "--data", os.path.join(b.data, "nothing"), "--release-nick", "hog3"],
+            timeout=T(10), name="release")
+    check(r.rc == 1 and not os.path.exists(os.path.join(b.data, "nothing")),
+          "--release-nick on a directory without a store: %r" % r)
+    b.restart()
+    other = _curve_dealer(b, server_pub)
+    m = other.hello("hog3")
+    check(m["type"] == WELCOME, "after the release another key may take hog3: %r" % m)

@@ -47,7 +47,9 @@ static const char *s_usage =
 "  --retain-messages N      keep at most N messages per room (default unlimited)\n"
 "  --retain-days D          drop messages older than D days, decimals allowed\n"
 "                           (default unlimited)\n"
-"  --pub-hwm N              PUB send high-water mark per subscriber (default 100000);\n"
+"  --pub-hwm N              PUB send high-water mark per subscriber, 1 or more\n"
+"                           (default 10000, or 48 MiB / (max-text + 256) if less,\n"
+"                           so that a stalled subscriber holds at most ~48 MiB);\n"
 "                           a slower subscriber loses live messages and recovers\n"
 "                           them from history\n"
 "  --max-text BYTES         longest message text, at most 65536 (default 4096)\n"
@@ -314,8 +316,9 @@ main (int argc, char **argv)
                 config.retain_ms = (uint64_t) (amount * 86400000.0 + 0.5);
                 break;
             case OPT_PUB_HWM:
-                if (s_parse_count (arg, 0, INT32_MAX, &count) != 0) {
-                    exit_code = s_usage_error ("--pub-hwm: '%s' is not a count", arg);
+                if (s_parse_count (arg, 1, INT32_MAX, &count) != 0) {
+                    exit_code = s_usage_error ("--pub-hwm: '%s' is not a count of 1 "
+                        "or more (0 would mean unlimited)", arg);
                     goto done;
                 }
                 config.pub_hwm = (int) count;

@@ -132,7 +132,7 @@ zchat_broker_config_defaults (zchat_broker_config_t *config)
     config->timeout_ms = ZCHAT_BROKER_TIMEOUT_MS;
     config->max_text = ZCHAT_BROKER_MAX_TEXT;
     config->history_page = ZCHAT_BROKER_HISTORY_PAGE;
-    config->pub_hwm = ZCHAT_BROKER_PUB_HWM;
+    config->pub_hwm = 0;
     config->max_rooms = ZCHAT_BROKER_MAX_ROOMS;
     config->max_sessions_per_address = ZCHAT_BROKER_MAX_PER_ADDRESS;
     config->max_sessions = ZCHAT_BROKER_MAX_SESSIONS;
@@ -474,6 +474,14 @@ zchat_broker_new (const zchat_broker_config_t *config,
         goto failed;
     }
     self->max_text = config->max_text;
+    //  libzmq reads a high-water mark of 0 as "no limit": never that.
+    int pub_hwm = config->pub_hwm;
+    if (pub_hwm == 0) {
+        pub_hwm = ZCHAT_BROKER_PUB_BYTES
+                / (int) (config->max_text + ZCHAT_BROKER_PUB_OVERHEAD);
+        if (pub_hwm > ZCHAT_BROKER_PUB_HWM)
+            pub_hwm = ZCHAT_BROKER_PUB_HWM;
+    }
 
     //  The ZAP handler must be up before a CURVE socket binds: a handshake
     //  arriving first would find nobody to ask.
@@ -528,7 +536,7 @@ zchat_broker_new (const zchat_broker_config_t *config,
                   zmq_strerror (zmq_errno ()));
         goto failed;
     }
-    if (SET_OPTION (self->pub, "PUB", ZMQ_SNDHWM, config->pub_hwm)
+    if (SET_OPTION (self->pub, "PUB", ZMQ_SNDHWM, pub_hwm)
     ||  SET_OPTION (self->pub, "PUB", ZMQ_LINGER, 0)
     ||  s_set_common (self->pub, "PUB", config->pub_endpoint, error, error_size))
         goto failed;
@@ -868,6 +876,7 @@ zchat_broker_test (bool verbose)
     assert (strncmp (router_endpoint, "tcp://127.0.0.1:", 16) == 0);
     assert (s_endpoint_port (router_endpoint) > 0);
     assert (s_endpoint_port (pub_endpoint) > 0);
+    assert (zsock_sndhwm (broker->pub) == ZCHAT_BROKER_PUB_HWM);
 
     zsock_t *dealer = zsock_new (ZMQ_DEALER);
     assert (dealer);
@@ -972,6 +981,14 @@ zchat_broker_test (bool verbose)
     zsock_destroy (&dealer);
     zchat_broker_destroy (&broker);
     assert (broker == NULL);
+    zchat_broker_destroy (&broker);
+
+    //  Long texts: a smaller PUB high-water mark, from the byte budget
+    config.max_text = ZCHAT_MAX_TEXT;
+    broker = zchat_broker_new (&config, error, sizeof (error));
+    assert (broker);
+    assert (zsock_sndhwm (broker->pub)
+            == ZCHAT_BROKER_PUB_BYTES / (ZCHAT_MAX_TEXT + ZCHAT_BROKER_PUB_OVERHEAD));
     zchat_broker_destroy (&broker);
     s_test_remove_dir (data_dir);
     zstr_free (&data_dir);

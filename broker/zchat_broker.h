@@ -23,7 +23,13 @@
 #define ZCHAT_BROKER_TIMEOUT_MS     10000
 #define ZCHAT_BROKER_MAX_TEXT       4096
 #define ZCHAT_BROKER_HISTORY_PAGE   500
-#define ZCHAT_BROKER_PUB_HWM        100000
+//  PUB high-water mark per subscriber: this many messages, or fewer when
+//  texts may be long, so that one subscriber that stops reading holds at
+//  most about ZCHAT_BROKER_PUB_BYTES of the broker's memory. One that
+//  falls behind recovers what it lost from history.
+#define ZCHAT_BROKER_PUB_HWM        10000
+#define ZCHAT_BROKER_PUB_BYTES      (48 * 1024 * 1024)
+#define ZCHAT_BROKER_PUB_OVERHEAD   256     //  per message beyond its text
 #define ZCHAT_BROKER_MAX_ROOMS      100
 //  Sessions from one address, and in all. One TCP connection can carry
 //  many sessions (relay hops in its envelopes), so these bound what one
@@ -51,7 +57,8 @@ typedef struct {
     uint32_t timeout_ms;            //  session timeout; heartbeat is 1/3
     uint64_t retain_messages;       //  per room, 0 = unlimited
     uint64_t retain_ms;             //  0 = unlimited
-    int      pub_hwm;               //  PUB send high-water mark
+    int      pub_hwm;               //  PUB send high-water mark, 1 or more;
+                                    //  0 = derived from max_text (default)
     uint32_t max_text;              //  1..ZCHAT_MAX_TEXT
     uint32_t max_rooms;             //  rooms per session, 1..ZCHAT_MAX_ITEMS
     uint32_t max_sessions_per_address;  //  0 = unlimited

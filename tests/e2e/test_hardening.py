@@ -124,3 +124,11 @@ def test_nicks_per_key_and_release():
     other = _curve_dealer(b, server_pub)
     m = other.hello("hog3")
     check(m["type"] == WELCOME, "after the release another key may take hog3: %r" % m)
+
+
+def test_pub_hwm_never_unlimited():
+    """--pub-hwm 0 (libzmq's "no limit") is a usage error."""
+    exe = require_binary("zchat-broker")
+    r = run([exe, "--router", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*",
+             "--data", os.path.join(TMP, "hwm0"), "--pub-hwm", "0"], timeout=T(10), name="hwm0")
+    check(r.rc == 2 and "--pub-hwm" in r.err, "--pub-hwm 0 should be refused: %r" % r)

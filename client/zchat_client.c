@@ -25,6 +25,8 @@
 
 #include <czmq.h>
 #include <inttypes.h>
+#include <malloc.h>
+#include <pthread.h>
 #include "zchat_client.h"
 #include "zchat_idmap.h"
 #include "zchat_outbox.h"
@@ -176,6 +178,8 @@ struct _zchat_client_t {
     size_t   unsent_requests;
     s_queue_t queue;
     zhashx_t *rooms;            //  name -> s_room_t
+    s_room_t *last_room;        //  the room last looked up by name, or NULL
+    char     nick_ok [ZCHAT_MAX_NICK + 1];  //  a sender's nick known valid
     zchat_idmap_t *requests;    //  id -> s_request_t
     zchat_outbox_t *outbox;     //  unacknowledged sends
     uint8_t *buffer;
@@ -186,7 +190,7 @@ struct _zchat_client_t {
 static void s_room_destroy (s_room_t **self_p);
 static void s_room_fetch (zchat_client_t *self, s_room_t *room, int64_t now);
 static void s_housekeep (zchat_client_t *self, int64_t now);
-static int  s_drain (zchat_client_t *self);
+static int  s_drain (zchat_client_t *self, int64_t now);
 static void s_monitor_stop (zchat_client_t *self);
 
 //  --------------------------------------------------------------------------
@@ -207,36 +211,165 @@ s_copy (char *dest, size_t dest_size, const char *src)
 //  Events
 
 //  --------------------------------------------------------------------------
+//  Event blocks. A busy client makes and frees one event per message, in
+//  bursts of hundreds (a drained batch, then the caller's loop): too many
+//  for malloc's small per-thread cache, so each went through its bins at a
+//  few hundred instructions a time. Instead, events with a short text are
+//  made in blocks of one size, and zchat_event_destroy keeps freed blocks
+//  on a bounded free list of the calling thread (events may be destroyed
+//  in any thread; each thread reuses only what it freed itself). A block
+//  is reused only after the caller destroyed its event, so ownership is
+//  unchanged. Each thread's list lives on the heap and is linked into a
+//  global registry, so that leak checkers see its blocks as reachable; it
+//  is freed when its thread ends.
+//  Under AddressSanitizer nothing is kept: every destroyed event is really
+//  freed, so that a use after destroy is still caught (poisoned blocks on
+//  the list would hide themselves from its leak checker).
+
+#define S_BLOCK_SIZE    1024                //  one event + its text
+#define S_BLOCK_TEXT    (S_BLOCK_SIZE - sizeof (zchat_event_t))
+#define S_POOL_MAX      1024                //  blocks kept per thread
+#if defined (__SANITIZE_ADDRESS__)
+#   define S_POOL_ON    false
+#else
+#   define S_POOL_ON    true
+#endif
+
+typedef struct _s_block_t {
+    struct _s_block_t *next;
+} s_block_t;
+
+typedef struct _s_pool_t {
+    s_block_t *head;
+    size_t     count;
+    struct _s_pool_t *prev, *next;  //  in the registry
+} s_pool_t;
+
+static _Thread_local s_pool_t *s_pool;      //  this thread's, or NULL
+static s_pool_t *s_pools;                   //  the registry: every thread's
+static pthread_mutex_t s_pools_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_key_t s_pool_key;
+static pthread_once_t s_pool_once = PTHREAD_ONCE_INIT;
+static bool s_pool_key_ok;
+
+//  A thread ends: free its list and what it holds.
+static void
+s_pool_thread_exit (void *arg)
+{
+    s_pool_t *pool = (s_pool_t *) arg;
+    pthread_mutex_lock (&s_pools_lock);
+    if (pool->prev)
+        pool->prev->next = pool->next;
+    else
+        s_pools = pool->next;
+    if (pool->next)
+        pool->next->prev = pool->prev;
+    pthread_mutex_unlock (&s_pools_lock);
+    while (pool->head) {
+        s_block_t *block = pool->head;
+        pool->head = block->next;
+        free (block);
+    }
+    free (pool);
+    if (s_pool == pool)
+        s_pool = NULL;
+}
+
+static void
+s_pool_key_create (void)
+{
+    s_pool_key_ok = pthread_key_create (&s_pool_key, s_pool_thread_exit) == 0;
+}
+
+//  This thread's list, made and registered on first use; NULL if that
+//  cannot be done (then blocks just go back to malloc).
+static s_pool_t *
+s_pool_get (void)
+{
+    if (s_pool)
+        return s_pool;
+    pthread_once (&s_pool_once, s_pool_key_create);
+    if (!s_pool_key_ok)
+        return NULL;
+    s_pool_t *pool = (s_pool_t *) calloc (1, sizeof (s_pool_t));
+    if (!pool)
+        return NULL;
+    if (pthread_setspecific (s_pool_key, pool)) {
+        free (pool);
+        return NULL;
+    }
+    pthread_mutex_lock (&s_pools_lock);
+    pool->next = s_pools;
+    if (s_pools)
+        s_pools->prev = pool;
+    s_pools = pool;
+    pthread_mutex_unlock (&s_pools_lock);
+    s_pool = pool;
+    return pool;
+}
+
+//  A block of S_BLOCK_SIZE bytes, cached or new; NULL if out of memory.
+static void *
+s_block_alloc (void)
+{
+    s_pool_t *pool = s_pool;
+    s_block_t *block = pool? pool->head: NULL;
+    if (!block)
+        return malloc (S_BLOCK_SIZE);
+    pool->head = block->next;
+    pool->count--;
+    return block;
+}
+
+//  Free a block: cached if it can hold a block's worth and the list has
+//  room, else back to malloc.
+static void
+s_block_free (void *memory)
+{
+    s_pool_t *pool = s_pool_get ();
+    if (!S_POOL_ON || !pool || pool->count >= S_POOL_MAX
+    ||  malloc_usable_size (memory) < S_BLOCK_SIZE) {
+        free (memory);
+        return;
+    }
+    s_block_t *block = (s_block_t *) memory;
+    block->next = pool->head;
+    pool->head = block;
+    pool->count++;
+}
+
+//  --------------------------------------------------------------------------
+//  A new, zeroed event of type with a NUL-terminated copy of text (text
+//  NULL: no text). The text lives in the same allocation, right behind the
+//  event. Returns NULL only if out of memory.
+
+static zchat_event_t *
+s_event_new_text (zchat_event_type_t type, const char *text, size_t text_size)
+{
+    zchat_event_t *event = (zchat_event_t *)
+        (!text || text_size < S_BLOCK_TEXT? s_block_alloc ():
+                                            malloc (sizeof (zchat_event_t) + text_size + 1));
+    if (!event)
+        return NULL;
+    memset (event, 0, sizeof (zchat_event_t));
+    event->type = type;
+    if (text) {
+        event->text = (char *) (event + 1);
+        if (text_size)
+            memcpy (event->text, text, text_size);
+        event->text [text_size] = 0;
+        event->text_size = text_size;
+    }
+    return event;
+}
+
+//  --------------------------------------------------------------------------
 //  A new, zeroed event of type. Returns NULL only if out of memory.
 
 static zchat_event_t *
 s_event_new (zchat_event_type_t type)
 {
-    zchat_event_t *event = (zchat_event_t *) calloc (1, sizeof (zchat_event_t));
-    if (event)
-        event->type = type;
-    return event;
-}
-
-//  --------------------------------------------------------------------------
-//  A new, zeroed event of type with a NUL-terminated copy of text. The text
-//  lives in the same allocation, right behind the event: one malloc and one
-//  free per message instead of two. Returns NULL only if out of memory.
-
-static zchat_event_t *
-s_event_new_text (zchat_event_type_t type, const char *text, size_t text_size)
-{
-    zchat_event_t *event = (zchat_event_t *) malloc (sizeof (zchat_event_t) + text_size + 1);
-    if (!event)
-        return NULL;
-    memset (event, 0, sizeof (zchat_event_t));
-    event->type = type;
-    event->text = (char *) (event + 1);
-    if (text_size)
-        memcpy (event->text, text, text_size);
-    event->text [text_size] = 0;
-    event->text_size = text_size;
-    return event;
+    return s_event_new_text (type, NULL, 0);
 }
 
 //  --------------------------------------------------------------------------
@@ -253,7 +386,7 @@ zchat_event_destroy (zchat_event_t **self_p)
         if (self->text != (char *) (self + 1))
             free (self->text);
         free (self->items);
-        free (self);
+        s_block_free (self);
         *self_p = NULL;
     }
 }
@@ -393,6 +526,20 @@ static int64_t
 s_now (void)
 {
     return zclock_mono ();
+}
+
+//  --------------------------------------------------------------------------
+//  The same clock at the kernel tick's resolution (a few ms behind s_now
+//  at most), for a few ns instead of a few tens: enough to see whether
+//  housekeeping is due while handing out queued events one by one.
+
+static int64_t
+s_now_coarse (void)
+{
+    struct timespec ts;
+    if (clock_gettime (CLOCK_MONOTONIC_COARSE, &ts))
+        return s_now ();
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void
@@ -723,6 +870,8 @@ s_room_destroy (s_room_t **self_p)
 {
     s_room_t *self = *self_p;
     if (self) {
+        if (self->client->last_room == self)
+            self->client->last_room = NULL;
         zmq_setsockopt (self->client->sub_h, ZMQ_UNSUBSCRIBE,
                         self->topic_frame, self->topic_frame_size);
         zchat_sequencer_destroy (&self->sequencer);
@@ -736,6 +885,21 @@ static void
 s_room_free (void **item)
 {
     s_room_destroy ((s_room_t **) item);
+}
+
+//  --------------------------------------------------------------------------
+//  The room of this name, or NULL. Traffic comes in runs of one room, so
+//  the last one found is compared first: cheaper than hashing the name.
+
+static s_room_t *
+s_room_lookup (zchat_client_t *self, const char *name)
+{
+    if (self->last_room && streq (self->last_room->name, name))
+        return self->last_room;
+    s_room_t *room = (s_room_t *) zhashx_lookup (self->rooms, name);
+    if (room)
+        self->last_room = room;
+    return room;
 }
 
 //  --------------------------------------------------------------------------
@@ -1017,11 +1181,17 @@ s_on_hello_refused (zchat_client_t *self, const zchat_msg_t *msg)
 //  S_EV_DROPPED if the sender's nick is not a valid nick.
 
 static zchat_event_t *
-s_message_event (const char *room, uint64_t seq, uint64_t ts, const char *nick,
-                 uint8_t kind, const char *text, size_t text_size)
+s_message_event (zchat_client_t *self, const char *room, uint64_t seq, uint64_t ts,
+                 const char *nick, uint8_t kind, const char *text, size_t text_size)
 {
-    zchat_event_t *event = s_event_new_text (zchat_nick_valid (nick)?
-                                             ZCHAT_EV_MESSAGE: S_EV_DROPPED,
+    //  Runs of messages come from one sender: remember the last nick that
+    //  passed the rules instead of checking it character by character
+    bool valid = *nick && streq (nick, self->nick_ok);
+    if (!valid && zchat_nick_valid (nick)) {
+        s_copy (self->nick_ok, sizeof (self->nick_ok), nick);
+        valid = true;
+    }
+    zchat_event_t *event = s_event_new_text (valid? ZCHAT_EV_MESSAGE: S_EV_DROPPED,
                                              text, text_size);
     if (!event)
         return NULL;
@@ -1049,8 +1219,9 @@ s_on_fetch_page (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int6
     size_t cursor = 0;
     zchat_item_t item;
     while (zchat_msg_next_item (msg, &cursor, &item)) {
-        zchat_event_t *event = s_message_event (room->name, item.seq, item.ts, item.nick,
-                                                item.kind, item.text, item.text_size);
+        zchat_event_t *event = s_message_event (self, room->name, item.seq, item.ts,
+                                                item.nick, item.kind, item.text,
+                                                item.text_size);
         if (event)
             zchat_sequencer_offer (room->sequencer, item.seq, event);
     }
@@ -1082,8 +1253,9 @@ s_on_history_page (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, in
     size_t cursor = 0, count = 0;
     zchat_item_t item;
     while (zchat_msg_next_item (msg, &cursor, &item)) {
-        zchat_event_t *event = s_message_event (req->room, item.seq, item.ts, item.nick,
-                                                item.kind, item.text, item.text_size);
+        zchat_event_t *event = s_message_event (self, req->room, item.seq, item.ts,
+                                                item.nick, item.kind, item.text,
+                                                item.text_size);
         if (event && event->type == S_EV_DROPPED)
             zchat_event_destroy (&event);
         if (event) {
@@ -1359,8 +1531,10 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
                 event->id = msg.id;
                 //  The room is the one we sent to ("" for a DM); a broker
                 //  that names another, unprintable one is not believed
+                //  (the room we sent to was checked when it was sent)
+                bool ours = send->type == ZCHAT_SAY && streq (msg.room, send->target);
                 s_copy (event->room, sizeof (event->room),
-                        !*msg.room || zchat_room_valid (msg.room)? msg.room:
+                        ours || !*msg.room || zchat_room_valid (msg.room)? msg.room:
                         send->type == ZCHAT_SAY? send->target: "");
                 if (send->type == ZCHAT_DM)
                     s_copy (event->nick, sizeof (event->nick), send->target);
@@ -1446,7 +1620,7 @@ s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
     zchat_msg_t msg;
     if (zchat_msg_decode (&msg, data, size) != ZCHAT_DECODE_OK)
         return;
-    s_room_t *room = (s_room_t *) zhashx_lookup (self->rooms, msg.room);
+    s_room_t *room = s_room_lookup (self, msg.room);
     if (!room)
         return;                 //  a room we left
     if (msg.type == ZCHAT_MESSAGE) {
@@ -1454,8 +1628,9 @@ s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
         if (zchat_sequencer_started (room->sequencer)
         &&  msg.seq <= zchat_sequencer_last (room->sequencer))
             return;
-        zchat_event_t *event = s_message_event (msg.room, msg.seq, msg.ts, msg.nick,
-                                                msg.kind, msg.text, msg.text_size);
+        zchat_event_t *event = s_message_event (self, msg.room, msg.seq, msg.ts,
+                                                msg.nick, msg.kind, msg.text,
+                                                msg.text_size);
         if (!event)
             return;
         zchat_sequencer_offer (room->sequencer, msg.seq, event);
@@ -1545,10 +1720,9 @@ s_auth_reason (zchat_client_t *self)
 //  waiting. Returns the number of messages read.
 
 static int
-s_drain (zchat_client_t *self)
+s_drain (zchat_client_t *self, int64_t now)
 {
     int total = 0;
-    int64_t now = s_now ();
     zmq_msg_t frames [3];
     for (int i = 0; i < 3; i++)
         zmq_msg_init (&frames [i]);
@@ -1614,7 +1788,7 @@ s_housekeep (zchat_client_t *self, int64_t now)
     //  Read what may be waiting first: a caller that was busy elsewhere
     //  must not mistake its own absence for the broker's.
     if (self->state == S_READY && now - self->last_recv_ms >= self->session_ms) {
-        s_drain (self);
+        s_drain (self, now);
         if (now - self->last_recv_ms >= self->session_ms)
             s_session_lost (self, now);
     }
@@ -1699,7 +1873,7 @@ s_pump (zchat_client_t *self, int wait_ms)
         self->due_ms = 0;
     if (now >= self->due_ms)
         s_housekeep (self, now);
-    if (s_drain (self) > 0 || self->queue.count > 0 || wait_ms == 0)
+    if (s_drain (self, now) > 0 || self->queue.count > 0 || wait_ms == 0)
         return zsys_interrupted? -1: 0;
 
     int64_t until_due = self->due_ms - now;
@@ -2101,6 +2275,9 @@ s_can_request (zchat_client_t *self)
 static bool
 s_check_room (zchat_client_t *self, const char *room)
 {
+    //  A room we are in had its name checked when we joined it
+    if (room && self->last_room && streq (room, self->last_room->name))
+        return true;
     if (!room || !zchat_room_valid (room)) {
         s_set_error (self, "invalid room name '%s' (1-%d of A-Z a-z 0-9 _ . -)",
                      room? room: "", ZCHAT_MAX_ROOM);
@@ -2166,6 +2343,32 @@ zchat_client_leave (zchat_client_t *self, const char *room)
 }
 
 //  --------------------------------------------------------------------------
+//  Whether text is valid UTF-8 without NUL. Chat text is mostly ASCII:
+//  that is checked eight bytes at a time (no byte with the high bit set,
+//  no zero byte), and only a text with anything else pays for the full
+//  check.
+
+static bool
+s_text_valid (const char *text, size_t text_size)
+{
+    const uint64_t ones = 0x0101010101010101ull;
+    const uint64_t highs = 0x8080808080808080ull;
+    size_t pos = 0;
+    for (; text_size - pos >= 8; pos += 8) {
+        uint64_t word;
+        memcpy (&word, text + pos, 8);
+        if ((word & highs) || ((word - ones) & ~word & highs))
+            return zchat_utf8_valid (text, text_size);
+    }
+    for (; pos < text_size; pos++) {
+        uint8_t byte = (uint8_t) text [pos];
+        if (byte == 0 || byte >= 0x80)
+            return zchat_utf8_valid (text, text_size);
+    }
+    return true;
+}
+
+//  --------------------------------------------------------------------------
 //  Check a text before it is queued.
 
 static bool
@@ -2180,7 +2383,7 @@ s_check_text (zchat_client_t *self, const char *text, size_t text_size)
                      text_size, self->max_text);
         return false;
     }
-    if (text_size && !zchat_utf8_valid (text, text_size)) {
+    if (text_size && !s_text_valid (text, text_size)) {
         s_set_error (self, "text is not valid UTF-8 (or holds a NUL byte)");
         return false;
     }
@@ -2316,20 +2519,21 @@ zchat_event_t *
 zchat_client_next (zchat_client_t *self, int timeout_ms)
 {
     assert (self);
-    int64_t deadline = timeout_ms < 0? -1: s_now () + timeout_ms;
+    //  A caller that drains with timeout 0 reads no clock here: the
+    //  deadline only matters when there is one to wait for
+    int64_t deadline = timeout_ms > 0? s_now () + timeout_ms: 0;
     while (true) {
         if (self->queue.count > 0) {
             //  Keep the session alive even for a caller that never runs
             //  out of events
-            int64_t now = s_now ();
-            if (now >= self->due_ms)
-                s_housekeep (self, now);
+            if (s_now_coarse () >= self->due_ms)
+                s_housekeep (self, s_now ());
             return s_queue_pop (&self->queue);
         }
         if (zsys_interrupted)
             return NULL;
-        int wait = -1;
-        if (deadline >= 0) {
+        int wait = timeout_ms < 0? -1: 0;
+        if (timeout_ms > 0) {
             int64_t left = deadline - s_now ();
             wait = left > 0? (int) left: 0;
         }
@@ -2414,6 +2618,38 @@ zchat_client_due_ms (zchat_client_t *self)
 //  Self test: what needs no broker. A bare ROUTER stands in for one where
 //  a test needs something to connect to; the protocol against the real
 //  broker is tested end to end in tests/.
+
+//  Events made and destroyed in a thread of their own: its list of blocks
+//  goes when the thread ends, while the main thread's stays.
+static void *
+s_test_event_thread (void *arg)
+{
+    (void) arg;
+    zchat_event_t *events [16];
+    for (int i = 0; i < 16; i++) {
+        events [i] = s_event_new_text (ZCHAT_EV_MESSAGE, "t", 1);
+        assert (events [i]);
+    }
+    for (int i = 0; i < 16; i++)
+        zchat_event_destroy (&events [i]);
+    assert (s_pool && s_pool != (s_pool_t *) arg);
+    return NULL;
+}
+
+//  Lists in the registry, the main thread's among them.
+static size_t
+s_test_pools (void)
+{
+    size_t count = 0;
+    bool main_found = false;
+    pthread_mutex_lock (&s_pools_lock);
+    for (s_pool_t *pool = s_pools; pool; pool = pool->next, count++)
+        if (pool == s_pool)
+            main_found = true;
+    pthread_mutex_unlock (&s_pools_lock);
+    assert (main_found);
+    return count;
+}
 
 //  A fake broker in its own thread: answers the first HELLO with ERROR 409,
 //  as a broker does for a nick in use.
@@ -2670,6 +2906,48 @@ zchat_client_test (bool verbose)
     assert (event && event->text == NULL);
     event->text = strdup ("set");
     zchat_event_destroy (&event);
+    //  Blocks come back from the thread's cache zeroed; long texts get an
+    //  allocation of their own; an event the caller made is freed
+    assert (sizeof (zchat_event_t) + 64 < S_BLOCK_SIZE);
+    zchat_event_t *events [8];
+    for (int i = 0; i < 8; i++) {
+        events [i] = s_event_new_text (ZCHAT_EV_MESSAGE, "abc", 3);
+        assert (events [i]);
+        events [i]->seq = 99;
+        s_copy (events [i]->room, sizeof (events [i]->room), "lobby");
+    }
+    for (int i = 0; i < 8; i++)
+        zchat_event_destroy (&events [i]);
+    for (int i = 0; i < 8; i++) {
+        events [i] = i % 2? s_event_new (ZCHAT_EV_ACK): s_event_new_text (ZCHAT_EV_DM, "d", 1);
+        assert (events [i] && events [i]->seq == 0 && *events [i]->room == 0);
+        assert (i % 2? events [i]->text == NULL: streq (events [i]->text, "d"));
+    }
+    for (int i = 0; i < 8; i++)
+        zchat_event_destroy (&events [i]);
+    char *long_text = (char *) malloc (S_BLOCK_SIZE * 2);
+    assert (long_text);
+    memset (long_text, 'y', S_BLOCK_SIZE * 2);
+    event = s_event_new_text (ZCHAT_EV_MESSAGE, long_text, S_BLOCK_SIZE * 2);
+    assert (event && event->text_size == S_BLOCK_SIZE * 2);
+    assert (event->text [S_BLOCK_SIZE * 2 - 1] == 'y' && event->text [S_BLOCK_SIZE * 2] == 0);
+    zchat_event_destroy (&event);
+    free (long_text);
+    event = (zchat_event_t *) calloc (1, sizeof (zchat_event_t));
+    assert (event);
+    zchat_event_destroy (&event);
+    assert (event == NULL);
+    s_pool_t *main_pool = s_pool;
+    assert (main_pool);
+    assert (S_POOL_ON? main_pool->count > 0: main_pool->count == 0);
+    size_t pools_before = s_test_pools ();
+    pthread_t thread;
+    int rc = pthread_create (&thread, NULL, s_test_event_thread, main_pool);
+    assert (rc == 0);
+    rc = pthread_join (thread, NULL);
+    assert (rc == 0);
+    assert (s_test_pools () == pools_before);
+    assert (s_pool == main_pool);
 
     //  A stand-in that accepts connections and never answers
     zsock_t *router = zsock_new (ZMQ_ROUTER);
@@ -2692,6 +2970,27 @@ zchat_client_test (bool verbose)
     assert (strstr (zchat_client_error (client), "UTF-8"));
     assert (zchat_client_say (client, "lobby", "a\0b", 3, false) == 0);
     assert (zchat_client_say (client, "lobby", "\xc0\xaf", 2, false) == 0);
+    //  The ASCII fast path agrees with the full check, wherever the odd
+    //  byte sits
+    char ascii [40];
+    memset (ascii, 'a', sizeof (ascii));
+    assert (s_text_valid (ascii, sizeof (ascii)));
+    assert (s_text_valid (ascii, 0) && s_text_valid (ascii, 7) && s_text_valid (ascii, 9));
+    for (size_t at = 0; at < sizeof (ascii); at++) {
+        ascii [at] = 0;
+        assert (!s_text_valid (ascii, sizeof (ascii)));
+        ascii [at] = (char) 0x80;
+        assert (!s_text_valid (ascii, sizeof (ascii)));
+        ascii [at] = 0x7f;
+        assert (s_text_valid (ascii, sizeof (ascii)));
+        if (at + 1 < sizeof (ascii)) {
+            memcpy (ascii + at, "\xc3\xa9", 2);       //  a valid two-byte character
+            assert (s_text_valid (ascii, sizeof (ascii)));
+            assert (!s_text_valid (ascii, at + 1));  //  cut in the middle
+            ascii [at + 1] = 'a';
+        }
+        ascii [at] = 'a';
+    }
     assert (zchat_client_say (client, "lob:by", "hi", 2, false) == 0);
     assert (strstr (zchat_client_error (client), "room"));
     assert (zchat_client_say (client, NULL, "hi", 2, false) == 0);

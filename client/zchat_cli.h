@@ -101,11 +101,6 @@ int
 int64_t
     zchat_cli_now (void);
 
-//  Wait at most this long in a poller: the library's due time, capped by
-//  a deadline of ours (0 = none, else zchat_cli_now () time).
-int
-    zchat_cli_wait_ms (zchat_client_t *client, int64_t deadline);
-
 //  ---------------------------------------------------------------------
 //  The rooms we are in, in the order joined: the current room is the last
 //  joined that we have not left.
@@ -143,13 +138,6 @@ int
 //  --listen.
 int
     zchat_cli_listen_run (const zchat_cli_opts_t *opts);
-
-//  True if a poll that watched stdin_fd woke for it: readable, or hung up.
-//  poll reports a pipe whose writer has gone as POLLHUP without POLLIN,
-//  and zpoller then returns NULL without having expired: read () must
-//  still be called to see the end of file, or the loop spins.
-bool
-    zchat_cli_stdin_woke (zpoller_t *poller, void *which, int *stdin_fd);
 
 //  ---------------------------------------------------------------------
 //  Reading lines from a file descriptor without blocking the poll loop

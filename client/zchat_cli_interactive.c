@@ -14,6 +14,7 @@
 //  and its rl_replace_line ("") does nothing, so we never rely on it.
 
 #include "zchat_cli.h"
+#include "zchat_cli_poll.h"
 #include "zchat_cli_requests.h"
 #include <editline/readline.h>
 #include <locale.h>
@@ -545,15 +546,8 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
         self.editing = true;
     }
 
-    int stdin_fd = STDIN_FILENO;
-    zchat_cli_lines_t *lines = terminal? NULL: zchat_cli_lines_new (stdin_fd);
-    zpoller_t *with_stdin = zpoller_new (zchat_client_dealer (self.client),
-                                         zchat_client_sub (self.client), NULL);
-    zpoller_t *without_stdin = zpoller_new (zchat_client_dealer (self.client),
-                                            zchat_client_sub (self.client), NULL);
-    assert (with_stdin && without_stdin);
-    int rc = zpoller_add (with_stdin, &stdin_fd);
-    assert (rc == 0);
+    zchat_cli_lines_t *lines = terminal? NULL: zchat_cli_lines_new (STDIN_FILENO);
+    zchat_cli_poll_t *poller = zchat_cli_poll_new (self.client, STDIN_FILENO);
     bool stdin_eof = false;
 
     while (true) {
@@ -575,26 +569,24 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
         &&  zchat_cli_requests_drained (self.requests, zchat_cli_timeout_ms (opts)))
             break;
         bool reading = !self.quit && !stdin_eof;
-        zpoller_t *poller = reading? with_stdin: without_stdin;
-        void *which = zpoller_wait (poller, zchat_cli_wait_ms (self.client,
-                                    zchat_cli_requests_deadline (self.requests)));
-        if (reading && zchat_cli_stdin_woke (poller, which, &stdin_fd)) {
-            if (!terminal) {
-                if (zchat_cli_lines_fill (lines))
-                    stdin_eof = true;
-            }
-            else
-            if (which == &stdin_fd)
-                rl_callback_read_char ();
-            else
-                self.quit = true;       //  the terminal hung up
+        int64_t deadline = zchat_cli_requests_deadline (self.requests);
+        zchat_cli_poll_stdin_t woke = zchat_cli_poll_wait (poller, reading, deadline);
+        if (woke != ZCHAT_CLI_POLL_QUIET && !terminal) {
+            if (zchat_cli_lines_fill (lines))
+                stdin_eof = true;
         }
+        else
+        if (woke == ZCHAT_CLI_POLL_INPUT)
+            rl_callback_read_char ();
+        else
+        if (woke == ZCHAT_CLI_POLL_HANGUP)
+            self.quit = true;           //  the terminal hung up
         zchat_event_t *event;
         while ((event = zchat_client_next (self.client, 0))) {
             s_event (&self, event);
             zchat_event_destroy (&event);
         }
-        if (zsys_interrupted || zpoller_terminated (poller)) {
+        if (zchat_cli_poll_interrupted (poller)) {
             exit_code = ZCHAT_EXIT_INTERRUPTED;
             break;
         }
@@ -634,8 +626,7 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
         exit_code = unanswered || self.sends_timed_out? ZCHAT_EXIT_NOT_ACKED
                                                       : ZCHAT_EXIT_FAILED;
     }
-    zpoller_destroy (&with_stdin);
-    zpoller_destroy (&without_stdin);
+    zchat_cli_poll_destroy (&poller);
     zchat_cli_lines_destroy (&lines);
     zchat_cli_requests_destroy (&self.requests);
     zchat_client_destroy (&self.client);

@@ -6,6 +6,7 @@
 //  reference.
 
 #include "zchat_cli.h"
+#include "zchat_cli_poll.h"
 #include "zchat_cli_requests.h"
 
 typedef struct {
@@ -415,15 +416,8 @@ zchat_cli_json_run (const zchat_cli_opts_t *opts)
         s_join (&self, opts->rooms [0], NULL);
     zchat_cli_print_connected (opts, self.client);
 
-    int stdin_fd = STDIN_FILENO;
-    zchat_cli_lines_t *lines = zchat_cli_lines_new (stdin_fd);
-    zpoller_t *with_stdin = zpoller_new (zchat_client_dealer (self.client),
-                                         zchat_client_sub (self.client), NULL);
-    zpoller_t *without_stdin = zpoller_new (zchat_client_dealer (self.client),
-                                            zchat_client_sub (self.client), NULL);
-    assert (with_stdin && without_stdin);
-    int rc = zpoller_add (with_stdin, &stdin_fd);
-    assert (rc == 0);
+    zchat_cli_lines_t *lines = zchat_cli_lines_new (STDIN_FILENO);
+    zchat_cli_poll_t *poller = zchat_cli_poll_new (self.client, STDIN_FILENO);
     bool stdin_eof = false;
 
     while (true) {
@@ -444,9 +438,7 @@ zchat_cli_json_run (const zchat_cli_opts_t *opts)
             break;
         bool reading = !input_done && !stdin_eof && s_window_open (&self);
         int64_t deadline = zchat_cli_requests_deadline (self.requests);
-        zpoller_t *poller = reading? with_stdin: without_stdin;
-        void *which = zpoller_wait (poller, zchat_cli_wait_ms (self.client, deadline));
-        if (reading && zchat_cli_stdin_woke (poller, which, &stdin_fd)
+        if (zchat_cli_poll_wait (poller, reading, deadline) != ZCHAT_CLI_POLL_QUIET
         &&  zchat_cli_lines_fill (lines))
             stdin_eof = true;
         zchat_event_t *event;
@@ -454,7 +446,7 @@ zchat_cli_json_run (const zchat_cli_opts_t *opts)
             s_event (&self, event);
             zchat_event_destroy (&event);
         }
-        if (zsys_interrupted || zpoller_terminated (poller)) {
+        if (zchat_cli_poll_interrupted (poller)) {
             zchat_cli_fail ("interrupted");
             exit_code = ZCHAT_EXIT_INTERRUPTED;
             goto cleanup;
@@ -484,8 +476,7 @@ zchat_cli_json_run (const zchat_cli_opts_t *opts)
     }
 
 cleanup:
-    zpoller_destroy (&with_stdin);
-    zpoller_destroy (&without_stdin);
+    zchat_cli_poll_destroy (&poller);
     zchat_cli_lines_destroy (&lines);
     zchat_cli_requests_destroy (&self.requests);
     zchat_client_destroy (&self.client);

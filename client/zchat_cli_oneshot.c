@@ -3,6 +3,7 @@
 //  with a documented exit code and, on failure, exactly one stderr line.
 
 #include "zchat_cli.h"
+#include "zchat_cli_poll.h"
 
 //  Print an event as text or JSON, as --json says. id, when >= 0, is put
 //  in JSON output as "id" (the line number of a sent message).
@@ -258,14 +259,7 @@ zchat_cli_send_run (const zchat_cli_opts_t *opts)
     else
         lines = zchat_cli_lines_new (STDIN_FILENO);
 
-    int stdin_fd = STDIN_FILENO;
-    zpoller_t *with_stdin = zpoller_new (zchat_client_dealer (self.client),
-                                         zchat_client_sub (self.client), NULL);
-    zpoller_t *without_stdin = zpoller_new (zchat_client_dealer (self.client),
-                                            zchat_client_sub (self.client), NULL);
-    assert (with_stdin && without_stdin);
-    int rc = zpoller_add (with_stdin, &stdin_fd);
-    assert (rc == 0);
+    zchat_cli_poll_t *poller = zchat_cli_poll_new (self.client, STDIN_FILENO);
     bool stdin_eof = !from_stdin;
 
     while (!exit_code) {
@@ -310,9 +304,7 @@ zchat_cli_send_run (const zchat_cli_opts_t *opts)
         }
         bool reading = !stdin_eof && in_flight < ZCHAT_CLI_WINDOW && !held;
         int64_t wake = held? self.hold_until: 0;
-        zpoller_t *poller = reading? with_stdin: without_stdin;
-        void *which = zpoller_wait (poller, zchat_cli_wait_ms (self.client, wake));
-        if (reading && zchat_cli_stdin_woke (poller, which, &stdin_fd)
+        if (zchat_cli_poll_wait (poller, reading, wake) != ZCHAT_CLI_POLL_QUIET
         &&  zchat_cli_lines_fill (lines))
             stdin_eof = true;
         zchat_event_t *event;
@@ -324,14 +316,13 @@ zchat_cli_send_run (const zchat_cli_opts_t *opts)
             zchat_cli_fail ("cannot write to stdout");
             exit_code = ZCHAT_EXIT_FAILED;
         }
-        if (!exit_code && (zsys_interrupted || zpoller_terminated (poller))) {
+        if (!exit_code && zchat_cli_poll_interrupted (poller)) {
             zchat_cli_fail ("interrupted with %zu message%s not acknowledged",
                             in_flight, in_flight == 1? "": "s");
             exit_code = ZCHAT_EXIT_INTERRUPTED;
         }
     }
-    zpoller_destroy (&with_stdin);
-    zpoller_destroy (&without_stdin);
+    zchat_cli_poll_destroy (&poller);
     zchat_cli_lines_destroy (&lines);
     zhashx_destroy (&self.flight);
     zlistx_destroy (&self.retry);
@@ -370,9 +361,8 @@ zchat_cli_listen_run (const zchat_cli_opts_t *opts)
     }
     if (opts->json)
         zchat_cli_print_connected (opts, client);
-    zpoller_t *poller = zpoller_new (zchat_client_dealer (client),
-                                     zchat_client_sub (client), NULL);
-    assert (poller);
+    //  --listen never reads stdin.
+    zchat_cli_poll_t *poller = zchat_cli_poll_new (client, -1);
     long printed = 0;
     bool show_room = opts->room_count > 1;
     while (!exit_code) {
@@ -384,7 +374,7 @@ zchat_cli_listen_run (const zchat_cli_opts_t *opts)
             }
             break;
         }
-        zpoller_wait (poller, zchat_cli_wait_ms (client, deadline));
+        zchat_cli_poll_wait (poller, false, deadline);
         zchat_event_t *event;
         while (!exit_code && (event = zchat_client_next (client, 0))) {
             exit_code = s_session_error (event);
@@ -411,13 +401,13 @@ zchat_cli_listen_run (const zchat_cli_opts_t *opts)
             zchat_cli_fail ("cannot write to stdout");
             exit_code = ZCHAT_EXIT_FAILED;
         }
-        if (!exit_code && (zsys_interrupted || zpoller_terminated (poller))) {
+        if (!exit_code && zchat_cli_poll_interrupted (poller)) {
             zchat_cli_fail ("interrupted");
             exit_code = ZCHAT_EXIT_INTERRUPTED;
         }
     }
 cleanup:
-    zpoller_destroy (&poller);
+    zchat_cli_poll_destroy (&poller);
     zchat_client_destroy (&client);
     return exit_code;
 }

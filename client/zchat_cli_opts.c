@@ -322,26 +322,6 @@ zchat_cli_now (void)
 
 
 //  ---------------------------------------------------------------------
-//  How long a poll may wait: the library's due time, capped by deadline.
-
-int
-zchat_cli_wait_ms (zchat_client_t *client, int64_t deadline)
-{
-    int wait = zchat_client_due_ms (client);
-    if (wait < 0)
-        wait = 1000;
-    if (deadline > 0) {
-        int64_t left = deadline - zchat_cli_now ();
-        if (left < 0)
-            left = 0;
-        if (left < wait)
-            wait = (int) left;
-    }
-    return wait;
-}
-
-
-//  ---------------------------------------------------------------------
 //  Create, configure and connect a client. Returns an exit code.
 
 int
@@ -437,17 +417,6 @@ zchat_cli_fail_event (const zchat_event_t *event, const char *what)
             //  The broker's internal failures are not a refusal of us.
             return event->code >= 500? ZCHAT_EXIT_FAILED: ZCHAT_EXIT_REFUSED;
     }
-}
-
-
-//  ---------------------------------------------------------------------
-//  Did the poll wake for stdin (readable or hung up)?
-
-bool
-zchat_cli_stdin_woke (zpoller_t *poller, void *which, int *stdin_fd)
-{
-    return which == stdin_fd
-       || (!which && !zpoller_expired (poller) && !zpoller_terminated (poller));
 }
 
 

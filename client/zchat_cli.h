@@ -32,6 +32,10 @@
 #define ZCHAT_CLI_WINDOW        256     //  unacknowledged sends in flight
 #define ZCHAT_CLI_MAX_LINE      (1024 * 1024)   //  longer stdin lines are discarded
 
+//  The name rules (PROTOCOL.md section 3) as people are told them.
+#define ZCHAT_CLI_NICK_RULE "1-32 of A-Z a-z 0-9 _ - [ ] { } | ^ `, not starting with a digit or '-'"
+#define ZCHAT_CLI_ROOM_RULE "1-32 of A-Z a-z 0-9 _ . -"
+
 //  Error codes this client puts in JSON error events for failures found
 //  on this side (the broker's own codes, PROTOCOL.md section 5, pass
 //  through unchanged). HTTP-like, like the broker's.

@@ -249,7 +249,7 @@ s_room_arg (s_chat_t *self, const char *word)
     }
     const char *room = zchat_cli_room_arg (word);
     if (!zchat_room_valid (room)) {
-        s_error (self, "a room name is 1-32 of A-Z a-z 0-9 _ . -");
+        s_error (self, "a room name is " ZCHAT_CLI_ROOM_RULE);
         return NULL;
     }
     return room;
@@ -331,8 +331,7 @@ s_input (s_chat_t *self, char *line, size_t size)
             s_error (self, "usage: /nick NEW");
         else
         if (!zchat_nick_valid (word))
-            s_error (self, "a nick is 1-32 of A-Z a-z 0-9 _ - [ ] { } | ^ `, "
-                           "not starting with a digit or '-'");
+            s_error (self, "a nick is " ZCHAT_CLI_NICK_RULE);
         else
             s_track (self, zchat_client_set_nick (self->client, word), ZCHAT_CLI_REQ_OTHER,
                      NULL);

@@ -122,7 +122,7 @@ s_room (s_json_t *self, const cJSON *cmd, const cJSON *id)
     room = zchat_cli_room_arg (room);
     if (!zchat_room_valid (room)) {
         zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD,
-                                    "\"room\" must be 1-32 of A-Z a-z 0-9 _ . -", id);
+                                    "\"room\" must be " ZCHAT_CLI_ROOM_RULE, id);
         return NULL;
     }
     return room;

@@ -115,6 +115,18 @@ s_parse_long (const char *text, long min, long max, long *value_p)
 }
 
 
+//  A whole number option in [min, max], as *value_p. Returns 0, or the
+//  usage error after its one line.
+static int
+s_whole_arg (const char *name, const char *text, long min, long max, long *value_p)
+{
+    if (s_parse_long (text, min, max, value_p))
+        return zchat_cli_usage_error ("bad --%s '%s': expected a whole number >= %ld",
+                                      name, text, min);
+    return 0;
+}
+
+
 //  An endpoint we can hand to zmq_connect: scheme://address, and for tcp
 //  a host and a numeric port. The library reports anything subtler.
 static bool
@@ -148,6 +160,22 @@ zchat_cli_opts_parse (zchat_cli_opts_t *opts, int argc, char **argv)
 
     enum { O_SERVER = 256, O_NICK, O_ROOM, O_SUB, O_SEND, O_TO, O_LISTEN, O_COUNT,
            O_TIMEOUT, O_JSON, O_HISTORY, O_CERT, O_SERVER_KEY, O_HELP };
+    //  The options whose value is kept as given once one check passes:
+    //  a bad one gets "bad --NAME 'VALUE'" and the row's hint.
+    const struct {
+        int          option;
+        const char **value_p;
+        bool       (*valid) (const char *value);    //  NULL: any value
+        const char  *hint;
+    } texts [] = {
+        { O_SERVER,     &opts->server,     s_endpoint_valid, ": expected e.g. tcp://HOST:PORT" },
+        { O_NICK,       &opts->nick,       zchat_nick_valid, ": " ZCHAT_CLI_NICK_RULE },
+        { O_SUB,        &opts->sub,        s_endpoint_valid, "" },
+        { O_SEND,       &opts->send,       NULL,             "" },
+        { O_TO,         &opts->to,         zchat_nick_valid, ": not a valid nick" },
+        { O_CERT,       &opts->cert,       NULL,             "" },
+        { O_SERVER_KEY, &opts->server_key, NULL,             "" }
+    };
     static const struct option longopts [] = {
         { "server",     required_argument, NULL, O_SERVER },
         { "nick",       required_argument, NULL, O_NICK },
@@ -169,27 +197,28 @@ zchat_cli_opts_parse (zchat_cli_opts_t *opts, int argc, char **argv)
     //  We print our own one-line errors: getopt's own are not one line.
     opterr = 0;
     optind = 1;
-    int option;
-    while ((option = getopt_long (argc, argv, ":vh", longopts, NULL)) != -1) {
+    int option, long_index = 0;
+    while ((option = getopt_long (argc, argv, ":vh", longopts, &long_index)) != -1) {
+        //  Set by every long option; read only for long options.
+        const char *name = longopts [long_index].name;
+        size_t row = 0;
+        while (row < sizeof texts / sizeof texts [0] && texts [row].option != option)
+            row++;
+        if (row < sizeof texts / sizeof texts [0]) {
+            if (texts [row].valid && !texts [row].valid (optarg))
+                return zchat_cli_usage_error ("bad --%s '%s'%s", name, optarg,
+                                              texts [row].hint);
+            *texts [row].value_p = optarg;
+            continue;
+        }
         long value;
+        int rc;
         switch (option) {
-            case O_SERVER:
-                if (!s_endpoint_valid (optarg))
-                    return zchat_cli_usage_error ("bad --server '%s': expected e.g. "
-                                                  "tcp://HOST:PORT", optarg);
-                opts->server = optarg;
-                break;
-            case O_NICK:
-                if (!zchat_nick_valid (optarg))
-                    return zchat_cli_usage_error ("bad --nick '%s': 1-32 of A-Z a-z 0-9 "
-                        "_ - [ ] { } | ^ `, not starting with a digit or '-'", optarg);
-                opts->nick = optarg;
-                break;
             case O_ROOM: {
                 const char *room = zchat_cli_room_arg (optarg);
                 if (!zchat_room_valid (room))
-                    return zchat_cli_usage_error ("bad --room '%s': 1-32 of A-Z a-z 0-9 "
-                                                  "_ . -", optarg);
+                    return zchat_cli_usage_error ("bad --room '%s': " ZCHAT_CLI_ROOM_RULE,
+                                                  optarg);
                 bool known = false;
                 for (size_t index = 0; index < opts->room_count; index++)
                     if (streq (opts->rooms [index], room))
@@ -202,26 +231,12 @@ zchat_cli_opts_parse (zchat_cli_opts_t *opts, int argc, char **argv)
                 snprintf (opts->rooms [opts->room_count++], ZCHAT_MAX_ROOM + 1, "%s", room);
                 break;
             }
-            case O_SUB:
-                if (!s_endpoint_valid (optarg))
-                    return zchat_cli_usage_error ("bad --sub '%s'", optarg);
-                opts->sub = optarg;
-                break;
-            case O_SEND:
-                opts->send = optarg;
-                break;
-            case O_TO:
-                if (!zchat_nick_valid (optarg))
-                    return zchat_cli_usage_error ("bad --to '%s': not a valid nick", optarg);
-                opts->to = optarg;
-                break;
             case O_LISTEN:
                 opts->listen = true;
                 break;
             case O_COUNT:
-                if (s_parse_long (optarg, 1, LONG_MAX, &value))
-                    return zchat_cli_usage_error ("bad --count '%s': expected a whole "
-                                                  "number >= 1", optarg);
+                if ((rc = s_whole_arg (name, optarg, 1, LONG_MAX, &value)))
+                    return rc;
                 opts->count = value;
                 break;
             case O_TIMEOUT: {
@@ -241,16 +256,9 @@ zchat_cli_opts_parse (zchat_cli_opts_t *opts, int argc, char **argv)
                 opts->json = true;
                 break;
             case O_HISTORY:
-                if (s_parse_long (optarg, 0, 1000000, &value))
-                    return zchat_cli_usage_error ("bad --history '%s': expected a whole "
-                                                  "number >= 0", optarg);
+                if ((rc = s_whole_arg (name, optarg, 0, 1000000, &value)))
+                    return rc;
                 opts->history = (int) value;
-                break;
-            case O_CERT:
-                opts->cert = optarg;
-                break;
-            case O_SERVER_KEY:
-                opts->server_key = optarg;
                 break;
             case 'v':
                 opts->verbose = true;

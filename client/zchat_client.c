@@ -422,7 +422,8 @@ zchat_event_type_name (zchat_event_type_t type)
 
 //  --------------------------------------------------------------------------
 //  Event queue: push at the tail, pop at the head, remove from anywhere
-//  (for zchat_client_wait). Push returns 0, or -1 if out of memory.
+//  (for zchat_client_wait). Push returns 0, or -1 if out of memory. The
+//  capacity is a power of two, so that wrapping is a mask, not a division.
 
 static int
 s_queue_push (s_queue_t *queue, zchat_event_t *event)
@@ -433,13 +434,13 @@ s_queue_push (s_queue_t *queue, zchat_event_t *event)
         if (!items)
             return -1;
         for (size_t i = 0; i < queue->count; i++)
-            items [i] = queue->items [(queue->head + i) % queue->capacity];
+            items [i] = queue->items [(queue->head + i) & (queue->capacity - 1)];
         free (queue->items);
         queue->items = items;
         queue->capacity = capacity;
         queue->head = 0;
     }
-    queue->items [(queue->head + queue->count) % queue->capacity] = event;
+    queue->items [(queue->head + queue->count) & (queue->capacity - 1)] = event;
     queue->count++;
     return 0;
 }
@@ -448,7 +449,7 @@ static zchat_event_t *
 s_queue_at (s_queue_t *queue, size_t index)
 {
     assert (index < queue->count);
-    return queue->items [(queue->head + index) % queue->capacity];
+    return queue->items [(queue->head + index) & (queue->capacity - 1)];
 }
 
 static zchat_event_t *
@@ -457,8 +458,8 @@ s_queue_remove (s_queue_t *queue, size_t index)
     assert (index < queue->count);
     zchat_event_t *event = s_queue_at (queue, index);
     for (size_t i = index; i + 1 < queue->count; i++)
-        queue->items [(queue->head + i) % queue->capacity] =
-            queue->items [(queue->head + i + 1) % queue->capacity];
+        queue->items [(queue->head + i) & (queue->capacity - 1)] =
+            queue->items [(queue->head + i + 1) & (queue->capacity - 1)];
     queue->count--;
     return event;
 }
@@ -469,7 +470,7 @@ s_queue_pop (s_queue_t *queue)
     if (queue->count == 0)
         return NULL;
     zchat_event_t *event = queue->items [queue->head];
-    queue->head = (queue->head + 1) % queue->capacity;
+    queue->head = (queue->head + 1) & (queue->capacity - 1);
     queue->count--;
     if (queue->count == 0)
         queue->head = 0;

@@ -61,22 +61,35 @@ static const char *s_help =
     "  130  interrupted (SIGINT, SIGTERM)\n"
     "Every failure prints exactly one line to stderr.\n";
 
+//  Print "zchat: <message><tail>" to stderr as one line. The message may
+//  quote the broker's reasons or what was typed, and stderr is a terminal
+//  too: nothing in it may drive the terminal or break the line.
+static void
+s_fail_line (const char *tail, const char *format, va_list args)
+    __attribute__ ((format (printf, 2, 0)));
+
+static void
+s_fail_line (const char *tail, const char *format, va_list args)
+{
+    char line [1024];
+    vsnprintf (line, sizeof line, format, args);
+    char *safe = zchat_cli_safe (line);
+    fprintf (stderr, "zchat: %s%s\n", safe, tail);
+    zstr_free (&safe);
+    fflush (stderr);
+}
+
+
 //  ---------------------------------------------------------------------
 //  Print one line "zchat: <message>" to stderr.
 
 void
 zchat_cli_fail (const char *format, ...)
 {
-    char line [1024];
     va_list args;
     va_start (args, format);
-    vsnprintf (line, sizeof line, format, args);
+    s_fail_line ("", format, args);
     va_end (args);
-    //  Failures quote the broker's reasons, and stderr is a terminal too
-    char *safe = zchat_cli_safe (line);
-    fprintf (stderr, "zchat: %s\n", safe);
-    zstr_free (&safe);
-    fflush (stderr);
 }
 
 
@@ -86,17 +99,11 @@ zchat_cli_fail (const char *format, ...)
 int
 zchat_cli_usage_error (const char *format, ...)
 {
-    char line [1024];
     va_list args;
     va_start (args, format);
-    vsnprintf (line, sizeof line, format, args);
+    s_fail_line (" (usage: zchat --nick NAME [--room ROOM]... [options]; see zchat --help)",
+                 format, args);
     va_end (args);
-    //  It may quote an argument: one line, nothing a terminal obeys
-    char *safe = zchat_cli_safe (line);
-    fprintf (stderr, "zchat: %s (usage: zchat --nick NAME [--room ROOM]... [options]; "
-                     "see zchat --help)\n", safe);
-    zstr_free (&safe);
-    fflush (stderr);
     return ZCHAT_EXIT_USAGE;
 }
 

@@ -95,6 +95,20 @@ s_name (char *buffer, const char *name)
 }
 
 
+//  What was appended to *out_p as a fresh string (free with zstr_free);
+//  destroys the chunk and nulls *out_p.
+static char *
+s_string (zchunk_t **out_p)
+{
+    zchunk_t *out = *out_p;
+    zchunk_extend (out, "", 1);
+    char *result = strdup ((char *) zchunk_data (out));
+    assert (result);
+    zchunk_destroy (out_p);
+    return result;
+}
+
+
 //  ---------------------------------------------------------------------
 //  Text from the network made safe for a terminal, on one line.
 
@@ -105,11 +119,7 @@ zchat_cli_safe (const char *text)
     zchunk_t *out = zchunk_new (NULL, size + 1);
     assert (out);
     s_append_safe (out, text, size, NULL);
-    zchunk_extend (out, "", 1);
-    char *result = strdup ((char *) zchunk_data (out));
-    assert (result);
-    zchunk_destroy (&out);
-    return result;
+    return s_string (&out);
 }
 
 //  "[HH:MM] " in local time, of the broker's timestamp (epoch ms), or of
@@ -262,14 +272,10 @@ zchat_cli_event_text (const zchat_event_t *ev, bool show_room)
             shown = false;      //  ACK, OK: the absence of an error says it
             break;
     }
-    char *result = NULL;
-    if (shown) {
-        zchunk_extend (out, "", 1);
-        result = strdup ((char *) zchunk_data (out));
-        assert (result);
-    }
+    if (shown)
+        return s_string (&out);
     zchunk_destroy (&out);
-    return result;
+    return NULL;
 }
 
 
@@ -285,11 +291,7 @@ zchat_cli_dm_sent_text (const char *to, const char *text, size_t size, bool acti
     s_append_time (out, 0);
     s_append (out, action? "-> *%s* * ": "-> *%s* ", s_name (name, to));
     s_append_safe (out, text, size, "        ");
-    zchunk_extend (out, "", 1);
-    char *result = strdup ((char *) zchunk_data (out));
-    assert (result);
-    zchunk_destroy (&out);
-    return result;
+    return s_string (&out);
 }
 
 
@@ -311,17 +313,18 @@ zchat_cli_error_code (const zchat_event_t *ev)
 }
 
 
-//  Add a string that is not NUL-terminated (text has no NULs, but its
-//  size is what counts).
+//  Add the event's text as "text" ("" when it has none): by its size,
+//  which is what counts, not by a NUL.
 static void
-s_add_text (cJSON *json, const char *name, const char *text, size_t size)
+s_add_text (cJSON *json, const zchat_event_t *ev)
 {
+    size_t size = ev->text? ev->text_size: 0;
     char *copy = (char *) malloc (size + 1);
     assert (copy);
     if (size)
-        memcpy (copy, text, size);
+        memcpy (copy, ev->text, size);
     copy [size] = 0;
-    cJSON_AddStringToObject (json, name, copy);
+    cJSON_AddStringToObject (json, "text", copy);
     free (copy);
 }
 
@@ -340,7 +343,7 @@ zchat_cli_event_json (const zchat_event_t *ev)
         case ZCHAT_EV_MESSAGE:
             cJSON_AddStringToObject (json, "room", ev->room);
             cJSON_AddStringToObject (json, "from", ev->nick);
-            s_add_text (json, "text", ev->text? ev->text: "", ev->text? ev->text_size: 0);
+            s_add_text (json, ev);
             cJSON_AddNumberToObject (json, "seq", (double) ev->seq);
             cJSON_AddNumberToObject (json, "ts", (double) ev->ts);
             if (ev->history)
@@ -350,7 +353,7 @@ zchat_cli_event_json (const zchat_event_t *ev)
             break;
         case ZCHAT_EV_DM:
             cJSON_AddStringToObject (json, "from", ev->nick);
-            s_add_text (json, "text", ev->text? ev->text: "", ev->text? ev->text_size: 0);
+            s_add_text (json, ev);
             cJSON_AddNumberToObject (json, "ts", (double) ev->ts);
             if (ev->action)
                 cJSON_AddTrueToObject (json, "action");

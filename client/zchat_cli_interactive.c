@@ -534,11 +534,9 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
                   opts->server, zchat_client_nick (self.client));
         s_show (&self, welcome);
     }
-    //  The first --room ends up current: join the others first.
-    for (size_t index = opts->room_count; index > 1; index--)
+    //  The last room joined is the current one: the first --room.
+    for (size_t index = opts->room_count; index > 0; index--)
         s_join (&self, opts->rooms [index - 1]);
-    if (opts->room_count)
-        s_join (&self, opts->rooms [0]);
     if (terminal) {
         //  Installing the handler draws the prompt, now naming the room.
         rl_callback_handler_install (self.prompt, s_on_line);

@@ -409,11 +409,9 @@ zchat_cli_json_run (const zchat_cli_opts_t *opts)
     if (exit_code)
         return exit_code;
     self.requests = zchat_cli_requests_new ();
-    //  The first --room ends up current: join the others first.
-    for (size_t index = opts->room_count; index > 1; index--)
+    //  The last room joined is the current one: the first --room.
+    for (size_t index = opts->room_count; index > 0; index--)
         s_join (&self, opts->rooms [index - 1], NULL);
-    if (opts->room_count)
-        s_join (&self, opts->rooms [0], NULL);
     zchat_cli_print_connected (opts, self.client);
 
     zchat_cli_lines_t *lines = zchat_cli_lines_new (STDIN_FILENO);

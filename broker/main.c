@@ -64,6 +64,9 @@ static const char *s_usage =
 "                           requests that publish or write (join, leave, nick,\n"
 "                           topic, probe); excess is refused with a retry-after\n"
 "                           (default off)\n"
+"  --query-budget R[:B]     per-session KiB per second of history pages, member\n"
+"                           and room lists, with bursts of B KiB (default\n"
+"                           1024:16384); excess is refused with a retry-after\n"
 "  --cert PATH_secret       turn CURVE on for both sockets with this broker\n"
 "                           certificate (make one with zchat-keygen); needs one of:\n"
 "  --allow DIR                admit only the public certificates in DIR\n"
@@ -84,6 +87,7 @@ enum {
     OPT_ROUTER = 256, OPT_PUB, OPT_TIMEOUT, OPT_DATA, OPT_FSYNC, OPT_DURABLE,
     OPT_RETAIN_MESSAGES, OPT_RETAIN_DAYS, OPT_PUB_HWM, OPT_MAX_TEXT,
     OPT_MAX_ROOMS, OPT_MAX_SESSIONS, OPT_MAX_ALL_SESSIONS, OPT_HISTORY_PAGE, OPT_RATE_LIMIT,
+    OPT_QUERY_BUDGET,
     OPT_CERT, OPT_ALLOW, OPT_ALLOW_ANY, OPT_MAX_NICKS, OPT_RELEASE_NICK
 };
 
@@ -103,6 +107,7 @@ static const struct option s_options [] = {
     { "max-sessions",       required_argument, NULL, OPT_MAX_ALL_SESSIONS },
     { "history-page",       required_argument, NULL, OPT_HISTORY_PAGE },
     { "rate-limit",         required_argument, NULL, OPT_RATE_LIMIT },
+    { "query-budget",       required_argument, NULL, OPT_QUERY_BUDGET },
     { "cert",               required_argument, NULL, OPT_CERT },
     { "allow",              required_argument, NULL, OPT_ALLOW },
     { "allow-any",          no_argument,       NULL, OPT_ALLOW_ANY },
@@ -364,6 +369,13 @@ main (int argc, char **argv)
                 if (s_parse_rate (arg, &config.rate_limit, &config.rate_burst) != 0) {
                     exit_code = s_usage_error ("--rate-limit: '%s' is not R or R:B "
                         "(messages per second, burst; 1..1000000)", arg);
+                    goto done;
+                }
+                break;
+            case OPT_QUERY_BUDGET:
+                if (s_parse_rate (arg, &config.query_rate, &config.query_burst) != 0) {
+                    exit_code = s_usage_error ("--query-budget: '%s' is not R or R:B "
+                        "(KiB per second, burst KiB; 1..1000000)", arg);
                     goto done;
                 }
                 break;

@@ -36,10 +36,16 @@
 //  A ROUTER frame larger than max_text plus this much cannot be a valid
 //  body: libzmq disconnects the sender before allocating it.
 #define BODY_OVERHEAD       4096
-//  Per-peer pipe limits on the ROUTER. Generous enough that batches fill
-//  under load, small enough that one peer cannot park much memory in the
-//  broker (frames are at most max_text + BODY_OVERHEAD bytes).
+//  Per-peer pipe limits on the ROUTER, in messages. Inbound: generous
+//  enough that batches fill under load, small enough that one peer cannot
+//  park much memory in the broker (frames are at most max_text +
+//  BODY_OVERHEAD bytes). Outbound: a batch's worth of answers to one
+//  peer, twice over; replies are mostly small, and the big ones (history
+//  pages, member and room lists) are held back by the server's query
+//  budget, so a peer that never reads cannot make the broker queue much.
+//  Past this a reply to that peer is dropped (EAGAIN) and it must retry.
 #define ROUTER_HWM          10000
+#define ROUTER_SNDHWM       (2 * BATCH_MAX)
 #define ROUTER_BACKLOG      4096
 //  ZMTP heartbeats on the ROUTER: a silently partitioned peer is cut off
 //  within a few seconds. The PUB has none: its pipes may be full.
@@ -137,6 +143,8 @@ zchat_broker_config_defaults (zchat_broker_config_t *config)
     config->max_sessions_per_address = ZCHAT_BROKER_MAX_PER_ADDRESS;
     config->max_sessions = ZCHAT_BROKER_MAX_SESSIONS;
     config->max_nicks_per_key = ZCHAT_BROKER_MAX_NICKS_PER_KEY;
+    config->query_rate = ZCHAT_BROKER_QUERY_RATE;
+    config->query_burst = ZCHAT_BROKER_QUERY_BURST;
     config->durable = true;
 }
 
@@ -512,7 +520,7 @@ zchat_broker_new (const zchat_broker_config_t *config,
         goto failed;
     }
     if (SET_OPTION (self->router, "ROUTER", ZMQ_ROUTER_MANDATORY, 1)
-    ||  SET_OPTION (self->router, "ROUTER", ZMQ_SNDHWM, ROUTER_HWM)
+    ||  SET_OPTION (self->router, "ROUTER", ZMQ_SNDHWM, ROUTER_SNDHWM)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_RCVHWM, ROUTER_HWM)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_BACKLOG, ROUTER_BACKLOG)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
@@ -569,6 +577,8 @@ zchat_broker_new (const zchat_broker_config_t *config,
         .history_page = config->history_page,
         .rate_limit = config->rate_limit,
         .rate_burst = config->rate_burst,
+        .query_rate = config->query_rate,
+        .query_burst = config->query_burst,
         .retain_messages = config->retain_messages,
         .retain_ms = config->retain_ms,
         .curve = self->curve,

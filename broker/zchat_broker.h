@@ -36,6 +36,12 @@
 //  peer can make the broker hold; 50 clients on one machine fit easily.
 #define ZCHAT_BROKER_MAX_PER_ADDRESS 1000
 #define ZCHAT_BROKER_MAX_SESSIONS   100000
+//  Bytes of history pages, member and room lists one session may be sent:
+//  KiB a second, and bursts of KiB. A client catching up on 16 MiB of
+//  history gets it at once; a peer that asks and never reads parks at
+//  most that, then 1 MiB a second, in the broker.
+#define ZCHAT_BROKER_QUERY_RATE     1024
+#define ZCHAT_BROKER_QUERY_BURST    16384
 //  Nicks one CURVE key may bind (bindings last until released).
 #define ZCHAT_BROKER_MAX_NICKS_PER_KEY 10
 
@@ -67,6 +73,8 @@ typedef struct {
     uint32_t history_page;
     uint32_t rate_limit;            //  SAY/DM per second, 0 = off
     uint32_t rate_burst;
+    uint32_t query_rate;            //  KiB/s of HISTORY/WHO/ROOMS replies,
+    uint32_t query_burst;           //  and bursts of KiB (0 = off)
     const char *cert_path;          //  broker's secret certificate; NULL = no CURVE
     const char *allow_dir;          //  with cert_path: admitted keys; NULL = any
 } zchat_broker_config_t;

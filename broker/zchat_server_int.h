@@ -185,7 +185,23 @@ void
 bool
     zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req);
 
-//  Fill a fresh session's rate-limit bucket.
+//  Expensive replies (HISTORY, WHO, ROOMS) are charged to a per-session
+//  budget of reply bytes (query_rate KiB/s, bursts of query_burst KiB),
+//  so that one session cannot make the broker build and queue replies
+//  faster than an honest reader takes them: a peer that asks and never
+//  reads otherwise parks them in the broker's memory. query_refused
+//  answers 429 (retry_ms: when the budget is out of debt) and returns true
+//  if the session is over its budget; query_charge then charges a reply
+//  of size bytes, plus ZCHAT_QUERY_OVERHEAD for the lookup itself.
+#define ZCHAT_QUERY_OVERHEAD    256
+
+bool
+    zchat_server_query_refused (zchat_server_t *self, zchat_request_t *req);
+void
+    zchat_server_query_charge (zchat_server_t *self, zchat_request_t *req,
+                               size_t size);
+
+//  Fill a fresh session's buckets.
 void
     zchat_server_rate_init (zchat_server_t *self, zchat_session_t *session,
                             uint64_t now_ms);

@@ -102,7 +102,7 @@ void
 zchat_server_do_who (zchat_server_t *self, zchat_request_t *req)
 {
     zchat_room_t *room = s_member_room (self, req);
-    if (!room)
+    if (!room || zchat_server_query_refused (self, req))
         return;
     zchat_buf_t buf;
     zchat_buf_init (&buf, self->buffer, self->buffer_size);
@@ -115,6 +115,7 @@ zchat_server_do_who (zchat_server_t *self, zchat_request_t *req)
             break;
         size = added;
     }
+    zchat_server_query_charge (self, req, size);
     zchat_server_reply (self, req, size);
 }
 
@@ -135,6 +136,8 @@ s_compare_rooms (const void *a, const void *b)
 void
 zchat_server_do_rooms (zchat_server_t *self, zchat_request_t *req)
 {
+    if (zchat_server_query_refused (self, req))
+        return;
     size_t count = 0;
     size_t limit = zchat_rooms_size (self->rooms);
     zchat_room_t **list = (zchat_room_t **) malloc ((limit ? limit : 1) * sizeof (zchat_room_t *));
@@ -160,6 +163,7 @@ zchat_server_do_rooms (zchat_server_t *self, zchat_request_t *req)
         size = added;
     }
     free (list);
+    zchat_server_query_charge (self, req, size);
     zchat_server_reply (self, req, size);
 }
 
@@ -280,7 +284,8 @@ s_page_add (void *arg, uint64_t seq, uint64_t ts, const char *nick, uint8_t kind
 }
 
 //  ---------------------------------------------------------------------
-//  HISTORY: a page of committed messages of a room the caller is in.
+//  HISTORY: a page of committed messages of a room the caller is in (with
+//  durability off: of published ones).
 //  from_seq > 0 asks for from_seq..to_seq; from_seq 0 for the last limit
 //  messages up to to_seq, served from its start like any range, so that
 //  "more" always means "ask again from the last seq + 1". to_seq 0 means
@@ -291,12 +296,13 @@ zchat_server_do_history (zchat_server_t *self, zchat_request_t *req)
 {
     const zchat_msg_t *msg = req->msg;
     zchat_room_t *room = s_member_room (self, req);
-    if (!room)
+    if (!room || zchat_server_query_refused (self, req))
         return;
-    //  Answer from committed data only, so nothing in a page can be taken
-    //  back; committing first also makes the page include what was staged.
-    zchat_server_settle (self);
-
+    //  Up to the room's newest committed seq only, so nothing in a page
+    //  can be taken back: the store reads inside the open group, whose
+    //  staged messages lie above it and are published when it commits.
+    //  Committing the group first would let history requests break group
+    //  commit for everyone.
     uint64_t newest = room->last_seq;
     uint64_t to = (msg->to_seq == 0 || msg->to_seq > newest) ? newest : msg->to_seq;
     uint64_t wanted = msg->limit ? msg->limit : self->config.history_page;
@@ -309,6 +315,8 @@ zchat_server_do_history (zchat_server_t *self, zchat_request_t *req)
     zchat_buf_t buf;
     zchat_buf_init (&buf, self->buffer, self->buffer_size);
     uint64_t first_seq = newest ? zchat_store_first_seq (self->store, room->name) : 0;
+    if (first_seq > newest)
+        first_seq = 0;              //  all it holds is staged
     size_t size = zchat_encode_page_begin (&buf, msg->id, room->name, first_seq,
                                            newest, false);
     s_page_t page = { &buf, size, 0, limit, false };
@@ -325,6 +333,7 @@ zchat_server_do_history (zchat_server_t *self, zchat_request_t *req)
     }
     if (page.more)
         zchat_encode_page_set_more (&buf, true);
+    zchat_server_query_charge (self, req, page.size);
     ZCHAT_DEBUG ("zchat: history of %s %" PRIu64 "..%" PRIu64 " for %s: %zu messages%s",
                  room->name, from, to, req->session->nick, page.count,
                  page.more ? ", more" : "");

@@ -59,6 +59,34 @@ zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req)
 }
 
 
+bool
+zchat_server_query_refused (zchat_server_t *self, zchat_request_t *req)
+{
+    const zchat_server_config_t *c = &self->config;
+    if (c->query_rate == 0)
+        return false;
+    uint32_t retry_ms = zchat_bucket_wait (&req->session->queries,
+                                           (uint64_t) c->query_rate * 1024,
+                                           (uint64_t) c->query_burst * 1024, 1,
+                                           req->mono_ms);
+    if (retry_ms == 0)
+        return false;
+    self->rate_limited++;
+    ZCHAT_DEBUG ("zchat: %s is over its query budget", req->session->nick);
+    zchat_server_error (self, req, ZCHAT_ERR_RATE_LIMITED, retry_ms,
+                        "rate limited: history, member and room lists at most"
+                        " %u KiB per second (burst %u KiB)", c->query_rate, c->query_burst);
+    return true;
+}
+
+void
+zchat_server_query_charge (zchat_server_t *self, zchat_request_t *req, size_t size)
+{
+    if (self->config.query_rate)
+        zchat_bucket_charge (&req->session->queries, size + ZCHAT_QUERY_OVERHEAD);
+}
+
+
 //  ---------------------------------------------------------------------
 //  The staged group
 

@@ -408,6 +408,58 @@ s_test_clock (void)
 }
 
 
+//  The query budget: HISTORY, WHO and ROOMS are charged the bytes of their
+//  replies; past the budget they get 429 with the time until it is out
+//  of debt, while the session's other requests and other sessions go on.
+static void
+s_test_query_budget (void)
+{
+    zchat_server_config_t config = zchat_testbed_config ();
+    config.query_rate = 1;              //  KiB a second
+    config.query_burst = 4;
+    zchat_testbed_t *bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_greet (bed, "B", "bob", NULL);
+    s_join (bed, "A", "big", 2);
+    s_join (bed, "B", "big", 3);
+    char text [1000];
+    memset (text, 'x', sizeof (text));
+    for (uint64_t i = 0; i < 8; i++)
+        SEND (bed, "A", zchat_encode_say (&s_buf, 10 + i, "big", 0, text, sizeof (text)));
+    assert (zchat_testbed_flush (bed) == 8);
+    zchat_testbed_clear (bed);
+
+    //  One page of ~8 KB takes the 4 KiB burst into debt
+    SEND (bed, "A", zchat_encode_history (&s_buf, 20, "big", 0, 0, 0));
+    const zchat_msg_t *msg = s_reply (bed, "A", ZCHAT_PAGE, 20);
+    assert (msg->item_count == 8);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 21, "big", 0, 0, 0));
+    msg = s_error (bed, "A", 21, ZCHAT_ERR_RATE_LIMITED);
+    uint32_t retry_ms = msg->retry_ms;
+    assert (retry_ms > 4000 && retry_ms < 5000);    //  ~4.4 KB at 1 KiB/s
+    SEND (bed, "A", zchat_encode_who (&s_buf, 22, "big"));
+    s_error (bed, "A", 22, ZCHAT_ERR_RATE_LIMITED);
+    SEND (bed, "A", zchat_encode_rooms (&s_buf, 23));
+    s_error (bed, "A", 23, ZCHAT_ERR_RATE_LIMITED);
+    SEND (bed, "A", zchat_encode_ping (&s_buf, 24));
+    s_reply (bed, "A", ZCHAT_PONG, 24);
+    SEND (bed, "B", zchat_encode_who (&s_buf, 25, "big"));
+    s_reply (bed, "B", ZCHAT_MEMBERS, 25);
+    //  Waiting as told is enough, and small replies cost little
+    zchat_testbed_advance (bed, retry_ms);
+    SEND (bed, "A", zchat_encode_who (&s_buf, 26, "big"));
+    s_reply (bed, "A", ZCHAT_MEMBERS, 26);
+    zchat_testbed_advance (bed, 1000);
+    SEND (bed, "A", zchat_encode_rooms (&s_buf, 27));
+    s_reply (bed, "A", ZCHAT_ROOMLIST, 27);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 28, "big", 8, 0, 0));
+    msg = s_reply (bed, "A", ZCHAT_PAGE, 28);
+    assert (msg->item_count == 1);
+    zchat_testbed_destroy (&bed);
+}
+
+
 //  Rooms: join, leave, who, rooms, topic, probe.
 static void
 s_test_rooms (void)
@@ -768,13 +820,28 @@ s_test_history (void)
     SEND (bed, "A", zchat_encode_history (&s_buf, 31, "lobby", 10, 99, 10));
     CHECK_PAGE (31, 10, 1, 0);
 
-    //  A staged message is committed before the history is read, and its
-    //  ACK goes out first.
+    //  History does not commit the open group: a staged message is not in
+    //  the page (which ends at the newest committed seq) and is answered
+    //  when its group commits, not before
     SEND (bed, "A", zchat_encode_say (&s_buf, 40, "lobby", 0, "m11", 3));
-    SEND (bed, "A", zchat_encode_history (&s_buf, 41, "lobby", 11, 0, 10));
-    s_reply (bed, "A", ZCHAT_ACK, 40);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 41, "lobby", 1, 0, 10));
     msg = s_reply (bed, "A", ZCHAT_PAGE, 41);
+    assert (msg->item_count == 4 && msg->seq == 10 && msg->flag == 1);
+    assert (zchat_testbed_server (bed)->group_open);
+    assert (zchat_testbed_replies (bed, "A") == 0);
+    assert (zchat_testbed_flush (bed) == 1);
+    s_reply (bed, "A", ZCHAT_ACK, 40);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 42, "lobby", 11, 0, 10));
+    msg = s_reply (bed, "A", ZCHAT_PAGE, 42);
     assert (msg->item_count == 1 && msg->seq == 11);
+    zchat_testbed_clear (bed);
+    //  A room whose only messages are staged: an empty page, first_seq 0
+    s_join (bed, "A", "fresh", 43);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 44, "fresh", 0, "new", 3));
+    SEND (bed, "A", zchat_encode_history (&s_buf, 45, "fresh", 0, 0, 10));
+    msg = s_reply (bed, "A", ZCHAT_PAGE, 45);
+    assert (msg->item_count == 0 && msg->seq == 0 && msg->first_seq == 0);
+    assert (zchat_testbed_flush (bed) == 1);
     zchat_testbed_clear (bed);
 
     //  Byte cap: big texts fill a page before the item limit does
@@ -1262,10 +1329,12 @@ s_test_durability_off (void)
     assert (zchat_testbed_pending (bed) == 0);
     assert (zchat_store_last_seq (zchat_testbed_store (bed), "lobby") == 2);
 
-    //  History commits what is open first, then serves it
+    //  History serves what was published from the open group, without
+    //  committing it
     SEND (bed, "B", zchat_encode_say (&s_buf, 14, "lobby", ZCHAT_KIND_TEXT, "three", 5));
     s_reply (bed, "B", ZCHAT_ACK, 14);
     SEND (bed, "A", zchat_encode_history (&s_buf, 15, "lobby", 0, 0, 10));
+    assert (zchat_testbed_server (bed)->group_open);
     msg = s_reply (bed, "A", ZCHAT_PAGE, 15);
     assert (msg->first_seq == 1 && msg->seq == 3 && msg->item_count == 3);
     cursor = 0;
@@ -1330,6 +1399,7 @@ zchat_server_test (bool verbose)
     s_test_sessions ();
     s_test_regreeting ();
     s_test_clock ();
+    s_test_query_budget ();
     s_test_durability_off ();
     s_test_rooms ();
     s_test_messages ();

@@ -12,9 +12,10 @@ import time
 
 import zmq
 
-from harness import (TMP, Broker, RawDealer, check, decode, encode, keygen, raw_session,
-                     read_cert, require_binary, run, T,
-                     ERROR, JOIN, JOINED, NICK, OK, WELCOME, HELLO, BYE, PING, PONG)
+from harness import (CTX, SANITIZE, TMP, Broker, RawDealer, add_cleanup, check, decode, encode,
+                     keygen, proc_rss_kb, raw_session, read_cert, require_binary, run, T,
+                     ACK, ERROR, HISTORY, JOIN, JOINED, NICK, OK, PAGE, SAY, WELCOME, HELLO, BYE,
+                     PING, PONG)
 
 COST = 20
 
@@ -132,3 +133,82 @@ def test_pub_hwm_never_unlimited():
     r = run([exe, "--router", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*",
              "--data", os.path.join(TMP, "hwm0"), "--pub-hwm", "0"], timeout=T(10), name="hwm0")
     check(r.rc == 2 and "--pub-hwm" in r.err, "--pub-hwm 0 should be refused: %r" % r)
+
+
+def test_history_flood_without_reading():
+    """A peer that asks for history pages as fast as it can and never reads
+    the answers gets a bounded amount built and queued for it (a budget of
+    reply bytes per session, default 16 MiB then 1 MiB/s): the rest is
+    refused with 429 and a retry time, and the broker's memory stays put."""
+    env = None
+    if SANITIZE:
+        #  ASan's quarantine of freed memory would count as growth.
+        env = {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=1"}
+    b = Broker(env=env)
+    writer = raw_session(b, "writer", ["big"])
+    text = "x" * 4000
+    for i in range(200):
+        writer.send(encode(SAY, 100 + i, room="big", kind=0, text=text))
+    acked = 0
+    while acked < 200:
+        m = writer.recv(T(10))
+        check(m is not None and m["type"] == ACK, "SAY %d not acknowledged: %r" % (acked, m))
+        acked += 1
+
+    sock = CTX.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.rcvhwm = 1
+    sock.setsockopt(zmq.RCVBUF, 4096)
+    add_cleanup(lambda: sock.close(linger=0))
+    sock.connect(b.router)
+
+    def ask(mtype, rid, **fields):
+        sock.send_multipart([b"", encode(mtype, rid, **fields)])
+        check(sock.poll(int(T(5) * 1000)), "no answer to %d" % mtype)
+        return decode(sock.recv_multipart()[1])
+
+    check(ask(HELLO, 1, version=1, nick="hoarder", token="")["type"] == WELCOME, "greeting")
+    check(ask(JOIN, 2, room="big")["type"] == JOINED, "joining")
+    page = ask(HISTORY, 3, room="big", from_seq=1, to_seq=0, limit=0)
+    check(page["type"] == PAGE and len(page["items"]) > 100, "one full page: %d items"
+          % len(page.get("items", [])))
+    time.sleep(0.5)
+    base = proc_rss_kb(b.pid)
+    requests = 300                      # ~150 MB of pages if all were built
+    for i in range(requests):
+        sock.send_multipart([b"", encode(HISTORY, 1000 + i, room="big", from_seq=1,
+                                         to_seq=0, limit=0)])
+    #  Sent; the broker answers at once. Let it, without reading, but
+    #  sending now and then as an attacker would, and not for long: a peer
+    #  that stops reading for the ZMTP heartbeat's time is cut off, which
+    #  frees what it had queued (and loses the answers this test counts).
+    deadline = time.monotonic() + 1.5
+    pings = 0
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        sock.send_multipart([b"", encode(PING, 5000 + pings)])
+        pings += 1
+        b.check_alive()
+    grown = proc_rss_kb(b.pid) - base
+    print("broker RSS %d kB -> %d kB while %d history requests went unread"
+          % (base, base + grown, requests))
+    check(grown < 48 * 1024, "broker RSS grew %d kB for one peer that never reads" % grown)
+
+    #  Now read: most were refused with a retry time, none went unanswered.
+    answers = {}
+    deadline = time.monotonic() + T(30)
+    while len(answers) < requests and time.monotonic() < deadline:
+        if sock.poll(1000):
+            m = decode(sock.recv_multipart()[1])
+            if m["type"] != PONG:
+                answers[m["id"]] = m
+    pages = [m for m in answers.values() if m["type"] == PAGE]
+    refused = [m for m in answers.values() if m["type"] == ERROR]
+    check(len(answers) == requests, "only %d of %d history requests answered"
+          % (len(answers), requests))
+    check(all(m["code"] == 429 and m["retry_ms"] > 0 for m in refused),
+          "refusals should be 429 with retry_ms: %r" % refused[:3])
+    check(len(pages) < 80 and len(refused) > requests - 80,
+          "%d pages built, %d refused: the budget did not hold" % (len(pages), len(refused)))
+    #  Others are unaffected.
+    check(writer.say("big", "still here")["type"] == ACK, "another session was held up")

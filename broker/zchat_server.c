@@ -423,13 +423,18 @@ zchat_server_room_open (zchat_server_t *self, const char *name)
     zchat_room_t *room = zchat_rooms_lookup (self->rooms, name);
     if (room)
         return room;
-    room = zchat_rooms_add (self->rooms, name);
-    if (!room)
-        return NULL;
     //  Rooms freed from memory keep their history and topic in the store.
     //  Staging pins a room in memory, so a room being created has no
     //  staged rows: this reads committed data even inside a group.
-    room->last_seq = zchat_store_last_seq (self->store, name);
+    uint64_t last_seq;
+    if (zchat_store_room_seq (self->store, name, &last_seq)) {
+        zsys_warning ("zchat: cannot read the newest seq of room %s", name);
+        return NULL;
+    }
+    room = zchat_rooms_add (self->rooms, name);
+    if (!room)
+        return NULL;
+    room->last_seq = last_seq;
     room->staged_seq = room->last_seq;
     if (zchat_store_topic_get (self->store, name, room->topic, room->topic_by,
                                &room->topic_ts)) {

@@ -159,7 +159,8 @@ void
                       const char *format, ...) __attribute__ ((format (printf, 3, 4)));
 
 //  Find or create the room called name (valid). New rooms take their seq
-//  and topic from the store. Returns NULL if out of memory.
+//  and topic from the store. Returns NULL if out of memory or if the
+//  store cannot tell the room's newest seq.
 zchat_room_t *
     zchat_server_room_open (zchat_server_t *self, const char *name);
 

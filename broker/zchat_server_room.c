@@ -52,7 +52,12 @@ zchat_server_do_join (zchat_server_t *self, zchat_request_t *req)
     if (zchat_server_rate_limited (self, req))
         return;
     zchat_room_t *room = zchat_server_room_open (self, name);
-    if (!room || zchat_room_join (room, session) < 0) {
+    if (!room) {
+        zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0,
+                            "could not open room %s, try again", name);
+        return;
+    }
+    if (zchat_room_join (room, session) < 0) {
         zchat_server_room_release (self, &room);
         zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0, "out of memory");
         return;

@@ -5,7 +5,9 @@
 //  Kept apart from zchat_server.c because it is as long as the server;
 //  the module tests of its parts (util, session, room) run from here too.
 
+#include <sqlite3.h>
 #include "zchat_server_int.h"
+#include "zchat_store_int.h"
 #include "zchat_testbed.h"
 #include "zchat_util.h"
 
@@ -456,6 +458,49 @@ s_test_query_budget (void)
     SEND (bed, "A", zchat_encode_history (&s_buf, 28, "big", 8, 0, 0));
     msg = s_reply (bed, "A", ZCHAT_PAGE, 28);
     assert (msg->item_count == 1);
+    zchat_testbed_destroy (&bed);
+}
+
+
+//  A room the store cannot number (a storage error) is not opened: JOIN
+//  gets 500 rather than a room that would restart at seq 1 and hand out
+//  seqs already taken. Once the store is back, numbering goes on.
+static void
+s_test_storage_fault (void)
+{
+    zchat_testbed_t *bed = zchat_testbed_new (NULL, false);
+    assert (bed);
+    zchat_server_t *server = zchat_testbed_server (bed);
+    zchat_store_t *store = zchat_testbed_store (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_join (bed, "A", "lobby", 2);
+    assert (s_say (bed, "A", "lobby", 3, "one") == 1);
+    assert (s_say (bed, "A", "lobby", 4, "two") == 2);
+    SEND (bed, "A", zchat_encode_leave (&s_buf, 5, "lobby"));
+    s_reply (bed, "A", ZCHAT_OK, 5);
+    assert (zchat_rooms_lookup (server->rooms, "lobby") == NULL);
+    uint64_t seq = 0;
+    assert (zchat_store_room_seq (store, "lobby", &seq) == 0 && seq == 2);
+    assert (zchat_store_room_seq (store, "never", &seq) == 0 && seq == 0);
+
+    //  The rooms table goes missing under the store's feet
+    int rc = sqlite3_exec (store->db, "ALTER TABLE rooms RENAME TO rooms_away",
+                           NULL, NULL, NULL);
+    assert (rc == SQLITE_OK);
+    assert (zchat_store_room_seq (store, "lobby", &seq) == -1);
+    SEND (bed, "A", zchat_encode_join (&s_buf, 6, "lobby"));
+    s_error (bed, "A", 6, ZCHAT_ERR_INTERNAL);
+    assert (zchat_rooms_lookup (server->rooms, "lobby") == NULL);
+    SEND (bed, "A", zchat_encode_ping (&s_buf, 7));
+    const zchat_msg_t *msg = s_reply (bed, "A", ZCHAT_PONG, 7);
+    assert (msg->item_count == 0);
+
+    rc = sqlite3_exec (store->db, "ALTER TABLE rooms_away RENAME TO rooms",
+                       NULL, NULL, NULL);
+    assert (rc == SQLITE_OK);
+    s_join (bed, "A", "lobby", 8);
+    assert (s_msg.seq == 2);
+    assert (s_say (bed, "A", "lobby", 9, "three") == 3);
     zchat_testbed_destroy (&bed);
 }
 
@@ -1400,6 +1445,7 @@ zchat_server_test (bool verbose)
     s_test_regreeting ();
     s_test_clock ();
     s_test_query_budget ();
+    s_test_storage_fault ();
     s_test_durability_off ();
     s_test_rooms ();
     s_test_messages ();

@@ -1374,16 +1374,30 @@ zchat_store_destroy (zchat_store_t **self_p)
 uint64_t
 zchat_store_last_seq (zchat_store_t *self, const char *room)
 {
-    size_t room_len = s_name_len (room, ZCHAT_MAX_ROOM);
-    if (!self || !room_len)
-        return 0;
-    store_pending_t *pending = s_pending_find (self, room, room_len);
-    if (pending)
-        return pending->last_seq;
     uint64_t last_seq = 0;
-    if (s_room_get (self, room, room_len, &last_seq, NULL))
+    if (zchat_store_room_seq (self, room, &last_seq))
         return 0;
     return last_seq;
+}
+
+
+//  --------------------------------------------------------------------------
+//  The same, telling a storage error from a room without messages.
+
+int
+zchat_store_room_seq (zchat_store_t *self, const char *room, uint64_t *last_seq)
+{
+    assert (last_seq);
+    *last_seq = 0;
+    size_t room_len = s_name_len (room, ZCHAT_MAX_ROOM);
+    if (!self || !room_len)
+        return -1;
+    store_pending_t *pending = s_pending_find (self, room, room_len);
+    if (pending) {
+        *last_seq = pending->last_seq;
+        return 0;
+    }
+    return s_room_get (self, room, room_len, last_seq, NULL);
 }
 
 

@@ -37,6 +37,13 @@ void
 uint64_t
     zchat_store_last_seq (zchat_store_t *self, const char *room);
 
+//  The same, telling a storage error apart: 0 with *last_seq set (0 if the
+//  room has no messages yet), or -1 on a storage error. A room must not
+//  be numbered from a seq the store could not read: it would hand out
+//  seqs already taken.
+int
+    zchat_store_room_seq (zchat_store_t *self, const char *room, uint64_t *last_seq);
+
 //  Oldest sequence number still held for a room (retention removes older
 //  ones), 0 if none is held (or on a logged storage error).
 uint64_t

@@ -125,6 +125,8 @@ s_show (s_chat_t *self, const char *text)
     }
 }
 
+//  Show a failure as "!! text" among the messages, where whoever types
+//  is looking.
 static void
 s_error (s_chat_t *self, const char *text)
 {
@@ -162,10 +164,8 @@ s_track (s_chat_t *self, uint64_t rid, zchat_cli_req_kind_t kind, const char *ro
     if (!rid) {
         //  The library's reason may quote the broker, or what was typed
         char *reason = zchat_cli_safe (zchat_client_error (self->client));
-        char line [512];
-        snprintf (line, sizeof line, "!! %s", reason);
+        s_error (self, reason);
         zstr_free (&reason);
-        s_show (self, line);
         if (kind == ZCHAT_CLI_REQ_SEND)
             self->sends_failed++;
         if (kind == ZCHAT_CLI_REQ_JOIN) {

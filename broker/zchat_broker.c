@@ -93,6 +93,8 @@ struct _zchat_broker_t {
     limiter_t dropped;              //  malformed envelopes
     limiter_t undeliverable;        //  replies to gone or stuck peers
     limiter_t storage;              //  failed commits
+    bool hup_installed;             //  our SIGHUP handler is in place
+    struct sigaction previous_hup;  //  the one to put back
 };
 
 //  ---------------------------------------------------------------------
@@ -469,6 +471,19 @@ zchat_broker_new (const zchat_broker_config_t *config,
     zmq_msg_init (&self->frame);
     zchat_log_set_verbose (config->verbose);
 
+    //  SIGHUP reloads the allow-list; its default action would end the
+    //  process. So the handler is in place before anything can make an
+    //  operator or a script send one (the ready line, a bound port), not
+    //  only once the loop runs. czmq catches SIGINT and SIGTERM, not
+    //  SIGHUP. No SA_RESTART: the signal should cut the poll short so the
+    //  reload happens at once.
+    struct sigaction action;
+    memset (&action, 0, sizeof (action));
+    action.sa_handler = s_hup_handler;
+    sigemptyset (&action.sa_mask);
+    if (sigaction (SIGHUP, &action, &self->previous_hup) == 0)
+        self->hup_installed = true;
+
     if (!config->router_endpoint || !config->pub_endpoint || !config->data_dir) {
         snprintf (error, error_size, "endpoints and data directory are required");
         goto failed;
@@ -648,6 +663,8 @@ zchat_broker_destroy (zchat_broker_t **self_p)
         zchat_auth_destroy (&self->auth);
         zstr_free (&self->router_endpoint);
         zstr_free (&self->pub_endpoint);
+        if (self->hup_installed)
+            sigaction (SIGHUP, &self->previous_hup, NULL);
         free (self);
         *self_p = NULL;
     }
@@ -700,14 +717,6 @@ int
 zchat_broker_run (zchat_broker_t *self)
 {
     assert (self);
-    //  czmq catches SIGINT and SIGTERM but not SIGHUP. No SA_RESTART: the
-    //  signal should cut the poll short so the reload happens at once.
-    struct sigaction action, previous;
-    memset (&action, 0, sizeof (action));
-    action.sa_handler = s_hup_handler;
-    sigemptyset (&action.sa_mask);
-    sigaction (SIGHUP, &action, &previous);
-
     int rc = 0;
     while (!zsys_interrupted) {
         if (zchat_broker_poll (self, -1) != 0) {
@@ -718,7 +727,6 @@ zchat_broker_run (zchat_broker_t *self)
             break;
         }
     }
-    sigaction (SIGHUP, &previous, NULL);
     return rc;
 }
 
@@ -864,6 +872,8 @@ zchat_broker_test (bool verbose)
     config.data_dir = data_dir;
     config.verbose = verbose;
     char error [256];
+    struct sigaction hup_before;
+    sigaction (SIGHUP, NULL, &hup_before);
 
     //  A port in use is refused with a reason
     zsock_t *squatter = zsock_new (ZMQ_PUB);
@@ -887,6 +897,15 @@ zchat_broker_test (bool verbose)
     assert (s_endpoint_port (router_endpoint) > 0);
     assert (s_endpoint_port (pub_endpoint) > 0);
     assert (zsock_sndhwm (broker->pub) == ZCHAT_BROKER_PUB_HWM);
+
+    //  A SIGHUP as soon as the broker exists, before its loop ever ran,
+    //  is caught (its default action would end this process) and handled
+    //  by the next turn of the loop
+    int raised = raise (SIGHUP);
+    assert (raised == 0);
+    assert (s_hup_received == 1);
+    zchat_broker_poll (broker, 0);
+    assert (s_hup_received == 0);
 
     zsock_t *dealer = zsock_new (ZMQ_DEALER);
     assert (dealer);
@@ -992,6 +1011,9 @@ zchat_broker_test (bool verbose)
     zchat_broker_destroy (&broker);
     assert (broker == NULL);
     zchat_broker_destroy (&broker);
+    struct sigaction current;
+    sigaction (SIGHUP, NULL, &current);
+    assert (current.sa_handler == hup_before.sa_handler);       //  put back
 
     //  Long texts: a smaller PUB high-water mark, from the byte budget
     config.max_text = ZCHAT_MAX_TEXT;

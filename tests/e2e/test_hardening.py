@@ -8,6 +8,7 @@ operator can release one, a removed key loses its session on SIGHUP, and
 a SIGHUP right after start does no harm."""
 
 import os
+import signal
 import time
 
 import zmq
@@ -212,3 +213,14 @@ def test_history_flood_without_reading():
           "%d pages built, %d refused: the budget did not hold" % (len(pages), len(refused)))
     #  Others are unaffected.
     check(writer.say("big", "still here")["type"] == ACK, "another session was held up")
+
+
+def test_sighup_right_after_start():
+    """A SIGHUP as soon as the ready line is out does not end the broker."""
+    for _ in range(3):
+        b = Broker()
+        b.proc.send_signal(signal.SIGHUP)
+        d = raw_session(b, "awake")
+        check(d.request(PING)["type"] == PONG, "the broker stopped answering after SIGHUP")
+        b.check_alive()
+        b.stop()

@@ -6,6 +6,9 @@
 //  zchat_cli_oneshot.c) build on this and on the public libzchat API only
 //  (zchat_client.h): the client side has one implementation of the
 //  protocol, the library's. Nothing here is part of libzchat's API.
+//  Two parts the front ends share are modules of their own: the wait in
+//  each loop (zchat_cli_poll.h) and the requests in flight
+//  (zchat_cli_requests.h).
 
 #ifndef ZCHAT_CLI_H_INCLUDED
 #define ZCHAT_CLI_H_INCLUDED

@@ -33,6 +33,8 @@ struct _zchat_auth_t {
     zcert_t *cert;                  //  the broker's own keypair
     zactor_t *zap;                  //  the ZAP handler
     char *allow_dir;                //  NULL: admit any key
+    zhashx_t *keys;                 //  the broker thread's copy of the
+                                    //  admitted keys (the actor has its own)
 };
 
 //  The actor's state; lives on the actor's stack.
@@ -357,13 +359,26 @@ s_zap_actor (zsock_t *pipe, void *args)
 static int
 s_auth_set_keys (zchat_auth_t *self, zhashx_t *keys)
 {
+    //  The broker's thread keeps a copy, for zchat_auth_admits.
+    zhashx_t *copy = keys? zhashx_dup (keys): NULL;
+    if (keys && !copy) {
+        zhashx_destroy (&keys);
+        return -1;
+    }
     //  The pointer travels as a frame; the actor owns the table from here.
     if (zstr_sendm (self->zap, "KEYS") != 0
     ||  zmq_send (zsock_resolve (self->zap), &keys, sizeof (keys), 0) == -1) {
         zhashx_destroy (&keys);
+        zhashx_destroy (&copy);
         return -1;
     }
-    return zsock_wait (self->zap) == 0? 0: -1;
+    if (zsock_wait (self->zap) != 0) {
+        zhashx_destroy (&copy);
+        return -1;
+    }
+    zhashx_destroy (&self->keys);
+    self->keys = copy;
+    return 0;
 }
 
 //  ---------------------------------------------------------------------
@@ -454,6 +469,7 @@ zchat_auth_destroy (zchat_auth_t **self_p)
         zchat_auth_t *self = *self_p;
         zactor_destroy (&self->zap);
         zcert_destroy (&self->cert);
+        zhashx_destroy (&self->keys);
         free (self->allow_dir);
         free (self);
         *self_p = NULL;
@@ -513,6 +529,19 @@ zchat_auth_reload (zchat_auth_t *self)
     }
     return count;
 }
+
+//  ---------------------------------------------------------------------
+//  Is key admitted now?
+
+bool
+zchat_auth_admits (zchat_auth_t *self, const char *key)
+{
+    assert (self);
+    if (!self->allow_dir)
+        return true;
+    return key && self->keys && zhashx_lookup (self->keys, key) != NULL;
+}
+
 
 //  ---------------------------------------------------------------------
 //  Self test helpers
@@ -632,6 +661,9 @@ zchat_auth_test (bool verbose)
     assert (user_id == NULL);
     user_id = s_try_connect (router, endpoint, server, NULL);
     assert (user_id == NULL);
+    assert (zchat_auth_admits (auth, zcert_public_txt (alice)));
+    assert (!zchat_auth_admits (auth, zcert_public_txt (bob)));
+    assert (!zchat_auth_admits (auth, NULL));
 
     //  After a reload bob is in too
     rc = zcert_save_public (bob, bob_path);
@@ -641,6 +673,14 @@ zchat_auth_test (bool verbose)
     user_id = s_try_connect (router, endpoint, server, bob);
     assert (user_id && streq (user_id, zcert_public_txt (bob)));
     zstr_free (&user_id);
+    assert (zchat_auth_admits (auth, zcert_public_txt (bob)));
+    //  ... and after another without alice, she is out
+    rc = unlink (alice_path);
+    assert (rc == 0);
+    rc = zchat_auth_reload (auth);
+    assert (rc == 1);
+    assert (!zchat_auth_admits (auth, zcert_public_txt (alice)));
+    assert (zchat_auth_admits (auth, zcert_public_txt (bob)));
     zsock_destroy (&router);
     zstr_free (&endpoint);
     zchat_auth_destroy (&auth);
@@ -653,6 +693,7 @@ zchat_auth_test (bool verbose)
         printf ("%s\n", error);
     assert (auth);
     assert (zchat_auth_reload (auth) == 0);
+    assert (zchat_auth_admits (auth, zcert_public_txt (bob)));
     router = zsock_new (ZMQ_ROUTER);
     assert (router);
     rc = zchat_auth_secure (auth, router);

@@ -51,9 +51,17 @@ const char *
 //  Read the allow-list directory again and replace the admitted keys with
 //  what it now holds. Returns the number of keys admitted, or -1 if the
 //  directory could not be read (the old list stays in force). In allow-any
-//  mode does nothing and returns 0.
+//  mode does nothing and returns 0. ZAP asks only at a handshake: peers
+//  already connected stay connected whatever the new list says, so the
+//  broker ends the sessions of keys no longer admitted itself (see
+//  zchat_auth_admits).
 int
     zchat_auth_reload (zchat_auth_t *self);
+
+//  True if key (Z85) is admitted now: in the allow-list as last loaded,
+//  or any key in allow-any mode. For the broker's own thread.
+bool
+    zchat_auth_admits (zchat_auth_t *self, const char *key);
 
 //  Self test; asserts on failure.
 void

@@ -445,6 +445,8 @@ s_hup_handler (int signal_number)
     s_hup_received = 1;
 }
 
+//  Reload the allow-list, then end the sessions of keys it no longer
+//  holds: ZAP only ever judged their handshakes.
 static void
 s_reload (zchat_broker_t *self)
 {
@@ -453,8 +455,20 @@ s_reload (zchat_broker_t *self)
         return;
     }
     int count = zchat_auth_reload (self->auth);
-    if (count >= 0)
-        zsys_info ("SIGHUP: allow-list reloaded: %d keys", count);
+    if (count < 0)
+        return;
+    zchat_server_clock (self->server, (uint64_t) zclock_mono ());
+    size_t ended = zchat_server_revoke (self->server, (uint64_t) zclock_time ());
+    zsys_info ("SIGHUP: allow-list reloaded: %d keys; %zu sessions of keys no longer"
+               " admitted ended", count, ended);
+}
+
+//  The server's question: is this key admitted now?
+static bool
+s_admits (void *arg, const char *key)
+{
+    zchat_broker_t *self = (zchat_broker_t *) arg;
+    return zchat_auth_admits (self->auth, key);
 }
 
 //  ---------------------------------------------------------------------
@@ -598,6 +612,8 @@ zchat_broker_new (const zchat_broker_config_t *config,
         .retain_ms = config->retain_ms,
         .curve = self->curve,
         .max_nicks_per_key = config->max_nicks_per_key,
+        .admits = self->auth? s_admits: NULL,
+        .admits_arg = self,
         .ack_before_commit = !config->durable,
     };
     zchat_server_output_t output = { self, s_reply, s_publish };

@@ -283,6 +283,31 @@ zchat_server_tick (zchat_server_t *self, uint64_t now_ms)
 
 
 //  ---------------------------------------------------------------------
+//  End the sessions of keys no longer admitted.
+
+size_t
+zchat_server_revoke (zchat_server_t *self, uint64_t now_ms)
+{
+    assert (self);
+    if (!self->config.curve || !self->config.admits)
+        return 0;
+    size_t ended = 0;
+    zchat_session_t *session = zchat_sessions_oldest (self->sessions);
+    while (session) {
+        zchat_session_t *next = session->newer;
+        if (!self->config.admits (self->config.admits_arg, session->key)) {
+            //  Its staged messages go out before its quit.
+            zchat_server_settle (self);
+            zchat_server_end_session (self, &session, "key no longer admitted", now_ms);
+            ended++;
+        }
+        session = next;
+    }
+    return ended;
+}
+
+
+//  ---------------------------------------------------------------------
 //  Number of live sessions.
 
 size_t

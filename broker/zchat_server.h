@@ -49,6 +49,11 @@ typedef struct {
     bool     curve;                 //  peers are CURVE-authenticated: bind
                                     //  nicks to their keys
     uint32_t max_nicks_per_key;     //  nicks one key may bind, 0 = unlimited
+    //  Under CURVE: is this key (Z85) still admitted? Asked at every
+    //  greeting and by zchat_server_revoke, since the allow-list may have
+    //  changed since the peer's handshake. NULL: every key is.
+    bool (*admits) (void *arg, const char *key);
+    void *admits_arg;
     bool     ack_before_commit;     //  durability off: ACK and publish each
                                     //  SAY at once, commit at the next flush
                                     //  (a crash can lose acknowledged
@@ -108,6 +113,12 @@ void
 //  heartbeat_ms / 2.
 void
     zchat_server_tick (zchat_server_t *self, uint64_t now_ms);
+
+//  End every session whose CURVE key config.admits no longer admits
+//  (announced as quit, like any end), after the allow-list was reloaded.
+//  Returns the number ended.
+size_t
+    zchat_server_revoke (zchat_server_t *self, uint64_t now_ms);
 
 //  Number of live sessions (for logs and tests).
 size_t

@@ -39,6 +39,14 @@ s_check_owner (zchat_server_t *self, zchat_request_t *req, const char *nick,
                             "this broker requires an authenticated CURVE key");
         return -1;
     }
+    //  The handshake admitted the key, but the allow-list may have lost it
+    //  since: a connection outlives a reload.
+    if (self->config.admits
+    &&  !self->config.admits (self->config.admits_arg, req->user_id)) {
+        zchat_server_error (self, req, ZCHAT_ERR_FORBIDDEN, 0,
+                            "your key is no longer admitted");
+        return -1;
+    }
     char owner [ZCHAT_KEY_SIZE + 1];
     if (zchat_store_nick_owner (self->store, nick, owner) == 0) {
         if (streq (owner, req->user_id))

@@ -505,6 +505,71 @@ s_test_storage_fault (void)
 }
 
 
+//  The allow-list of s_test_revoke: every key but the one in arg.
+static bool
+s_admits_all_but (void *arg, const char *key)
+{
+    const char *refused = *(const char **) arg;
+    return !(refused && streq (key, refused));
+}
+
+//  Revocation: once the allow-list loses a key, zchat_server_revoke ends
+//  its sessions (quit announced, staged messages out first) and the key
+//  cannot greet again; other keys go on.
+static void
+s_test_revoke (void)
+{
+    const char *refused = NULL;
+    zchat_server_config_t config = zchat_testbed_config ();
+    config.curve = true;
+    config.admits = s_admits_all_but;
+    config.admits_arg = (void *) &refused;
+    zchat_testbed_t *bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    zchat_server_t *server = zchat_testbed_server (bed);
+    const char *key1 = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+    const char *key2 = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID";
+    const char *peers [] = { "K1", "K2", "K2b" };
+    const char *keys [] = { key1, key2, key2 };
+    const char *nicks [] = { "keeper", "goner", "goner2" };
+    for (int i = 0; i < 3; i++) {
+        zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+        size_t size = zchat_encode_hello (&s_buf, 1, ZCHAT_VERSION, nicks [i], "");
+        zchat_testbed_send_from (bed, peers [i], keys [i], NULL, s_body, size);
+        s_reply (bed, peers [i], ZCHAT_WELCOME, 1);
+        s_join_from (bed, peers [i], keys [i], "lobby", 2);
+    }
+    assert (zchat_server_revoke (server, zchat_testbed_now (bed)) == 0);
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size_t size = zchat_encode_say (&s_buf, 3, "lobby", 0, "last", 4);
+    zchat_testbed_send_from (bed, "K2", key2, NULL, s_body, size);
+    zchat_testbed_clear (bed);
+
+    refused = key2;
+    assert (zchat_server_revoke (server, zchat_testbed_now (bed)) == 2);
+    assert (zchat_server_sessions (server) == 1);
+    s_reply (bed, "K2", ZCHAT_ACK, 3);
+    s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+    //  Both quit, in the order they were last seen
+    s_event (bed, "lobby:", ZCHAT_EVENT_QUIT, "goner2", "");
+    s_event (bed, "lobby:", ZCHAT_EVENT_QUIT, "goner", "");
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_ping (&s_buf, 4);
+    zchat_testbed_send_from (bed, "K2", key2, NULL, s_body, size);
+    s_error (bed, "K2", 4, ZCHAT_ERR_SESSION);
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_hello (&s_buf, 5, ZCHAT_VERSION, "goner", "");
+    zchat_testbed_send_from (bed, "K2", key2, NULL, s_body, size);
+    const zchat_msg_t *msg = s_error (bed, "K2", 5, ZCHAT_ERR_FORBIDDEN);
+    assert (strstr (msg->reason, "no longer admitted"));
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_ping (&s_buf, 6);
+    zchat_testbed_send_from (bed, "K1", key1, NULL, s_body, size);
+    s_reply (bed, "K1", ZCHAT_PONG, 6);
+    zchat_testbed_destroy (&bed);
+}
+
+
 //  Rooms: join, leave, who, rooms, topic, probe.
 static void
 s_test_rooms (void)
@@ -1446,6 +1511,7 @@ zchat_server_test (bool verbose)
     s_test_clock ();
     s_test_query_budget ();
     s_test_storage_fault ();
+    s_test_revoke ();
     s_test_durability_off ();
     s_test_rooms ();
     s_test_messages ();

@@ -224,3 +224,41 @@ def test_sighup_right_after_start():
         check(d.request(PING)["type"] == PONG, "the broker stopped answering after SIGHUP")
         b.check_alive()
         b.stop()
+
+
+def test_removed_key_loses_its_session_on_sighup():
+    """Removing a key from the allow-list and sending SIGHUP ends that key's
+    sessions (ZAP only judged the handshake): its requests get 440 and a new
+    greeting 403, while other keys go on."""
+    d = os.path.join(TMP, "keys-revoke")
+    allow = os.path.join(d, "allow")
+    os.makedirs(allow, exist_ok=True)
+    cert = keygen(os.path.join(d, "server"), name="server")
+    server_pub = read_cert(cert)[0]
+    keys = {}
+    for name in ("alice", "bob"):
+        path = keygen(os.path.join(allow, name), name=name)
+        os.rename(path + "_secret", os.path.join(d, name + "_secret"))
+        keys[name] = read_cert(os.path.join(d, name + "_secret"))
+    b = Broker("--cert", cert + "_secret", "--allow", allow)
+    peers = {}
+    for name in ("alice", "bob"):
+        public, secret = keys[name]
+        peers[name] = RawDealer(b.router, curve=(public, secret, server_pub))
+        peers[name].hello(name)
+        peers[name].join("hall")
+    os.unlink(os.path.join(allow, "bob"))
+    b.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + T(5)
+    while "sessions of keys no longer admitted" not in b.stderr():
+        check(time.monotonic() < deadline, "no reload logged:\n%s" % b.stderr()[-2000:])
+        time.sleep(0.05)
+    check("1 sessions of keys no longer admitted ended" in b.stderr(),
+          "bob's session should have ended:\n%s" % b.stderr()[-2000:])
+    m = peers["bob"].request(PING)
+    check(m["type"] == ERROR and m["code"] == 440, "bob after his key went: %r" % m)
+    m = peers["bob"].request(HELLO, version=1, nick="bob", token="")
+    check(m["type"] == ERROR and m["code"] == 403, "bob greeting again: %r" % m)
+    m = peers["alice"].request(PING)
+    check(m["type"] == PONG and [i["room"] for i in m["items"]] == ["hall"],
+          "alice goes on: %r" % m)

@@ -47,11 +47,17 @@
 #define ROUTER_HWM          10000
 #define ROUTER_SNDHWM       (2 * BATCH_MAX)
 #define ROUTER_BACKLOG      4096
-//  ZMTP heartbeats on the ROUTER: a silently partitioned peer is cut off
-//  within a few seconds. The PUB has none: its pipes may be full.
-#define HEARTBEAT_IVL_MS    1000
-#define HEARTBEAT_TIMEOUT_MS 3000
-#define HEARTBEAT_TTL_MS    5000
+//  ZMTP heartbeats on the ROUTER: the connection of a silently partitioned
+//  peer is closed at most IVL + TIMEOUT (20 s) after it went quiet, which
+//  frees what was queued for it; its session expires after the session
+//  timeout anyway. Not every second: libzmq 4.3.4 keeps an I/O thread's
+//  timers in one list and cancels by walking it, and every heartbeat sets
+//  a timer and cancels one, so with n connections each interval costs
+//  O(n^2); at 1 s the broker could not hold 10,000 idle clients. The
+//  PUB has none: its pipes may be full.
+#define HEARTBEAT_IVL_MS    5000
+#define HEARTBEAT_TIMEOUT_MS 15000
+#define HEARTBEAT_TTL_MS    15000
 //  On shutdown, give the last acknowledgements a moment to leave.
 #define ROUTER_LINGER_MS    500
 //  Subscriptions are a topic frame plus one byte; nothing bigger is valid.

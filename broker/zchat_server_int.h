@@ -175,7 +175,7 @@ void
                               const char *why, uint64_t now_ms);
 
 //  Commit the open group, if any, before something that must come after
-//  it (a goodbye, a rename, a store write outside the group, history).
+//  it (a goodbye, a rename, a store write outside the group).
 void
     zchat_server_settle (zchat_server_t *self);
 

@@ -16,7 +16,7 @@ import zmq
 from harness import (CTX, SANITIZE, TMP, Broker, RawDealer, add_cleanup, check, decode, encode,
                      keygen, proc_rss_kb, raw_session, read_cert, require_binary, run, T,
                      ACK, ERROR, HISTORY, JOIN, JOINED, NICK, OK, PAGE, SAY, WELCOME, HELLO, BYE,
-                     PING, PONG)
+                     PING, PONG, PROBE, TOPIC)
 
 COST = 20
 
@@ -262,3 +262,58 @@ def test_removed_key_loses_its_session_on_sighup():
     m = peers["alice"].request(PING)
     check(m["type"] == PONG and [i["room"] for i in m["items"]] == ["hall"],
           "alice goes on: %r" % m)
+
+
+def test_session_bound_to_its_key():
+    """Under CURVE a session answers only to the key that opened it: a new
+    connection with another key that takes over the routing id (chosen by
+    the client) cannot speak as the session's nick."""
+    cert, server_pub = _server_cert("rid")
+    b = Broker("--cert", cert + "_secret", "--allow-any")
+    listener = _curve_dealer(b, server_pub)
+    listener.hello("hearer")
+    listener.join("hall")
+    public, secret = zmq.curve_keypair()
+    alice = RawDealer(b.router, curve=(public, secret, server_pub), identity=b"fixed-id")
+    alice.hello("alice")
+    alice.join("hall")
+    alice.close()
+    public, secret = zmq.curve_keypair()
+    #  The ROUTER refuses a routing id still in use: retry until alice's
+    #  connection is gone and the id is free for the impostor.
+    deadline = time.monotonic() + T(10)
+    while True:
+        impostor = RawDealer(b.router, curve=(public, secret, server_pub), identity=b"fixed-id")
+        impostor.send(encode(SAY, 77, room="hall", kind=0, text="I am alice"))
+        m = impostor.recv(0.5)
+        if m is not None:
+            break
+        impostor.close()
+        check(time.monotonic() < deadline, "the routing id never came free")
+    check(m["type"] == ERROR and m["code"] == 403 and m["id"] == 77,
+          "a SAY from another key on alice's routing id: %r" % m)
+    m = impostor.request(HELLO, version=1, nick="mallory", token="")
+    check(m["type"] == ERROR and m["code"] == 403, "HELLO from the impostor: %r" % m)
+    info, items = listener.history("hall")
+    check(items == [], "the impostor's text was stored: %r" % items)
+
+
+def test_rate_limit_covers_every_publishing_command():
+    """--rate-limit charges topic changes and probes too, not only messages."""
+    b = Broker("--rate-limit", "1:1")
+    d = raw_session(b, "noisy", ["r"])
+    for i in range(50):
+        d.send(encode(TOPIC, 100 + i, room="r", set=1, topic="t%d" % i))
+        d.send(encode(PROBE, 200 + i, room="r"))
+    answers = {}
+    deadline = time.monotonic() + T(10)
+    while len(answers) < 100 and time.monotonic() < deadline:
+        m = d.recv(0.5)
+        if m is not None:
+            answers[m["id"]] = m
+    check(len(answers) == 100, "only %d of 100 answered" % len(answers))
+    refused = [m for m in answers.values() if m["type"] == ERROR and m["code"] == 429]
+    check(len(refused) >= 95 and all(m["retry_ms"] > 0 for m in refused),
+          "with --rate-limit 1:1, %d of 100 topic sets and probes were refused" % len(refused))
+    #  Messages have their own bucket: a SAY still passes.
+    check(d.say("r", "hello")["type"] == ACK, "a message after the refused commands")

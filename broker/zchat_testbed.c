@@ -438,6 +438,10 @@ s_fuzz_config (bool curve)
     config.history_page = 8;
     config.rate_limit = 1000;
     config.rate_burst = 40;
+    config.query_rate = 4;
+    config.query_burst = 8;
+    config.max_sessions = 3;
+    config.max_nicks_per_key = 2;
     config.retain_messages = 50;
     config.curve = curve;
     return config;

@@ -71,7 +71,8 @@ typedef struct {
     uint32_t max_sessions;          //  in all, 0 = unlimited
     uint32_t max_nicks_per_key;     //  CURVE nick bindings per key
     uint32_t history_page;
-    uint32_t rate_limit;            //  SAY/DM per second, 0 = off
+    uint32_t rate_limit;            //  SAY/DM per second (and as many other
+                                    //  publishing commands), 0 = off
     uint32_t rate_burst;
     uint32_t query_rate;            //  KiB/s of HISTORY/WHO/ROOMS replies,
     uint32_t query_burst;           //  and bursts of KiB (0 = off)

@@ -138,6 +138,7 @@ typedef struct {
     uint64_t tail_seq;          //  newest seq a PONG told
     int64_t  tail_due_ms;       //  when to fetch it if still missing, 0 none
     uint64_t fetch_id;          //  outstanding fetch request, 0 none
+    int64_t  fetch_sent_ms;     //  when it was asked
     int64_t  fetch_retry_ms;    //  no fetch before this time
 } s_room_t;
 
@@ -964,7 +965,9 @@ s_room_fetch (zchat_client_t *self, s_room_t *room, int64_t now)
     uint64_t id = s_request (self, req, now);
     if (id) {
         room->fetch_id = id;
+        room->fetch_sent_ms = now;
         zchat_sequencer_fetch_sent (room->sequencer, from, to);
+        s_schedule (self, now + self->timeout_ms);
     }
 }
 
@@ -974,6 +977,18 @@ s_room_fetch (zchat_client_t *self, s_room_t *room, int64_t now)
 static void
 s_room_tick (zchat_client_t *self, s_room_t *room, int64_t now)
 {
+    if (room->fetch_id) {
+        if (now - room->fetch_sent_ms >= self->timeout_ms) {
+            //  No answer: a broker may drop a reply to a peer it has too
+            //  much queued for. Forget that fetch and ask again, or the
+            //  room would wait for it until the next session.
+            free (s_request_take (self, room->fetch_id));
+            room->fetch_id = 0;
+            zchat_sequencer_fetch_failed (room->sequencer);
+        }
+        else
+            s_schedule (self, room->fetch_sent_ms + self->timeout_ms);
+    }
     if (room->state == R_PROBING) {
         if (now - room->probe_start_ms >= self->timeout_ms) {
             //  The subscription never proved live. Say so, and carry on:
@@ -2733,6 +2748,33 @@ s_test_hostile_names (zchat_client_t *client)
     assert (streq (event->nick, "bob") && streq (event->room, "lobby"));
     zchat_event_destroy (&event);
     assert (zchat_sequencer_last (room->sequencer) == 2);
+
+    //  A hole is fetched; a fetch left unanswered for the timeout is asked
+    //  again, and the first answer, come late, is ignored
+    s_test_feed (client, true, zchat_encode_message (buf, 0, "lobby", 4, 4, "bob",
+                                                     ZCHAT_KIND_TEXT, "ahead", 5));
+    assert (s_test_event (client) == NULL);
+    uint64_t first_fetch = room->fetch_id;
+    assert (first_fetch && zchat_sequencer_fetching (room->sequencer));
+    s_room_tick (client, room, room->fetch_sent_ms + client->timeout_ms - 1);
+    assert (room->fetch_id == first_fetch);
+    s_room_tick (client, room, room->fetch_sent_ms + client->timeout_ms);
+    assert (room->fetch_id && room->fetch_id != first_fetch);
+    assert (zchat_idmap_lookup (client->requests, first_fetch) == NULL);
+    zchat_encode_page_begin (buf, first_fetch, "lobby", 1, 4, false);
+    s_test_feed (client, false, zchat_encode_page_add (buf, 3, 3, "bob", ZCHAT_KIND_TEXT,
+                                                       "late", 4));
+    assert (s_test_event (client) == NULL);
+    zchat_encode_page_begin (buf, room->fetch_id, "lobby", 1, 4, false);
+    s_test_feed (client, false, zchat_encode_page_add (buf, 3, 3, "bob", ZCHAT_KIND_TEXT,
+                                                       "now", 3));
+    event = s_test_event (client);
+    assert (event && event->seq == 3 && streq (event->text, "now"));
+    zchat_event_destroy (&event);
+    event = s_test_event (client);
+    assert (event && event->seq == 4 && streq (event->text, "ahead"));
+    zchat_event_destroy (&event);
+    assert (room->fetch_id == 0 && !zchat_sequencer_fetching (room->sequencer));
 
     //  Presence: an invalid nick, or an invalid new nick, is dropped
     s_test_feed (client, true, zchat_encode_event (buf, 0, "lobby", 3, ZCHAT_EVENT_JOIN,

@@ -20,6 +20,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -1206,6 +1207,243 @@ s_keys_rebuild (zchat_store_t *self, char *error, size_t error_size)
 
 
 //  --------------------------------------------------------------------------
+//  One checkpoint round on the checkpointer's own connection. PASSIVE
+//  copies what it can without taking the write lock or waiting for
+//  anyone, so commits on the event loop go on meanwhile. Only a WAL file
+//  grown past the cap (a reader held an old snapshot for long) gets a
+//  TRUNCATE, which holds the write lock while it waits for readers, at
+//  most STORE_CKPT_BUSY_MS (the connection's busy timeout).
+
+static void
+s_ckpt_run (zchat_store_t *self, int64_t cap_bytes)
+{
+    store_ckpt_t *ckpt = &self->ckpt;
+    int frames = 0, done = 0;
+    int rc = sqlite3_wal_checkpoint_v2 (ckpt->db, NULL, SQLITE_CHECKPOINT_PASSIVE,
+                                        &frames, &done);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+        zsys_warning ("zchat_store: checkpoint: %s", sqlite3_errmsg (ckpt->db));
+    struct stat st;
+    if (stat (ckpt->wal_path, &st) || st.st_size <= cap_bytes)
+        return;
+    pthread_mutex_lock (&ckpt->mutex);
+    ckpt->truncates++;
+    pthread_mutex_unlock (&ckpt->mutex);
+    rc = sqlite3_wal_checkpoint_v2 (ckpt->db, NULL, SQLITE_CHECKPOINT_TRUNCATE,
+                                    &frames, &done);
+    if (rc != SQLITE_OK)
+        zsys_warning ("zchat_store: WAL of %lld bytes over the cap, TRUNCATE checkpoint: %s",
+                      (long long) st.st_size, sqlite3_errmsg (ckpt->db));
+}
+
+
+//  --------------------------------------------------------------------------
+//  The checkpointer thread: wait until the event loop asks (the WAL hook)
+//  or the period passes, checkpoint, until told to stop.
+
+static void *
+s_ckpt_thread (void *arg)
+{
+    zchat_store_t *self = (zchat_store_t *) arg;
+    store_ckpt_t *ckpt = &self->ckpt;
+    pthread_mutex_lock (&ckpt->mutex);
+    while (!ckpt->stop) {
+        if (!ckpt->wanted) {
+            struct timespec deadline;
+            clock_gettime (CLOCK_MONOTONIC, &deadline);
+            deadline.tv_sec += STORE_CKPT_PERIOD_MS / 1000;
+            deadline.tv_nsec += (long) (STORE_CKPT_PERIOD_MS % 1000) * 1000000L;
+            if (deadline.tv_nsec >= 1000000000L) {
+                deadline.tv_sec++;
+                deadline.tv_nsec -= 1000000000L;
+            }
+            //  A spurious wake-up only costs a checkpoint round early.
+            pthread_cond_timedwait (&ckpt->cond, &ckpt->mutex, &deadline);
+            if (ckpt->stop)
+                break;
+        }
+        ckpt->wanted = false;
+        bool hold = ckpt->hold;
+        int64_t cap_bytes = ckpt->cap_bytes;
+        pthread_mutex_unlock (&ckpt->mutex);
+        if (!hold)
+            s_ckpt_run (self, cap_bytes);
+        pthread_mutex_lock (&ckpt->mutex);
+        if (!hold)
+            ckpt->runs++;
+    }
+    pthread_mutex_unlock (&ckpt->mutex);
+    return NULL;
+}
+
+
+//  --------------------------------------------------------------------------
+//  SQLite calls this on the event loop after every commit with the WAL's
+//  size in pages. It replaces the automatic checkpoint (which would run
+//  the checkpoint, fsyncs included, right here): past the threshold it
+//  only wakes the checkpointer.
+
+static int
+s_wal_hook (void *arg, sqlite3 *db, const char *name, int pages)
+{
+    (void) db;
+    (void) name;
+    zchat_store_t *self = (zchat_store_t *) arg;
+    self->ckpt.wal_pages = pages;
+    if (pages >= STORE_CKPT_PAGES)
+        zchat_store_ckpt_wake (self);
+    return SQLITE_OK;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Start the checkpointer: its own connection to db_path, then the
+//  thread, then the WAL hook on the event loop's connection. Returns 0 or
+//  -1 with error filled in (destroy cleans up what was made).
+
+static int
+s_ckpt_start (zchat_store_t *self, const char *db_path, bool fsync,
+              char *error, size_t error_size)
+{
+    store_ckpt_t *ckpt = &self->ckpt;
+    ckpt->cap_bytes = STORE_WAL_CAP_BYTES;
+    //  Two connections on two threads: SQLite must be built thread-safe
+    //  (Debian's is; each connection is still used by one thread only).
+    if (!sqlite3_threadsafe ()) {
+        snprintf (error, error_size, "SQLite is built without thread support");
+        return -1;
+    }
+    ckpt->wal_path = zsys_sprintf ("%s-wal", db_path);
+    if (!ckpt->wal_path) {
+        snprintf (error, error_size, "out of memory");
+        return -1;
+    }
+    //  Its own connection, used by that thread only (so NOMUTEX), with the
+    //  same synchronous setting: a checkpoint fsyncs the WAL before it
+    //  copies pages into the database, and the database after.
+    int rc = sqlite3_open_v2 (db_path, &ckpt->db,
+                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf (error, error_size, "cannot open %s for checkpoints: %s", db_path,
+                  ckpt->db? sqlite3_errmsg (ckpt->db): sqlite3_errstr (rc));
+        return -1;
+    }
+    if (sqlite3_busy_timeout (ckpt->db, STORE_CKPT_BUSY_MS) != SQLITE_OK
+    ||  s_pragma (ckpt->db, fsync? "PRAGMA synchronous = FULL"
+                                 : "PRAGMA synchronous = NORMAL", NULL, error, error_size)
+    ||  s_pragma (ckpt->db, "PRAGMA journal_size_limit = 67108864", NULL, error, error_size)) {
+        if (!error [0])
+            snprintf (error, error_size, "busy_timeout: %s", sqlite3_errmsg (ckpt->db));
+        return -1;
+    }
+    pthread_condattr_t attr;
+    if (pthread_condattr_init (&attr)) {
+        snprintf (error, error_size, "cannot start the checkpointer");
+        return -1;
+    }
+    bool ready = pthread_condattr_setclock (&attr, CLOCK_MONOTONIC) == 0
+              && pthread_cond_init (&ckpt->cond, &attr) == 0;
+    pthread_condattr_destroy (&attr);
+    if (ready && pthread_mutex_init (&ckpt->mutex, NULL)) {
+        pthread_cond_destroy (&ckpt->cond);
+        ready = false;
+    }
+    if (!ready) {
+        snprintf (error, error_size, "cannot start the checkpointer");
+        return -1;
+    }
+    ckpt->mutex_ready = true;
+    rc = pthread_create (&ckpt->thread, NULL, s_ckpt_thread, self);
+    if (rc) {
+        snprintf (error, error_size, "cannot start the checkpointer: %s", strerror (rc));
+        return -1;
+    }
+    ckpt->started = true;
+    //  The hook replaces wal_autocheckpoint (set to 0 anyway): from now
+    //  on no commit checkpoints.
+    sqlite3_wal_hook (self->db, s_wal_hook, self);
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Stop the checkpointer (join its thread) and close its connection.
+//  Safe on a checkpointer that never started.
+
+static void
+s_ckpt_stop (zchat_store_t *self)
+{
+    store_ckpt_t *ckpt = &self->ckpt;
+    if (self->db)
+        sqlite3_wal_hook (self->db, NULL, NULL);
+    if (ckpt->started) {
+        pthread_mutex_lock (&ckpt->mutex);
+        ckpt->stop = true;
+        pthread_cond_signal (&ckpt->cond);
+        pthread_mutex_unlock (&ckpt->mutex);
+        int rc = pthread_join (ckpt->thread, NULL);
+        assert (rc == 0);
+        ckpt->started = false;
+    }
+    if (ckpt->mutex_ready) {
+        pthread_cond_destroy (&ckpt->cond);
+        pthread_mutex_destroy (&ckpt->mutex);
+        ckpt->mutex_ready = false;
+    }
+    //  Closed before the event loop's connection, so that the last one to
+    //  close (that one) checkpoints and removes the WAL.
+    if (ckpt->db && sqlite3_close (ckpt->db) != SQLITE_OK)
+        zsys_error ("zchat_store: close checkpointer: %s", sqlite3_errmsg (ckpt->db));
+    ckpt->db = NULL;
+    zstr_free (&ckpt->wal_path);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Self test access to the checkpointer (zchat_store_int.h).
+
+void
+zchat_store_ckpt_hold (zchat_store_t *self, bool hold)
+{
+    assert (self && self->ckpt.mutex_ready);
+    pthread_mutex_lock (&self->ckpt.mutex);
+    self->ckpt.hold = hold;
+    pthread_mutex_unlock (&self->ckpt.mutex);
+}
+
+void
+zchat_store_ckpt_wake (zchat_store_t *self)
+{
+    assert (self && self->ckpt.mutex_ready);
+    pthread_mutex_lock (&self->ckpt.mutex);
+    self->ckpt.wanted = true;
+    pthread_cond_signal (&self->ckpt.cond);
+    pthread_mutex_unlock (&self->ckpt.mutex);
+}
+
+void
+zchat_store_ckpt_stats (zchat_store_t *self, uint64_t *runs, uint64_t *truncates)
+{
+    assert (self && self->ckpt.mutex_ready);
+    pthread_mutex_lock (&self->ckpt.mutex);
+    if (runs)
+        *runs = self->ckpt.runs;
+    if (truncates)
+        *truncates = self->ckpt.truncates;
+    pthread_mutex_unlock (&self->ckpt.mutex);
+}
+
+void
+zchat_store_ckpt_cap (zchat_store_t *self, int64_t cap_bytes)
+{
+    assert (self && self->ckpt.mutex_ready);
+    pthread_mutex_lock (&self->ckpt.mutex);
+    self->ckpt.cap_bytes = cap_bytes;
+    pthread_mutex_unlock (&self->ckpt.mutex);
+}
+
+
+//  --------------------------------------------------------------------------
 //  Open (creating if missing) the store in directory dir, itself created
 //  if missing. On failure returns NULL and writes one line of explanation
 //  into error.
@@ -1273,9 +1511,9 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
     //  group, not per message.
     //  cache_size -16384 = 16 MiB: keeps the right edges of the chunk
     //  table and its two indexes hot.
-    //  wal_autocheckpoint 1000 pages (~4 MiB, SQLite's default, kept on
-    //  purpose): the checkpoint runs inside a commit on the event loop, so
-    //  many small ones (a few ms each) beat rare long stalls.
+    //  wal_autocheckpoint 0: no commit runs a checkpoint (its fsyncs
+    //  took 4-17 ms of the event loop every ~4 MiB of WAL); the
+    //  checkpointer thread does them (s_ckpt_start).
     //  journal_size_limit 64 MiB: a WAL that grew while a reader held an
     //  old snapshot is truncated again afterwards.
     //  secure_delete FAST: Debian compiles secure_delete ON, which costs
@@ -1286,7 +1524,7 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
     ||  s_pragma (self->db, fsync? "PRAGMA synchronous = FULL"
                                  : "PRAGMA synchronous = NORMAL", NULL, error, error_size)
     ||  s_pragma (self->db, "PRAGMA cache_size = -16384", NULL, error, error_size)
-    ||  s_pragma (self->db, "PRAGMA wal_autocheckpoint = 1000", NULL, error, error_size)
+    ||  s_pragma (self->db, "PRAGMA wal_autocheckpoint = 0", NULL, error, error_size)
     ||  s_pragma (self->db, "PRAGMA journal_size_limit = 67108864", NULL, error, error_size)
     ||  s_pragma (self->db, "PRAGMA secure_delete = FAST", NULL, error, error_size)
     ||  s_pragma (self->db, "PRAGMA temp_store = MEMORY", NULL, error, error_size)
@@ -1300,7 +1538,8 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
                       zchat_store_sql [i], sqlite3_errmsg (self->db));
             goto failed;
         }
-    if (s_keys_rebuild (self, error, error_size))
+    if (s_keys_rebuild (self, error, error_size)
+    ||  s_ckpt_start (self, db_path, fsync, error, error_size))
         goto failed;
     zstr_free (&db_path);
     return self;
@@ -1346,6 +1585,9 @@ zchat_store_destroy (zchat_store_t **self_p)
         }
         for (int i = 0; i < ST_COUNT; i++)
             sqlite3_finalize (self->stmt [i]);
+    }
+    s_ckpt_stop (self);
+    if (self->db) {
         //  The last connection to close checkpoints and removes the WAL.
         if (sqlite3_close (self->db) != SQLITE_OK)
             zsys_error ("zchat_store: close: %s", sqlite3_errmsg (self->db));

@@ -5,6 +5,7 @@
 #ifndef ZCHAT_STORE_INT_H_INCLUDED
 #define ZCHAT_STORE_INT_H_INCLUDED
 
+#include <pthread.h>
 #include <sqlite3.h>
 #include "zchat_msg.h"
 #include "zchat_store.h"
@@ -54,6 +55,50 @@
 #define STORE_KEEP_BYTES        (8 * 1024 * 1024)
 #define STORE_HEAD_MIN          256
 #define STORE_DATA_MIN          1024
+
+//  Checkpoints run on a thread of their own (see STORAGE.md, "WAL
+//  checkpoints"), never inside a commit on the event loop. The thread is
+//  woken once the WAL holds this many pages (SQLite's autocheckpoint
+//  default), and every STORE_CKPT_PERIOD_MS anyway.
+#define STORE_CKPT_PAGES        1000
+#define STORE_CKPT_PERIOD_MS    1000
+//  A WAL file bigger than this (passive checkpoints starved by a reader
+//  holding an old snapshot) gets a TRUNCATE checkpoint, which waits for
+//  readers at most STORE_CKPT_BUSY_MS while holding the write lock.
+#define STORE_WAL_CAP_BYTES     (64 * 1024 * 1024)
+#define STORE_CKPT_BUSY_MS      10
+
+//  The checkpointer: its thread, its own connection to the database, and
+//  what it shares with the event loop (under mutex).
+typedef struct {
+    sqlite3 *db;                    //  the thread's own connection
+    char *wal_path;                 //  DIR/zchat.db-wal
+    pthread_t thread;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;            //  on CLOCK_MONOTONIC
+    bool mutex_ready;               //  mutex and cond initialised
+    bool started;                   //  the thread runs (join it)
+    //  Under mutex
+    bool stop;                      //  the thread must end
+    bool wanted;                    //  a checkpoint was asked for
+    bool hold;                      //  self test: skip checkpoints
+    int64_t cap_bytes;              //  STORE_WAL_CAP_BYTES (the self test lowers it)
+    uint64_t runs;                  //  checkpoint rounds done
+    uint64_t truncates;             //  TRUNCATE checkpoints tried
+    //  Event loop thread only: WAL size in pages after the last commit
+    int wal_pages;
+} store_ckpt_t;
+
+//  Self test access to the checkpointer: hold (skip checkpoints) or let
+//  it go, wake it, read its counters, set its WAL cap.
+void
+    zchat_store_ckpt_hold (zchat_store_t *self, bool hold);
+void
+    zchat_store_ckpt_wake (zchat_store_t *self);
+void
+    zchat_store_ckpt_stats (zchat_store_t *self, uint64_t *runs, uint64_t *truncates);
+void
+    zchat_store_ckpt_cap (zchat_store_t *self, int64_t cap_bytes);
 
 //  Every statement the store runs, prepared once.
 typedef enum {
@@ -173,6 +218,8 @@ struct _zchat_store_t {
 
     //  Where the count-retention round robin over rooms goes on.
     char retain_cursor [ZCHAT_MAX_ROOM + 1];
+
+    store_ckpt_t ckpt;
 };
 
 #endif

@@ -104,6 +104,156 @@ s_check_long (void *arg, uint64_t seq, uint64_t ts, const char *nick, uint8_t ki
     return 0;
 }
 
+//  Append a group of 16 texts of 4000 bytes to room "wal", about 16 WAL
+//  pages a commit; returns the commit's duration in microseconds.
+static int64_t
+s_fill_wal (zchat_store_t *store, uint64_t *seq)
+{
+    static char text [4000];
+    memset (text, 'w', sizeof (text));
+    assert (zchat_store_begin (store) == 0);
+    for (int i = 0; i < 16; i++) {
+        ++*seq;
+        assert (zchat_store_append (store, "wal", *seq, 1700000000000ull + *seq, "walker",
+                                    ZCHAT_KIND_TEXT, text, sizeof (text), *seq,
+                                    NULL, NULL, NULL) == 0);
+    }
+    int64_t start = zclock_usecs ();
+    assert (zchat_store_commit (store) == 0);
+    return zclock_usecs () - start;
+}
+
+static int64_t
+s_file_size (const char *path)
+{
+    struct stat st;
+    return stat (path, &st) == 0? (int64_t) st.st_size: -1;
+}
+
+//  Counts the messages of "wal" and checks their seqs run without holes.
+static int
+s_check_wal (void *arg, uint64_t seq, uint64_t ts, const char *nick, uint8_t kind,
+             const char *text, size_t text_size)
+{
+    (void) ts; (void) kind; (void) text;
+    s_long_t *seen = (s_long_t *) arg;
+    assert (streq (nick, "walker") && text_size == 4000);
+    assert (seen->last == 0 || seq == seen->last + 1);
+    if (seen->first == 0)
+        seen->first = seq;
+    seen->last = seq;
+    return 0;
+}
+
+//  History of "wal" from seq from on: exactly from..last.
+static void
+s_assert_wal (zchat_store_t *store, uint64_t from, uint64_t last)
+{
+    s_long_t seen = { 0, 0 };
+    int count = zchat_store_history (store, "wal", from, 0, (size_t) (last - from + 1),
+                                     s_check_wal, &seen);
+    assert (count == (int) (last - from + 1));
+    assert (seen.first == from && seen.last == last);
+}
+
+//  Checkpoints run on the checkpointer thread, never inside a commit.
+static void
+s_test_checkpoints (const char *base, bool verbose)
+{
+    char *dir = zsys_sprintf ("%s/checkpoints", base);
+    assert (dir);
+    char error [256];
+    zchat_store_t *store = zchat_store_new (dir, false, error, sizeof (error));
+    assert (store);
+    char *wal = zsys_sprintf ("%s/%s-wal", dir, STORE_DB_NAME);
+    assert (wal);
+    uint64_t seq = 0;
+
+    //  With the checkpointer held, the WAL grows to three times SQLite's
+    //  autocheckpoint threshold and no commit ever starts it over: no
+    //  commit ran a checkpoint (autocheckpoint would have reset it every
+    //  1000 pages).
+    zchat_store_ckpt_hold (store, true);
+    int prev_pages = 0;
+    int64_t worst_us = 0;
+    while (store->ckpt.wal_pages < 3 * STORE_CKPT_PAGES) {
+        int64_t took = s_fill_wal (store, &seq);
+        worst_us = took > worst_us? took: worst_us;
+        assert (store->ckpt.wal_pages > prev_pages);
+        prev_pages = store->ckpt.wal_pages;
+    }
+    if (verbose)
+        printf ("\n   %d WAL pages without a checkpoint, slowest commit %" PRId64 " us",
+                prev_pages, worst_us);
+    //  Let go: the next commit past the threshold wakes the thread, which
+    //  checkpoints the whole WAL; a commit after that starts the WAL over.
+    uint64_t runs_before = 0;
+    zchat_store_ckpt_stats (store, &runs_before, NULL);
+    zchat_store_ckpt_hold (store, false);
+    int64_t deadline = zclock_mono () + 5000;
+    while (store->ckpt.wal_pages >= prev_pages) {
+        assert (zclock_mono () < deadline);
+        zclock_sleep (5);
+        s_fill_wal (store, &seq);
+    }
+    uint64_t runs = 0;
+    zchat_store_ckpt_stats (store, &runs, NULL);
+    assert (runs > runs_before);
+    assert (store->ckpt.wal_pages < STORE_CKPT_PAGES);
+    s_assert_wal (store, seq - 9, seq);
+
+    //  A reader holding an old snapshot starves passive checkpoints; past
+    //  the cap the thread tries TRUNCATE, which gives up after its short
+    //  busy timeout, and commits go on meanwhile. Once the reader is gone
+    //  the WAL file is truncated to nothing.
+    char *db_path = zsys_sprintf ("%s/%s", dir, STORE_DB_NAME);
+    assert (db_path);
+    sqlite3 *reader = NULL;
+    assert (sqlite3_open_v2 (db_path, &reader, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+    sqlite3_stmt *read = NULL;
+    assert (sqlite3_prepare_v2 (reader, "SELECT count (*) FROM chunks", -1, &read, NULL)
+            == SQLITE_OK);
+    assert (sqlite3_exec (reader, "BEGIN", NULL, NULL, NULL) == SQLITE_OK);
+    assert (sqlite3_step (read) == SQLITE_ROW);
+    for (int i = 0; i < 8; i++)
+        s_fill_wal (store, &seq);
+    uint64_t truncates = 0;
+    zchat_store_ckpt_cap (store, 4096);
+    zchat_store_ckpt_wake (store);
+    deadline = zclock_mono () + 5000;
+    while (truncates == 0) {
+        assert (zclock_mono () < deadline);
+        zclock_sleep (5);
+        zchat_store_ckpt_stats (store, NULL, &truncates);
+    }
+    for (int i = 0; i < 8; i++)
+        s_fill_wal (store, &seq);
+    assert (s_file_size (wal) > 4096);
+    sqlite3_finalize (read);
+    assert (sqlite3_exec (reader, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
+    assert (sqlite3_close (reader) == SQLITE_OK);
+    zchat_store_ckpt_wake (store);
+    deadline = zclock_mono () + 5000;
+    while (s_file_size (wal) != 0) {
+        assert (zclock_mono () < deadline);
+        zclock_sleep (5);
+    }
+    s_assert_wal (store, seq - 9, seq);
+
+    //  A clean close stops the thread, checkpoints and removes the WAL;
+    //  everything is there on reopening.
+    zchat_store_destroy (&store);
+    assert (s_file_size (wal) == -1);
+    store = zchat_store_new (dir, false, error, sizeof (error));
+    assert (store);
+    assert (zchat_store_last_seq (store, "wal") == seq);
+    s_assert_wal (store, 1, seq);
+    zchat_store_destroy (&store);
+    zstr_free (&db_path);
+    zstr_free (&wal);
+    zstr_free (&dir);
+}
+
 void
 zchat_store_test (bool verbose)
 {
@@ -621,6 +771,8 @@ zchat_store_test (bool verbose)
     assert (store);
     zchat_store_destroy (&store);
     zstr_free (&dir2);
+
+    s_test_checkpoints (base, verbose);
 
     //  kill -9 right after commit: what commit returned 0 for is there
     //  (synchronous=NORMAL), the uncommitted group is not, and the dead

@@ -1640,16 +1640,19 @@ s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
     if (!room)
         return;                 //  a room we left
     if (msg.type == ZCHAT_MESSAGE) {
-        //  Seen already (our fetch overtook it): skip the copy
-        if (zchat_sequencer_started (room->sequencer)
-        &&  msg.seq <= zchat_sequencer_last (room->sequencer))
-            return;
-        zchat_event_t *event = s_message_event (self, msg.room, msg.seq, msg.ts,
-                                                msg.nick, msg.kind, msg.text,
-                                                msg.text_size);
-        if (!event)
-            return;
-        zchat_sequencer_offer (room->sequencer, msg.seq, event);
+        //  Seen already (our fetch overtook it), or newer than what a full
+        //  buffer keeps while we are behind: skip the copy. The sequencer
+        //  still learns that it exists, to fetch it in its turn.
+        if (zchat_sequencer_accepts (room->sequencer, msg.seq)) {
+            zchat_event_t *event = s_message_event (self, msg.room, msg.seq, msg.ts,
+                                                    msg.nick, msg.kind, msg.text,
+                                                    msg.text_size);
+            if (!event)
+                return;
+            zchat_sequencer_offer (room->sequencer, msg.seq, event);
+        }
+        else
+            zchat_sequencer_newest (room->sequencer, msg.seq);
         if (room->state == R_LIVE && !zchat_sequencer_fetching (room->sequencer)
         &&  zchat_sequencer_buffered (room->sequencer))
             s_room_fetch (self, room, now);

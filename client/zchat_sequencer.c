@@ -104,16 +104,30 @@ s_drain (zchat_sequencer_t *self)
 }
 
 //  --------------------------------------------------------------------------
+//  Whether a message above the last seen would be kept: not when the
+//  buffer is full and it is newer than everything buffered. A full buffer
+//  keeps its oldest messages, the next to be delivered once the hole below
+//  them is fetched, and lets the newest go: known covers them, so they are
+//  fetched in their turn. (Emptying the buffer instead threw away what was
+//  nearest to delivery and made a subscriber that fell behind fetch nearly
+//  everything from history, never catching up with live traffic.)
+
+static bool
+s_keeps (zchat_sequencer_t *self, uint64_t seq)
+{
+    return self->count < self->limit
+        || seq < self->entries [self->head + self->count - 1].seq;
+}
+
+//  --------------------------------------------------------------------------
 //  Insert (seq, item) in order; a duplicate of a buffered seq is dropped.
-//  When the buffer is full, it is emptied instead: what it held will be
-//  fetched from history (known already covers it), which is bounded,
-//  while an ever-growing buffer is not.
+//  When the buffer is full, the newest message goes (see s_keeps): the
+//  incoming one, or the newest buffered to make room for an older one.
 
 static void
 s_buffer (zchat_sequencer_t *self, uint64_t seq, void *item)
 {
-    if (self->count >= self->limit) {
-        s_clear (self);
+    if (!s_keeps (self, seq)) {
         self->out.destroy (self->out.arg, item);
         return;
     }
@@ -134,6 +148,11 @@ s_buffer (zchat_sequencer_t *self, uint64_t seq, void *item)
         }
         pos = low;
     }
+    if (self->count >= self->limit) {
+        //  Full, and seq is older than the newest: that one makes room
+        self->count--;
+        self->out.destroy (self->out.arg, self->entries [self->head + self->count].item);
+    }
     //  Make room at the end: slide back to the start, else grow
     if (self->head + self->count == self->capacity) {
         if (self->head > 0) {
@@ -148,8 +167,7 @@ s_buffer (zchat_sequencer_t *self, uint64_t seq, void *item)
             s_entry_t *entries = (s_entry_t *) realloc (self->entries,
                                                         capacity * sizeof (s_entry_t));
             if (!entries) {
-                //  Out of memory: behave as if the bound was hit
-                s_clear (self);
+                //  Out of memory: as if the bound was hit, this one goes
                 self->out.destroy (self->out.arg, item);
                 return;
             }
@@ -227,6 +245,20 @@ zchat_sequencer_offer (zchat_sequencer_t *self, uint64_t seq, void *item)
     }
     else
         s_buffer (self, seq, item);
+}
+
+//  --------------------------------------------------------------------------
+//  Whether an offer of seq would be kept.
+
+bool
+zchat_sequencer_accepts (zchat_sequencer_t *self, uint64_t seq)
+{
+    assert (self);
+    if (self->started && seq <= self->last)
+        return false;
+    if (self->started && !self->held && seq == self->last + 1)
+        return true;
+    return s_keeps (self, seq);
 }
 
 //  --------------------------------------------------------------------------
@@ -513,27 +545,51 @@ zchat_sequencer_test (bool verbose)
     assert (log.gaps == 3 && log.gap_from == 26 && log.gap_to == 26);
     assert (zchat_sequencer_last (seq) == 27);
 
-    //  The buffer bound: overflowing drops the buffer; history covers it
+    //  The buffer bound: a full buffer keeps its oldest and lets the newest
+    //  go; history covers them
     size_t destroyed = log.destroyed;
-    for (uint64_t s = 30; s < 30 + 9; s++)
+    for (uint64_t s = 30; s < 30 + 8; s++) {
+        assert (zchat_sequencer_accepts (seq, s));
         s_test_offer (seq, s);
-    assert (zchat_sequencer_buffered (seq) == 0);
-    assert (log.destroyed == destroyed + 9);
+    }
+    assert (zchat_sequencer_buffered (seq) == 8);
+    assert (!zchat_sequencer_accepts (seq, 38));
+    assert (!zchat_sequencer_accepts (seq, 27));
+    assert (zchat_sequencer_accepts (seq, 29) && zchat_sequencer_accepts (seq, 28));
+    s_test_offer (seq, 38);
+    assert (zchat_sequencer_buffered (seq) == 8);
+    assert (log.destroyed == destroyed + 1);
     assert (zchat_sequencer_known (seq) == 38);
     assert (zchat_sequencer_want (seq, &from, &to));
-    assert (from == 28 && to == 38);
-
-    //  Out-of-order inserts keep the buffer sorted
-    s_test_offer (seq, 33);
-    s_test_offer (seq, 31);
-    s_test_offer (seq, 32);
+    assert (from == 28 && to == 29);
+    //  An older one takes the newest one's place
     s_test_offer (seq, 29);
+    assert (zchat_sequencer_buffered (seq) == 8);
+    assert (log.destroyed == destroyed + 2);    //  37 went
     assert (zchat_sequencer_want (seq, &from, &to));
     assert (from == 28 && to == 28);
     s_test_offer (seq, 28);
-    assert (zchat_sequencer_last (seq) == 29);
-    s_test_offer (seq, 30);
-    assert (zchat_sequencer_last (seq) == 33);
+    assert (zchat_sequencer_last (seq) == 36);
+    assert (zchat_sequencer_buffered (seq) == 0);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    assert (from == 37 && to == 38);
+    zchat_sequencer_fetch_sent (seq, from, to);
+    zchat_sequencer_page_begin (seq, 1);
+    s_test_offer (seq, 37);
+    s_test_offer (seq, 38);
+    zchat_sequencer_page_end (seq);
+    assert (zchat_sequencer_last (seq) == 38);
+
+    //  Out-of-order inserts keep the buffer sorted
+    s_test_offer (seq, 43);
+    s_test_offer (seq, 41);
+    s_test_offer (seq, 42);
+    s_test_offer (seq, 40);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    assert (from == 39 && to == 39);
+    s_test_offer (seq, 39);
+    assert (zchat_sequencer_last (seq) == 43);
+    assert (zchat_sequencer_buffered (seq) == 0);
 
     //  Replaying history on join: start below the newest, fetch the rest
     zchat_sequencer_destroy (&seq);

@@ -65,9 +65,16 @@ void
 
 //  Offer one message; takes item. Delivered at once if it is next in
 //  order (then any buffered successors follow), dropped if at or below
-//  the last seen, otherwise buffered.
+//  the last seen, otherwise buffered. A full buffer keeps its oldest
+//  messages: a newer one is dropped, an older one takes the newest's
+//  place (what is dropped is fetched later, as known covers it).
 void
     zchat_sequencer_offer (zchat_sequencer_t *self, uint64_t seq, void *item);
+
+//  Whether an offer of seq now would keep it (deliver or buffer it). One
+//  that would not need not be made: call newest with it instead.
+bool
+    zchat_sequencer_accepts (zchat_sequencer_t *self, uint64_t seq);
 
 //  The broker says messages up to seq exist (JOINED, PONG): if that is
 //  past what was seen, want will ask for them.

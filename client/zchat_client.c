@@ -215,19 +215,20 @@ s_copy (char *dest, size_t dest_size, const char *src)
 //  Event blocks. A busy client makes and frees one event per message, in
 //  bursts of hundreds (a drained batch, then the caller's loop): too many
 //  for malloc's small per-thread cache, so each went through its bins at a
-//  few hundred instructions a time. Instead, events with a short text are
-//  made in blocks of one size, and zchat_event_destroy keeps freed blocks
-//  on a bounded free list of the calling thread (events may be destroyed
-//  in any thread; each thread reuses only what it freed itself). A block
-//  is reused only after the caller destroyed its event, so ownership is
+//  few hundred instructions a time. Instead, events with a text up to
+//  about 1 KiB are made in blocks of one size (2 KiB: at most 2 MiB kept
+//  per thread), and zchat_event_destroy keeps freed blocks on a bounded
+//  free list of the calling thread (events may be destroyed in any
+//  thread; each thread reuses only what it freed itself). A block is
+//  reused only after the caller destroyed its event, so ownership is
 //  unchanged. Each thread's list lives on the heap and is linked into a
 //  global registry, so that leak checkers see its blocks as reachable; it
-//  is freed when its thread ends.
-//  Under AddressSanitizer nothing is kept: every destroyed event is really
-//  freed, so that a use after destroy is still caught (poisoned blocks on
-//  the list would hide themselves from its leak checker).
+//  is freed when its thread ends. Under AddressSanitizer nothing is kept:
+//  every destroyed event is really freed, so that a use after destroy is
+//  still caught (poisoned blocks on the list would hide themselves from
+//  its leak checker).
 
-#define S_BLOCK_SIZE    1024                //  one event + its text
+#define S_BLOCK_SIZE    2048                //  one event + a text up to ~1.3 KB
 #define S_BLOCK_TEXT    (S_BLOCK_SIZE - sizeof (zchat_event_t))
 #define S_POOL_MAX      1024                //  blocks kept per thread
 #if defined (__SANITIZE_ADDRESS__)

@@ -6,16 +6,17 @@
 //  O(1) (the id map's usual single probe aside).
 //
 //  A sender adds and removes one entry per message, hundreds in flight:
-//  entries with a short text are all made the same size, and a removed
-//  one is kept on a bounded spare list for the next add, instead of
-//  going through malloc's bins every time. Under AddressSanitizer none
-//  are kept, so that a use after remove is still caught.
+//  entries with a text up to about 1 KiB are all made the same size, and
+//  a removed one is kept on a bounded spare list for the next add,
+//  instead of going through malloc's bins every time. Under
+//  AddressSanitizer none are kept, so that a use after remove is still
+//  caught.
 
 #include <czmq.h>
 #include "zchat_outbox.h"
 #include "zchat_idmap.h"
 
-#define S_ENTRY_SIZE    512     //  an entry with a short text
+#define S_ENTRY_SIZE    1536    //  an entry with a text up to ~1.4 KB
 #define S_ENTRY_TEXT    (S_ENTRY_SIZE - sizeof (zchat_outbox_entry_t))
 #if defined (__SANITIZE_ADDRESS__)
 #   define S_SPARE_MAX  0

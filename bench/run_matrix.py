@@ -324,8 +324,9 @@ def extras_table(extras, date):
     if not idle_docs and previous:
         # Not re-run this time (it is slow): the last figures, dated.
         idle_docs = previous["docs"]
-        lines.append("*Idle clients: not re-run today; the last measurement, "
-                     "of %s, before the changes since then:*" % previous["date"])
+        lines.append("*Idle clients: not re-run with the figures above "
+                     "(`--idle10k` is slow); the last measurement, of %s:*"
+                     % previous["date"])
         lines.append("")
     for idle in idle_docs:
         idle = idle.get("idle", {})
@@ -427,11 +428,11 @@ def run_fairness(csv_path, runs, quick):
     return result, ok
 
 
-def last_idle(today):
-    """The idle-client results of the newest earlier extras file, if any."""
+def last_idle():
+    """The idle-client results of the newest extras file that has them (read
+    before today's is rewritten, so an earlier run of the same day counts)."""
     names = sorted((n for n in os.listdir(RESULTS)
-                    if n.endswith("-extras.json") and not n.startswith(today)),
-                   reverse=True)
+                    if n.endswith("-extras.json")), reverse=True)
     for name in names:
         try:
             with open(os.path.join(RESULTS, name)) as source:
@@ -580,7 +581,7 @@ def main():
         if not ok:
             failed.append("fairness")
     if extras and "idle" not in extras:
-        previous = last_idle(date)
+        previous = last_idle()
         if previous:
             extras["idle_previous"] = previous
     if extras:

@@ -79,10 +79,32 @@ static int
 s_parse (s_options_t *options, int argc, char **argv)
 {
     bench_params_t *params = &options->params;
+    //  The whole-number options: name, where it goes, its range.
+    const struct { const char *name; int *target; long min, max; } counts [] = {
+        { "--senders",      &params->senders,       1, 1000 },
+        { "--subscribers",  &params->subscribers,   1, 100000 },
+        { "--sub-procs",    &params->sub_procs,     1, 1000 },
+        { "--size",         &params->size,          BENCH_MIN_SIZE, 65536 },
+        { "--window",       &params->window,        1, 1000000 },
+        { "--hwm",          &params->hwm,           0, 100000000 },
+        { "--timeout",      &params->timeout_s,     1, 3600 },
+        { "--runs",         &options->runs,         1, 1000 },
+        { "--idle-clients", &options->idle_clients, 1, 1000000 },
+        { "--idle-procs",   &options->idle_procs,   1, 1000 },
+    };
+    const size_t count_options = sizeof (counts) / sizeof (counts [0]);
     for (int i = 1; i < argc; i++) {
         const char *arg = argv [i];
         const char *value = i + 1 < argc? argv [i + 1]: NULL;
         long number = -2;       //  -2: a flag without value
+        size_t which = 0;
+        while (which < count_options && !streq (arg, counts [which].name))
+            which++;
+        if (which < count_options) {
+            number = s_number (value, counts [which].min, counts [which].max);
+            *counts [which].target = (int) number;
+        }
+        else
         if (streq (arg, "--json"))
             options->json = true;
         else
@@ -106,38 +128,8 @@ s_parse (s_options_t *options, int argc, char **argv)
             exit (0);
         }
         else
-        if (streq (arg, "--senders"))
-            params->senders = (int) (number = s_number (value, 1, 1000));
-        else
-        if (streq (arg, "--subscribers"))
-            params->subscribers = (int) (number = s_number (value, 1, 100000));
-        else
-        if (streq (arg, "--sub-procs"))
-            params->sub_procs = (int) (number = s_number (value, 1, 1000));
-        else
-        if (streq (arg, "--size"))
-            params->size = (int) (number = s_number (value, BENCH_MIN_SIZE, 65536));
-        else
         if (streq (arg, "--messages"))
             params->messages = number = s_number (value, 1, 100000000);
-        else
-        if (streq (arg, "--window"))
-            params->window = (int) (number = s_number (value, 1, 1000000));
-        else
-        if (streq (arg, "--hwm"))
-            params->hwm = (int) (number = s_number (value, 0, 100000000));
-        else
-        if (streq (arg, "--timeout"))
-            params->timeout_s = (int) (number = s_number (value, 1, 3600));
-        else
-        if (streq (arg, "--runs"))
-            options->runs = (int) (number = s_number (value, 1, 1000));
-        else
-        if (streq (arg, "--idle-clients"))
-            options->idle_clients = (int) (number = s_number (value, 1, 1000000));
-        else
-        if (streq (arg, "--idle-procs"))
-            options->idle_procs = (int) (number = s_number (value, 1, 1000));
         else
         if (streq (arg, "--rate")) {
             char *end = NULL;

@@ -28,6 +28,10 @@ struct _zchat_room_t {
     size_t member_count;
     size_t member_limit;                //  allocated slots
     size_t pins;                        //  staged messages that use the room
+    //  While a group goes out: its messages of this room, in seq order, as
+    //  a chain through the staged entries (zchat_server_say.c).
+    uint64_t flush_gen;
+    size_t flush_head, flush_tail;
 };
 
 typedef struct _zchat_rooms_t zchat_rooms_t;

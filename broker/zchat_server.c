@@ -121,6 +121,7 @@ zchat_server_destroy (zchat_server_t **self_p)
         zchat_rooms_destroy (&self->rooms);
         free (self->staged);
         free (self->arena);
+        free (self->peer_slots);
         free (self->buffer);
         free (self->pub_endpoint);
         free (self);

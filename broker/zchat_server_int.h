@@ -46,6 +46,12 @@ typedef struct {
     size_t peer_at, peer_size;  //  the sender's envelope, copied
     size_t ack_at, ack_size;
     size_t message_at, message_size;    //  0 size for a duplicate
+    bool batch_ack;             //  the sender speaks version 2: ACKS
+    //  Links built while the group goes out (zchat_server_say.c): the
+    //  next entry of the same room, and of the same sender.
+    size_t room_next;
+    size_t peer_next, peer_tail;
+    bool peer_head;
 } zchat_staged_t;
 
 struct _zchat_server_t {
@@ -67,8 +73,9 @@ struct _zchat_server_t {
     uint8_t *arena;
     size_t arena_size;
     size_t arena_limit;
-    size_t early_count;                 //  ack_before_commit: messages in
-    size_t early_bytes;                 //  the group, already answered
+    size_t *peer_slots;                 //  hash of senders while a group
+    size_t peer_slot_limit;             //  goes out (a power of two)
+    uint64_t flush_gen;                 //  marks rooms seen in this flush
 
     //  Housekeeping
     uint64_t retain_due_ms;

@@ -8,11 +8,27 @@
 //  into the group's arena; the arena and the staged array are reused from
 //  group to group, so a steady stream allocates nothing.
 //
-//  With ack_before_commit (durability off) the SAY is appended to the
-//  group just the same, so it is numbered, stored at the next flush, and
-//  recognised if resent, but its ACK and MESSAGE go out at once.
+//  When the group goes out, what it holds is batched: each room's new
+//  messages are published as one MESSAGES (up to S_BATCH_BYTES), and each
+//  version 2 sender gets one ACKS for all its SAYs in the group. Under load
+//  a group holds hundreds of messages, and every frame saved is a send and
+//  a receive in libzmq and the kernel at both ends of a hop; at low rates
+//  a group holds one message, which goes out as a plain MESSAGE and ACK,
+//  as soon as it would have anyway.
+//
+//  With ack_before_commit (durability off) the group is staged just the
+//  same, so it is numbered, stored and recognised if resent, but it goes
+//  out before the commit instead of after it.
 
 #include "zchat_server_int.h"
+
+//  Largest ACKS or MESSAGES body built: big enough that a flat-out group
+//  goes out in a few frames, small enough not to hog a subscriber's pipe.
+//  A message too big for it alone goes out as a MESSAGE.
+#define S_BATCH_BYTES   (64 * 1024)
+
+//  "No entry" in the chains through the staged array.
+#define S_NONE          SIZE_MAX
 
 //  Worst-case sizes of an ACK and a MESSAGE without the text.
 #define S_ACK_MAX       (ZCHAT_HEADER_SIZE + 1 + ZCHAT_MAX_ROOM + 8 + 8)
@@ -131,26 +147,27 @@ s_group_clear (zchat_server_t *self)
     }
     self->staged_count = 0;
     self->arena_size = 0;
-    self->early_count = 0;
-    self->early_bytes = 0;
     self->group_open = false;
 }
 
-//  The group is lost (the store failed): nothing of it was stored. Every
-//  sender in it gets ERROR 500 for its request, and the rooms hand out
-//  their seqs again from the last committed one, so no hole appears.
+//  The group is lost (the store failed): nothing of it was stored. If it
+//  has not gone out yet, every sender in it gets ERROR 500 for its
+//  request, and the rooms hand out their seqs again from the last
+//  committed one, so no hole appears.
 static void
-s_group_fail (zchat_server_t *self)
+s_group_fail (zchat_server_t *self, bool answered)
 {
-    if (self->early_count)
-        //  Already acknowledged and published: they are lost, and their
-        //  seqs stay used (a later message must not reuse a seq that
-        //  subscribers have seen), leaving a hole in the history.
+    if (answered) {
+        //  Already acknowledged and published (durability off): they are
+        //  lost, and their seqs stay used (a later message must not reuse
+        //  a seq that subscribers have seen), leaving a hole in history.
         zsys_error ("zchat: storage failed; %zu acknowledged messages (durability"
-                    " off) were not stored", self->early_count);
-    else
-        zsys_error ("zchat: storage failed; %zu staged messages refused with 500",
-                    self->staged_count);
+                    " off) were not stored", self->staged_count);
+        s_group_clear (self);
+        return;
+    }
+    zsys_error ("zchat: storage failed; %zu staged messages refused with 500",
+                self->staged_count);
     for (size_t i = 0; i < self->staged_count; i++) {
         zchat_staged_t *staged = &self->staged [i];
         if (staged->room)
@@ -165,7 +182,202 @@ s_group_fail (zchat_server_t *self)
 
 
 //  ---------------------------------------------------------------------
-//  Commit the staged group, then emit its ACKs and MESSAGEs.
+//  The group goes out: MESSAGES per room, ACKS per version 2 sender.
+
+//  Publish one room's run of staged messages that was batched into buf:
+//  a run of one goes as its own MESSAGE (smaller, and readable by version
+//  1 clients).
+static void
+s_publish_run (zchat_server_t *self, zchat_room_t *room, zchat_buf_t *buf,
+               size_t first)
+{
+    const zchat_staged_t *staged = &self->staged [first];
+    if (buf->count == 1)
+        self->output.publish (self->output.arg, room->topic_frame, room->topic_frame_size,
+                              self->arena + staged->message_at, staged->message_size);
+    else
+    if (buf->count > 1)
+        self->output.publish (self->output.arg, room->topic_frame, room->topic_frame_size,
+                              buf->data, buf->size);
+}
+
+static void
+s_publish_room (zchat_server_t *self, zchat_room_t *room)
+{
+    zchat_buf_t buf;
+    zchat_buf_init (&buf, self->buffer, S_BATCH_BYTES);
+    zchat_encode_messages_begin (&buf, room->name);
+    size_t first = S_NONE;
+    for (size_t i = room->flush_head; i != S_NONE; i = self->staged [i].room_next) {
+        const zchat_staged_t *staged = &self->staged [i];
+        if (buf.count == 0)
+            first = i;
+        if (zchat_encode_messages_append (&buf, self->arena + staged->message_at,
+                                          staged->message_size))
+            continue;
+        //  Full: out with the run so far, and start again with this one
+        s_publish_run (self, room, &buf, first);
+        zchat_encode_messages_begin (&buf, room->name);
+        first = i;
+        if (!zchat_encode_messages_append (&buf, self->arena + staged->message_at,
+                                           staged->message_size)) {
+            //  Too big for any batch: alone
+            self->output.publish (self->output.arg, room->topic_frame,
+                                  room->topic_frame_size,
+                                  self->arena + staged->message_at, staged->message_size);
+            zchat_encode_messages_begin (&buf, room->name);
+        }
+    }
+    s_publish_run (self, room, &buf, first);
+}
+
+//  Same for one sender's ACKs: one ACKS for the chain starting at head.
+static void
+s_acks_run (zchat_server_t *self, const zchat_staged_t *head, zchat_buf_t *buf,
+            size_t first)
+{
+    const zchat_staged_t *staged = &self->staged [first];
+    if (buf->count == 1)
+        self->output.reply (self->output.arg, self->arena + head->peer_at, head->peer_size,
+                            self->arena + staged->ack_at, staged->ack_size);
+    else
+    if (buf->count > 1)
+        self->output.reply (self->output.arg, self->arena + head->peer_at, head->peer_size,
+                            buf->data, buf->size);
+}
+
+static void
+s_ack_peer (zchat_server_t *self, size_t head_index)
+{
+    const zchat_staged_t *head = &self->staged [head_index];
+    zchat_buf_t buf;
+    zchat_buf_init (&buf, self->buffer, S_BATCH_BYTES);
+    zchat_encode_acks_begin (&buf);
+    size_t first = head_index;
+    for (size_t i = head_index; i != S_NONE; i = self->staged [i].peer_next) {
+        const zchat_staged_t *staged = &self->staged [i];
+        if (buf.count == 0)
+            first = i;
+        if (zchat_encode_acks_append (&buf, self->arena + staged->ack_at, staged->ack_size))
+            continue;
+        //  Full (an ACK is always smaller than a batch)
+        s_acks_run (self, head, &buf, first);
+        zchat_encode_acks_begin (&buf);
+        first = i;
+        if (!zchat_encode_acks_append (&buf, self->arena + staged->ack_at,
+                                       staged->ack_size))
+            //  Cannot happen: an ACK is ~60 bytes. Sent alone regardless.
+            self->output.reply (self->output.arg, self->arena + head->peer_at,
+                                head->peer_size, self->arena + staged->ack_at,
+                                staged->ack_size);
+    }
+    s_acks_run (self, head, &buf, first);
+}
+
+static uint64_t
+s_peer_hash (const uint8_t *peer, size_t size)
+{
+    //  FNV-1a: peers are routing ids the loop made, not chosen by clients
+    uint64_t hash = 14695981039346656037ULL;
+    for (size_t i = 0; i < size; i++)
+        hash = (hash ^ peer [i]) * 1099511628211ULL;
+    return hash;
+}
+
+//  Chain each version 2 sender's entries behind its first one (peer_head),
+//  with an open-addressing table over the peer bytes sized for the group.
+//  Returns -1 if the table cannot be had (then every ACK goes alone).
+static int
+s_link_peers (zchat_server_t *self)
+{
+    size_t limit = 16;
+    while (limit < self->staged_count * 2)
+        limit *= 2;
+    if (limit > self->peer_slot_limit) {
+        size_t *slots = (size_t *) realloc (self->peer_slots, limit * sizeof (size_t));
+        if (!slots)
+            return -1;
+        self->peer_slots = slots;
+        self->peer_slot_limit = limit;
+    }
+    for (size_t i = 0; i < limit; i++)
+        self->peer_slots [i] = S_NONE;
+    for (size_t i = 0; i < self->staged_count; i++) {
+        zchat_staged_t *staged = &self->staged [i];
+        staged->peer_next = S_NONE;
+        staged->peer_head = false;
+        if (!staged->batch_ack)
+            continue;
+        const uint8_t *peer = self->arena + staged->peer_at;
+        size_t slot = (size_t) s_peer_hash (peer, staged->peer_size) & (limit - 1);
+        while (true) {
+            size_t at = self->peer_slots [slot];
+            if (at == S_NONE) {
+                self->peer_slots [slot] = i;
+                staged->peer_head = true;
+                staged->peer_tail = i;
+                break;
+            }
+            zchat_staged_t *head = &self->staged [at];
+            if (head->peer_size == staged->peer_size
+            &&  memcmp (self->arena + head->peer_at, peer, staged->peer_size) == 0) {
+                self->staged [head->peer_tail].peer_next = i;
+                head->peer_tail = i;
+                break;
+            }
+            slot = (slot + 1) & (limit - 1);
+        }
+    }
+    return 0;
+}
+
+static void
+s_group_emit (zchat_server_t *self)
+{
+    //  Messages: chain each room's entries (staged order is seq order),
+    //  then publish each room when its first entry comes up.
+    uint64_t gen = ++self->flush_gen;
+    for (size_t i = 0; i < self->staged_count; i++) {
+        zchat_staged_t *staged = &self->staged [i];
+        zchat_room_t *room = staged->room;
+        if (!room)
+            continue;
+        staged->room_next = S_NONE;
+        if (room->flush_gen != gen) {
+            room->flush_gen = gen;
+            room->flush_head = i;
+        }
+        else
+            self->staged [room->flush_tail].room_next = i;
+        room->flush_tail = i;
+        //  Published now: its seq may be told to anyone
+        if (staged->seq > room->last_seq)
+            room->last_seq = staged->seq;
+    }
+    for (size_t i = 0; i < self->staged_count; i++) {
+        zchat_room_t *room = self->staged [i].room;
+        if (room && room->flush_head == i)
+            s_publish_room (self, room);
+    }
+    //  Acknowledgements
+    bool linked = s_link_peers (self) == 0;
+    for (size_t i = 0; i < self->staged_count; i++) {
+        const zchat_staged_t *staged = &self->staged [i];
+        if (linked && staged->batch_ack) {
+            if (staged->peer_head)
+                s_ack_peer (self, i);
+        }
+        else
+            self->output.reply (self->output.arg, self->arena + staged->peer_at,
+                                staged->peer_size, self->arena + staged->ack_at,
+                                staged->ack_size);
+    }
+}
+
+
+//  ---------------------------------------------------------------------
+//  Commit the staged group and send out its ACKs and MESSAGEs: after the
+//  commit, or before it with durability off.
 
 int
 zchat_server_flush (zchat_server_t *self)
@@ -173,36 +385,29 @@ zchat_server_flush (zchat_server_t *self)
     assert (self);
     if (!self->group_open)
         return 0;
+    bool early = self->config.ack_before_commit;
+    if (early)
+        s_group_emit (self);
+    int rc = 0;
     if (self->fail_commit) {
         //  Fault injection for the self test: a commit that fails.
         self->fail_commit = false;
         zchat_store_rollback (self->store);
-        s_group_fail (self);
+        rc = -1;
+    }
+    else
+    if (zchat_store_commit (self->store))
+        rc = -1;                //  the store has rolled the group back
+    if (rc) {
+        s_group_fail (self, early);
         return -1;
     }
-    if (zchat_store_commit (self->store)) {
-        //  The store has rolled the group back.
-        s_group_fail (self);
-        return -1;
-    }
-    int committed = (int) self->early_count;
-    for (size_t i = 0; i < self->staged_count; i++) {
-        const zchat_staged_t *staged = &self->staged [i];
-        if (staged->room) {
-            //  Durable now: the room's newest seq may be told to anyone.
-            if (staged->seq > staged->room->last_seq)
-                staged->room->last_seq = staged->seq;
+    int committed = 0;
+    for (size_t i = 0; i < self->staged_count; i++)
+        if (self->staged [i].room)
             committed++;
-        }
-        self->output.reply (self->output.arg, self->arena + staged->peer_at,
-                            staged->peer_size, self->arena + staged->ack_at,
-                            staged->ack_size);
-        if (staged->room)
-            self->output.publish (self->output.arg, staged->room->topic_frame,
-                                  staged->room->topic_frame_size,
-                                  self->arena + staged->message_at,
-                                  staged->message_size);
-    }
+    if (!early)
+        s_group_emit (self);
     s_group_clear (self);
     return committed;
 }
@@ -212,39 +417,6 @@ zchat_server_settle (zchat_server_t *self)
 {
     if (self->group_open)
         zchat_server_flush (self);
-}
-
-
-//  ---------------------------------------------------------------------
-//  Durability off: answer an appended SAY (rc from the append) and publish
-//  it now. Its seq counts as the room's newest at once, since subscribers
-//  see it; history commits the group before it reads.
-
-static void
-s_say_now (zchat_server_t *self, zchat_request_t *req, zchat_room_t *room, int rc,
-           uint64_t seq, uint64_t ts, const char *orig_room, uint64_t orig_seq,
-           uint64_t orig_ts)
-{
-    const zchat_msg_t *msg = req->msg;
-    zchat_buf_t buf;
-    zchat_buf_init (&buf, self->buffer, self->buffer_size);
-    if (rc == 1) {
-        ZCHAT_DEBUG ("zchat: %s resent message %" PRIu64 " (stored as %s #%" PRIu64 ")",
-                     req->session->nick, msg->id, orig_room, orig_seq);
-        zchat_server_reply (self, req,
-                            zchat_encode_ack (&buf, msg->id, orig_room, orig_seq, orig_ts));
-        return;
-    }
-    room->staged_seq = seq;
-    room->last_seq = seq;
-    self->early_count++;
-    self->early_bytes += S_MESSAGE_MAX + msg->text_size;
-    zchat_server_reply (self, req, zchat_encode_ack (&buf, msg->id, room->name, seq, ts));
-    zchat_buf_init (&buf, self->buffer, self->buffer_size);
-    zchat_server_publish (self, room,
-                          zchat_encode_message (&buf, 0, room->name, seq, ts,
-                                                req->session->nick, msg->kind,
-                                                msg->text, msg->text_size));
 }
 
 
@@ -274,13 +446,12 @@ zchat_server_do_say (zchat_server_t *self, zchat_request_t *req)
     }
     if (zchat_server_rate_limited (self, req))
         return;
-    if (self->staged_count + self->early_count >= ZCHAT_GROUP_MESSAGES
-    ||  self->arena_size + self->early_bytes >= ZCHAT_GROUP_BYTES)
+    if (self->staged_count >= ZCHAT_GROUP_MESSAGES
+    ||  self->arena_size >= ZCHAT_GROUP_BYTES)
         zchat_server_flush (self);
 
-    bool early = self->config.ack_before_commit;
     size_t bytes = req->peer_size + S_ACK_MAX + S_MESSAGE_MAX + msg->text_size;
-    if (!early && s_group_reserve (self, bytes)) {
+    if (s_group_reserve (self, bytes)) {
         zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0, "out of memory");
         return;
     }
@@ -304,17 +475,14 @@ zchat_server_do_say (zchat_server_t *self, zchat_request_t *req)
         //  A failed write may have spoiled the whole transaction: give up
         //  the group rather than commit something half-known.
         zchat_store_rollback (self->store);
-        s_group_fail (self);
+        s_group_fail (self, false);
         zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0,
                             "storage failed, message not stored; send it again");
         return;
     }
-    if (early) {
-        s_say_now (self, req, room, rc, seq, ts, orig_room, orig_seq, orig_ts);
-        return;
-    }
     zchat_staged_t *staged = &self->staged [self->staged_count];
     staged->id = msg->id;
+    staged->batch_ack = session->version >= 2;
     staged->peer_at = self->arena_size;
     staged->peer_size = req->peer_size;
     if (req->peer_size)

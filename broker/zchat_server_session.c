@@ -95,7 +95,7 @@ s_welcome (zchat_server_t *self, zchat_request_t *req, zchat_session_t *session,
     zchat_buf_init (&buf, self->buffer, self->buffer_size);
     const zchat_server_config_t *c = &self->config;
     zchat_server_reply (self, req,
-        zchat_encode_welcome (&buf, req->msg->id, ZCHAT_VERSION, session->nick,
+        zchat_encode_welcome (&buf, req->msg->id, session->version, session->nick,
                               session->token, c->pub_port, c->pub_endpoint,
                               c->heartbeat_ms, c->timeout_ms, c->max_text, resumed));
 }
@@ -118,10 +118,15 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
 {
     const zchat_msg_t *msg = req->msg;
     const zchat_server_config_t *c = &self->config;
-    if (msg->version != ZCHAT_VERSION) {
-        zchat_server_error (self, req, ZCHAT_ERR_VERSION, 0, "supported versions: 1");
+    //  HELLO names the newest version the client speaks; we use the
+    //  newest both speak. Version 2 only adds ACKS (to that session) and
+    //  MESSAGES (on PUB, which a version 1 client skips and fetches again
+    //  with HISTORY as a gap), so version 1 clients still work.
+    if (msg->version < ZCHAT_VERSION_MIN) {
+        zchat_server_error (self, req, ZCHAT_ERR_VERSION, 0, "supported versions: 1 2");
         return;
     }
+    uint8_t version = msg->version < ZCHAT_VERSION? msg->version: ZCHAT_VERSION;
     if (!zchat_nick_valid (msg->nick)) {
         zchat_server_error (self, req, ZCHAT_ERR_INVALID, 0,
                             "invalid nick: 1-%d of A-Z a-z 0-9 _ - [ ] { } | ^ `,"
@@ -190,6 +195,7 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
         zchat_sessions_touch (self->sessions, holder, req->mono_ms);
         if (req->user_id)
             snprintf (holder->key, sizeof (holder->key), "%s", req->user_id);
+        holder->version = version;
         req->session = holder;
         zchat_server_log (self, req->now_ms, "zchat: session %s resumed from %s",
                           holder->nick, req->address ? req->address : "a new peer");
@@ -205,6 +211,7 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
     }
     if (req->user_id)
         snprintf (session->key, sizeof (session->key), "%s", req->user_id);
+    session->version = version;
     zchat_server_rate_init (self, session, req->mono_ms);
     req->session = session;
     zchat_server_log (self, req->now_ms, "zchat: session %s started from %s",

@@ -144,7 +144,7 @@ s_test_sessions (void)
     //  A fresh greeting: every WELCOME field
     SEND (bed, "A", zchat_encode_hello (&s_buf, 7, ZCHAT_VERSION, "alice", ""));
     const zchat_msg_t *msg = s_reply (bed, "A", ZCHAT_WELCOME, 7);
-    assert (msg->version == 1);
+    assert (msg->version == ZCHAT_VERSION);
     assert (streq (msg->nick, "alice"));
     assert (strlen (msg->token) == ZCHAT_TOKEN_SIZE);
     assert (strspn (msg->token, "0123456789abcdef") == ZCHAT_TOKEN_SIZE);
@@ -159,9 +159,9 @@ s_test_sessions (void)
     assert (zchat_server_sessions (server) == 1);
 
     //  Wrong version, invalid nicks, a live nick
-    SEND (bed, "B", zchat_encode_hello (&s_buf, 8, 2, "bob", ""));
+    SEND (bed, "B", zchat_encode_hello (&s_buf, 8, 0, "bob", ""));
     msg = s_error (bed, "B", 8, ZCHAT_ERR_VERSION);
-    assert (streq (msg->reason, "supported versions: 1"));
+    assert (streq (msg->reason, "supported versions: 1 2"));
     SEND (bed, "B", zchat_encode_hello (&s_buf, 9, ZCHAT_VERSION, "9lives", ""));
     s_error (bed, "B", 9, ZCHAT_ERR_INVALID);
     SEND (bed, "B", zchat_encode_hello (&s_buf, 10, ZCHAT_VERSION, "bo b", ""));
@@ -315,7 +315,7 @@ s_test_regreeting (void)
     s_join (bed, "B", "lobby", 3);
     zchat_testbed_clear (bed);
 
-    SEND (bed, "A", zchat_encode_hello (&s_buf, 10, 2, "alice", ""));
+    SEND (bed, "A", zchat_encode_hello (&s_buf, 10, 0, "alice", ""));
     s_error (bed, "A", 10, ZCHAT_ERR_VERSION);
     SEND (bed, "A", zchat_encode_hello (&s_buf, 11, ZCHAT_VERSION, "9bad", ""));
     s_error (bed, "A", 11, ZCHAT_ERR_INVALID);
@@ -1391,9 +1391,10 @@ s_test_random (void)
 //  ---------------------------------------------------------------------
 //  Self test
 
-//  Durability off (ack_before_commit): every SAY is answered and published
-//  at once, before any flush; it is still numbered, stored at the flush,
-//  recognised when resent, and served by history; a restart keeps it.
+//  Durability off (ack_before_commit): a group goes out before it is
+//  committed rather than after, so a failed commit loses acknowledged
+//  messages; they are still numbered, stored, recognised when resent,
+//  served by history, and kept across a restart.
 static void
 s_test_durability_off (void)
 {
@@ -1407,23 +1408,27 @@ s_test_durability_off (void)
     s_join (bed, "B", "lobby", 2);
     zchat_testbed_clear (bed);
 
-    //  ACK and MESSAGE without a flush
+    //  ACKs and MESSAGEs at the flush, which commits them too
     SEND (bed, "A", zchat_encode_say (&s_buf, 10, "lobby", ZCHAT_KIND_TEXT, "one", 3));
+    SEND (bed, "B", zchat_encode_say (&s_buf, 11, "lobby", ZCHAT_KIND_ACTION, "two", 3));
+    assert (zchat_testbed_pending (bed) == 0);
+    assert (zchat_testbed_flush (bed) == 2);
     const zchat_msg_t *msg = s_reply (bed, "A", ZCHAT_ACK, 10);
     assert (msg->seq == 1);
-    msg = s_publication (bed, "lobby:", ZCHAT_MESSAGE);
-    assert (msg->seq == 1 && streq (msg->nick, "alice"));
-    SEND (bed, "B", zchat_encode_say (&s_buf, 11, "lobby", ZCHAT_KIND_ACTION, "two", 3));
     msg = s_reply (bed, "B", ZCHAT_ACK, 11);
     assert (msg->seq == 2);
-    s_publication (bed, "lobby:", ZCHAT_MESSAGE);
-    //  A resend inside the same (uncommitted) group: the original ACK,
-    //  nothing published, no seq used
+    msg = s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+    assert (msg->seq == 1 && streq (msg->nick, "alice"));
+    msg = s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+    assert (msg->seq == 2 && streq (msg->nick, "bob"));
+    assert (zchat_store_last_seq (zchat_testbed_store (bed), "lobby") == 2);
+    //  A resend: the original ACK, nothing published, no seq used
     SEND (bed, "A", zchat_encode_say (&s_buf, 10, "lobby", ZCHAT_KIND_TEXT, "one", 3));
+    assert (zchat_testbed_flush (bed) == 0);
     msg = s_reply (bed, "A", ZCHAT_ACK, 10);
     assert (msg->seq == 1);
     assert (zchat_testbed_publications (bed, "lobby:") == 0);
-    //  Newest seq is what was published, for PING and a joiner alike
+    //  Newest seq for PING and a joiner alike
     SEND (bed, "A", zchat_encode_ping (&s_buf, 12));
     msg = s_reply (bed, "A", ZCHAT_PONG, 12);
     assert (msg->item_count == 1);
@@ -1433,61 +1438,154 @@ s_test_durability_off (void)
     SEND (bed, "B", zchat_encode_join (&s_buf, 13, "lobby"));
     msg = s_reply (bed, "B", ZCHAT_JOINED, 13);
     assert (msg->seq == 2 && msg->first_seq == 1);
-    //  The flush commits both; nothing more is emitted
-    zchat_testbed_clear (bed);
-    assert (zchat_testbed_flush (bed) == 2);
-    assert (zchat_testbed_pending (bed) == 0);
-    assert (zchat_store_last_seq (zchat_testbed_store (bed), "lobby") == 2);
 
-    //  History serves what was published from the open group, without
-    //  committing it
+    //  History serves what went out, not what is still staged
+    zchat_testbed_clear (bed);
     SEND (bed, "B", zchat_encode_say (&s_buf, 14, "lobby", ZCHAT_KIND_TEXT, "three", 5));
-    s_reply (bed, "B", ZCHAT_ACK, 14);
     SEND (bed, "A", zchat_encode_history (&s_buf, 15, "lobby", 0, 0, 10));
     assert (zchat_testbed_server (bed)->group_open);
     msg = s_reply (bed, "A", ZCHAT_PAGE, 15);
-    assert (msg->first_seq == 1 && msg->seq == 3 && msg->item_count == 3);
+    assert (msg->first_seq == 1 && msg->seq == 2 && msg->item_count == 2);
     cursor = 0;
     assert (zchat_msg_next_item (msg, &cursor, &item) && item.seq == 1);
     assert (zchat_msg_next_item (msg, &cursor, &item) && item.seq == 2);
     assert (item.kind == ZCHAT_KIND_ACTION && streq (item.nick, "bob"));
-    assert (zchat_msg_next_item (msg, &cursor, &item) && item.seq == 3);
+    assert (zchat_testbed_flush (bed) == 1);
+    msg = s_reply (bed, "B", ZCHAT_ACK, 14);
+    assert (msg->seq == 3);
 
     //  A resend of a committed message, and after a restart
     zchat_testbed_clear (bed);
     SEND (bed, "B", zchat_encode_say (&s_buf, 11, "lobby", ZCHAT_KIND_ACTION, "two", 3));
-    msg = s_reply (bed, "B", ZCHAT_ACK, 11);
-    assert (msg->seq == 2);
     SEND (bed, "A", zchat_encode_say (&s_buf, 16, "lobby", ZCHAT_KIND_TEXT, "four", 4));
-    s_reply (bed, "A", ZCHAT_ACK, 16);
     assert (zchat_testbed_restart (bed) == 0);      //  destroy flushes
+    s_reply (bed, "B", ZCHAT_ACK, 11);
+    s_reply (bed, "A", ZCHAT_ACK, 16);
+    zchat_testbed_clear (bed);
     assert (zchat_store_last_seq (zchat_testbed_store (bed), "lobby") == 4);
     s_greet (bed, "A", "alice", NULL);
     s_join (bed, "A", "lobby", 17);
     assert (s_msg.seq == 4);
     zchat_testbed_clear (bed);
     SEND (bed, "A", zchat_encode_say (&s_buf, 16, "lobby", ZCHAT_KIND_TEXT, "four", 4));
+    assert (zchat_testbed_flush (bed) == 0);
     msg = s_reply (bed, "A", ZCHAT_ACK, 16);
     assert (msg->seq == 4);
 
-    //  A failed commit loses what was acknowledged, and numbering goes on
-    //  past it: no published seq is ever given to another message
+    //  A failed commit: what it held was acknowledged and published all
+    //  the same, and is lost; numbering goes on past it, so no published
+    //  seq is ever given to another message
     zchat_server_t *server = zchat_testbed_server (bed);
     SEND (bed, "A", zchat_encode_say (&s_buf, 18, "lobby", ZCHAT_KIND_TEXT, "lost", 4));
-    msg = s_reply (bed, "A", ZCHAT_ACK, 18);
-    assert (msg->seq == 5);
     server->fail_commit = true;
     assert (zchat_testbed_flush (bed) == -1);
+    msg = s_reply (bed, "A", ZCHAT_ACK, 18);
+    assert (msg->seq == 5);
+    msg = s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+    assert (msg->seq == 5);
     SEND (bed, "A", zchat_encode_say (&s_buf, 19, "lobby", ZCHAT_KIND_TEXT, "next", 4));
+    assert (zchat_testbed_flush (bed) == 1);
     msg = s_reply (bed, "A", ZCHAT_ACK, 19);
     assert (msg->seq == 6);
-    assert (zchat_testbed_flush (bed) == 1);
     SEND (bed, "A", zchat_encode_history (&s_buf, 20, "lobby", 4, 0, 10));
     msg = s_reply (bed, "A", ZCHAT_PAGE, 20);
     assert (msg->seq == 6 && msg->item_count == 2);
     cursor = 0;
     assert (zchat_msg_next_item (msg, &cursor, &item) && item.seq == 4);
     assert (zchat_msg_next_item (msg, &cursor, &item) && item.seq == 6);
+    zchat_testbed_destroy (&bed);
+}
+
+//  Batching: a group goes out as one MESSAGES per room and one ACKS per
+//  version 2 sender; a version 1 sender gets its ACKs one by one; a group
+//  of one goes out as a plain ACK and MESSAGE; a message too big to share
+//  a batch goes alone, in its place in the order.
+static void
+s_test_batches (void)
+{
+    zchat_server_config_t config = zchat_testbed_config ();
+    config.max_text = 65536;
+    zchat_testbed_t *bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_greet (bed, "B", "bob", NULL);
+    SEND (bed, "C", zchat_encode_hello (&s_buf, 1, 1, "carol", ""));
+    const zchat_msg_t *msg = s_reply (bed, "C", ZCHAT_WELCOME, 1);
+    assert (msg->version == 1);
+    s_join (bed, "A", "lobby", 2);
+    s_join (bed, "B", "lobby", 2);
+    s_join (bed, "C", "lobby", 2);
+    s_join (bed, "A", "ops", 3);
+    zchat_testbed_clear (bed);
+
+    //  A group of one: no batch
+    size_t batches = zchat_testbed_batches (bed);
+    s_say (bed, "A", "lobby", 10, "alone");
+    s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+    assert (zchat_testbed_batches (bed) == batches);
+
+    //  alice x3 in lobby, bob, alice in ops, carol x2, alice again:
+    //  MESSAGES for lobby (7), ops alone; ACKS for alice (5) and bob alone,
+    //  carol (version 1) two ACKs
+    const char *peers [] = { "A", "A", "B", "A", "A", "C", "C", "A" };
+    const char *rooms [] = { "lobby", "lobby", "lobby", "lobby", "ops", "lobby",
+                             "lobby", "lobby" };
+    for (int i = 0; i < 8; i++) {
+        char text [16];
+        snprintf (text, sizeof text, "m%d", i);
+        SEND (bed, peers [i], zchat_encode_say (&s_buf, 20 + (uint64_t) i, rooms [i],
+                                                 ZCHAT_KIND_TEXT, text, strlen (text)));
+    }
+    assert (zchat_testbed_flush (bed) == 8);
+    assert (zchat_testbed_batches (bed) == batches + 2);
+    uint64_t seq = 2;
+    for (int i = 0; i < 8; i++) {
+        msg = s_reply (bed, peers [i], ZCHAT_ACK, 20 + (uint64_t) i);
+        assert (streq (msg->room, rooms [i]));
+        if (streq (rooms [i], "lobby"))
+            assert (msg->seq == seq++);
+        else
+            assert (msg->seq == 1);
+    }
+    for (uint64_t expect = 2; expect < seq; expect++) {
+        msg = s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+        assert (msg->seq == expect);
+    }
+    msg = s_publication (bed, "ops:", ZCHAT_MESSAGE);
+    assert (msg->seq == 1 && streq (msg->nick, "alice"));
+    assert (zchat_testbed_pending (bed) == 0);
+
+    //  Texts too big to share a 64 KiB batch go alone, in seq order:
+    //  small, BIG, small, BIG, small, small: only the last two share
+    const size_t sizes [6] = { 5, 65536, 5, 65536, 5, 5 };
+    char *big = (char *) malloc (65536);
+    assert (big);
+    memset (big, 'b', 65536);
+    zchat_buf_t big_buf;
+    uint8_t *big_body = (uint8_t *) malloc (70000);
+    assert (big_body);
+    for (int i = 0; i < 6; i++) {
+        zchat_buf_init (&big_buf, big_body, 70000);
+        size_t size = zchat_encode_say (&big_buf, 40 + (uint64_t) i, "lobby", 0, big,
+                                        sizes [i]);
+        assert (size > 0);
+        zchat_testbed_send (bed, "A", big_body, size);
+    }
+    batches = zchat_testbed_batches (bed);
+    assert (zchat_testbed_flush (bed) == 6);
+    for (int i = 0; i < 6; i++) {
+        msg = s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+        assert (msg->seq == seq + (uint64_t) i);
+        assert (msg->text_size == sizes [i]);
+    }
+    for (int i = 0; i < 6; i++) {
+        msg = s_reply (bed, "A", ZCHAT_ACK, 40 + (uint64_t) i);
+        assert (msg->seq == seq + (uint64_t) i);
+    }
+    //  One ACKS, and one MESSAGES (the last two)
+    assert (zchat_testbed_batches (bed) == batches + 2);
+    free (big);
+    free (big_body);
     zchat_testbed_destroy (&bed);
 }
 
@@ -1513,6 +1611,7 @@ zchat_server_test (bool verbose)
     s_test_storage_fault ();
     s_test_revoke ();
     s_test_durability_off ();
+    s_test_batches ();
     s_test_rooms ();
     s_test_messages ();
     s_test_history ();

@@ -33,6 +33,7 @@ struct _zchat_session_t {
     char nick  [ZCHAT_MAX_NICK + 1];            //  table
     char token [ZCHAT_TOKEN_SIZE + 1];
     char key   [ZCHAT_KEY_SIZE + 1];            //  CURVE key, "" without
+    uint8_t version;                            //  protocol version in use
     char *address;                              //  table; NULL if unknown
     uint8_t *peer;                              //  table; a private copy
     size_t peer_size;                           //  table

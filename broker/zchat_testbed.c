@@ -30,6 +30,7 @@ struct _zchat_testbed_t {
     zlistx_t *records;          //  s_record_t, oldest first
     s_record_t *taken;          //  the last record taken, alive until the next
     size_t emitted;             //  bodies emitted, recorded or not
+    size_t batches;             //  of which ACKS or MESSAGES
 };
 
 
@@ -65,7 +66,10 @@ s_check_reply (const uint8_t *body, size_t size)
          || msg.type == ZCHAT_DELIVER || msg.type == ZCHAT_MEMBERS
          || msg.type == ZCHAT_ROOMLIST || msg.type == ZCHAT_TOPICIS
          || msg.type == ZCHAT_PAGE    || msg.type == ZCHAT_OK
-         || msg.type == ZCHAT_ERROR);
+         || msg.type == ZCHAT_ERROR   || msg.type == ZCHAT_ACKS);
+    //  A batch is worth sending only with two or more in it
+    if (msg.type == ZCHAT_ACKS)
+        assert (msg.item_count >= 2);
     if (msg.type == ZCHAT_ERROR)
         assert (msg.code >= 400 && msg.code <= 599);
 }
@@ -84,18 +88,65 @@ s_check_publication (const uint8_t *topic, size_t topic_size,
                     zchat_decode_strerror (rc));
     assert (rc == ZCHAT_DECODE_OK);
     assert (msg.type == ZCHAT_MESSAGE || msg.type == ZCHAT_EVENT
-         || msg.type == ZCHAT_PROBE);
+         || msg.type == ZCHAT_PROBE   || msg.type == ZCHAT_MESSAGES);
     assert (zchat_room_valid (msg.room));
     assert (strlen (msg.room) == topic_size - 1);
     assert (memcmp (msg.room, topic, topic_size - 1) == 0);
+    if (msg.type == ZCHAT_MESSAGES) {
+        //  Two or more, consecutive seqs of the one room
+        assert (msg.item_count >= 2);
+        size_t cursor = 0;
+        zchat_item_t item;
+        uint64_t previous = 0;
+        while (zchat_msg_next_item (&msg, &cursor, &item)) {
+            assert (previous == 0 || item.seq == previous + 1);
+            previous = item.seq;
+        }
+    }
     if (msg.type == ZCHAT_PROBE)
         assert (zchat_nick_valid (msg.nick));
+}
+
+static void
+    s_keep (zchat_testbed_t *self, bool publish, const uint8_t *key, size_t key_size,
+            const uint8_t *body, size_t body_size);
+
+//  Record each item of a batch as the single ACK or MESSAGE it stands for.
+static void
+s_keep_items (zchat_testbed_t *self, bool publish, const uint8_t *key, size_t key_size,
+              const zchat_msg_t *batch)
+{
+    size_t cursor = 0;
+    zchat_item_t item;
+    while (zchat_msg_next_item (batch, &cursor, &item)) {
+        size_t capacity = 128 + item.text_size;
+        uint8_t *data = (uint8_t *) malloc (capacity);
+        assert (data);
+        zchat_buf_t buf;
+        zchat_buf_init (&buf, data, capacity);
+        size_t size = publish?
+            zchat_encode_message (&buf, 0, batch->room, item.seq, item.ts, item.nick,
+                                  item.kind, item.text, item.text_size):
+            zchat_encode_ack (&buf, item.id, item.room, item.seq, item.ts);
+        assert (size > 0);
+        s_keep (self, publish, key, key_size, data, size);
+        free (data);
+    }
 }
 
 static void
 s_keep (zchat_testbed_t *self, bool publish, const uint8_t *key, size_t key_size,
         const uint8_t *body, size_t body_size)
 {
+    if (body_size > 2 && (body [2] == ZCHAT_ACKS || body [2] == ZCHAT_MESSAGES)) {
+        self->batches++;
+        zchat_msg_t batch;
+        int rc = zchat_msg_decode (&batch, body, body_size);
+        assert (rc == ZCHAT_DECODE_OK);
+        if (self->record)
+            s_keep_items (self, publish, key, key_size, &batch);
+        return;
+    }
     self->emitted++;
     if (!self->record)
         return;
@@ -381,6 +432,13 @@ zchat_testbed_publications (zchat_testbed_t *self, const char *topic)
 {
     assert (self);
     return s_count (self, true, topic);
+}
+
+size_t
+zchat_testbed_batches (zchat_testbed_t *self)
+{
+    assert (self);
+    return self->batches;
 }
 
 size_t

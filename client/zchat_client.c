@@ -1525,6 +1525,35 @@ s_on_pong (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
 }
 
 //  --------------------------------------------------------------------------
+//  One acknowledgement, from an ACK or an item of ACKS.
+
+static void
+s_on_ack (zchat_client_t *self, uint64_t id, const char *room, uint64_t seq,
+          uint64_t ts)
+{
+    zchat_outbox_entry_t *send = zchat_outbox_lookup (self->outbox, id);
+    if (!send)
+        return;                 //  a retry's second ACK
+    zchat_event_t *event = s_event_new (ZCHAT_EV_ACK);
+    if (event) {
+        event->id = id;
+        //  The room is the one we sent to ("" for a DM); a broker that
+        //  names another, unprintable one is not believed (the room we
+        //  sent to was checked when it was sent)
+        bool ours = send->type == ZCHAT_SAY && streq (room, send->target);
+        s_copy (event->room, sizeof (event->room),
+                ours || !*room || zchat_room_valid (room)? room:
+                send->type == ZCHAT_SAY? send->target: "");
+        if (send->type == ZCHAT_DM)
+            s_copy (event->nick, sizeof (event->nick), send->target);
+        event->seq = seq;
+        event->ts = ts;
+        s_emit (self, event);
+    }
+    zchat_outbox_remove (self->outbox, send);
+}
+
+//  --------------------------------------------------------------------------
 //  One body from the DEALER.
 
 static void
@@ -1540,27 +1569,16 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
         return;
     }
     switch (msg.type) {
-        case ZCHAT_ACK: {
-            zchat_outbox_entry_t *send = zchat_outbox_lookup (self->outbox, msg.id);
-            if (!send)
-                break;          //  a retry's second ACK
-            zchat_event_t *event = s_event_new (ZCHAT_EV_ACK);
-            if (event) {
-                event->id = msg.id;
-                //  The room is the one we sent to ("" for a DM); a broker
-                //  that names another, unprintable one is not believed
-                //  (the room we sent to was checked when it was sent)
-                bool ours = send->type == ZCHAT_SAY && streq (msg.room, send->target);
-                s_copy (event->room, sizeof (event->room),
-                        ours || !*msg.room || zchat_room_valid (msg.room)? msg.room:
-                        send->type == ZCHAT_SAY? send->target: "");
-                if (send->type == ZCHAT_DM)
-                    s_copy (event->nick, sizeof (event->nick), send->target);
-                event->seq = msg.seq;
-                event->ts = msg.ts;
-                s_emit (self, event);
-            }
-            zchat_outbox_remove (self->outbox, send);
+        case ZCHAT_ACK:
+            s_on_ack (self, msg.id, msg.room, msg.seq, msg.ts);
+            break;
+        case ZCHAT_ACKS: {
+            //  Version 2: several ACKs in one reply; the decoder has
+            //  validated every item
+            size_t cursor = 0;
+            zchat_item_t item;
+            while (zchat_msg_next_item (&msg, &cursor, &item))
+                s_on_ack (self, item.id, item.room, item.seq, item.ts);
             break;
         }
         case ZCHAT_DELIVER: {
@@ -1630,6 +1648,37 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
 //  Inbound: SUB
 
 //  --------------------------------------------------------------------------
+//  One live message, from a MESSAGE or an item of MESSAGES, to the room's
+//  sequencer.
+
+static void
+s_on_message (zchat_client_t *self, s_room_t *room, const char *room_name, uint64_t seq,
+              uint64_t ts, const char *nick, uint8_t kind, const char *text,
+              size_t text_size)
+{
+    //  Seen already (our fetch overtook it), or newer than what a full
+    //  buffer keeps while we are behind: skip the copy. The sequencer
+    //  still learns that it exists, to fetch it in its turn.
+    if (zchat_sequencer_accepts (room->sequencer, seq)) {
+        zchat_event_t *event = s_message_event (self, room_name, seq, ts, nick, kind,
+                                                text, text_size);
+        if (event)
+            zchat_sequencer_offer (room->sequencer, seq, event);
+    }
+    else
+        zchat_sequencer_newest (room->sequencer, seq);
+}
+
+//  After live messages: a live room with a gap fetches it (if not already).
+static void
+s_room_check_fetch (zchat_client_t *self, s_room_t *room, int64_t now)
+{
+    if (room->state == R_LIVE && !zchat_sequencer_fetching (room->sequencer)
+    &&  zchat_sequencer_buffered (room->sequencer))
+        s_room_fetch (self, room, now);
+}
+
+//  --------------------------------------------------------------------------
 //  One body from the SUB.
 
 static void
@@ -1642,22 +1691,19 @@ s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
     if (!room)
         return;                 //  a room we left
     if (msg.type == ZCHAT_MESSAGE) {
-        //  Seen already (our fetch overtook it), or newer than what a full
-        //  buffer keeps while we are behind: skip the copy. The sequencer
-        //  still learns that it exists, to fetch it in its turn.
-        if (zchat_sequencer_accepts (room->sequencer, msg.seq)) {
-            zchat_event_t *event = s_message_event (self, msg.room, msg.seq, msg.ts,
-                                                    msg.nick, msg.kind, msg.text,
-                                                    msg.text_size);
-            if (!event)
-                return;
-            zchat_sequencer_offer (room->sequencer, msg.seq, event);
-        }
-        else
-            zchat_sequencer_newest (room->sequencer, msg.seq);
-        if (room->state == R_LIVE && !zchat_sequencer_fetching (room->sequencer)
-        &&  zchat_sequencer_buffered (room->sequencer))
-            s_room_fetch (self, room, now);
+        s_on_message (self, room, msg.room, msg.seq, msg.ts, msg.nick, msg.kind,
+                      msg.text, msg.text_size);
+        s_room_check_fetch (self, room, now);
+    }
+    else
+    if (msg.type == ZCHAT_MESSAGES) {
+        //  Version 2: a run of the room's messages, validated by the decoder
+        size_t cursor = 0;
+        zchat_item_t item;
+        while (zchat_msg_next_item (&msg, &cursor, &item))
+            s_on_message (self, room, msg.room, item.seq, item.ts, item.nick, item.kind,
+                          item.text, item.text_size);
+        s_room_check_fetch (self, room, now);
     }
     else
     if (msg.type == ZCHAT_EVENT) {

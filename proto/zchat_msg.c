@@ -174,7 +174,14 @@ s_get_item (reader_t *r, uint8_t type, zchat_item_t *item, bool validate)
             READ (s_get_u64 (r, &item->seq));
             READ (s_get_str (r, item->topic, ZCHAT_MAX_TOPIC, validate));
             break;
+        case ZCHAT_ACKS:
+            READ (s_get_u64 (r, &item->id));
+            READ (s_get_str (r, item->room, ZCHAT_MAX_ROOM, validate));
+            READ (s_get_u64 (r, &item->seq));
+            READ (s_get_u64 (r, &item->ts));
+            break;
         case ZCHAT_PAGE:
+        case ZCHAT_MESSAGES:
             READ (s_get_u64 (r, &item->seq));
             READ (s_get_u64 (r, &item->ts));
             READ (s_get_str (r, item->nick, ZCHAT_MAX_NICK, validate));
@@ -278,6 +285,7 @@ zchat_msg_decode (zchat_msg_t *msg, const void *data, size_t size)
             break;
         case ZCHAT_PONG:
         case ZCHAT_ROOMLIST:
+        case ZCHAT_ACKS:
             READ (s_get_items (r, msg));
             break;
         case ZCHAT_JOIN:
@@ -317,6 +325,7 @@ zchat_msg_decode (zchat_msg_t *msg, const void *data, size_t size)
             READ (s_get_str (r, msg->nick, ZCHAT_MAX_NICK, true));
             break;
         case ZCHAT_MEMBERS:
+        case ZCHAT_MESSAGES:
             READ (s_get_str (r, msg->room, ZCHAT_MAX_ROOM, true));
             READ (s_get_items (r, msg));
             break;
@@ -417,7 +426,7 @@ static const char *s_type_names [ZCHAT_TYPE_MAX + 1] = {
     NULL, "HELLO", "WELCOME", "BYE", "PING", "PONG", "JOIN", "JOINED",
     "LEAVE", "SAY", "ACK", "DM", "DELIVER", "NICK", "WHO", "MEMBERS",
     "ROOMS", "ROOMLIST", "TOPIC", "TOPICIS", "HISTORY", "PAGE", "PROBE",
-    "OK", "ERROR", "MESSAGE", "EVENT"
+    "OK", "ERROR", "MESSAGE", "EVENT", "ACKS", "MESSAGES"
 };
 
 const char *
@@ -1105,6 +1114,97 @@ zchat_encode_message (zchat_buf_t *buf, uint64_t id, const char *room,
     return s_done (buf);
 }
 
+//  --------------------------------------------------------------------------
+//  ACKS and MESSAGES: batches. The _append forms copy an item out of a body
+//  this codec encoded (the broker's staged ACK or MESSAGE), so a batch costs
+//  a memcpy per item rather than a second encode.
+
+size_t
+zchat_encode_acks_begin (zchat_buf_t *buf)
+{
+    s_put_header (buf, ZCHAT_ACKS, 0);
+    return s_list_begin (buf);
+}
+
+size_t
+zchat_encode_acks_add (zchat_buf_t *buf, uint64_t id, const char *room,
+                       uint64_t seq, uint64_t ts)
+{
+    size_t mark;
+    if (!s_add_start (buf, ZCHAT_ACKS, &mark))
+        return 0;
+    s_put_u64 (buf, id);
+    s_put_str (buf, room, ZCHAT_MAX_ROOM);
+    s_put_u64 (buf, seq);
+    s_put_u64 (buf, ts);
+    return s_add_finish (buf, mark);
+}
+
+//  An ACK body is header (type at 2, id at 3..10), room, seq, ts: the item
+//  is the body from its id on.
+size_t
+zchat_encode_acks_append (zchat_buf_t *buf, const void *ack, size_t ack_size)
+{
+    assert (ack);
+    const uint8_t *body = (const uint8_t *) ack;
+    if (ack_size < ZCHAT_HEADER_SIZE + 1 + 16 || body [2] != ZCHAT_ACK
+    ||  ack_size != (size_t) ZCHAT_HEADER_SIZE + 1 + body [ZCHAT_HEADER_SIZE] + 16)
+        return 0;
+    size_t mark;
+    if (!s_add_start (buf, ZCHAT_ACKS, &mark))
+        return 0;
+    s_put_bytes (buf, body + 3, ack_size - 3);
+    return s_add_finish (buf, mark);
+}
+
+size_t
+zchat_encode_messages_begin (zchat_buf_t *buf, const char *room)
+{
+    s_put_header (buf, ZCHAT_MESSAGES, 0);
+    s_put_str (buf, room, ZCHAT_MAX_ROOM);
+    return s_list_begin (buf);
+}
+
+size_t
+zchat_encode_messages_add (zchat_buf_t *buf, uint64_t seq, uint64_t ts,
+                           const char *nick, uint8_t kind,
+                           const char *text, size_t text_size)
+{
+    size_t mark;
+    if (!s_add_start (buf, ZCHAT_MESSAGES, &mark))
+        return 0;
+    s_put_u64 (buf, seq);
+    s_put_u64 (buf, ts);
+    s_put_str (buf, nick, ZCHAT_MAX_NICK);
+    s_put_kind (buf, kind);
+    s_put_text (buf, text, text_size);
+    return s_add_finish (buf, mark);
+}
+
+//  A MESSAGE body is header, room, then exactly a MESSAGES item. The room
+//  must be the batch's: the same length-prefixed bytes right after both
+//  headers.
+size_t
+zchat_encode_messages_append (zchat_buf_t *buf, const void *message,
+                              size_t message_size)
+{
+    assert (message);
+    const uint8_t *body = (const uint8_t *) message;
+    if (message_size < ZCHAT_HEADER_SIZE + 1 || body [2] != ZCHAT_MESSAGE)
+        return 0;
+    size_t room_size = 1 + (size_t) body [ZCHAT_HEADER_SIZE];
+    if (message_size < ZCHAT_HEADER_SIZE + room_size
+    ||  buf->size < ZCHAT_HEADER_SIZE + room_size
+    ||  memcmp (buf->data + ZCHAT_HEADER_SIZE, body + ZCHAT_HEADER_SIZE, room_size) != 0)
+        return 0;
+    size_t mark;
+    if (!s_add_start (buf, ZCHAT_MESSAGES, &mark))
+        return 0;
+    s_put_bytes (buf, body + ZCHAT_HEADER_SIZE + room_size,
+                 message_size - ZCHAT_HEADER_SIZE - room_size);
+    return s_add_finish (buf, mark);
+}
+
 size_t
 zchat_encode_event (zchat_buf_t *buf, uint64_t id, const char *room,
                     uint64_t ts, uint8_t event, const char *nick,
@@ -1244,6 +1344,7 @@ s_msg_equal (const zchat_msg_t *a, const zchat_msg_t *b)
 static void
 s_item_equal (const zchat_item_t *a, const zchat_item_t *b)
 {
+    CHECK (a->id == b->id);
     CHECK (strcmp (a->room, b->room) == 0);
     CHECK (strcmp (a->nick, b->nick) == 0);
     CHECK (strcmp (a->topic, b->topic) == 0);
@@ -1597,6 +1698,113 @@ s_test_round_trips (zchat_buf_t *buf, samples_t *samples, bool verbose)
         s_check_round_trip (buf, size, &e, NULL, samples);
     }
 
+    //  ACKS, field by field and copied from ACK bodies: the same bytes
+    memset (items, 0, sizeof items);
+    items [0].id = 77;
+    strcpy (items [0].room, "lobby");
+    items [0].seq = 1;
+    items [0].ts = 1764100000001ULL;
+    items [1].id = UINT64_MAX;
+    strcpy (items [1].room, "ops");
+    items [1].seq = UINT64_MAX;
+    items [1].ts = 2;
+    items [2].id = 79;              //  a DM's ACK: no room, seq 0
+    s_expect_init (&e, ZCHAT_ACKS, 0);
+    e.item_count = 3;
+    size = zchat_encode_acks_begin (buf);
+    for (int i = 0; i < 3; i++)
+        size = zchat_encode_acks_add (buf, items [i].id, items [i].room,
+                                      items [i].seq, items [i].ts);
+    uint8_t by_field [256];
+    CHECK (size > 0 && size <= sizeof by_field);
+    size_t by_field_size = size;
+    memcpy (by_field, buf->data, size);
+    s_check_round_trip (buf, size, &e, items, samples);
+    {
+        uint8_t acks_data [256], ack_data [64];
+        zchat_buf_t acks, ack;
+        zchat_buf_init (&acks, acks_data, sizeof acks_data);
+        size = zchat_encode_acks_begin (&acks);
+        for (int i = 0; i < 3; i++) {
+            zchat_buf_init (&ack, ack_data, sizeof ack_data);
+            size_t ack_size = zchat_encode_ack (&ack, items [i].id, items [i].room,
+                                                items [i].seq, items [i].ts);
+            size = zchat_encode_acks_append (&acks, ack_data, ack_size);
+            CHECK (size > 0);
+        }
+        CHECK (size == by_field_size && memcmp (acks_data, by_field, size) == 0);
+        //  Only an ACK, whole, is taken
+        zchat_buf_init (&ack, ack_data, sizeof ack_data);
+        size_t ok_size = zchat_encode_ok (&ack, 5);
+        CHECK (zchat_encode_acks_append (&acks, ack_data, ok_size) == 0);
+        zchat_buf_init (&ack, ack_data, sizeof ack_data);
+        size_t ack_size = zchat_encode_ack (&ack, 1, "lobby", 1, 1);
+        CHECK (zchat_encode_acks_append (&acks, ack_data, ack_size - 1) == 0);
+        CHECK (acks.size == by_field_size && acks.count == 3);
+    }
+
+    //  MESSAGES, field by field and copied from MESSAGE bodies
+    memset (items, 0, sizeof items);
+    items [0].seq = 41;
+    items [0].ts = 1764100000001ULL;
+    strcpy (items [0].nick, "alice");
+    items [0].text = text;
+    items [0].text_size = strlen (text);
+    items [1].seq = 42;
+    items [1].ts = 1764100000002ULL;
+    strcpy (items [1].nick, "bob");
+    items [1].kind = ZCHAT_KIND_ACTION;
+    items [1].text = "waves";
+    items [1].text_size = 5;
+    s_expect_init (&e, ZCHAT_MESSAGES, 0);
+    strcpy (e.room, "lobby");
+    e.item_count = 2;
+    size = zchat_encode_messages_begin (buf, e.room);
+    for (int i = 0; i < 2; i++)
+        size = zchat_encode_messages_add (buf, items [i].seq, items [i].ts,
+                                          items [i].nick, items [i].kind,
+                                          items [i].text, items [i].text_size);
+    CHECK (size > 0 && size <= sizeof by_field);
+    by_field_size = size;
+    memcpy (by_field, buf->data, size);
+    s_check_round_trip (buf, size, &e, items, samples);
+    {
+        uint8_t batch_data [256], one_data [128];
+        zchat_buf_t batch, one;
+        zchat_buf_init (&batch, batch_data, sizeof batch_data);
+        size = zchat_encode_messages_begin (&batch, "lobby");
+        for (int i = 0; i < 2; i++) {
+            zchat_buf_init (&one, one_data, sizeof one_data);
+            size_t one_size = zchat_encode_message (&one, 0, "lobby", items [i].seq,
+                                                    items [i].ts, items [i].nick,
+                                                    items [i].kind, items [i].text,
+                                                    items [i].text_size);
+            size = zchat_encode_messages_append (&batch, one_data, one_size);
+            CHECK (size > 0);
+        }
+        CHECK (size == by_field_size && memcmp (batch_data, by_field, size) == 0);
+        //  Another room's message, or a prefix of ours, is not taken
+        zchat_buf_init (&one, one_data, sizeof one_data);
+        size_t one_size = zchat_encode_message (&one, 0, "lobby2", 43, 1, "bob", 0, "x", 1);
+        CHECK (zchat_encode_messages_append (&batch, one_data, one_size) == 0);
+        zchat_buf_init (&one, one_data, sizeof one_data);
+        one_size = zchat_encode_message (&one, 0, "lobb", 43, 1, "bob", 0, "x", 1);
+        CHECK (zchat_encode_messages_append (&batch, one_data, one_size) == 0);
+        CHECK (batch.size == by_field_size && batch.count == 2);
+        //  A batch that does not fit keeps the items that did
+        uint8_t small_data [60];
+        zchat_buf_t small;
+        zchat_buf_init (&small, small_data, sizeof small_data);
+        zchat_encode_messages_begin (&small, "lobby");
+        zchat_buf_init (&one, one_data, sizeof one_data);
+        one_size = zchat_encode_message (&one, 0, "lobby", 1, 1, "bob", 0, "hi", 2);
+        CHECK (zchat_encode_messages_append (&small, one_data, one_size) > 0);
+        CHECK (zchat_encode_messages_append (&small, one_data, one_size) == 0);
+        zchat_msg_t decoded;
+        CHECK (zchat_msg_decode (&decoded, small_data, small.size) == ZCHAT_DECODE_OK);
+        CHECK (decoded.type == ZCHAT_MESSAGES && decoded.item_count == 1);
+    }
+
     //  Every type has been through at least once
     bool seen [ZCHAT_TYPE_MAX + 1] = { false };
     for (size_t i = 0; i < samples->count; i++)
@@ -1702,9 +1910,9 @@ s_test_hostile (samples_t *samples, bool verbose)
     s_expect ("header only", "ZC\x04\0\0\0\0\0\0\0\0", 11, ZCHAT_DECODE_OK);
     s_expect ("short id", "ZC\x04\0\0\0\0\0\0\0", 10, ZCHAT_DECODE_TRUNCATED);
     s_expect ("type 0", "ZC\x00\0\0\0\0\0\0\0\0", 11, ZCHAT_DECODE_UNKNOWN_TYPE);
-    s_expect ("type 27", "ZC\x1B\0\0\0\0\0\0\0\0", 11, ZCHAT_DECODE_UNKNOWN_TYPE);
+    s_expect ("type 29", "ZC\x1D\0\0\0\0\0\0\0\0", 11, ZCHAT_DECODE_UNKNOWN_TYPE);
     s_expect ("type 255", "ZC\xFF\0\0\0\0\0\0\0\0", 11, ZCHAT_DECODE_UNKNOWN_TYPE);
-    s_expect ("type 27, no id", "ZC\x1B", 3, ZCHAT_DECODE_UNKNOWN_TYPE);
+    s_expect ("type 29, no id", "ZC\x1D", 3, ZCHAT_DECODE_UNKNOWN_TYPE);
 
     //  Lengths past the end
     s_raw_header (&raw, ZCHAT_JOIN);
@@ -2191,7 +2399,7 @@ s_test_names (bool verbose)
     CHECK (strcmp (zchat_msg_type_name (ZCHAT_HELLO), "HELLO") == 0);
     CHECK (strcmp (zchat_msg_type_name (ZCHAT_EVENT), "EVENT") == 0);
     CHECK (strcmp (zchat_msg_type_name (0), "UNKNOWN") == 0);
-    CHECK (strcmp (zchat_msg_type_name (27), "UNKNOWN") == 0);
+    CHECK (strcmp (zchat_msg_type_name (29), "UNKNOWN") == 0);
     CHECK (strcmp (zchat_msg_type_name (-1), "UNKNOWN") == 0);
     for (int type = ZCHAT_HELLO; type <= ZCHAT_TYPE_MAX; type++)
         CHECK (zchat_msg_type_name (type) && *zchat_msg_type_name (type));

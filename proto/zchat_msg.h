@@ -21,7 +21,8 @@
 
 #define ZCHAT_SIGNATURE_0   0x5A        //  'Z'
 #define ZCHAT_SIGNATURE_1   0x43        //  'C'
-#define ZCHAT_VERSION       1
+#define ZCHAT_VERSION       2           //  the newest version spoken
+#define ZCHAT_VERSION_MIN   1           //  the oldest a broker still accepts
 #define ZCHAT_HEADER_SIZE   11
 
 //  Limits of the wire format itself. The broker may enforce smaller ones.
@@ -70,9 +71,11 @@ typedef enum {
     ZCHAT_ERROR    = 24,    //  B->C  code, retry_ms, reason
     ZCHAT_MESSAGE  = 25,    //  PUB   room, seq, ts, nick (sender), kind, text
     ZCHAT_EVENT    = 26,    //  PUB   room, ts, event, nick, detail
+    ZCHAT_ACKS     = 27,    //  B->C  items{id, room, seq, ts}       (version 2)
+    ZCHAT_MESSAGES = 28,    //  PUB   room, items{seq, ts, nick, kind, text} (v2)
 } zchat_type_t;
 
-#define ZCHAT_TYPE_MAX      26
+#define ZCHAT_TYPE_MAX      28
 
 //  Message kinds (SAY, DM, DELIVER, MESSAGE, PAGE items)
 #define ZCHAT_KIND_TEXT     0
@@ -142,21 +145,23 @@ typedef struct {
     char reason   [ZCHAT_MAX_REASON + 1];
     const char *text;                   //  SAY, DM, DELIVER, MESSAGE
     size_t   text_size;
-    uint16_t item_count;                //  PONG, MEMBERS, ROOMLIST, PAGE
+    uint16_t item_count;                //  PONG, MEMBERS, ROOMLIST, PAGE,
+                                        //  ACKS, MESSAGES
     const uint8_t *items;               //  validated encoded items
     size_t   items_size;
 } zchat_msg_t;
 
 //  One entry of a list reply; fields used depend on the list's type.
 typedef struct {
-    char room  [ZCHAT_MAX_ROOM + 1];    //  PONG, ROOMLIST
-    char nick  [ZCHAT_MAX_NICK + 1];    //  MEMBERS, PAGE
+    uint64_t id;                        //  ACKS
+    char room  [ZCHAT_MAX_ROOM + 1];    //  PONG, ROOMLIST, ACKS
+    char nick  [ZCHAT_MAX_NICK + 1];    //  MEMBERS, PAGE, MESSAGES
     char topic [ZCHAT_MAX_TOPIC + 1];   //  ROOMLIST
     uint32_t members;                   //  ROOMLIST
-    uint64_t seq;                       //  PONG, ROOMLIST, PAGE
-    uint64_t ts;                        //  PAGE
-    uint8_t  kind;                      //  PAGE
-    const char *text;                   //  PAGE, points into the buffer
+    uint64_t seq;                       //  PONG, ROOMLIST, PAGE, ACKS, MESSAGES
+    uint64_t ts;                        //  PAGE, ACKS, MESSAGES
+    uint8_t  kind;                      //  PAGE, MESSAGES
+    const char *text;                   //  PAGE, MESSAGES: points into the buffer
     size_t   text_size;
 } zchat_item_t;
 
@@ -271,6 +276,23 @@ size_t zchat_encode_error    (zchat_buf_t *buf, uint64_t id, uint16_t code,
 size_t zchat_encode_message  (zchat_buf_t *buf, uint64_t id, const char *room,
                               uint64_t seq, uint64_t ts, const char *nick,
                               uint8_t kind, const char *text, size_t text_size);
+//  ACKS (version 2): one reply acknowledging several SAYs. Items can be
+//  added field by field, or copied from an ACK body already encoded
+//  (the broker stages one per SAY); _append returns 0 and adds nothing if
+//  the body is not an ACK or the item does not fit.
+size_t zchat_encode_acks_begin (zchat_buf_t *buf);
+size_t zchat_encode_acks_add (zchat_buf_t *buf, uint64_t id, const char *room,
+                              uint64_t seq, uint64_t ts);
+size_t zchat_encode_acks_append (zchat_buf_t *buf, const void *ack, size_t ack_size);
+//  MESSAGES (version 2): several messages of one room in one publication,
+//  ascending seq. Items as above; _append copies the item part of an
+//  encoded MESSAGE body, which must be of the same room.
+size_t zchat_encode_messages_begin (zchat_buf_t *buf, const char *room);
+size_t zchat_encode_messages_add (zchat_buf_t *buf, uint64_t seq, uint64_t ts,
+                              const char *nick, uint8_t kind,
+                              const char *text, size_t text_size);
+size_t zchat_encode_messages_append (zchat_buf_t *buf, const void *message,
+                              size_t message_size);
 size_t zchat_encode_event    (zchat_buf_t *buf, uint64_t id, const char *room,
                               uint64_t ts, uint8_t event, const char *nick,
                               const char *detail);

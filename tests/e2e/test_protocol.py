@@ -6,9 +6,10 @@ re-greeting, and BYE."""
 
 import time
 
-from harness import (Broker, RawDealer, RawSub, check, decode, raw_session, T,
-                     ACK, DELIVER, ERROR, EVENT, HELLO, MEMBERS, MESSAGE, OK, PING,
-                     PONG, PROBE, TOPIC, TOPICIS, WELCOME, WHO, DM)
+from harness import (Broker, RawDealer, RawSub, TestFailure, check, decode, encode,
+                     raw_session, T, ACK, ACKS, DELIVER, ERROR, EVENT, HELLO, MEMBERS,
+                     MESSAGE, MESSAGES, OK, PING, PONG, PROBE, SAY, TOPIC, TOPICIS,
+                     WELCOME, WHO, DM)
 
 
 def test_welcome_and_version():
@@ -25,15 +26,18 @@ def test_welcome_and_version():
     check(m["max_text"] == 2000, "WELCOME max_text: %r" % m)
     check(len(m["token"]) == 32 and all(c in "0123456789abcdef" for c in m["token"].lower()),
           "the token should be 32 hex digits: %r" % m["token"])
+    #  Versions: 0 is below what the broker speaks (426 naming 1 and 2); a
+    #  client announcing a newer version than 2 gets 2, the newest both speak
     e = RawDealer(b.router)
-    m = e.request(HELLO, version=2, nick="future", token="")
-    check(m["type"] == ERROR and m["code"] == 426 and "1" in m["reason"],
-          "HELLO version 2 should be 426 naming version 1: %r" % m)
-    m = e.hello("future")
-    check(m["type"] == WELCOME, "after 426, version 1 works: %r" % m)
+    m = e.request(HELLO, version=0, nick="future", token="")
+    check(m["type"] == ERROR and m["code"] == 426 and m["reason"] == "supported versions: 1 2",
+          "HELLO version 0 should be 426 naming versions 1 and 2: %r" % m)
+    m = e.request(HELLO, version=9, nick="future", token="")
+    check(m["type"] == WELCOME and m["version"] == 2,
+          "HELLO version 9 should be WELCOME version 2: %r" % m)
     #  A refused HELLO leaves the peer's existing session as it was.
-    m = d.request(HELLO, version=2, nick="greeter", token="")
-    check(m["type"] == ERROR and m["code"] == 426, "re-greeting with version 2: %r" % m)
+    m = d.request(HELLO, version=0, nick="greeter", token="")
+    check(m["type"] == ERROR and m["code"] == 426, "re-greeting with version 0: %r" % m)
     m = d.request(PING)
     check(m["type"] == PONG, "a re-greeting refused with 426 ended the session: %r" % m)
     m = d.request(HELLO, version=1, nick="future", token="")
@@ -137,3 +141,79 @@ def test_dm_and_takeover():
     check(m["type"] == ERROR and m["code"] == 440, "PING after BYE: %r" % m)
     d = RawDealer(b.router)
     check(d.hello("alice")["type"] == WELCOME, "after BYE the nick is free at once")
+
+
+def test_batches():
+    """Version 2: SAYs that reach the broker together are acknowledged with
+    one ACKS per sender and published as MESSAGES; a version 1 sender in
+    the same burst still gets one ACK per SAY. Every id and every seq is
+    accounted for exactly once, in order."""
+    b = Broker()
+    sub = RawSub(b.pub, topics=[b"hall:"])
+    v2 = RawDealer(b.router)
+    check(v2.hello("newer", version=2)["version"] == 2, "WELCOME version 2")
+    v1 = RawDealer(b.router)
+    check(v1.hello("older", version=1)["version"] == 1, "WELCOME version 1")
+    v2.join("hall")
+    v1.join("hall")
+    deadline = time.monotonic() + T(10)
+    while not [m for m in sub.decoded() if m["type"] == PROBE]:
+        check(v2.request(PROBE, room="hall")["type"] == OK, "PROBE should be answered OK")
+        sub.drain(0.1)
+        check(time.monotonic() < deadline, "our PROBE never came back on PUB")
+
+    #  Bursts without waiting, so that they share groups
+    count = 300
+    for i in range(count):
+        v2.send(encode(SAY, 1000 + i, room="hall", kind=0, text="n%d" % i))
+        v1.send(encode(SAY, 5000 + i, room="hall", kind=0, text="o%d" % i))
+
+    def collect(dealer, want):
+        got, frames = [], []
+        deadline = time.monotonic() + T(10)
+        while len(got) < want:
+            check(time.monotonic() < deadline, "only %d of %d acknowledged" % (len(got), want))
+            m = dealer.recv(timeout=T(5))
+            frames.append(m["type"])
+            if m["type"] == ACK:
+                got.append((m["id"], m["seq"]))
+            elif m["type"] == ACKS:
+                check(len(m["items"]) >= 2, "an ACKS of fewer than two: %r" % m)
+                got += [(i["id"], i["seq"]) for i in m["items"]]
+            else:
+                raise TestFailure("expected ACK or ACKS, got %r" % m)
+        return got, frames
+
+    new_acks, new_frames = collect(v2, count)
+    old_acks, old_frames = collect(v1, count)
+    check([i for i, _ in new_acks] == list(range(1000, 1000 + count)),
+          "version 2 acknowledgements out of order or missing")
+    check([i for i, _ in old_acks] == list(range(5000, 5000 + count)),
+          "version 1 acknowledgements out of order or missing")
+    check(set(old_frames) == {ACK}, "a version 1 sender got a batch: %r" % set(old_frames))
+    check(ACKS in new_frames and len(new_frames) < count,
+          "%d SAYs sent together were acknowledged in %d frames, never batched"
+          % (count, len(new_frames)))
+    seqs = sorted(s for _, s in new_acks + old_acks)
+    check(seqs == list(range(1, 2 * count + 1)), "seqs are not 1..%d" % (2 * count))
+
+    #  PUB: every seq once, in order, text matching its sender's ACK
+    by_seq = {s: "n%d" % (i - 1000) for i, s in new_acks}
+    by_seq.update({s: "o%d" % (i - 5000) for i, s in old_acks})
+    seen, batches = [], 0
+    deadline = time.monotonic() + T(10)
+    while len(seen) < 2 * count:
+        check(time.monotonic() < deadline, "only %d of %d published" % (len(seen), 2 * count))
+        sub.drain(0.2)
+        seen, batches = [], 0
+        for m in sub.decoded():
+            if m["type"] == MESSAGE:
+                seen.append((m["seq"], m["text"]))
+            elif m["type"] == MESSAGES:
+                batches += 1
+                check(m["room"] == "hall" and len(m["items"]) >= 2, "MESSAGES: %r" % m)
+                seen += [(i["seq"], i["text"]) for i in m["items"]]
+    check([s for s, _ in seen] == list(range(1, 2 * count + 1)),
+          "PUB seqs out of order, missing or repeated")
+    check(all(by_seq[s] == t for s, t in seen), "a published text does not match its ACK")
+    check(batches > 0, "%d messages in bursts were never published as MESSAGES" % (2 * count))

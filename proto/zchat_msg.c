@@ -285,7 +285,15 @@ zchat_msg_decode (zchat_msg_t *msg, const void *data, size_t size)
             break;
         case ZCHAT_PONG:
         case ZCHAT_ROOMLIST:
+            READ (s_get_items (r, msg));
+            break;
         case ZCHAT_ACKS:
+            //  Batches answer nothing themselves: id 0, so that each has
+            //  exactly one encoding
+            if (msg->id != 0) {
+                rc = ZCHAT_DECODE_BAD_VALUE;
+                goto malformed;
+            }
             READ (s_get_items (r, msg));
             break;
         case ZCHAT_JOIN:
@@ -324,8 +332,15 @@ zchat_msg_decode (zchat_msg_t *msg, const void *data, size_t size)
         case ZCHAT_NICK:
             READ (s_get_str (r, msg->nick, ZCHAT_MAX_NICK, true));
             break;
-        case ZCHAT_MEMBERS:
         case ZCHAT_MESSAGES:
+            if (msg->id != 0) {
+                rc = ZCHAT_DECODE_BAD_VALUE;
+                goto malformed;
+            }
+            READ (s_get_str (r, msg->room, ZCHAT_MAX_ROOM, true));
+            READ (s_get_items (r, msg));
+            break;
+        case ZCHAT_MEMBERS:
             READ (s_get_str (r, msg->room, ZCHAT_MAX_ROOM, true));
             READ (s_get_items (r, msg));
             break;
@@ -2154,6 +2169,11 @@ s_test_hostile (samples_t *samples, bool verbose)
     s_raw_uint (&raw, 1, 7);
     s_raw_text (&raw, "hi", 2);
     s_expect ("PAGE item kind 7", raw.data, raw.size, ZCHAT_DECODE_BAD_VALUE);
+    s_expect ("ACKS with an id", "ZC\x1B\0\0\0\0\0\0\0\x01\0\0", 13,
+              ZCHAT_DECODE_BAD_VALUE);
+    s_expect ("ACKS, none", "ZC\x1B\0\0\0\0\0\0\0\0\0\0", 13, ZCHAT_DECODE_OK);
+    s_expect ("MESSAGES with an id", "ZC\x1C\0\0\0\0\0\0\0\x01\x01r\0\0", 15,
+              ZCHAT_DECODE_BAD_VALUE);
 
     //  A frame over ZCHAT_MAX_FRAME is refused before anything is read
     body = (uint8_t *) calloc (1, ZCHAT_MAX_FRAME + 1);

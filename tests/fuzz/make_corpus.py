@@ -20,7 +20,7 @@ import sys
 
 HELLO, WELCOME, BYE, PING, PONG, JOIN, JOINED, LEAVE, SAY, ACK, DM, \
     DELIVER, NICK, WHO, MEMBERS, ROOMS, ROOMLIST, TOPIC, TOPICIS, HISTORY, \
-    PAGE, PROBE, OK, ERROR, MESSAGE, EVENT = range(1, 27)
+    PAGE, PROBE, OK, ERROR, MESSAGE, EVENT, ACKS, MESSAGES = range(1, 29)
 
 
 def header(msg_type, request_id):
@@ -117,6 +117,17 @@ def valid_bodies():
     yield "error_unsolicited", header(ERROR, 0) + u16(400) + u32(0) + s("malformed body")
     yield "message", (header(MESSAGE, 0) + s("lobby") + u64(1002) + u64(TS) + s("alice")
                       + u8(0) + t("hello, world"))
+    # Version 2 batches
+    yield "acks", header(ACKS, 0) + items([
+        u64(5) + s("lobby") + u64(1) + u64(TS),
+        u64(6) + s("ops") + u64(2**64 - 1) + u64(TS + 1),
+        u64(7) + s("") + u64(0) + u64(TS + 2),
+    ])
+    yield "messages", header(MESSAGES, 0) + s("lobby") + items([
+        u64(1003) + u64(TS) + s("alice") + u8(0) + t("one"),
+        u64(1004) + u64(TS) + s("bob") + u8(1) + t("waves"),
+        u64(1005) + u64(TS + 1) + s("carol") + u8(0) + t(TEXT),
+    ])
     for event, detail in ((1, ""), (2, ""), (3, ""), (4, "alice2"), (5, TOPIC_TEXT)):
         yield "event_%d" % event, (header(EVENT, 0) + s("lobby") + u64(TS) + u8(event)
                                    + s("alice") + s(detail))
@@ -133,7 +144,11 @@ def malformed_bodies():
     """(name, body) that a decoder must reject, one step from valid."""
     yield "bad_empty", b""
     yield "bad_signature", b"ZX" + header(PING, 1)[2:]
-    yield "bad_type_27", b"ZC" + u8(27) + u64(1)
+    yield "bad_type_29", b"ZC" + u8(29) + u64(1)
+    yield "bad_acks_item_short", header(ACKS, 0) + u16(2) + u64(5) + s("lobby") + u64(1) \
+        + u64(TS) + u64(6) + s("lobby") + u64(2)
+    yield "bad_messages_kind", header(MESSAGES, 0) + s("lobby") + items([
+        u64(1) + u64(TS) + s("alice") + u8(2) + t("x")])
     yield "bad_truncated_text", header(SAY, 1) + s("lobby") + u8(0) + u32(100) + b"short"
     yield "bad_trailing", header(PING, 1) + b"\x00"
     # One byte short: a length checked with an off-by-one reads past the end
@@ -190,6 +205,15 @@ def broker_conversations():
         record(1, header(HELLO, 3) + u8(1) + s("erin") + s(""), curve=True),
     ]
     yield "curve_nicks", b"".join(curve)
+    # Version 2: a burst from one sender and a version 1 sender, one flush
+    batch = [
+        record(0, header(HELLO, 1) + u8(2) + s("frank") + s("")),
+        record(1, header(HELLO, 2) + u8(1) + s("grace") + s("")),
+        record(0, header(JOIN, 3) + s("lobby")),
+        record(1, header(JOIN, 4) + s("lobby")),
+    ] + [record(i % 2, header(SAY, 10 + i) + s("lobby") + u8(i % 2) + t("m%d" % i))
+         for i in range(8)] + [record(0, header(PING, 30), flush=True)]
+    yield "batches", b"".join(batch)
     yield "garbage", b"".join(record(i % 4, body) for i, (_, body) in enumerate(malformed_bodies()))
 
 

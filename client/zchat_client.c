@@ -15,7 +15,9 @@
 //  - rooms: subscribe first, JOIN, then PROBE until our own probe comes
 //    back on SUB; only then is the join reported, and from then on a
 //    per-room zchat_sequencer puts messages in order and asks for what is
-//    missing over DEALER (HISTORY).
+//    missing over DEALER (HISTORY). A send-only room is a JOIN and no
+//    more: no subscription, no probe, no sequencing; it is reported at
+//    JOINED, and whatever of it still reaches the SUB is dropped.
 //  - the session: silence from the broker for its session timeout, or an
 //    ERROR 440/401, means the session is gone: greet again with our token
 //    on the same DEALER (libzmq reconnects by itself), rejoin, resend.
@@ -126,6 +128,10 @@ typedef struct {
     uint8_t  topic_frame [ZCHAT_MAX_TOPIC_FRAME];
     size_t   topic_frame_size;
     s_room_state_t state;
+    bool     send_only;         //  a member to send only: no SUB
+                                //  subscription, no probe, no sequencing
+    bool     upgrade;           //  a receiving join of a send-only room,
+                                //  not live yet: if refused, send-only again
     bool     confirmed;         //  JOINED was reported to the caller
     uint64_t join_id;           //  the caller's join request
     uint64_t join_seq;          //  newest seq at the first join
@@ -842,23 +848,36 @@ s_room_drop (void *arg, void *item)
 }
 
 //  --------------------------------------------------------------------------
-//  A room we are joining; subscribes the SUB to its topic at once, so that
-//  nothing published after our JOIN can be missed.
+//  A fresh sequencer for a room, or NULL if out of memory.
+
+static zchat_sequencer_t *
+s_room_sequencer_new (s_room_t *room)
+{
+    zchat_sequencer_output_t output = { room, s_room_deliver, s_room_gap, s_room_drop };
+    return zchat_sequencer_new (S_BUFFER_LIMIT, output);
+}
+
+//  --------------------------------------------------------------------------
+//  A room we are joining. A receiving room subscribes the SUB to its topic
+//  at once, so that nothing published after our JOIN can be missed; a
+//  send-only room never subscribes.
 
 static s_room_t *
-s_room_new (zchat_client_t *self, const char *name)
+s_room_new (zchat_client_t *self, const char *name, bool send_only)
 {
     s_room_t *room = (s_room_t *) calloc (1, sizeof (s_room_t));
     if (!room)
         return NULL;
     room->client = self;
+    room->send_only = send_only;
     s_copy (room->name, sizeof (room->name), name);
     room->topic_frame_size = zchat_topic_frame (name, room->topic_frame);
-    zchat_sequencer_output_t output = { room, s_room_deliver, s_room_gap, s_room_drop };
-    room->sequencer = zchat_sequencer_new (S_BUFFER_LIMIT, output);
+    //  A send-only room has a sequencer too, unused until a receiving join
+    //  upgrades the room: it holds nothing meanwhile
+    room->sequencer = s_room_sequencer_new (room);
     if (!room->sequencer
-    ||  zmq_setsockopt (self->sub_h, ZMQ_SUBSCRIBE,
-                        room->topic_frame, room->topic_frame_size)) {
+    ||  (!send_only && zmq_setsockopt (self->sub_h, ZMQ_SUBSCRIBE,
+                                       room->topic_frame, room->topic_frame_size))) {
         zchat_sequencer_destroy (&room->sequencer);
         free (room);
         return NULL;
@@ -867,7 +886,8 @@ s_room_new (zchat_client_t *self, const char *name)
 }
 
 //  --------------------------------------------------------------------------
-//  Unsubscribe and free a room; for zhashx, so it takes void **.
+//  Unsubscribe (a receiving room) and free a room; for zhashx, so it takes
+//  void **.
 
 static void
 s_room_destroy (s_room_t **self_p)
@@ -876,8 +896,9 @@ s_room_destroy (s_room_t **self_p)
     if (self) {
         if (self->client->last_room == self)
             self->client->last_room = NULL;
-        zmq_setsockopt (self->client->sub_h, ZMQ_UNSUBSCRIBE,
-                        self->topic_frame, self->topic_frame_size);
+        if (!self->send_only)
+            zmq_setsockopt (self->client->sub_h, ZMQ_UNSUBSCRIBE,
+                            self->topic_frame, self->topic_frame_size);
         zchat_sequencer_destroy (&self->sequencer);
         s_queue_purge (&self->held);
         free (self);
@@ -921,6 +942,22 @@ s_room_join (zchat_client_t *self, s_room_t *room, int64_t now)
 }
 
 //  --------------------------------------------------------------------------
+//  Report a join of room to the caller: JOINED answering id, at seq.
+
+static void
+s_report_joined (zchat_client_t *self, s_room_t *room, uint64_t id, uint64_t seq)
+{
+    zchat_event_t *event = s_event_new (ZCHAT_EV_JOINED);
+    if (event) {
+        event->id = id;
+        s_copy (event->room, sizeof (event->room), room->name);
+        s_copy (event->topic, sizeof (event->topic), room->topic);
+        event->seq = seq;
+        s_emit (self, event);
+    }
+}
+
+//  --------------------------------------------------------------------------
 //  Our probe came back (or we stopped waiting, and said so: then report
 //  is false): the room is live. Report the join, then what was held back,
 //  then let the sequencer run.
@@ -929,22 +966,66 @@ static void
 s_room_live (zchat_client_t *self, s_room_t *room, bool report, int64_t now)
 {
     room->state = R_LIVE;
+    room->upgrade = false;
     if (!room->confirmed) {
         room->confirmed = true;
-        zchat_event_t *event = report? s_event_new (ZCHAT_EV_JOINED): NULL;
-        if (event) {
-            event->id = room->join_id;
-            s_copy (event->room, sizeof (event->room), room->name);
-            s_copy (event->topic, sizeof (event->topic), room->topic);
-            event->seq = room->join_seq;
-            s_emit (self, event);
-        }
+        if (report)
+            s_report_joined (self, room, room->join_id, room->join_seq);
         zchat_event_t *held;
         while ((held = s_queue_pop (&room->held)))
             s_emit (self, held);
     }
     zchat_sequencer_hold (room->sequencer, false);
     s_room_fetch (self, room, now);
+}
+
+//  --------------------------------------------------------------------------
+//  Make a room receiving (a receiving join of a send-only room): subscribe
+//  first, as for a new room, then join again; the room is reported again
+//  once live, under join_id, a new request id. Returns 0, or -1 if the
+//  SUB refused the subscription (the room stays send-only).
+
+static int
+s_room_upgrade (zchat_client_t *self, s_room_t *room, uint64_t join_id, int64_t now)
+{
+    if (zmq_setsockopt (self->sub_h, ZMQ_SUBSCRIBE,
+                        room->topic_frame, room->topic_frame_size))
+        return -1;
+    room->send_only = false;
+    room->join_id = join_id;
+    if (room->confirmed) {
+        room->upgrade = true;
+        room->confirmed = false;
+        s_room_join (self, room, now);
+    }
+    //  else its JOIN is on its way: its JOINED starts probing as for any
+    //  receiving join, and reports the join once live
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Back to send-only after a failed upgrade: the broker still counts us as
+//  a member, but we stop listening and forget whatever the room had begun
+//  to receive (a fresh sequencer, so that a later upgrade starts afresh).
+
+static void
+s_room_send_only (zchat_client_t *self, s_room_t *room)
+{
+    zmq_setsockopt (self->sub_h, ZMQ_UNSUBSCRIBE, room->topic_frame, room->topic_frame_size);
+    room->send_only = true;
+    room->upgrade = false;
+    room->confirmed = true;
+    room->state = R_LIVE;
+    room->fetch_id = 0;
+    room->fetch_retry_ms = 0;
+    room->tail_seq = 0;
+    room->tail_due_ms = 0;
+    s_queue_purge (&room->held);
+    zchat_sequencer_t *fresh = s_room_sequencer_new (room);
+    if (fresh) {                //  out of memory: the old one it is
+        zchat_sequencer_destroy (&room->sequencer);
+        room->sequencer = fresh;
+    }
 }
 
 //  --------------------------------------------------------------------------
@@ -974,11 +1055,14 @@ s_room_fetch (zchat_client_t *self, s_room_t *room, int64_t now)
 }
 
 //  --------------------------------------------------------------------------
-//  Room housekeeping: probes, PONG-told tails, fetch retries.
+//  Room housekeeping: probes, PONG-told tails, fetch retries (none for a
+//  send-only room).
 
 static void
 s_room_tick (zchat_client_t *self, s_room_t *room, int64_t now)
 {
+    if (room->send_only)
+        return;                 //  nothing to probe, sequence or fetch
     if (room->fetch_id) {
         if (now - room->fetch_sent_ms >= self->timeout_ms) {
             //  No answer: a broker may drop a reply to a peer it has too
@@ -1159,9 +1243,11 @@ s_on_welcome (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
     //  Rooms first, so that the sends that follow find us members
     s_room_t *room = (s_room_t *) zhashx_first (self->rooms);
     while (room) {
-        room->fetch_id = 0;
-        room->fetch_retry_ms = 0;
-        zchat_sequencer_fetch_failed (room->sequencer);
+        if (!room->send_only) {
+            room->fetch_id = 0;
+            room->fetch_retry_ms = 0;
+            zchat_sequencer_fetch_failed (room->sequencer);
+        }
         s_room_join (self, room, now);
         room = (s_room_t *) zhashx_next (self->rooms);
     }
@@ -1312,7 +1398,8 @@ s_on_history_page (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, in
 }
 
 //  --------------------------------------------------------------------------
-//  JOINED: remember where the room stands; on a first join, start probing.
+//  JOINED: remember where the room stands; on a first join, start probing
+//  (a send-only room is reported at once: there is nothing to probe).
 
 static void
 s_on_joined (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int64_t now)
@@ -1325,6 +1412,18 @@ s_on_joined (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int64_t 
         return;                 //  left meanwhile
     room->members = msg->members;
     s_copy (room->topic, sizeof (room->topic), msg->topic);
+    if (room->send_only) {
+        room->state = R_LIVE;
+        if (!room->confirmed) {
+            room->confirmed = true;
+            room->join_seq = msg->seq;
+            s_report_joined (self, room, room->join_id, msg->seq);
+        }
+        else
+        if (user_id && user_id != room->join_id)
+            s_report_joined (self, room, user_id, msg->seq);
+        return;
+    }
     if (!zchat_sequencer_started (room->sequencer)) {
         uint64_t replay = (uint64_t) self->history_n;
         if (replay > msg->seq)
@@ -1336,18 +1435,9 @@ s_on_joined (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int64_t 
     if (room->confirmed) {
         //  A rejoin on a new session, or the caller joining again: live at
         //  once; the sequencer fetches whatever we missed meanwhile
-        bool again = user_id && user_id != room->join_id;
         room->state = R_LIVE;
-        if (again) {
-            zchat_event_t *event = s_event_new (ZCHAT_EV_JOINED);
-            if (event) {
-                event->id = user_id;
-                s_copy (event->room, sizeof (event->room), room->name);
-                s_copy (event->topic, sizeof (event->topic), room->topic);
-                event->seq = msg->seq;
-                s_emit (self, event);
-            }
-        }
+        if (user_id && user_id != room->join_id)
+            s_report_joined (self, room, user_id, msg->seq);
         s_room_fetch (self, room, now);
     }
     else
@@ -1394,6 +1484,14 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
     s_room_t *room = *req->room? (s_room_t *) zhashx_lookup (self->rooms, req->room): NULL;
     switch (req->kind) {
         case RQ_JOIN:
+            if (room && room->upgrade) {
+                //  The receiving join of a send-only room failed: the
+                //  broker still has us as a member, so send-only it stays
+                s_emit_error (self, room->join_id, msg->code, msg->retry_ms,
+                              room->name, NULL, msg->reason);
+                s_room_send_only (self, room);
+            }
+            else
             if (room && !room->confirmed) {
                 //  The join failed: forget the room
                 s_emit_error (self, room->join_id, msg->code, msg->retry_ms,
@@ -1502,8 +1600,9 @@ s_on_list (zchat_client_t *self, const zchat_msg_t *msg)
 }
 
 //  --------------------------------------------------------------------------
-//  PONG: note each room's newest seq; if still missing after a grace
-//  period (it may be on its way on SUB), fetch it.
+//  PONG: note each receiving room's newest seq; if still missing after a
+//  grace period (it may be on its way on SUB), fetch it. A send-only room
+//  wants none of its messages.
 
 static void
 s_on_pong (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
@@ -1512,7 +1611,7 @@ s_on_pong (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
     zchat_item_t item;
     while (zchat_msg_next_item (msg, &cursor, &item)) {
         s_room_t *room = (s_room_t *) zhashx_lookup (self->rooms, item.room);
-        if (!room || !zchat_sequencer_started (room->sequencer)
+        if (!room || room->send_only || !zchat_sequencer_started (room->sequencer)
         ||  item.seq <= zchat_sequencer_last (room->sequencer))
             continue;
         if (room->tail_seq < item.seq)
@@ -1688,8 +1787,9 @@ s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
     if (zchat_msg_decode (&msg, data, size) != ZCHAT_DECODE_OK)
         return;
     s_room_t *room = s_room_lookup (self, msg.room);
-    if (!room)
-        return;                 //  a room we left
+    if (!room || room->send_only)
+        return;                 //  a room we left, or one we left and
+                                //  joined again to send only
     if (msg.type == ZCHAT_MESSAGE) {
         s_on_message (self, room, msg.room, msg.seq, msg.ts, msg.nick, msg.kind,
                       msg.text, msg.text_size);
@@ -2362,16 +2462,27 @@ s_check_room (zchat_client_t *self, const char *room)
 }
 
 //  --------------------------------------------------------------------------
-//  Join: subscribe first, then JOIN (PROTOCOL.md §6.4).
+//  Join: subscribe first, then JOIN (PROTOCOL.md §6.4); send-only: JOIN
+//  only. A receiving join of a send-only room makes it receiving; a
+//  send-only join of a receiving room changes nothing: both answer as a
+//  join of a room already joined does.
 
-uint64_t
-zchat_client_join (zchat_client_t *self, const char *room_name)
+static uint64_t
+s_join (zchat_client_t *self, const char *room_name, bool send_only)
 {
     assert (self);
     if (!s_check_room (self, room_name) || !s_can_request (self))
         return 0;
     int64_t now = s_now ();
     s_room_t *room = (s_room_t *) zhashx_lookup (self->rooms, room_name);
+    if (room && room->send_only && !send_only) {
+        uint64_t join_id = room->confirmed? s_next_id (self): room->join_id;
+        if (s_room_upgrade (self, room, join_id, now)) {
+            s_set_error (self, "cannot subscribe to room %s", room_name);
+            return 0;
+        }
+        return join_id;
+    }
     if (room) {
         if (!room->confirmed)
             return room->join_id;       //  already on its way
@@ -2384,9 +2495,12 @@ zchat_client_join (zchat_client_t *self, const char *room_name)
         req->sent = false;
         return s_request (self, req, now);
     }
-    room = s_room_new (self, room_name);
+    room = s_room_new (self, room_name, send_only);
     if (!room) {
-        s_set_error (self, "cannot subscribe to room %s", room_name);
+        if (send_only)
+            s_set_error (self, "out of memory");
+        else
+            s_set_error (self, "cannot subscribe to room %s", room_name);
         return 0;
     }
     room->join_id = s_next_id (self);
@@ -2397,6 +2511,18 @@ zchat_client_join (zchat_client_t *self, const char *room_name)
     }
     s_room_join (self, room, now);
     return room->join_id;
+}
+
+uint64_t
+zchat_client_join (zchat_client_t *self, const char *room)
+{
+    return s_join (self, room, false);
+}
+
+uint64_t
+zchat_client_join_send_only (zchat_client_t *self, const char *room)
+{
+    return s_join (self, room, true);
 }
 
 //  --------------------------------------------------------------------------
@@ -2786,7 +2912,7 @@ s_test_hostile_names (zchat_client_t *client)
         zchat_event_destroy (&event);
 
     //  A live room, as after a confirmed join
-    s_room_t *room = s_room_new (client, "lobby");
+    s_room_t *room = s_room_new (client, "lobby", false);
     assert (room);
     room->confirmed = true;
     room->state = R_LIVE;
@@ -2926,6 +3052,213 @@ s_test_hostile_names (zchat_client_t *client)
     assert (event && event->type == ZCHAT_EV_ACK && streq (event->room, "lobby"));
     zchat_event_destroy (&event);
     assert (s_test_event (client) == NULL);
+}
+
+//  The id of a request of kind for room in the client's table (sent or
+//  not), or 0.
+static uint64_t
+s_test_request (zchat_client_t *client, s_req_kind_t kind, const char *room)
+{
+    size_t cursor = 0;
+    uint64_t id;
+    s_request_t *req;
+    while ((req = (s_request_t *) zchat_idmap_next (client->requests, &cursor, &id)))
+        if (req->kind == kind && streq (req->room, room))
+            return id;
+    return 0;
+}
+
+//  The next subscription change an XPUB saw, as "+topic" or "-topic"
+//  (fresh string), or NULL if none came within timeout_ms.
+static char *
+s_test_subscription (zsock_t *xpub, int timeout_ms)
+{
+    zsock_set_rcvtimeo (xpub, timeout_ms);
+    zframe_t *frame = zframe_recv (xpub);
+    if (!frame)
+        return NULL;
+    const char *data = (const char *) zframe_data (frame);
+    size_t size = zframe_size (frame);
+    char *change = size? zsys_sprintf ("%c%.*s", data [0] == 1? '+': '-',
+                                       (int) size - 1, data + 1): NULL;
+    zframe_destroy (&frame);
+    return change;
+}
+
+//  Assert that the next subscription change an XPUB sees is expected.
+static void
+s_test_expect_subscription (zsock_t *xpub, const char *expected)
+{
+    char *change = s_test_subscription (xpub, 5000);
+    assert (change && streq (change, expected));
+    zstr_free (&change);
+}
+
+//  The next queued event, which must be of type and answer id (any id if
+//  id is 0); destroyed, its seq returned.
+static uint64_t
+s_test_expect_event (zchat_client_t *client, zchat_event_type_t type, uint64_t id)
+{
+    zchat_event_t *event = s_test_event (client);
+    assert (event && event->type == type);
+    assert (id == 0 || event->id == id);
+    uint64_t seq = event->seq;
+    zchat_event_destroy (&event);
+    return seq;
+}
+
+//  Send-only rooms: JOIN and nothing more. What the SUB subscribes to is
+//  watched on an XPUB standing in for the broker's PUB.
+static void
+s_test_send_only (void)
+{
+    zsock_t *xpub = zsock_new (ZMQ_XPUB);
+    assert (xpub);
+    int on = 1;
+    int rc = zmq_setsockopt (zsock_resolve (xpub), ZMQ_XPUB_VERBOSER, &on, sizeof (on));
+    assert (rc == 0);
+    int port = zsock_bind (xpub, "tcp://127.0.0.1:*");
+    assert (port > 0);
+    char endpoint [64];
+    snprintf (endpoint, sizeof (endpoint), "tcp://127.0.0.1:%d", port);
+    zchat_client_t *client = zchat_client_new ("tcp://127.0.0.1:1", "alice");
+    assert (client);
+    zchat_client_set_sub_endpoint (client, endpoint);
+    zchat_buf_t *buf = &client->buf;
+    client->state = S_GREETING;
+    s_test_feed (client, false, zchat_encode_welcome (buf, client->hello_id, ZCHAT_VERSION,
+                                                      "alice", "token", 0, "", 1000, 3000,
+                                                      0, false));
+    assert (client->state == S_READY);
+
+    //  A send-only join is reported at JOINED: no probe, no sequencing
+    uint64_t id = zchat_client_join_send_only (client, "ops");
+    assert (id);
+    assert (zchat_client_join_send_only (client, "ops") == id);     //  on its way
+    s_room_t *room = (s_room_t *) zhashx_lookup (client->rooms, "ops");
+    assert (room && room->send_only && room->state == R_JOINING);
+    uint64_t join = s_test_request (client, RQ_JOIN, "ops");
+    assert (join);
+    s_test_feed (client, false, zchat_encode_joined (buf, join, "ops", 7, 1, 2, "t"));
+    zchat_event_t *event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_JOINED && event->id == id);
+    assert (event->seq == 7 && streq (event->room, "ops") && streq (event->topic, "t"));
+    zchat_event_destroy (&event);
+    assert (room->state == R_LIVE && room->confirmed);
+    assert (s_test_request (client, RQ_PROBE, "ops") == 0);
+    assert (!zchat_sequencer_started (room->sequencer));
+
+    //  The SUB never subscribed to it: the first subscription the PUB sees
+    //  is that of a receiving room joined after it
+    uint64_t mark = zchat_client_join (client, "mark");
+    assert (mark && mark != id);
+    s_test_expect_subscription (xpub, "+mark:");
+
+    //  Its traffic, should any reach the SUB, never reaches the caller
+    s_test_feed (client, true, zchat_encode_message (buf, 0, "ops", 8, 8, "bob",
+                                                     ZCHAT_KIND_TEXT, "hi", 2));
+    zchat_encode_messages_begin (buf, "ops");
+    zchat_encode_messages_add (buf, 9, 9, "bob", ZCHAT_KIND_TEXT, "a", 1);
+    s_test_feed (client, true, zchat_encode_messages_add (buf, 10, 9, "bob",
+                                                          ZCHAT_KIND_TEXT, "b", 1));
+    s_test_feed (client, true, zchat_encode_event (buf, 0, "ops", 9, ZCHAT_EVENT_JOIN,
+                                                   "carol", ""));
+    s_test_feed (client, true, zchat_encode_event (buf, 0, "ops", 9, ZCHAT_EVENT_TOPIC,
+                                                   "carol", "new"));
+    s_test_feed (client, true, zchat_encode_probe (buf, 0, "ops", "alice"));
+    assert (s_test_event (client) == NULL);
+    assert (!zchat_sequencer_started (room->sequencer));
+    //  A PONG telling newer messages fetches nothing
+    zchat_encode_pong_begin (buf, 0);
+    s_test_feed (client, false, zchat_encode_pong_add (buf, "ops", 20));
+    assert (room->tail_due_ms == 0);
+    s_room_tick (client, room, s_now () + 60000);
+    assert (room->fetch_id == 0 && s_test_request (client, RQ_FETCH, "ops") == 0);
+    assert (s_test_event (client) == NULL);
+
+    //  Sends go as from any member; a new session joins the room again,
+    //  send-only still, reports nothing, and sends again what is pending
+    uint64_t say = zchat_client_say (client, "ops", "yo", 2, false);
+    assert (say && zchat_client_pending (client) == 1);
+    s_test_feed (client, false, zchat_encode_welcome (buf, 0, ZCHAT_VERSION, "alice",
+                                                      "token", 0, "", 1000, 3000, 0, false));
+    join = s_test_request (client, RQ_JOIN, "ops");
+    assert (join && room->send_only && room->state == R_JOINING);
+    assert (zchat_client_pending (client) == 1);
+    s_test_feed (client, false, zchat_encode_joined (buf, join, "ops", 11, 1, 2, "t"));
+    assert (room->state == R_LIVE && room->send_only);
+    assert (s_test_request (client, RQ_PROBE, "ops") == 0);
+    assert (s_test_event (client) == NULL);
+    s_test_feed (client, false, zchat_encode_ack (buf, say, "ops", 12, 12));
+    assert (s_test_expect_event (client, ZCHAT_EV_ACK, say) == 12);
+    assert (zchat_client_pending (client) == 0);
+
+    //  Joined again, send-only: answered under the new id
+    uint64_t again = zchat_client_join_send_only (client, "ops");
+    assert (again && again != id);
+    join = s_test_request (client, RQ_JOIN, "ops");
+    assert (join);
+    s_test_feed (client, false, zchat_encode_joined (buf, join, "ops", 12, 1, 2, "t"));
+    assert (s_test_expect_event (client, ZCHAT_EV_JOINED, again) == 12);
+    assert (room->send_only);
+
+    //  A receiving join upgrades it: subscribe, join, probe. Refused, the
+    //  room is send-only again, and its subscription goes
+    uint64_t up = zchat_client_join (client, "ops");
+    assert (up && up != again);
+    assert (!room->send_only && room->upgrade && !room->confirmed);
+    s_test_expect_subscription (xpub, "+ops:");
+    join = s_test_request (client, RQ_JOIN, "ops");
+    assert (join);
+    s_test_feed (client, false, zchat_encode_error (buf, join, ZCHAT_ERR_RATE_LIMITED, 100,
+                                                    "slow down"));
+    event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_ERROR && event->id == up);
+    assert (event->code == ZCHAT_ERR_RATE_LIMITED && streq (event->room, "ops"));
+    zchat_event_destroy (&event);
+    assert (room->send_only && room->confirmed && room->state == R_LIVE && !room->upgrade);
+    assert (zhashx_lookup (client->rooms, "ops") == room);
+    s_test_expect_subscription (xpub, "-ops:");
+
+    //  Accepted, it is reported once live, and receives from then on
+    up = zchat_client_join (client, "ops");
+    assert (up);
+    s_test_expect_subscription (xpub, "+ops:");
+    join = s_test_request (client, RQ_JOIN, "ops");
+    assert (join);
+    s_test_feed (client, false, zchat_encode_joined (buf, join, "ops", 12, 1, 2, "t"));
+    assert (room->state == R_PROBING && s_test_request (client, RQ_PROBE, "ops"));
+    assert (s_test_event (client) == NULL);
+    s_test_feed (client, true, zchat_encode_probe (buf, 0, "ops", "alice"));
+    assert (s_test_expect_event (client, ZCHAT_EV_JOINED, up) == 12);
+    s_test_feed (client, true, zchat_encode_message (buf, 0, "ops", 13, 13, "bob",
+                                                     ZCHAT_KIND_TEXT, "hi", 2));
+    assert (s_test_expect_event (client, ZCHAT_EV_MESSAGE, 0) == 13);
+
+    //  A send-only join of a receiving room changes nothing
+    again = zchat_client_join_send_only (client, "ops");
+    assert (again);
+    join = s_test_request (client, RQ_JOIN, "ops");
+    assert (join);
+    s_test_feed (client, false, zchat_encode_joined (buf, join, "ops", 13, 1, 2, "t"));
+    assert (s_test_expect_event (client, ZCHAT_EV_JOINED, again) == 13);
+    assert (!room->send_only);
+    s_test_feed (client, true, zchat_encode_message (buf, 0, "ops", 14, 14, "bob",
+                                                     ZCHAT_KIND_TEXT, "hi", 2));
+    assert (s_test_expect_event (client, ZCHAT_EV_MESSAGE, 0) == 14);
+
+    //  Leaving a receiving room unsubscribes; leaving a send-only one has
+    //  nothing to unsubscribe
+    assert (zchat_client_leave (client, "ops"));
+    s_test_expect_subscription (xpub, "-ops:");
+    assert (zchat_client_join_send_only (client, "quiet"));
+    assert (zchat_client_leave (client, "quiet"));
+    assert (zchat_client_join (client, "mark2"));
+    s_test_expect_subscription (xpub, "+mark2:");
+    assert (s_test_event (client) == NULL);
+
+    zchat_client_destroy (&client);
+    zsock_destroy (&xpub);
 }
 
 void
@@ -3112,6 +3445,8 @@ zchat_client_test (bool verbose)
     assert (zchat_client_max_text (client) == 0);
     s_test_hostile_names (client);
     zchat_client_destroy (&client);
+
+    s_test_send_only ();
 
     if (verbose)
         printf ("OK\n");

@@ -163,6 +163,18 @@ uint32_t
 
 //  Requests. Each returns its request id, or 0 if it could not be sent.
 uint64_t zchat_client_join    (zchat_client_t *self, const char *room);
+//  Join a room to send to it only: the broker counts us as a member
+//  (SAY is allowed, WHO lists us), but we do not subscribe to its
+//  messages or events and never sequence or fetch them. ZCHAT_EV_JOINED
+//  comes as soon as the broker's JOINED does (no probe round trips).
+//  Returns the request id as zchat_client_join does.
+//  After a reconnect the room is joined again, send-only still. A
+//  zchat_client_join of a send-only room makes it receiving (JOINED again
+//  once live, under the id that call returns; if that join is refused,
+//  the room stays send-only); a send-only join of a receiving room changes
+//  nothing: it is answered as a join of a room already joined. Leave as
+//  any room.
+uint64_t zchat_client_join_send_only (zchat_client_t *self, const char *room);
 uint64_t zchat_client_leave   (zchat_client_t *self, const char *room);
 //  text of text_size bytes; valid UTF-8, within the broker's max_text.
 //  Resent with the same id (every heartbeat interval, and at once after a

@@ -3,11 +3,13 @@
 //  broker, runs them and gathers the figures.
 //
 //  Roles (one process each):
-//    zsender  one client: joins the room, then says N messages through a
-//             pipelined window of unacknowledged sends, paced to its share
-//             of --rate; times every ack. With --receive it also accounts
-//             for the room's messages (fairness runs); with --flood it
-//             sends until STOP (the flooder).
+//    zsender  one client: joins the room send-only (a member that does not
+//             receive, like the ceiling's senders), then says N messages
+//             through a pipelined window of unacknowledged sends, paced to
+//             its share of --rate; times every ack. With --receive it joins
+//             as a receiving member and also accounts for the room's
+//             messages (fairness runs); with --flood it sends until STOP
+//             (the flooder).
 //    zsub     one or more clients joined to the room, accounting for every
 //             message: lost, duplicated, repaired from history.
 //    zidle    many clients connected and greeted, doing nothing but keep
@@ -161,10 +163,11 @@ s_receive_event (s_receiver_t *self, zchat_event_t *event, uint32_t senders,
     return false;
 }
 
-//  Connect a client and join the room, waiting for the join to be live.
-//  Returns the client, or NULL with reason filled in.
+//  Connect a client and join the room (send-only: to send to it only),
+//  waiting for the join to be live. Returns the client, or NULL with reason
+//  filled in.
 static zchat_client_t *
-s_client_open (const char *server, const char *nick, const char *room,
+s_client_open (const char *server, const char *nick, const char *room, bool send_only,
                char *reason, size_t reason_size)
 {
     zchat_client_t *client = zchat_client_new (server, nick);
@@ -181,7 +184,8 @@ s_client_open (const char *server, const char *nick, const char *room,
     }
     if (!room)
         return client;
-    uint64_t id = zchat_client_join (client, room);
+    uint64_t id = send_only? zchat_client_join_send_only (client, room):
+                             zchat_client_join (client, room);
     zchat_event_t *event = id? zchat_client_wait (client, id, JOIN_TIMEOUT_MS): NULL;
     if (!event || event->type != ZCHAT_EV_JOINED) {
         snprintf (reason, reason_size, "%s: join %s: %.180s", nick, room,
@@ -239,7 +243,7 @@ s_zsender (bench_worker_t *worker, int argc, char **argv)
         bench_worker_fail (worker, "bad arguments");
         goto cleanup;
     }
-    client = s_client_open (server, nick, room, reason, sizeof (reason));
+    client = s_client_open (server, nick, room, !receive, reason, sizeof (reason));
     if (!client) {
         bench_worker_fail (worker, reason);
         goto cleanup;
@@ -419,7 +423,7 @@ s_zsub (bench_worker_t *worker, int argc, char **argv)
         char nick [ZCHAT_MAX_NICK + 1];
         snprintf (nick, sizeof (nick), "%sr%d_%d_%x", prefix, index, i,
                   (unsigned) getpid ());
-        client [i] = s_client_open (server, nick, room, reason, sizeof (reason));
+        client [i] = s_client_open (server, nick, room, false, reason, sizeof (reason));
         if (!client [i]) {
             bench_worker_fail (worker, reason);
             goto cleanup;
@@ -528,7 +532,7 @@ s_zidle (bench_worker_t *worker, int argc, char **argv)
         char nick [ZCHAT_MAX_NICK + 1];
         snprintf (nick, sizeof (nick), "%si%d_%d_%x", prefix, index, i,
                   (unsigned) getpid ());
-        client [i] = s_client_open (server, nick, room, reason, sizeof (reason));
+        client [i] = s_client_open (server, nick, room, false, reason, sizeof (reason));
         if (!client [i]) {
             bench_worker_fail (worker, reason);
             goto cleanup;

@@ -37,6 +37,7 @@ static const s_command_t s_commands [ZCHAT_TYPE_MAX + 1] = {
     [ZCHAT_JOIN]    = { zchat_server_do_join,    true },
     [ZCHAT_LEAVE]   = { zchat_server_do_leave,   true },
     [ZCHAT_SAY]     = { zchat_server_do_say,     true },
+    [ZCHAT_SAYS]    = { zchat_server_do_says,    true },
     [ZCHAT_DM]      = { zchat_server_do_dm,      true },
     [ZCHAT_NICK]    = { zchat_server_do_nick,    true },
     [ZCHAT_WHO]     = { zchat_server_do_who,     true },

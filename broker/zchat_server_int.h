@@ -118,6 +118,7 @@ void zchat_server_do_topic   (zchat_server_t *self, zchat_request_t *req);
 void zchat_server_do_probe   (zchat_server_t *self, zchat_request_t *req);
 void zchat_server_do_history (zchat_server_t *self, zchat_request_t *req);
 void zchat_server_do_say     (zchat_server_t *self, zchat_request_t *req);
+void zchat_server_do_says    (zchat_server_t *self, zchat_request_t *req);
 void zchat_server_do_dm      (zchat_server_t *self, zchat_request_t *req);
 
 //  Send body (size from an encoder) to the request's peer. A size of 0

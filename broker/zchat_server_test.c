@@ -1584,6 +1584,49 @@ s_test_batches (void)
     }
     //  One ACKS, and one MESSAGES (the last two)
     assert (zchat_testbed_batches (bed) == batches + 2);
+    seq += 6;
+
+    //  SAYS: each item as its own SAY, in order: a refused one answered
+    //  with ERROR under its own id at once, the others staged and
+    //  acknowledged with the group; an empty SAYS does nothing
+    zchat_testbed_clear (bed);
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    zchat_encode_says_begin (&s_buf);
+    zchat_encode_says_add (&s_buf, 60, "lobby", ZCHAT_KIND_TEXT, "s0", 2);
+    zchat_encode_says_add (&s_buf, 61, "nowhere", ZCHAT_KIND_TEXT, "s1", 2);
+    zchat_encode_says_add (&s_buf, 62, "lobby", ZCHAT_KIND_ACTION, "s2", 2);
+    size_t says_size = zchat_encode_says_add (&s_buf, 63, "ops", ZCHAT_KIND_TEXT, "s3", 2);
+    assert (says_size > 0);
+    zchat_testbed_send (bed, "A", s_body, says_size);
+    s_error (bed, "A", 61, ZCHAT_ERR_NOT_MEMBER);
+    assert (zchat_testbed_pending (bed) == 0);
+    assert (zchat_testbed_flush (bed) == 3);
+    msg = s_reply (bed, "A", ZCHAT_ACK, 60);
+    assert (msg->seq == seq && streq (msg->room, "lobby"));
+    msg = s_reply (bed, "A", ZCHAT_ACK, 62);
+    assert (msg->seq == seq + 1);
+    msg = s_reply (bed, "A", ZCHAT_ACK, 63);
+    assert (msg->seq == 2 && streq (msg->room, "ops"));
+    msg = s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+    assert (msg->seq == seq && streq (msg->nick, "alice") && msg->text_size == 2);
+    msg = s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+    assert (msg->seq == seq + 1 && msg->kind == ZCHAT_KIND_ACTION);
+    s_publication (bed, "ops:", ZCHAT_MESSAGE);
+    //  Resent as a SAYS again: the original ACKs, nothing new
+    zchat_testbed_send (bed, "A", s_body, says_size);
+    s_error (bed, "A", 61, ZCHAT_ERR_NOT_MEMBER);
+    assert (zchat_testbed_flush (bed) == 0);
+    msg = s_reply (bed, "A", ZCHAT_ACK, 60);
+    assert (msg->seq == seq);
+    assert (zchat_testbed_publications (bed, "lobby:") == 0);
+    zchat_testbed_clear (bed);
+    SEND (bed, "A", zchat_encode_says_begin (&s_buf));
+    assert (zchat_testbed_flush (bed) == 0);
+    assert (zchat_testbed_pending (bed) == 0);
+    //  Before a greeting: 440 like any command
+    SEND (bed, "Z", zchat_encode_says_begin (&s_buf));
+    assert (zchat_testbed_pending (bed) == 1);
+    zchat_testbed_clear (bed);
     free (big);
     free (big_body);
     zchat_testbed_destroy (&bed);

@@ -180,6 +180,12 @@ s_get_item (reader_t *r, uint8_t type, zchat_item_t *item, bool validate)
             READ (s_get_u64 (r, &item->seq));
             READ (s_get_u64 (r, &item->ts));
             break;
+        case ZCHAT_SAYS:
+            READ (s_get_u64 (r, &item->id));
+            READ (s_get_str (r, item->room, ZCHAT_MAX_ROOM, validate));
+            READ (s_get_kind (r, &item->kind));
+            READ (s_get_text (r, &item->text, &item->text_size, validate));
+            break;
         case ZCHAT_PAGE:
         case ZCHAT_MESSAGES:
             READ (s_get_u64 (r, &item->seq));
@@ -288,6 +294,7 @@ zchat_msg_decode (zchat_msg_t *msg, const void *data, size_t size)
             READ (s_get_items (r, msg));
             break;
         case ZCHAT_ACKS:
+        case ZCHAT_SAYS:
             //  Batches answer nothing themselves: id 0, so that each has
             //  exactly one encoding
             if (msg->id != 0) {
@@ -441,7 +448,7 @@ static const char *s_type_names [ZCHAT_TYPE_MAX + 1] = {
     NULL, "HELLO", "WELCOME", "BYE", "PING", "PONG", "JOIN", "JOINED",
     "LEAVE", "SAY", "ACK", "DM", "DELIVER", "NICK", "WHO", "MEMBERS",
     "ROOMS", "ROOMLIST", "TOPIC", "TOPICIS", "HISTORY", "PAGE", "PROBE",
-    "OK", "ERROR", "MESSAGE", "EVENT", "ACKS", "MESSAGES"
+    "OK", "ERROR", "MESSAGE", "EVENT", "ACKS", "MESSAGES", "SAYS"
 };
 
 const char *
@@ -1173,6 +1180,27 @@ zchat_encode_acks_append (zchat_buf_t *buf, const void *ack, size_t ack_size)
 }
 
 size_t
+zchat_encode_says_begin (zchat_buf_t *buf)
+{
+    s_put_header (buf, ZCHAT_SAYS, 0);
+    return s_list_begin (buf);
+}
+
+size_t
+zchat_encode_says_add (zchat_buf_t *buf, uint64_t id, const char *room,
+                       uint8_t kind, const char *text, size_t text_size)
+{
+    size_t mark;
+    if (!s_add_start (buf, ZCHAT_SAYS, &mark))
+        return 0;
+    s_put_u64 (buf, id);
+    s_put_str (buf, room, ZCHAT_MAX_ROOM);
+    s_put_kind (buf, kind);
+    s_put_text (buf, text, text_size);
+    return s_add_finish (buf, mark);
+}
+
+size_t
 zchat_encode_messages_begin (zchat_buf_t *buf, const char *room)
 {
     s_put_header (buf, ZCHAT_MESSAGES, 0);
@@ -1820,6 +1848,25 @@ s_test_round_trips (zchat_buf_t *buf, samples_t *samples, bool verbose)
         CHECK (decoded.type == ZCHAT_MESSAGES && decoded.item_count == 1);
     }
 
+    //  SAYS
+    memset (items, 0, sizeof items);
+    items [0].id = 501;
+    strcpy (items [0].room, "lobby");
+    items [0].text = text;
+    items [0].text_size = strlen (text);
+    items [1].id = 502;
+    strcpy (items [1].room, "ops");
+    items [1].kind = ZCHAT_KIND_ACTION;
+    items [1].text = "waves";
+    items [1].text_size = 5;
+    s_expect_init (&e, ZCHAT_SAYS, 0);
+    e.item_count = 2;
+    size = zchat_encode_says_begin (buf);
+    for (int i = 0; i < 2; i++)
+        size = zchat_encode_says_add (buf, items [i].id, items [i].room, items [i].kind,
+                                      items [i].text, items [i].text_size);
+    s_check_round_trip (buf, size, &e, items, samples);
+
     //  Every type has been through at least once
     bool seen [ZCHAT_TYPE_MAX + 1] = { false };
     for (size_t i = 0; i < samples->count; i++)
@@ -1925,9 +1972,9 @@ s_test_hostile (samples_t *samples, bool verbose)
     s_expect ("header only", "ZC\x04\0\0\0\0\0\0\0\0", 11, ZCHAT_DECODE_OK);
     s_expect ("short id", "ZC\x04\0\0\0\0\0\0\0", 10, ZCHAT_DECODE_TRUNCATED);
     s_expect ("type 0", "ZC\x00\0\0\0\0\0\0\0\0", 11, ZCHAT_DECODE_UNKNOWN_TYPE);
-    s_expect ("type 29", "ZC\x1D\0\0\0\0\0\0\0\0", 11, ZCHAT_DECODE_UNKNOWN_TYPE);
+    s_expect ("type 30", "ZC\x1E\0\0\0\0\0\0\0\0", 11, ZCHAT_DECODE_UNKNOWN_TYPE);
     s_expect ("type 255", "ZC\xFF\0\0\0\0\0\0\0\0", 11, ZCHAT_DECODE_UNKNOWN_TYPE);
-    s_expect ("type 29, no id", "ZC\x1D", 3, ZCHAT_DECODE_UNKNOWN_TYPE);
+    s_expect ("type 30, no id", "ZC\x1E", 3, ZCHAT_DECODE_UNKNOWN_TYPE);
 
     //  Lengths past the end
     s_raw_header (&raw, ZCHAT_JOIN);
@@ -2419,7 +2466,7 @@ s_test_names (bool verbose)
     CHECK (strcmp (zchat_msg_type_name (ZCHAT_HELLO), "HELLO") == 0);
     CHECK (strcmp (zchat_msg_type_name (ZCHAT_EVENT), "EVENT") == 0);
     CHECK (strcmp (zchat_msg_type_name (0), "UNKNOWN") == 0);
-    CHECK (strcmp (zchat_msg_type_name (29), "UNKNOWN") == 0);
+    CHECK (strcmp (zchat_msg_type_name (30), "UNKNOWN") == 0);
     CHECK (strcmp (zchat_msg_type_name (-1), "UNKNOWN") == 0);
     for (int type = ZCHAT_HELLO; type <= ZCHAT_TYPE_MAX; type++)
         CHECK (zchat_msg_type_name (type) && *zchat_msg_type_name (type));

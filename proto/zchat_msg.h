@@ -73,9 +73,10 @@ typedef enum {
     ZCHAT_EVENT    = 26,    //  PUB   room, ts, event, nick, detail
     ZCHAT_ACKS     = 27,    //  B->C  items{id, room, seq, ts}       (version 2)
     ZCHAT_MESSAGES = 28,    //  PUB   room, items{seq, ts, nick, kind, text} (v2)
+    ZCHAT_SAYS     = 29,    //  C->B  items{id, room, kind, text}     (version 2)
 } zchat_type_t;
 
-#define ZCHAT_TYPE_MAX      28
+#define ZCHAT_TYPE_MAX      29
 
 //  Message kinds (SAY, DM, DELIVER, MESSAGE, PAGE items)
 #define ZCHAT_KIND_TEXT     0
@@ -153,15 +154,15 @@ typedef struct {
 
 //  One entry of a list reply; fields used depend on the list's type.
 typedef struct {
-    uint64_t id;                        //  ACKS
-    char room  [ZCHAT_MAX_ROOM + 1];    //  PONG, ROOMLIST, ACKS
+    uint64_t id;                        //  ACKS, SAYS
+    char room  [ZCHAT_MAX_ROOM + 1];    //  PONG, ROOMLIST, ACKS, SAYS
     char nick  [ZCHAT_MAX_NICK + 1];    //  MEMBERS, PAGE, MESSAGES
     char topic [ZCHAT_MAX_TOPIC + 1];   //  ROOMLIST
     uint32_t members;                   //  ROOMLIST
     uint64_t seq;                       //  PONG, ROOMLIST, PAGE, ACKS, MESSAGES
     uint64_t ts;                        //  PAGE, ACKS, MESSAGES
-    uint8_t  kind;                      //  PAGE, MESSAGES
-    const char *text;                   //  PAGE, MESSAGES: points into the buffer
+    uint8_t  kind;                      //  PAGE, MESSAGES, SAYS
+    const char *text;                   //  PAGE, MESSAGES, SAYS: into the buffer
     size_t   text_size;
 } zchat_item_t;
 
@@ -293,6 +294,11 @@ size_t zchat_encode_messages_add (zchat_buf_t *buf, uint64_t seq, uint64_t ts,
                               const char *text, size_t text_size);
 size_t zchat_encode_messages_append (zchat_buf_t *buf, const void *message,
                               size_t message_size);
+//  SAYS (version 2): several SAYs in one request; each item is answered as
+//  its own SAY would be (ACK/ACKS or ERROR with the item's id).
+size_t zchat_encode_says_begin (zchat_buf_t *buf);
+size_t zchat_encode_says_add (zchat_buf_t *buf, uint64_t id, const char *room,
+                              uint8_t kind, const char *text, size_t text_size);
 size_t zchat_encode_event    (zchat_buf_t *buf, uint64_t id, const char *room,
                               uint64_t ts, uint8_t event, const char *nick,
                               const char *detail);

@@ -8,7 +8,7 @@ import time
 
 from harness import (Broker, RawDealer, RawSub, TestFailure, check, decode, encode,
                      raw_session, T, ACK, ACKS, DELIVER, ERROR, EVENT, HELLO, MEMBERS,
-                     MESSAGE, MESSAGES, OK, PING, PONG, PROBE, SAY, TOPIC, TOPICIS,
+                     MESSAGE, MESSAGES, OK, PING, PONG, PROBE, SAY, SAYS, TOPIC, TOPICIS,
                      WELCOME, WHO, DM)
 
 
@@ -217,3 +217,54 @@ def test_batches():
           "PUB seqs out of order, missing or repeated")
     check(all(by_seq[s] == t for s, t in seen), "a published text does not match its ACK")
     check(batches > 0, "%d messages in bursts were never published as MESSAGES" % (2 * count))
+
+
+def test_says():
+    """Version 2: one SAYS of many items is handled as that many SAYs: each
+    acknowledged under its own id (a refused one with its own ERROR), all
+    published in order."""
+    b = Broker()
+    sub = RawSub(b.pub, topics=[b"hall:"])
+    d = RawDealer(b.router)
+    d.hello("batcher", version=2)
+    d.join("hall")
+    deadline = time.monotonic() + T(10)
+    while not [m for m in sub.decoded() if m["type"] == PROBE]:
+        check(d.request(PROBE, room="hall")["type"] == OK, "PROBE should be answered OK")
+        sub.drain(0.1)
+        check(time.monotonic() < deadline, "our PROBE never came back on PUB")
+    items = [{"id": 100 + i, "room": "hall" if i != 7 else "nowhere", "kind": 0,
+              "text": "item %d" % i} for i in range(40)]
+    d.send(encode(SAYS, 0, items=items))
+    acks, errors = {}, {}
+    deadline = time.monotonic() + T(10)
+    while len(acks) + len(errors) < len(items):
+        check(time.monotonic() < deadline, "SAYS: %d of %d items answered"
+              % (len(acks) + len(errors), len(items)))
+        m = d.recv(timeout=T(5))
+        check(m is not None, "no answer to SAYS")
+        if m["type"] == ACK:
+            acks[m["id"]] = m["seq"]
+        elif m["type"] == ACKS:
+            acks.update({i["id"]: i["seq"] for i in m["items"]})
+        elif m["type"] == ERROR:
+            errors[m["id"]] = m["code"]
+        else:
+            raise TestFailure("unexpected answer to SAYS: %r" % m)
+    check(errors == {107: 404}, "the item to a room not joined: %r" % errors)
+    ids = [i["id"] for i in items if i["id"] != 107]
+    check([acks[i] for i in ids] == list(range(1, len(ids) + 1)),
+          "SAYS items not numbered in order: %r" % acks)
+    want = [i["text"] for i in items if i["id"] != 107]
+    deadline = time.monotonic() + T(10)
+    while True:
+        sub.drain(0.2)
+        texts = []
+        for m in sub.decoded():
+            if m["type"] == MESSAGE:
+                texts.append(m["text"])
+            elif m["type"] == MESSAGES:
+                texts += [i["text"] for i in m["items"]]
+        if len(texts) >= len(want) or time.monotonic() > deadline:
+            break
+    check(texts == want, "published texts differ from the SAYS items: %r" % texts[:5])

@@ -224,6 +224,12 @@ s_reencode (const zchat_msg_t *msg, zchat_buf_t *buf, size_t original_size)
             }
             return size;
         }
+        case ZCHAT_SAYS:
+            size = zchat_encode_says_begin (buf);
+            while (size && zchat_msg_next_item (msg, &cursor, &item))
+                size = zchat_encode_says_add (buf, item.id, item.room, item.kind,
+                                              item.text, item.text_size);
+            return size;
         case ZCHAT_MESSAGES:
             size = zchat_encode_messages_begin (buf, msg->room);
             while (size && zchat_msg_next_item (msg, &cursor, &item))

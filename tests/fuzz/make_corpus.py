@@ -20,7 +20,7 @@ import sys
 
 HELLO, WELCOME, BYE, PING, PONG, JOIN, JOINED, LEAVE, SAY, ACK, DM, \
     DELIVER, NICK, WHO, MEMBERS, ROOMS, ROOMLIST, TOPIC, TOPICIS, HISTORY, \
-    PAGE, PROBE, OK, ERROR, MESSAGE, EVENT, ACKS, MESSAGES = range(1, 29)
+    PAGE, PROBE, OK, ERROR, MESSAGE, EVENT, ACKS, MESSAGES, SAYS = range(1, 30)
 
 
 def header(msg_type, request_id):
@@ -128,6 +128,11 @@ def valid_bodies():
         u64(1004) + u64(TS) + s("bob") + u8(1) + t("waves"),
         u64(1005) + u64(TS + 1) + s("carol") + u8(0) + t(TEXT),
     ])
+    yield "says", header(SAYS, 0) + items([
+        u64(40) + s("lobby") + u8(0) + t("one"),
+        u64(41) + s("ops") + u8(1) + t("waves"),
+        u64(42) + s("lobby") + u8(0) + t(TEXT),
+    ])
     for event, detail in ((1, ""), (2, ""), (3, ""), (4, "alice2"), (5, TOPIC_TEXT)):
         yield "event_%d" % event, (header(EVENT, 0) + s("lobby") + u64(TS) + u8(event)
                                    + s("alice") + s(detail))
@@ -144,7 +149,8 @@ def malformed_bodies():
     """(name, body) that a decoder must reject, one step from valid."""
     yield "bad_empty", b""
     yield "bad_signature", b"ZX" + header(PING, 1)[2:]
-    yield "bad_type_29", b"ZC" + u8(29) + u64(1)
+    yield "bad_type_30", b"ZC" + u8(30) + u64(1)
+    yield "bad_says_id", header(SAYS, 9) + items([u64(1) + s("lobby") + u8(0) + t("x")])
     yield "bad_acks_item_short", header(ACKS, 0) + u16(2) + u64(5) + s("lobby") + u64(1) \
         + u64(TS) + u64(6) + s("lobby") + u64(2)
     yield "bad_messages_kind", header(MESSAGES, 0) + s("lobby") + items([
@@ -212,7 +218,11 @@ def broker_conversations():
         record(0, header(JOIN, 3) + s("lobby")),
         record(1, header(JOIN, 4) + s("lobby")),
     ] + [record(i % 2, header(SAY, 10 + i) + s("lobby") + u8(i % 2) + t("m%d" % i))
-         for i in range(8)] + [record(0, header(PING, 30), flush=True)]
+         for i in range(8)] + [
+        record(0, header(SAYS, 0) + items([
+            u64(40 + i) + s("lobby" if i != 2 else "elsewhere") + u8(0) + t("s%d" % i)
+            for i in range(4)])),
+        record(0, header(PING, 30), flush=True)]
     yield "batches", b"".join(batch)
     yield "garbage", b"".join(record(i % 4, body) for i, (_, body) in enumerate(malformed_bodies()))
 

@@ -65,8 +65,11 @@ PROGRAMS += $(if $(wildcard bench/ceiling.c),$(BUILD)/zchat-ceiling)
 FUZZ_TARGETS = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 PROGRAMS += $(if $(wildcard tests/fuzz/replay.c),$(foreach t,$(FUZZ_TARGETS),$(BUILD)/zchat-replay-$(t)))
 
+#  A libzchat driver for the end-to-end tests: built, not installed.
+TEST_PROGRAMS = $(if $(wildcard tests/zchat_driver.c),$(BUILD)/zchat-driver)
+
 .PHONY: all deps run check bench install fuzz clean
-all: $(PROGRAMS) $(LIBZCHAT_SO)
+all: $(PROGRAMS) $(TEST_PROGRAMS) $(LIBZCHAT_SO)
 
 $(BUILD)/obj/%.o: %.c $(wildcard */*.h)
 	@mkdir -p $(dir $@)
@@ -100,6 +103,9 @@ $(BUILD)/zchat-ceiling: $(call obj,bench/ceiling.c) $(BENCH_OBJ) $(LIBZCHAT_A)
 
 #  Self tests of every module (x_test functions), one binary; -t NAME runs one.
 $(BUILD)/zchat-selftest: $(call obj,tests/selftest.c) $(BROKER_OBJ) $(LIBZCHAT_A)
+	$(CC) -o $@ $^ $(ALL_LIBS)
+
+$(BUILD)/zchat-driver: $(call obj,tests/zchat_driver.c) $(LIBZCHAT_A)
 	$(CC) -o $@ $^ $(ALL_LIBS)
 
 $(BUILD)/zchat-replay-%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(call obj,tests/fuzz/replay.c) $(BROKER_OBJ) $(LIBZCHAT_A)

@@ -1,0 +1,152 @@
+"""Test whether a send-only member (zchat_client_join_send_only, driven
+through tests/zchat_driver.c) is a member that only sends: its join takes no
+probe, WHO lists it, its SAYs are acknowledged and reach a receiving member,
+and no message or event of the room ever reaches it, also after a broker
+restart (it rejoins send-only and resends what was not acknowledged); a
+receiving join upgrades it and a send-only join does not undo that. And
+whether `zchat --send` joins that way too (no probe of its own)."""
+
+import time
+
+from harness import (Broker, Proc, RawSub, check, json_client, require_binary, send,
+                     wait_sub_live, PROBE, T)
+
+COST = 12
+
+#  Event types that only a receiving member gets from its room.
+TRAFFIC = {"message", "join", "leave", "quit", "nick", "topic", "gap"}
+
+
+def _driver(broker, nick, timeout_ms=20000):
+    exe = require_binary("zchat-driver")
+    p = Proc([exe, "--server", broker.router, "--nick", nick, "--timeout", str(timeout_ms)],
+             "driver-" + nick)
+    p.wait_for(lambda e: e.get("type") == "ready", T(15), desc="ready")
+    return p
+
+
+def _request(p, line):
+    """Give the driver a command; the id of the request it made."""
+    n = p.count(lambda e: e.get("type") == "request")
+    p.write(line)
+    ev = p.wait_count(lambda e: e.get("type") == "request", n + 1, T(5), desc="request")[n]
+    check(ev.get("id") != "0", "%s: %r refused: %r" % (p.name, line, ev))
+    return ev["id"]
+
+
+def _answer(p, rid, type_, timeout=None):
+    ev = p.wait_for(lambda e: e.get("id") == rid and e.get("type") != "request",
+                    timeout or T(10), desc="answer to %s" % rid)
+    check(ev.get("type") == type_, "%s: expected %s, got %r" % (p.name, type_, ev))
+    return ev
+
+
+def _quiet(p, room):
+    """After a round trip (what was on its way to p came before the answer),
+    p must have had nothing of room's traffic."""
+    _answer(p, _request(p, "who " + room), "members")
+    time.sleep(0.3)
+    got = [e for e in p.snapshot() if e.get("type") in TRAFFIC and e.get("room") == room]
+    check(not got, "%s got the room's traffic: %r" % (p.name, got[:5]))
+
+
+def _ear_says(ear, text):
+    ear.write({"cmd": "say", "room": "ops", "text": text})
+    ear.wait_text(text)
+
+
+def test_send_only_member():
+    b = Broker()
+    sub = RawSub(b.pub, topics=[b"ops:"])
+    wait_sub_live(sub, b, "ops", "prober")
+    ear = json_client(b, "ear", ["ops"])
+    poster = _driver(b, "poster")
+
+    joined = _answer(poster, _request(poster, "join-send-only ops"), "joined")
+    check(joined.get("room") == "ops", "joined: %r" % joined)
+    ear.wait_for(lambda e: e.get("type") == "join" and e.get("nick") == "poster",
+                 desc="poster's join event")
+    members = _answer(poster, _request(poster, "who ops"), "members")
+    check({"poster", "ear"} <= set(members.get("members", [])),
+          "WHO should list the send-only member: %r" % members)
+
+    #  Its messages are acknowledged in order and delivered to the ear
+    ids = [_request(poster, "say ops line %03d" % i) for i in range(50)]
+    seqs = [_answer(poster, rid, "ack").get("seq") for rid in ids]
+    check(seqs == list(range(seqs[0], seqs[0] + 50)), "ack seqs: %r" % seqs)
+    msgs = ear.wait_messages(50, room="ops")
+    check([m.get("text") for m in msgs] == ["line %03d" % i for i in range(50)],
+          "the ear got %r" % [m.get("text") for m in msgs][:5])
+    check(all(m.get("from") == "poster" for m in msgs), "wrong sender: %r" % msgs[:2])
+
+    #  Others' messages, a topic, a join and a quit: none reach the poster
+    _ear_says(ear, "from ear")
+    ear.write({"cmd": "topic", "room": "ops", "topic": "new topic"})
+    ear.wait_for(lambda e: e.get("type") == "topic" and e.get("topic") == "new topic",
+                 desc="topic event")
+    send(b, "passer", "ops", "passing by")
+    ear.wait_text("passing by")
+    ear.wait_for(lambda e: e.get("type") == "quit" and e.get("nick") == "passer",
+                 desc="passer's quit")
+    _quiet(poster, "ops")
+
+    #  No probe of the poster's, nor of zchat --send's, was ever published
+    sub.drain(0.3)
+    probes = {m.get("nick") for m in sub.decoded() if m["type"] == PROBE}
+    check("prober" in probes, "the raw SUB saw no probe at all: %r" % probes)
+    check("poster" not in probes and "passer" not in probes,
+          "a send-only join probed: %r" % probes)
+
+    #  Leaving: the room sees it go
+    _answer(poster, _request(poster, "leave ops"), "left")
+    ear.wait_for(lambda e: e.get("type") == "leave" and e.get("nick") == "poster",
+                 desc="poster's leave event")
+    poster.close_stdin()
+    check(poster.wait(T(10)) == 0, "the driver did not exit 0: %s" % poster.stderr()[-500:])
+
+
+def test_send_only_after_broker_restart():
+    b = Broker()
+    ear = json_client(b, "ear", ["ops"])
+    poster = _driver(b, "poster", timeout_ms=30000)
+    _answer(poster, _request(poster, "join-send-only ops"), "joined")
+    b.stop()
+    rid = _request(poster, "say ops while down")
+    time.sleep(0.5)
+    b.restart()
+    #  The new session rejoins send-only, then sends again what was pending
+    _answer(poster, rid, "ack", timeout=T(20))
+    poster.wait_for(lambda e: e.get("type") == "connected", T(5), desc="connected")
+    ear.wait_text("while down", timeout=T(20))
+    members = _answer(poster, _request(poster, "who ops"), "members")
+    check("poster" in members.get("members", []), "not a member again: %r" % members)
+    _ear_says(ear, "after restart")
+    _quiet(poster, "ops")
+    joins = [e for e in poster.snapshot() if e.get("type") == "joined"]
+    check(len(joins) == 1, "a rejoin is not reported again: %r" % joins)
+
+
+def test_upgrade_to_receiving():
+    b = Broker()
+    ear = json_client(b, "ear", ["ops"])
+    poster = _driver(b, "poster")
+    first = _request(poster, "join-send-only ops")
+    _answer(poster, first, "joined")
+    _ear_says(ear, "before")
+    _quiet(poster, "ops")
+
+    #  A receiving join upgrades the room: reported under its own id
+    up = _request(poster, "join ops")
+    check(up != first, "the upgrade should be a request of its own")
+    _answer(poster, up, "joined")
+    _ear_says(ear, "after")
+    poster.wait_for(lambda e: e.get("type") == "message" and e.get("text") == "after",
+                    desc="a message after the upgrade")
+
+    #  A send-only join of a receiving room changes nothing
+    _answer(poster, _request(poster, "join-send-only ops"), "joined")
+    _ear_says(ear, "still")
+    poster.wait_for(lambda e: e.get("type") == "message" and e.get("text") == "still",
+                    desc="a message after a send-only join of a receiving room")
+    texts = [e.get("text") for e in poster.snapshot() if e.get("type") == "message"]
+    check(texts == ["after", "still"], "the poster got %r" % texts)

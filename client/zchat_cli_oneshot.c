@@ -174,12 +174,14 @@ s_send_event (s_send_t *self, zchat_event_t *event)
 }
 
 
-//  Join the room and wait until the join is live. Returns an exit code.
+//  Join the room to send to it and wait for the broker's JOINED. Returns an
+//  exit code. --send only posts: a send-only join neither subscribes to
+//  the room nor probes, so the first send goes one JOINED after connect.
 static int
 s_join_wait (zchat_client_t *client, const zchat_cli_opts_t *opts, const char *room,
              int64_t deadline)
 {
-    uint64_t rid = zchat_client_join (client, room);
+    uint64_t rid = zchat_client_join_send_only (client, room);
     if (!rid) {
         zchat_cli_fail ("cannot join #%s: %s", room, zchat_client_error (client));
         return ZCHAT_EXIT_FAILED;
@@ -193,8 +195,8 @@ s_join_wait (zchat_client_t *client, const zchat_cli_opts_t *opts, const char *r
         if (!event)
             continue;
         int exit_code = ZCHAT_EXIT_OK;
-        //  A join whose subscription was not confirmed in time is still a
-        //  join: the broker took it, and a send needs no subscription.
+        //  A timeout is not a refusal: the broker took the join, as the
+        //  sends will show (a send-only join reports none, but stays safe).
         if (event->type == ZCHAT_EV_ERROR && event->code != ZCHAT_CLIENT_TIMEOUT) {
             char what [64];
             snprintf (what, sizeof what, "cannot join #%s", room);

@@ -195,8 +195,8 @@ s_join_wait (zchat_client_t *client, const zchat_cli_opts_t *opts, const char *r
         if (!event)
             continue;
         int exit_code = ZCHAT_EXIT_OK;
-        //  A timeout is not a refusal: the broker took the join, as the
-        //  sends will show (a send-only join reports none, but stays safe).
+        //  Only a refusal fails: ZCHAT_CLIENT_TIMEOUT (an unconfirmed
+        //  subscription, which a send-only join never has) would not.
         if (event->type == ZCHAT_EV_ERROR && event->code != ZCHAT_CLIENT_TIMEOUT) {
             char what [64];
             snprintf (what, sizeof what, "cannot join #%s", room);

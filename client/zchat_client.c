@@ -67,6 +67,9 @@
 #define S_ZMTP_HEARTBEAT_IVL    1000
 #define S_ZMTP_HEARTBEAT_TIMEOUT 3000
 #define S_BUFFER_SIZE           (ZCHAT_MAX_TEXT + 1024)
+#define S_SAYS_AFTER            8       //  unacknowledged sends before new SAYs batch
+#define S_SAYS_BYTES            (64 * 1024)     //  largest SAYS built
+#define S_SAYS_ITEMS            1024
 
 //  A room message whose sender's nick breaks the name rules (a broken or
 //  hostile broker: such a name could carry terminal escapes to whoever
@@ -192,6 +195,7 @@ struct _zchat_client_t {
     zchat_outbox_t *outbox;     //  unacknowledged sends
     uint8_t *buffer;
     zchat_buf_t buf;
+    uint8_t version;            //  protocol version of the session (WELCOME)
     char     error [256];
 };
 
@@ -753,6 +757,45 @@ s_encode_send (zchat_client_t *self, zchat_outbox_entry_t *send)
 }
 
 //  --------------------------------------------------------------------------
+//  Send the SAYs waiting at the head of the unsent queue (from first on)
+//  as one SAYS, if the broker speaks version 2 and two or more wait.
+//  Returns how many went out, 0 if this is not a case for SAYS (send
+//  first alone), or -1 if the DEALER did not take it (nothing is marked).
+
+static int
+s_send_says (zchat_client_t *self, zchat_outbox_entry_t *first, int64_t now)
+{
+    if (self->version < 2 || first->type != ZCHAT_SAY
+    ||  !first->q_next || first->q_next->type != ZCHAT_SAY)
+        return 0;
+    zchat_outbox_entry_t *batch [S_SAYS_ITEMS];
+    size_t count = 0;
+    //  The broker cuts off a peer whose message is over max_text + 4 KiB
+    //  (PROTOCOL.md 2): a SAYS stays within that
+    size_t limit = (size_t) self->max_text + 4096;
+    zchat_buf_t buf;
+    zchat_buf_init (&buf, self->buffer, limit < S_SAYS_BYTES? limit: S_SAYS_BYTES);
+    size_t size = zchat_encode_says_begin (&buf);
+    //  The unsent queue is in send order: a run of SAYs from its head
+    for (zchat_outbox_entry_t *send = first; send && send->type == ZCHAT_SAY
+         && count < S_SAYS_ITEMS; send = send->q_next) {
+        size_t added = zchat_encode_says_add (&buf, send->id, send->target, send->kind,
+                                              send->text, send->text_size);
+        if (!added)
+            break;              //  full: the rest go next time
+        size = added;
+        batch [count++] = send;
+    }
+    if (count < 2)
+        return 0;
+    if (s_send_body (self, size, now))
+        return -1;
+    for (size_t i = 0; i < count; i++)
+        zchat_outbox_sent (self->outbox, batch [i], now);
+    return (int) count;
+}
+
+//  --------------------------------------------------------------------------
 //  Send the unsent queue in order, as far as the DEALER takes it; what
 //  went out joins the resend list.
 
@@ -762,9 +805,13 @@ s_send_flush (zchat_client_t *self, int64_t now)
     if (self->state != S_READY)
         return;
     zchat_outbox_entry_t *send;
-    while ((send = zchat_outbox_next_unsent (self->outbox))
-    &&     s_send_body (self, s_encode_send (self, send), now) == 0)
+    while ((send = zchat_outbox_next_unsent (self->outbox))) {
+        if (s_send_says (self, send, now) > 0)
+            continue;
+        if (s_send_body (self, s_encode_send (self, send), now))
+            break;
         zchat_outbox_sent (self->outbox, send, now);
+    }
 }
 
 //  --------------------------------------------------------------------------
@@ -785,7 +832,14 @@ s_send_new (zchat_client_t *self, uint8_t type, const char *target,
         s_set_error (self, "out of memory");
         return 0;
     }
-    if (first_in_line && self->state == S_READY
+    //  With many sends unacknowledged already (a busy sender), a SAY waits
+    //  for the next pass of the loop, which sends what has gathered by then
+    //  as one SAYS: the ACKs of those in flight come back meanwhile and
+    //  wake any caller's poll, so nothing waits longer than that. A quiet
+    //  sender's SAYs go out at once.
+    bool gather = self->version >= 2 && type == ZCHAT_SAY
+               && zchat_outbox_size (self->outbox) > S_SAYS_AFTER;
+    if (first_in_line && !gather && self->state == S_READY
     &&  s_send_body (self, s_encode_send (self, send), now) == 0)
         zchat_outbox_sent (self->outbox, send, now);
     //  A timeout shorter than the heartbeat comes due before anything else
@@ -1193,6 +1247,7 @@ static void
 s_on_welcome (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
 {
     bool renewed = self->welcomed;
+    self->version = msg->version;
     s_copy (self->token, sizeof (self->token), msg->token);
     if (zchat_nick_valid (msg->nick))
         s_copy (self->nick, sizeof (self->nick), msg->nick);

@@ -22,6 +22,8 @@
 //  writer can exist (the flock keeps other brokers out); only an operator's
 //  sqlite3 shell or a backup can hold a lock, and only briefly.
 #define STORE_BUSY_TIMEOUT_MS   200
+//  While it waits, the event loop looks again this often (s_busy_wait).
+#define STORE_BUSY_POLL_US      100
 
 //  A room's chunk is written out, even in the middle of a group, once it
 //  holds about this much: no chunk, and so no history read, gets big.
@@ -187,6 +189,7 @@ struct _zchat_store_t {
     sqlite3 *db;
     sqlite3_stmt *stmt [ST_COUNT];
     int lock_fd;                    //  holds the flock while we live
+    int64_t busy_started;           //  s_busy_wait: when the current wait began
     bool in_group;                  //  a group transaction is open
     bool group_failed;              //  the open group can only roll back
     int64_t next_id;                //  id of the next chunk

@@ -44,6 +44,8 @@
 //  with use (16 bytes per id in the ring plus 8 in the hash index).
 #define STORE_KEYS_MAX          (1u << 20)
 #define STORE_KEYS_MIN          4096
+//  Consecutive message ids that hash to consecutive index slots (s_key_hash)
+#define STORE_KEY_RUN           16
 //  An index slot holds ring position + 1 in its low STORE_POS_BITS and a
 //  tag (more bits of the hash) above, so a probe passes other keys without
 //  reading the ring: one cache miss per append instead of two.

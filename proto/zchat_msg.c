@@ -14,6 +14,7 @@
 #include "zchat_msg.h"
 
 #include <assert.h>
+#include <endian.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,42 +43,42 @@ s_get_u8 (reader_t *r, uint8_t *value)
     return ZCHAT_DECODE_OK;
 }
 
-//  Reads an n-byte big-endian unsigned integer (n <= 8).
-static int
-s_get_uint (reader_t *r, size_t n, uint64_t *value)
-{
-    if (r->size - r->pos < n)
-        return ZCHAT_DECODE_TRUNCATED;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v = (v << 8) | r->data [r->pos + i];
-    r->pos += n;
-    *value = v;
-    return ZCHAT_DECODE_OK;
-}
-
+//  The fixed sizes load whole big-endian words: the decoder runs on every
+//  message the broker and a client handle.
 static int
 s_get_u16 (reader_t *r, uint16_t *value)
 {
-    uint64_t v = 0;
-    int rc = s_get_uint (r, 2, &v);
-    *value = (uint16_t) v;
-    return rc;
+    if (r->size - r->pos < 2)
+        return ZCHAT_DECODE_TRUNCATED;
+    uint16_t v;
+    memcpy (&v, r->data + r->pos, 2);
+    r->pos += 2;
+    *value = be16toh (v);
+    return ZCHAT_DECODE_OK;
 }
 
 static int
 s_get_u32 (reader_t *r, uint32_t *value)
 {
-    uint64_t v = 0;
-    int rc = s_get_uint (r, 4, &v);
-    *value = (uint32_t) v;
-    return rc;
+    if (r->size - r->pos < 4)
+        return ZCHAT_DECODE_TRUNCATED;
+    uint32_t v;
+    memcpy (&v, r->data + r->pos, 4);
+    r->pos += 4;
+    *value = be32toh (v);
+    return ZCHAT_DECODE_OK;
 }
 
 static int
 s_get_u64 (reader_t *r, uint64_t *value)
 {
-    return s_get_uint (r, 8, value);
+    if (r->size - r->pos < 8)
+        return ZCHAT_DECODE_TRUNCATED;
+    uint64_t v;
+    memcpy (&v, r->data + r->pos, 8);
+    r->pos += 8;
+    *value = be64toh (v);
+    return ZCHAT_DECODE_OK;
 }
 
 //  A u8 that holds one of the booleans (resumed, set, more): anything but
@@ -664,38 +665,43 @@ s_fits (zchat_buf_t *buf, size_t n)
     return true;
 }
 
-static void
-s_put_uint (zchat_buf_t *buf, size_t n, uint64_t value)
-{
-    if (!s_fits (buf, n))
-        return;
-    for (size_t i = 0; i < n; i++)
-        buf->data [buf->size + i] = (uint8_t) (value >> (8 * (n - 1 - i)));
-    buf->size += n;
-}
-
+//  Whole big-endian words, as the decoder reads them: every reply and
+//  publication the broker builds goes through these.
 static void
 s_put_u8 (zchat_buf_t *buf, uint8_t value)
 {
-    s_put_uint (buf, 1, value);
+    if (s_fits (buf, 1))
+        buf->data [buf->size++] = value;
 }
 
 static void
 s_put_u16 (zchat_buf_t *buf, uint16_t value)
 {
-    s_put_uint (buf, 2, value);
+    if (!s_fits (buf, 2))
+        return;
+    value = htobe16 (value);
+    memcpy (buf->data + buf->size, &value, 2);
+    buf->size += 2;
 }
 
 static void
 s_put_u32 (zchat_buf_t *buf, uint32_t value)
 {
-    s_put_uint (buf, 4, value);
+    if (!s_fits (buf, 4))
+        return;
+    value = htobe32 (value);
+    memcpy (buf->data + buf->size, &value, 4);
+    buf->size += 4;
 }
 
 static void
 s_put_u64 (zchat_buf_t *buf, uint64_t value)
 {
-    s_put_uint (buf, 8, value);
+    if (!s_fits (buf, 8))
+        return;
+    value = htobe64 (value);
+    memcpy (buf->data + buf->size, &value, 8);
+    buf->size += 8;
 }
 
 static void

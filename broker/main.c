@@ -64,6 +64,10 @@ static const char *s_usage =
 "                           requests that publish or write (join, leave, nick,\n"
 "                           topic, probe); excess is refused with a retry-after\n"
 "                           (default off)\n"
+"  --fair-share N           messages per second any session may send to rooms;\n"
+"                           past that, while other sessions send too, at most\n"
+"                           twice their average, the excess refused with a\n"
+"                           retry-after (default off; 1000 is a good value)\n"
 "  --query-budget R[:B]     per-session KiB per second of history pages, member\n"
 "                           and room lists, with bursts of B KiB (default\n"
 "                           1024:16384); excess is refused with a retry-after\n"
@@ -88,7 +92,7 @@ enum {
     OPT_ROUTER = 256, OPT_PUB, OPT_TIMEOUT, OPT_DATA, OPT_FSYNC, OPT_DURABLE,
     OPT_RETAIN_MESSAGES, OPT_RETAIN_DAYS, OPT_PUB_HWM, OPT_MAX_TEXT,
     OPT_MAX_ROOMS, OPT_MAX_SESSIONS, OPT_MAX_ALL_SESSIONS, OPT_HISTORY_PAGE, OPT_RATE_LIMIT,
-    OPT_QUERY_BUDGET,
+    OPT_QUERY_BUDGET, OPT_FAIR_SHARE,
     OPT_CERT, OPT_ALLOW, OPT_ALLOW_ANY, OPT_MAX_NICKS, OPT_RELEASE_NICK
 };
 
@@ -109,6 +113,7 @@ static const struct option s_options [] = {
     { "history-page",       required_argument, NULL, OPT_HISTORY_PAGE },
     { "rate-limit",         required_argument, NULL, OPT_RATE_LIMIT },
     { "query-budget",       required_argument, NULL, OPT_QUERY_BUDGET },
+    { "fair-share",         required_argument, NULL, OPT_FAIR_SHARE },
     { "cert",               required_argument, NULL, OPT_CERT },
     { "allow",              required_argument, NULL, OPT_ALLOW },
     { "allow-any",          no_argument,       NULL, OPT_ALLOW_ANY },
@@ -372,6 +377,14 @@ main (int argc, char **argv)
                         "(messages per second, burst; 1..1000000)", arg);
                     goto done;
                 }
+                break;
+            case OPT_FAIR_SHARE:
+                if (s_parse_count (arg, 0, 1000000, &count) != 0) {
+                    exit_code = s_usage_error ("--fair-share: '%s' is not a count of "
+                        "messages per second in 0..1000000 (0 = off)", arg);
+                    goto done;
+                }
+                config.fair_share = (uint32_t) count;
                 break;
             case OPT_QUERY_BUDGET:
                 if (s_parse_rate (arg, &config.query_rate, &config.query_burst) != 0) {

@@ -152,6 +152,7 @@ zchat_broker_config_defaults (zchat_broker_config_t *config)
     config->max_sessions = ZCHAT_BROKER_MAX_SESSIONS;
     config->max_nicks_per_key = ZCHAT_BROKER_MAX_NICKS_PER_KEY;
     config->query_rate = ZCHAT_BROKER_QUERY_RATE;
+    config->fair_share = ZCHAT_BROKER_FAIR_SHARE;
     config->query_burst = ZCHAT_BROKER_QUERY_BURST;
     config->durable = true;
 }
@@ -612,6 +613,7 @@ zchat_broker_new (const zchat_broker_config_t *config,
         .history_page = config->history_page,
         .rate_limit = config->rate_limit,
         .rate_burst = config->rate_burst,
+        .fair_share = config->fair_share,
         .query_rate = config->query_rate,
         .query_burst = config->query_burst,
         .retain_messages = config->retain_messages,

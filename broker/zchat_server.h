@@ -41,6 +41,10 @@ typedef struct {
                                     //  publish or write (JOIN, LEAVE, NICK,
                                     //  TOPIC set, PROBE); 0 = off
     uint32_t rate_burst;            //  bucket size for rate_limit
+    uint32_t fair_share;            //  room messages per second a session
+                                    //  may always send; past it, while
+                                    //  others send too, at most twice their
+                                    //  average (zchat_server_say.c); 0 = off
     uint32_t query_rate;            //  KiB per second of HISTORY, WHO and
                                     //  ROOMS replies per session, 0 = off
     uint32_t query_burst;           //  bucket size for query_rate, KiB

@@ -77,6 +77,14 @@ struct _zchat_server_t {
     size_t peer_slot_limit;             //  goes out (a power of two)
     uint64_t flush_gen;                 //  marks rooms seen in this flush
 
+    //  Fair share (zchat_server_say.c): SAYs accepted in the current
+    //  period, and from how many sessions
+    uint64_t fair_period;
+    uint64_t fair_total;
+    uint32_t fair_senders;
+    uint64_t fair_prev_total;           //  the same for the period before
+    uint32_t fair_prev_senders;
+
     //  Housekeeping
     uint64_t retain_due_ms;
     uint64_t report_due_ms;

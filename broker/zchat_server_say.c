@@ -27,6 +27,11 @@
 //  A message too big for it alone goes out as a MESSAGE.
 #define S_BATCH_BYTES   (64 * 1024)
 
+//  Fair share is counted in periods this long (s_fair_refused), and a
+//  refused SAY is told to come back at most this many periods later.
+#define S_FAIR_PERIOD_MS        100
+#define S_FAIR_RETRY_PERIODS    50
+
 //  "No entry" in the chains through the staged array.
 #define S_NONE          SIZE_MAX
 
@@ -74,6 +79,77 @@ zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req)
     return true;
 }
 
+
+//  ---------------------------------------------------------------------
+//  Fair share, off by default (config.fair_share, --fair-share): a session
+//  may always send fair_share SAYs a second; past that, while other
+//  sessions send too, it may send at most twice what they sent on
+//  average in the last period, and the excess is refused with 429. A
+//  sender alone, or senders that send alike (4 bots of a benchmark),
+//  are never held back; one that floods beside people who talk is held to
+//  about the floor, so that what everyone else receives stays what the
+//  room's members can read. Counted over all rooms (the broker's capacity
+//  is what they share) in periods of S_FAIR_PERIOD_MS of the monotonic
+//  clock, with a tenth of the floor each, so that a held-back sender's
+//  retries come back spread out rather than all at once each second.
+//  Off by default because it can misjudge: several flat-out senders that
+//  start a little apart can see one refused while the others ramp up, and
+//  libzchat reports a 429 to its caller rather than retrying.
+
+static bool
+s_fair_refused (zchat_server_t *self, zchat_request_t *req)
+{
+    if (self->config.fair_share == 0)
+        return false;
+    uint64_t floor = self->config.fair_share * S_FAIR_PERIOD_MS / 1000;
+    if (floor == 0)
+        floor = 1;
+    uint64_t period = req->mono_ms / S_FAIR_PERIOD_MS;
+    if (self->fair_period != period) {
+        //  What the last period saw is what others are measured by: the
+        //  current one is still being counted, and a sender that got in
+        //  first by a batch must not look like a flood
+        bool last = self->fair_period + 1 == period;
+        self->fair_prev_total = last? self->fair_total: 0;
+        self->fair_prev_senders = last? self->fair_senders: 0;
+        self->fair_period = period;
+        self->fair_total = 0;
+        self->fair_senders = 0;
+    }
+    zchat_session_t *session = req->session;
+    if (session->fair_period != period) {
+        session->fair_prev_count = session->fair_period + 1 == period?
+                                   session->fair_count: 0;
+        session->fair_period = period;
+        session->fair_count = 0;
+        session->fair_refused = 0;
+    }
+    if (session->fair_count == 0)
+        self->fair_senders++;
+    uint64_t mine = session->fair_count;
+    uint64_t others = self->fair_prev_senders - (session->fair_prev_count? 1: 0);
+    uint64_t others_total = self->fair_prev_total - session->fair_prev_count;
+    if (mine >= floor && others > 0 && mine * others >= 2 * others_total) {
+        //  Each period takes about a floor's worth of the refused back:
+        //  tell the n-th refused to come back n / floor periods later, or
+        //  a sender with many SAYs in flight would resend them all at the
+        //  start of every period and be refused again
+        uint64_t later = session->fair_refused++ / floor;
+        if (later > S_FAIR_RETRY_PERIODS)
+            later = S_FAIR_RETRY_PERIODS;
+        uint32_t retry_ms = (uint32_t) (S_FAIR_PERIOD_MS - req->mono_ms % S_FAIR_PERIOD_MS
+                                        + later * S_FAIR_PERIOD_MS);
+        self->rate_limited++;
+        ZCHAT_DEBUG ("zchat: %s is over its fair share", session->nick);
+        zchat_server_error (self, req, ZCHAT_ERR_RATE_LIMITED, retry_ms,
+                            "fair share: past %u messages a second, at most twice what"
+                            " the other senders send", self->config.fair_share);
+        return true;
+    }
+    session->fair_count++;
+    self->fair_total++;
+    return false;
+}
 
 bool
 zchat_server_query_refused (zchat_server_t *self, zchat_request_t *req)
@@ -444,7 +520,7 @@ zchat_server_do_say (zchat_server_t *self, zchat_request_t *req)
                             msg->text_size, self->config.max_text);
         return;
     }
-    if (zchat_server_rate_limited (self, req))
+    if (zchat_server_rate_limited (self, req) || s_fair_refused (self, req))
         return;
     if (self->staged_count >= ZCHAT_GROUP_MESSAGES
     ||  self->arena_size >= ZCHAT_GROUP_BYTES)

@@ -1632,6 +1632,80 @@ s_test_batches (void)
     zchat_testbed_destroy (&bed);
 }
 
+//  Fair share (--fair-share): a sender alone is never held back; past the
+//  floor, while others sent in the last period, at most twice their
+//  average of that period; 429 with a retry time spread by how many were
+//  refused; a sender ahead by a batch in a period of its own is not a
+//  flood.
+static void
+s_test_fair_share (void)
+{
+    zchat_server_config_t config = zchat_testbed_config ();
+    config.fair_share = 50;         //  5 in each 100 ms period
+    zchat_testbed_t *bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_greet (bed, "B", "bob", NULL);
+    s_join (bed, "A", "lobby", 2);
+    s_join (bed, "B", "lobby", 2);
+    zchat_testbed_clear (bed);
+    zchat_testbed_advance (bed, 100 - zchat_testbed_now (bed) % 100);
+
+    //  Alone: twenty in one period, all taken; bob's first SAY in the
+    //  same period does not make alice a flood (nobody else sent in the
+    //  period before)
+    uint64_t id = 100;
+    for (int i = 0; i < 20; i++)
+        SEND (bed, "A", zchat_encode_say (&s_buf, id++, "lobby", 0, "flood", 5));
+    SEND (bed, "B", zchat_encode_say (&s_buf, 500, "lobby", 0, "hi", 2));
+    for (int i = 0; i < 20; i++)
+        SEND (bed, "A", zchat_encode_say (&s_buf, id++, "lobby", 0, "flood", 5));
+    assert (zchat_testbed_flush (bed) == 41);
+    zchat_testbed_clear (bed);
+
+    //  Next period: bob sent 1 in the last one, so past her floor of 5
+    //  alice may have at most 2 x 1
+    zchat_testbed_advance (bed, 100);
+    for (int i = 0; i < 5; i++)
+        SEND (bed, "A", zchat_encode_say (&s_buf, id++, "lobby", 0, "flood", 5));
+    assert (zchat_testbed_replies (bed, "A") == 0);
+    zchat_testbed_advance (bed, 25);
+    uint64_t first_refused = id;
+    for (int i = 0; i < 12; i++)
+        SEND (bed, "A", zchat_encode_say (&s_buf, id++, "lobby", 0, "flood", 5));
+    //  The first five come back at the next period, the next five one
+    //  period later, and so on
+    for (int i = 0; i < 12; i++) {
+        const zchat_msg_t *msg = s_error (bed, "A", first_refused + (uint64_t) i,
+                                          ZCHAT_ERR_RATE_LIMITED);
+        assert (msg->retry_ms == 75 + (uint32_t) (i / 5) * 100);
+    }
+    //  bob is never held back (he is under the floor)
+    for (int i = 0; i < 4; i++)
+        SEND (bed, "B", zchat_encode_say (&s_buf, 501 + (uint64_t) i, "lobby", 0, "x", 1));
+    assert (zchat_testbed_replies (bed, "B") == 0);
+    assert (zchat_testbed_flush (bed) == 9);
+    zchat_testbed_clear (bed);
+
+    //  Next period: bob sent 4 in the last one, so alice may have 8
+    zchat_testbed_advance (bed, 75);
+    for (int i = 0; i < 8; i++)
+        SEND (bed, "A", zchat_encode_say (&s_buf, id++, "lobby", 0, "flood", 5));
+    assert (zchat_testbed_replies (bed, "A") == 0);
+    SEND (bed, "A", zchat_encode_say (&s_buf, id, "lobby", 0, "flood", 5));
+    s_error (bed, "A", id++, ZCHAT_ERR_RATE_LIMITED);
+    assert (zchat_testbed_flush (bed) == 8);
+    zchat_testbed_clear (bed);
+
+    //  bob silent for a whole period: alice is alone again
+    zchat_testbed_advance (bed, 200);
+    for (int i = 0; i < 30; i++)
+        SEND (bed, "A", zchat_encode_say (&s_buf, id++, "lobby", 0, "flood", 5));
+    assert (zchat_testbed_replies (bed, "A") == 0);
+    assert (zchat_testbed_flush (bed) == 30);
+    zchat_testbed_destroy (&bed);
+}
+
 void
 zchat_server_test (bool verbose)
 {
@@ -1655,6 +1729,7 @@ zchat_server_test (bool verbose)
     s_test_revoke ();
     s_test_durability_off ();
     s_test_batches ();
+    s_test_fair_share ();
     s_test_rooms ();
     s_test_messages ();
     s_test_history ();

@@ -45,6 +45,10 @@ struct _zchat_session_t {
     zchat_bucket_t messages;                    //  rate limit: SAY, DM
     zchat_bucket_t commands;                    //  rate limit: JOIN, LEAVE,
                                                 //  NICK, TOPIC set, PROBE
+    uint64_t fair_period;                       //  fair share: the period
+    uint32_t fair_count;                        //  counted, SAYs in it
+    uint32_t fair_refused;                      //  and refused in it
+    uint32_t fair_prev_count;                   //  SAYs in the period before
     zchat_bucket_t queries;                     //  reply bytes: HISTORY,
                                                 //  WHO, ROOMS
     //  table: indexes and recency list

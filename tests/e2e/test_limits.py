@@ -39,6 +39,43 @@ def test_rate_limit():
     check(other.say("r", "calm here")["type"] == ACK, "another session was throttled")
 
 
+def test_fair_share():
+    """--fair-share 50 (5 per 100 ms): a sender alone is never held back;
+    beside a talker, past the floor, the excess gets 429 with a retry-after,
+    and the talker is never refused."""
+    b = Broker("--fair-share", "50")
+    flood = raw_session(b, "flood", ["r"])
+    talk = raw_session(b, "talk", ["r"])
+
+    def burst(dealer, first, count):
+        ids = list(range(first, first + count))
+        for mid in ids:
+            dealer.send(encode(SAY, mid, room="r", kind=0, text="m %d" % mid))
+        answers = {}
+        deadline = time.monotonic() + T(10)
+        while len(answers) < count and time.monotonic() < deadline:
+            m = dealer.recv(0.5)
+            if m is not None and m.get("id") in ids:
+                answers[m["id"]] = m
+        check(len(answers) == count, "only %d of %d SAYs were answered" % (len(answers), count))
+        return [answers[i] for i in ids]
+
+    alone = burst(flood, 1000, 40)
+    check(all(m["type"] == ACK for m in alone), "a sender alone was held back: %r"
+          % [m for m in alone if m["type"] != ACK][:2])
+    #  talk speaks, then flood bursts in the periods that follow: beyond
+    #  its floor it is refused, with a retry time, while talk never is
+    refused = []
+    for round in range(5):
+        check(talk.say("r", "hello %d" % round)["type"] == ACK, "the talker was refused")
+        time.sleep(0.12)
+        answers = burst(flood, 2000 + 100 * round, 40)
+        refused += [m for m in answers if m["type"] == ERROR]
+    check(refused, "a flood beside a talker was never held back")
+    check(all(m["code"] == 429 and m["retry_ms"] > 0 for m in refused),
+          "excess should be 429 with retry_ms: %r" % refused[:3])
+
+
 def test_max_rooms():
     b = Broker("--max-rooms", "2")
     d = raw_session(b, "roamer", ["a", "b"])

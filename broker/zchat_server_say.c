@@ -81,10 +81,10 @@ zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req)
 
 
 //  ---------------------------------------------------------------------
-//  Fair share, off by default (config.fair_share, --fair-share): a session
+//  Fair share, on by default (config.fair_share, --fair-share): a session
 //  may always send fair_share SAYs a second; past that, while other
-//  sessions send too, it may send at most twice what they sent on
-//  average in the last period, and the excess is refused with 429. A
+//  sessions send too, at most twice what they send on average, and the
+//  excess is refused with 429. A
 //  sender alone, or senders that send alike (4 bots of a benchmark),
 //  are never held back; one that floods beside people who talk is held to
 //  about the floor, so that what everyone else receives stays what the
@@ -92,9 +92,6 @@ zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req)
 //  is what they share) in periods of S_FAIR_PERIOD_MS of the monotonic
 //  clock, with a tenth of the floor each, so that a held-back sender's
 //  retries come back spread out rather than all at once each second.
-//  Off by default because it can misjudge: several flat-out senders that
-//  start a little apart can see one refused while the others ramp up, and
-//  libzchat reports a 429 to its caller rather than retrying.
 
 static bool
 s_fair_refused (zchat_server_t *self, zchat_request_t *req)
@@ -106,9 +103,6 @@ s_fair_refused (zchat_server_t *self, zchat_request_t *req)
         floor = 1;
     uint64_t period = req->mono_ms / S_FAIR_PERIOD_MS;
     if (self->fair_period != period) {
-        //  What the last period saw is what others are measured by: the
-        //  current one is still being counted, and a sender that got in
-        //  first by a batch must not look like a flood
         bool last = self->fair_period + 1 == period;
         self->fair_prev_total = last? self->fair_total: 0;
         self->fair_prev_senders = last? self->fair_senders: 0;
@@ -126,10 +120,20 @@ s_fair_refused (zchat_server_t *self, zchat_request_t *req)
     }
     if (session->fair_count == 0)
         self->fair_senders++;
+    //  A flood is more than the floor plus twice what the others send on
+    //  average, both in the last period and so far in this one (if they
+    //  have sent in it yet): flat-out senders that started a little apart
+    //  differ in one period but not the next, and within a period by no
+    //  more than a batch or two, which the floor absorbs; people talking
+    //  beside a flood send little in both
     uint64_t mine = session->fair_count;
-    uint64_t others = self->fair_prev_senders - (session->fair_prev_count? 1: 0);
-    uint64_t others_total = self->fair_prev_total - session->fair_prev_count;
-    if (mine >= floor && others > 0 && mine * others >= 2 * others_total) {
+    uint64_t prev = self->fair_prev_senders - (session->fair_prev_count? 1: 0);
+    uint64_t prev_total = self->fair_prev_total - session->fair_prev_count;
+    uint64_t cur = self->fair_senders - 1;
+    uint64_t cur_total = self->fair_total - mine;
+    if (prev > 0
+    &&  mine * prev >= floor * prev + 2 * prev_total
+    &&  (cur == 0 || mine * cur >= floor * cur + 2 * cur_total)) {
         //  Each period takes about a floor's worth of the refused back:
         //  tell the n-th refused to come back n / floor periods later, or
         //  a sender with many SAYs in flight would resend them all at the

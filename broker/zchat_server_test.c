@@ -1632,16 +1632,15 @@ s_test_batches (void)
     zchat_testbed_destroy (&bed);
 }
 
-//  Fair share (--fair-share): a sender alone is never held back; past the
-//  floor, while others sent in the last period, at most twice their
-//  average of that period; 429 with a retry time spread by how many were
-//  refused; a sender ahead by a batch in a period of its own is not a
-//  flood.
+//  Fair share (--fair-share): a sender alone is never held back; one that
+//  sends more than the floor plus twice the others' average, in the last
+//  period and so far in this one, is refused with 429 and a retry time
+//  spread by how many were refused; the others never are.
 static void
 s_test_fair_share (void)
 {
     zchat_server_config_t config = zchat_testbed_config ();
-    config.fair_share = 50;         //  5 in each 100 ms period
+    config.fair_share = 50;         //  a floor of 5 in each 100 ms period
     zchat_testbed_t *bed = zchat_testbed_new (&config, false);
     assert (bed);
     s_greet (bed, "A", "alice", NULL);
@@ -1651,9 +1650,8 @@ s_test_fair_share (void)
     zchat_testbed_clear (bed);
     zchat_testbed_advance (bed, 100 - zchat_testbed_now (bed) % 100);
 
-    //  Alone: twenty in one period, all taken; bob's first SAY in the
-    //  same period does not make alice a flood (nobody else sent in the
-    //  period before)
+    //  Nobody else sent in the period before: alice is not held back,
+    //  not even after bob's first SAY
     uint64_t id = 100;
     for (int i = 0; i < 20; i++)
         SEND (bed, "A", zchat_encode_say (&s_buf, id++, "lobby", 0, "flood", 5));
@@ -1663,38 +1661,33 @@ s_test_fair_share (void)
     assert (zchat_testbed_flush (bed) == 41);
     zchat_testbed_clear (bed);
 
-    //  Next period: bob sent 1 in the last one, so past her floor of 5
-    //  alice may have at most 2 x 1
-    zchat_testbed_advance (bed, 100);
-    for (int i = 0; i < 5; i++)
-        SEND (bed, "A", zchat_encode_say (&s_buf, id++, "lobby", 0, "flood", 5));
-    assert (zchat_testbed_replies (bed, "A") == 0);
-    zchat_testbed_advance (bed, 25);
-    uint64_t first_refused = id;
-    for (int i = 0; i < 12; i++)
-        SEND (bed, "A", zchat_encode_say (&s_buf, id++, "lobby", 0, "flood", 5));
-    //  The first five come back at the next period, the next five one
-    //  period later, and so on
-    for (int i = 0; i < 12; i++) {
-        const zchat_msg_t *msg = s_error (bed, "A", first_refused + (uint64_t) i,
-                                          ZCHAT_ERR_RATE_LIMITED);
-        assert (msg->retry_ms == 75 + (uint32_t) (i / 5) * 100);
-    }
-    //  bob is never held back (he is under the floor)
-    for (int i = 0; i < 4; i++)
-        SEND (bed, "B", zchat_encode_say (&s_buf, 501 + (uint64_t) i, "lobby", 0, "x", 1));
-    assert (zchat_testbed_replies (bed, "B") == 0);
-    assert (zchat_testbed_flush (bed) == 9);
-    zchat_testbed_clear (bed);
-
-    //  Next period: bob sent 4 in the last one, so alice may have 8
-    zchat_testbed_advance (bed, 75);
-    for (int i = 0; i < 8; i++)
+    //  Next period: bob sent 1 in the last one and none yet in this one,
+    //  so alice may have 5 + 2 x 1
+    zchat_testbed_advance (bed, 125);
+    for (int i = 0; i < 7; i++)
         SEND (bed, "A", zchat_encode_say (&s_buf, id++, "lobby", 0, "flood", 5));
     assert (zchat_testbed_replies (bed, "A") == 0);
     SEND (bed, "A", zchat_encode_say (&s_buf, id, "lobby", 0, "flood", 5));
-    s_error (bed, "A", id++, ZCHAT_ERR_RATE_LIMITED);
-    assert (zchat_testbed_flush (bed) == 8);
+    const zchat_msg_t *msg = s_error (bed, "A", id++, ZCHAT_ERR_RATE_LIMITED);
+    assert (msg->retry_ms == 75);
+    //  bob is never held back; once he has sent 4 in this period, alice
+    //  may have 5 + 2 x 4 in it
+    for (int i = 0; i < 4; i++)
+        SEND (bed, "B", zchat_encode_say (&s_buf, 501 + (uint64_t) i, "lobby", 0, "x", 1));
+    assert (zchat_testbed_replies (bed, "B") == 0);
+    for (int i = 0; i < 6; i++)
+        SEND (bed, "A", zchat_encode_say (&s_buf, id++, "lobby", 0, "flood", 5));
+    assert (zchat_testbed_replies (bed, "A") == 0);
+    //  Past it, every refused SAY is told when to come back: a floor's
+    //  worth in each of the next periods
+    uint64_t first_refused = id;
+    for (int i = 0; i < 11; i++)
+        SEND (bed, "A", zchat_encode_say (&s_buf, id++, "lobby", 0, "flood", 5));
+    for (int i = 0; i < 11; i++) {
+        msg = s_error (bed, "A", first_refused + (uint64_t) i, ZCHAT_ERR_RATE_LIMITED);
+        assert (msg->retry_ms == 75 + (uint32_t) ((i + 1) / 5) * 100);
+    }
+    assert (zchat_testbed_flush (bed) == 17);
     zchat_testbed_clear (bed);
 
     //  bob silent for a whole period: alice is alone again

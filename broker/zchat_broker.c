@@ -521,8 +521,9 @@ zchat_broker_new (const zchat_broker_config_t *config,
     //  libzmq reads a high-water mark of 0 as "no limit": never that.
     int pub_hwm = config->pub_hwm;
     if (pub_hwm == 0) {
-        pub_hwm = ZCHAT_BROKER_PUB_BYTES
-                / (int) (config->max_text + ZCHAT_BROKER_PUB_OVERHEAD);
+        int largest = (int) config->max_text > ZCHAT_SERVER_BATCH_BYTES?
+                      (int) config->max_text: ZCHAT_SERVER_BATCH_BYTES;
+        pub_hwm = ZCHAT_BROKER_PUB_BYTES / (largest + ZCHAT_BROKER_PUB_OVERHEAD);
         if (pub_hwm > ZCHAT_BROKER_PUB_HWM)
             pub_hwm = ZCHAT_BROKER_PUB_HWM;
     }
@@ -920,7 +921,8 @@ zchat_broker_test (bool verbose)
     assert (strncmp (router_endpoint, "tcp://127.0.0.1:", 16) == 0);
     assert (s_endpoint_port (router_endpoint) > 0);
     assert (s_endpoint_port (pub_endpoint) > 0);
-    assert (zsock_sndhwm (broker->pub) == ZCHAT_BROKER_PUB_HWM);
+    assert (zsock_sndhwm (broker->pub) == ZCHAT_BROKER_PUB_BYTES
+            / (ZCHAT_SERVER_BATCH_BYTES + ZCHAT_BROKER_PUB_OVERHEAD));
 
     //  A SIGHUP as soon as the broker exists, before its loop ever ran,
     //  is caught (its default action would end this process) and handled

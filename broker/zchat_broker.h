@@ -23,10 +23,11 @@
 #define ZCHAT_BROKER_TIMEOUT_MS     10000
 #define ZCHAT_BROKER_MAX_TEXT       4096
 #define ZCHAT_BROKER_HISTORY_PAGE   500
-//  PUB high-water mark per subscriber: this many messages, or fewer when
-//  texts may be long, so that one subscriber that stops reading holds at
-//  most about ZCHAT_BROKER_PUB_BYTES of the broker's memory. One that
-//  falls behind recovers what it lost from history.
+//  PUB high-water mark per subscriber, in publications: at most this many,
+//  and fewer as the largest publication (a batch of ZCHAT_SERVER_BATCH_BYTES,
+//  or a message of max_text) requires, so that one subscriber that stops
+//  reading holds at most about ZCHAT_BROKER_PUB_BYTES of the broker's
+//  memory. One that falls behind recovers what it lost from history.
 #define ZCHAT_BROKER_PUB_HWM        10000
 #define ZCHAT_BROKER_PUB_BYTES      (48 * 1024 * 1024)
 #define ZCHAT_BROKER_PUB_OVERHEAD   256     //  per message beyond its text

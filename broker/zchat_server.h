@@ -20,6 +20,13 @@
 #include <stdint.h>
 #include "zchat_store.h"
 
+//  Largest ACKS or MESSAGES body the server builds: big enough that a
+//  group under load goes out in few frames (hundreds of short messages
+//  each), small enough that the PUB's high-water mark, counted in frames,
+//  still bounds what a stalled subscriber holds (zchat_broker.c). A
+//  message too big to share one goes out alone.
+#define ZCHAT_SERVER_BATCH_BYTES    (16 * 1024)
+
 typedef struct _zchat_server_t zchat_server_t;
 
 typedef struct {

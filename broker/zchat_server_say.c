@@ -22,10 +22,7 @@
 
 #include "zchat_server_int.h"
 
-//  Largest ACKS or MESSAGES body built: big enough that a flat-out group
-//  goes out in a few frames, small enough not to hog a subscriber's pipe.
-//  A message too big for it alone goes out as a MESSAGE.
-#define S_BATCH_BYTES   (64 * 1024)
+#define S_BATCH_BYTES   ZCHAT_SERVER_BATCH_BYTES
 
 //  Fair share is counted in periods this long (s_fair_refused), and a
 //  refused SAY is told to come back at most this many periods later.

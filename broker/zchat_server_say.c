@@ -78,7 +78,7 @@ zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req)
 
 
 //  ---------------------------------------------------------------------
-//  Fair share, on by default (config.fair_share, --fair-share): a session
+//  Fair share, off by default (config.fair_share, --fair-share): a session
 //  may always send fair_share SAYs a second; past that, while other
 //  sessions send too, at most twice what they send on average, and the
 //  excess is refused with 429. A
@@ -89,6 +89,10 @@ zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req)
 //  is what they share) in periods of S_FAIR_PERIOD_MS of the monotonic
 //  clock, with a tenth of the floor each, so that a held-back sender's
 //  retries come back spread out rather than all at once each second.
+//  Off by default: it judges by counts, and cannot tell others who talk
+//  little from flat-out senders that are finishing, so a benchmark's last
+//  sender can be refused (measured: one 429 in five 4->4 runs), and
+//  libzchat reports a 429 to its caller rather than retrying.
 
 static bool
 s_fair_refused (zchat_server_t *self, zchat_request_t *req)

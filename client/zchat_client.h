@@ -180,6 +180,13 @@ uint64_t zchat_client_leave   (zchat_client_t *self, const char *room);
 //  Resent with the same id (every heartbeat interval, and at once after a
 //  reconnect) until ACK, or until the client's timeout has passed since
 //  the first send: then an ERROR event with code ZCHAT_CLIENT_TIMEOUT.
+//  A SAY goes out at once while at most 8 sends are unacknowledged; past
+//  that (a busy sender) it waits for the next call into the client
+//  (zchat_client_next, _wait, or a pass after the DEALER stirs, which the
+//  ACKs of those in flight make it do), and everything gathered by then
+//  goes out as one SAYS (protocol version 2). An application that polls
+//  the DEALER itself must therefore call into the client when it is
+//  readable, as it must anyway to get its ACKs.
 uint64_t zchat_client_say     (zchat_client_t *self, const char *room,
                                const char *text, size_t text_size, bool action);
 uint64_t zchat_client_dm      (zchat_client_t *self, const char *nick,

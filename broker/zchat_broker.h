@@ -42,7 +42,7 @@
 //  history gets it at once; a peer that asks and never reads parks at
 //  most that, then 1 MiB a second, in the broker.
 #define ZCHAT_BROKER_QUERY_RATE     1024
-#define ZCHAT_BROKER_FAIR_SHARE     0
+#define ZCHAT_BROKER_FAIR_SHARE     1000
 #define ZCHAT_BROKER_QUERY_BURST    16384
 //  Nicks one CURVE key may bind (bindings last until released).
 #define ZCHAT_BROKER_MAX_NICKS_PER_KEY 10

@@ -24,10 +24,8 @@
 
 #define S_BATCH_BYTES   ZCHAT_SERVER_BATCH_BYTES
 
-//  Fair share is counted in periods this long (s_fair_refused), and a
-//  refused SAY is told to come back at most this many periods later.
+//  Fair share is counted in periods this long (s_fair_refused).
 #define S_FAIR_PERIOD_MS        100
-#define S_FAIR_RETRY_PERIODS    50
 
 //  "No entry" in the chains through the staged array.
 #define S_NONE          SIZE_MAX
@@ -63,10 +61,17 @@ zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req)
     zchat_bucket_t *bucket = message ? &req->session->messages : &req->session->commands;
     uint32_t retry_ms = zchat_bucket_wait (bucket, c->rate_limit, c->rate_burst, 1,
                                            req->mono_ms);
+    //  Once one message is refused, every message after it is until the
+    //  time given, though the bucket refills meanwhile: a sender that
+    //  sends everything from the refused one on again keeps its order
+    if (message && req->mono_ms < req->session->refused_until_ms)
+        retry_ms = (uint32_t) (req->session->refused_until_ms - req->mono_ms);
     if (retry_ms == 0) {
         zchat_bucket_charge (bucket, 1);
         return false;
     }
+    if (message && req->mono_ms + retry_ms > req->session->refused_until_ms)
+        req->session->refused_until_ms = req->mono_ms + retry_ms;
     self->rate_limited++;
     ZCHAT_DEBUG ("zchat: %s is over the rate limit", req->session->nick);
     zchat_server_error (self, req, ZCHAT_ERR_RATE_LIMITED, retry_ms,
@@ -78,21 +83,19 @@ zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req)
 
 
 //  ---------------------------------------------------------------------
-//  Fair share, off by default (config.fair_share, --fair-share): a session
+//  Fair share, on by default (config.fair_share, --fair-share): a session
 //  may always send fair_share SAYs a second; past that, while other
-//  sessions send too, at most twice what they send on average, and the
-//  excess is refused with 429. A
-//  sender alone, or senders that send alike (4 bots of a benchmark),
-//  are never held back; one that floods beside people who talk is held to
-//  about the floor, so that what everyone else receives stays what the
-//  room's members can read. Counted over all rooms (the broker's capacity
-//  is what they share) in periods of S_FAIR_PERIOD_MS of the monotonic
-//  clock, with a tenth of the floor each, so that a held-back sender's
-//  retries come back spread out rather than all at once each second.
-//  Off by default: it judges by counts, and cannot tell others who talk
-//  little from flat-out senders that are finishing, so a benchmark's last
-//  sender can be refused (measured: one 429 in five 4->4 runs), and
-//  libzchat reports a 429 to its caller rather than retrying.
+//  sessions send too, at most that many more than twice what they send on
+//  average, and the excess is refused with 429 until the period ends. A
+//  sender alone, or senders that send alike, are not held back; one that
+//  floods beside people who talk is held to about the floor, so that what
+//  everyone else receives stays what the room's members can read. Counted
+//  over all rooms (the broker's capacity is what they share) in periods of
+//  S_FAIR_PERIOD_MS of the monotonic clock, with a tenth of the floor
+//  each. It judges by counts, so the last of several flat-out senders can
+//  be refused while the others finish; libzchat then sends the refused
+//  SAYs again in order after the retry time, which costs that sender a
+//  pause, not an error.
 
 static bool
 s_fair_refused (zchat_server_t *self, zchat_request_t *req)
@@ -132,18 +135,16 @@ s_fair_refused (zchat_server_t *self, zchat_request_t *req)
     uint64_t prev_total = self->fair_prev_total - session->fair_prev_count;
     uint64_t cur = self->fair_senders - 1;
     uint64_t cur_total = self->fair_total - mine;
-    if (prev > 0
-    &&  mine * prev >= floor * prev + 2 * prev_total
-    &&  (cur == 0 || mine * cur >= floor * cur + 2 * cur_total)) {
-        //  Each period takes about a floor's worth of the refused back:
-        //  tell the n-th refused to come back n / floor periods later, or
-        //  a sender with many SAYs in flight would resend them all at the
-        //  start of every period and be refused again
-        uint64_t later = session->fair_refused++ / floor;
-        if (later > S_FAIR_RETRY_PERIODS)
-            later = S_FAIR_RETRY_PERIODS;
-        uint32_t retry_ms = (uint32_t) (S_FAIR_PERIOD_MS - req->mono_ms % S_FAIR_PERIOD_MS
-                                        + later * S_FAIR_PERIOD_MS);
+    //  Refused once in a period, refused for the rest of it, like the rate
+    //  limit: the refused ones are a suffix of the sender's stream, so a
+    //  sender that sends them all again next period keeps its order
+    bool refused = session->fair_refused > 0
+                || (prev > 0
+                    && mine * prev >= floor * prev + 2 * prev_total
+                    && (cur == 0 || mine * cur >= floor * cur + 2 * cur_total));
+    if (refused) {
+        session->fair_refused++;
+        uint32_t retry_ms = (uint32_t) (S_FAIR_PERIOD_MS - req->mono_ms % S_FAIR_PERIOD_MS);
         self->rate_limited++;
         ZCHAT_DEBUG ("zchat: %s is over its fair share", session->nick);
         zchat_server_error (self, req, ZCHAT_ERR_RATE_LIMITED, retry_ms,

@@ -43,6 +43,7 @@ struct _zchat_session_t {
     size_t room_count;
     size_t room_limit;                          //  allocated slots
     zchat_bucket_t messages;                    //  rate limit: SAY, DM
+    uint64_t refused_until_ms;                  //  one was refused: all are
     zchat_bucket_t commands;                    //  rate limit: JOIN, LEAVE,
                                                 //  NICK, TOPIC set, PROBE
     uint64_t fair_period;                       //  fair share: the period

@@ -43,6 +43,7 @@
 #define S_HELLO_ANSWER_MS       2000    //  a sent HELLO unanswered this long is resent
 #define S_TAIL_GRACE_MS         200     //  a PONG's newer seq may still be in flight on SUB
 #define S_FETCH_RETRY_MS        1000    //  after a failed history fetch
+#define S_RATE_RETRY_MS         100     //  a 429 without a retry time
 #define S_BYE_WAIT_MS           500     //  destroy waits this long for BYE's OK
 #define S_MAX_IDLE_MS           1000    //  housekeeping runs at least this often
 #define S_WRITE_RETRY_MS        10      //  retry a full DEALER, for external pollers
@@ -196,6 +197,7 @@ struct _zchat_client_t {
     uint8_t *buffer;
     zchat_buf_t buf;
     uint8_t version;            //  protocol version of the session (WELCOME)
+    int64_t send_pause_until;   //  a SAY was refused with 429: none before
     char     error [256];
 };
 
@@ -802,7 +804,7 @@ s_send_says (zchat_client_t *self, zchat_outbox_entry_t *first, int64_t now)
 static void
 s_send_flush (zchat_client_t *self, int64_t now)
 {
-    if (self->state != S_READY)
+    if (self->state != S_READY || now < self->send_pause_until)
         return;
     zchat_outbox_entry_t *send;
     while ((send = zchat_outbox_next_unsent (self->outbox))) {
@@ -840,6 +842,7 @@ s_send_new (zchat_client_t *self, uint8_t type, const char *target,
     bool gather = self->version >= 2 && type == ZCHAT_SAY
                && zchat_outbox_size (self->outbox) > S_SAYS_AFTER;
     if (first_in_line && !gather && self->state == S_READY
+    &&  now >= self->send_pause_until
     &&  s_send_body (self, s_encode_send (self, send), now) == 0)
         zchat_outbox_sent (self->outbox, send, now);
     //  A timeout shorter than the heartbeat comes due before anything else
@@ -1524,6 +1527,21 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
         s_on_hello_refused (self, msg);
         return;
     }
+    if (send && send->type == ZCHAT_SAY && msg->code == ZCHAT_ERR_RATE_LIMITED) {
+        //  Refused for now (rate limit, fair share): the broker refuses the
+        //  rest of our stream until retry_ms too, so this SAY and every SAY
+        //  sent after it go out again, in order, once that has passed. The
+        //  others' refusals find them waiting already. The caller hears
+        //  nothing but a later ACK (or, past its timeout, a timeout).
+        if (!send->unsent) {
+            zchat_outbox_unsend_from (self->outbox, send);
+            int64_t until = now + (msg->retry_ms? msg->retry_ms: S_RATE_RETRY_MS);
+            if (until > self->send_pause_until)
+                self->send_pause_until = until;
+            s_schedule (self, self->send_pause_until);
+        }
+        return;
+    }
     if (send) {
         s_emit_error (self, msg->id, msg->code, msg->retry_ms,
                       send->type == ZCHAT_SAY? send->target: NULL,
@@ -2082,7 +2100,9 @@ s_want_write (zchat_client_t *self)
     if (self->state == S_GREETING)
         return !self->hello_sent;
     if (self->state == S_READY)
-        return zchat_outbox_next_unsent (self->outbox) || self->unsent_requests;
+        return (zchat_outbox_next_unsent (self->outbox)
+                && s_now_coarse () >= self->send_pause_until)
+            || self->unsent_requests;
     return false;
 }
 

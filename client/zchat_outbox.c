@@ -92,6 +92,18 @@ s_queue_remove (s_list_t *list, zchat_outbox_entry_t *entry)
     entry->q_prev = entry->q_next = NULL;
 }
 
+static void
+s_queue_prepend (s_list_t *list, zchat_outbox_entry_t *entry)
+{
+    entry->q_prev = NULL;
+    entry->q_next = list->head;
+    if (list->head)
+        list->head->q_prev = entry;
+    else
+        list->tail = entry;
+    list->head = entry;
+}
+
 //  The queue an entry is on now
 static s_list_t *
 s_queue_of (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
@@ -285,6 +297,29 @@ zchat_outbox_unsend_all (zchat_outbox_t *self)
     }
 }
 
+size_t
+zchat_outbox_unsend_from (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
+{
+    assert (self);
+    assert (entry);
+    if (entry->unsent)
+        return 0;
+    //  Walk back from the newest, prepending: the first in send order ends
+    //  up first in the unsent queue
+    size_t moved = 0;
+    for (zchat_outbox_entry_t *at = self->order.tail; at; at = at->o_prev) {
+        if (at->type == entry->type && !at->unsent) {
+            s_queue_remove (&self->resend, at);
+            at->unsent = true;
+            s_queue_prepend (&self->unsent, at);
+            moved++;
+        }
+        if (at == entry)
+            break;
+    }
+    return moved;
+}
+
 //  --------------------------------------------------------------------------
 //  Self test
 
@@ -349,6 +384,23 @@ zchat_outbox_test (bool verbose)
     assert (zchat_outbox_next_unsent (outbox) == a);
     assert (a->q_next == b && b->q_next == d && d->q_next == NULL);
     assert (a->unsent && b->unsent && d->unsent);
+
+    //  A refused SAY: it and the SAYs that went out after it go out again
+    //  first, in send order; the DM between them and what never went out
+    //  keep their places
+    zchat_outbox_sent (outbox, a, 500);
+    zchat_outbox_sent (outbox, b, 500);
+    zchat_outbox_sent (outbox, d, 500);
+    zchat_outbox_entry_t *e = zchat_outbox_add (outbox, 14, ZCHAT_SAY, 0, "lobby", "z", 1, 510);
+    assert (zchat_outbox_next_unsent (outbox) == e);
+    assert (zchat_outbox_unsend_from (outbox, a) == 2);
+    assert (zchat_outbox_next_unsent (outbox) == a);
+    assert (a->q_next == d && d->q_next == e && e->q_next == NULL);
+    assert (a->unsent && d->unsent && !b->unsent);
+    assert (zchat_outbox_stalest (outbox) == b && b->q_next == NULL);
+    assert (zchat_outbox_unsend_from (outbox, a) == 0);     //  already waiting
+    zchat_outbox_remove (outbox, e);
+    zchat_outbox_unsend_all (outbox);
 
     //  Many entries: ids found, order kept
     for (uint64_t id = 1000; id < 3000; id++)

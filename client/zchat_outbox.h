@@ -90,6 +90,14 @@ void
 void
     zchat_outbox_unsend_all (zchat_outbox_t *self);
 
+//  Entry (which went out) and every entry of the same type after it in
+//  send order that went out too are to go out again, before anything that
+//  never went out, in send order: the broker refused entry and, refusing
+//  the rest of that sender's stream for a while, everything after it.
+//  Returns how many moved.
+size_t
+    zchat_outbox_unsend_from (zchat_outbox_t *self, zchat_outbox_entry_t *entry);
+
 //  Self test; asserts on failure.
 void
     zchat_outbox_test (bool verbose);

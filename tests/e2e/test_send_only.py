@@ -150,3 +150,22 @@ def test_upgrade_to_receiving():
                     desc="a message after a send-only join of a receiving room")
     texts = [e.get("text") for e in poster.snapshot() if e.get("type") == "message"]
     check(texts == ["after", "still"], "the poster got %r" % texts)
+
+
+def test_refused_says_are_sent_again_in_order():
+    """Under the broker's rate limit libzchat does not hand a 429 for a SAY
+    to its caller: it sends the refused SAY and every SAY after it again,
+    in order, once the broker's retry time has passed. 60 SAYs at once
+    against 20 a second: all acknowledged, no error, delivered in order."""
+    b = Broker("--rate-limit", "20:20")
+    ear = json_client(b, "ear", ["ops"])
+    poster = _driver(b, "poster")
+    _answer(poster, _request(poster, "join-send-only ops"), "joined")
+    ids = [_request(poster, "say ops paced %03d" % i) for i in range(60)]
+    seqs = [_answer(poster, rid, "ack", timeout=T(20)).get("seq") for rid in ids]
+    check(seqs == list(range(seqs[0], seqs[0] + 60)), "ack seqs out of order: %r" % seqs)
+    errors = [e for e in poster.snapshot() if e.get("type") == "error"]
+    check(not errors, "the caller saw errors: %r" % errors[:3])
+    msgs = ear.wait_messages(60, room="ops", timeout=T(20))
+    check([m.get("text") for m in msgs] == ["paced %03d" % i for i in range(60)],
+          "the ear got them out of order: %r" % [m.get("text") for m in msgs][:8])

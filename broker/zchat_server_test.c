@@ -1632,6 +1632,15 @@ s_test_batches (void)
     zchat_testbed_destroy (&bed);
 }
 
+//  count SAYs from peer with ids from *id on; none may be answered yet.
+static void
+s_flood (zchat_testbed_t *bed, const char *peer, uint64_t *id, int count)
+{
+    for (int i = 0; i < count; i++)
+        SEND (bed, peer, zchat_encode_say (&s_buf, (*id)++, "lobby", 0, "flood", 5));
+    assert (zchat_testbed_replies (bed, peer) == 0);
+}
+
 //  Fair share (--fair-share): a sender alone is never held back; one that
 //  sends more than the floor plus twice the others' average, in the last
 //  period and so far in this one, is refused with 429 until the period
@@ -1653,27 +1662,22 @@ s_test_fair_share (void)
     //  Nobody else sent in the period before: alice is not held back,
     //  not even after bob's first SAY
     uint64_t id = 100;
-    for (int i = 0; i < 20; i++)
-        SEND (bed, "A", zchat_encode_say (&s_buf, id++, "lobby", 0, "flood", 5));
+    s_flood (bed, "A", &id, 20);
     SEND (bed, "B", zchat_encode_say (&s_buf, 500, "lobby", 0, "hi", 2));
-    for (int i = 0; i < 20; i++)
-        SEND (bed, "A", zchat_encode_say (&s_buf, id++, "lobby", 0, "flood", 5));
+    s_flood (bed, "A", &id, 20);
     assert (zchat_testbed_flush (bed) == 41);
     zchat_testbed_clear (bed);
 
     //  Next period: bob sent 1 in the last one and none yet in this one,
     //  so alice may have 5 + 2 x 1
     zchat_testbed_advance (bed, 125);
-    for (int i = 0; i < 7; i++)
-        SEND (bed, "A", zchat_encode_say (&s_buf, id++, "lobby", 0, "flood", 5));
-    assert (zchat_testbed_replies (bed, "A") == 0);
+    s_flood (bed, "A", &id, 7);
     SEND (bed, "A", zchat_encode_say (&s_buf, id, "lobby", 0, "flood", 5));
     const zchat_msg_t *msg = s_error (bed, "A", id++, ZCHAT_ERR_RATE_LIMITED);
     assert (msg->retry_ms == 75);
     //  bob is never held back
-    for (int i = 0; i < 4; i++)
-        SEND (bed, "B", zchat_encode_say (&s_buf, 501 + (uint64_t) i, "lobby", 0, "x", 1));
-    assert (zchat_testbed_replies (bed, "B") == 0);
+    uint64_t bob_id = 501;
+    s_flood (bed, "B", &bob_id, 4);
     //  Refused once, alice is refused for the rest of the period, though
     //  bob's 4 would allow her more now: what she sends again keeps its
     //  order
@@ -1689,9 +1693,7 @@ s_test_fair_share (void)
     //  Next period: bob sent 4 in the last one, so alice may have
     //  5 + 2 x 4 = 13 until bob speaks in this one
     zchat_testbed_advance (bed, 25);
-    for (int i = 0; i < 13; i++)
-        SEND (bed, "A", zchat_encode_say (&s_buf, id++, "lobby", 0, "flood", 5));
-    assert (zchat_testbed_replies (bed, "A") == 0);
+    s_flood (bed, "A", &id, 13);
     SEND (bed, "A", zchat_encode_say (&s_buf, id, "lobby", 0, "flood", 5));
     s_error (bed, "A", id++, ZCHAT_ERR_RATE_LIMITED);
     assert (zchat_testbed_flush (bed) == 13);
@@ -1699,9 +1701,7 @@ s_test_fair_share (void)
 
     //  bob silent for a whole period: alice is alone again
     zchat_testbed_advance (bed, 200);
-    for (int i = 0; i < 30; i++)
-        SEND (bed, "A", zchat_encode_say (&s_buf, id++, "lobby", 0, "flood", 5));
-    assert (zchat_testbed_replies (bed, "A") == 0);
+    s_flood (bed, "A", &id, 30);
     assert (zchat_testbed_flush (bed) == 30);
     zchat_testbed_destroy (&bed);
 }

@@ -1063,13 +1063,13 @@ zchat_encode_page_begin (zchat_buf_t *buf, uint64_t id, const char *room,
     return s_list_begin (buf);
 }
 
-size_t
-zchat_encode_page_add (zchat_buf_t *buf, uint64_t seq, uint64_t ts,
-                       const char *nick, uint8_t kind,
-                       const char *text, size_t text_size)
+//  One stored message as a list item: PAGE and MESSAGES share the layout.
+static size_t
+s_message_item (zchat_buf_t *buf, uint8_t type, uint64_t seq, uint64_t ts,
+                const char *nick, uint8_t kind, const char *text, size_t text_size)
 {
     size_t mark;
-    if (!s_add_start (buf, ZCHAT_PAGE, &mark))
+    if (!s_add_start (buf, type, &mark))
         return 0;
     s_put_u64 (buf, seq);
     s_put_u64 (buf, ts);
@@ -1077,6 +1077,14 @@ zchat_encode_page_add (zchat_buf_t *buf, uint64_t seq, uint64_t ts,
     s_put_kind (buf, kind);
     s_put_text (buf, text, text_size);
     return s_add_finish (buf, mark);
+}
+
+size_t
+zchat_encode_page_add (zchat_buf_t *buf, uint64_t seq, uint64_t ts,
+                       const char *nick, uint8_t kind,
+                       const char *text, size_t text_size)
+{
+    return s_message_item (buf, ZCHAT_PAGE, seq, ts, nick, kind, text, text_size);
 }
 
 //  --------------------------------------------------------------------------
@@ -1219,15 +1227,7 @@ zchat_encode_messages_add (zchat_buf_t *buf, uint64_t seq, uint64_t ts,
                            const char *nick, uint8_t kind,
                            const char *text, size_t text_size)
 {
-    size_t mark;
-    if (!s_add_start (buf, ZCHAT_MESSAGES, &mark))
-        return 0;
-    s_put_u64 (buf, seq);
-    s_put_u64 (buf, ts);
-    s_put_str (buf, nick, ZCHAT_MAX_NICK);
-    s_put_kind (buf, kind);
-    s_put_text (buf, text, text_size);
-    return s_add_finish (buf, mark);
+    return s_message_item (buf, ZCHAT_MESSAGES, seq, ts, nick, kind, text, text_size);
 }
 
 //  A MESSAGE body is header, room, then exactly a MESSAGES item. The room

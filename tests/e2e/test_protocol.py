@@ -143,6 +143,16 @@ def test_dm_and_takeover():
     check(d.hello("alice")["type"] == WELCOME, "after BYE the nick is free at once")
 
 
+def _probe_until_live(dealer, sub, room):
+    """PROBE room from dealer until a probe comes back on sub: from then on
+    sub receives everything published in room."""
+    deadline = time.monotonic() + T(10)
+    while not [m for m in sub.decoded() if m["type"] == PROBE]:
+        check(dealer.request(PROBE, room=room)["type"] == OK, "PROBE should be answered OK")
+        sub.drain(0.1)
+        check(time.monotonic() < deadline, "our PROBE never came back on PUB")
+
+
 def test_batches():
     """Version 2: SAYs that reach the broker together are acknowledged with
     one ACKS per sender and published as MESSAGES; a version 1 sender in
@@ -156,11 +166,7 @@ def test_batches():
     check(v1.hello("older", version=1)["version"] == 1, "WELCOME version 1")
     v2.join("hall")
     v1.join("hall")
-    deadline = time.monotonic() + T(10)
-    while not [m for m in sub.decoded() if m["type"] == PROBE]:
-        check(v2.request(PROBE, room="hall")["type"] == OK, "PROBE should be answered OK")
-        sub.drain(0.1)
-        check(time.monotonic() < deadline, "our PROBE never came back on PUB")
+    _probe_until_live(v2, sub, "hall")
 
     #  Bursts without waiting, so that they share groups
     count = 300
@@ -228,11 +234,7 @@ def test_says():
     d = RawDealer(b.router)
     d.hello("batcher", version=2)
     d.join("hall")
-    deadline = time.monotonic() + T(10)
-    while not [m for m in sub.decoded() if m["type"] == PROBE]:
-        check(d.request(PROBE, room="hall")["type"] == OK, "PROBE should be answered OK")
-        sub.drain(0.1)
-        check(time.monotonic() < deadline, "our PROBE never came back on PUB")
+    _probe_until_live(d, sub, "hall")
     items = [{"id": 100 + i, "room": "hall" if i != 7 else "nowhere", "kind": 0,
               "text": "item %d" % i} for i in range(40)]
     d.send(encode(SAYS, 0, items=items))

@@ -37,6 +37,10 @@ static const char *s_usage =
 "                           clients ping every third of it\n"
 "  --data DIR               the message store (default $XDG_DATA_HOME/zchat or\n"
 "                           ~/.local/share/zchat); one broker per directory\n"
+"  --group-wait-us N        while messages arrive steadily, a group of fewer than\n"
+"                           8 waits N microseconds for more before its commit,\n"
+"                           so that commits are fewer and larger (default 200;\n"
+"                           0 = commit at once)\n"
 "  --fsync                  commit with synchronous=FULL: acknowledged messages\n"
 "                           survive power loss, not only a broker crash (default off)\n"
 "  --durable on|off         on (default): a room message is acknowledged and\n"
@@ -94,7 +98,7 @@ enum {
     OPT_ROUTER = 256, OPT_PUB, OPT_TIMEOUT, OPT_DATA, OPT_FSYNC, OPT_DURABLE,
     OPT_RETAIN_MESSAGES, OPT_RETAIN_DAYS, OPT_PUB_HWM, OPT_MAX_TEXT,
     OPT_MAX_ROOMS, OPT_MAX_SESSIONS, OPT_MAX_ALL_SESSIONS, OPT_HISTORY_PAGE, OPT_RATE_LIMIT,
-    OPT_QUERY_BUDGET, OPT_FAIR_SHARE,
+    OPT_QUERY_BUDGET, OPT_FAIR_SHARE, OPT_GROUP_WAIT,
     OPT_CERT, OPT_ALLOW, OPT_ALLOW_ANY, OPT_MAX_NICKS, OPT_RELEASE_NICK
 };
 
@@ -116,6 +120,7 @@ static const struct option s_options [] = {
     { "rate-limit",         required_argument, NULL, OPT_RATE_LIMIT },
     { "query-budget",       required_argument, NULL, OPT_QUERY_BUDGET },
     { "fair-share",         required_argument, NULL, OPT_FAIR_SHARE },
+    { "group-wait-us",      required_argument, NULL, OPT_GROUP_WAIT },
     { "cert",               required_argument, NULL, OPT_CERT },
     { "allow",              required_argument, NULL, OPT_ALLOW },
     { "allow-any",          no_argument,       NULL, OPT_ALLOW_ANY },
@@ -379,6 +384,14 @@ main (int argc, char **argv)
                         "(messages per second, burst; 1..1000000)", arg);
                     goto done;
                 }
+                break;
+            case OPT_GROUP_WAIT:
+                if (s_parse_count (arg, 0, 10000, &count) != 0) {
+                    exit_code = s_usage_error ("--group-wait-us: '%s' is not a count "
+                        "of microseconds in 0..10000 (0 = never wait)", arg);
+                    goto done;
+                }
+                config.group_wait_us = (uint32_t) count;
                 break;
             case OPT_FAIR_SHARE:
                 if (s_parse_count (arg, 0, 1000000, &count) != 0) {

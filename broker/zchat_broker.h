@@ -43,6 +43,7 @@
 //  most that, then 1 MiB a second, in the broker.
 #define ZCHAT_BROKER_QUERY_RATE     1024
 #define ZCHAT_BROKER_FAIR_SHARE     1000
+#define ZCHAT_BROKER_GROUP_WAIT_US  200
 #define ZCHAT_BROKER_QUERY_BURST    16384
 //  Nicks one CURVE key may bind (bindings last until released).
 #define ZCHAT_BROKER_MAX_NICKS_PER_KEY 10
@@ -77,6 +78,8 @@ typedef struct {
                                     //  publishing commands), 0 = off
     uint32_t rate_burst;
     uint32_t fair_share;            //  see zchat_server_config_t; 0 = off
+    uint32_t group_wait_us;         //  a small group in a steady stream waits
+                                    //  this long for company; 0 = never
     uint32_t query_rate;            //  KiB/s of HISTORY/WHO/ROOMS replies,
     uint32_t query_burst;           //  and bursts of KiB (0 = off)
     const char *cert_path;          //  broker's secret certificate; NULL = no CURVE

@@ -310,6 +310,17 @@ zchat_server_revoke (zchat_server_t *self, uint64_t now_ms)
 
 
 //  ---------------------------------------------------------------------
+//  SAYs staged in the open group.
+
+size_t
+zchat_server_staged (zchat_server_t *self)
+{
+    assert (self);
+    return self->group_open? self->staged_count: 0;
+}
+
+
+//  ---------------------------------------------------------------------
 //  Number of live sessions.
 
 size_t

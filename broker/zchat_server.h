@@ -131,6 +131,10 @@ void
 size_t
     zchat_server_revoke (zchat_server_t *self, uint64_t now_ms);
 
+//  Number of SAYs staged in the open group (0 without one).
+size_t
+    zchat_server_staged (zchat_server_t *self);
+
 //  Number of live sessions (for logs and tests).
 size_t
     zchat_server_sessions (zchat_server_t *self);

@@ -13,7 +13,7 @@ COST = 5
 
 OPTIONS = ["--router", "--pub", "--session-timeout", "--data", "--fsync", "--retain-messages",
            "--retain-days", "--pub-hwm", "--max-text", "--max-rooms",
-           "--max-sessions-per-address", "--history-page", "--rate-limit", "--fair-share", "--cert",
+           "--max-sessions-per-address", "--history-page", "--rate-limit", "--fair-share", "--group-wait-us", "--cert",
            "--allow", "--allow-any", "--help"]
 
 
@@ -23,7 +23,8 @@ def test_broker_usage():
     base = [exe, "--router", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*", "--data", data]
     for args in (["--bogus"], ["--session-timeout", "abc"], ["--session-timeout", "-2"],
                  ["--pub-hwm", "x"], ["--retain-messages", "-1"], ["--max-text", "lots"],
-                 ["--fair-share", "x"], ["--cert"], ["--router"], ["stray"]):
+                 ["--fair-share", "x"], ["--group-wait-us", "20000"], ["--cert"],
+                 ["--router"], ["stray"]):
         r = run(base + args, timeout=T(10), name="broker-usage")
         check(r.rc == 2, "zchat-broker %s should exit 2: %r" % (" ".join(args), r))
     r = run([exe, "--help"], timeout=T(10), name="broker-help")

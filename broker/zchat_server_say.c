@@ -1,5 +1,6 @@
-//  zchat_server_say — the message path: SAY staged into a store group and
-//  acknowledged only after the group commits, DM delivered at once, and
+//  zchat_server_say — the message path: SAY (and SAYS) staged into a store
+//  group and acknowledged only after the group commits, DM delivered at
+//  once, the fair share that holds a flood back while others talk, and
 //  the per-session rate limit, which every command that publishes or
 //  writes is charged to (SAY, DM, JOIN, LEAVE, NICK, TOPIC set, PROBE).
 //

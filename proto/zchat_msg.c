@@ -43,42 +43,44 @@ s_get_u8 (reader_t *r, uint8_t *value)
     return ZCHAT_DECODE_OK;
 }
 
-//  The fixed sizes load whole big-endian words: the decoder runs on every
-//  message the broker and a client handle.
+//  The fixed sizes load whole big-endian words, n bytes copied out after
+//  one bounds check: the decoder runs on every message the broker and a
+//  client handle.
+static int
+s_get_word (reader_t *r, void *word, size_t n)
+{
+    if (r->size - r->pos < n)
+        return ZCHAT_DECODE_TRUNCATED;
+    memcpy (word, r->data + r->pos, n);
+    r->pos += n;
+    return ZCHAT_DECODE_OK;
+}
+
 static int
 s_get_u16 (reader_t *r, uint16_t *value)
 {
-    if (r->size - r->pos < 2)
-        return ZCHAT_DECODE_TRUNCATED;
-    uint16_t v;
-    memcpy (&v, r->data + r->pos, 2);
-    r->pos += 2;
+    uint16_t v = 0;
+    int rc = s_get_word (r, &v, 2);
     *value = be16toh (v);
-    return ZCHAT_DECODE_OK;
+    return rc;
 }
 
 static int
 s_get_u32 (reader_t *r, uint32_t *value)
 {
-    if (r->size - r->pos < 4)
-        return ZCHAT_DECODE_TRUNCATED;
-    uint32_t v;
-    memcpy (&v, r->data + r->pos, 4);
-    r->pos += 4;
+    uint32_t v = 0;
+    int rc = s_get_word (r, &v, 4);
     *value = be32toh (v);
-    return ZCHAT_DECODE_OK;
+    return rc;
 }
 
 static int
 s_get_u64 (reader_t *r, uint64_t *value)
 {
-    if (r->size - r->pos < 8)
-        return ZCHAT_DECODE_TRUNCATED;
-    uint64_t v;
-    memcpy (&v, r->data + r->pos, 8);
-    r->pos += 8;
+    uint64_t v = 0;
+    int rc = s_get_word (r, &v, 8);
     *value = be64toh (v);
-    return ZCHAT_DECODE_OK;
+    return rc;
 }
 
 //  A u8 that holds one of the booleans (resumed, set, more): anything but
@@ -675,36 +677,6 @@ s_put_u8 (zchat_buf_t *buf, uint8_t value)
 }
 
 static void
-s_put_u16 (zchat_buf_t *buf, uint16_t value)
-{
-    if (!s_fits (buf, 2))
-        return;
-    value = htobe16 (value);
-    memcpy (buf->data + buf->size, &value, 2);
-    buf->size += 2;
-}
-
-static void
-s_put_u32 (zchat_buf_t *buf, uint32_t value)
-{
-    if (!s_fits (buf, 4))
-        return;
-    value = htobe32 (value);
-    memcpy (buf->data + buf->size, &value, 4);
-    buf->size += 4;
-}
-
-static void
-s_put_u64 (zchat_buf_t *buf, uint64_t value)
-{
-    if (!s_fits (buf, 8))
-        return;
-    value = htobe64 (value);
-    memcpy (buf->data + buf->size, &value, 8);
-    buf->size += 8;
-}
-
-static void
 s_put_bytes (zchat_buf_t *buf, const void *bytes, size_t size)
 {
     if (size && s_fits (buf, size)) {
@@ -712,6 +684,28 @@ s_put_bytes (zchat_buf_t *buf, const void *bytes, size_t size)
         buf->size += size;
     }
 }
+
+static void
+s_put_u16 (zchat_buf_t *buf, uint16_t value)
+{
+    value = htobe16 (value);
+    s_put_bytes (buf, &value, 2);
+}
+
+static void
+s_put_u32 (zchat_buf_t *buf, uint32_t value)
+{
+    value = htobe32 (value);
+    s_put_bytes (buf, &value, 4);
+}
+
+static void
+s_put_u64 (zchat_buf_t *buf, uint64_t value)
+{
+    value = htobe64 (value);
+    s_put_bytes (buf, &value, 8);
+}
+
 
 //  A str; NULL is written as the empty string.
 static void

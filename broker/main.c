@@ -24,6 +24,7 @@
 #define MAX_TIMEOUT_S   86400.0
 #define MAX_RETAIN_DAYS 36500.0
 #define MAX_COUNT       1000000000ULL
+#define BROKER_IO_THREADS 2     //  ROUTER and PUB each on their own (zchat_broker_new)
 
 static const char *s_usage =
 "Usage: zchat-broker [OPTION]...\n"
@@ -498,6 +499,12 @@ main (int argc, char **argv)
                  "directory %s: %s\n", config.data_dir, strerror (error_number));
         goto done;
     }
+    //  Two I/O threads, before any socket exists: zchat_broker_new gives
+    //  the ROUTER's connections one and the PUB's the other, so that
+    //  replies and ACKs never wait behind a big room's fan-out. An
+    //  operator's ZSYS_IO_THREADS (read by czmq) wins.
+    if (!getenv ("ZSYS_IO_THREADS"))
+        zsys_set_io_threads (BROKER_IO_THREADS);
     zchat_broker_t *broker = zchat_broker_new (&config, error, sizeof (error));
     if (!broker) {
         fprintf (stderr, "zchat-broker: %s\n", error);

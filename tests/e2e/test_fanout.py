@@ -1,6 +1,8 @@
 """Test whether a room message reaches every member of its room and nobody
 else, also when one room's name is a prefix of another's (lob / lobby)."""
 
+import os
+
 from harness import (Broker, RawSub, check, check_ts, listener, send,
                      wait_sub_live, MESSAGE)
 
@@ -62,3 +64,30 @@ def test_fanout_rooms_and_prefix():
         check(frames[0] == b"lob:", "raw SUB on 'lob:' got topic %r" % frames[0])
     for p in (lob, lobby, both, other):
         p.check_clean()
+
+
+def _io_threads(pid):
+    names = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass
+    return sum(1 for n in names if n.startswith("ZMQbg/IO/"))
+
+
+def test_io_threads():
+    """The broker runs two I/O threads (ROUTER and PUB each on its own, so
+    that ACKs do not queue behind a big fan-out); an operator's
+    ZSYS_IO_THREADS=1 puts both on one, and the broker still works."""
+    for expected, env in ((2, None), (1, {"ZSYS_IO_THREADS": "1"})):
+        b = Broker(env=env)
+        check(_io_threads(b.pid) == expected,
+              "broker with env %r has %d I/O threads, expected %d"
+              % (env, _io_threads(b.pid), expected))
+        p = listener(b, "l_io%d" % expected, ["io"])
+        send(b, "alice", "io", "over %d I/O threads" % expected)
+        p.wait_text("over %d I/O threads" % expected)
+        p.check_clean()
+        b.stop()

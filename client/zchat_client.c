@@ -71,6 +71,7 @@
 #define S_SAYS_AFTER            8       //  unacknowledged sends before new SAYs batch
 #define S_SAYS_BYTES            (64 * 1024)     //  largest SAYS built
 #define S_SAYS_ITEMS            1024
+#define S_SAYS_EARLY            128     //  gathered SAYs that go out without waiting for the pass
 
 //  A room message whose sender's nick breaks the name rules (a broken or
 //  hostile broker: such a name could carry terminal escapes to whoever
@@ -198,6 +199,7 @@ struct _zchat_client_t {
     zchat_buf_t buf;
     uint8_t version;            //  protocol version of the session (WELCOME)
     int64_t send_pause_until;   //  a SAY was refused with 429: none before
+    size_t gathered;            //  SAYs gathered for a SAYS since the last flush
     char     error [256];
 };
 
@@ -806,6 +808,7 @@ s_send_flush (zchat_client_t *self, int64_t now)
 {
     if (self->state != S_READY || now < self->send_pause_until)
         return;
+    self->gathered = 0;
     zchat_outbox_entry_t *send;
     while ((send = zchat_outbox_next_unsent (self->outbox))) {
         if (s_send_says (self, send, now) > 0)
@@ -823,7 +826,10 @@ static uint64_t
 s_send_new (zchat_client_t *self, uint8_t type, const char *target,
             const char *text, size_t text_size, bool action)
 {
-    int64_t now = s_now ();
+    //  The send's timestamps time its resend and timeout, seconds away:
+    //  the tick's resolution does, and a flat-out sender saves a clock
+    //  read per message
+    int64_t now = s_now_coarse ();
     //  Behind others that wait, it waits too: sends keep their order
     bool first_in_line = zchat_outbox_next_unsent (self->outbox) == NULL;
     uint64_t id = s_next_id (self);
@@ -838,13 +844,19 @@ s_send_new (zchat_client_t *self, uint8_t type, const char *target,
     //  for the next pass of the loop, which sends what has gathered by then
     //  as one SAYS: the ACKs of those in flight come back meanwhile and
     //  wake any caller's poll, so nothing waits longer than that. A quiet
-    //  sender's SAYs go out at once.
+    //  sender's SAYs go out at once. A caller that sends a long run between
+    //  passes has it go out every S_SAYS_EARLY SAYs, so that the broker
+    //  works on the first part while the caller makes the rest: one SAYS
+    //  per run made the two take turns.
     bool gather = self->version >= 2 && type == ZCHAT_SAY
                && zchat_outbox_size (self->outbox) > S_SAYS_AFTER;
     if (first_in_line && !gather && self->state == S_READY
     &&  now >= self->send_pause_until
     &&  s_send_body (self, s_encode_send (self, send), now) == 0)
         zchat_outbox_sent (self->outbox, send, now);
+    else
+    if (gather && ++self->gathered >= S_SAYS_EARLY)
+        s_send_flush (self, now);
     //  A timeout shorter than the heartbeat comes due before anything else
     s_schedule (self, now + self->timeout_ms);
     return id;

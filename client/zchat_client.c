@@ -2566,8 +2566,9 @@ s_can_request (zchat_client_t *self)
 static bool
 s_check_room (zchat_client_t *self, const char *room)
 {
-    //  A room we are in had its name checked when we joined it
-    if (room && self->last_room && streq (room, self->last_room->name))
+    //  A room we are in had its name checked when we joined it (a
+    //  send-only sender's room becomes the last one looked up here)
+    if (room && s_room_lookup (self, room))
         return true;
     if (!room || !zchat_room_valid (room)) {
         s_set_error (self, "invalid room name '%s' (1-%d of A-Z a-z 0-9 _ . -)",

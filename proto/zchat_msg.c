@@ -503,22 +503,36 @@ zchat_decode_strerror (int rc)
 //  --------------------------------------------------------------------------
 //  True if [data, data + size) is valid UTF-8 without NUL: no overlong
 //  forms, no surrogates, nothing above U+10FFFF, no cut-off sequence.
-//  Chat text is mostly ASCII, so eight bytes at a time are let through
-//  when none has its top bit set and none is zero.
+//  Chat text is mostly ASCII, and every text the broker receives is
+//  checked here, so runs of 32 bytes are let through at once when none
+//  has its top bit set and none is zero.
+
+//  Non-zero unless all eight bytes of word are in 1..127: the top bit of
+//  word itself catches 128..255; with those clear, subtracting one from
+//  each byte borrows, and so sets a top bit, exactly where a byte is zero.
+#define S_ASCII_HIGH    0x8080808080808080ULL
+#define S_ASCII_ONES    0x0101010101010101ULL
+#define S_NOT_ASCII(w)  (((w) | ((w) - S_ASCII_ONES)) & S_ASCII_HIGH)
 
 bool
 zchat_utf8_valid (const char *data, size_t size)
 {
     const uint8_t *bytes = (const uint8_t *) data;
-    const uint64_t high = 0x8080808080808080ULL;
-    const uint64_t ones = 0x0101010101010101ULL;
     size_t pos = 0;
     while (pos < size) {
+        if (size - pos >= 32) {
+            uint64_t w [4];
+            memcpy (w, bytes + pos, 32);
+            if (!(S_NOT_ASCII (w [0]) | S_NOT_ASCII (w [1])
+            |     S_NOT_ASCII (w [2]) | S_NOT_ASCII (w [3]))) {
+                pos += 32;
+                continue;
+            }
+        }
         if (size - pos >= 8) {
             uint64_t word;
             memcpy (&word, bytes + pos, 8);
-            //  (word - ones) & ~word & high is non-zero iff a byte is zero
-            if ((word & high) == 0 && ((word - ones) & ~word & high) == 0) {
+            if (!S_NOT_ASCII (word)) {
                 pos += 8;
                 continue;
             }
@@ -2178,15 +2192,29 @@ s_test_hostile (samples_t *samples, bool verbose)
         s_expect ("valid UTF-8", raw.data, raw.size, ZCHAT_DECODE_OK);
     }
     CHECK (zchat_utf8_valid (NULL, 0));
-    //  A NUL at every position of an ASCII run, to cover the 8-byte path
-    for (size_t at_nul = 0; at_nul < 24; at_nul++) {
-        char run [24];
+    //  A NUL, a lone lead byte, a continuation byte or DEL at every
+    //  position of an ASCII run, and a valid two-byte sequence at every
+    //  alignment, to cover the 32-byte and 8-byte paths and their seams
+    for (size_t pos = 0; pos < 80; pos++) {
+        char run [80];
         memset (run, 'q', sizeof run);
         CHECK (zchat_utf8_valid (run, sizeof run));
-        run [at_nul] = 0;
+        run [pos] = 0;
         CHECK (!zchat_utf8_valid (run, sizeof run));
-        run [at_nul] = (char) 0xC3;
+        run [pos] = (char) 0xC3;
         CHECK (!zchat_utf8_valid (run, sizeof run));
+        run [pos] = (char) 0x80;
+        CHECK (!zchat_utf8_valid (run, sizeof run));
+        run [pos] = 0x7F;
+        CHECK (zchat_utf8_valid (run, sizeof run));
+        run [pos] = 0x01;
+        CHECK (zchat_utf8_valid (run, sizeof run));
+        if (pos + 1 < sizeof run) {
+            run [pos] = (char) 0xC3;
+            run [pos + 1] = (char) 0xA9;
+            CHECK (zchat_utf8_valid (run, sizeof run));
+            CHECK (!zchat_utf8_valid (run, pos + 1));
+        }
     }
 
     //  Values outside their sets
@@ -2357,6 +2385,71 @@ s_test_encoder_limits (bool verbose)
 //  the decoder must not crash or read out of bounds (ASan watches), and a
 //  body it accepts must iterate cleanly.
 
+//  The UTF-8 rules again, one code point at a time and by value, as a
+//  reference for the word-at-a-time validator.
+static bool
+s_utf8_reference (const uint8_t *bytes, size_t size)
+{
+    size_t pos = 0;
+    while (pos < size) {
+        uint8_t lead = bytes [pos];
+        size_t tail = lead < 0x80? 0: lead >= 0xF8? 4: lead >= 0xF0? 3: lead >= 0xE0? 2
+                    : lead >= 0xC0? 1: 4;
+        if (tail == 4 || size - pos - 1 < tail)
+            return false;
+        uint32_t point = tail == 0? lead: lead & (0x3F >> tail);
+        for (size_t i = 1; i <= tail; i++) {
+            if ((bytes [pos + i] & 0xC0) != 0x80)
+                return false;
+            point = point << 6 | (bytes [pos + i] & 0x3F);
+        }
+        static const uint32_t least [] = { 1, 0x80, 0x800, 0x10000 };
+        if (point < least [tail] || point > 0x10FFFF
+        ||  (point >= 0xD800 && point <= 0xDFFF))
+            return false;
+        pos += 1 + tail;
+    }
+    return true;
+}
+
+//  Mostly ASCII strings with a few bytes that matter sprinkled in, at
+//  every length and alignment: the validator agrees with the reference.
+static void
+s_test_utf8 (bool verbose)
+{
+    uint64_t state = 0x0CA7F00D2026ULL;
+    static const uint8_t sprinkle [] = {
+        0x00, 0x01, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1,
+        0xC2, 0xC3, 0xDF, 0xE0, 0xE1, 0xED, 0xEF, 0xF0, 0xF3, 0xF4, 0xF5, 0xFF
+    };
+    uint8_t text [160];
+    size_t valid = 0;
+    for (int round = 0; round < 100000; round++) {
+        size_t size = (size_t) (s_rand (&state) % sizeof text);
+        for (size_t i = 0; i < size; i++)
+            text [i] = (uint8_t) (' ' + s_rand (&state) % 95);
+        int extra = (int) (s_rand (&state) % 4);
+        for (int k = 0; k < extra && size; k++)
+            text [s_rand (&state) % size] = sprinkle [s_rand (&state) % sizeof sprinkle];
+        //  Sometimes a valid multi-byte character, so that valid non-ASCII
+        //  text is common too
+        if (size >= 4 && s_rand (&state) % 2) {
+            size_t at = (size_t) (s_rand (&state) % (size - 3));
+            memcpy (text + at, "\xF0\x9F\x98\x80", 4);
+        }
+        bool expect = s_utf8_reference (text, size);
+        //  An exact-size copy, so that the sanitizer build catches a read
+        //  past the end
+        uint8_t *exact = s_copy (text, size);
+        CHECK (zchat_utf8_valid ((const char *) exact, size) == expect);
+        free (exact);
+        if (expect)
+            valid++;
+    }
+    if (verbose)
+        printf (" * 100000 UTF-8 strings against the reference, %zu valid\n", valid);
+}
+
 static void
 s_test_random (samples_t *samples, bool verbose)
 {
@@ -2507,6 +2600,7 @@ zchat_msg_test (bool verbose)
     s_test_encoder_limits (verbose);
     s_test_names (verbose);
     s_test_random (&samples, verbose);
+    s_test_utf8 (verbose);
 
     for (size_t i = 0; i < samples.count; i++)
         free (samples.data [i]);

@@ -400,6 +400,12 @@ s_mix (uint64_t value)
 static uint64_t
 s_key_hash (zchat_store_t *self, const char *nick, size_t nick_len, uint64_t msg_id)
 {
+    //  Ids from one client count up (PROTOCOL.md 2.1), so ids are hashed
+    //  in runs of STORE_KEY_RUN: the keys of a run differ only in the
+    //  bits of the tag (STORE_TAG), not in those that choose the bucket
+    //  (STORE_BUCKET), so a run shares one bucket, one cache line, for
+    //  its lookups, inserts and evictions, and within it each key still
+    //  has a tag of its own. The run's bucket is keyed by the seed.
     uint64_t hash = s_mix (self->hash_seed ^ nick_len);
     for (size_t at = 0; at < nick_len; at += 8) {
         uint64_t word = 0;
@@ -407,56 +413,116 @@ s_key_hash (zchat_store_t *self, const char *nick, size_t nick_len, uint64_t msg
             word = word << 8 | (uint8_t) nick [i];
         hash = s_mix (hash ^ word);
     }
-    //  Ids from one client count up (PROTOCOL.md 2.1), so ids are hashed
-    //  in runs of STORE_KEY_RUN: the keys of a run get consecutive hashes,
-    //  hence neighbouring index slots, and an append (lookup and insert)
-    //  and an eviction (the oldest keys, in the same order) touch one
-    //  cache line per run instead of a random one per message: with a
-    //  window of a million keys that miss was a third of the broker's
-    //  time flat out. The run's place is still keyed by the seed.
-    return s_mix (hash ^ (msg_id / STORE_KEY_RUN)) + msg_id % STORE_KEY_RUN;
+    hash = s_mix (hash ^ (msg_id / STORE_KEY_RUN));
+    return hash ^ (uint64_t) (msg_id % STORE_KEY_RUN) << STORE_TAG_SHIFT;
 }
 
-//  Put ring position pos into the index.
+//  Bit i set for each slot i of the bucket whose entry has this tag.
+static uint32_t
+s_bucket_tagged (const uint32_t *bucket, uint32_t tag)
+{
+    uint32_t found = 0;
+    for (uint32_t i = 0; i < STORE_BUCKET_SLOTS; i++)
+        found |= (uint32_t) (bucket [i] && (bucket [i] & ~STORE_POS_MASK) == tag) << i;
+    return found;
+}
+
+//  Bit i set for each slot i of the bucket that holds value (0: free).
+static uint32_t
+s_bucket_holding (const uint32_t *bucket, uint32_t value)
+{
+    uint32_t found = 0;
+    for (uint32_t i = 0; i < STORE_BUCKET_SLOTS; i++)
+        found |= (uint32_t) (bucket [i] == value) << i;
+    return found;
+}
+
+//  Put ring position pos into the index: into the first slot free from
+//  its home bucket on, counting a spill in each full bucket passed.
 static void
 s_index_put (zchat_store_t *self, size_t pos)
 {
-    size_t mask = self->index_size - 1;
+    size_t mask = self->buckets - 1;
     uint64_t hash = self->keys [pos].hash;
-    size_t slot = (size_t) hash & mask;
-    while (self->index [slot])
-        slot = (slot + 1) & mask;
-    self->index [slot] = STORE_TAG (hash) | ((uint32_t) pos + 1);
+    size_t bucket = STORE_BUCKET (hash, mask);
+    while (true) {
+        uint32_t *slots = self->index + bucket * STORE_BUCKET_SLOTS;
+        uint32_t free_slots = s_bucket_holding (slots, 0);
+        if (free_slots) {
+            slots [__builtin_ctz (free_slots)] = STORE_TAG (hash) | ((uint32_t) pos + 1);
+            return;
+        }
+        if (self->spill [bucket] < STORE_SPILL_STUCK)
+            self->spill [bucket]++;
+        bucket = (bucket + 1) & mask;
+    }
 }
 
-//  Take ring position pos out of the index, shifting back the entries
-//  after it so that every probe chain stays unbroken.
+//  Take ring position pos out of the index. Nothing moves: the slot is
+//  freed, and the spill counts of the buckets it had passed go down (a
+//  count stuck at its top stays, which only makes lookups look further).
 static void
 s_index_drop (zchat_store_t *self, size_t pos)
 {
-    size_t mask = self->index_size - 1;
-    size_t slot = (size_t) self->keys [pos].hash & mask;
-    while ((self->index [slot] & STORE_POS_MASK) != pos + 1) {
-        assert (self->index [slot]);
-        slot = (slot + 1) & mask;
+    size_t mask = self->buckets - 1;
+    size_t bucket = STORE_BUCKET (self->keys [pos].hash, mask);
+    uint32_t value = STORE_TAG (self->keys [pos].hash) | ((uint32_t) pos + 1);
+    for (size_t passed = 0; passed < self->buckets; passed++) {
+        uint32_t *slots = self->index + bucket * STORE_BUCKET_SLOTS;
+        uint32_t found = s_bucket_holding (slots, value);
+        if (found) {
+            slots [__builtin_ctz (found)] = 0;
+            return;
+        }
+        assert (self->spill [bucket] > 0);
+        if (self->spill [bucket] < STORE_SPILL_STUCK)
+            self->spill [bucket]--;
+        bucket = (bucket + 1) & mask;
     }
-    size_t next = slot;
+    assert (false);             //  every position in the ring is indexed
+}
+
+//  Walks the keys with one hash: the home bucket, then the buckets after
+//  it for as long as something spilled past the one before.
+typedef struct {
+    uint64_t hash;
+    uint32_t tag;
+    size_t bucket;
+    size_t passed;                  //  buckets left behind
+    uint32_t found;                 //  slots of this bucket still to look at
+} store_probe_t;
+
+static void
+s_probe_start (zchat_store_t *self, store_probe_t *probe, uint64_t hash)
+{
+    probe->hash = hash;
+    probe->tag = STORE_TAG (hash);
+    probe->bucket = STORE_BUCKET (hash, self->buckets - 1);
+    probe->passed = 0;
+    probe->found = s_bucket_tagged (self->index + probe->bucket * STORE_BUCKET_SLOTS,
+                                    probe->tag);
+}
+
+//  The next key with the probe's hash, or NULL. The tag only narrows the
+//  search; the whole hash is compared in the ring.
+static const store_key_t *
+s_probe_next (zchat_store_t *self, store_probe_t *probe)
+{
     while (true) {
-        next = (next + 1) & mask;
-        if (!self->index [next])
-            break;
-        size_t home = (size_t) self->keys [(self->index [next] & STORE_POS_MASK) - 1].hash
-                    & mask;
-        //  An entry may move back to slot only if its home is not in
-        //  (slot, next]: otherwise a probe from home would miss it.
-        bool stays = slot <= next? (home > slot && home <= next)
-                                 : (home > slot || home <= next);
-        if (stays)
-            continue;
-        self->index [slot] = self->index [next];
-        slot = next;
+        while (probe->found) {
+            uint32_t slot = self->index [probe->bucket * STORE_BUCKET_SLOTS
+                                         + (size_t) __builtin_ctz (probe->found)];
+            probe->found &= probe->found - 1;
+            const store_key_t *key = &self->keys [(slot & STORE_POS_MASK) - 1];
+            if (key->hash == probe->hash)
+                return key;
+        }
+        if (self->spill [probe->bucket] == 0 || ++probe->passed == self->buckets)
+            return NULL;
+        probe->bucket = (probe->bucket + 1) & (self->buckets - 1);
+        probe->found = s_bucket_tagged (self->index + probe->bucket * STORE_BUCKET_SLOTS,
+                                        probe->tag);
     }
-    self->index [slot] = 0;
 }
 
 //  Resize the ring to limit entries (a power of two, at least what it
@@ -465,21 +531,32 @@ s_index_drop (zchat_store_t *self, size_t pos)
 static int
 s_keys_resize (zchat_store_t *self, size_t limit)
 {
+    //  Load at most one half: two slots per key
+    size_t buckets = limit * 2 / STORE_BUCKET_SLOTS;
     store_key_t *keys = (store_key_t *) malloc (limit * sizeof (store_key_t));
-    uint32_t *index = (uint32_t *) calloc (limit * 2, sizeof (uint32_t));
-    if (!keys || !index || limit > STORE_POS_MASK) {
+    uint32_t *index = NULL;
+    uint8_t *spill = (uint8_t *) calloc (buckets, 1);
+    //  A bucket is one cache line
+    if (posix_memalign ((void **) &index, 64,
+                        buckets * STORE_BUCKET_SLOTS * sizeof (uint32_t)))
+        index = NULL;
+    if (!keys || !index || !spill || limit > STORE_POS_MASK) {
         free (keys);
         free (index);
+        free (spill);
         return -1;
     }
+    memset (index, 0, buckets * STORE_BUCKET_SLOTS * sizeof (uint32_t));
     for (uint64_t at = self->keys_tail; at < self->keys_head; at++)
         keys [at & (limit - 1)] = self->keys [at & (self->keys_limit - 1)];
     free (self->keys);
     free (self->index);
+    free (self->spill);
     self->keys = keys;
     self->keys_limit = limit;
     self->index = index;
-    self->index_size = limit * 2;
+    self->spill = spill;
+    self->buckets = buckets;
     for (uint64_t at = self->keys_tail; at < self->keys_head; at++)
         s_index_put (self, (size_t) (at & (limit - 1)));
     return 0;
@@ -1451,6 +1528,107 @@ zchat_store_ckpt_cap (zchat_store_t *self, int64_t cap_bytes)
 
 
 //  --------------------------------------------------------------------------
+//  Self test access to the idempotency index (zchat_store_int.h).
+
+void
+zchat_store_keys_add (zchat_store_t *self, uint64_t hash, int64_t chunk)
+{
+    assert (self);
+    s_keys_add (self, hash, chunk);
+}
+
+size_t
+zchat_store_keys_count (zchat_store_t *self, uint64_t hash)
+{
+    assert (self);
+    store_probe_t probe;
+    s_probe_start (self, &probe, hash);
+    size_t count = 0;
+    while (s_probe_next (self, &probe))
+        count++;
+    return count;
+}
+
+int
+zchat_store_keys_check (zchat_store_t *self)
+{
+    assert (self);
+    size_t mask = self->buckets - 1;
+    size_t live = (size_t) (self->keys_head - self->keys_tail);
+    uint8_t *seen = (uint8_t *) calloc (self->keys_limit, 1);
+    size_t *spilled = (size_t *) calloc (self->buckets, sizeof (size_t));
+    const char *broken = NULL;
+    size_t slots = 0;
+    if (!seen || !spilled) {
+        broken = "out of memory";
+        goto done;
+    }
+    if (live > self->keys_limit || live > self->keys_max
+    ||  self->buckets * STORE_BUCKET_SLOTS != self->keys_limit * 2) {
+        broken = "sizes";
+        goto done;
+    }
+    for (size_t bucket = 0; bucket < self->buckets; bucket++)
+        for (size_t i = 0; i < STORE_BUCKET_SLOTS; i++) {
+            uint32_t slot = self->index [bucket * STORE_BUCKET_SLOTS + i];
+            if (!slot)
+                continue;
+            slots++;
+            size_t pos = (slot & STORE_POS_MASK) - 1;
+            //  The ring position must hold a live key, with this tag,
+            //  indexed once, and every bucket from its home to here must
+            //  count it as spilled
+            if (pos >= self->keys_limit
+            ||  ((pos - (size_t) self->keys_tail) & (self->keys_limit - 1)) >= live) {
+                broken = "a slot points outside the window";
+                goto done;
+            }
+            if (STORE_TAG (self->keys [pos].hash) != (slot & ~STORE_POS_MASK)) {
+                broken = "a slot's tag is not its key's";
+                goto done;
+            }
+            if (seen [pos]++) {
+                broken = "a key is indexed twice";
+                goto done;
+            }
+            for (size_t at = STORE_BUCKET (self->keys [pos].hash, mask); at != bucket;
+                 at = (at + 1) & mask)
+                spilled [at]++;
+        }
+    if (slots != live) {
+        broken = "a live key is not indexed";
+        goto done;
+    }
+    //  A count stuck at its top may be anything above what is there
+    for (size_t bucket = 0; bucket < self->buckets; bucket++)
+        if (self->spill [bucket] < STORE_SPILL_STUCK
+        &&  self->spill [bucket] != spilled [bucket]) {
+            broken = "a spill count is wrong";
+            goto done;
+        }
+    //  And a lookup finds every live key
+    for (uint64_t at = self->keys_tail; at < self->keys_head; at++) {
+        const store_key_t *want = &self->keys [at & (self->keys_limit - 1)];
+        store_probe_t probe;
+        s_probe_start (self, &probe, want->hash);
+        const store_key_t *key;
+        while ((key = s_probe_next (self, &probe)) && key != want)
+            ;
+        if (!key) {
+            broken = "a live key cannot be found";
+            goto done;
+        }
+    }
+done:
+    if (broken)
+        zsys_error ("zchat_store: idempotency index: %s", broken);
+    free (seen);
+    free (spilled);
+    return broken? -1: 0;
+}
+
+
+//  --------------------------------------------------------------------------
 //  Busy handler of the event loop's connection: SQLite calls it while the
 //  write lock is held elsewhere (only ever the checkpointer's TRUNCATE
 //  round, or an operator's shell). SQLite's own busy_timeout sleeps 1, 2,
@@ -1634,6 +1812,7 @@ zchat_store_destroy (zchat_store_t **self_p)
     free (self->touched);
     free (self->keys);
     free (self->index);
+    free (self->spill);
     free (self);
     *self_p = NULL;
 }
@@ -1903,17 +2082,14 @@ zchat_store_append (zchat_store_t *self, const char *room, uint64_t seq,
     uint64_t hash = 0;
     if (msg_id) {
         hash = s_key_hash (self, nick, nick_len, msg_id);
-        size_t mask = self->index_size - 1;
-        uint32_t tag = STORE_TAG (hash);
         int64_t best = 0;
         char found_room [ZCHAT_MAX_ROOM + 1];
         uint64_t found_seq = 0, found_ts = 0;
-        for (size_t slot = (size_t) hash & mask; self->index [slot];
-             slot = (slot + 1) & mask) {
-            if ((self->index [slot] & ~STORE_POS_MASK) != tag)
-                continue;
-            const store_key_t *key = &self->keys [(self->index [slot] & STORE_POS_MASK) - 1];
-            if (key->hash != hash || key->chunk <= best)
+        store_probe_t probe;
+        s_probe_start (self, &probe, hash);
+        const store_key_t *key;
+        while ((key = s_probe_next (self, &probe))) {
+            if (key->chunk <= best)
                 continue;
             int rc = s_key_check (self, key->chunk, nick, nick_len, msg_id,
                                   found_room, &found_seq, &found_ts);

@@ -226,6 +226,7 @@ struct _zchat_store_t {
     size_t pending_keep;            //  kept between groups (STORE_KEEP_BYTES)
     uint32_t *touched;
     size_t touched_size;            //  slots, a power of two
+    size_t pending_last;            //  the entry s_pending_find found last
 
     //  Idempotency: a ring of keys in the order they were added (absolute
     //  numbers keys_tail..keys_head), and a bucketed index of ring
@@ -240,6 +241,10 @@ struct _zchat_store_t {
     uint8_t *spill;                 //  per bucket: keys that spilled past it
     size_t buckets;                 //  keys_limit / 8, a power of two
     uint64_t hash_seed;             //  random: ids cannot be chosen to collide
+    //  The last nick hashed (s_nick_hash)
+    char nick [ZCHAT_MAX_NICK];
+    size_t nick_len;                //  SIZE_MAX: none yet
+    uint64_t nick_hash;
 
     //  Where the count-retention round robin over rooms goes on.
     char retain_cursor [ZCHAT_MAX_ROOM + 1];

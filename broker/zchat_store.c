@@ -434,24 +434,48 @@ s_key_hash (zchat_store_t *self, const char *nick, size_t nick_len, uint64_t msg
     return hash ^ (uint64_t) (msg_id % STORE_KEY_RUN) << STORE_TAG_SHIFT;
 }
 
-//  Bit i set for each slot i of the bucket whose entry has this tag.
+//  Bit i set for each slot i of the bucket whose entry has this tag (and
+//  perhaps for free slots, when the tag is 0: callers skip those), or
+//  that holds exactly value (0: the free slots). Every lookup, insert and
+//  eviction scans a bucket or two, so with SSE2 (every x86-64) four
+//  slots are compared at once.
+#if defined (__SSE2__)
+#include <emmintrin.h>
+
+static uint32_t
+s_bucket_match (const uint32_t *bucket, uint32_t mask, uint32_t value)
+{
+    const __m128i want = _mm_set1_epi32 ((int) value);
+    const __m128i keep = _mm_set1_epi32 ((int) mask);
+    uint32_t found = 0;
+    for (int i = 0; i < STORE_BUCKET_SLOTS / 4; i++) {
+        __m128i slots = _mm_load_si128 ((const __m128i *) bucket + i);
+        __m128i equal = _mm_cmpeq_epi32 (_mm_and_si128 (slots, keep), want);
+        found |= (uint32_t) _mm_movemask_ps (_mm_castsi128_ps (equal)) << (4 * i);
+    }
+    return found;
+}
+#else
+static uint32_t
+s_bucket_match (const uint32_t *bucket, uint32_t mask, uint32_t value)
+{
+    uint32_t found = 0;
+    for (uint32_t i = 0; i < STORE_BUCKET_SLOTS; i++)
+        found |= (uint32_t) ((bucket [i] & mask) == value) << i;
+    return found;
+}
+#endif
+
 static uint32_t
 s_bucket_tagged (const uint32_t *bucket, uint32_t tag)
 {
-    uint32_t found = 0;
-    for (uint32_t i = 0; i < STORE_BUCKET_SLOTS; i++)
-        found |= (uint32_t) (bucket [i] && (bucket [i] & ~STORE_POS_MASK) == tag) << i;
-    return found;
+    return s_bucket_match (bucket, ~STORE_POS_MASK, tag);
 }
 
-//  Bit i set for each slot i of the bucket that holds value (0: free).
 static uint32_t
 s_bucket_holding (const uint32_t *bucket, uint32_t value)
 {
-    uint32_t found = 0;
-    for (uint32_t i = 0; i < STORE_BUCKET_SLOTS; i++)
-        found |= (uint32_t) (bucket [i] == value) << i;
-    return found;
+    return s_bucket_match (bucket, UINT32_MAX, value);
 }
 
 //  Put ring position pos into the index: into the first slot free from
@@ -530,6 +554,8 @@ s_probe_next (zchat_store_t *self, store_probe_t *probe)
             uint32_t slot = self->index [probe->bucket * STORE_BUCKET_SLOTS
                                          + (size_t) __builtin_ctz (probe->found)];
             probe->found &= probe->found - 1;
+            if (!slot)
+                continue;           //  a free slot, when the tag is 0
             const store_key_t *key = &self->keys [(slot & STORE_POS_MASK) - 1];
             if (key->hash == probe->hash)
                 return key;

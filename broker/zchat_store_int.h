@@ -45,11 +45,14 @@
 #define STORE_KEYS_MAX          (1u << 20)
 #define STORE_KEYS_MIN          4096
 //  Consecutive message ids that share an index bucket (s_key_hash)
-#define STORE_KEY_RUN           16
+#define STORE_KEY_RUN           8
 //  The index is an array of buckets of 16 slots, one 64-byte cache line
 //  each, at most half full. A key goes into the first free slot from its
 //  home bucket on; a per-bucket count of the keys that spilled past it
 //  (stuck once at STORE_SPILL_STUCK) tells a lookup whether to look on.
+//  A bucket holds two runs of ids: with one, a run arriving at an
+//  occupied bucket spilled whole into the next, and a lookup scanned
+//  three buckets on average.
 #define STORE_BUCKET_SLOTS      16
 #define STORE_BUCKET(hash, mask) ((size_t) (hash) & (mask))
 #define STORE_SPILL_STUCK       255

@@ -763,13 +763,96 @@ s_put_text (zchat_buf_t *buf, const char *text, size_t text_size)
     }
 }
 
+static bool
+s_kind_valid (uint8_t kind)
+{
+    return kind == ZCHAT_KIND_TEXT || kind == ZCHAT_KIND_ACTION;
+}
+
 static void
 s_put_kind (zchat_buf_t *buf, uint8_t kind)
 {
-    if (kind != ZCHAT_KIND_TEXT && kind != ZCHAT_KIND_ACTION)
+    if (!s_kind_valid (kind))
         buf->overflow = true;
     else
         s_put_u8 (buf, kind);
+}
+
+//  The hot encoders (each ACK and MESSAGE item the broker sends, each SAY
+//  a client sends) measure their body or item first, reserve it with one
+//  check, and write it with these, which check nothing: a check per field
+//  was most of what encoding cost.
+
+//  Bytes a str of s takes after its length byte: 0, with the buffer
+//  marked overflowed, if it is over max. NULL is the empty string.
+static size_t
+s_str_len (zchat_buf_t *buf, const char *s, size_t max)
+{
+    size_t len = s? s_bounded_len (s, max): 0;
+    if (len > max) {
+        buf->overflow = true;
+        return 0;
+    }
+    return len;
+}
+
+//  The next n bytes of buf, now counted as written, or NULL (overflow set)
+//  if they do not fit or the buffer overflowed already.
+static uint8_t *
+s_reserve (zchat_buf_t *buf, size_t n)
+{
+    if (!s_fits (buf, n))
+        return NULL;
+    uint8_t *at = buf->data + buf->size;
+    buf->size += n;
+    return at;
+}
+
+static uint8_t *
+s_write_u64 (uint8_t *at, uint64_t value)
+{
+    value = htobe64 (value);
+    memcpy (at, &value, 8);
+    return at + 8;
+}
+
+static uint8_t *
+s_write_str (uint8_t *at, const char *s, size_t len)
+{
+    *at++ = (uint8_t) len;
+    if (len)
+        memcpy (at, s, len);
+    return at + len;
+}
+
+static uint8_t *
+s_write_text (uint8_t *at, const char *text, size_t text_size)
+{
+    uint32_t size = htobe32 ((uint32_t) text_size);
+    memcpy (at, &size, 4);
+    if (text_size)
+        memcpy (at + 4, text, text_size);
+    return at + 4 + text_size;
+}
+
+//  Empties the buffer for a new body.
+static void
+s_reset (zchat_buf_t *buf)
+{
+    assert (buf);
+    buf->size = 0;
+    buf->overflow = false;
+    buf->count_at = 0;
+    buf->count = 0;
+}
+
+static uint8_t *
+s_write_header (uint8_t *at, uint8_t type, uint64_t id)
+{
+    at [0] = ZCHAT_SIGNATURE_0;
+    at [1] = ZCHAT_SIGNATURE_1;
+    at [2] = type;
+    return s_write_u64 (at + 3, id);
 }
 
 //  Resets the buffer and writes the header.
@@ -942,10 +1025,15 @@ size_t
 zchat_encode_ack (zchat_buf_t *buf, uint64_t id, const char *room,
                   uint64_t seq, uint64_t ts)
 {
-    s_put_header (buf, ZCHAT_ACK, id);
-    s_put_str (buf, room, ZCHAT_MAX_ROOM);
-    s_put_u64 (buf, seq);
-    s_put_u64 (buf, ts);
+    s_reset (buf);
+    size_t room_len = s_str_len (buf, room, ZCHAT_MAX_ROOM);
+    uint8_t *at = s_reserve (buf, ZCHAT_HEADER_SIZE + 1 + room_len + 16);
+    if (at) {
+        at = s_write_header (at, ZCHAT_ACK, id);
+        at = s_write_str (at, room, room_len);
+        at = s_write_u64 (at, seq);
+        s_write_u64 (at, ts);
+    }
     return s_done (buf);
 }
 
@@ -1090,11 +1178,18 @@ s_message_item (zchat_buf_t *buf, uint8_t type, uint64_t seq, uint64_t ts,
     size_t mark;
     if (!s_add_start (buf, type, &mark))
         return 0;
-    s_put_u64 (buf, seq);
-    s_put_u64 (buf, ts);
-    s_put_str (buf, nick, ZCHAT_MAX_NICK);
-    s_put_kind (buf, kind);
-    s_put_text (buf, text, text_size);
+    assert (text || text_size == 0);
+    size_t nick_len = s_str_len (buf, nick, ZCHAT_MAX_NICK);
+    if (!s_kind_valid (kind) || text_size > ZCHAT_MAX_TEXT)
+        buf->overflow = true;
+    uint8_t *at = s_reserve (buf, 16 + 1 + nick_len + 1 + 4 + text_size);
+    if (at) {
+        at = s_write_u64 (at, seq);
+        at = s_write_u64 (at, ts);
+        at = s_write_str (at, nick, nick_len);
+        *at++ = kind;
+        s_write_text (at, text, text_size);
+    }
     return s_add_finish (buf, mark);
 }
 
@@ -1159,13 +1254,23 @@ zchat_encode_message (zchat_buf_t *buf, uint64_t id, const char *room,
                       uint64_t seq, uint64_t ts, const char *nick,
                       uint8_t kind, const char *text, size_t text_size)
 {
-    s_put_header (buf, ZCHAT_MESSAGE, id);
-    s_put_str (buf, room, ZCHAT_MAX_ROOM);
-    s_put_u64 (buf, seq);
-    s_put_u64 (buf, ts);
-    s_put_str (buf, nick, ZCHAT_MAX_NICK);
-    s_put_kind (buf, kind);
-    s_put_text (buf, text, text_size);
+    s_reset (buf);
+    assert (text || text_size == 0);
+    size_t room_len = s_str_len (buf, room, ZCHAT_MAX_ROOM);
+    size_t nick_len = s_str_len (buf, nick, ZCHAT_MAX_NICK);
+    if (!s_kind_valid (kind) || text_size > ZCHAT_MAX_TEXT)
+        buf->overflow = true;
+    uint8_t *at = s_reserve (buf, ZCHAT_HEADER_SIZE + 1 + room_len + 16 + 1 + nick_len
+                                  + 1 + 4 + text_size);
+    if (at) {
+        at = s_write_header (at, ZCHAT_MESSAGE, id);
+        at = s_write_str (at, room, room_len);
+        at = s_write_u64 (at, seq);
+        at = s_write_u64 (at, ts);
+        at = s_write_str (at, nick, nick_len);
+        *at++ = kind;
+        s_write_text (at, text, text_size);
+    }
     return s_done (buf);
 }
 
@@ -1188,10 +1293,14 @@ zchat_encode_acks_add (zchat_buf_t *buf, uint64_t id, const char *room,
     size_t mark;
     if (!s_add_start (buf, ZCHAT_ACKS, &mark))
         return 0;
-    s_put_u64 (buf, id);
-    s_put_str (buf, room, ZCHAT_MAX_ROOM);
-    s_put_u64 (buf, seq);
-    s_put_u64 (buf, ts);
+    size_t room_len = s_str_len (buf, room, ZCHAT_MAX_ROOM);
+    uint8_t *at = s_reserve (buf, 8 + 1 + room_len + 16);
+    if (at) {
+        at = s_write_u64 (at, id);
+        at = s_write_str (at, room, room_len);
+        at = s_write_u64 (at, seq);
+        s_write_u64 (at, ts);
+    }
     return s_add_finish (buf, mark);
 }
 
@@ -1226,10 +1335,17 @@ zchat_encode_says_add (zchat_buf_t *buf, uint64_t id, const char *room,
     size_t mark;
     if (!s_add_start (buf, ZCHAT_SAYS, &mark))
         return 0;
-    s_put_u64 (buf, id);
-    s_put_str (buf, room, ZCHAT_MAX_ROOM);
-    s_put_kind (buf, kind);
-    s_put_text (buf, text, text_size);
+    assert (text || text_size == 0);
+    size_t room_len = s_str_len (buf, room, ZCHAT_MAX_ROOM);
+    if (!s_kind_valid (kind) || text_size > ZCHAT_MAX_TEXT)
+        buf->overflow = true;
+    uint8_t *at = s_reserve (buf, 8 + 1 + room_len + 1 + 4 + text_size);
+    if (at) {
+        at = s_write_u64 (at, id);
+        at = s_write_str (at, room, room_len);
+        *at++ = kind;
+        s_write_text (at, text, text_size);
+    }
     return s_add_finish (buf, mark);
 }
 

@@ -1389,6 +1389,62 @@ zchat_encode_messages_append (zchat_buf_t *buf, const void *message,
     return s_add_finish (buf, mark);
 }
 
+//  --------------------------------------------------------------------------
+//  Append every item of a MESSAGES body this codec encoded, for the same
+//  room, to the batch in buf: one copy of the items as they are. Returns
+//  the batch size, or 0 and changes nothing if batch is not a MESSAGES
+//  body of buf's room or its items do not fit.
+
+size_t
+zchat_encode_messages_extend (zchat_buf_t *buf, const void *batch, size_t batch_size)
+{
+    assert (buf);
+    assert (batch);
+    const uint8_t *body = (const uint8_t *) batch;
+    if (batch_size < ZCHAT_HEADER_SIZE + 1 || body [2] != ZCHAT_MESSAGES)
+        return 0;
+    size_t head_size = ZCHAT_HEADER_SIZE + 1 + (size_t) body [ZCHAT_HEADER_SIZE] + 2;
+    if (batch_size < head_size
+    ||  buf->overflow || buf->size < head_size || buf->data [2] != ZCHAT_MESSAGES
+    ||  memcmp (buf->data + ZCHAT_HEADER_SIZE, body + ZCHAT_HEADER_SIZE,
+                head_size - ZCHAT_HEADER_SIZE - 2) != 0)
+        return 0;
+    size_t count = (size_t) body [head_size - 2] << 8 | body [head_size - 1];
+    size_t mark;
+    if (count > (size_t) (ZCHAT_MAX_ITEMS - buf->count)
+    ||  !s_add_start (buf, ZCHAT_MESSAGES, &mark))
+        return 0;
+    s_put_bytes (buf, body + head_size, batch_size - head_size);
+    if (s_add_finish (buf, mark) == 0)
+        return 0;
+    //  s_add_finish counted one item
+    buf->count = (uint16_t) (buf->count - 1 + count);
+    buf->data [buf->count_at] = (uint8_t) (buf->count >> 8);
+    buf->data [buf->count_at + 1] = (uint8_t) buf->count;
+    return buf->size;
+}
+
+//  --------------------------------------------------------------------------
+//  Rewrite in place a MESSAGES body of exactly one item as the MESSAGE body
+//  with the same content, which version 1 clients read too: the same bytes
+//  without the count, so the header and room move up by two. Returns the
+//  MESSAGE's size, from body + 2, or 0 (nothing changed) if body is not
+//  such a MESSAGES.
+
+size_t
+zchat_encode_messages_single (uint8_t *body, size_t size)
+{
+    assert (body);
+    if (size < ZCHAT_HEADER_SIZE + 1 || body [2] != ZCHAT_MESSAGES)
+        return 0;
+    size_t room_end = ZCHAT_HEADER_SIZE + 1 + (size_t) body [ZCHAT_HEADER_SIZE];
+    if (size < room_end + 2 || body [room_end] != 0 || body [room_end + 1] != 1)
+        return 0;
+    memmove (body + 2, body, room_end);
+    body [2 + 2] = ZCHAT_MESSAGE;
+    return size - 2;
+}
+
 size_t
 zchat_encode_event (zchat_buf_t *buf, uint64_t id, const char *room,
                     uint64_t ts, uint8_t event, const char *nick,
@@ -1987,6 +2043,67 @@ s_test_round_trips (zchat_buf_t *buf, samples_t *samples, bool verbose)
         zchat_msg_t decoded;
         CHECK (zchat_msg_decode (&decoded, small_data, small.size) == ZCHAT_DECODE_OK);
         CHECK (decoded.type == ZCHAT_MESSAGES && decoded.item_count == 1);
+
+        //  Batches extended by batches: [item 0] + [item 1] is the batch of
+        //  both, byte for byte; another room's batch, a MESSAGE, or items
+        //  that do not fit change nothing
+        uint8_t first_data [128], second_data [128];
+        zchat_buf_t first, second;
+        zchat_buf_init (&first, first_data, sizeof first_data);
+        zchat_buf_init (&second, second_data, sizeof second_data);
+        zchat_encode_messages_begin (&first, "lobby");
+        zchat_encode_messages_begin (&second, "lobby");
+        zchat_encode_messages_add (&first, items [0].seq, items [0].ts, items [0].nick,
+                                   items [0].kind, items [0].text, items [0].text_size);
+        zchat_encode_messages_add (&second, items [1].seq, items [1].ts, items [1].nick,
+                                   items [1].kind, items [1].text, items [1].text_size);
+        zchat_buf_init (&batch, batch_data, sizeof batch_data);
+        zchat_encode_messages_begin (&batch, "lobby");
+        CHECK (zchat_encode_messages_extend (&batch, first_data, first.size) > 0);
+        size = zchat_encode_messages_extend (&batch, second_data, second.size);
+        CHECK (size == by_field_size && memcmp (batch_data, by_field, size) == 0);
+        CHECK (batch.count == 2);
+        //  An empty batch adds nothing
+        zchat_buf_init (&one, one_data, sizeof one_data);
+        one_size = zchat_encode_messages_begin (&one, "lobby");
+        CHECK (zchat_encode_messages_extend (&batch, one_data, one_size) == size);
+        CHECK (batch.count == 2);
+        zchat_buf_init (&one, one_data, sizeof one_data);
+        zchat_encode_messages_begin (&one, "lobby2");
+        one_size = zchat_encode_messages_add (&one, 5, 1, "bob", 0, "x", 1);
+        CHECK (zchat_encode_messages_extend (&batch, one_data, one_size) == 0);
+        zchat_buf_init (&one, one_data, sizeof one_data);
+        one_size = zchat_encode_message (&one, 0, "lobby", 43, 1, "bob", 0, "x", 1);
+        CHECK (zchat_encode_messages_extend (&batch, one_data, one_size) == 0);
+        CHECK (zchat_encode_messages_extend (&batch, first_data, 12) == 0);
+        CHECK (batch.size == by_field_size && batch.count == 2);
+        zchat_buf_init (&small, small_data, sizeof small_data);
+        zchat_encode_messages_begin (&small, "lobby");
+        CHECK (zchat_encode_messages_extend (&small, second_data, second.size) > 0);
+        CHECK (zchat_encode_messages_extend (&small, first_data, first.size) == 0);
+        CHECK (small.count == 1 && !small.overflow);
+        CHECK (zchat_msg_decode (&decoded, small_data, small.size) == ZCHAT_DECODE_OK);
+        CHECK (decoded.item_count == 1);
+        //  No more than ZCHAT_MAX_ITEMS, whatever the bytes
+        first_data [ZCHAT_HEADER_SIZE + 6] = (uint8_t) (ZCHAT_MAX_ITEMS >> 8);
+        first_data [ZCHAT_HEADER_SIZE + 7] = (uint8_t) ZCHAT_MAX_ITEMS;
+        CHECK (zchat_encode_messages_extend (&batch, first_data, first.size) == 0);
+        CHECK (batch.size == by_field_size && batch.count == 2);
+        first_data [ZCHAT_HEADER_SIZE + 6] = 0;
+        first_data [ZCHAT_HEADER_SIZE + 7] = 1;
+
+        //  A batch of one is the MESSAGE of its item; of two, it is no MESSAGE
+        zchat_buf_init (&one, one_data, sizeof one_data);
+        one_size = zchat_encode_message (&one, 0, "lobby", items [1].seq, items [1].ts,
+                                         items [1].nick, items [1].kind, items [1].text,
+                                         items [1].text_size);
+        size = zchat_encode_messages_single (second_data, second.size);
+        CHECK (size == one_size && memcmp (second_data + 2, one_data, size) == 0);
+        CHECK (zchat_encode_messages_single (one_data, one_size) == 0);
+        memcpy (batch_data + 200, batch_data, 50);
+        CHECK (zchat_encode_messages_single (batch_data, batch.size) == 0);
+        CHECK (memcmp (batch_data + 200, batch_data, 50) == 0);
+        CHECK (zchat_encode_messages_single (first_data, 14) == 0);
     }
 
     //  SAYS

@@ -441,19 +441,22 @@ s_key_hash (zchat_store_t *self, const char *nick, size_t nick_len, uint64_t msg
 //  slots are compared at once.
 #if defined (__SSE2__)
 #include <emmintrin.h>
+_Static_assert (STORE_BUCKET_SLOTS == 16, "a bucket is four SSE2 vectors");
 
 static uint32_t
 s_bucket_match (const uint32_t *bucket, uint32_t mask, uint32_t value)
 {
     const __m128i want = _mm_set1_epi32 ((int) value);
     const __m128i keep = _mm_set1_epi32 ((int) mask);
-    uint32_t found = 0;
-    for (int i = 0; i < STORE_BUCKET_SLOTS / 4; i++) {
-        __m128i slots = _mm_load_si128 ((const __m128i *) bucket + i);
-        __m128i equal = _mm_cmpeq_epi32 (_mm_and_si128 (slots, keep), want);
-        found |= (uint32_t) _mm_movemask_ps (_mm_castsi128_ps (equal)) << (4 * i);
-    }
-    return found;
+    const __m128i *slots = (const __m128i *) bucket;
+    __m128i equal0 = _mm_cmpeq_epi32 (_mm_and_si128 (_mm_load_si128 (slots), keep), want);
+    __m128i equal1 = _mm_cmpeq_epi32 (_mm_and_si128 (_mm_load_si128 (slots + 1), keep), want);
+    __m128i equal2 = _mm_cmpeq_epi32 (_mm_and_si128 (_mm_load_si128 (slots + 2), keep), want);
+    __m128i equal3 = _mm_cmpeq_epi32 (_mm_and_si128 (_mm_load_si128 (slots + 3), keep), want);
+    //  0 or -1 per slot, narrowed to a byte each, slot order kept
+    __m128i bytes = _mm_packs_epi16 (_mm_packs_epi32 (equal0, equal1),
+                                     _mm_packs_epi32 (equal2, equal3));
+    return (uint32_t) _mm_movemask_epi8 (bytes);
 }
 #else
 static uint32_t

@@ -533,15 +533,16 @@ zchat_server_settle (zchat_server_t *self)
 //  seq and publishes nothing: its ACK is staged too, since the original
 //  may itself still be in this group.
 
-void
-zchat_server_do_say (zchat_server_t *self, zchat_request_t *req)
+//  The SAY of req (or a SAYS item posing as one) to room, NULL if the
+//  session is not a member of the room called name.
+static void
+s_say (zchat_server_t *self, zchat_request_t *req, zchat_room_t *room, const char *name)
 {
     const zchat_msg_t *msg = req->msg;
     zchat_session_t *session = req->session;
-    zchat_room_t *room = zchat_room_of (session, msg->room);
     if (!room) {
         zchat_server_error (self, req, ZCHAT_ERR_NOT_MEMBER, 0,
-                            "not a member of room %s", zchat_server_printable (msg->room));
+                            "not a member of room %s", zchat_server_printable (name));
         return;
     }
     if (msg->text_size > self->config.max_text) {
@@ -616,6 +617,12 @@ zchat_server_do_say (zchat_server_t *self, zchat_request_t *req)
     s_sender_add (self, req, index);
 }
 
+void
+zchat_server_do_say (zchat_server_t *self, zchat_request_t *req)
+{
+    s_say (self, req, zchat_room_of (req->session, req->msg->room), req->msg->room);
+}
+
 
 //  ---------------------------------------------------------------------
 //  SAYS (version 2): each item exactly as the SAY it stands for, in order,
@@ -627,21 +634,32 @@ void
 zchat_server_do_says (zchat_server_t *self, zchat_request_t *req)
 {
     const zchat_msg_t *batch = req->msg;
-    //  Only the fields zchat_server_do_say reads are set: a SAY view of
-    //  each item, without zeroing a whole message per item
+    //  Only the fields s_say and the error replies read are set: a SAY
+    //  view of each item, without copying a whole message per item
     zchat_msg_t say;
     say.type = ZCHAT_SAY;
     zchat_request_t item_req = *req;
     item_req.msg = &say;
+    //  A sender's items mostly name the room of the item before: its
+    //  membership is looked up once per run of them. (No item can change
+    //  it, and a room the session is in stays in memory.)
+    char name [ZCHAT_MAX_ROOM + 1] = "";
+    size_t name_size = SIZE_MAX;
+    zchat_room_t *room = NULL;
     size_t cursor = 0;
-    zchat_item_t item;
-    while (zchat_msg_next_item (batch, &cursor, &item)) {
+    zchat_say_t item;
+    while (zchat_msg_next_say (batch, &cursor, &item)) {
+        if (item.room_size != name_size || memcmp (item.room, name, name_size) != 0) {
+            memcpy (name, item.room, item.room_size);
+            name [item.room_size] = 0;
+            name_size = item.room_size;
+            room = zchat_room_of (req->session, name);
+        }
         say.id = item.id;
-        memcpy (say.room, item.room, sizeof say.room);
         say.kind = item.kind;
         say.text = item.text;
         say.text_size = item.text_size;
-        zchat_server_do_say (self, &item_req);
+        s_say (self, &item_req, room, name);
     }
 }
 

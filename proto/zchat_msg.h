@@ -178,6 +178,22 @@ int
 bool
     zchat_msg_next_item (const zchat_msg_t *msg, size_t *cursor, zchat_item_t *item);
 
+//  A SAYS item as a view into the decoded body: the room is not copied
+//  nor NUL-terminated (the broker compares it with the item before's).
+typedef struct {
+    uint64_t id;
+    const char *room;
+    size_t room_size;
+    uint8_t kind;
+    const char *text;
+    size_t text_size;
+} zchat_say_t;
+
+//  Iterate the items of a decoded SAYS like zchat_msg_next_item, as views.
+//  Returns false at the end, or if msg is not a SAYS.
+bool
+    zchat_msg_next_say (const zchat_msg_t *msg, size_t *cursor, zchat_say_t *say);
+
 //  Human-readable names, for logs and errors. Never NULL.
 const char *
     zchat_msg_type_name (int type);

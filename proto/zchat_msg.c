@@ -545,20 +545,41 @@ zchat_decode_strerror (int rc)
 #define S_ASCII_ONES    0x0101010101010101ULL
 #define S_NOT_ASCII(w)  (((w) | ((w) - S_ASCII_ONES)) & S_ASCII_HIGH)
 
+//  True if the 32 bytes at are all in 1..127. With SSE2 (every x86-64):
+//  bytes whose signed value is above zero.
+#if defined (__SSE2__)
+#include <emmintrin.h>
+
+static bool
+s_ascii_32 (const uint8_t *at)
+{
+    const __m128i zero = _mm_setzero_si128 ();
+    __m128i low = _mm_cmpgt_epi8 (_mm_loadu_si128 ((const __m128i *) at), zero);
+    __m128i high = _mm_cmpgt_epi8 (_mm_loadu_si128 ((const __m128i *) at + 1), zero);
+    return _mm_movemask_epi8 (_mm_and_si128 (low, high)) == 0xFFFF;
+}
+#else
+static bool
+s_ascii_32 (const uint8_t *at)
+{
+    uint64_t w0, w1, w2, w3;
+    memcpy (&w0, at, 8);
+    memcpy (&w1, at + 8, 8);
+    memcpy (&w2, at + 16, 8);
+    memcpy (&w3, at + 24, 8);
+    return !(S_NOT_ASCII (w0) | S_NOT_ASCII (w1) | S_NOT_ASCII (w2) | S_NOT_ASCII (w3));
+}
+#endif
+
 bool
 zchat_utf8_valid (const char *data, size_t size)
 {
     const uint8_t *bytes = (const uint8_t *) data;
     size_t pos = 0;
     while (pos < size) {
-        if (size - pos >= 32) {
-            uint64_t w [4];
-            memcpy (w, bytes + pos, 32);
-            if (!(S_NOT_ASCII (w [0]) | S_NOT_ASCII (w [1])
-            |     S_NOT_ASCII (w [2]) | S_NOT_ASCII (w [3]))) {
-                pos += 32;
-                continue;
-            }
+        if (size - pos >= 32 && s_ascii_32 (bytes + pos)) {
+            pos += 32;
+            continue;
         }
         if (size - pos >= 8) {
             uint64_t word;

@@ -109,7 +109,8 @@ s_get_kind (reader_t *r, uint8_t *value)
 //  length is checked against max before the bytes are looked at, so an
 //  over-long field is reported as such even when it is also truncated.
 //  With validate false only the bounds are checked (for lists that the
-//  decoder has already validated).
+//  decoder has already validated); with dest NULL nothing is copied (the
+//  decoder validating a list).
 
 static int
 s_get_str (reader_t *r, char *dest, size_t max, bool validate)
@@ -124,8 +125,10 @@ s_get_str (reader_t *r, char *dest, size_t max, bool validate)
     const uint8_t *bytes = r->data + r->pos + 1;
     if (validate && !zchat_utf8_valid ((const char *) bytes, len))
         return ZCHAT_DECODE_BAD_UTF8;
-    memcpy (dest, bytes, len);
-    dest [len] = 0;
+    if (dest) {
+        memcpy (dest, bytes, len);
+        dest [len] = 0;
+    }
     r->pos += 1 + len;
     return ZCHAT_DECODE_OK;
 }
@@ -155,37 +158,46 @@ s_get_text (reader_t *r, const char **text, size_t *text_size, bool validate)
 
 //  --------------------------------------------------------------------------
 //  Reads one list entry of a message of the given type. Used twice: by the
-//  decoder to validate the whole list, and by zchat_msg_next_item, which
-//  skips the UTF-8 check the decoder already did but still checks bounds,
-//  so even a hand-made zchat_msg_t cannot make it read out of its items.
+//  decoder to validate the whole list (item NULL: nothing kept), and by
+//  zchat_msg_next_item, which skips the UTF-8 check the decoder already
+//  did but still checks bounds, so even a hand-made zchat_msg_t cannot
+//  make it read out of its items.
 
 static int
 s_get_item (reader_t *r, uint8_t type, zchat_item_t *item, bool validate)
 {
     int rc = ZCHAT_DECODE_OK;
+    //  The decoder validating a list keeps no item: numbers go to scratch,
+    //  strings nowhere
+    zchat_item_t scratch;
+    char *room = item? item->room: NULL;
+    char *nick = item? item->nick: NULL;
+    char *topic = item? item->topic: NULL;
+    if (!item)
+        item = &scratch;
     switch (type) {
         case ZCHAT_PONG:
-            READ (s_get_str (r, item->room, ZCHAT_MAX_ROOM, validate));
+            READ (s_get_str (r, room, ZCHAT_MAX_ROOM, validate));
             READ (s_get_u64 (r, &item->seq));
             break;
         case ZCHAT_MEMBERS:
-            READ (s_get_str (r, item->nick, ZCHAT_MAX_NICK, validate));
+            READ (s_get_str (r, nick, ZCHAT_MAX_NICK, validate));
             break;
         case ZCHAT_ROOMLIST:
-            READ (s_get_str (r, item->room, ZCHAT_MAX_ROOM, validate));
+            READ (s_get_str (r, room, ZCHAT_MAX_ROOM, validate));
             READ (s_get_u32 (r, &item->members));
             READ (s_get_u64 (r, &item->seq));
-            READ (s_get_str (r, item->topic, ZCHAT_MAX_TOPIC, validate));
+            READ (s_get_str (r, topic, ZCHAT_MAX_TOPIC, validate));
             break;
         case ZCHAT_ACKS:
             READ (s_get_u64 (r, &item->id));
-            READ (s_get_str (r, item->room, ZCHAT_MAX_ROOM, validate));
+            READ (s_get_str (r, room, ZCHAT_MAX_ROOM, validate));
             READ (s_get_u64 (r, &item->seq));
             READ (s_get_u64 (r, &item->ts));
             break;
         case ZCHAT_SAYS:
             READ (s_get_u64 (r, &item->id));
-            READ (s_get_str (r, item->room, ZCHAT_MAX_ROOM, validate));
+            READ (s_get_str (r, room, ZCHAT_MAX_ROOM, validate));
             READ (s_get_kind (r, &item->kind));
             READ (s_get_text (r, &item->text, &item->text_size, validate));
             break;
@@ -193,7 +205,7 @@ s_get_item (reader_t *r, uint8_t type, zchat_item_t *item, bool validate)
         case ZCHAT_MESSAGES:
             READ (s_get_u64 (r, &item->seq));
             READ (s_get_u64 (r, &item->ts));
-            READ (s_get_str (r, item->nick, ZCHAT_MAX_NICK, validate));
+            READ (s_get_str (r, nick, ZCHAT_MAX_NICK, validate));
             READ (s_get_kind (r, &item->kind));
             READ (s_get_text (r, &item->text, &item->text_size, validate));
             break;
@@ -216,7 +228,6 @@ s_get_items (reader_t *r, zchat_msg_t *msg)
     int rc = ZCHAT_DECODE_OK;
     uint16_t count = 0;
     size_t start = 0;
-    zchat_item_t scratch;
     READ (s_get_u16 (r, &count));
     if (count > ZCHAT_MAX_ITEMS) {
         rc = ZCHAT_DECODE_TOO_LONG;
@@ -224,7 +235,7 @@ s_get_items (reader_t *r, zchat_msg_t *msg)
     }
     start = r->pos;
     for (uint16_t i = 0; i < count; i++)
-        READ (s_get_item (r, msg->type, &scratch, true));
+        READ (s_get_item (r, msg->type, NULL, true));
     msg->item_count = count;
     msg->items = r->data + start;
     msg->items_size = r->pos - start;
@@ -588,6 +599,14 @@ zchat_utf8_valid (const char *data, size_t size)
                 pos += 8;
                 continue;
             }
+        }
+        else {
+            //  The last few bytes (all of a room name or a nick), padded
+            //  with bytes of 1, which pass
+            uint64_t word = S_ASCII_ONES;
+            memcpy (&word, bytes + pos, size - pos);
+            if (!S_NOT_ASCII (word))
+                return true;
         }
         uint8_t lead = bytes [pos];
         if (lead < 0x80) {

@@ -5,17 +5,20 @@
 //  writes is charged to (SAY, DM, JOIN, LEAVE, NICK, TOPIC set, PROBE).
 //
 //  This is the broker's hot path. A SAY costs a hash lookup of its peer, a
-//  scan of the sender's rooms, one store append, and two encodes straight
-//  into the group's arena; the arena and the staged array are reused from
-//  group to group, so a steady stream allocates nothing.
+//  scan of the sender's rooms (once per run of SAYS items for one room),
+//  one store append, one encode of its MESSAGES item straight into its
+//  room's run in the group's arena, and a staged entry for its ACK; the
+//  arena and the arrays are reused from group to group, so a steady
+//  stream allocates nothing.
 //
-//  When the group goes out, what it holds is batched: each room's new
-//  messages are published as one MESSAGES (up to S_BATCH_BYTES), and each
-//  version 2 sender gets one ACKS for all its SAYs in the group. Under load
-//  a group holds hundreds of messages, and every frame saved is a send and
-//  a receive in libzmq and the kernel at both ends of a hop; at low rates
-//  a group holds one message, which goes out as a plain MESSAGE and ACK,
-//  as soon as it would have anyway.
+//  When the group goes out, what it holds is batched: a room's messages
+//  are already MESSAGES bodies (runs, up to S_BATCH_BYTES each) and go out
+//  as they are, small runs merged first, and each version 2 sender gets
+//  one ACKS for all its SAYs in the group, encoded from the staged
+//  entries. Under load a group holds hundreds of messages, and every frame
+//  saved is a send and a receive in libzmq and the kernel at both ends of
+//  a hop; at low rates a group holds one message, which goes out as a
+//  plain MESSAGE and ACK, as soon as it would have anyway.
 //
 //  With ack_before_commit (durability off) the group is staged just the
 //  same, so it is numbered, stored and recognised if resent, but it goes

@@ -27,11 +27,12 @@ struct _zchat_room_t {
     zchat_session_t **members;          //  join order
     size_t member_count;
     size_t member_limit;                //  allocated slots
-    size_t pins;                        //  staged messages that use the room
-    //  While a group goes out: its messages of this room, in seq order, as
-    //  a chain through the staged entries (zchat_server_say.c).
-    uint64_t flush_gen;
-    size_t flush_head, flush_tail;
+    size_t pins;                        //  runs of staged messages in it
+    //  The runs of the open group in this room, in seq order, a chain
+    //  through the server's runs (zchat_server_say.c); valid while
+    //  run_gen is the group's.
+    uint64_t run_gen;
+    size_t run_first, run_last;
 };
 
 typedef struct _zchat_rooms_t zchat_rooms_t;

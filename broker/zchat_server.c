@@ -65,6 +65,8 @@ zchat_server_new (const zchat_server_config_t *config, zchat_store_t *store,
     self->config = *config;
     self->store = store;
     self->output = output;
+    //  Rooms and sessions start with generation 0: in no group
+    self->group_gen = 1;
 
     //  Normalise the limits once, so handlers never meet a zero that
     //  means "default".
@@ -122,7 +124,9 @@ zchat_server_destroy (zchat_server_t **self_p)
         zchat_rooms_destroy (&self->rooms);
         free (self->staged);
         free (self->arena);
-        free (self->peer_slots);
+        free (self->runs);
+        free (self->senders);
+        free (self->peers);
         free (self->buffer);
         free (self->pub_endpoint);
         free (self);

@@ -36,23 +36,36 @@
 #define ZCHAT_LOG_WINDOW_MS     10000
 #define ZCHAT_LOG_BUDGET        200
 
-//  One staged SAY: its ACK (and MESSAGE unless it was a duplicate) wait in
-//  the arena until the group is committed. Offsets, not pointers: the
-//  arena moves when it grows.
+//  One staged SAY: what its acknowledgement needs. Its MESSAGE is an item
+//  of a run (below), unless it was a duplicate, which publishes nothing.
 typedef struct {
-    zchat_room_t *room;         //  pinned; NULL for a duplicate
-    uint64_t id;                //  request id, for ERROR 500
-    uint64_t seq;               //  seq handed out (0 for a duplicate)
-    size_t peer_at, peer_size;  //  the sender's envelope, copied
-    size_t ack_at, ack_size;
-    size_t message_at, message_size;    //  0 size for a duplicate
-    bool batch_ack;             //  the sender speaks version 2: ACKS
-    //  Links built while the group goes out (zchat_server_say.c): the
-    //  next entry of the same room, and of the same sender.
-    size_t room_next;
-    size_t peer_next, peer_tail;
-    bool peer_head;
+    zchat_room_t *room;         //  NULL for a duplicate
+    uint64_t id;                //  request id
+    uint64_t seq, ts;           //  handed out, or the original's
+    size_t orig_at;             //  a duplicate's original room, in the arena
+    size_t next;                //  the sender's next entry
 } zchat_staged_t;
+
+//  A session that sent SAYs in the open group: its envelope, copied once,
+//  and its staged entries in order, a chain through zchat_staged_t.next.
+typedef struct {
+    size_t peer_at, peer_size;  //  in peers
+    bool batch_ack;             //  version 2: one ACKS for them all
+    size_t head, tail;
+} zchat_sender_t;
+
+//  A run: consecutive messages of one room, encoded as they are staged
+//  into one MESSAGES body in the arena (at most a batch), which goes out
+//  as it is unless it is small and its room has more runs.
+typedef struct {
+    zchat_room_t *room;         //  pinned while the run exists
+    size_t at;                  //  where its body starts in the arena
+    zchat_buf_t buf;            //  its encoder; data is set before each use
+                                //  (the arena moves when it grows)
+    bool closed;                //  takes no more items (one over a batch)
+    uint64_t last_seq;          //  its newest message
+    size_t next;                //  its room's next run in the group
+} zchat_run_t;
 
 struct _zchat_server_t {
     zchat_server_config_t config;       //  normalised copy
@@ -65,17 +78,27 @@ struct _zchat_server_t {
     uint8_t *buffer;                    //  scratch for one reply or event
     size_t buffer_size;                 //  ZCHAT_MAX_FRAME
 
-    //  The open group (see zchat_server_say.c)
+    //  The open group (see zchat_server_say.c). Every array is kept from
+    //  group to group, so a steady stream allocates nothing.
     bool group_open;
+    uint64_t group_gen;                 //  marks the rooms and sessions of
+                                        //  this group (counts groups from 1)
     zchat_staged_t *staged;
     size_t staged_count;
     size_t staged_limit;
-    uint8_t *arena;
+    size_t stored_count;                //  staged, not duplicates
+    uint8_t *arena;                     //  runs, duplicates' room names
     size_t arena_size;
     size_t arena_limit;
-    size_t *peer_slots;                 //  hash of senders while a group
-    size_t peer_slot_limit;             //  goes out (a power of two)
-    uint64_t flush_gen;                 //  marks rooms seen in this flush
+    zchat_run_t *runs;
+    size_t run_count;
+    size_t run_limit;
+    zchat_sender_t *senders;
+    size_t sender_count;
+    size_t sender_limit;
+    uint8_t *peers;                     //  the senders' envelopes
+    size_t peers_size;
+    size_t peers_limit;
 
     //  Fair share (zchat_server_say.c): SAYs accepted in the current
     //  period, and from how many sessions

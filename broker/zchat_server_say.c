@@ -5,17 +5,20 @@
 //  writes is charged to (SAY, DM, JOIN, LEAVE, NICK, TOPIC set, PROBE).
 //
 //  This is the broker's hot path. A SAY costs a hash lookup of its peer, a
-//  scan of the sender's rooms, one store append, and two encodes straight
-//  into the group's arena; the arena and the staged array are reused from
-//  group to group, so a steady stream allocates nothing.
+//  scan of the sender's rooms (once per run of SAYS items for one room),
+//  one store append, one encode of its MESSAGES item straight into its
+//  room's run in the group's arena, and a staged entry for its ACK; the
+//  arena and the arrays are reused from group to group, so a steady
+//  stream allocates nothing.
 //
-//  When the group goes out, what it holds is batched: each room's new
-//  messages are published as one MESSAGES (up to S_BATCH_BYTES), and each
-//  version 2 sender gets one ACKS for all its SAYs in the group. Under load
-//  a group holds hundreds of messages, and every frame saved is a send and
-//  a receive in libzmq and the kernel at both ends of a hop; at low rates
-//  a group holds one message, which goes out as a plain MESSAGE and ACK,
-//  as soon as it would have anyway.
+//  When the group goes out, what it holds is batched: a room's messages
+//  are already MESSAGES bodies (runs, up to S_BATCH_BYTES each) and go out
+//  as they are, small runs merged first, and each version 2 sender gets
+//  one ACKS for all its SAYs in the group, encoded from the staged
+//  entries. Under load a group holds hundreds of messages, and every frame
+//  saved is a send and a receive in libzmq and the kernel at both ends of
+//  a hop; at low rates a group holds one message, which goes out as a
+//  plain MESSAGE and ACK, as soon as it would have anyway.
 //
 //  With ack_before_commit (durability off) the group is staged just the
 //  same, so it is numbered, stored and recognised if resent, but it goes
@@ -31,10 +34,10 @@
 //  "No entry" in the chains through the staged array.
 #define S_NONE          SIZE_MAX
 
-//  Worst-case sizes of an ACK and a MESSAGE without the text.
-#define S_ACK_MAX       (ZCHAT_HEADER_SIZE + 1 + ZCHAT_MAX_ROOM + 8 + 8)
-#define S_MESSAGE_MAX   (ZCHAT_HEADER_SIZE + 1 + ZCHAT_MAX_ROOM + 8 + 8 \
-                         + 1 + ZCHAT_MAX_NICK + 1 + 4)
+//  Worst-case sizes of a MESSAGES header and of one of its items without
+//  the text.
+#define S_RUN_HEAD_MAX  (ZCHAT_HEADER_SIZE + 1 + ZCHAT_MAX_ROOM + 2)
+#define S_ITEM_MAX      (8 + 8 + 1 + ZCHAT_MAX_NICK + 1 + 4)
 
 //  ---------------------------------------------------------------------
 //  Rate limit: token buckets per session. Room and direct messages have
@@ -189,30 +192,55 @@ zchat_server_query_charge (zchat_server_t *self, zchat_request_t *req, size_t si
 //  ---------------------------------------------------------------------
 //  The staged group
 
-//  Make room for one more staged entry and extra arena bytes. Returns 0,
-//  or -1 if out of memory.
+//  Grow *array (of *limit elements of size each) to hold one more than
+//  count. Returns 0, or -1 if out of memory (unchanged).
 static int
-s_group_reserve (zchat_server_t *self, size_t bytes)
+s_grow (void **array, size_t *limit, size_t count, size_t size)
 {
-    if (self->staged_count == self->staged_limit) {
-        size_t limit = self->staged_limit ? self->staged_limit * 2 : 64;
-        zchat_staged_t *staged = (zchat_staged_t *) realloc (self->staged,
-                                                 limit * sizeof (zchat_staged_t));
-        if (!staged)
-            return -1;
-        self->staged = staged;
-        self->staged_limit = limit;
-    }
-    if (self->arena_limit - self->arena_size < bytes) {
-        size_t limit = self->arena_limit ? self->arena_limit : 64 * 1024;
-        while (limit - self->arena_size < bytes)
-            limit *= 2;
-        uint8_t *arena = (uint8_t *) realloc (self->arena, limit);
-        if (!arena)
-            return -1;
-        self->arena = arena;
-        self->arena_limit = limit;
-    }
+    if (count < *limit)
+        return 0;
+    size_t grown = *limit? *limit * 2: 64;
+    void *bigger = realloc (*array, grown * size);
+    if (!bigger)
+        return -1;
+    *array = bigger;
+    *limit = grown;
+    return 0;
+}
+
+//  Make *buffer hold bytes more than size, doubling from 64 KiB. Returns
+//  0, or -1 if out of memory (unchanged).
+static int
+s_grow_bytes (uint8_t **buffer, size_t *limit, size_t size, size_t bytes)
+{
+    if (*limit - size >= bytes)
+        return 0;
+    size_t grown = *limit? *limit: 64 * 1024;
+    while (grown - size < bytes)
+        grown *= 2;
+    uint8_t *bigger = (uint8_t *) realloc (*buffer, grown);
+    if (!bigger)
+        return -1;
+    *buffer = bigger;
+    *limit = grown;
+    return 0;
+}
+
+//  Make room for one more staged SAY of a sender with a peer_size
+//  envelope, with arena bytes for its message or its original's room.
+//  Returns 0, or -1 if out of memory.
+static int
+s_group_reserve (zchat_server_t *self, size_t bytes, size_t peer_size)
+{
+    if (s_grow ((void **) &self->staged, &self->staged_limit, self->staged_count,
+                sizeof (zchat_staged_t))
+    ||  s_grow ((void **) &self->runs, &self->run_limit, self->run_count,
+                sizeof (zchat_run_t))
+    ||  s_grow ((void **) &self->senders, &self->sender_limit, self->sender_count,
+                sizeof (zchat_sender_t))
+    ||  s_grow_bytes (&self->arena, &self->arena_limit, self->arena_size, bytes)
+    ||  s_grow_bytes (&self->peers, &self->peers_limit, self->peers_size, peer_size))
+        return -1;
     return 0;
 }
 
@@ -220,22 +248,26 @@ s_group_reserve (zchat_server_t *self, size_t bytes)
 static void
 s_group_clear (zchat_server_t *self)
 {
-    for (size_t i = 0; i < self->staged_count; i++) {
-        zchat_room_t *room = self->staged [i].room;
-        if (room) {
-            assert (room->pins > 0);
-            room->pins--;
-            zchat_server_room_release (self, &room);
-        }
+    for (size_t i = 0; i < self->run_count; i++) {
+        zchat_room_t *room = self->runs [i].room;
+        assert (room->pins > 0);
+        room->pins--;
+        zchat_server_room_release (self, &room);
     }
     self->staged_count = 0;
+    self->stored_count = 0;
+    self->run_count = 0;
+    self->sender_count = 0;
     self->arena_size = 0;
+    self->peers_size = 0;
     self->group_open = false;
+    //  Rooms and sessions marked with the old generation are no longer in it
+    self->group_gen++;
 }
 
 //  The group is lost (the store failed): nothing of it was stored. If it
-//  has not gone out yet, every sender in it gets ERROR 500 for its
-//  request, and the rooms hand out their seqs again from the last
+//  has not gone out yet, every sender in it gets ERROR 500 for each of
+//  its requests, and the rooms hand out their seqs again from the last
 //  committed one, so no hole appears.
 static void
 s_group_fail (zchat_server_t *self, bool answered)
@@ -251,210 +283,207 @@ s_group_fail (zchat_server_t *self, bool answered)
     }
     zsys_error ("zchat: storage failed; %zu staged messages refused with 500",
                 self->staged_count);
-    for (size_t i = 0; i < self->staged_count; i++) {
-        zchat_staged_t *staged = &self->staged [i];
-        if (staged->room)
-            staged->room->staged_seq = staged->room->last_seq;
-        size_t size = zchat_server_encode_error (self, staged->id, ZCHAT_ERR_INTERNAL, 0,
-                                                 "storage failed, message not stored;"
-                                                 " send it again");
-        zchat_server_send (self, self->arena + staged->peer_at, staged->peer_size, size);
+    for (size_t i = 0; i < self->run_count; i++)
+        self->runs [i].room->staged_seq = self->runs [i].room->last_seq;
+    for (size_t i = 0; i < self->sender_count; i++) {
+        const zchat_sender_t *sender = &self->senders [i];
+        for (size_t at = sender->head; at != S_NONE; at = self->staged [at].next) {
+            size_t size = zchat_server_encode_error (self, self->staged [at].id,
+                                                     ZCHAT_ERR_INTERNAL, 0,
+                                                     "storage failed, message not"
+                                                     " stored; send it again");
+            zchat_server_send (self, self->peers + sender->peer_at, sender->peer_size,
+                               size);
+        }
     }
     s_group_clear (self);
+}
+
+//  Add a stored message to its room's open run, or start a run for it.
+//  The arena has room for it (s_group_reserve): a run of its own if it
+//  does not fit the last one, or that one is no longer the arena's end.
+static void
+s_run_add (zchat_server_t *self, zchat_room_t *room, uint64_t seq, uint64_t ts,
+           const char *nick, uint8_t kind, const char *text, size_t text_size)
+{
+    zchat_run_t *run = room->run_gen == self->group_gen? &self->runs [room->run_last]: NULL;
+    if (run && !run->closed && run->at + run->buf.size == self->arena_size) {
+        run->buf.data = self->arena + run->at;
+        run->buf.capacity = S_BATCH_BYTES;
+        if (zchat_encode_messages_add (&run->buf, seq, ts, nick, kind, text, text_size)) {
+            self->arena_size = run->at + run->buf.size;
+            run->last_seq = seq;
+            return;
+        }
+    }
+    size_t index = self->run_count++;
+    run = &self->runs [index];
+    run->room = room;
+    run->at = self->arena_size;
+    run->closed = false;
+    run->last_seq = seq;
+    run->next = S_NONE;
+    zchat_buf_init (&run->buf, self->arena + run->at, S_BATCH_BYTES);
+    zchat_encode_messages_begin (&run->buf, room->name);
+    if (!zchat_encode_messages_add (&run->buf, seq, ts, nick, kind, text, text_size)) {
+        //  Bigger than a batch: alone, in as much as was reserved
+        run->buf.capacity = self->arena_limit - run->at;
+        zchat_encode_messages_begin (&run->buf, room->name);
+        zchat_encode_messages_add (&run->buf, seq, ts, nick, kind, text, text_size);
+        run->closed = true;
+    }
+    //  It fits by construction: the arena was reserved for it
+    assert (run->buf.count == 1);
+    self->arena_size = run->at + run->buf.size;
+    room->pins++;
+    if (room->run_gen == self->group_gen)
+        self->runs [room->run_last].next = index;
+    else {
+        room->run_gen = self->group_gen;
+        room->run_first = index;
+    }
+    room->run_last = index;
+}
+
+//  Chain staged entry index behind its session's earlier ones, taking a
+//  sender entry (and a copy of the envelope) at its first.
+static void
+s_sender_add (zchat_server_t *self, zchat_request_t *req, size_t index)
+{
+    zchat_session_t *session = req->session;
+    if (session->sender_gen == self->group_gen) {
+        zchat_sender_t *sender = &self->senders [session->sender];
+        self->staged [sender->tail].next = index;
+        sender->tail = index;
+        return;
+    }
+    zchat_sender_t *sender = &self->senders [self->sender_count];
+    sender->peer_at = self->peers_size;
+    sender->peer_size = req->peer_size;
+    if (req->peer_size)
+        memcpy (self->peers + self->peers_size, req->peer, req->peer_size);
+    self->peers_size += req->peer_size;
+    sender->batch_ack = session->version >= 2;
+    sender->head = sender->tail = index;
+    session->sender_gen = self->group_gen;
+    session->sender = self->sender_count++;
 }
 
 
 //  ---------------------------------------------------------------------
 //  The group goes out: MESSAGES per room, ACKS per version 2 sender.
 
-//  Publish one room's run of staged messages that was batched into buf:
-//  a run of one goes as its own MESSAGE (smaller, and readable by version
-//  1 clients).
+//  Publish a MESSAGES body (runs and merged batches alike): a batch of one
+//  goes as its MESSAGE (smaller, and readable by version 1 clients).
 static void
-s_publish_run (zchat_server_t *self, zchat_room_t *room, zchat_buf_t *buf,
-               size_t first)
+s_publish_batch (zchat_server_t *self, const zchat_room_t *room, uint8_t *body,
+                 size_t size)
 {
-    const zchat_staged_t *staged = &self->staged [first];
-    if (buf->count == 1)
-        self->output.publish (self->output.arg, room->topic_frame, room->topic_frame_size,
-                              self->arena + staged->message_at, staged->message_size);
-    else
-    if (buf->count > 1)
-        self->output.publish (self->output.arg, room->topic_frame, room->topic_frame_size,
-                              buf->data, buf->size);
+    size_t single = zchat_encode_messages_single (body, size);
+    if (single) {
+        body += 2;
+        size = single;
+    }
+    self->output.publish (self->output.arg, room->topic_frame, room->topic_frame_size,
+                          body, size);
 }
 
+//  A room's runs go out in order. A big one, or the room's only one, goes
+//  as it is, without a copy; small ones (rooms whose messages came
+//  interleaved) are merged into batches first, so that interleaving costs
+//  a copy rather than frames.
 static void
 s_publish_room (zchat_server_t *self, zchat_room_t *room)
 {
-    zchat_buf_t buf;
-    zchat_buf_init (&buf, self->buffer, S_BATCH_BYTES);
-    zchat_encode_messages_begin (&buf, room->name);
-    size_t first = S_NONE;
-    for (size_t i = room->flush_head; i != S_NONE; i = self->staged [i].room_next) {
-        const zchat_staged_t *staged = &self->staged [i];
-        if (buf.count == 0)
-            first = i;
-        if (zchat_encode_messages_append (&buf, self->arena + staged->message_at,
-                                          staged->message_size))
+    zchat_buf_t merged;
+    zchat_buf_init (&merged, self->buffer, S_BATCH_BYTES);
+    zchat_encode_messages_begin (&merged, room->name);
+    bool alone = room->run_first == room->run_last;
+    for (size_t at = room->run_first; at != S_NONE; at = self->runs [at].next) {
+        zchat_run_t *run = &self->runs [at];
+        run->buf.data = self->arena + run->at;
+        if (!alone && run->buf.size < S_BATCH_BYTES / 2
+        &&  zchat_encode_messages_extend (&merged, run->buf.data, run->buf.size))
             continue;
-        //  Full: out with the run so far, and start again with this one
-        s_publish_run (self, room, &buf, first);
-        zchat_encode_messages_begin (&buf, room->name);
-        first = i;
-        if (!zchat_encode_messages_append (&buf, self->arena + staged->message_at,
-                                           staged->message_size)) {
-            //  Too big for any batch: alone
-            self->output.publish (self->output.arg, room->topic_frame,
-                                  room->topic_frame_size,
-                                  self->arena + staged->message_at, staged->message_size);
-            zchat_encode_messages_begin (&buf, room->name);
+        if (merged.count) {
+            s_publish_batch (self, room, merged.data, merged.size);
+            zchat_encode_messages_begin (&merged, room->name);
         }
+        if (alone || run->buf.size >= S_BATCH_BYTES / 2
+        ||  !zchat_encode_messages_extend (&merged, run->buf.data, run->buf.size))
+            s_publish_batch (self, room, run->buf.data, run->buf.size);
     }
-    s_publish_run (self, room, &buf, first);
+    if (merged.count)
+        s_publish_batch (self, room, merged.data, merged.size);
 }
 
-//  Same for one sender's ACKs: one ACKS for the chain starting at head.
-static void
-s_acks_run (zchat_server_t *self, const zchat_staged_t *head, zchat_buf_t *buf,
-            size_t first)
+//  The room a staged entry's acknowledgement names.
+static const char *
+s_ack_room (zchat_server_t *self, const zchat_staged_t *staged)
 {
-    const zchat_staged_t *staged = &self->staged [first];
-    if (buf->count == 1)
-        self->output.reply (self->output.arg, self->arena + head->peer_at, head->peer_size,
-                            self->arena + staged->ack_at, staged->ack_size);
-    else
-    if (buf->count > 1)
-        self->output.reply (self->output.arg, self->arena + head->peer_at, head->peer_size,
-                            buf->data, buf->size);
+    return staged->room? staged->room->name: (const char *) self->arena + staged->orig_at;
+}
+
+//  Send buf (ACKS) to sender: a batch of one as the plain ACK of its entry.
+static void
+s_acks_out (zchat_server_t *self, const zchat_sender_t *sender, zchat_buf_t *buf,
+            size_t last)
+{
+    if (buf->count == 0)
+        return;
+    size_t size = buf->size;
+    if (buf->count == 1) {
+        const zchat_staged_t *staged = &self->staged [last];
+        size = zchat_encode_ack (buf, staged->id, s_ack_room (self, staged),
+                                 staged->seq, staged->ts);
+    }
+    zchat_server_send (self, self->peers + sender->peer_at, sender->peer_size, size);
 }
 
 static void
-s_ack_peer (zchat_server_t *self, size_t head_index)
+s_ack_sender (zchat_server_t *self, const zchat_sender_t *sender)
 {
-    const zchat_staged_t *head = &self->staged [head_index];
     zchat_buf_t buf;
     zchat_buf_init (&buf, self->buffer, S_BATCH_BYTES);
     zchat_encode_acks_begin (&buf);
-    size_t first = head_index;
-    for (size_t i = head_index; i != S_NONE; i = self->staged [i].peer_next) {
-        const zchat_staged_t *staged = &self->staged [i];
-        if (buf.count == 0)
-            first = i;
-        if (zchat_encode_acks_append (&buf, self->arena + staged->ack_at, staged->ack_size))
-            continue;
-        //  Full (an ACK is always smaller than a batch)
-        s_acks_run (self, head, &buf, first);
-        zchat_encode_acks_begin (&buf);
-        first = i;
-        if (!zchat_encode_acks_append (&buf, self->arena + staged->ack_at,
-                                       staged->ack_size))
-            //  Cannot happen: an ACK is ~60 bytes. Sent alone regardless.
-            self->output.reply (self->output.arg, self->arena + head->peer_at,
-                                head->peer_size, self->arena + staged->ack_at,
-                                staged->ack_size);
-    }
-    s_acks_run (self, head, &buf, first);
-}
-
-static uint64_t
-s_peer_hash (const uint8_t *peer, size_t size)
-{
-    //  FNV-1a: peers are routing ids the loop made, not chosen by clients
-    uint64_t hash = 14695981039346656037ULL;
-    for (size_t i = 0; i < size; i++)
-        hash = (hash ^ peer [i]) * 1099511628211ULL;
-    return hash;
-}
-
-//  Chain each version 2 sender's entries behind its first one (peer_head),
-//  with an open-addressing table over the peer bytes sized for the group.
-//  Returns -1 if the table cannot be had (then every ACK goes alone).
-static int
-s_link_peers (zchat_server_t *self)
-{
-    size_t limit = 16;
-    while (limit < self->staged_count * 2)
-        limit *= 2;
-    if (limit > self->peer_slot_limit) {
-        size_t *slots = (size_t *) realloc (self->peer_slots, limit * sizeof (size_t));
-        if (!slots)
-            return -1;
-        self->peer_slots = slots;
-        self->peer_slot_limit = limit;
-    }
-    for (size_t i = 0; i < limit; i++)
-        self->peer_slots [i] = S_NONE;
-    for (size_t i = 0; i < self->staged_count; i++) {
-        zchat_staged_t *staged = &self->staged [i];
-        staged->peer_next = S_NONE;
-        staged->peer_head = false;
-        if (!staged->batch_ack)
-            continue;
-        const uint8_t *peer = self->arena + staged->peer_at;
-        size_t slot = (size_t) s_peer_hash (peer, staged->peer_size) & (limit - 1);
-        while (true) {
-            size_t at = self->peer_slots [slot];
-            if (at == S_NONE) {
-                self->peer_slots [slot] = i;
-                staged->peer_head = true;
-                staged->peer_tail = i;
-                break;
+    size_t last = S_NONE;
+    for (size_t at = sender->head; at != S_NONE; at = self->staged [at].next) {
+        const zchat_staged_t *staged = &self->staged [at];
+        const char *room = s_ack_room (self, staged);
+        if (!sender->batch_ack
+        ||  !zchat_encode_acks_add (&buf, staged->id, room, staged->seq, staged->ts)) {
+            //  Version 1, or the batch is full (an ACK is ~60 bytes)
+            s_acks_out (self, sender, &buf, last);
+            zchat_encode_acks_begin (&buf);
+            if (!sender->batch_ack
+            ||  !zchat_encode_acks_add (&buf, staged->id, room, staged->seq, staged->ts)) {
+                zchat_server_send (self, self->peers + sender->peer_at, sender->peer_size,
+                                   zchat_encode_ack (&buf, staged->id, room, staged->seq,
+                                                     staged->ts));
+                zchat_encode_acks_begin (&buf);
             }
-            zchat_staged_t *head = &self->staged [at];
-            if (head->peer_size == staged->peer_size
-            &&  memcmp (self->arena + head->peer_at, peer, staged->peer_size) == 0) {
-                self->staged [head->peer_tail].peer_next = i;
-                head->peer_tail = i;
-                break;
-            }
-            slot = (slot + 1) & (limit - 1);
         }
+        last = at;
     }
-    return 0;
+    s_acks_out (self, sender, &buf, last);
 }
 
 static void
 s_group_emit (zchat_server_t *self)
 {
-    //  Messages: chain each room's entries (staged order is seq order),
-    //  then publish each room when its first entry comes up.
-    uint64_t gen = ++self->flush_gen;
-    for (size_t i = 0; i < self->staged_count; i++) {
-        zchat_staged_t *staged = &self->staged [i];
-        zchat_room_t *room = staged->room;
-        if (!room)
-            continue;
-        staged->room_next = S_NONE;
-        if (room->flush_gen != gen) {
-            room->flush_gen = gen;
-            room->flush_head = i;
-        }
-        else
-            self->staged [room->flush_tail].room_next = i;
-        room->flush_tail = i;
-        //  Published now: its seq may be told to anyone
-        if (staged->seq > room->last_seq)
-            room->last_seq = staged->seq;
+    //  Published now: their seqs may be told to anyone
+    for (size_t i = 0; i < self->run_count; i++) {
+        zchat_room_t *room = self->runs [i].room;
+        if (self->runs [i].last_seq > room->last_seq)
+            room->last_seq = self->runs [i].last_seq;
     }
-    for (size_t i = 0; i < self->staged_count; i++) {
-        zchat_room_t *room = self->staged [i].room;
-        if (room && room->flush_head == i)
-            s_publish_room (self, room);
-    }
-    //  Acknowledgements
-    bool linked = s_link_peers (self) == 0;
-    for (size_t i = 0; i < self->staged_count; i++) {
-        const zchat_staged_t *staged = &self->staged [i];
-        if (linked && staged->batch_ack) {
-            if (staged->peer_head)
-                s_ack_peer (self, i);
-        }
-        else
-            self->output.reply (self->output.arg, self->arena + staged->peer_at,
-                                staged->peer_size, self->arena + staged->ack_at,
-                                staged->ack_size);
-    }
+    //  Each room when its first run comes up, so rooms go out in the order
+    //  their first messages came
+    for (size_t i = 0; i < self->run_count; i++)
+        if (self->runs [i].room->run_first == i)
+            s_publish_room (self, self->runs [i].room);
+    for (size_t i = 0; i < self->sender_count; i++)
+        s_ack_sender (self, &self->senders [i]);
 }
 
 
@@ -485,10 +514,7 @@ zchat_server_flush (zchat_server_t *self)
         s_group_fail (self, early);
         return -1;
     }
-    int committed = 0;
-    for (size_t i = 0; i < self->staged_count; i++)
-        if (self->staged [i].room)
-            committed++;
+    int committed = (int) self->stored_count;
     if (!early)
         s_group_emit (self);
     s_group_clear (self);
@@ -510,15 +536,16 @@ zchat_server_settle (zchat_server_t *self)
 //  seq and publishes nothing: its ACK is staged too, since the original
 //  may itself still be in this group.
 
-void
-zchat_server_do_say (zchat_server_t *self, zchat_request_t *req)
+//  The SAY of req (or a SAYS item posing as one) to room, NULL if the
+//  session is not a member of the room called name.
+static void
+s_say (zchat_server_t *self, zchat_request_t *req, zchat_room_t *room, const char *name)
 {
     const zchat_msg_t *msg = req->msg;
     zchat_session_t *session = req->session;
-    zchat_room_t *room = zchat_room_of (session, msg->room);
     if (!room) {
         zchat_server_error (self, req, ZCHAT_ERR_NOT_MEMBER, 0,
-                            "not a member of room %s", zchat_server_printable (msg->room));
+                            "not a member of room %s", zchat_server_printable (name));
         return;
     }
     if (msg->text_size > self->config.max_text) {
@@ -533,8 +560,10 @@ zchat_server_do_say (zchat_server_t *self, zchat_request_t *req)
     ||  self->arena_size >= ZCHAT_GROUP_BYTES)
         zchat_server_flush (self);
 
-    size_t bytes = req->peer_size + S_ACK_MAX + S_MESSAGE_MAX + msg->text_size;
-    if (s_group_reserve (self, bytes)) {
+    //  A new run (its header, and what a batch has no room for), or a
+    //  duplicate's room name
+    size_t bytes = S_RUN_HEAD_MAX + S_ITEM_MAX + msg->text_size;
+    if (s_group_reserve (self, bytes, req->peer_size)) {
         zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0, "out of memory");
         return;
     }
@@ -563,48 +592,38 @@ zchat_server_do_say (zchat_server_t *self, zchat_request_t *req)
                             "storage failed, message not stored; send it again");
         return;
     }
-    zchat_staged_t *staged = &self->staged [self->staged_count];
+    size_t index = self->staged_count++;
+    zchat_staged_t *staged = &self->staged [index];
     staged->id = msg->id;
-    staged->batch_ack = session->version >= 2;
-    staged->peer_at = self->arena_size;
-    staged->peer_size = req->peer_size;
-    if (req->peer_size)
-        memcpy (self->arena + self->arena_size, req->peer, req->peer_size);
-    self->arena_size += req->peer_size;
-
-    zchat_buf_t buf;
-    staged->ack_at = self->arena_size;
-    zchat_buf_init (&buf, self->arena + self->arena_size, S_ACK_MAX);
+    staged->next = S_NONE;
     if (rc == 1) {
         ZCHAT_DEBUG ("zchat: %s resent message %" PRIu64 " (stored as %s #%" PRIu64 ")",
                      session->nick, msg->id, orig_room, orig_seq);
-        staged->ack_size = zchat_encode_ack (&buf, msg->id, orig_room, orig_seq, orig_ts);
         staged->room = NULL;
-        staged->seq = 0;
-        staged->message_at = 0;
-        staged->message_size = 0;
+        staged->seq = orig_seq;
+        staged->ts = orig_ts;
+        //  Its room may not be in memory: the name goes with the entry
+        size_t size = strlen (orig_room) + 1;
+        staged->orig_at = self->arena_size;
+        memcpy (self->arena + self->arena_size, orig_room, size);
+        self->arena_size += size;
     }
     else {
-        staged->ack_size = zchat_encode_ack (&buf, msg->id, room->name, seq, ts);
         staged->room = room;
         staged->seq = seq;
+        staged->ts = ts;
         room->staged_seq = seq;
-        room->pins++;
+        s_run_add (self, room, seq, ts, session->nick, msg->kind, msg->text,
+                   msg->text_size);
+        self->stored_count++;
     }
-    self->arena_size += staged->ack_size;
-    if (staged->room) {
-        staged->message_at = self->arena_size;
-        zchat_buf_init (&buf, self->arena + self->arena_size,
-                        S_MESSAGE_MAX + msg->text_size);
-        staged->message_size = zchat_encode_message (&buf, 0, room->name, seq, ts,
-                                                     session->nick, msg->kind,
-                                                     msg->text, msg->text_size);
-        self->arena_size += staged->message_size;
-    }
-    //  Everything encoded fits its reserved space by construction.
-    assert (staged->ack_size > 0);
-    assert (!staged->room || staged->message_size > 0);
-    self->staged_count++;
+    s_sender_add (self, req, index);
+}
+
+void
+zchat_server_do_say (zchat_server_t *self, zchat_request_t *req)
+{
+    s_say (self, req, zchat_room_of (req->session, req->msg->room), req->msg->room);
 }
 
 
@@ -618,21 +637,32 @@ void
 zchat_server_do_says (zchat_server_t *self, zchat_request_t *req)
 {
     const zchat_msg_t *batch = req->msg;
-    //  Only the fields zchat_server_do_say reads are set: a SAY view of
-    //  each item, without zeroing a whole message per item
+    //  Only the fields s_say and the error replies read are set: a SAY
+    //  view of each item, without copying a whole message per item
     zchat_msg_t say;
     say.type = ZCHAT_SAY;
     zchat_request_t item_req = *req;
     item_req.msg = &say;
+    //  A sender's items mostly name the room of the item before: its
+    //  membership is looked up once per run of them. (No item can change
+    //  it, and a room the session is in stays in memory.)
+    char name [ZCHAT_MAX_ROOM + 1] = "";
+    size_t name_size = SIZE_MAX;
+    zchat_room_t *room = NULL;
     size_t cursor = 0;
-    zchat_item_t item;
-    while (zchat_msg_next_item (batch, &cursor, &item)) {
+    zchat_say_t item;
+    while (zchat_msg_next_say (batch, &cursor, &item)) {
+        if (item.room_size != name_size || memcmp (item.room, name, name_size) != 0) {
+            memcpy (name, item.room, item.room_size);
+            name [item.room_size] = 0;
+            name_size = item.room_size;
+            room = zchat_room_of (req->session, name);
+        }
         say.id = item.id;
-        memcpy (say.room, item.room, sizeof say.room);
         say.kind = item.kind;
         say.text = item.text;
         say.text_size = item.text_size;
-        zchat_server_do_say (self, &item_req);
+        s_say (self, &item_req, room, name);
     }
 }
 

@@ -1632,6 +1632,89 @@ s_test_batches (void)
     zchat_testbed_destroy (&bed);
 }
 
+//  Runs: a group's messages of a room are encoded into batches as they
+//  are staged. One room over several batches, broken by another sender,
+//  by a duplicate and by another room; two rooms interleaved message by
+//  message, whose small runs are merged. Every message is published
+//  once, in seq order, every SAY acknowledged with its id.
+static void
+s_test_runs (void)
+{
+    zchat_testbed_t *bed = zchat_testbed_new (NULL, false);
+    assert (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_greet (bed, "B", "bob", NULL);
+    s_join (bed, "A", "lobby", 2);
+    s_join (bed, "B", "lobby", 2);
+    s_join (bed, "A", "ops", 3);
+    zchat_testbed_clear (bed);
+
+    char text [65];
+    memset (text, 't', 64);
+    text [64] = 0;
+    size_t batches = zchat_testbed_batches (bed);
+    for (uint64_t i = 0; i < 600; i++) {
+        snprintf (text, sizeof text, "%03" PRIu64, i);
+        text [3] = 't';
+        SEND (bed, "A", zchat_encode_say (&s_buf, 1000 + i, "lobby", 0, text, 64));
+        if (i == 200 || i == 400)
+            SEND (bed, "B", zchat_encode_say (&s_buf, 5000 + i, "lobby", 0, "bob", 3));
+        if (i == 300)
+            SEND (bed, "A", zchat_encode_say (&s_buf, 1005, "lobby", 0, "again", 5));
+        if (i == 500)
+            SEND (bed, "A", zchat_encode_say (&s_buf, 9000, "ops", 0, "ops", 3));
+    }
+    assert (zchat_testbed_flush (bed) == 603);
+    //  600 texts of 64 bytes are about 56 KiB: four batches at least, and
+    //  alice's 602 ACKs two
+    assert (zchat_testbed_batches (bed) >= batches + 7);
+    uint64_t seq = 1;
+    for (uint64_t i = 0; i < 600; i++) {
+        const zchat_msg_t *msg = s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+        assert (msg->seq == seq && streq (msg->nick, "alice"));
+        assert (msg->text_size == 64 && strtoul (msg->text, NULL, 10) == i);
+        msg = s_reply (bed, "A", ZCHAT_ACK, 1000 + i);
+        assert (msg->seq == seq++ && streq (msg->room, "lobby"));
+        if (i == 200 || i == 400) {
+            msg = s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+            assert (msg->seq == seq++ && streq (msg->nick, "bob"));
+        }
+        if (i == 300) {
+            msg = s_reply (bed, "A", ZCHAT_ACK, 1005);
+            assert (msg->seq == 6 && streq (msg->room, "lobby"));
+        }
+        if (i == 500) {
+            msg = s_reply (bed, "A", ZCHAT_ACK, 9000);
+            assert (msg->seq == 1 && streq (msg->room, "ops"));
+        }
+    }
+    s_publication (bed, "ops:", ZCHAT_MESSAGE);
+    for (uint64_t i = 200; i <= 400; i += 200) {
+        const zchat_msg_t *msg = s_reply (bed, "B", ZCHAT_ACK, 5000 + i);
+        assert (msg->seq == i + 2 + (i == 400));
+    }
+    assert (zchat_testbed_pending (bed) == 0);
+
+    //  lobby and ops in turn, 100 each: runs of one message, merged into
+    //  one MESSAGES per room; one ACKS
+    batches = zchat_testbed_batches (bed);
+    for (uint64_t i = 0; i < 200; i++)
+        SEND (bed, "A", zchat_encode_say (&s_buf, 10000 + i, i % 2? "ops": "lobby", 0,
+                                          text, 64));
+    assert (zchat_testbed_flush (bed) == 200);
+    assert (zchat_testbed_batches (bed) == batches + 3);
+    for (uint64_t i = 0; i < 100; i++) {
+        const zchat_msg_t *msg = s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+        assert (msg->seq == 603 + i);
+        msg = s_publication (bed, "ops:", ZCHAT_MESSAGE);
+        assert (msg->seq == 2 + i);
+    }
+    for (uint64_t i = 0; i < 200; i++)
+        s_reply (bed, "A", ZCHAT_ACK, 10000 + i);
+    assert (zchat_testbed_pending (bed) == 0);
+    zchat_testbed_destroy (&bed);
+}
+
 //  count SAYs from peer with ids from *id on; none may be answered yet.
 static void
 s_flood (zchat_testbed_t *bed, const char *peer, uint64_t *id, int count)
@@ -1729,6 +1812,7 @@ zchat_server_test (bool verbose)
     s_test_revoke ();
     s_test_durability_off ();
     s_test_batches ();
+    s_test_runs ();
     s_test_fair_share ();
     s_test_rooms ();
     s_test_messages ();

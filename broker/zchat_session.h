@@ -52,6 +52,9 @@ struct _zchat_session_t {
     uint32_t fair_prev_count;                   //  SAYs in the period before
     zchat_bucket_t queries;                     //  reply bytes: HISTORY,
                                                 //  WHO, ROOMS
+    uint64_t sender_gen;                        //  the open group's, if it
+    size_t sender;                              //  holds SAYs of this session:
+                                                //  its entry in the group
     //  table: indexes and recency list
     zchat_blob_t peer_key;
     zchat_session_t *older;

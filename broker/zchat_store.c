@@ -397,9 +397,15 @@ s_mix (uint64_t value)
     return value;
 }
 
+//  The part of a key's hash that depends on the nick only. A sender's
+//  SAYs come in runs (a SAYS batch, a group), so the last nick hashed is
+//  kept and compared first: a compare of a few bytes instead of a mix per
+//  word of the nick.
 static uint64_t
-s_key_hash (zchat_store_t *self, const char *nick, size_t nick_len, uint64_t msg_id)
+s_nick_hash (zchat_store_t *self, const char *nick, size_t nick_len)
 {
+    if (nick_len == self->nick_len && memcmp (nick, self->nick, nick_len) == 0)
+        return self->nick_hash;
     uint64_t hash = s_mix (self->hash_seed ^ nick_len);
     for (size_t at = 0; at < nick_len; at += 8) {
         uint64_t word = 0;
@@ -407,56 +413,162 @@ s_key_hash (zchat_store_t *self, const char *nick, size_t nick_len, uint64_t msg
             word = word << 8 | (uint8_t) nick [i];
         hash = s_mix (hash ^ word);
     }
-    //  Ids from one client count up (PROTOCOL.md 2.1), so ids are hashed
-    //  in runs of STORE_KEY_RUN: the keys of a run get consecutive hashes,
-    //  hence neighbouring index slots, and an append (lookup and insert)
-    //  and an eviction (the oldest keys, in the same order) touch one
-    //  cache line per run instead of a random one per message: with a
-    //  window of a million keys that miss was a third of the broker's
-    //  time flat out. The run's place is still keyed by the seed.
-    return s_mix (hash ^ (msg_id / STORE_KEY_RUN)) + msg_id % STORE_KEY_RUN;
+    if (nick_len <= ZCHAT_MAX_NICK) {
+        memcpy (self->nick, nick, nick_len);
+        self->nick_len = nick_len;
+        self->nick_hash = hash;
+    }
+    return hash;
 }
 
-//  Put ring position pos into the index.
+static uint64_t
+s_key_hash (zchat_store_t *self, const char *nick, size_t nick_len, uint64_t msg_id)
+{
+    //  Ids from one client count up (PROTOCOL.md 2.1), so ids are hashed
+    //  in runs of STORE_KEY_RUN: the keys of a run differ only in the
+    //  bits of the tag (STORE_TAG), not in those that choose the bucket
+    //  (STORE_BUCKET), so a run shares one bucket, one cache line, for
+    //  its lookups, inserts and evictions, and within it each key still
+    //  has a tag of its own. The run's bucket is keyed by the seed.
+    uint64_t hash = s_mix (s_nick_hash (self, nick, nick_len) ^ (msg_id / STORE_KEY_RUN));
+    return hash ^ (uint64_t) (msg_id % STORE_KEY_RUN) << STORE_TAG_SHIFT;
+}
+
+//  Bit i set for each slot i of the bucket whose entry has this tag (and
+//  perhaps for free slots, when the tag is 0: callers skip those), or
+//  that holds exactly value (0: the free slots). Every lookup, insert and
+//  eviction scans a bucket or two, so with SSE2 (every x86-64) four
+//  slots are compared at once.
+#if defined (__SSE2__)
+#include <emmintrin.h>
+_Static_assert (STORE_BUCKET_SLOTS == 16, "a bucket is four SSE2 vectors");
+
+static uint32_t
+s_bucket_match (const uint32_t *bucket, uint32_t mask, uint32_t value)
+{
+    const __m128i want = _mm_set1_epi32 ((int) value);
+    const __m128i keep = _mm_set1_epi32 ((int) mask);
+    const __m128i *slots = (const __m128i *) bucket;
+    __m128i equal0 = _mm_cmpeq_epi32 (_mm_and_si128 (_mm_load_si128 (slots), keep), want);
+    __m128i equal1 = _mm_cmpeq_epi32 (_mm_and_si128 (_mm_load_si128 (slots + 1), keep), want);
+    __m128i equal2 = _mm_cmpeq_epi32 (_mm_and_si128 (_mm_load_si128 (slots + 2), keep), want);
+    __m128i equal3 = _mm_cmpeq_epi32 (_mm_and_si128 (_mm_load_si128 (slots + 3), keep), want);
+    //  0 or -1 per slot, narrowed to a byte each, slot order kept
+    __m128i bytes = _mm_packs_epi16 (_mm_packs_epi32 (equal0, equal1),
+                                     _mm_packs_epi32 (equal2, equal3));
+    return (uint32_t) _mm_movemask_epi8 (bytes);
+}
+#else
+static uint32_t
+s_bucket_match (const uint32_t *bucket, uint32_t mask, uint32_t value)
+{
+    uint32_t found = 0;
+    for (uint32_t i = 0; i < STORE_BUCKET_SLOTS; i++)
+        found |= (uint32_t) ((bucket [i] & mask) == value) << i;
+    return found;
+}
+#endif
+
+static uint32_t
+s_bucket_tagged (const uint32_t *bucket, uint32_t tag)
+{
+    return s_bucket_match (bucket, ~STORE_POS_MASK, tag);
+}
+
+static uint32_t
+s_bucket_holding (const uint32_t *bucket, uint32_t value)
+{
+    return s_bucket_match (bucket, UINT32_MAX, value);
+}
+
+//  Put ring position pos into the index: into the first slot free from
+//  its home bucket on, counting a spill in each full bucket passed.
 static void
 s_index_put (zchat_store_t *self, size_t pos)
 {
-    size_t mask = self->index_size - 1;
+    size_t mask = self->buckets - 1;
     uint64_t hash = self->keys [pos].hash;
-    size_t slot = (size_t) hash & mask;
-    while (self->index [slot])
-        slot = (slot + 1) & mask;
-    self->index [slot] = STORE_TAG (hash) | ((uint32_t) pos + 1);
+    size_t bucket = STORE_BUCKET (hash, mask);
+    while (true) {
+        uint32_t *slots = self->index + bucket * STORE_BUCKET_SLOTS;
+        uint32_t free_slots = s_bucket_holding (slots, 0);
+        if (free_slots) {
+            slots [__builtin_ctz (free_slots)] = STORE_TAG (hash) | ((uint32_t) pos + 1);
+            return;
+        }
+        if (self->spill [bucket] < STORE_SPILL_STUCK)
+            self->spill [bucket]++;
+        bucket = (bucket + 1) & mask;
+    }
 }
 
-//  Take ring position pos out of the index, shifting back the entries
-//  after it so that every probe chain stays unbroken.
+//  Take ring position pos out of the index. Nothing moves: the slot is
+//  freed, and the spill counts of the buckets it had passed go down (a
+//  count stuck at its top stays, which only makes lookups look further).
 static void
 s_index_drop (zchat_store_t *self, size_t pos)
 {
-    size_t mask = self->index_size - 1;
-    size_t slot = (size_t) self->keys [pos].hash & mask;
-    while ((self->index [slot] & STORE_POS_MASK) != pos + 1) {
-        assert (self->index [slot]);
-        slot = (slot + 1) & mask;
+    size_t mask = self->buckets - 1;
+    size_t bucket = STORE_BUCKET (self->keys [pos].hash, mask);
+    uint32_t value = STORE_TAG (self->keys [pos].hash) | ((uint32_t) pos + 1);
+    for (size_t passed = 0; passed < self->buckets; passed++) {
+        uint32_t *slots = self->index + bucket * STORE_BUCKET_SLOTS;
+        uint32_t found = s_bucket_holding (slots, value);
+        if (found) {
+            slots [__builtin_ctz (found)] = 0;
+            return;
+        }
+        assert (self->spill [bucket] > 0);
+        if (self->spill [bucket] < STORE_SPILL_STUCK)
+            self->spill [bucket]--;
+        bucket = (bucket + 1) & mask;
     }
-    size_t next = slot;
+    assert (false);             //  every position in the ring is indexed
+}
+
+//  Walks the keys with one hash: the home bucket, then the buckets after
+//  it for as long as something spilled past the one before.
+typedef struct {
+    uint64_t hash;
+    uint32_t tag;
+    size_t bucket;
+    size_t passed;                  //  buckets left behind
+    uint32_t found;                 //  slots of this bucket still to look at
+} store_probe_t;
+
+static void
+s_probe_start (zchat_store_t *self, store_probe_t *probe, uint64_t hash)
+{
+    probe->hash = hash;
+    probe->tag = STORE_TAG (hash);
+    probe->bucket = STORE_BUCKET (hash, self->buckets - 1);
+    probe->passed = 0;
+    probe->found = s_bucket_tagged (self->index + probe->bucket * STORE_BUCKET_SLOTS,
+                                    probe->tag);
+}
+
+//  The next key with the probe's hash, or NULL. The tag only narrows the
+//  search; the whole hash is compared in the ring.
+static const store_key_t *
+s_probe_next (zchat_store_t *self, store_probe_t *probe)
+{
     while (true) {
-        next = (next + 1) & mask;
-        if (!self->index [next])
-            break;
-        size_t home = (size_t) self->keys [(self->index [next] & STORE_POS_MASK) - 1].hash
-                    & mask;
-        //  An entry may move back to slot only if its home is not in
-        //  (slot, next]: otherwise a probe from home would miss it.
-        bool stays = slot <= next? (home > slot && home <= next)
-                                 : (home > slot || home <= next);
-        if (stays)
-            continue;
-        self->index [slot] = self->index [next];
-        slot = next;
+        while (probe->found) {
+            uint32_t slot = self->index [probe->bucket * STORE_BUCKET_SLOTS
+                                         + (size_t) __builtin_ctz (probe->found)];
+            probe->found &= probe->found - 1;
+            if (!slot)
+                continue;           //  a free slot, when the tag is 0
+            const store_key_t *key = &self->keys [(slot & STORE_POS_MASK) - 1];
+            if (key->hash == probe->hash)
+                return key;
+        }
+        if (self->spill [probe->bucket] == 0 || ++probe->passed == self->buckets)
+            return NULL;
+        probe->bucket = (probe->bucket + 1) & (self->buckets - 1);
+        probe->found = s_bucket_tagged (self->index + probe->bucket * STORE_BUCKET_SLOTS,
+                                        probe->tag);
     }
-    self->index [slot] = 0;
 }
 
 //  Resize the ring to limit entries (a power of two, at least what it
@@ -465,21 +577,32 @@ s_index_drop (zchat_store_t *self, size_t pos)
 static int
 s_keys_resize (zchat_store_t *self, size_t limit)
 {
+    //  Load at most one half: two slots per key
+    size_t buckets = limit * 2 / STORE_BUCKET_SLOTS;
     store_key_t *keys = (store_key_t *) malloc (limit * sizeof (store_key_t));
-    uint32_t *index = (uint32_t *) calloc (limit * 2, sizeof (uint32_t));
-    if (!keys || !index || limit > STORE_POS_MASK) {
+    uint32_t *index = NULL;
+    uint8_t *spill = (uint8_t *) calloc (buckets, 1);
+    //  A bucket is one cache line
+    if (posix_memalign ((void **) &index, 64,
+                        buckets * STORE_BUCKET_SLOTS * sizeof (uint32_t)))
+        index = NULL;
+    if (!keys || !index || !spill || limit > STORE_POS_MASK) {
         free (keys);
         free (index);
+        free (spill);
         return -1;
     }
+    memset (index, 0, buckets * STORE_BUCKET_SLOTS * sizeof (uint32_t));
     for (uint64_t at = self->keys_tail; at < self->keys_head; at++)
         keys [at & (limit - 1)] = self->keys [at & (self->keys_limit - 1)];
     free (self->keys);
     free (self->index);
+    free (self->spill);
     self->keys = keys;
     self->keys_limit = limit;
     self->index = index;
-    self->index_size = limit * 2;
+    self->spill = spill;
+    self->buckets = buckets;
     for (uint64_t at = self->keys_tail; at < self->keys_head; at++)
         s_index_put (self, (size_t) (at & (limit - 1)));
     return 0;
@@ -544,12 +667,21 @@ s_pending_find (zchat_store_t *self, const char *room, size_t room_len)
 {
     if (!self->in_group || self->pending_count == 0)
         return NULL;
+    //  Appends come in runs for one room (a SAYS batch, a busy room): the
+    //  room found last is compared first, before any hashing
+    if (self->pending_last < self->pending_count) {
+        store_pending_t *pending = &self->pending [self->pending_last];
+        if (pending->room_len == room_len && memcmp (pending->room, room, room_len) == 0)
+            return pending;
+    }
     size_t mask = self->touched_size - 1;
     size_t slot = s_name_hash (room, room_len) & mask;
     while (self->touched [slot]) {
         store_pending_t *pending = &self->pending [self->touched [slot] - 1];
-        if (pending->room_len == room_len && memcmp (pending->room, room, room_len) == 0)
+        if (pending->room_len == room_len && memcmp (pending->room, room, room_len) == 0) {
+            self->pending_last = self->touched [slot] - 1;
             return pending;
+        }
         slot = (slot + 1) & mask;
     }
     return NULL;
@@ -621,6 +753,7 @@ s_pending_open (zchat_store_t *self, const char *room, size_t room_len)
         slot = (slot + 1) & mask;
     self->touched [slot] = (uint32_t) ++self->pending_count;
     pending->slot = slot;
+    self->pending_last = self->pending_count - 1;
     return pending;
 }
 
@@ -1451,6 +1584,107 @@ zchat_store_ckpt_cap (zchat_store_t *self, int64_t cap_bytes)
 
 
 //  --------------------------------------------------------------------------
+//  Self test access to the idempotency index (zchat_store_int.h).
+
+void
+zchat_store_keys_add (zchat_store_t *self, uint64_t hash, int64_t chunk)
+{
+    assert (self);
+    s_keys_add (self, hash, chunk);
+}
+
+size_t
+zchat_store_keys_count (zchat_store_t *self, uint64_t hash)
+{
+    assert (self);
+    store_probe_t probe;
+    s_probe_start (self, &probe, hash);
+    size_t count = 0;
+    while (s_probe_next (self, &probe))
+        count++;
+    return count;
+}
+
+int
+zchat_store_keys_check (zchat_store_t *self)
+{
+    assert (self);
+    size_t mask = self->buckets - 1;
+    size_t live = (size_t) (self->keys_head - self->keys_tail);
+    uint8_t *seen = (uint8_t *) calloc (self->keys_limit, 1);
+    size_t *spilled = (size_t *) calloc (self->buckets, sizeof (size_t));
+    const char *broken = NULL;
+    size_t slots = 0;
+    if (!seen || !spilled) {
+        broken = "out of memory";
+        goto done;
+    }
+    if (live > self->keys_limit || live > self->keys_max
+    ||  self->buckets * STORE_BUCKET_SLOTS != self->keys_limit * 2) {
+        broken = "sizes";
+        goto done;
+    }
+    for (size_t bucket = 0; bucket < self->buckets; bucket++)
+        for (size_t i = 0; i < STORE_BUCKET_SLOTS; i++) {
+            uint32_t slot = self->index [bucket * STORE_BUCKET_SLOTS + i];
+            if (!slot)
+                continue;
+            slots++;
+            size_t pos = (slot & STORE_POS_MASK) - 1;
+            //  The ring position must hold a live key, with this tag,
+            //  indexed once, and every bucket from its home to here must
+            //  count it as spilled
+            if (pos >= self->keys_limit
+            ||  ((pos - (size_t) self->keys_tail) & (self->keys_limit - 1)) >= live) {
+                broken = "a slot points outside the window";
+                goto done;
+            }
+            if (STORE_TAG (self->keys [pos].hash) != (slot & ~STORE_POS_MASK)) {
+                broken = "a slot's tag is not its key's";
+                goto done;
+            }
+            if (seen [pos]++) {
+                broken = "a key is indexed twice";
+                goto done;
+            }
+            for (size_t at = STORE_BUCKET (self->keys [pos].hash, mask); at != bucket;
+                 at = (at + 1) & mask)
+                spilled [at]++;
+        }
+    if (slots != live) {
+        broken = "a live key is not indexed";
+        goto done;
+    }
+    //  A count stuck at its top may be anything above what is there
+    for (size_t bucket = 0; bucket < self->buckets; bucket++)
+        if (self->spill [bucket] < STORE_SPILL_STUCK
+        &&  self->spill [bucket] != spilled [bucket]) {
+            broken = "a spill count is wrong";
+            goto done;
+        }
+    //  And a lookup finds every live key
+    for (uint64_t at = self->keys_tail; at < self->keys_head; at++) {
+        const store_key_t *want = &self->keys [at & (self->keys_limit - 1)];
+        store_probe_t probe;
+        s_probe_start (self, &probe, want->hash);
+        const store_key_t *key;
+        while ((key = s_probe_next (self, &probe)) && key != want)
+            ;
+        if (!key) {
+            broken = "a live key cannot be found";
+            goto done;
+        }
+    }
+done:
+    if (broken)
+        zsys_error ("zchat_store: idempotency index: %s", broken);
+    free (seen);
+    free (spilled);
+    return broken? -1: 0;
+}
+
+
+//  --------------------------------------------------------------------------
 //  Busy handler of the event loop's connection: SQLite calls it while the
 //  write lock is held elsewhere (only ever the checkpointer's TRUNCATE
 //  round, or an operator's shell). SQLite's own busy_timeout sleeps 1, 2,
@@ -1500,6 +1734,7 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
     }
     self->lock_fd = -1;
     self->keys_max = STORE_KEYS_MAX;
+    self->nick_len = SIZE_MAX;
     self->pending_keep = STORE_KEEP_BYTES;
     if (getrandom (&self->hash_seed, sizeof (self->hash_seed), 0)
         != (ssize_t) sizeof (self->hash_seed))
@@ -1634,6 +1869,7 @@ zchat_store_destroy (zchat_store_t **self_p)
     free (self->touched);
     free (self->keys);
     free (self->index);
+    free (self->spill);
     free (self);
     *self_p = NULL;
 }
@@ -1903,17 +2139,14 @@ zchat_store_append (zchat_store_t *self, const char *room, uint64_t seq,
     uint64_t hash = 0;
     if (msg_id) {
         hash = s_key_hash (self, nick, nick_len, msg_id);
-        size_t mask = self->index_size - 1;
-        uint32_t tag = STORE_TAG (hash);
         int64_t best = 0;
         char found_room [ZCHAT_MAX_ROOM + 1];
         uint64_t found_seq = 0, found_ts = 0;
-        for (size_t slot = (size_t) hash & mask; self->index [slot];
-             slot = (slot + 1) & mask) {
-            if ((self->index [slot] & ~STORE_POS_MASK) != tag)
-                continue;
-            const store_key_t *key = &self->keys [(self->index [slot] & STORE_POS_MASK) - 1];
-            if (key->hash != hash || key->chunk <= best)
+        store_probe_t probe;
+        s_probe_start (self, &probe, hash);
+        const store_key_t *key;
+        while ((key = s_probe_next (self, &probe))) {
+            if (key->chunk <= best)
                 continue;
             int rc = s_key_check (self, key->chunk, nick, nick_len, msg_id,
                                   found_room, &found_seq, &found_ts);

@@ -41,16 +41,27 @@
 
 //  The idempotency window: the newest this many message ids are
 //  remembered, oldest forgotten first. The index starts small and grows
-//  with use (16 bytes per id in the ring plus 8 in the hash index).
+//  with use (16 bytes per id in the ring plus 8 in the index).
 #define STORE_KEYS_MAX          (1u << 20)
 #define STORE_KEYS_MIN          4096
-//  Consecutive message ids that hash to consecutive index slots (s_key_hash)
-#define STORE_KEY_RUN           16
-//  An index slot holds ring position + 1 in its low STORE_POS_BITS and a
-//  tag (more bits of the hash) above, so a probe passes other keys without
-//  reading the ring: one cache miss per append instead of two.
+//  Consecutive message ids that share an index bucket (s_key_hash)
+#define STORE_KEY_RUN           8
+//  The index is an array of buckets of 16 slots, one 64-byte cache line
+//  each, at most half full. A key goes into the first free slot from its
+//  home bucket on; a per-bucket count of the keys that spilled past it
+//  (stuck once at STORE_SPILL_STUCK) tells a lookup whether to look on.
+//  A bucket holds two runs of ids: with one, a run arriving at an
+//  occupied bucket spilled whole into the next, and a lookup scanned
+//  three buckets on average.
+#define STORE_BUCKET_SLOTS      16
+#define STORE_BUCKET(hash, mask) ((size_t) (hash) & (mask))
+#define STORE_SPILL_STUCK       255
+//  A slot holds ring position + 1 in its low STORE_POS_BITS and a tag
+//  (the hash's top bits) above, so a lookup passes other keys without
+//  reading the ring: one cache miss per run of ids, not one per key.
 #define STORE_POS_BITS          21
 #define STORE_POS_MASK          ((1u << STORE_POS_BITS) - 1)
+#define STORE_TAG_SHIFT         (32 + STORE_POS_BITS)
 #define STORE_TAG(hash)         ((uint32_t) ((hash) >> 32) & ~STORE_POS_MASK)
 
 //  Chunk buffers are kept from group to group up to this much in all, so
@@ -103,6 +114,17 @@ void
     zchat_store_ckpt_stats (zchat_store_t *self, uint64_t *runs, uint64_t *truncates);
 void
     zchat_store_ckpt_cap (zchat_store_t *self, int64_t cap_bytes);
+
+//  Self test access to the idempotency index: remember a key hash for a
+//  chunk id (as an append does, evicting past keys_max), count the keys
+//  with a hash that a lookup finds, and check every invariant of ring and
+//  index (returns 0, or -1 after logging what is broken).
+void
+    zchat_store_keys_add (zchat_store_t *self, uint64_t hash, int64_t chunk);
+size_t
+    zchat_store_keys_count (zchat_store_t *self, uint64_t hash);
+int
+    zchat_store_keys_check (zchat_store_t *self);
 
 //  Every statement the store runs, prepared once.
 typedef enum {
@@ -207,9 +229,10 @@ struct _zchat_store_t {
     size_t pending_keep;            //  kept between groups (STORE_KEEP_BYTES)
     uint32_t *touched;
     size_t touched_size;            //  slots, a power of two
+    size_t pending_last;            //  the entry s_pending_find found last
 
     //  Idempotency: a ring of keys in the order they were added (absolute
-    //  numbers keys_tail..keys_head), and a linear-probing index of ring
+    //  numbers keys_tail..keys_head), and a bucketed index of ring
     //  position + 1 by hash.
     store_key_t *keys;
     size_t keys_limit;              //  ring capacity, a power of two
@@ -217,9 +240,14 @@ struct _zchat_store_t {
     uint64_t keys_tail;
     uint64_t keys_head;
     uint64_t keys_group;            //  keys_head when the group began
-    uint32_t *index;
-    size_t index_size;              //  2 * keys_limit
+    uint32_t *index;                //  buckets * STORE_BUCKET_SLOTS slots
+    uint8_t *spill;                 //  per bucket: keys that spilled past it
+    size_t buckets;                 //  keys_limit / 8, a power of two
     uint64_t hash_seed;             //  random: ids cannot be chosen to collide
+    //  The last nick hashed (s_nick_hash)
+    char nick [ZCHAT_MAX_NICK];
+    size_t nick_len;                //  SIZE_MAX: none yet
+    uint64_t nick_hash;
 
     //  Where the count-retention round robin over rooms goes on.
     char retain_cursor [ZCHAT_MAX_ROOM + 1];

@@ -254,6 +254,148 @@ s_test_checkpoints (const char *base, bool verbose)
     zstr_free (&dir);
 }
 
+//  A xorshift generator: the index test is the same on every run.
+static uint64_t
+s_next_random (uint64_t *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
+//  The idempotency index on its own, with key hashes made up to reach
+//  the corners (a home bucket that overflows, spill counts stuck at their
+//  top, the ring wrapping around), then through appends: runs of ids from
+//  several senders, a window much smaller than what is sent, and a
+//  rollback.
+static void
+s_test_index (const char *base, bool verbose)
+{
+    const uint64_t T0 = 1700000000000ull;
+    char error [256];
+    char *dir = zsys_sprintf ("%s/index", base);
+    assert (dir);
+    zchat_store_t *store = zchat_store_new (dir, false, error, sizeof (error));
+    assert (store);
+    assert (zchat_store_keys_check (store) == 0);
+    uint64_t state = 0x1D3A5EEDull;
+
+    //  600 keys with one home bucket: they fill it and the buckets after
+    //  it, and the home's spill count sticks at its top. Each is found
+    //  once, and so is a duplicate hash, twice.
+    size_t home_mask = store->buckets - 1;
+    uint64_t home = 77 & home_mask;
+    uint64_t crowd [600];
+    for (size_t i = 0; i < 600; i++) {
+        crowd [i] = (s_next_random (&state) & ~(uint64_t) home_mask) | home;
+        zchat_store_keys_add (store, crowd [i], 1000 + (int64_t) i);
+    }
+    assert (store->spill [home] == STORE_SPILL_STUCK);
+    assert (zchat_store_keys_check (store) == 0);
+    for (size_t i = 0; i < 600; i++)
+        assert (zchat_store_keys_count (store, crowd [i]) == 1);
+    zchat_store_keys_add (store, crowd [599], 2000);
+    assert (zchat_store_keys_count (store, crowd [599]) == 2);
+
+    //  A window of 500 forgets the oldest 101; the stuck count stays and
+    //  lookups still end.
+    store->keys_max = 500;
+    zchat_store_keys_add (store, crowd [0] ^ (1ull << 40), 2001);
+    assert (store->keys_head - store->keys_tail == 500);
+    assert (zchat_store_keys_check (store) == 0);
+    for (size_t i = 0; i < 102; i++)
+        assert (zchat_store_keys_count (store, crowd [i]) == 0);
+    for (size_t i = 102; i < 599; i++)
+        assert (zchat_store_keys_count (store, crowd [i]) == 1);
+    assert (zchat_store_keys_count (store, crowd [599]) == 2);
+
+    //  The ring wraps around many times at its smallest size, with keys
+    //  spread over every bucket; checked as it goes.
+    store->keys_max = store->keys_limit;
+    size_t limit = store->keys_limit;
+    uint64_t *spread = (uint64_t *) malloc (5 * limit * sizeof (uint64_t));
+    assert (spread);
+    for (size_t i = 0; i < 5 * limit; i++) {
+        spread [i] = s_next_random (&state);
+        zchat_store_keys_add (store, spread [i], 3000 + (int64_t) i);
+        if (i % 1000 == 0)
+            assert (zchat_store_keys_check (store) == 0);
+    }
+    assert (store->keys_limit == limit);
+    assert (zchat_store_keys_check (store) == 0);
+    for (size_t i = 4 * limit - 10; i < 4 * limit + 10; i++)
+        assert (zchat_store_keys_count (store, spread [i]) == (i >= 4 * limit));
+    for (size_t i = 5 * limit - 100; i < 5 * limit; i++)
+        assert (zchat_store_keys_count (store, spread [i]) == 1);
+    free (spread);
+
+    //  Growing: the index is rebuilt at each size
+    store->keys_max = STORE_KEYS_MAX;
+    for (size_t i = 0; i < 3 * limit; i++)
+        zchat_store_keys_add (store, s_next_random (&state), 9000);
+    assert (store->keys_limit == 4 * limit);
+    assert (zchat_store_keys_check (store) == 0);
+    zchat_store_destroy (&store);
+
+    //  Through appends: 4 senders with ids counting up from different
+    //  starts, interleaved in runs of 1 to 40, in groups of about 300; the
+    //  window (1,000) is far smaller than what is sent (6,000). Every id
+    //  in the window is recognised with its original seq, none before it.
+    store = zchat_store_new (dir, false, error, sizeof (error));
+    assert (store);
+    store->keys_max = 1000;
+    const char *nicks [4] = { "ann", "bo", "cyrus-the-long-named-sender", "d" };
+    uint64_t next_id [4] = { 1, 15, 1ull << 40, 0xFFFFFFFFFFFFF000ull };
+    uint64_t *sent_id = (uint64_t *) malloc (6000 * sizeof (uint64_t));
+    int *sent_by = (int *) malloc (6000 * sizeof (int));
+    assert (sent_id && sent_by);
+    uint64_t seq = 0;
+    size_t in_group = 0;
+    assert (zchat_store_begin (store) == 0);
+    while (seq < 6000) {
+        int who = (int) (s_next_random (&state) % 4);
+        int run = 1 + (int) (s_next_random (&state) % 40);
+        for (int k = 0; k < run && seq < 6000; k++) {
+            sent_id [seq] = next_id [who]++;
+            sent_by [seq] = who;
+            seq++;
+            assert (zchat_store_append (store, "idx", seq, T0, nicks [who], 0, "i", 1,
+                                        sent_id [seq - 1], NULL, NULL, NULL) == 0);
+            if (++in_group == 300) {
+                assert (zchat_store_commit (store) == 0);
+                assert (zchat_store_begin (store) == 0);
+                in_group = 0;
+            }
+        }
+    }
+    assert (zchat_store_keys_check (store) == 0);
+    char orig_room [ZCHAT_MAX_ROOM + 1];
+    uint64_t orig_seq = 0, orig_ts = 0;
+    for (uint64_t at = 5000; at < 6000; at++) {
+        assert (zchat_store_append (store, "idx", 6001, T0, nicks [sent_by [at]], 0,
+                                    "i", 1, sent_id [at],
+                                    orig_room, &orig_seq, &orig_ts) == 1);
+        assert (orig_seq == at + 1 && streq (orig_room, "idx"));
+    }
+    //  Just outside the window: stored again, as a new message
+    assert (zchat_store_append (store, "idx", 6001, T0, nicks [sent_by [4999]], 0,
+                                "i", 1, sent_id [4999], NULL, NULL, NULL) == 0);
+    //  A rollback takes the group's keys out again
+    zchat_store_rollback (store);
+    assert (zchat_store_keys_check (store) == 0);
+    assert (zchat_store_begin (store) == 0);
+    assert (zchat_store_append (store, "idx", 6001, T0, nicks [sent_by [4999]], 0,
+                                "i", 1, sent_id [4999], NULL, NULL, NULL) == 0);
+    assert (zchat_store_commit (store) == 0);
+    free (sent_id);
+    free (sent_by);
+    zchat_store_destroy (&store);
+    zstr_free (&dir);
+    if (verbose)
+        printf (" * idempotency index: crowded buckets, wrap-around, runs of ids\n");
+}
+
 void
 zchat_store_test (bool verbose)
 {
@@ -773,6 +915,7 @@ zchat_store_test (bool verbose)
     zstr_free (&dir2);
 
     s_test_checkpoints (base, verbose);
+    s_test_index (base, verbose);
 
     //  kill -9 right after commit: what commit returned 0 for is there
     //  (synchronous=NORMAL), the uncommitted group is not, and the dead

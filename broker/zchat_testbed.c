@@ -140,6 +140,7 @@ s_keep (zchat_testbed_t *self, bool publish, const uint8_t *key, size_t key_size
 {
     if (body_size > 2 && (body [2] == ZCHAT_ACKS || body [2] == ZCHAT_MESSAGES)) {
         self->batches++;
+        assert (body_size <= ZCHAT_SERVER_BATCH_BYTES);
         zchat_msg_t batch;
         int rc = zchat_msg_decode (&batch, body, body_size);
         assert (rc == ZCHAT_DECODE_OK);

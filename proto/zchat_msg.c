@@ -109,7 +109,8 @@ s_get_kind (reader_t *r, uint8_t *value)
 //  length is checked against max before the bytes are looked at, so an
 //  over-long field is reported as such even when it is also truncated.
 //  With validate false only the bounds are checked (for lists that the
-//  decoder has already validated).
+//  decoder has already validated); with dest NULL nothing is copied (the
+//  decoder validating a list).
 
 static int
 s_get_str (reader_t *r, char *dest, size_t max, bool validate)
@@ -124,8 +125,10 @@ s_get_str (reader_t *r, char *dest, size_t max, bool validate)
     const uint8_t *bytes = r->data + r->pos + 1;
     if (validate && !zchat_utf8_valid ((const char *) bytes, len))
         return ZCHAT_DECODE_BAD_UTF8;
-    memcpy (dest, bytes, len);
-    dest [len] = 0;
+    if (dest) {
+        memcpy (dest, bytes, len);
+        dest [len] = 0;
+    }
     r->pos += 1 + len;
     return ZCHAT_DECODE_OK;
 }
@@ -155,37 +158,46 @@ s_get_text (reader_t *r, const char **text, size_t *text_size, bool validate)
 
 //  --------------------------------------------------------------------------
 //  Reads one list entry of a message of the given type. Used twice: by the
-//  decoder to validate the whole list, and by zchat_msg_next_item, which
-//  skips the UTF-8 check the decoder already did but still checks bounds,
-//  so even a hand-made zchat_msg_t cannot make it read out of its items.
+//  decoder to validate the whole list (item NULL: nothing kept), and by
+//  zchat_msg_next_item, which skips the UTF-8 check the decoder already
+//  did but still checks bounds, so even a hand-made zchat_msg_t cannot
+//  make it read out of its items.
 
 static int
 s_get_item (reader_t *r, uint8_t type, zchat_item_t *item, bool validate)
 {
     int rc = ZCHAT_DECODE_OK;
+    //  The decoder validating a list keeps no item: numbers go to scratch,
+    //  strings nowhere
+    zchat_item_t scratch;
+    char *room = item? item->room: NULL;
+    char *nick = item? item->nick: NULL;
+    char *topic = item? item->topic: NULL;
+    if (!item)
+        item = &scratch;
     switch (type) {
         case ZCHAT_PONG:
-            READ (s_get_str (r, item->room, ZCHAT_MAX_ROOM, validate));
+            READ (s_get_str (r, room, ZCHAT_MAX_ROOM, validate));
             READ (s_get_u64 (r, &item->seq));
             break;
         case ZCHAT_MEMBERS:
-            READ (s_get_str (r, item->nick, ZCHAT_MAX_NICK, validate));
+            READ (s_get_str (r, nick, ZCHAT_MAX_NICK, validate));
             break;
         case ZCHAT_ROOMLIST:
-            READ (s_get_str (r, item->room, ZCHAT_MAX_ROOM, validate));
+            READ (s_get_str (r, room, ZCHAT_MAX_ROOM, validate));
             READ (s_get_u32 (r, &item->members));
             READ (s_get_u64 (r, &item->seq));
-            READ (s_get_str (r, item->topic, ZCHAT_MAX_TOPIC, validate));
+            READ (s_get_str (r, topic, ZCHAT_MAX_TOPIC, validate));
             break;
         case ZCHAT_ACKS:
             READ (s_get_u64 (r, &item->id));
-            READ (s_get_str (r, item->room, ZCHAT_MAX_ROOM, validate));
+            READ (s_get_str (r, room, ZCHAT_MAX_ROOM, validate));
             READ (s_get_u64 (r, &item->seq));
             READ (s_get_u64 (r, &item->ts));
             break;
         case ZCHAT_SAYS:
             READ (s_get_u64 (r, &item->id));
-            READ (s_get_str (r, item->room, ZCHAT_MAX_ROOM, validate));
+            READ (s_get_str (r, room, ZCHAT_MAX_ROOM, validate));
             READ (s_get_kind (r, &item->kind));
             READ (s_get_text (r, &item->text, &item->text_size, validate));
             break;
@@ -193,7 +205,7 @@ s_get_item (reader_t *r, uint8_t type, zchat_item_t *item, bool validate)
         case ZCHAT_MESSAGES:
             READ (s_get_u64 (r, &item->seq));
             READ (s_get_u64 (r, &item->ts));
-            READ (s_get_str (r, item->nick, ZCHAT_MAX_NICK, validate));
+            READ (s_get_str (r, nick, ZCHAT_MAX_NICK, validate));
             READ (s_get_kind (r, &item->kind));
             READ (s_get_text (r, &item->text, &item->text_size, validate));
             break;
@@ -216,7 +228,6 @@ s_get_items (reader_t *r, zchat_msg_t *msg)
     int rc = ZCHAT_DECODE_OK;
     uint16_t count = 0;
     size_t start = 0;
-    zchat_item_t scratch;
     READ (s_get_u16 (r, &count));
     if (count > ZCHAT_MAX_ITEMS) {
         rc = ZCHAT_DECODE_TOO_LONG;
@@ -224,7 +235,7 @@ s_get_items (reader_t *r, zchat_msg_t *msg)
     }
     start = r->pos;
     for (uint16_t i = 0; i < count; i++)
-        READ (s_get_item (r, msg->type, &scratch, true));
+        READ (s_get_item (r, msg->type, NULL, true));
     msg->item_count = count;
     msg->items = r->data + start;
     msg->items_size = r->pos - start;
@@ -436,10 +447,53 @@ zchat_msg_next_item (const zchat_msg_t *msg, size_t *cursor, zchat_item_t *item)
     if (!msg->items || *cursor >= msg->items_size)
         return false;
     reader_t reader = { msg->items, msg->items_size, *cursor };
-    memset (item, 0, sizeof *item);
+    //  Every field empty or zero, as a memset would leave them, without
+    //  clearing the whole item (its topic alone is 256 bytes) for each of
+    //  the hundreds of items in a batch
+    item->id = 0;
+    item->room [0] = 0;
+    item->nick [0] = 0;
+    item->topic [0] = 0;
+    item->members = 0;
+    item->seq = 0;
+    item->ts = 0;
+    item->kind = 0;
+    item->text = NULL;
+    item->text_size = 0;
     if (s_get_item (&reader, msg->type, item, false) != ZCHAT_DECODE_OK)
         return false;           //  only for a message this codec did not decode
     *cursor = reader.pos;
+    return true;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Iterate the items of a decoded SAYS as views: what the broker does for
+//  each of its thousands of SAYs a second, without copying the room or
+//  clearing an item. Checks bounds like zchat_msg_next_item.
+
+bool
+zchat_msg_next_say (const zchat_msg_t *msg, size_t *cursor, zchat_say_t *say)
+{
+    assert (msg);
+    assert (cursor);
+    assert (say);
+    if (msg->type != ZCHAT_SAYS || !msg->items || *cursor >= msg->items_size)
+        return false;
+    reader_t reader = { msg->items, msg->items_size, *cursor };
+    reader_t *r = &reader;
+    if (s_get_u64 (r, &say->id) != ZCHAT_DECODE_OK || r->size - r->pos < 1)
+        return false;
+    size_t room_size = r->data [r->pos];
+    if (room_size > ZCHAT_MAX_ROOM || r->size - r->pos - 1 < room_size)
+        return false;
+    say->room = (const char *) r->data + r->pos + 1;
+    say->room_size = room_size;
+    r->pos += 1 + room_size;
+    if (s_get_kind (r, &say->kind) != ZCHAT_DECODE_OK
+    ||  s_get_text (r, &say->text, &say->text_size, false) != ZCHAT_DECODE_OK)
+        return false;
+    *cursor = r->pos;
     return true;
 }
 
@@ -491,25 +545,68 @@ zchat_decode_strerror (int rc)
 //  --------------------------------------------------------------------------
 //  True if [data, data + size) is valid UTF-8 without NUL: no overlong
 //  forms, no surrogates, nothing above U+10FFFF, no cut-off sequence.
-//  Chat text is mostly ASCII, so eight bytes at a time are let through
-//  when none has its top bit set and none is zero.
+//  Chat text is mostly ASCII, and every text the broker receives is
+//  checked here, so runs of 32 bytes are let through at once when none
+//  has its top bit set and none is zero.
+
+//  Non-zero unless all eight bytes of word are in 1..127: the top bit of
+//  word itself catches 128..255; with those clear, subtracting one from
+//  each byte borrows, and so sets a top bit, exactly where a byte is zero.
+#define S_ASCII_HIGH    0x8080808080808080ULL
+#define S_ASCII_ONES    0x0101010101010101ULL
+#define S_NOT_ASCII(w)  (((w) | ((w) - S_ASCII_ONES)) & S_ASCII_HIGH)
+
+//  True if the 32 bytes at are all in 1..127. With SSE2 (every x86-64):
+//  bytes whose signed value is above zero.
+#if defined (__SSE2__)
+#include <emmintrin.h>
+
+static bool
+s_ascii_32 (const uint8_t *at)
+{
+    const __m128i zero = _mm_setzero_si128 ();
+    __m128i low = _mm_cmpgt_epi8 (_mm_loadu_si128 ((const __m128i *) at), zero);
+    __m128i high = _mm_cmpgt_epi8 (_mm_loadu_si128 ((const __m128i *) at + 1), zero);
+    return _mm_movemask_epi8 (_mm_and_si128 (low, high)) == 0xFFFF;
+}
+#else
+static bool
+s_ascii_32 (const uint8_t *at)
+{
+    uint64_t w0, w1, w2, w3;
+    memcpy (&w0, at, 8);
+    memcpy (&w1, at + 8, 8);
+    memcpy (&w2, at + 16, 8);
+    memcpy (&w3, at + 24, 8);
+    return !(S_NOT_ASCII (w0) | S_NOT_ASCII (w1) | S_NOT_ASCII (w2) | S_NOT_ASCII (w3));
+}
+#endif
 
 bool
 zchat_utf8_valid (const char *data, size_t size)
 {
     const uint8_t *bytes = (const uint8_t *) data;
-    const uint64_t high = 0x8080808080808080ULL;
-    const uint64_t ones = 0x0101010101010101ULL;
     size_t pos = 0;
     while (pos < size) {
+        if (size - pos >= 32 && s_ascii_32 (bytes + pos)) {
+            pos += 32;
+            continue;
+        }
         if (size - pos >= 8) {
             uint64_t word;
             memcpy (&word, bytes + pos, 8);
-            //  (word - ones) & ~word & high is non-zero iff a byte is zero
-            if ((word & high) == 0 && ((word - ones) & ~word & high) == 0) {
+            if (!S_NOT_ASCII (word)) {
                 pos += 8;
                 continue;
             }
+        }
+        else {
+            //  The last few bytes (all of a room name or a nick), padded
+            //  with bytes of 1, which pass
+            uint64_t word = S_ASCII_ONES;
+            memcpy (&word, bytes + pos, size - pos);
+            if (!S_NOT_ASCII (word))
+                return true;
         }
         uint8_t lead = bytes [pos];
         if (lead < 0x80) {
@@ -577,13 +674,12 @@ s_is_alnum (char c)
 }
 
 //  Length of s, or max + 1 if it is longer than max (s need not end there).
+//  The C library's strnlen reads a word or a vector at a time: every room
+//  and nick the broker encodes into an ACK or a MESSAGE is measured here.
 static size_t
 s_bounded_len (const char *s, size_t max)
 {
-    size_t len = 0;
-    while (len <= max && s [len])
-        len++;
-    return len;
+    return strnlen (s, max + 1);
 }
 
 bool
@@ -738,13 +834,96 @@ s_put_text (zchat_buf_t *buf, const char *text, size_t text_size)
     }
 }
 
+static bool
+s_kind_valid (uint8_t kind)
+{
+    return kind == ZCHAT_KIND_TEXT || kind == ZCHAT_KIND_ACTION;
+}
+
 static void
 s_put_kind (zchat_buf_t *buf, uint8_t kind)
 {
-    if (kind != ZCHAT_KIND_TEXT && kind != ZCHAT_KIND_ACTION)
+    if (!s_kind_valid (kind))
         buf->overflow = true;
     else
         s_put_u8 (buf, kind);
+}
+
+//  The hot encoders (each ACK and MESSAGE item the broker sends, each SAY
+//  a client sends) measure their body or item first, reserve it with one
+//  check, and write it with these, which check nothing: a check per field
+//  was most of what encoding cost.
+
+//  Bytes a str of s takes after its length byte: 0, with the buffer
+//  marked overflowed, if it is over max. NULL is the empty string.
+static size_t
+s_str_len (zchat_buf_t *buf, const char *s, size_t max)
+{
+    size_t len = s? s_bounded_len (s, max): 0;
+    if (len > max) {
+        buf->overflow = true;
+        return 0;
+    }
+    return len;
+}
+
+//  The next n bytes of buf, now counted as written, or NULL (overflow set)
+//  if they do not fit or the buffer overflowed already.
+static uint8_t *
+s_reserve (zchat_buf_t *buf, size_t n)
+{
+    if (!s_fits (buf, n))
+        return NULL;
+    uint8_t *at = buf->data + buf->size;
+    buf->size += n;
+    return at;
+}
+
+static uint8_t *
+s_write_u64 (uint8_t *at, uint64_t value)
+{
+    value = htobe64 (value);
+    memcpy (at, &value, 8);
+    return at + 8;
+}
+
+static uint8_t *
+s_write_str (uint8_t *at, const char *s, size_t len)
+{
+    *at++ = (uint8_t) len;
+    if (len)
+        memcpy (at, s, len);
+    return at + len;
+}
+
+static uint8_t *
+s_write_text (uint8_t *at, const char *text, size_t text_size)
+{
+    uint32_t size = htobe32 ((uint32_t) text_size);
+    memcpy (at, &size, 4);
+    if (text_size)
+        memcpy (at + 4, text, text_size);
+    return at + 4 + text_size;
+}
+
+//  Empties the buffer for a new body.
+static void
+s_reset (zchat_buf_t *buf)
+{
+    assert (buf);
+    buf->size = 0;
+    buf->overflow = false;
+    buf->count_at = 0;
+    buf->count = 0;
+}
+
+static uint8_t *
+s_write_header (uint8_t *at, uint8_t type, uint64_t id)
+{
+    at [0] = ZCHAT_SIGNATURE_0;
+    at [1] = ZCHAT_SIGNATURE_1;
+    at [2] = type;
+    return s_write_u64 (at + 3, id);
 }
 
 //  Resets the buffer and writes the header.
@@ -917,10 +1096,15 @@ size_t
 zchat_encode_ack (zchat_buf_t *buf, uint64_t id, const char *room,
                   uint64_t seq, uint64_t ts)
 {
-    s_put_header (buf, ZCHAT_ACK, id);
-    s_put_str (buf, room, ZCHAT_MAX_ROOM);
-    s_put_u64 (buf, seq);
-    s_put_u64 (buf, ts);
+    s_reset (buf);
+    size_t room_len = s_str_len (buf, room, ZCHAT_MAX_ROOM);
+    uint8_t *at = s_reserve (buf, ZCHAT_HEADER_SIZE + 1 + room_len + 16);
+    if (at) {
+        at = s_write_header (at, ZCHAT_ACK, id);
+        at = s_write_str (at, room, room_len);
+        at = s_write_u64 (at, seq);
+        s_write_u64 (at, ts);
+    }
     return s_done (buf);
 }
 
@@ -1065,11 +1249,18 @@ s_message_item (zchat_buf_t *buf, uint8_t type, uint64_t seq, uint64_t ts,
     size_t mark;
     if (!s_add_start (buf, type, &mark))
         return 0;
-    s_put_u64 (buf, seq);
-    s_put_u64 (buf, ts);
-    s_put_str (buf, nick, ZCHAT_MAX_NICK);
-    s_put_kind (buf, kind);
-    s_put_text (buf, text, text_size);
+    assert (text || text_size == 0);
+    size_t nick_len = s_str_len (buf, nick, ZCHAT_MAX_NICK);
+    if (!s_kind_valid (kind) || text_size > ZCHAT_MAX_TEXT)
+        buf->overflow = true;
+    uint8_t *at = s_reserve (buf, 16 + 1 + nick_len + 1 + 4 + text_size);
+    if (at) {
+        at = s_write_u64 (at, seq);
+        at = s_write_u64 (at, ts);
+        at = s_write_str (at, nick, nick_len);
+        *at++ = kind;
+        s_write_text (at, text, text_size);
+    }
     return s_add_finish (buf, mark);
 }
 
@@ -1134,13 +1325,23 @@ zchat_encode_message (zchat_buf_t *buf, uint64_t id, const char *room,
                       uint64_t seq, uint64_t ts, const char *nick,
                       uint8_t kind, const char *text, size_t text_size)
 {
-    s_put_header (buf, ZCHAT_MESSAGE, id);
-    s_put_str (buf, room, ZCHAT_MAX_ROOM);
-    s_put_u64 (buf, seq);
-    s_put_u64 (buf, ts);
-    s_put_str (buf, nick, ZCHAT_MAX_NICK);
-    s_put_kind (buf, kind);
-    s_put_text (buf, text, text_size);
+    s_reset (buf);
+    assert (text || text_size == 0);
+    size_t room_len = s_str_len (buf, room, ZCHAT_MAX_ROOM);
+    size_t nick_len = s_str_len (buf, nick, ZCHAT_MAX_NICK);
+    if (!s_kind_valid (kind) || text_size > ZCHAT_MAX_TEXT)
+        buf->overflow = true;
+    uint8_t *at = s_reserve (buf, ZCHAT_HEADER_SIZE + 1 + room_len + 16 + 1 + nick_len
+                                  + 1 + 4 + text_size);
+    if (at) {
+        at = s_write_header (at, ZCHAT_MESSAGE, id);
+        at = s_write_str (at, room, room_len);
+        at = s_write_u64 (at, seq);
+        at = s_write_u64 (at, ts);
+        at = s_write_str (at, nick, nick_len);
+        *at++ = kind;
+        s_write_text (at, text, text_size);
+    }
     return s_done (buf);
 }
 
@@ -1163,10 +1364,14 @@ zchat_encode_acks_add (zchat_buf_t *buf, uint64_t id, const char *room,
     size_t mark;
     if (!s_add_start (buf, ZCHAT_ACKS, &mark))
         return 0;
-    s_put_u64 (buf, id);
-    s_put_str (buf, room, ZCHAT_MAX_ROOM);
-    s_put_u64 (buf, seq);
-    s_put_u64 (buf, ts);
+    size_t room_len = s_str_len (buf, room, ZCHAT_MAX_ROOM);
+    uint8_t *at = s_reserve (buf, 8 + 1 + room_len + 16);
+    if (at) {
+        at = s_write_u64 (at, id);
+        at = s_write_str (at, room, room_len);
+        at = s_write_u64 (at, seq);
+        s_write_u64 (at, ts);
+    }
     return s_add_finish (buf, mark);
 }
 
@@ -1201,10 +1406,17 @@ zchat_encode_says_add (zchat_buf_t *buf, uint64_t id, const char *room,
     size_t mark;
     if (!s_add_start (buf, ZCHAT_SAYS, &mark))
         return 0;
-    s_put_u64 (buf, id);
-    s_put_str (buf, room, ZCHAT_MAX_ROOM);
-    s_put_kind (buf, kind);
-    s_put_text (buf, text, text_size);
+    assert (text || text_size == 0);
+    size_t room_len = s_str_len (buf, room, ZCHAT_MAX_ROOM);
+    if (!s_kind_valid (kind) || text_size > ZCHAT_MAX_TEXT)
+        buf->overflow = true;
+    uint8_t *at = s_reserve (buf, 8 + 1 + room_len + 1 + 4 + text_size);
+    if (at) {
+        at = s_write_u64 (at, id);
+        at = s_write_str (at, room, room_len);
+        *at++ = kind;
+        s_write_text (at, text, text_size);
+    }
     return s_add_finish (buf, mark);
 }
 
@@ -1246,6 +1458,62 @@ zchat_encode_messages_append (zchat_buf_t *buf, const void *message,
     s_put_bytes (buf, body + ZCHAT_HEADER_SIZE + room_size,
                  message_size - ZCHAT_HEADER_SIZE - room_size);
     return s_add_finish (buf, mark);
+}
+
+//  --------------------------------------------------------------------------
+//  Append every item of a MESSAGES body this codec encoded, for the same
+//  room, to the batch in buf: one copy of the items as they are. Returns
+//  the batch size, or 0 and changes nothing if batch is not a MESSAGES
+//  body of buf's room or its items do not fit.
+
+size_t
+zchat_encode_messages_extend (zchat_buf_t *buf, const void *batch, size_t batch_size)
+{
+    assert (buf);
+    assert (batch);
+    const uint8_t *body = (const uint8_t *) batch;
+    if (batch_size < ZCHAT_HEADER_SIZE + 1 || body [2] != ZCHAT_MESSAGES)
+        return 0;
+    size_t head_size = ZCHAT_HEADER_SIZE + 1 + (size_t) body [ZCHAT_HEADER_SIZE] + 2;
+    if (batch_size < head_size
+    ||  buf->overflow || buf->size < head_size || buf->data [2] != ZCHAT_MESSAGES
+    ||  memcmp (buf->data + ZCHAT_HEADER_SIZE, body + ZCHAT_HEADER_SIZE,
+                head_size - ZCHAT_HEADER_SIZE - 2) != 0)
+        return 0;
+    size_t count = (size_t) body [head_size - 2] << 8 | body [head_size - 1];
+    size_t mark;
+    if (count > (size_t) (ZCHAT_MAX_ITEMS - buf->count)
+    ||  !s_add_start (buf, ZCHAT_MESSAGES, &mark))
+        return 0;
+    s_put_bytes (buf, body + head_size, batch_size - head_size);
+    if (s_add_finish (buf, mark) == 0)
+        return 0;
+    //  s_add_finish counted one item
+    buf->count = (uint16_t) (buf->count - 1 + count);
+    buf->data [buf->count_at] = (uint8_t) (buf->count >> 8);
+    buf->data [buf->count_at + 1] = (uint8_t) buf->count;
+    return buf->size;
+}
+
+//  --------------------------------------------------------------------------
+//  Rewrite in place a MESSAGES body of exactly one item as the MESSAGE body
+//  with the same content, which version 1 clients read too: the same bytes
+//  without the count, so the header and room move up by two. Returns the
+//  MESSAGE's size, from body + 2, or 0 (nothing changed) if body is not
+//  such a MESSAGES.
+
+size_t
+zchat_encode_messages_single (uint8_t *body, size_t size)
+{
+    assert (body);
+    if (size < ZCHAT_HEADER_SIZE + 1 || body [2] != ZCHAT_MESSAGES)
+        return 0;
+    size_t room_end = ZCHAT_HEADER_SIZE + 1 + (size_t) body [ZCHAT_HEADER_SIZE];
+    if (size < room_end + 2 || body [room_end] != 0 || body [room_end + 1] != 1)
+        return 0;
+    memmove (body + 2, body, room_end);
+    body [2 + 2] = ZCHAT_MESSAGE;
+    return size - 2;
 }
 
 size_t
@@ -1323,6 +1591,13 @@ s_decode_exact (const void *data, size_t size)
             count++;
         CHECK (count == msg.item_count);
         CHECK (cursor == msg.items_size);
+        //  And so must a SAYS as views; anything else gives none
+        size_t views = 0;
+        cursor = 0;
+        zchat_say_t say;
+        while (zchat_msg_next_say (&msg, &cursor, &say))
+            views++;
+        CHECK (views == (msg.type == ZCHAT_SAYS? msg.item_count: 0));
     }
     free (copy);
     return rc;
@@ -1431,6 +1706,20 @@ s_check_round_trip (zchat_buf_t *buf, size_t size, const zchat_msg_t *expect,
     }
     CHECK (index == expect->item_count);
     CHECK (cursor == msg.items_size);
+    if (msg.type == ZCHAT_SAYS) {
+        zchat_say_t say;
+        cursor = 0;
+        for (index = 0; zchat_msg_next_say (&msg, &cursor, &say); index++) {
+            CHECK (index < expect->item_count);
+            CHECK (say.id == items [index].id && say.kind == items [index].kind);
+            CHECK (say.room_size == strlen (items [index].room)
+                && memcmp (say.room, items [index].room, say.room_size) == 0);
+            CHECK (say.text_size == items [index].text_size
+                && memcmp (say.text, items [index].text, say.text_size) == 0);
+        }
+        CHECK (index == expect->item_count);
+        CHECK (cursor == msg.items_size);
+    }
 
     CHECK (samples->count < SAMPLES_MAX);
     samples->data [samples->count] = copy;
@@ -1846,6 +2135,67 @@ s_test_round_trips (zchat_buf_t *buf, samples_t *samples, bool verbose)
         zchat_msg_t decoded;
         CHECK (zchat_msg_decode (&decoded, small_data, small.size) == ZCHAT_DECODE_OK);
         CHECK (decoded.type == ZCHAT_MESSAGES && decoded.item_count == 1);
+
+        //  Batches extended by batches: [item 0] + [item 1] is the batch of
+        //  both, byte for byte; another room's batch, a MESSAGE, or items
+        //  that do not fit change nothing
+        uint8_t first_data [128], second_data [128];
+        zchat_buf_t first, second;
+        zchat_buf_init (&first, first_data, sizeof first_data);
+        zchat_buf_init (&second, second_data, sizeof second_data);
+        zchat_encode_messages_begin (&first, "lobby");
+        zchat_encode_messages_begin (&second, "lobby");
+        zchat_encode_messages_add (&first, items [0].seq, items [0].ts, items [0].nick,
+                                   items [0].kind, items [0].text, items [0].text_size);
+        zchat_encode_messages_add (&second, items [1].seq, items [1].ts, items [1].nick,
+                                   items [1].kind, items [1].text, items [1].text_size);
+        zchat_buf_init (&batch, batch_data, sizeof batch_data);
+        zchat_encode_messages_begin (&batch, "lobby");
+        CHECK (zchat_encode_messages_extend (&batch, first_data, first.size) > 0);
+        size = zchat_encode_messages_extend (&batch, second_data, second.size);
+        CHECK (size == by_field_size && memcmp (batch_data, by_field, size) == 0);
+        CHECK (batch.count == 2);
+        //  An empty batch adds nothing
+        zchat_buf_init (&one, one_data, sizeof one_data);
+        one_size = zchat_encode_messages_begin (&one, "lobby");
+        CHECK (zchat_encode_messages_extend (&batch, one_data, one_size) == size);
+        CHECK (batch.count == 2);
+        zchat_buf_init (&one, one_data, sizeof one_data);
+        zchat_encode_messages_begin (&one, "lobby2");
+        one_size = zchat_encode_messages_add (&one, 5, 1, "bob", 0, "x", 1);
+        CHECK (zchat_encode_messages_extend (&batch, one_data, one_size) == 0);
+        zchat_buf_init (&one, one_data, sizeof one_data);
+        one_size = zchat_encode_message (&one, 0, "lobby", 43, 1, "bob", 0, "x", 1);
+        CHECK (zchat_encode_messages_extend (&batch, one_data, one_size) == 0);
+        CHECK (zchat_encode_messages_extend (&batch, first_data, 12) == 0);
+        CHECK (batch.size == by_field_size && batch.count == 2);
+        zchat_buf_init (&small, small_data, sizeof small_data);
+        zchat_encode_messages_begin (&small, "lobby");
+        CHECK (zchat_encode_messages_extend (&small, second_data, second.size) > 0);
+        CHECK (zchat_encode_messages_extend (&small, first_data, first.size) == 0);
+        CHECK (small.count == 1 && !small.overflow);
+        CHECK (zchat_msg_decode (&decoded, small_data, small.size) == ZCHAT_DECODE_OK);
+        CHECK (decoded.item_count == 1);
+        //  No more than ZCHAT_MAX_ITEMS, whatever the bytes
+        first_data [ZCHAT_HEADER_SIZE + 6] = (uint8_t) (ZCHAT_MAX_ITEMS >> 8);
+        first_data [ZCHAT_HEADER_SIZE + 7] = (uint8_t) ZCHAT_MAX_ITEMS;
+        CHECK (zchat_encode_messages_extend (&batch, first_data, first.size) == 0);
+        CHECK (batch.size == by_field_size && batch.count == 2);
+        first_data [ZCHAT_HEADER_SIZE + 6] = 0;
+        first_data [ZCHAT_HEADER_SIZE + 7] = 1;
+
+        //  A batch of one is the MESSAGE of its item; of two, it is no MESSAGE
+        zchat_buf_init (&one, one_data, sizeof one_data);
+        one_size = zchat_encode_message (&one, 0, "lobby", items [1].seq, items [1].ts,
+                                         items [1].nick, items [1].kind, items [1].text,
+                                         items [1].text_size);
+        size = zchat_encode_messages_single (second_data, second.size);
+        CHECK (size == one_size && memcmp (second_data + 2, one_data, size) == 0);
+        CHECK (zchat_encode_messages_single (one_data, one_size) == 0);
+        memcpy (batch_data + 200, batch_data, 50);
+        CHECK (zchat_encode_messages_single (batch_data, batch.size) == 0);
+        CHECK (memcmp (batch_data + 200, batch_data, 50) == 0);
+        CHECK (zchat_encode_messages_single (first_data, 14) == 0);
     }
 
     //  SAYS
@@ -2167,15 +2517,29 @@ s_test_hostile (samples_t *samples, bool verbose)
         s_expect ("valid UTF-8", raw.data, raw.size, ZCHAT_DECODE_OK);
     }
     CHECK (zchat_utf8_valid (NULL, 0));
-    //  A NUL at every position of an ASCII run, to cover the 8-byte path
-    for (size_t at_nul = 0; at_nul < 24; at_nul++) {
-        char run [24];
+    //  A NUL, a lone lead byte, a continuation byte or DEL at every
+    //  position of an ASCII run, and a valid two-byte sequence at every
+    //  alignment, to cover the 32-byte and 8-byte paths and their seams
+    for (size_t pos = 0; pos < 80; pos++) {
+        char run [80];
         memset (run, 'q', sizeof run);
         CHECK (zchat_utf8_valid (run, sizeof run));
-        run [at_nul] = 0;
+        run [pos] = 0;
         CHECK (!zchat_utf8_valid (run, sizeof run));
-        run [at_nul] = (char) 0xC3;
+        run [pos] = (char) 0xC3;
         CHECK (!zchat_utf8_valid (run, sizeof run));
+        run [pos] = (char) 0x80;
+        CHECK (!zchat_utf8_valid (run, sizeof run));
+        run [pos] = 0x7F;
+        CHECK (zchat_utf8_valid (run, sizeof run));
+        run [pos] = 0x01;
+        CHECK (zchat_utf8_valid (run, sizeof run));
+        if (pos + 1 < sizeof run) {
+            run [pos] = (char) 0xC3;
+            run [pos + 1] = (char) 0xA9;
+            CHECK (zchat_utf8_valid (run, sizeof run));
+            CHECK (!zchat_utf8_valid (run, pos + 1));
+        }
     }
 
     //  Values outside their sets
@@ -2346,6 +2710,71 @@ s_test_encoder_limits (bool verbose)
 //  the decoder must not crash or read out of bounds (ASan watches), and a
 //  body it accepts must iterate cleanly.
 
+//  The UTF-8 rules again, one code point at a time and by value, as a
+//  reference for the word-at-a-time validator.
+static bool
+s_utf8_reference (const uint8_t *bytes, size_t size)
+{
+    size_t pos = 0;
+    while (pos < size) {
+        uint8_t lead = bytes [pos];
+        size_t tail = lead < 0x80? 0: lead >= 0xF8? 4: lead >= 0xF0? 3: lead >= 0xE0? 2
+                    : lead >= 0xC0? 1: 4;
+        if (tail == 4 || size - pos - 1 < tail)
+            return false;
+        uint32_t point = tail == 0? lead: lead & (0x3F >> tail);
+        for (size_t i = 1; i <= tail; i++) {
+            if ((bytes [pos + i] & 0xC0) != 0x80)
+                return false;
+            point = point << 6 | (bytes [pos + i] & 0x3F);
+        }
+        static const uint32_t least [] = { 1, 0x80, 0x800, 0x10000 };
+        if (point < least [tail] || point > 0x10FFFF
+        ||  (point >= 0xD800 && point <= 0xDFFF))
+            return false;
+        pos += 1 + tail;
+    }
+    return true;
+}
+
+//  Mostly ASCII strings with a few bytes that matter sprinkled in, at
+//  every length and alignment: the validator agrees with the reference.
+static void
+s_test_utf8 (bool verbose)
+{
+    uint64_t state = 0x0CA7F00D2026ULL;
+    static const uint8_t sprinkle [] = {
+        0x00, 0x01, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1,
+        0xC2, 0xC3, 0xDF, 0xE0, 0xE1, 0xED, 0xEF, 0xF0, 0xF3, 0xF4, 0xF5, 0xFF
+    };
+    uint8_t text [160];
+    size_t valid = 0;
+    for (int round = 0; round < 100000; round++) {
+        size_t size = (size_t) (s_rand (&state) % sizeof text);
+        for (size_t i = 0; i < size; i++)
+            text [i] = (uint8_t) (' ' + s_rand (&state) % 95);
+        int extra = (int) (s_rand (&state) % 4);
+        for (int k = 0; k < extra && size; k++)
+            text [s_rand (&state) % size] = sprinkle [s_rand (&state) % sizeof sprinkle];
+        //  Sometimes a valid multi-byte character, so that valid non-ASCII
+        //  text is common too
+        if (size >= 4 && s_rand (&state) % 2) {
+            size_t at = (size_t) (s_rand (&state) % (size - 3));
+            memcpy (text + at, "\xF0\x9F\x98\x80", 4);
+        }
+        bool expect = s_utf8_reference (text, size);
+        //  An exact-size copy, so that the sanitizer build catches a read
+        //  past the end
+        uint8_t *exact = s_copy (text, size);
+        CHECK (zchat_utf8_valid ((const char *) exact, size) == expect);
+        free (exact);
+        if (expect)
+            valid++;
+    }
+    if (verbose)
+        printf (" * 100000 UTF-8 strings against the reference, %zu valid\n", valid);
+}
+
 static void
 s_test_random (samples_t *samples, bool verbose)
 {
@@ -2496,6 +2925,7 @@ zchat_msg_test (bool verbose)
     s_test_encoder_limits (verbose);
     s_test_names (verbose);
     s_test_random (&samples, verbose);
+    s_test_utf8 (verbose);
 
     for (size_t i = 0; i < samples.count; i++)
         free (samples.data [i]);

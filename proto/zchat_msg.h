@@ -178,6 +178,22 @@ int
 bool
     zchat_msg_next_item (const zchat_msg_t *msg, size_t *cursor, zchat_item_t *item);
 
+//  A SAYS item as a view into the decoded body: the room is not copied
+//  nor NUL-terminated (the broker compares it with the item before's).
+typedef struct {
+    uint64_t id;
+    const char *room;
+    size_t room_size;
+    uint8_t kind;
+    const char *text;
+    size_t text_size;
+} zchat_say_t;
+
+//  Iterate the items of a decoded SAYS like zchat_msg_next_item, as views.
+//  Returns false at the end, or if msg is not a SAYS.
+bool
+    zchat_msg_next_say (const zchat_msg_t *msg, size_t *cursor, zchat_say_t *say);
+
 //  Human-readable names, for logs and errors. Never NULL.
 const char *
     zchat_msg_type_name (int type);
@@ -294,6 +310,13 @@ size_t zchat_encode_messages_add (zchat_buf_t *buf, uint64_t seq, uint64_t ts,
                               const char *text, size_t text_size);
 size_t zchat_encode_messages_append (zchat_buf_t *buf, const void *message,
                               size_t message_size);
+//  _extend copies all items of another MESSAGES body of the same room
+//  (the broker merges small batches), 0 if it is none or they do not fit;
+//  _single rewrites a MESSAGES body of one item, in place, as the MESSAGE
+//  it stands for: returns its size, starting 2 bytes into body, or 0.
+size_t zchat_encode_messages_extend (zchat_buf_t *buf, const void *batch,
+                              size_t batch_size);
+size_t zchat_encode_messages_single (uint8_t *body, size_t size);
 //  SAYS (version 2): several SAYs in one request; each item is answered as
 //  its own SAY would be (ACK/ACKS or ERROR with the item's id).
 size_t zchat_encode_says_begin (zchat_buf_t *buf);

@@ -224,18 +224,52 @@ s_reencode (const zchat_msg_t *msg, zchat_buf_t *buf, size_t original_size)
             }
             return size;
         }
-        case ZCHAT_SAYS:
+        case ZCHAT_SAYS: {
+            //  From the views the broker reads, which agree with the items
             size = zchat_encode_says_begin (buf);
-            while (size && zchat_msg_next_item (msg, &cursor, &item))
-                size = zchat_encode_says_add (buf, item.id, item.room, item.kind,
-                                              item.text, item.text_size);
+            size_t view_cursor = 0;
+            zchat_say_t say;
+            while (size && zchat_msg_next_say (msg, &view_cursor, &say)) {
+                FUZZ_CHECK (zchat_msg_next_item (msg, &cursor, &item));
+                FUZZ_CHECK (say.id == item.id && say.kind == item.kind);
+                FUZZ_CHECK (say.room_size == strlen (item.room)
+                            && memcmp (say.room, item.room, say.room_size) == 0);
+                FUZZ_CHECK (say.text == item.text && say.text_size == item.text_size);
+                char room [ZCHAT_MAX_ROOM + 1];
+                memcpy (room, say.room, say.room_size);
+                room [say.room_size] = 0;
+                size = zchat_encode_says_add (buf, say.id, room, say.kind, say.text,
+                                              say.text_size);
+            }
+            FUZZ_CHECK (view_cursor == cursor);
             return size;
-        case ZCHAT_MESSAGES:
+        }
+        case ZCHAT_MESSAGES: {
+            //  The broker's way: each item a batch of its own (which is
+            //  also its MESSAGE), merged into the batch
             size = zchat_encode_messages_begin (buf, msg->room);
-            while (size && zchat_msg_next_item (msg, &cursor, &item))
-                size = zchat_encode_messages_add (buf, item.seq, item.ts, item.nick,
-                                                  item.kind, item.text, item.text_size);
+            static uint8_t one_data [ZCHAT_MAX_FRAME], single_data [ZCHAT_MAX_FRAME];
+            while (size && zchat_msg_next_item (msg, &cursor, &item)) {
+                zchat_buf_t one;
+                zchat_buf_init (&one, one_data, sizeof one_data);
+                zchat_encode_messages_begin (&one, msg->room);
+                size_t one_size = zchat_encode_messages_add (&one, item.seq, item.ts,
+                                                             item.nick, item.kind,
+                                                             item.text, item.text_size);
+                FUZZ_CHECK (one_size > 0);
+                size = zchat_encode_messages_extend (buf, one_data, one_size);
+                zchat_buf_t single;
+                zchat_buf_init (&single, single_data, sizeof single_data);
+                size_t single_size = zchat_encode_message (&single, 0, msg->room,
+                                                           item.seq, item.ts, item.nick,
+                                                           item.kind, item.text,
+                                                           item.text_size);
+                FUZZ_CHECK (zchat_encode_messages_single (one_data, one_size)
+                            == single_size);
+                FUZZ_CHECK (memcmp (one_data + 2, single_data, single_size) == 0);
+            }
             return size;
+        }
         default:
             FUZZ_CHECK (!"decoder accepted an unknown type");
             return 0;
@@ -348,6 +382,11 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     }
     FUZZ_CHECK (count == msg.item_count);
     FUZZ_CHECK (cursor == msg.items_size);
+    if (msg.type != ZCHAT_SAYS) {
+        zchat_say_t say;
+        cursor = 0;
+        FUZZ_CHECK (!zchat_msg_next_say (&msg, &cursor, &say));
+    }
 
     //  Canonical: encoding what was decoded gives back the input
     zchat_buf_t buf;

@@ -56,19 +56,23 @@
 //  TCP_USER_TIMEOUT) closes one whose data or probes stay unacknowledged
 //  for ROUTER_MAXRT_MS. A silently partitioned peer is cut off within
 //  about 20 s (13 s measured), which frees what was queued for it; its
-//  session expires after the session timeout anyway. Not ZMTP heartbeats,
-//  which did the same (5 s / 15 s: 18 s measured) at a cost that grew with
-//  the square of the connections: libzmq 4.3.4 keeps an I/O thread's
-//  timers in one ordered list and cancels one by walking the list from the
-//  start. Every heartbeat set a timeout timer that the peer's next message
-//  cancelled, and the heartbeat timers lengthened the walk that cancels
-//  each new connection's handshake timer. With 4,000 idle clients the walk
-//  was 70% of the I/O thread's samples (0.4 of a core busy, 0.1 without),
-//  and 9,000 idle clients could not be held; without, they connect in
-//  18 s. Clients still send ZMTP pings of their own, to notice a dead
-//  broker; libzmq answers them without a timer. The PUB has neither: its
-//  pipes may be full, and a subscriber that reads slowly must not be cut
-//  off for it.
+//  session expires after the session timeout anyway. So is a peer that
+//  keeps its receive window shut (it sends but no longer reads) for
+//  ROUTER_MAXRT_MS (16 s measured).
+//
+//  Not ZMTP heartbeats, which found partitioned peers too (5 s / 15 s:
+//  18 s measured; a peer that sent but did not read kept them satisfied)
+//  at a cost that grew with the square of the connections: libzmq 4.3.4
+//  keeps an I/O thread's timers in one ordered list and cancels one by
+//  walking the list from the start. Every heartbeat set a timeout timer
+//  that the peer's next message cancelled, and the heartbeat timers
+//  lengthened the walk that cancels each new connection's handshake
+//  timer. With 4,000 idle clients the walk was 70% of the I/O thread's
+//  samples (0.4 of a core busy, 0.1 without), and 9,000 idle clients
+//  could not be held; without, they connect in 18 s. Clients still send
+//  ZMTP pings of their own, to notice a dead broker; libzmq answers them
+//  without a timer. The PUB has neither: its pipes may be full, and a
+//  subscriber that reads slowly must not be cut off for it.
 #define KEEPALIVE_IDLE_S    5
 #define KEEPALIVE_INTVL_S   5
 #define KEEPALIVE_CNT       3

@@ -51,17 +51,32 @@
 #define ROUTER_HWM          10000
 #define ROUTER_SNDHWM       (2 * BATCH_MAX)
 #define ROUTER_BACKLOG      4096
-//  ZMTP heartbeats on the ROUTER: the connection of a silently partitioned
-//  peer is closed at most IVL + TIMEOUT (20 s) after it went quiet, which
-//  frees what was queued for it; its session expires after the session
-//  timeout anyway. Not every second: libzmq 4.3.4 keeps an I/O thread's
-//  timers in one list and cancels by walking it, and every heartbeat sets
-//  a timer and cancels one, so with n connections each interval costs
-//  O(n^2); at 1 s the broker could not hold 10,000 idle clients. The
-//  PUB has none: its pipes may be full.
-#define HEARTBEAT_IVL_MS    5000
-#define HEARTBEAT_TIMEOUT_MS 15000
-#define HEARTBEAT_TTL_MS    15000
+//  Dead peers on the ROUTER are found by the kernel: TCP keepalive probes
+//  a connection silent for KEEPALIVE_IDLE_S, and TCP_MAXRT (Linux's
+//  TCP_USER_TIMEOUT) closes one whose data or probes stay unacknowledged
+//  for ROUTER_MAXRT_MS. A silently partitioned peer is cut off within
+//  about 20 s (13 s measured), which frees what was queued for it; its
+//  session expires after the session timeout anyway. So is a peer that
+//  keeps its receive window shut (it sends but no longer reads) for
+//  ROUTER_MAXRT_MS (16 s measured).
+//
+//  Not ZMTP heartbeats, which found partitioned peers too (5 s / 15 s:
+//  18 s measured; a peer that sent but did not read kept them satisfied)
+//  at a cost that grew with the square of the connections: libzmq 4.3.4
+//  keeps an I/O thread's timers in one ordered list and cancels one by
+//  walking the list from the start. Every heartbeat set a timeout timer
+//  that the peer's next message cancelled, and the heartbeat timers
+//  lengthened the walk that cancels each new connection's handshake
+//  timer. With 4,000 idle clients the walk was 70% of the I/O thread's
+//  samples (0.4 of a core busy, 0.1 without), and 9,000 idle clients
+//  could not be held; without, they connect in 18 s. Clients still send
+//  ZMTP pings of their own, to notice a dead broker; libzmq answers them
+//  without a timer. The PUB has neither: its pipes may be full, and a
+//  subscriber that reads slowly must not be cut off for it.
+#define KEEPALIVE_IDLE_S    5
+#define KEEPALIVE_INTVL_S   5
+#define KEEPALIVE_CNT       3
+#define ROUTER_MAXRT_MS     15000
 //  On shutdown, give the last acknowledgements a moment to leave.
 #define ROUTER_LINGER_MS    500
 //  Subscriptions are a topic frame plus one byte; nothing bigger is valid.
@@ -598,9 +613,11 @@ zchat_broker_new (const zchat_broker_config_t *config,
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_SNDHWM, ROUTER_SNDHWM)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_RCVHWM, ROUTER_HWM)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_BACKLOG, ROUTER_BACKLOG)
-    ||  SET_OPTION (self->router, "ROUTER", ZMQ_HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-    ||  SET_OPTION (self->router, "ROUTER", ZMQ_HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-    ||  SET_OPTION (self->router, "ROUTER", ZMQ_HEARTBEAT_TTL, HEARTBEAT_TTL_MS)
+    ||  SET_OPTION (self->router, "ROUTER", ZMQ_TCP_KEEPALIVE, 1)
+    ||  SET_OPTION (self->router, "ROUTER", ZMQ_TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE_S)
+    ||  SET_OPTION (self->router, "ROUTER", ZMQ_TCP_KEEPALIVE_INTVL, KEEPALIVE_INTVL_S)
+    ||  SET_OPTION (self->router, "ROUTER", ZMQ_TCP_KEEPALIVE_CNT, KEEPALIVE_CNT)
+    ||  SET_OPTION (self->router, "ROUTER", ZMQ_TCP_MAXRT, ROUTER_MAXRT_MS)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_LINGER, ROUTER_LINGER_MS)
     ||  s_set_common (self->router, "ROUTER", config->router_endpoint, error, error_size))
         goto failed;

@@ -181,8 +181,9 @@ def test_history_flood_without_reading():
                                          to_seq=0, limit=0)])
     #  Sent; the broker answers at once. Let it, without reading, but
     #  sending now and then as an attacker would, and not for long: a peer
-    #  that stops reading for the ZMTP heartbeat's time is cut off, which
-    #  frees what it had queued (and loses the answers this test counts).
+    #  whose unread replies stay unacknowledged for the ROUTER's TCP user
+    #  timeout (15 s) is cut off, which frees what it had queued (and
+    #  loses the answers this test counts).
     deadline = time.monotonic() + 1.5
     pings = 0
     while time.monotonic() < deadline:

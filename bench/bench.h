@@ -341,6 +341,7 @@ int
 typedef struct {
     int      clients;
     int      procs;
+    int      hold_s;                //  idle time before the measurement
     long     base_rss_kb;           //  broker VmRSS before
     long     rss_kb;                //  broker VmRSS with every client in
     long     hwm_kb;

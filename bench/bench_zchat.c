@@ -1025,8 +1025,12 @@ bench_idle_run (const bench_params_t *params, bench_idle_t *result)
         }
     }
     result->connect_s = (double) (bench_now_ns () - start) / 1e9;
-    //  Let queues settle and heartbeats go round once.
-    zclock_sleep (4000);
+    //  Let queues settle and heartbeats go round (4 s by default). Each
+    //  ping passes through libzmq queues built of 16 KiB blocks, which
+    //  fill page by page: the RSS grows until every queue has touched its
+    //  two blocks (~14 min at the default session timeout), so a short
+    //  hold measures less than a long-lived broker holds.
+    zclock_sleep (result->hold_s * 1000);
     result->rss_kb = bench_proc_status_kb (broker.pid, "VmRSS");
     result->hwm_kb = bench_proc_status_kb (broker.pid, "VmHWM");
     result->broker_fds = s_count_fds (broker.pid);

@@ -31,6 +31,7 @@ typedef struct {
     bool    ceiling;
     int     idle_clients;
     int     idle_procs;
+    int     idle_hold;
 } s_options_t;
 
 static void
@@ -56,6 +57,8 @@ s_usage (FILE *file)
 "  --senders-receive    the senders are the receivers (fairness)\n"
 "  --idle-clients N     only measure broker memory with N idle clients\n"
 "  --idle-procs P       processes to spread them over (N/1000)\n"
+"  --idle-hold S        idle seconds before measuring (4; libzmq's queues\n"
+"                       reach their steady size after ~14 min of pings)\n"
 "  --timeout SECONDS    bound on each side of a run (120)\n"
 "  --json               one JSON document on stdout\n"
 "  --csv FILE           append one row per run (header if new)\n"
@@ -91,6 +94,7 @@ s_parse (s_options_t *options, int argc, char **argv)
         { "--runs",         &options->runs,         1, 1000 },
         { "--idle-clients", &options->idle_clients, 1, 1000000 },
         { "--idle-procs",   &options->idle_procs,   1, 1000 },
+        { "--idle-hold",    &options->idle_hold,    1, 86400 },
     };
     const size_t count_options = sizeof (counts) / sizeof (counts [0]);
     for (int i = 1; i < argc; i++) {
@@ -447,6 +451,7 @@ s_run_idle (s_options_t *options)
     bench_idle_t idle;
     memset (&idle, 0, sizeof (idle));
     idle.clients = options->idle_clients;
+    idle.hold_s = options->idle_hold? options->idle_hold: 4;
     idle.procs = options->idle_procs? options->idle_procs
                : (options->idle_clients + 999) / 1000;
     if (idle.procs > idle.clients)
@@ -459,6 +464,7 @@ s_run_idle (s_options_t *options)
         cJSON_AddNumberToObject (object, "clients", idle.clients);
         cJSON_AddNumberToObject (object, "procs", idle.procs);
         cJSON_AddNumberToObject (object, "connect_s", idle.connect_s);
+        cJSON_AddNumberToObject (object, "hold_s", idle.hold_s);
         cJSON_AddNumberToObject (object, "base_rss_kb", (double) idle.base_rss_kb);
         cJSON_AddNumberToObject (object, "rss_kb", (double) idle.rss_kb);
         cJSON_AddNumberToObject (object, "peak_rss_kb", (double) idle.hwm_kb);
@@ -472,8 +478,8 @@ s_run_idle (s_options_t *options)
     }
     else {
         printf ("idle clients: %s\n", idle.status);
-        printf ("  %d clients in %d processes, connected in %.1f s\n",
-                idle.clients, idle.procs, idle.connect_s);
+        printf ("  %d clients in %d processes, connected in %.1f s, idle for %d s\n",
+                idle.clients, idle.procs, idle.connect_s, idle.hold_s);
         printf ("  broker rss %ld kB before, %ld kB with them (peak %ld kB),"
                 " %d fds\n", idle.base_rss_kb, idle.rss_kb, idle.hwm_kb,
                 idle.broker_fds);

@@ -254,6 +254,70 @@ s_test_checkpoints (const char *base, bool verbose)
     zstr_free (&dir);
 }
 
+//  WAL frames (pages) one group commit writes, on average over `groups`
+//  groups of `group` 64-byte messages spread round robin over `rooms`
+//  rooms (names prefix0, prefix1, ...). The checkpointer must be held: the
+//  WAL then only grows, and the WAL hook's page count after each commit
+//  tells what the commit added.
+static double
+s_commit_pages (zchat_store_t *store, const char *prefix, int rooms, int group,
+                int groups, uint64_t *next_id)
+{
+    char text [64];
+    memset (text, 'p', sizeof (text));
+    int64_t pages = 0;
+    int room = 0;
+    for (int g = 0; g < groups; g++) {
+        int before = store->ckpt.wal_pages;
+        assert (zchat_store_begin (store) == 0);
+        for (int i = 0; i < group; i++) {
+            char name [ZCHAT_MAX_ROOM + 1];
+            snprintf (name, sizeof (name), "%s%d", prefix, room);
+            uint64_t seq = zchat_store_last_seq (store, name) + 1;
+            assert (zchat_store_append (store, name, seq, 1700000000000ull + *next_id,
+                                        "pager", ZCHAT_KIND_TEXT, text, sizeof (text),
+                                        *next_id, NULL, NULL, NULL) == 0);
+            ++*next_id;
+            room = (room + 1) % rooms;
+        }
+        assert (zchat_store_commit (store) == 0);
+        assert (store->ckpt.wal_pages > before);
+        pages += store->ckpt.wal_pages - before;
+    }
+    return (double) pages / groups;
+}
+
+//  What a commit costs in pages: the WAL frames written per group, for
+//  one-message groups (a steady, light stream: every message its own
+//  commit) and for big groups (flat out). Each page is 4 KiB of WAL,
+//  checksummed by SQLite and copied again by the checkpointer.
+static void
+s_test_pages (const char *base, bool verbose)
+{
+    char *dir = zsys_sprintf ("%s/pages", base);
+    assert (dir);
+    char error [256];
+    zchat_store_t *store = zchat_store_new (dir, false, error, sizeof (error));
+    assert (store);
+    zchat_store_ckpt_hold (store, true);
+    uint64_t next_id = 1;
+    //  Warm up: every room has its first chunks and rows
+    s_commit_pages (store, "one", 1, 1, 50, &next_id);
+    s_commit_pages (store, "many", 16, 16, 10, &next_id);
+    double one = s_commit_pages (store, "one", 1, 1, 500, &next_id);
+    double spread = s_commit_pages (store, "many", 16, 1, 500, &next_id);
+    double sixteen = s_commit_pages (store, "many", 16, 16, 100, &next_id);
+    double big = s_commit_pages (store, "one", 1, 256, 50, &next_id);
+    if (verbose)
+        printf ("\n   WAL pages per commit: one message %.2f, one message in one of"
+                " 16 rooms %.2f, 16 x 16 messages %.2f, 256 messages %.2f\n",
+                one, spread, sixteen, big);
+    assert (one < 4.5 && spread < 4.5);
+    zchat_store_ckpt_hold (store, false);
+    zchat_store_destroy (&store);
+    zstr_free (&dir);
+}
+
 //  A xorshift generator: the index test is the same on every run.
 static uint64_t
 s_next_random (uint64_t *state)
@@ -916,6 +980,7 @@ zchat_store_test (bool verbose)
 
     s_test_checkpoints (base, verbose);
     s_test_index (base, verbose);
+    s_test_pages (base, verbose);
 
     //  kill -9 right after commit: what commit returned 0 for is there
     //  (synchronous=NORMAL), the uncommitted group is not, and the dead

@@ -54,10 +54,10 @@ const char *zchat_store_sql [ST_COUNT] = {
                       " WHERE room = ?1 AND last_seq >= ?2 ORDER BY last_seq",
     [ST_CHUNK_DELETE] = "DELETE FROM chunks WHERE id = ?1",
     [ST_CHUNK_MIN_TS] = "UPDATE chunks SET min_ts = ?2 WHERE id = ?1",
-    //  The chunk with the oldest message still visible, if it is older
-    //  than ?1 (min_ts only counts messages above the room's floor).
-    [ST_CHUNK_OLDEST] = "SELECT id, room, first_seq, last_seq, count, min_ts, max_ts"
-                      " FROM chunks WHERE min_ts < ?1 ORDER BY min_ts LIMIT 1",
+    //  The age rule's walk: the next chunk written after chunk ?1 (by
+    //  rowid, so no index to keep up to date at every commit).
+    [ST_CHUNK_NEXT] = "SELECT id, room, first_seq, last_seq, count, min_ts, max_ts"
+                      " FROM chunks WHERE id > ?1 ORDER BY id LIMIT 1",
     //  Start-up: chunks from the newest back (?1 = the largest id) ...
     [ST_CHUNK_NEWEST] = "SELECT id, count FROM chunks WHERE id <= ?1"
                       " ORDER BY id DESC",
@@ -84,15 +84,17 @@ const char *zchat_store_sql [ST_COUNT] = {
 };
 
 //  Counting a key's nicks (the nicks-per-key limit) needs an index by key.
-//  It came after schema 2 and changes nothing else, so it is created in a
-//  version 2 file that lacks it instead of bumping the version.
+//  It came after schema 2 without a bump, so upgrading a version 2 file
+//  creates it if missing (s_schema_upgrade).
 #define S_NICK_KEYS_INDEX \
     "CREATE INDEX IF NOT EXISTS nick_keys_key ON nick_keys (key);"
 
 //  chunks is a rowid table: rows carry blobs of up to ~64 KiB, which a
 //  WITHOUT ROWID table would keep in its interior pages. data comes last,
 //  so reading the other columns never touches the blob's overflow pages.
-//  rooms.floor_seq is the retention floor: history shows no seq below it.
+//  Its one index is the one history needs: every index is one more page
+//  that every group commit writes. rooms.floor_seq is the retention
+//  floor: history shows no seq below it.
 static const char *s_schema_sql =
     "CREATE TABLE IF NOT EXISTS chunks ("
     "  id INTEGER PRIMARY KEY,"
@@ -104,7 +106,6 @@ static const char *s_schema_sql =
     "  max_ts INTEGER NOT NULL,"
     "  data BLOB NOT NULL);"
     "CREATE UNIQUE INDEX IF NOT EXISTS chunks_room_seq ON chunks (room, last_seq);"
-    "CREATE INDEX IF NOT EXISTS chunks_min_ts ON chunks (min_ts);"
     "CREATE TABLE IF NOT EXISTS rooms ("
     "  name TEXT PRIMARY KEY,"
     "  last_seq INTEGER NOT NULL DEFAULT 0,"
@@ -1168,8 +1169,47 @@ s_pragma (sqlite3 *db, const char *sql, const char *expect, char *error, size_t 
 
 
 //  --------------------------------------------------------------------------
-//  Create the schema in a fresh database, accept the current one, refuse
-//  any other. Returns 0 or -1 with error filled in.
+//  Upgrade a version 2 database to version 3, in place and in one
+//  transaction (a crash leaves version 2 as it was, and the next start
+//  upgrades it again). Version 2 had an index on chunks (min_ts) for the
+//  age rule, which now walks the chunks by rowid instead: dropping it
+//  saves a page at every commit. The index on nick_keys (key) came
+//  after version 2 without a bump, so a version 2 file may lack it. Rows
+//  are left as they are: chunks did not change, and what version 2 kept
+//  in rooms still holds. A broker of version 2 refuses the file after
+//  this (its version is higher). Returns 0 or -1 with error filled in.
+
+static int
+s_schema_upgrade (sqlite3 *db, const char *path, char *error, size_t error_size)
+{
+    char *sql = zsys_sprintf ("BEGIN IMMEDIATE;"
+                              " DROP INDEX IF EXISTS chunks_min_ts; %s"
+                              " PRAGMA user_version = %d; COMMIT;",
+                              S_NICK_KEYS_INDEX, STORE_SCHEMA_VERSION);
+    if (!sql) {
+        snprintf (error, error_size, "out of memory");
+        return -1;
+    }
+    char *message = NULL;
+    int rc = sqlite3_exec (db, sql, NULL, NULL, &message);
+    zstr_free (&sql);
+    if (rc != SQLITE_OK) {
+        snprintf (error, error_size, "cannot upgrade %s from schema version 2: %s",
+                  path, message? message: sqlite3_errmsg (db));
+        sqlite3_free (message);
+        if (!sqlite3_get_autocommit (db))
+            sqlite3_exec (db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    zsys_info ("zchat_store: %s upgraded from schema version 2 to %d", path,
+               STORE_SCHEMA_VERSION);
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Create the schema in a fresh database, accept the current one, upgrade
+//  version 2, refuse any other. Returns 0 or -1 with error filled in.
 
 static int
 s_schema (sqlite3 *db, const char *path, char *error, size_t error_size)
@@ -1185,16 +1225,10 @@ s_schema (sqlite3 *db, const char *path, char *error, size_t error_size)
                   sqlite3_errmsg (db));
         return -1;
     }
-    if (version == STORE_SCHEMA_VERSION) {
-        char *message = NULL;
-        if (sqlite3_exec (db, S_NICK_KEYS_INDEX, NULL, NULL, &message) != SQLITE_OK) {
-            snprintf (error, error_size, "cannot index nick bindings: %s",
-                      message? message: sqlite3_errmsg (db));
-            sqlite3_free (message);
-            return -1;
-        }
+    if (version == STORE_SCHEMA_VERSION)
         return 0;
-    }
+    if (version == 2)
+        return s_schema_upgrade (db, path, error, error_size);
     if (version == 1) {
         snprintf (error, error_size,
                   "%s has schema version 1 (one row per message), which this "
@@ -2483,19 +2517,33 @@ s_move_floor (zchat_store_t *self, const char *room, uint64_t floor, uint64_t ta
 
 
 //  --------------------------------------------------------------------------
-//  Age rule: repeatedly take the chunk holding the oldest visible message,
-//  find the newest message in it older than cutoff, and move its room's
-//  floor past it. Moving floors keeps every room's history without holes:
-//  a message sent before an expired one is taken to be at least as old
-//  even if the clock said otherwise. Returns messages removed, or -1.
+//  Age rule: walk the chunks in the order they were written (rowid order)
+//  and move each room's floor past its messages older than cutoff. A
+//  chunk's id is taken at its first message, ids only grow, and the broker
+//  stamps each message with its clock as it arrives: so rowid order is
+//  time order, and the walk stops at the first chunk that is whole (its
+//  room's floor does not cut through it) and not expired, because every
+//  chunk written after it is younger still. On the way it passes chunks
+//  that a floor cuts through (a room's oldest: at most one per room)
+//  whose visible rest has not expired, and chunks stamped after now (a
+//  clock that was ahead must not stop the walk for as long as it was
+//  ahead). Every chunk looked at costs one from the budget. Where the
+//  budget runs out the next call goes on from there (age_cursor); a walk
+//  that stopped or reached the end starts again from the oldest chunk.
+//
+//  A clock that went back delays expiry instead: what was written after a
+//  chunk that has not expired waits for it, so a message counts as no
+//  older than any written before it. Moving floors keeps every room's
+//  history without holes: a message sent before an expired one goes with
+//  it even if the clock said otherwise. Returns messages removed, or -1.
 
 static int64_t
-s_retain_age (zchat_store_t *self, uint64_t cutoff, int *budget)
+s_retain_age (zchat_store_t *self, uint64_t cutoff, uint64_t now, int *budget)
 {
     int64_t removed = 0;
-    sqlite3_stmt *stmt = self->stmt [ST_CHUNK_OLDEST];
+    sqlite3_stmt *stmt = self->stmt [ST_CHUNK_NEXT];
     while (*budget > 0) {
-        if (sqlite3_bind_int64 (stmt, 1, (int64_t) cutoff)) {
+        if (sqlite3_bind_int64 (stmt, 1, self->age_cursor)) {
             s_log_error (self, "retain: bind");
             return -1;
         }
@@ -2514,12 +2562,26 @@ s_retain_age (zchat_store_t *self, uint64_t cutoff, int *budget)
         }
         else
         if (rc != SQLITE_DONE)
-            s_log_error (self, "retain: oldest");
+            s_log_error (self, "retain: next chunk");
         sqlite3_reset (stmt);
-        if (rc == SQLITE_DONE)
-            break;                  //  nothing has expired
+        if (rc == SQLITE_DONE) {
+            self->age_cursor = 0;       //  walked them all
+            break;
+        }
         if (rc != SQLITE_ROW)
             return -1;
+        uint64_t floor = 0;
+        if (s_room_get (self, room, strlen (room), NULL, &floor))
+            return -1;
+        if (chunk.min_ts >= cutoff) {
+            if (chunk.first_seq >= floor && chunk.min_ts <= now) {
+                self->age_cursor = 0;   //  everything after it is younger
+                break;
+            }
+            (*budget)--;                //  cut through, or from the future
+            self->age_cursor = chunk.id;
+            continue;
+        }
         //  The newest expired message of the chunk.
         uint64_t cut = 0;
         if (chunk.max_ts < cutoff)
@@ -2537,27 +2599,24 @@ s_retain_age (zchat_store_t *self, uint64_t cutoff, int *budget)
                 return -1;
             }
         }
-        uint64_t floor = 0;
-        if (s_room_get (self, room, strlen (room), NULL, &floor))
-            return -1;
         if (cut == 0 || cut < floor) {
             //  min_ts is out of step with the floor (it never should be):
-            //  set it right, or drop a chunk with nothing visible, so that
-            //  the search moves on.
+            //  set it right, or drop a chunk with nothing visible.
             (*budget)--;
             rc = s_chunk_refresh (self, &chunk, floor);
             if (rc < 0 || (rc == 0 && s_chunk_delete (self, chunk.id)))
                 return -1;
+            self->age_cursor = chunk.id;
             continue;
         }
         uint64_t reached = 0;
-        int before = *budget;
         int64_t count = s_move_floor (self, room, floor, cut + 1, budget, &reached);
         if (count < 0)
             return -1;
         removed += count;
-        if (*budget == before)
-            break;                  //  no progress: never loop for ever
+        if (reached <= cut)
+            break;                      //  out of budget: come back to this chunk
+        self->age_cursor = chunk.id;
     }
     return removed;
 }
@@ -2635,13 +2694,16 @@ zchat_store_retain (zchat_store_t *self, uint64_t max_messages,
         return 0;
     int budget = batch > INT_MAX? INT_MAX: (int) batch;
     int rooms = budget;
+    //  Taken back if the transaction fails: what it passed is still there.
+    int64_t age_cursor = self->age_cursor;
     if (s_run (self, ST_BEGIN))
         return -1;
     int64_t removed = 0;
     if (max_age_ms && now_ms > max_age_ms) {
         uint64_t cutoff = now_ms - max_age_ms;
-        int64_t count = s_retain_age (self, cutoff > (uint64_t) INT64_MAX?
-                                            (uint64_t) INT64_MAX: cutoff, &budget);
+        if (cutoff > (uint64_t) INT64_MAX)
+            cutoff = (uint64_t) INT64_MAX;
+        int64_t count = s_retain_age (self, cutoff, now_ms, &budget);
         if (count < 0)
             goto failed;
         removed += count;
@@ -2659,6 +2721,7 @@ zchat_store_retain (zchat_store_t *self, uint64_t max_messages,
 failed:
     if (!sqlite3_get_autocommit (self->db))
         s_run (self, ST_ROLLBACK);
+    self->age_cursor = age_cursor;
     return -1;
 }
 

@@ -12,7 +12,8 @@
 
 //  Bump when the schema changes. Version 1 (one row per message) is
 //  refused with a clear message: nothing was ever deployed with it.
-#define STORE_SCHEMA_VERSION    2
+//  Version 2 is upgraded in place when opened (s_schema).
+#define STORE_SCHEMA_VERSION    3
 
 #define STORE_DB_NAME           ZCHAT_STORE_FILE
 #define STORE_LOCK_NAME         "zchat.lock"
@@ -138,7 +139,7 @@ typedef enum {
     ST_CHUNK_FROM,
     ST_CHUNK_DELETE,
     ST_CHUNK_MIN_TS,
-    ST_CHUNK_OLDEST,
+    ST_CHUNK_NEXT,
     ST_CHUNK_NEWEST,
     ST_CHUNK_SINCE,
     ST_ROOM_GET,
@@ -251,6 +252,9 @@ struct _zchat_store_t {
 
     //  Where the count-retention round robin over rooms goes on.
     char retain_cursor [ZCHAT_MAX_ROOM + 1];
+    //  Where the age rule's walk over chunks goes on: after this id (0 =
+    //  from the oldest chunk).
+    int64_t age_cursor;
 
     store_ckpt_t ckpt;
 };

@@ -64,12 +64,19 @@ const char *zchat_store_sql [ST_COUNT] = {
     //  ... and forward again from the oldest one the window needs.
     [ST_CHUNK_SINCE] = "SELECT id FROM chunks WHERE id >= ?1 ORDER BY id",
     [ST_ROOM_GET]   = "SELECT last_seq, floor_seq FROM rooms WHERE name = ?1",
-    [ST_ROOM_SEQ]   = "INSERT INTO rooms (name, last_seq) VALUES (?1, ?2)"
-                      " ON CONFLICT (name) DO UPDATE"
-                      " SET last_seq = max (last_seq, excluded.last_seq)",
-    [ST_ROOM_FLOOR] = "UPDATE rooms SET floor_seq = ?2 WHERE name = ?1",
-    [ST_ROOM_NEXT]  = "SELECT name, last_seq, floor_seq FROM rooms WHERE name > ?1"
-                      " ORDER BY name LIMIT 1",
+    //  A room's newest seq, which no commit writes down: its newest
+    //  chunk's, or, once retention has removed every message of the room,
+    //  one below its floor (retention deletes chunks only below the floor,
+    //  and moves the floor in the same transaction). rooms.last_seq counts
+    //  too: schema 2 kept the newest seq there at every commit.
+    [ST_ROOM_NEWEST] = "SELECT max (coalesce ((SELECT max (last_seq) FROM chunks"
+                      " WHERE room = ?1), 0), coalesce ((SELECT max (last_seq,"
+                      " floor_seq - 1) FROM rooms WHERE name = ?1), 0))",
+    //  A room may have no row yet: commits write none.
+    [ST_ROOM_FLOOR] = "INSERT INTO rooms (name, floor_seq) VALUES (?1, ?2)"
+                      " ON CONFLICT (name) DO UPDATE SET floor_seq = excluded.floor_seq",
+    //  The count rule's round robin: the next room that holds chunks.
+    [ST_ROOM_NEXT]  = "SELECT room FROM chunks WHERE room > ?1 ORDER BY room LIMIT 1",
     [ST_TOPIC_GET]  = "SELECT topic, topic_by, topic_ts FROM rooms"
                       " WHERE name = ?1 AND topic IS NOT NULL",
     [ST_TOPIC_SET]  = "INSERT INTO rooms (name, last_seq, topic, topic_by, topic_ts)"
@@ -235,6 +242,27 @@ s_room_get (zchat_store_t *self, const char *room, size_t room_len,
     if (floor_seq)
         *floor_seq = floor;
     return rc == SQLITE_ROW || rc == SQLITE_DONE? 0: -1;
+}
+
+
+//  --------------------------------------------------------------------------
+//  A room's newest committed seq (ST_ROOM_NEWEST; 0 if it never had a
+//  message). Returns 0 or -1.
+
+static int
+s_room_newest (zchat_store_t *self, const char *room, size_t room_len, uint64_t *newest)
+{
+    *newest = 0;
+    if (s_bind_room (self, ST_ROOM_NEWEST, room, room_len))
+        return -1;
+    sqlite3_stmt *stmt = self->stmt [ST_ROOM_NEWEST];
+    int rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW)
+        *newest = s_column_u64 (stmt, 0);
+    else
+        s_log_error (self, "room's newest seq");
+    sqlite3_reset (stmt);
+    return rc == SQLITE_ROW? 0: -1;
 }
 
 
@@ -737,7 +765,7 @@ s_pending_open (zchat_store_t *self, const char *room, size_t room_len)
         self->pending_limit = limit;
     }
     uint64_t last_seq = 0;
-    if (s_room_get (self, room, room_len, &last_seq, NULL))
+    if (s_room_newest (self, room, room_len, &last_seq))
         return NULL;
     //  The entry's buffers, if any, are kept from an earlier group.
     pending = &self->pending [self->pending_count];
@@ -1940,7 +1968,7 @@ zchat_store_room_seq (zchat_store_t *self, const char *room, uint64_t *last_seq)
         *last_seq = pending->last_seq;
         return 0;
     }
-    return s_room_get (self, room, room_len, last_seq, NULL);
+    return s_room_newest (self, room, room_len, last_seq);
 }
 
 
@@ -2009,10 +2037,11 @@ zchat_store_begin (zchat_store_t *self)
 
 
 //  --------------------------------------------------------------------------
-//  Make every append since begin durable: write each touched room's chunk
-//  and its rooms.last_seq (which keeps numbering going after retention
-//  has removed every message of a room), then COMMIT. Returns 0, or -1
-//  after rolling the whole group back.
+//  Make every append since begin durable: write each touched room's chunk,
+//  then COMMIT. Nothing else: a room's newest seq is its newest chunk's
+//  (ST_ROOM_NEWEST), so no row of rooms is written, and a one-message
+//  group writes two pages, the chunk's leaf and its index entry's.
+//  Returns 0, or -1 after rolling the whole group back.
 
 int
 zchat_store_commit (zchat_store_t *self)
@@ -2027,20 +2056,9 @@ zchat_store_commit (zchat_store_t *self)
         zsys_error ("zchat_store: commit: the group failed earlier; rolled back");
         goto failed;
     }
-    sqlite3_stmt *stmt = self->stmt [ST_ROOM_SEQ];
-    for (size_t i = 0; i < self->pending_count; i++) {
-        store_pending_t *pending = &self->pending [i];
-        if (s_pending_write (self, pending))
+    for (size_t i = 0; i < self->pending_count; i++)
+        if (s_pending_write (self, &self->pending [i]))
             goto failed;
-        if (sqlite3_bind_text (stmt, 1, pending->room, (int) pending->room_len,
-                               SQLITE_STATIC)
-        ||  sqlite3_bind_int64 (stmt, 2, (int64_t) pending->last_seq)) {
-            s_log_error (self, "bind rooms.last_seq");
-            goto failed;
-        }
-        if (s_run (self, ST_ROOM_SEQ))
-            goto failed;
-    }
     if (s_run (self, ST_COMMIT))
         goto failed;
     self->in_group = false;
@@ -2623,8 +2641,9 @@ s_retain_age (zchat_store_t *self, uint64_t cutoff, uint64_t now, int *budget)
 
 
 //  --------------------------------------------------------------------------
-//  Count rule: visit rooms round robin from where the last call stopped,
-//  at most `rooms` of them, and move each floor to its newest max_messages
+//  Count rule: visit the rooms that hold chunks (rooms without have
+//  nothing to remove) round robin from where the last call stopped, at
+//  most `rooms` of them, and move each floor to its newest max_messages
 //  seqs. Returns messages removed, or -1.
 
 static int64_t
@@ -2641,10 +2660,7 @@ s_retain_count (zchat_store_t *self, uint64_t max_messages, int *budget, int roo
         }
         int rc = sqlite3_step (stmt);
         char room [ZCHAT_MAX_ROOM + 1];
-        uint64_t last = 0, floor = 0;
         if (rc == SQLITE_ROW) {
-            last = s_column_u64 (stmt, 1);
-            floor = s_column_u64 (stmt, 2);
             if (s_column_copy (stmt, 0, room, ZCHAT_MAX_ROOM))
                 rc = SQLITE_CORRUPT;
         }
@@ -2662,6 +2678,11 @@ s_retain_count (zchat_store_t *self, uint64_t max_messages, int *budget, int roo
         if (rc != SQLITE_ROW)
             return -1;
         visited++;
+        size_t room_len = strlen (room);
+        uint64_t last = 0, floor = 0;
+        if (s_room_newest (self, room, room_len, &last)
+        ||  s_room_get (self, room, room_len, NULL, &floor))
+            return -1;
         if (last > max_messages && last - max_messages + 1 > floor) {
             uint64_t target = last - max_messages + 1;
             uint64_t reached = 0;

@@ -143,7 +143,7 @@ typedef enum {
     ST_CHUNK_NEWEST,
     ST_CHUNK_SINCE,
     ST_ROOM_GET,
-    ST_ROOM_SEQ,
+    ST_ROOM_NEWEST,
     ST_ROOM_FLOOR,
     ST_ROOM_NEXT,
     ST_TOPIC_GET,
@@ -250,7 +250,7 @@ struct _zchat_store_t {
     size_t nick_len;                //  SIZE_MAX: none yet
     uint64_t nick_hash;
 
-    //  Where the count-retention round robin over rooms goes on.
+    //  Where the count rule's round robin over rooms goes on.
     char retain_cursor [ZCHAT_MAX_ROOM + 1];
     //  Where the age rule's walk over chunks goes on: after this id (0 =
     //  from the oldest chunk).

@@ -332,7 +332,14 @@ s_test_pages (const char *base, bool verbose)
         printf ("\n   WAL pages per commit: one message %.2f, one message in one of"
                 " 16 rooms %.2f, 16 x 16 messages %.2f, 256 messages %.2f\n",
                 one, spread, sixteen, big);
-    assert (one < 4.5 && spread < 4.5);
+    //  Two pages: the chunk's leaf and its chunks_room_seq entry's (and
+    //  now and then a page split). No row of rooms is written.
+    assert (one < 2.5 && spread < 2.5);
+    sqlite3_stmt *rows = NULL;
+    assert (sqlite3_prepare_v2 (store->db, "SELECT count (*) FROM rooms", -1, &rows, NULL)
+            == SQLITE_OK);
+    assert (sqlite3_step (rows) == SQLITE_ROW && sqlite3_column_int (rows, 0) == 0);
+    sqlite3_finalize (rows);
     zchat_store_ckpt_hold (store, false);
     zchat_store_destroy (&store);
     zstr_free (&dir);
@@ -515,7 +522,8 @@ s_test_upgrade (const char *base, bool verbose)
     assert (sqlite3_open (path, &db) == SQLITE_OK);
     assert (sqlite3_exec (db, s_schema_v2, NULL, NULL, NULL) == SQLITE_OK);
     assert (sqlite3_exec (db, source, NULL, NULL, NULL) == SQLITE_OK);
-    //  "gone": retention removed all 7 of its messages (floor 8).
+    //  "gone": retention removed all 7 of its messages (floor 8). "bare":
+    //  its 9 messages were removed by hand; only rooms.last_seq is left.
     const char *copy =
         "INSERT INTO chunks SELECT * FROM source.chunks;"
         "INSERT INTO rooms SELECT * FROM source.rooms;"
@@ -523,6 +531,7 @@ s_test_upgrade (const char *base, bool verbose)
         "  WHERE true GROUP BY room"
         "  ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq;"
         "INSERT INTO rooms (name, last_seq, floor_seq) VALUES ('gone', 7, 8);"
+        "INSERT INTO rooms (name, last_seq) VALUES ('bare', 9);"
         "INSERT INTO nick_keys SELECT * FROM source.nick_keys;"
         "DETACH source;";
     assert (sqlite3_exec (db, copy, NULL, NULL, NULL) == SQLITE_OK);
@@ -537,6 +546,7 @@ s_test_upgrade (const char *base, bool verbose)
     assert (zchat_store_last_seq (store, "up-b") == 5);
     assert (zchat_store_last_seq (store, "gone") == 7);
     assert (zchat_store_first_seq (store, "gone") == 0);
+    assert (zchat_store_last_seq (store, "bare") == 9);
     s_assert_history (store, "up-a", 1, 0, 100, 1, 25);
     s_assert_history (store, "up-b", 0, 0, 3, 3, 5);
     char topic [ZCHAT_MAX_TOPIC + 1], set_by [ZCHAT_MAX_NICK + 1], owner [STORE_MAX_KEY + 1];
@@ -557,6 +567,7 @@ s_test_upgrade (const char *base, bool verbose)
     zchat_store_rollback (store);
     assert (s_fill_at (store, "up-a", 1, T + 300, &id) == 26);
     assert (s_fill_at (store, "gone", 1, T + 300, &id) == 8);
+    assert (s_fill_at (store, "bare", 1, T + 300, &id) == 10);
     assert (zchat_store_first_seq (store, "gone") == 8);
     //  Retention by age, without the index version 2 had: 1 s at T+1150
     //  takes up-a's first ten (T..T+9) and all of up-b (T+100..T+104).
@@ -591,6 +602,117 @@ s_next_random (uint64_t *state)
     *state ^= *state >> 7;
     *state ^= *state << 17;
     return *state;
+}
+
+//  What the kill -9 test's child reports after each commit: the newest
+//  seq of each of its two rooms.
+typedef struct {
+    uint64_t kept, gone;
+} s_report_t;
+
+//  The kill -9 test's child: commits groups of 1 to 3 messages to "kept"
+//  (stamped far in the future, so never expired), every seventh with one
+//  to "gone" (stamped long ago), and reports each commit on fd; after
+//  every fifth group a retention round removes every message of "gone",
+//  which so has none most of the time. Runs until killed.
+static void
+s_kill9_child (const char *dir, int fd)
+{
+    const uint64_t T = 1700000000000ull;
+    char error [256];
+    zchat_store_t *store = zchat_store_new (dir, false, error, sizeof (error));
+    if (!store)
+        _exit (1);
+    uint64_t kept = zchat_store_last_seq (store, "kept");
+    uint64_t gone = zchat_store_last_seq (store, "gone");
+    for (uint64_t n = 0; ; n++) {
+        if (zchat_store_begin (store))
+            _exit (1);
+        for (uint64_t i = 0; i <= n % 3; i++) {
+            kept++;
+            if (zchat_store_append (store, "kept", kept, T + 1000000000000ull + kept,
+                                    "killer", 0, "k", 1, kept, NULL, NULL, NULL))
+                _exit (1);
+        }
+        if (n % 7 == 0) {
+            gone++;
+            if (zchat_store_append (store, "gone", gone, T + gone, "killed", 0, "g", 1,
+                                    gone, NULL, NULL, NULL))
+                _exit (1);
+        }
+        if (zchat_store_commit (store))
+            _exit (1);
+        s_report_t report = { kept, gone };
+        if (write (fd, &report, sizeof (report)) != (ssize_t) sizeof (report))
+            _exit (1);
+        if (n % 5 == 4 && zchat_store_retain (store, 0, 1000, T + 1000000, 100000) < 0)
+            _exit (1);
+    }
+}
+
+//  kill -9 at any point of a stream of commits and retention rounds: what
+//  was committed is there, every room's seqs run without holes up to its
+//  newest, and numbering goes on after the newest, also for a room whose
+//  every message retention had removed: no seq is handed out twice.
+static void
+s_test_kill9 (const char *base, bool verbose)
+{
+    char *dir = zsys_sprintf ("%s/kill9", base);
+    assert (dir);
+    char error [256];
+    uint64_t state = 0x5EED0F9ull;
+    s_report_t last = { 0, 0 };
+    for (int round = 0; round < 8; round++) {
+        int fds [2];
+        assert (pipe (fds) == 0);
+        fflush (NULL);
+        pid_t child = fork ();
+        assert (child >= 0);
+        if (child == 0) {
+            close (fds [0]);
+            s_kill9_child (dir, fds [1]);
+        }
+        close (fds [1]);
+        //  Let it commit a while, then kill it wherever it is: in a
+        //  commit, a retention round, or between them.
+        int reports = 5 + (int) (s_next_random (&state) % 60);
+        s_report_t report;
+        for (int i = 0; i < reports; i++) {
+            assert (read (fds [0], &report, sizeof (report)) == (ssize_t) sizeof (report));
+            last = report;
+        }
+        struct timespec pause = { 0, (long) (s_next_random (&state) % 2000) * 1000 };
+        nanosleep (&pause, NULL);
+        assert (kill (child, SIGKILL) == 0);
+        int status = 0;
+        assert (waitpid (child, &status, 0) == child);
+        assert (WIFSIGNALED (status) && WTERMSIG (status) == SIGKILL);
+        while (read (fds [0], &report, sizeof (report)) == (ssize_t) sizeof (report))
+            last = report;
+        close (fds [0]);
+
+        //  Every reported commit is there; the one in progress may be too.
+        zchat_store_t *store = zchat_store_new (dir, false, error, sizeof (error));
+        assert (store);
+        uint64_t kept = zchat_store_last_seq (store, "kept");
+        uint64_t gone = zchat_store_last_seq (store, "gone");
+        assert (kept >= last.kept && kept <= last.kept + 3);
+        assert (gone == last.gone || (gone == last.gone + 1 && kept > last.kept));
+        if (verbose && zchat_store_first_seq (store, "gone") == 0)
+            printf ("\n   killed with every message of gone removed");
+        s_assert_history (store, "kept", 1, 0, 64, 1, kept < 64? kept: 64);
+        s_assert_history (store, "kept", 0, 0, 64, kept > 63? kept - 63: 1, kept);
+        uint64_t first = zchat_store_first_seq (store, "gone");
+        if (first)
+            s_assert_history (store, "gone", first, 0, 64, first, gone);
+        last.kept = kept;
+        last.gone = gone;
+        zchat_store_destroy (&store);
+    }
+    zstr_free (&dir);
+    if (verbose)
+        printf (" * kill -9 mid-stream, %" PRIu64 " and %" PRIu64 " seqs\n",
+                last.kept, last.gone);
 }
 
 //  The idempotency index on its own, with key hashes made up to reach
@@ -1239,6 +1361,7 @@ zchat_store_test (bool verbose)
     s_test_pages (base, verbose);
     s_test_age_walk (base, verbose);
     s_test_upgrade (base, verbose);
+    s_test_kill9 (base, verbose);
 
     //  kill -9 right after commit: what commit returned 0 for is there
     //  (synchronous=NORMAL), the uncommitted group is not, and the dead

@@ -426,6 +426,20 @@ s_mix (uint64_t value)
     return value;
 }
 
+//  A keyed hash of a name (a nick or a room), a mix per 8 bytes.
+static uint64_t
+s_name_keyed (uint64_t seed, const char *name, size_t len)
+{
+    uint64_t hash = s_mix (seed ^ len);
+    for (size_t at = 0; at < len; at += 8) {
+        uint64_t word = 0;
+        for (size_t i = at; i < len && i < at + 8; i++)
+            word = word << 8 | (uint8_t) name [i];
+        hash = s_mix (hash ^ word);
+    }
+    return hash;
+}
+
 //  The part of a key's hash that depends on the nick only. A sender's
 //  SAYs come in runs (a SAYS batch, a group), so the last nick hashed is
 //  kept and compared first: a compare of a few bytes instead of a mix per
@@ -435,13 +449,7 @@ s_nick_hash (zchat_store_t *self, const char *nick, size_t nick_len)
 {
     if (nick_len == self->nick_len && memcmp (nick, self->nick, nick_len) == 0)
         return self->nick_hash;
-    uint64_t hash = s_mix (self->hash_seed ^ nick_len);
-    for (size_t at = 0; at < nick_len; at += 8) {
-        uint64_t word = 0;
-        for (size_t i = at; i < nick_len && i < at + 8; i++)
-            word = word << 8 | (uint8_t) nick [i];
-        hash = s_mix (hash ^ word);
-    }
+    uint64_t hash = s_name_keyed (self->hash_seed, nick, nick_len);
     if (nick_len <= ZCHAT_MAX_NICK) {
         memcpy (self->nick, nick, nick_len);
         self->nick_len = nick_len;
@@ -676,6 +684,76 @@ s_keys_unwind (zchat_store_t *self)
 
 
 //  --------------------------------------------------------------------------
+//  The newest committed seq of rooms, remembered between groups. Room
+//  names come from clients, so the hash is keyed (the seed of the
+//  idempotency index, a different mix): nobody can line names up in one
+//  probe chain.
+
+static size_t
+s_newest_slot (zchat_store_t *self, const char *room, size_t room_len)
+{
+    uint64_t hash = s_name_keyed (~self->hash_seed, room, room_len);
+    size_t mask = self->newest_size - 1;
+    size_t slot = (size_t) hash & mask;
+    while (self->newest [slot].room_len
+    &&  (self->newest [slot].room_len != room_len
+         || memcmp (self->newest [slot].room, room, room_len) != 0))
+        slot = (slot + 1) & mask;
+    return slot;
+}
+
+//  The room's entry, or NULL if it is not remembered.
+static store_newest_t *
+s_newest_find (zchat_store_t *self, const char *room, size_t room_len)
+{
+    if (!self->newest)
+        return NULL;
+    store_newest_t *entry = &self->newest [s_newest_slot (self, room, room_len)];
+    return entry->room_len? entry: NULL;
+}
+
+//  Remember the room's newest committed seq. A table that would be more
+//  than half full doubles, or past newest_max is emptied (the rooms
+//  in use come back as they are touched). Out of memory, it forgets all:
+//  a room not remembered is only asked of SQLite again.
+static void
+s_newest_set (zchat_store_t *self, const char *room, size_t room_len, uint64_t last_seq)
+{
+    store_newest_t *entry = s_newest_find (self, room, room_len);
+    if (entry) {
+        entry->last_seq = last_seq;
+        return;
+    }
+    if (!self->newest || (self->newest_count + 1) * 2 > self->newest_size) {
+        store_newest_t *old = self->newest;
+        size_t old_size = self->newest_size;
+        size_t size = !old? STORE_NEWEST_MIN
+                    : old_size < self->newest_max? old_size * 2: old_size;
+        self->newest = (store_newest_t *) calloc (size, sizeof (store_newest_t));
+        self->newest_size = self->newest? size: 0;
+        self->newest_count = 0;
+        if (!self->newest) {
+            free (old);
+            return;
+        }
+        if (size > old_size)
+            for (size_t i = 0; i < old_size; i++)
+                if (old [i].room_len) {
+                    self->newest [s_newest_slot (self, old [i].room, old [i].room_len)]
+                        = old [i];
+                    self->newest_count++;
+                }
+        free (old);
+    }
+    entry = &self->newest [s_newest_slot (self, room, room_len)];
+    memcpy (entry->room, room, room_len);
+    entry->room_len = (uint8_t) room_len;
+    entry->last_seq = last_seq;
+    self->newest_count++;
+}
+
+
+//  --------------------------------------------------------------------------
 //  The rooms touched by the open group
 
 //  FNV-1a: short names, cheap and good enough for a small table.
@@ -741,8 +819,9 @@ s_touched_resize (zchat_store_t *self, size_t size)
 }
 
 //  The open group's entry for room, created (with the room's committed
-//  newest seq) if needed. Returns NULL if out of memory or on a storage
-//  error. The pointer is valid until the next call (the array may move).
+//  newest seq: remembered, or asked of SQLite) if needed. Returns NULL if
+//  out of memory or on a storage error. The pointer is valid until the
+//  next call (the array may move).
 static store_pending_t *
 s_pending_open (zchat_store_t *self, const char *room, size_t room_len)
 {
@@ -765,6 +844,10 @@ s_pending_open (zchat_store_t *self, const char *room, size_t room_len)
         self->pending_limit = limit;
     }
     uint64_t last_seq = 0;
+    store_newest_t *known = s_newest_find (self, room, room_len);
+    if (known)
+        last_seq = known->last_seq;
+    else
     if (s_room_newest (self, room, room_len, &last_seq))
         return NULL;
     //  The entry's buffers, if any, are kept from an earlier group.
@@ -1747,6 +1830,20 @@ done:
 
 
 //  --------------------------------------------------------------------------
+//  Self test access to the remembered newest seqs (zchat_store_int.h).
+
+int
+zchat_store_newest_known (zchat_store_t *self, const char *room, uint64_t *last_seq)
+{
+    assert (self && room && last_seq);
+    store_newest_t *entry = s_newest_find (self, room, strlen (room));
+    if (entry)
+        *last_seq = entry->last_seq;
+    return entry? 1: 0;
+}
+
+
+//  --------------------------------------------------------------------------
 //  Busy handler of the event loop's connection: SQLite calls it while the
 //  write lock is held elsewhere (only ever the checkpointer's TRUNCATE
 //  round, or an operator's shell). SQLite's own busy_timeout sleeps 1, 2,
@@ -1798,6 +1895,7 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
     self->keys_max = STORE_KEYS_MAX;
     self->nick_len = SIZE_MAX;
     self->pending_keep = STORE_KEEP_BYTES;
+    self->newest_max = STORE_NEWEST_MAX;
     if (getrandom (&self->hash_seed, sizeof (self->hash_seed), 0)
         != (ssize_t) sizeof (self->hash_seed))
         self->hash_seed = s_mix ((uint64_t) zclock_usecs () ^ (uint64_t) getpid () << 32);
@@ -1928,6 +2026,7 @@ zchat_store_destroy (zchat_store_t **self_p)
         free (self->pending [i].data);
     }
     free (self->pending);
+    free (self->newest);
     free (self->touched);
     free (self->keys);
     free (self->index);
@@ -2061,6 +2160,10 @@ zchat_store_commit (zchat_store_t *self)
             goto failed;
     if (s_run (self, ST_COMMIT))
         goto failed;
+    //  Only once committed: a rolled back group changes no room's newest.
+    for (size_t i = 0; i < self->pending_count; i++)
+        s_newest_set (self, self->pending [i].room, self->pending [i].room_len,
+                      self->pending [i].last_seq);
     self->in_group = false;
     s_pending_clear (self);
     return 0;

@@ -594,6 +594,64 @@ s_test_upgrade (const char *base, bool verbose)
         printf (" * a store of schema version 2 upgraded in place\n");
 }
 
+//  The newest seq of the rooms groups touch is remembered between groups:
+//  a taken seq is refused whether the room is remembered or not, a rolled
+//  back group changes nothing, and a table full at its largest is emptied
+//  and fills again.
+static void
+s_test_newest (const char *base, bool verbose)
+{
+    const uint64_t T = 1700000000000ull;
+    char *dir = zsys_sprintf ("%s/newest", base);
+    assert (dir);
+    char error [256];
+    zchat_store_t *store = zchat_store_new (dir, false, error, sizeof (error));
+    assert (store);
+    store->newest_max = STORE_NEWEST_MIN * 2;
+    uint64_t id = 0;
+    char room [16];
+    //  More rooms than the largest table holds: it grows once, then is
+    //  emptied when full (at half its slots) and fills again.
+    size_t most = 0;
+    for (int i = 0; i < 3 * STORE_NEWEST_MIN; i++) {
+        snprintf (room, sizeof (room), "n%d", i);
+        assert (s_fill_at (store, room, 1 + i % 3, T, &id) == (uint64_t) (1 + i % 3));
+        assert (store->newest_count * 2 <= store->newest_size);
+        most = store->newest_count > most? store->newest_count: most;
+        uint64_t known = 0;
+        assert (zchat_store_newest_known (store, room, &known) == 1
+                && known == (uint64_t) (1 + i % 3));
+    }
+    assert (store->newest_size == STORE_NEWEST_MIN * 2 && most == STORE_NEWEST_MIN);
+    assert (store->newest_count < 3 * STORE_NEWEST_MIN - STORE_NEWEST_MIN);
+    //  Every room, remembered or forgotten, refuses a taken seq and goes
+    //  on after its newest.
+    for (int i = 0; i < 3 * STORE_NEWEST_MIN; i++) {
+        snprintf (room, sizeof (room), "n%d", i);
+        uint64_t newest = (uint64_t) (1 + i % 3);
+        assert (zchat_store_begin (store) == 0);
+        assert (zchat_store_append (store, room, newest, T, "ager", 0, "a", 1, ++id,
+                                    NULL, NULL, NULL) == -1);
+        assert (zchat_store_append (store, room, newest + 1, T, "ager", 0, "a", 1, ++id,
+                                    NULL, NULL, NULL) == 0);
+        zchat_store_rollback (store);
+    }
+    //  A rolled back group changed nothing: seq 2 of n0 is still free.
+    uint64_t known = 0;
+    assert (zchat_store_newest_known (store, "n0", &known) == 0 || known == 1);
+    assert (s_fill_at (store, "n0", 1, T, &id) == 2);
+    assert (zchat_store_newest_known (store, "n0", &known) == 1 && known == 2);
+    //  Retention that removes every message of a room leaves its newest.
+    int calls = 0;
+    assert (s_retain_all (store, 0, 1000, T + 2000, 10000, &calls) > 0);
+    assert (zchat_store_first_seq (store, "n0") == 0);
+    assert (s_fill_at (store, "n0", 1, T + 3000, &id) == 3);
+    zchat_store_destroy (&store);
+    zstr_free (&dir);
+    if (verbose)
+        printf (" * newest seqs remembered between groups\n");
+}
+
 //  A xorshift generator: the index test is the same on every run.
 static uint64_t
 s_next_random (uint64_t *state)
@@ -1362,6 +1420,7 @@ zchat_store_test (bool verbose)
     s_test_age_walk (base, verbose);
     s_test_upgrade (base, verbose);
     s_test_kill9 (base, verbose);
+    s_test_newest (base, verbose);
 
     //  kill -9 right after commit: what commit returned 0 for is there
     //  (synchronous=NORMAL), the uncommitted group is not, and the dead

@@ -2804,8 +2804,8 @@ s_retain_count (zchat_store_t *self, uint64_t max_messages, int *budget, int roo
 
 //  --------------------------------------------------------------------------
 //  Remove from history what is over the retention limits, at most batch
-//  chunk rows deleted or rewritten (and rooms examined) per call, in one
-//  transaction. Does nothing (returns 0) while a group is open: the broker
+//  chunk rows deleted, rewritten or passed over (and rooms examined) per
+//  call, in one transaction. Does nothing (returns 0) while a group is open: the broker
 //  calls it between groups. Returns messages removed, or -1.
 
 int

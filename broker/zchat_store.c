@@ -54,22 +54,29 @@ const char *zchat_store_sql [ST_COUNT] = {
                       " WHERE room = ?1 AND last_seq >= ?2 ORDER BY last_seq",
     [ST_CHUNK_DELETE] = "DELETE FROM chunks WHERE id = ?1",
     [ST_CHUNK_MIN_TS] = "UPDATE chunks SET min_ts = ?2 WHERE id = ?1",
-    //  The chunk with the oldest message still visible, if it is older
-    //  than ?1 (min_ts only counts messages above the room's floor).
-    [ST_CHUNK_OLDEST] = "SELECT id, room, first_seq, last_seq, count, min_ts, max_ts"
-                      " FROM chunks WHERE min_ts < ?1 ORDER BY min_ts LIMIT 1",
+    //  The age rule's walk: the next chunk written after chunk ?1 (by
+    //  rowid, so no index to keep up to date at every commit).
+    [ST_CHUNK_NEXT] = "SELECT id, room, first_seq, last_seq, count, min_ts, max_ts"
+                      " FROM chunks WHERE id > ?1 ORDER BY id LIMIT 1",
     //  Start-up: chunks from the newest back (?1 = the largest id) ...
     [ST_CHUNK_NEWEST] = "SELECT id, count FROM chunks WHERE id <= ?1"
                       " ORDER BY id DESC",
     //  ... and forward again from the oldest one the window needs.
     [ST_CHUNK_SINCE] = "SELECT id FROM chunks WHERE id >= ?1 ORDER BY id",
     [ST_ROOM_GET]   = "SELECT last_seq, floor_seq FROM rooms WHERE name = ?1",
-    [ST_ROOM_SEQ]   = "INSERT INTO rooms (name, last_seq) VALUES (?1, ?2)"
-                      " ON CONFLICT (name) DO UPDATE"
-                      " SET last_seq = max (last_seq, excluded.last_seq)",
-    [ST_ROOM_FLOOR] = "UPDATE rooms SET floor_seq = ?2 WHERE name = ?1",
-    [ST_ROOM_NEXT]  = "SELECT name, last_seq, floor_seq FROM rooms WHERE name > ?1"
-                      " ORDER BY name LIMIT 1",
+    //  A room's newest seq, which no commit writes down: its newest
+    //  chunk's, or, once retention has removed every message of the room,
+    //  one below its floor (retention deletes chunks only below the floor,
+    //  and moves the floor in the same transaction). rooms.last_seq counts
+    //  too: schema 2 kept the newest seq there at every commit.
+    [ST_ROOM_NEWEST] = "SELECT max (coalesce ((SELECT max (last_seq) FROM chunks"
+                      " WHERE room = ?1), 0), coalesce ((SELECT max (last_seq,"
+                      " floor_seq - 1) FROM rooms WHERE name = ?1), 0))",
+    //  A room may have no row yet: commits write none.
+    [ST_ROOM_FLOOR] = "INSERT INTO rooms (name, floor_seq) VALUES (?1, ?2)"
+                      " ON CONFLICT (name) DO UPDATE SET floor_seq = excluded.floor_seq",
+    //  The count rule's round robin: the next room that holds chunks.
+    [ST_ROOM_NEXT]  = "SELECT room FROM chunks WHERE room > ?1 ORDER BY room LIMIT 1",
     [ST_TOPIC_GET]  = "SELECT topic, topic_by, topic_ts FROM rooms"
                       " WHERE name = ?1 AND topic IS NOT NULL",
     [ST_TOPIC_SET]  = "INSERT INTO rooms (name, last_seq, topic, topic_by, topic_ts)"
@@ -84,15 +91,17 @@ const char *zchat_store_sql [ST_COUNT] = {
 };
 
 //  Counting a key's nicks (the nicks-per-key limit) needs an index by key.
-//  It came after schema 2 and changes nothing else, so it is created in a
-//  version 2 file that lacks it instead of bumping the version.
+//  It came after schema 2 without a bump, so upgrading a version 2 file
+//  creates it if missing (s_schema_upgrade).
 #define S_NICK_KEYS_INDEX \
     "CREATE INDEX IF NOT EXISTS nick_keys_key ON nick_keys (key);"
 
 //  chunks is a rowid table: rows carry blobs of up to ~64 KiB, which a
 //  WITHOUT ROWID table would keep in its interior pages. data comes last,
 //  so reading the other columns never touches the blob's overflow pages.
-//  rooms.floor_seq is the retention floor: history shows no seq below it.
+//  Its one index is the one history needs: every index is one more page
+//  that every group commit writes. rooms.floor_seq is the retention
+//  floor: history shows no seq below it.
 static const char *s_schema_sql =
     "CREATE TABLE IF NOT EXISTS chunks ("
     "  id INTEGER PRIMARY KEY,"
@@ -104,7 +113,6 @@ static const char *s_schema_sql =
     "  max_ts INTEGER NOT NULL,"
     "  data BLOB NOT NULL);"
     "CREATE UNIQUE INDEX IF NOT EXISTS chunks_room_seq ON chunks (room, last_seq);"
-    "CREATE INDEX IF NOT EXISTS chunks_min_ts ON chunks (min_ts);"
     "CREATE TABLE IF NOT EXISTS rooms ("
     "  name TEXT PRIMARY KEY,"
     "  last_seq INTEGER NOT NULL DEFAULT 0,"
@@ -234,6 +242,27 @@ s_room_get (zchat_store_t *self, const char *room, size_t room_len,
     if (floor_seq)
         *floor_seq = floor;
     return rc == SQLITE_ROW || rc == SQLITE_DONE? 0: -1;
+}
+
+
+//  --------------------------------------------------------------------------
+//  A room's newest committed seq (ST_ROOM_NEWEST; 0 if it never had a
+//  message). Returns 0 or -1.
+
+static int
+s_room_newest (zchat_store_t *self, const char *room, size_t room_len, uint64_t *newest)
+{
+    *newest = 0;
+    if (s_bind_room (self, ST_ROOM_NEWEST, room, room_len))
+        return -1;
+    sqlite3_stmt *stmt = self->stmt [ST_ROOM_NEWEST];
+    int rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW)
+        *newest = s_column_u64 (stmt, 0);
+    else
+        s_log_error (self, "room's newest seq");
+    sqlite3_reset (stmt);
+    return rc == SQLITE_ROW? 0: -1;
 }
 
 
@@ -397,6 +426,20 @@ s_mix (uint64_t value)
     return value;
 }
 
+//  A keyed hash of a name (a nick or a room), a mix per 8 bytes.
+static uint64_t
+s_name_keyed (uint64_t seed, const char *name, size_t len)
+{
+    uint64_t hash = s_mix (seed ^ len);
+    for (size_t at = 0; at < len; at += 8) {
+        uint64_t word = 0;
+        for (size_t i = at; i < len && i < at + 8; i++)
+            word = word << 8 | (uint8_t) name [i];
+        hash = s_mix (hash ^ word);
+    }
+    return hash;
+}
+
 //  The part of a key's hash that depends on the nick only. A sender's
 //  SAYs come in runs (a SAYS batch, a group), so the last nick hashed is
 //  kept and compared first: a compare of a few bytes instead of a mix per
@@ -406,13 +449,7 @@ s_nick_hash (zchat_store_t *self, const char *nick, size_t nick_len)
 {
     if (nick_len == self->nick_len && memcmp (nick, self->nick, nick_len) == 0)
         return self->nick_hash;
-    uint64_t hash = s_mix (self->hash_seed ^ nick_len);
-    for (size_t at = 0; at < nick_len; at += 8) {
-        uint64_t word = 0;
-        for (size_t i = at; i < nick_len && i < at + 8; i++)
-            word = word << 8 | (uint8_t) nick [i];
-        hash = s_mix (hash ^ word);
-    }
+    uint64_t hash = s_name_keyed (self->hash_seed, nick, nick_len);
     if (nick_len <= ZCHAT_MAX_NICK) {
         memcpy (self->nick, nick, nick_len);
         self->nick_len = nick_len;
@@ -647,6 +684,76 @@ s_keys_unwind (zchat_store_t *self)
 
 
 //  --------------------------------------------------------------------------
+//  The newest committed seq of rooms, remembered between groups. Room
+//  names come from clients, so the hash is keyed (the seed of the
+//  idempotency index, a different mix): nobody can line names up in one
+//  probe chain.
+
+static size_t
+s_newest_slot (zchat_store_t *self, const char *room, size_t room_len)
+{
+    uint64_t hash = s_name_keyed (~self->hash_seed, room, room_len);
+    size_t mask = self->newest_size - 1;
+    size_t slot = (size_t) hash & mask;
+    while (self->newest [slot].room_len
+    &&  (self->newest [slot].room_len != room_len
+         || memcmp (self->newest [slot].room, room, room_len) != 0))
+        slot = (slot + 1) & mask;
+    return slot;
+}
+
+//  The room's entry, or NULL if it is not remembered.
+static store_newest_t *
+s_newest_find (zchat_store_t *self, const char *room, size_t room_len)
+{
+    if (!self->newest)
+        return NULL;
+    store_newest_t *entry = &self->newest [s_newest_slot (self, room, room_len)];
+    return entry->room_len? entry: NULL;
+}
+
+//  Remember the room's newest committed seq. A table that would be more
+//  than half full doubles, or past newest_max is emptied (the rooms
+//  in use come back as they are touched). Out of memory, it forgets all:
+//  a room not remembered is only asked of SQLite again.
+static void
+s_newest_set (zchat_store_t *self, const char *room, size_t room_len, uint64_t last_seq)
+{
+    store_newest_t *entry = s_newest_find (self, room, room_len);
+    if (entry) {
+        entry->last_seq = last_seq;
+        return;
+    }
+    if (!self->newest || (self->newest_count + 1) * 2 > self->newest_size) {
+        store_newest_t *old = self->newest;
+        size_t old_size = self->newest_size;
+        size_t size = !old? STORE_NEWEST_MIN
+                    : old_size < self->newest_max? old_size * 2: old_size;
+        self->newest = (store_newest_t *) calloc (size, sizeof (store_newest_t));
+        self->newest_size = self->newest? size: 0;
+        self->newest_count = 0;
+        if (!self->newest) {
+            free (old);
+            return;
+        }
+        if (size > old_size)
+            for (size_t i = 0; i < old_size; i++)
+                if (old [i].room_len) {
+                    self->newest [s_newest_slot (self, old [i].room, old [i].room_len)]
+                        = old [i];
+                    self->newest_count++;
+                }
+        free (old);
+    }
+    entry = &self->newest [s_newest_slot (self, room, room_len)];
+    memcpy (entry->room, room, room_len);
+    entry->room_len = (uint8_t) room_len;
+    entry->last_seq = last_seq;
+    self->newest_count++;
+}
+
+
+//  --------------------------------------------------------------------------
 //  The rooms touched by the open group
 
 //  FNV-1a: short names, cheap and good enough for a small table.
@@ -712,8 +819,9 @@ s_touched_resize (zchat_store_t *self, size_t size)
 }
 
 //  The open group's entry for room, created (with the room's committed
-//  newest seq) if needed. Returns NULL if out of memory or on a storage
-//  error. The pointer is valid until the next call (the array may move).
+//  newest seq: remembered, or asked of SQLite) if needed. Returns NULL if
+//  out of memory or on a storage error. The pointer is valid until the
+//  next call (the array may move).
 static store_pending_t *
 s_pending_open (zchat_store_t *self, const char *room, size_t room_len)
 {
@@ -736,7 +844,11 @@ s_pending_open (zchat_store_t *self, const char *room, size_t room_len)
         self->pending_limit = limit;
     }
     uint64_t last_seq = 0;
-    if (s_room_get (self, room, room_len, &last_seq, NULL))
+    store_newest_t *known = s_newest_find (self, room, room_len);
+    if (known)
+        last_seq = known->last_seq;
+    else
+    if (s_room_newest (self, room, room_len, &last_seq))
         return NULL;
     //  The entry's buffers, if any, are kept from an earlier group.
     pending = &self->pending [self->pending_count];
@@ -1168,8 +1280,47 @@ s_pragma (sqlite3 *db, const char *sql, const char *expect, char *error, size_t 
 
 
 //  --------------------------------------------------------------------------
-//  Create the schema in a fresh database, accept the current one, refuse
-//  any other. Returns 0 or -1 with error filled in.
+//  Upgrade a version 2 database to version 3, in place and in one
+//  transaction (a crash leaves version 2 as it was, and the next start
+//  upgrades it again). Version 2 had an index on chunks (min_ts) for the
+//  age rule, which now walks the chunks by rowid instead: dropping it
+//  saves a page at every commit. The index on nick_keys (key) came
+//  after version 2 without a bump, so a version 2 file may lack it. Rows
+//  are left as they are: chunks did not change, and what version 2 kept
+//  in rooms still holds. A broker of version 2 refuses the file after
+//  this (its version is higher). Returns 0 or -1 with error filled in.
+
+static int
+s_schema_upgrade (sqlite3 *db, const char *path, char *error, size_t error_size)
+{
+    char *sql = zsys_sprintf ("BEGIN IMMEDIATE;"
+                              " DROP INDEX IF EXISTS chunks_min_ts; %s"
+                              " PRAGMA user_version = %d; COMMIT;",
+                              S_NICK_KEYS_INDEX, STORE_SCHEMA_VERSION);
+    if (!sql) {
+        snprintf (error, error_size, "out of memory");
+        return -1;
+    }
+    char *message = NULL;
+    int rc = sqlite3_exec (db, sql, NULL, NULL, &message);
+    zstr_free (&sql);
+    if (rc != SQLITE_OK) {
+        snprintf (error, error_size, "cannot upgrade %s from schema version 2: %s",
+                  path, message? message: sqlite3_errmsg (db));
+        sqlite3_free (message);
+        if (!sqlite3_get_autocommit (db))
+            sqlite3_exec (db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    zsys_info ("zchat_store: %s upgraded from schema version 2 to %d", path,
+               STORE_SCHEMA_VERSION);
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Create the schema in a fresh database, accept the current one, upgrade
+//  version 2, refuse any other. Returns 0 or -1 with error filled in.
 
 static int
 s_schema (sqlite3 *db, const char *path, char *error, size_t error_size)
@@ -1185,16 +1336,10 @@ s_schema (sqlite3 *db, const char *path, char *error, size_t error_size)
                   sqlite3_errmsg (db));
         return -1;
     }
-    if (version == STORE_SCHEMA_VERSION) {
-        char *message = NULL;
-        if (sqlite3_exec (db, S_NICK_KEYS_INDEX, NULL, NULL, &message) != SQLITE_OK) {
-            snprintf (error, error_size, "cannot index nick bindings: %s",
-                      message? message: sqlite3_errmsg (db));
-            sqlite3_free (message);
-            return -1;
-        }
+    if (version == STORE_SCHEMA_VERSION)
         return 0;
-    }
+    if (version == 2)
+        return s_schema_upgrade (db, path, error, error_size);
     if (version == 1) {
         snprintf (error, error_size,
                   "%s has schema version 1 (one row per message), which this "
@@ -1685,6 +1830,20 @@ done:
 
 
 //  --------------------------------------------------------------------------
+//  Self test access to the remembered newest seqs (zchat_store_int.h).
+
+int
+zchat_store_newest_known (zchat_store_t *self, const char *room, uint64_t *last_seq)
+{
+    assert (self && room && last_seq);
+    store_newest_t *entry = s_newest_find (self, room, strlen (room));
+    if (entry)
+        *last_seq = entry->last_seq;
+    return entry? 1: 0;
+}
+
+
+//  --------------------------------------------------------------------------
 //  Busy handler of the event loop's connection: SQLite calls it while the
 //  write lock is held elsewhere (only ever the checkpointer's TRUNCATE
 //  round, or an operator's shell). SQLite's own busy_timeout sleeps 1, 2,
@@ -1736,6 +1895,7 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
     self->keys_max = STORE_KEYS_MAX;
     self->nick_len = SIZE_MAX;
     self->pending_keep = STORE_KEEP_BYTES;
+    self->newest_max = STORE_NEWEST_MAX;
     if (getrandom (&self->hash_seed, sizeof (self->hash_seed), 0)
         != (ssize_t) sizeof (self->hash_seed))
         self->hash_seed = s_mix ((uint64_t) zclock_usecs () ^ (uint64_t) getpid () << 32);
@@ -1866,6 +2026,7 @@ zchat_store_destroy (zchat_store_t **self_p)
         free (self->pending [i].data);
     }
     free (self->pending);
+    free (self->newest);
     free (self->touched);
     free (self->keys);
     free (self->index);
@@ -1906,7 +2067,7 @@ zchat_store_room_seq (zchat_store_t *self, const char *room, uint64_t *last_seq)
         *last_seq = pending->last_seq;
         return 0;
     }
-    return s_room_get (self, room, room_len, last_seq, NULL);
+    return s_room_newest (self, room, room_len, last_seq);
 }
 
 
@@ -1975,10 +2136,11 @@ zchat_store_begin (zchat_store_t *self)
 
 
 //  --------------------------------------------------------------------------
-//  Make every append since begin durable: write each touched room's chunk
-//  and its rooms.last_seq (which keeps numbering going after retention
-//  has removed every message of a room), then COMMIT. Returns 0, or -1
-//  after rolling the whole group back.
+//  Make every append since begin durable: write each touched room's chunk,
+//  then COMMIT. Nothing else: a room's newest seq is its newest chunk's
+//  (ST_ROOM_NEWEST), so no row of rooms is written, and a one-message
+//  group writes two pages, the chunk's leaf and its index entry's.
+//  Returns 0, or -1 after rolling the whole group back.
 
 int
 zchat_store_commit (zchat_store_t *self)
@@ -1993,22 +2155,15 @@ zchat_store_commit (zchat_store_t *self)
         zsys_error ("zchat_store: commit: the group failed earlier; rolled back");
         goto failed;
     }
-    sqlite3_stmt *stmt = self->stmt [ST_ROOM_SEQ];
-    for (size_t i = 0; i < self->pending_count; i++) {
-        store_pending_t *pending = &self->pending [i];
-        if (s_pending_write (self, pending))
+    for (size_t i = 0; i < self->pending_count; i++)
+        if (s_pending_write (self, &self->pending [i]))
             goto failed;
-        if (sqlite3_bind_text (stmt, 1, pending->room, (int) pending->room_len,
-                               SQLITE_STATIC)
-        ||  sqlite3_bind_int64 (stmt, 2, (int64_t) pending->last_seq)) {
-            s_log_error (self, "bind rooms.last_seq");
-            goto failed;
-        }
-        if (s_run (self, ST_ROOM_SEQ))
-            goto failed;
-    }
     if (s_run (self, ST_COMMIT))
         goto failed;
+    //  Only once committed: a rolled back group changes no room's newest.
+    for (size_t i = 0; i < self->pending_count; i++)
+        s_newest_set (self, self->pending [i].room, self->pending [i].room_len,
+                      self->pending [i].last_seq);
     self->in_group = false;
     s_pending_clear (self);
     return 0;
@@ -2483,19 +2638,33 @@ s_move_floor (zchat_store_t *self, const char *room, uint64_t floor, uint64_t ta
 
 
 //  --------------------------------------------------------------------------
-//  Age rule: repeatedly take the chunk holding the oldest visible message,
-//  find the newest message in it older than cutoff, and move its room's
-//  floor past it. Moving floors keeps every room's history without holes:
-//  a message sent before an expired one is taken to be at least as old
-//  even if the clock said otherwise. Returns messages removed, or -1.
+//  Age rule: walk the chunks in the order they were written (rowid order)
+//  and move each room's floor past its messages older than cutoff. A
+//  chunk's id is taken at its first message, ids only grow, and the broker
+//  stamps each message with its clock as it arrives: so rowid order is
+//  time order, and the walk stops at the first chunk that is whole (its
+//  room's floor does not cut through it) and not expired, because every
+//  chunk written after it is younger still. On the way it passes chunks
+//  that a floor cuts through (a room's oldest: at most one per room)
+//  whose visible rest has not expired, and chunks stamped after now (a
+//  clock that was ahead must not stop the walk for as long as it was
+//  ahead). Every chunk looked at costs one from the budget. Where the
+//  budget runs out the next call goes on from there (age_cursor); a walk
+//  that stopped or reached the end starts again from the oldest chunk.
+//
+//  A clock that went back delays expiry instead: what was written after a
+//  chunk that has not expired waits for it, so a message counts as no
+//  older than any written before it. Moving floors keeps every room's
+//  history without holes: a message sent before an expired one goes with
+//  it even if the clock said otherwise. Returns messages removed, or -1.
 
 static int64_t
-s_retain_age (zchat_store_t *self, uint64_t cutoff, int *budget)
+s_retain_age (zchat_store_t *self, uint64_t cutoff, uint64_t now, int *budget)
 {
     int64_t removed = 0;
-    sqlite3_stmt *stmt = self->stmt [ST_CHUNK_OLDEST];
+    sqlite3_stmt *stmt = self->stmt [ST_CHUNK_NEXT];
     while (*budget > 0) {
-        if (sqlite3_bind_int64 (stmt, 1, (int64_t) cutoff)) {
+        if (sqlite3_bind_int64 (stmt, 1, self->age_cursor)) {
             s_log_error (self, "retain: bind");
             return -1;
         }
@@ -2514,12 +2683,26 @@ s_retain_age (zchat_store_t *self, uint64_t cutoff, int *budget)
         }
         else
         if (rc != SQLITE_DONE)
-            s_log_error (self, "retain: oldest");
+            s_log_error (self, "retain: next chunk");
         sqlite3_reset (stmt);
-        if (rc == SQLITE_DONE)
-            break;                  //  nothing has expired
+        if (rc == SQLITE_DONE) {
+            self->age_cursor = 0;       //  walked them all
+            break;
+        }
         if (rc != SQLITE_ROW)
             return -1;
+        uint64_t floor = 0;
+        if (s_room_get (self, room, strlen (room), NULL, &floor))
+            return -1;
+        if (chunk.min_ts >= cutoff) {
+            if (chunk.first_seq >= floor && chunk.min_ts <= now) {
+                self->age_cursor = 0;   //  everything after it is younger
+                break;
+            }
+            (*budget)--;                //  cut through, or from the future
+            self->age_cursor = chunk.id;
+            continue;
+        }
         //  The newest expired message of the chunk.
         uint64_t cut = 0;
         if (chunk.max_ts < cutoff)
@@ -2537,35 +2720,33 @@ s_retain_age (zchat_store_t *self, uint64_t cutoff, int *budget)
                 return -1;
             }
         }
-        uint64_t floor = 0;
-        if (s_room_get (self, room, strlen (room), NULL, &floor))
-            return -1;
         if (cut == 0 || cut < floor) {
             //  min_ts is out of step with the floor (it never should be):
-            //  set it right, or drop a chunk with nothing visible, so that
-            //  the search moves on.
+            //  set it right, or drop a chunk with nothing visible.
             (*budget)--;
             rc = s_chunk_refresh (self, &chunk, floor);
             if (rc < 0 || (rc == 0 && s_chunk_delete (self, chunk.id)))
                 return -1;
+            self->age_cursor = chunk.id;
             continue;
         }
         uint64_t reached = 0;
-        int before = *budget;
         int64_t count = s_move_floor (self, room, floor, cut + 1, budget, &reached);
         if (count < 0)
             return -1;
         removed += count;
-        if (*budget == before)
-            break;                  //  no progress: never loop for ever
+        if (reached <= cut)
+            break;                      //  out of budget: come back to this chunk
+        self->age_cursor = chunk.id;
     }
     return removed;
 }
 
 
 //  --------------------------------------------------------------------------
-//  Count rule: visit rooms round robin from where the last call stopped,
-//  at most `rooms` of them, and move each floor to its newest max_messages
+//  Count rule: visit the rooms that hold chunks (rooms without have
+//  nothing to remove) round robin from where the last call stopped, at
+//  most `rooms` of them, and move each floor to its newest max_messages
 //  seqs. Returns messages removed, or -1.
 
 static int64_t
@@ -2582,10 +2763,7 @@ s_retain_count (zchat_store_t *self, uint64_t max_messages, int *budget, int roo
         }
         int rc = sqlite3_step (stmt);
         char room [ZCHAT_MAX_ROOM + 1];
-        uint64_t last = 0, floor = 0;
         if (rc == SQLITE_ROW) {
-            last = s_column_u64 (stmt, 1);
-            floor = s_column_u64 (stmt, 2);
             if (s_column_copy (stmt, 0, room, ZCHAT_MAX_ROOM))
                 rc = SQLITE_CORRUPT;
         }
@@ -2603,6 +2781,11 @@ s_retain_count (zchat_store_t *self, uint64_t max_messages, int *budget, int roo
         if (rc != SQLITE_ROW)
             return -1;
         visited++;
+        size_t room_len = strlen (room);
+        uint64_t last = 0, floor = 0;
+        if (s_room_newest (self, room, room_len, &last)
+        ||  s_room_get (self, room, room_len, NULL, &floor))
+            return -1;
         if (last > max_messages && last - max_messages + 1 > floor) {
             uint64_t target = last - max_messages + 1;
             uint64_t reached = 0;
@@ -2621,8 +2804,8 @@ s_retain_count (zchat_store_t *self, uint64_t max_messages, int *budget, int roo
 
 //  --------------------------------------------------------------------------
 //  Remove from history what is over the retention limits, at most batch
-//  chunk rows deleted or rewritten (and rooms examined) per call, in one
-//  transaction. Does nothing (returns 0) while a group is open: the broker
+//  chunk rows deleted, rewritten or passed over (and rooms examined) per
+//  call, in one transaction. Does nothing (returns 0) while a group is open: the broker
 //  calls it between groups. Returns messages removed, or -1.
 
 int
@@ -2635,13 +2818,16 @@ zchat_store_retain (zchat_store_t *self, uint64_t max_messages,
         return 0;
     int budget = batch > INT_MAX? INT_MAX: (int) batch;
     int rooms = budget;
+    //  Taken back if the transaction fails: what it passed is still there.
+    int64_t age_cursor = self->age_cursor;
     if (s_run (self, ST_BEGIN))
         return -1;
     int64_t removed = 0;
     if (max_age_ms && now_ms > max_age_ms) {
         uint64_t cutoff = now_ms - max_age_ms;
-        int64_t count = s_retain_age (self, cutoff > (uint64_t) INT64_MAX?
-                                            (uint64_t) INT64_MAX: cutoff, &budget);
+        if (cutoff > (uint64_t) INT64_MAX)
+            cutoff = (uint64_t) INT64_MAX;
+        int64_t count = s_retain_age (self, cutoff, now_ms, &budget);
         if (count < 0)
             goto failed;
         removed += count;
@@ -2659,6 +2845,7 @@ zchat_store_retain (zchat_store_t *self, uint64_t max_messages,
 failed:
     if (!sqlite3_get_autocommit (self->db))
         s_run (self, ST_ROLLBACK);
+    self->age_cursor = age_cursor;
     return -1;
 }
 

@@ -89,9 +89,11 @@ int
 
 //  Delete what is over the retention limits (max_messages per room, 0 =
 //  unlimited; max_age_ms, 0 = unlimited), with at most batch chunk rows
-//  deleted or rewritten (and rooms examined) per call so that the event
-//  loop never stalls; the broker calls it on a timer. Returns the number
-//  of messages removed from history, or -1 on error.
+//  deleted, rewritten or passed over (and rooms examined) per call so that
+//  the event loop never stalls; the broker calls it on a timer. A call
+//  that ran out of budget goes on where it stopped at the next one, so a
+//  call can return 0 while more is due. Returns the number of messages
+//  removed from history, or -1 on error.
 int
     zchat_store_retain (zchat_store_t *self, uint64_t max_messages,
                         uint64_t max_age_ms, uint64_t now_ms, size_t batch);

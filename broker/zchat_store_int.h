@@ -12,7 +12,8 @@
 
 //  Bump when the schema changes. Version 1 (one row per message) is
 //  refused with a clear message: nothing was ever deployed with it.
-#define STORE_SCHEMA_VERSION    2
+//  Version 2 is upgraded in place when opened (s_schema).
+#define STORE_SCHEMA_VERSION    3
 
 #define STORE_DB_NAME           ZCHAT_STORE_FILE
 #define STORE_LOCK_NAME         "zchat.lock"
@@ -71,6 +72,13 @@
 #define STORE_HEAD_MIN          256
 #define STORE_DATA_MIN          1024
 
+//  The committed newest seq of rooms that groups touched is remembered,
+//  in a table that starts with STORE_NEWEST_MIN slots, doubles up to
+//  STORE_NEWEST_MAX and is at most half full; full at that size, it is
+//  emptied and fills again with the rooms in use.
+#define STORE_NEWEST_MIN        64
+#define STORE_NEWEST_MAX        (64 * 1024)
+
 //  Checkpoints run on a thread of their own (see STORAGE.md, "WAL
 //  checkpoints"), never inside a commit on the event loop. The thread is
 //  woken once the WAL holds this many pages (SQLite's autocheckpoint
@@ -126,6 +134,11 @@ size_t
 int
     zchat_store_keys_check (zchat_store_t *self);
 
+//  Self test access to the remembered newest seqs: 1 with *last_seq set
+//  if the room's is remembered, else 0.
+int
+    zchat_store_newest_known (zchat_store_t *self, const char *room, uint64_t *last_seq);
+
 //  Every statement the store runs, prepared once.
 typedef enum {
     ST_BEGIN,
@@ -138,11 +151,11 @@ typedef enum {
     ST_CHUNK_FROM,
     ST_CHUNK_DELETE,
     ST_CHUNK_MIN_TS,
-    ST_CHUNK_OLDEST,
+    ST_CHUNK_NEXT,
     ST_CHUNK_NEWEST,
     ST_CHUNK_SINCE,
     ST_ROOM_GET,
-    ST_ROOM_SEQ,
+    ST_ROOM_NEWEST,
     ST_ROOM_FLOOR,
     ST_ROOM_NEXT,
     ST_TOPIC_GET,
@@ -183,6 +196,13 @@ typedef struct {
     uint8_t *data;                  //  texts; the blob once written out
     size_t data_size, data_limit;
 } store_pending_t;
+
+//  A room's newest committed seq, remembered (zchat_store_t.newest).
+typedef struct {
+    uint64_t last_seq;
+    uint8_t room_len;                   //  0: a free slot
+    char room [ZCHAT_MAX_ROOM];         //  not NUL-terminated
+} store_newest_t;
 
 //  A chunk as the retention and history code handles it: its row, or the
 //  open group's chunk of a room (pending, not yet written).
@@ -249,8 +269,20 @@ struct _zchat_store_t {
     size_t nick_len;                //  SIZE_MAX: none yet
     uint64_t nick_hash;
 
-    //  Where the count-retention round robin over rooms goes on.
+    //  The newest committed seq of rooms that groups touched, by name
+    //  (seeded hash, linear probing), so that a group asks SQLite only
+    //  for rooms it is the first to touch. Written after each commit;
+    //  nothing else changes a room's newest seq (we are the only writer).
+    store_newest_t *newest;
+    size_t newest_size;                 //  slots, a power of two
+    size_t newest_count;
+    size_t newest_max;                  //  STORE_NEWEST_MAX (the self test lowers it)
+
+    //  Where the count rule's round robin over rooms goes on.
     char retain_cursor [ZCHAT_MAX_ROOM + 1];
+    //  Where the age rule's walk over chunks goes on: after this id (0 =
+    //  from the oldest chunk).
+    int64_t age_cursor;
 
     store_ckpt_t ckpt;
 };

@@ -56,6 +56,11 @@ s_forwarder (bench_worker_t *worker, int argc, char **argv)
         goto cleanup;
     }
     s_set_int (pub, ZMQ_SNDHWM, hwm);
+    //  As the broker does: a thousand SUBs connecting at once overflow
+    //  libzmq's default backlog of 100, and the overflow waits out TCP
+    //  retransmits that back off past the 60 s a subscriber is given
+    s_set_int (router, ZMQ_BACKLOG, 4096);
+    s_set_int (pub, ZMQ_BACKLOG, 4096);
     s_set_int (router, ZMQ_LINGER, 0);
     s_set_int (pub, ZMQ_LINGER, 0);
     s_set_int (router, ZMQ_RCVTIMEO, 50);

@@ -50,7 +50,11 @@
 //  Past this a reply to that peer is dropped (EAGAIN) and it must retry.
 #define ROUTER_HWM          10000
 #define ROUTER_SNDHWM       (2 * BATCH_MAX)
-#define ROUTER_BACKLOG      4096
+//  Listen backlog of both sockets: thousands of clients reconnect at once
+//  after a broker restart, each with a DEALER and a SUB; with libzmq's
+//  default of 100 the overflow waits out SYN and ACK retransmits, which
+//  back off to tens of seconds (the kernel caps it at somaxconn).
+#define LISTEN_BACKLOG      4096
 //  Dead peers on the ROUTER are found by the kernel: TCP keepalive probes
 //  a connection silent for KEEPALIVE_IDLE_S, and TCP_MAXRT (Linux's
 //  TCP_USER_TIMEOUT) closes one whose data or probes stay unacknowledged
@@ -612,7 +616,7 @@ zchat_broker_new (const zchat_broker_config_t *config,
     if (SET_OPTION (self->router, "ROUTER", ZMQ_ROUTER_MANDATORY, 1)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_SNDHWM, ROUTER_SNDHWM)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_RCVHWM, ROUTER_HWM)
-    ||  SET_OPTION (self->router, "ROUTER", ZMQ_BACKLOG, ROUTER_BACKLOG)
+    ||  SET_OPTION (self->router, "ROUTER", ZMQ_BACKLOG, LISTEN_BACKLOG)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_TCP_KEEPALIVE, 1)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE_S)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_TCP_KEEPALIVE_INTVL, KEEPALIVE_INTVL_S)
@@ -639,6 +643,7 @@ zchat_broker_new (const zchat_broker_config_t *config,
         goto failed;
     }
     if (SET_OPTION (self->pub, "PUB", ZMQ_SNDHWM, pub_hwm)
+    ||  SET_OPTION (self->pub, "PUB", ZMQ_BACKLOG, LISTEN_BACKLOG)
     ||  SET_OPTION (self->pub, "PUB", ZMQ_LINGER, 0)
     ||  s_set_common (self->pub, "PUB", config->pub_endpoint, error, error_size))
         goto failed;

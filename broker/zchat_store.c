@@ -1280,6 +1280,34 @@ s_pragma (sqlite3 *db, const char *sql, const char *expect, char *error, size_t 
 
 
 //  --------------------------------------------------------------------------
+//  Run a schema script (one transaction: BEGIN ... COMMIT) and free it; a
+//  NULL script means it could not be made. On failure the transaction is
+//  rolled back and error says what could not be done (what) to path.
+//  Returns 0 or -1.
+
+static int
+s_schema_exec (sqlite3 *db, char **sql_p, const char *what, const char *path,
+               char *error, size_t error_size)
+{
+    if (!*sql_p) {
+        snprintf (error, error_size, "out of memory");
+        return -1;
+    }
+    char *message = NULL;
+    int rc = sqlite3_exec (db, *sql_p, NULL, NULL, &message);
+    zstr_free (sql_p);
+    if (rc != SQLITE_OK) {
+        snprintf (error, error_size, "cannot %s of %s: %s", what, path,
+                  message? message: sqlite3_errmsg (db));
+        sqlite3_free (message);
+        if (!sqlite3_get_autocommit (db))
+            sqlite3_exec (db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
 //  Upgrade a version 2 database to version 3, in place and in one
 //  transaction (a crash leaves version 2 as it was, and the next start
 //  upgrades it again). Version 2 had an index on chunks (min_ts) for the
@@ -1297,21 +1325,9 @@ s_schema_upgrade (sqlite3 *db, const char *path, char *error, size_t error_size)
                               " DROP INDEX IF EXISTS chunks_min_ts; %s"
                               " PRAGMA user_version = %d; COMMIT;",
                               S_NICK_KEYS_INDEX, STORE_SCHEMA_VERSION);
-    if (!sql) {
-        snprintf (error, error_size, "out of memory");
+    if (s_schema_exec (db, &sql, "upgrade from schema version 2", path,
+                       error, error_size))
         return -1;
-    }
-    char *message = NULL;
-    int rc = sqlite3_exec (db, sql, NULL, NULL, &message);
-    zstr_free (&sql);
-    if (rc != SQLITE_OK) {
-        snprintf (error, error_size, "cannot upgrade %s from schema version 2: %s",
-                  path, message? message: sqlite3_errmsg (db));
-        sqlite3_free (message);
-        if (!sqlite3_get_autocommit (db))
-            sqlite3_exec (db, "ROLLBACK", NULL, NULL, NULL);
-        return -1;
-    }
     zsys_info ("zchat_store: %s upgraded from schema version 2 to %d", path,
                STORE_SCHEMA_VERSION);
     return 0;
@@ -1357,22 +1373,7 @@ s_schema (sqlite3 *db, const char *path, char *error, size_t error_size)
     //  crash here leaves either nothing or a complete schema.
     char *sql = zsys_sprintf ("BEGIN IMMEDIATE; %s PRAGMA user_version = %d; COMMIT;",
                               s_schema_sql, STORE_SCHEMA_VERSION);
-    if (!sql) {
-        snprintf (error, error_size, "out of memory");
-        return -1;
-    }
-    char *message = NULL;
-    int rc = sqlite3_exec (db, sql, NULL, NULL, &message);
-    zstr_free (&sql);
-    if (rc != SQLITE_OK) {
-        snprintf (error, error_size, "cannot create the schema: %s",
-                  message? message: sqlite3_errmsg (db));
-        sqlite3_free (message);
-        if (!sqlite3_get_autocommit (db))
-            sqlite3_exec (db, "ROLLBACK", NULL, NULL, NULL);
-        return -1;
-    }
-    return 0;
+    return s_schema_exec (db, &sql, "create the schema", path, error, error_size);
 }
 
 

@@ -8,6 +8,9 @@
 //  stdin, one command a line:
 //      join ROOM | join-send-only ROOM | leave ROOM | who ROOM
 //      say ROOM TEXT (the rest of the line)
+//      burst ROOM N: N says in a row ("burst 1" .. "burst N"), no pass of
+//      the loop between them; hold MS: sleep MS without a pass (what a
+//      busy caller does; the id printed for burst is the last say's)
 //  stdout, one JSON object a line: {"type":"ready"} once connected; for
 //  each command {"type":"request","cmd":...,"room":...,"id":HEX} (id "0"
 //  and "error" if the library refused it); then every event, as
@@ -119,6 +122,22 @@ s_command (zchat_client_t *client, char *line)
     else
     if (streq (cmd, "say") && text)
         id = zchat_client_say (client, room, text, strlen (text), false);
+    else
+    if (streq (cmd, "burst") && text) {
+        long count = atol (text);
+        for (long i = 1; i <= count; i++) {
+            char says [32];
+            snprintf (says, sizeof (says), "burst %ld", i);
+            id = zchat_client_say (client, room, says, strlen (says), false);
+            if (!id)
+                break;
+        }
+    }
+    else
+    if (streq (cmd, "hold")) {
+        zclock_sleep (atoi (room));
+        id = 1;                 //  no request: "1" says it was done
+    }
     else
         known = false;
     cJSON *json = cJSON_CreateObject ();

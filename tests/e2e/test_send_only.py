@@ -4,14 +4,15 @@ probe, WHO lists it, its SAYs are acknowledged and reach a receiving member,
 and no message or event of the room ever reaches it, also after a broker
 restart (it rejoins send-only and resends what was not acknowledged); a
 receiving join upgrades it and a send-only join does not undo that. And
-whether `zchat --send` joins that way too (no probe of its own)."""
+whether `zchat --send` joins that way too (no probe of its own), and
+whether a long run of sends leaves in parts while the caller is still busy."""
 
 import time
 
-from harness import (Broker, Proc, RawSub, check, json_client, require_binary, send,
+from harness import (Broker, Proc, RawSub, check, json_client, listener, require_binary, send,
                      wait_sub_live, PROBE, T)
 
-COST = 12
+COST = 16
 
 #  Event types that only a receiving member gets from its room.
 TRAFFIC = {"message", "join", "leave", "quit", "nick", "topic", "gap"}
@@ -169,3 +170,25 @@ def test_refused_says_are_sent_again_in_order():
     msgs = ear.wait_messages(60, room="ops", timeout=T(20))
     check([m.get("text") for m in msgs] == ["paced %03d" % i for i in range(60)],
           "the ear got them out of order: %r" % [m.get("text") for m in msgs][:8])
+
+
+def test_long_run_goes_out_while_caller_is_busy():
+    """A caller that makes many sends in a row without a pass of its loop
+    (then stays busy) has them go out every 128, not all at its next pass:
+    the broker stores and publishes the first part meanwhile."""
+    b = Broker()
+    ear = listener(b, "ear", ["run"])
+    poster = _driver(b, "poster")
+    _answer(poster, _request(poster, "join-send-only run"), "joined")
+    #  300 sends, then 4 s without a pass: the first 8 go out alone, and
+    #  two SAYS of 128 while the caller is still sending; the last 36 wait
+    #  for the next pass
+    poster.write("burst run 300\nhold %d" % int(T(4) * 1000))
+    ear.wait_count(lambda e: e.get("type") == "message", 8 + 256, T(3),
+                   desc="the first 264 of the run during the hold")
+    ear.wait_count(lambda e: e.get("type") == "message", 300, T(10),
+                   desc="the whole run after the hold")
+    texts = [m["text"] for m in ear.messages("run")]
+    check(texts == ["burst %d" % i for i in range(1, 301)],
+          "the run arrived out of order or incomplete: %r" % texts[:5])
+    ear.check_clean()

@@ -6,6 +6,7 @@
 #define ZCHAT_STORE_INT_H_INCLUDED
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include "zchat_msg.h"
 #include "zchat_store.h"
@@ -81,10 +82,22 @@
 
 //  Checkpoints run on a thread of their own (see STORAGE.md, "WAL
 //  checkpoints"), never inside a commit on the event loop. The thread is
-//  woken once the WAL holds this many pages (SQLite's autocheckpoint
-//  default), and every STORE_CKPT_PERIOD_MS anyway.
-#define STORE_CKPT_PAGES        1000
+//  woken each time the WAL has grown by this many pages (1 MiB) since it
+//  was last woken or started over, and every STORE_CKPT_PERIOD_MS anyway.
+//  A quarter of SQLite's autocheckpoint default: rounds of 1,000 pages
+//  wrote back in bursts that lengthened flat-out p99 by half.
+#define STORE_CKPT_PAGES        250
 #define STORE_CKPT_PERIOD_MS    1000
+//  Under a steady stream of commits one lands during nearly every round,
+//  so the WAL is never wholly copied when a commit begins and never starts
+//  over. A round that leaves it at least STORE_CKPT_RESTART_PAGES long,
+//  with at most STORE_CKPT_TAIL_PAGES committed since the round began,
+//  ends with a RESTART checkpoint: it holds the write lock while it copies
+//  that tail, so the next commit starts the WAL over. It waits at most
+//  STORE_CKPT_RESTART_BUSY_MS for the event loop's transaction to end.
+#define STORE_CKPT_RESTART_PAGES 4000
+#define STORE_CKPT_TAIL_PAGES   32
+#define STORE_CKPT_RESTART_BUSY_MS 2
 //  A WAL file bigger than this (passive checkpoints starved by a reader
 //  holding an old snapshot) gets a TRUNCATE checkpoint, which waits for
 //  readers at most STORE_CKPT_BUSY_MS while holding the write lock.
@@ -108,8 +121,13 @@ typedef struct {
     int64_t cap_bytes;              //  STORE_WAL_CAP_BYTES (the self test lowers it)
     uint64_t runs;                  //  checkpoint rounds done
     uint64_t truncates;             //  TRUNCATE checkpoints tried
-    //  Event loop thread only: WAL size in pages after the last commit
-    int wal_pages;
+    uint64_t restarts;              //  RESTART checkpoints that succeeded
+    //  WAL size in pages after the last commit: written by the event
+    //  loop, read by the thread (how much a round left uncopied)
+    atomic_int wal_pages;
+    //  Event loop thread only
+    int wake_at;                    //  wake the thread at this WAL size
+    uint64_t wakes;                 //  times the WAL hook woke it
 } store_ckpt_t;
 
 //  Self test access to the checkpointer: hold (skip checkpoints) or let
@@ -119,7 +137,8 @@ void
 void
     zchat_store_ckpt_wake (zchat_store_t *self);
 void
-    zchat_store_ckpt_stats (zchat_store_t *self, uint64_t *runs, uint64_t *truncates);
+    zchat_store_ckpt_stats (zchat_store_t *self, uint64_t *runs, uint64_t *truncates,
+                            uint64_t *restarts);
 void
     zchat_store_ckpt_cap (zchat_store_t *self, int64_t cap_bytes);
 

@@ -189,36 +189,44 @@ s_test_checkpoints (const char *base, bool verbose)
     assert (wal);
     uint64_t seq = 0;
 
-    //  With the checkpointer held, the WAL grows to three times SQLite's
-    //  autocheckpoint threshold and no commit ever starts it over: no
-    //  commit ran a checkpoint (autocheckpoint would have reset it every
-    //  1000 pages).
+    //  With the checkpointer held, the WAL grows past the RESTART length
+    //  and no commit ever starts it over: no commit ran a checkpoint
+    //  (autocheckpoint would have reset it every 1000 pages). The WAL
+    //  hook woke the thread once per STORE_CKPT_PAGES of WAL, not after
+    //  every commit past the first STORE_CKPT_PAGES (hundreds of wakes).
     zchat_store_ckpt_hold (store, true);
     int prev_pages = 0;
     int64_t worst_us = 0;
-    while (store->ckpt.wal_pages < 3 * STORE_CKPT_PAGES) {
+    uint64_t wakes_before = store->ckpt.wakes;
+    while (store->ckpt.wal_pages < STORE_CKPT_RESTART_PAGES + STORE_CKPT_PAGES / 2) {
         int64_t took = s_fill_wal (store, &seq);
         worst_us = took > worst_us? took: worst_us;
         assert (store->ckpt.wal_pages > prev_pages);
         prev_pages = store->ckpt.wal_pages;
     }
+    assert (store->ckpt.wakes > wakes_before);
+    assert (store->ckpt.wakes - wakes_before <= (uint64_t) (prev_pages / STORE_CKPT_PAGES));
     if (verbose)
-        printf ("\n   %d WAL pages without a checkpoint, slowest commit %" PRId64 " us",
-                prev_pages, worst_us);
-    //  Let go: the next commit past the threshold wakes the thread, which
-    //  checkpoints the whole WAL; a commit after that starts the WAL over.
-    uint64_t runs_before = 0;
-    zchat_store_ckpt_stats (store, &runs_before, NULL);
+        printf ("\n   %d WAL pages without a checkpoint, %" PRIu64 " wakes,"
+                " slowest commit %" PRId64 " us",
+                prev_pages, store->ckpt.wakes - wakes_before, worst_us);
+    //  Let go and wake it: the round copies the whole WAL and, since no
+    //  commit came meanwhile and the WAL is long, ends with a RESTART; the
+    //  next commit starts the WAL over.
+    uint64_t runs_before = 0, restarts_before = 0;
+    zchat_store_ckpt_stats (store, &runs_before, NULL, &restarts_before);
     zchat_store_ckpt_hold (store, false);
+    zchat_store_ckpt_wake (store);
     int64_t deadline = zclock_mono () + 5000;
-    while (store->ckpt.wal_pages >= prev_pages) {
+    uint64_t runs = runs_before, restarts = 0;
+    while (runs == runs_before) {
         assert (zclock_mono () < deadline);
         zclock_sleep (5);
-        s_fill_wal (store, &seq);
+        zchat_store_ckpt_stats (store, &runs, NULL, &restarts);
     }
-    uint64_t runs = 0;
-    zchat_store_ckpt_stats (store, &runs, NULL);
-    assert (runs > runs_before);
+    assert (restarts == restarts_before + 1);
+    s_fill_wal (store, &seq);
+    assert (store->ckpt.wal_pages < prev_pages);
     assert (store->ckpt.wal_pages < STORE_CKPT_PAGES);
     s_assert_wal (store, seq - 9, seq);
 
@@ -244,7 +252,7 @@ s_test_checkpoints (const char *base, bool verbose)
     while (truncates == 0) {
         assert (zclock_mono () < deadline);
         zclock_sleep (5);
-        zchat_store_ckpt_stats (store, NULL, &truncates);
+        zchat_store_ckpt_stats (store, NULL, &truncates, NULL);
     }
     for (int i = 0; i < 8; i++)
         s_fill_wal (store, &seq);

@@ -37,18 +37,19 @@
 //  Longest gap between two runs of periodic work (expiry, retention).
 #define TICK_MS_MAX         100
 #define TICK_MS_MIN         10
-//  A ROUTER frame larger than max_text plus this much cannot be a valid
-//  body: libzmq disconnects the sender before allocating it.
-#define BODY_OVERHEAD       4096
+//  A ROUTER frame larger than ZCHAT_MAX_REQUEST cannot be a valid body
+//  (PROTOCOL.md 2): libzmq disconnects the sender before allocating it.
 //  Per-peer pipe limits on the ROUTER, in messages. Inbound: generous
-//  enough that batches fill under load, small enough that one peer cannot
-//  park much memory in the broker (frames are at most max_text +
-//  BODY_OVERHEAD bytes). Outbound: a batch's worth of answers to one
-//  peer, twice over; replies are mostly small, and the big ones (history
-//  pages, member and room lists) are held back by the server's query
-//  budget, so a peer that never reads cannot make the broker queue much.
-//  Past this a reply to that peer is dropped (EAGAIN) and it must retry.
-#define ROUTER_HWM          10000
+//  enough that batches fill under load (a SAYS carries up to 1,024
+//  messages), small enough that one peer cannot park more than
+//  ROUTER_RCV_BYTES in the broker: 1,204 requests. Outbound: a batch's
+//  worth of answers to one peer, twice over; replies are mostly small, and
+//  the big ones (history pages, member and room lists) are held back by
+//  the server's query budget, so a peer that never reads cannot make the
+//  broker queue much. Past this a reply to that peer is dropped (EAGAIN)
+//  and it must retry.
+#define ROUTER_RCV_BYTES    (80 * 1024 * 1024)
+#define ROUTER_HWM          (ROUTER_RCV_BYTES / ZCHAT_MAX_REQUEST)
 #define ROUTER_SNDHWM       (2 * BATCH_MAX)
 //  Listen backlog of both sockets: thousands of clients reconnect at once
 //  after a broker restart, each with a DEALER and a SUB; with libzmq's
@@ -606,7 +607,8 @@ zchat_broker_new (const zchat_broker_config_t *config,
     self->router_handle = zsock_resolve (self->router);
     if (split_io)
         zsock_set_affinity (self->router, 1);
-    int64_t max_size = (int64_t) config->max_text + BODY_OVERHEAD;
+    //  Version 3's limit for every peer: older clients stay within theirs
+    int64_t max_size = ZCHAT_MAX_REQUEST;
     if (zmq_setsockopt (self->router_handle, ZMQ_MAXMSGSIZE,
                         &max_size, sizeof (max_size)) != 0) {
         snprintf (error, error_size, "cannot set ZMQ_MAXMSGSIZE: %s",
@@ -1075,12 +1077,39 @@ zchat_broker_test (bool verbose)
     assert (msg.id == 5);
     assert (streq (msg.nick, "bob"));
 
+    //  A SAYS up to the version 3 request limit is taken whole, far over
+    //  max_text + 4 KiB: 62 texts of 1,000 bytes, acknowledged in one ACKS
+    uint8_t *says_data = (uint8_t *) zmalloc (ZCHAT_MAX_REQUEST);
+    char *text = (char *) zmalloc (1000);
+    assert (says_data && text);
+    memset (text, 't', 1000);
+    zchat_buf_t says;
+    zchat_buf_init (&says, says_data, ZCHAT_MAX_REQUEST);
+    size_t says_size = zchat_encode_says_begin (&says);
+    for (uint64_t item = 0; item < 62; item++)
+        says_size = zchat_encode_says_add (&says, 100 + item, "test", ZCHAT_KIND_TEXT,
+                                           text, 1000);
+    assert (says_size > 62 * 1000 && says_size <= ZCHAT_MAX_REQUEST);
+    assert (says_size > ZCHAT_BROKER_MAX_TEXT + ZCHAT_REQUEST_OVERHEAD);
+    s_test_send (dealer, "", NULL, says_data, says_size);
+    body = s_test_reply (broker, dealer, 0);
+    s_test_expect (&body, &msg, ZCHAT_ACKS);
+    assert (msg.item_count == 62);
+    //  A frame of exactly the limit is read (and refused as malformed)
+    memset (says_data, 0, ZCHAT_MAX_REQUEST);
+    s_test_send (dealer, "", NULL, says_data, ZCHAT_MAX_REQUEST);
+    body = s_test_reply (broker, dealer, 0);
+    s_test_expect (&body, &msg, ZCHAT_ERROR);
+    assert (msg.code == ZCHAT_ERR_MALFORMED);
+    free (text);
+    free (says_data);
+
     //  An oversize frame disconnects only its sender
     zsock_t *big = zsock_new (ZMQ_DEALER);
     assert (big);
     rc = zsock_connect (big, "%s", router_endpoint);
     assert (rc == 0);
-    size_t big_size = ZCHAT_BROKER_MAX_TEXT + BODY_OVERHEAD + 1;
+    size_t big_size = ZCHAT_MAX_REQUEST + 1;
     uint8_t *big_data = (uint8_t *) zmalloc (big_size);
     assert (big_data);
     s_test_send (big, "", NULL, big_data, big_size);

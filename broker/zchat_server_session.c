@@ -121,9 +121,11 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
     //  HELLO names the newest version the client speaks; we use the
     //  newest both speak. Version 2 only adds ACKS (to that session) and
     //  MESSAGES (on PUB, which a version 1 client skips and fetches again
-    //  with HISTORY as a gap), so version 1 clients still work.
+    //  with HISTORY as a gap), so version 1 clients still work. Version 3
+    //  only lets the client send bigger requests, which the ROUTER takes
+    //  from everyone.
     if (msg->version < ZCHAT_VERSION_MIN) {
-        zchat_server_error (self, req, ZCHAT_ERR_VERSION, 0, "supported versions: 1 2");
+        zchat_server_error (self, req, ZCHAT_ERR_VERSION, 0, "supported versions: 1 2 3");
         return;
     }
     uint8_t version = msg->version < ZCHAT_VERSION? msg->version: ZCHAT_VERSION;

@@ -161,7 +161,7 @@ s_test_sessions (void)
     //  Wrong version, invalid nicks, a live nick
     SEND (bed, "B", zchat_encode_hello (&s_buf, 8, 0, "bob", ""));
     msg = s_error (bed, "B", 8, ZCHAT_ERR_VERSION);
-    assert (streq (msg->reason, "supported versions: 1 2"));
+    assert (streq (msg->reason, "supported versions: 1 2 3"));
     SEND (bed, "B", zchat_encode_hello (&s_buf, 9, ZCHAT_VERSION, "9lives", ""));
     s_error (bed, "B", 9, ZCHAT_ERR_INVALID);
     SEND (bed, "B", zchat_encode_hello (&s_buf, 10, ZCHAT_VERSION, "bo b", ""));

@@ -798,9 +798,10 @@ s_send_says (zchat_client_t *self, zchat_outbox_entry_t *first, int64_t now)
         return 0;
     zchat_outbox_entry_t *batch [S_SAYS_ITEMS];
     size_t count = 0;
-    //  The broker cuts off a peer whose message is over max_text + 4 KiB
-    //  (PROTOCOL.md 2): a SAYS stays within that
-    size_t limit = (size_t) self->max_text + 4096;
+    //  The broker cuts off a peer whose message is over the request limit
+    //  (PROTOCOL.md 2): a SAYS stays within that. Before version 3 it was
+    //  max_text + 4 KiB, which held only 7 texts of 1 KiB.
+    size_t limit = zchat_request_limit (self->version, self->max_text);
     zchat_buf_t buf;
     zchat_buf_init (&buf, self->buffer, limit < S_SAYS_BYTES? limit: S_SAYS_BYTES);
     size_t size = zchat_encode_says_begin (&buf);

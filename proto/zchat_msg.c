@@ -682,6 +682,14 @@ s_bounded_len (const char *s, size_t max)
     return strnlen (s, max + 1);
 }
 
+size_t
+zchat_request_limit (uint8_t version, uint32_t max_text)
+{
+    if (version >= 3 || max_text > ZCHAT_MAX_TEXT)
+        return ZCHAT_MAX_REQUEST;
+    return (size_t) max_text + ZCHAT_REQUEST_OVERHEAD;
+}
+
 bool
 zchat_nick_valid (const char *nick)
 {
@@ -2892,6 +2900,13 @@ s_test_names (bool verbose)
     CHECK (zchat_topic_frame (good_rooms [7], frame) == ZCHAT_MAX_TOPIC_FRAME);
     CHECK (frame [ZCHAT_MAX_ROOM] == ':');
 
+    CHECK (zchat_request_limit (1, 4096) == 8192);
+    CHECK (zchat_request_limit (2, 1000) == 5096);
+    CHECK (zchat_request_limit (3, 1000) == ZCHAT_MAX_REQUEST);
+    CHECK (zchat_request_limit (ZCHAT_VERSION, ZCHAT_MAX_TEXT) == ZCHAT_MAX_REQUEST);
+    CHECK (zchat_request_limit (2, UINT32_MAX) == ZCHAT_MAX_REQUEST);
+    CHECK (ZCHAT_MAX_REQUEST == 69632);
+
     CHECK (strcmp (zchat_msg_type_name (ZCHAT_HELLO), "HELLO") == 0);
     CHECK (strcmp (zchat_msg_type_name (ZCHAT_EVENT), "EVENT") == 0);
     CHECK (strcmp (zchat_msg_type_name (0), "UNKNOWN") == 0);
@@ -2904,7 +2919,7 @@ s_test_names (bool verbose)
     CHECK (strcmp (zchat_decode_strerror (-100), "unknown decode error") == 0);
 
     if (verbose)
-        printf (" * names, topic frames, type names\n");
+        printf (" * names, topic frames, type names, request limits\n");
 }
 
 void

@@ -21,7 +21,7 @@
 
 #define ZCHAT_SIGNATURE_0   0x5A        //  'Z'
 #define ZCHAT_SIGNATURE_1   0x43        //  'C'
-#define ZCHAT_VERSION       2           //  the newest version spoken
+#define ZCHAT_VERSION       3           //  the newest version spoken
 #define ZCHAT_VERSION_MIN   1           //  the oldest a broker still accepts
 #define ZCHAT_HEADER_SIZE   11
 
@@ -35,6 +35,10 @@
 #define ZCHAT_MAX_TEXT      65536       //  bytes in one message text
 #define ZCHAT_MAX_ITEMS     4096        //  entries in one list reply
 #define ZCHAT_MAX_FRAME     (1024 * 1024)   //  one whole body
+//  A body a client sends is at most max_text (WELCOME) plus this, or from
+//  version 3 ZCHAT_MAX_TEXT plus this (zchat_request_limit).
+#define ZCHAT_REQUEST_OVERHEAD  4096
+#define ZCHAT_MAX_REQUEST   (ZCHAT_MAX_TEXT + ZCHAT_REQUEST_OVERHEAD)
 
 //  PUB topic frames are the room name followed by this byte, which is not
 //  allowed in room names, so no room's topic is a prefix of another's.
@@ -212,6 +216,12 @@ bool
     zchat_nick_valid (const char *nick);
 bool
     zchat_room_valid (const char *room);
+
+//  The largest body a client may send in a session of this version to a
+//  broker whose WELCOME said max_text (PROTOCOL.md 2): max_text +
+//  ZCHAT_REQUEST_OVERHEAD before version 3, ZCHAT_MAX_REQUEST from it.
+size_t
+    zchat_request_limit (uint8_t version, uint32_t max_text);
 
 //  Write the PUB topic frame of a room into buffer (capacity at least
 //  ZCHAT_MAX_TOPIC_FRAME). Returns its size in bytes (not NUL-terminated).

@@ -8,9 +8,10 @@
 //  stdin, one command a line:
 //      join ROOM | join-send-only ROOM | leave ROOM | who ROOM
 //      say ROOM TEXT (the rest of the line)
-//      burst ROOM N: N says in a row ("burst 1" .. "burst N"), no pass of
-//      the loop between them; hold MS: sleep MS without a pass (what a
-//      busy caller does; the id printed for burst is the last say's)
+//      burst ROOM N [SIZE]: N says in a row ("burst 1" .. "burst N", padded
+//      with '.' to SIZE bytes if given), no pass of the loop between them;
+//      hold MS: sleep MS without a pass (what a busy caller does; the id
+//      printed for burst is the last say's)
 //  stdout, one JSON object a line: {"type":"ready"} once connected; for
 //  each command {"type":"request","cmd":...,"room":...,"id":HEX} (id "0"
 //  and "error" if the library refused it); then every event, as
@@ -124,11 +125,19 @@ s_command (zchat_client_t *client, char *line)
         id = zchat_client_say (client, room, text, strlen (text), false);
     else
     if (streq (cmd, "burst") && text) {
-        long count = atol (text);
+        char *end = NULL;
+        long count = strtol (text, &end, 10);
+        long size = end && *end == ' '? strtol (end + 1, NULL, 10): 0;
+        char says [S_LINE_MAX];
+        if (size < 0 || size >= (long) sizeof (says))
+            size = 0;
         for (long i = 1; i <= count; i++) {
-            char says [32];
-            snprintf (says, sizeof (says), "burst %ld", i);
-            id = zchat_client_say (client, room, says, strlen (says), false);
+            int used = snprintf (says, sizeof (says), "burst %ld", i);
+            if (used < size) {
+                memset (says + used, '.', (size_t) (size - used));
+                used = (int) size;
+            }
+            id = zchat_client_say (client, room, says, (size_t) used, false);
             if (!id)
                 break;
         }

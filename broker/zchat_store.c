@@ -1493,27 +1493,47 @@ s_keys_rebuild (zchat_store_t *self, char *error, size_t error_size)
 
 
 //  --------------------------------------------------------------------------
-//  One checkpoint round on the checkpointer's own connection. PASSIVE
-//  copies what it can without taking the write lock or waiting for
-//  anyone, so commits on the event loop go on meanwhile. Only a WAL file
-//  grown past the cap (a reader held an old snapshot for long) gets a
-//  TRUNCATE, which holds the write lock while it waits for readers, at
-//  most STORE_CKPT_BUSY_MS (the connection's busy timeout).
+//  Whether a round whose PASSIVE checkpoint saw a WAL of frames frames and
+//  copied done of them ends with a RESTART, the event loop's last commit
+//  having left the WAL at now_pages and the last successful RESTART having
+//  seen restarted_at frames: the WAL is long, the round copied all it saw,
+//  at most STORE_CKPT_TAIL_PAGES came since (the lock is held while they
+//  are copied and synced), and nothing at all came since the last RESTART
+//  is not the case (an idle WAL starts over at its next commit anyway).
 
-//  The round's RESTART (STORE_CKPT_RESTART_PAGES). A busy write lock or
-//  reader only means the WAL goes on growing until a later round.
+bool
+zchat_store_ckpt_restart_due (int frames, int done, int now_pages, int restarted_at)
+{
+    return frames >= STORE_CKPT_RESTART_PAGES && done == frames
+        && now_pages >= done && now_pages - done <= STORE_CKPT_TAIL_PAGES
+        && !(frames == restarted_at && now_pages == frames);
+}
+
+//  The round's RESTART (STORE_CKPT_RESTART_PAGES). It holds the write lock
+//  while it copies the tail and syncs the WAL and zchat.db, so the event
+//  loop's next commit waits that long; on a slow disk it is logged. A
+//  write lock or reader still busy after STORE_CKPT_RESTART_BUSY_MS makes
+//  SQLite finish it as a PASSIVE pass instead (SQLITE_BUSY): the WAL then
+//  goes on growing until a later round.
 static void
-s_ckpt_restart (zchat_store_t *self)
+s_ckpt_restart (zchat_store_t *self, int expected_frames)
 {
     store_ckpt_t *ckpt = &self->ckpt;
     int frames = 0, done = 0;
     if (sqlite3_busy_timeout (ckpt->db, STORE_CKPT_RESTART_BUSY_MS) != SQLITE_OK)
         return;
+    int64_t started = zclock_usecs ();
     int rc = sqlite3_wal_checkpoint_v2 (ckpt->db, NULL, SQLITE_CHECKPOINT_RESTART,
                                         &frames, &done);
+    int64_t took_ms = (zclock_usecs () - started) / 1000;
     if (sqlite3_busy_timeout (ckpt->db, STORE_CKPT_BUSY_MS) != SQLITE_OK)
         zsys_warning ("zchat_store: busy_timeout: %s", sqlite3_errmsg (ckpt->db));
+    if (took_ms >= STORE_CKPT_SLOW_MS)
+        zsys_warning ("zchat_store: RESTART checkpoint of a %d-frame tail took %" PRId64
+                      " ms (slow disk?): commits waited meanwhile",
+                      frames - expected_frames, took_ms);
     if (rc == SQLITE_OK) {
+        ckpt->restarted_at = frames;
         pthread_mutex_lock (&ckpt->mutex);
         ckpt->restarts++;
         pthread_mutex_unlock (&ckpt->mutex);
@@ -1523,8 +1543,18 @@ s_ckpt_restart (zchat_store_t *self)
         zsys_warning ("zchat_store: RESTART checkpoint: %s", sqlite3_errmsg (ckpt->db));
 }
 
+//  --------------------------------------------------------------------------
+//  One checkpoint round on the checkpointer's own connection. PASSIVE
+//  copies what it can without taking the write lock or waiting for
+//  anyone, so commits on the event loop go on meanwhile; then perhaps a
+//  RESTART (zchat_store_ckpt_restart_due). Only a WAL file grown past the
+//  cap (a reader held an old snapshot for long, or a flat-out stream never
+//  left a short tail) gets a TRUNCATE, which holds the write lock while it
+//  waits for readers, at most STORE_CKPT_BUSY_MS (the connection's busy
+//  timeout).
+
 static void
-s_ckpt_run (zchat_store_t *self, int64_t cap_bytes)
+s_ckpt_run (zchat_store_t *self, int64_t cap_bytes, void (*between) (void *), void *arg)
 {
     store_ckpt_t *ckpt = &self->ckpt;
     int frames = 0, done = 0;
@@ -1532,10 +1562,12 @@ s_ckpt_run (zchat_store_t *self, int64_t cap_bytes)
                                         &frames, &done);
     if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
         zsys_warning ("zchat_store: checkpoint: %s", sqlite3_errmsg (ckpt->db));
+    if (between)
+        between (arg);          //  self test: commits land here
     int now_pages = atomic_load_explicit (&ckpt->wal_pages, memory_order_relaxed);
-    if (rc == SQLITE_OK && done == frames && frames >= STORE_CKPT_RESTART_PAGES
-    &&  now_pages >= done && now_pages - done <= STORE_CKPT_TAIL_PAGES)
-        s_ckpt_restart (self);
+    if (rc == SQLITE_OK
+    &&  zchat_store_ckpt_restart_due (frames, done, now_pages, ckpt->restarted_at))
+        s_ckpt_restart (self, frames);
     struct stat st;
     if (stat (ckpt->wal_path, &st) || st.st_size <= cap_bytes)
         return;
@@ -1578,9 +1610,11 @@ s_ckpt_thread (void *arg)
         ckpt->wanted = false;
         bool hold = ckpt->hold;
         int64_t cap_bytes = ckpt->cap_bytes;
+        void (*between) (void *) = ckpt->between;
+        void *between_arg = ckpt->between_arg;
         pthread_mutex_unlock (&ckpt->mutex);
         if (!hold)
-            s_ckpt_run (self, cap_bytes);
+            s_ckpt_run (self, cap_bytes, between, between_arg);
         pthread_mutex_lock (&ckpt->mutex);
         if (!hold)
             ckpt->runs++;
@@ -1768,6 +1802,16 @@ zchat_store_ckpt_cap (zchat_store_t *self, int64_t cap_bytes)
     pthread_mutex_unlock (&self->ckpt.mutex);
 }
 
+void
+zchat_store_ckpt_between (zchat_store_t *self, void (*between) (void *), void *arg)
+{
+    assert (self && self->ckpt.mutex_ready);
+    pthread_mutex_lock (&self->ckpt.mutex);
+    self->ckpt.between = between;
+    self->ckpt.between_arg = arg;
+    pthread_mutex_unlock (&self->ckpt.mutex);
+}
+
 
 //  --------------------------------------------------------------------------
 //  Self test access to the idempotency index (zchat_store_int.h).
@@ -1886,8 +1930,8 @@ zchat_store_newest_known (zchat_store_t *self, const char *room, uint64_t *last_
 
 //  --------------------------------------------------------------------------
 //  Busy handler of the event loop's connection: SQLite calls it while the
-//  write lock is held elsewhere (only ever the checkpointer's TRUNCATE
-//  round, or an operator's shell). SQLite's own busy_timeout sleeps 1, 2,
+//  write lock is held elsewhere (the checkpointer's RESTART or TRUNCATE,
+//  or an operator's shell). SQLite's own busy_timeout sleeps 1, 2,
 //  5, 10, 15, 20 ms in turn, so a lock held for 9 ms kept the loop asleep
 //  for 18; polling every STORE_BUSY_POLL_US keeps the stall at the time the
 //  lock is really held. Gives up after STORE_BUSY_TIMEOUT_MS as before.

@@ -98,6 +98,8 @@
 #define STORE_CKPT_RESTART_PAGES 4000
 #define STORE_CKPT_TAIL_PAGES   32
 #define STORE_CKPT_RESTART_BUSY_MS 2
+//  A RESTART that took this long is logged: commits waited for it.
+#define STORE_CKPT_SLOW_MS      50
 //  A WAL file bigger than this (passive checkpoints starved by a reader
 //  holding an old snapshot) gets a TRUNCATE checkpoint, which waits for
 //  readers at most STORE_CKPT_BUSY_MS while holding the write lock.
@@ -122,12 +124,16 @@ typedef struct {
     uint64_t runs;                  //  checkpoint rounds done
     uint64_t truncates;             //  TRUNCATE checkpoints tried
     uint64_t restarts;              //  RESTART checkpoints that succeeded
+    void (*between) (void *);       //  self test: called between PASSIVE
+    void *between_arg;              //  and the RESTART decision
     //  WAL size in pages after the last commit: written by the event
     //  loop, read by the thread (how much a round left uncopied)
     atomic_int wal_pages;
     //  Event loop thread only
     int wake_at;                    //  wake the thread at this WAL size
     uint64_t wakes;                 //  times the WAL hook woke it
+    //  Checkpointer thread only: the WAL's frames at the last RESTART
+    int restarted_at;
 } store_ckpt_t;
 
 //  Self test access to the checkpointer: hold (skip checkpoints) or let
@@ -141,6 +147,12 @@ void
                             uint64_t *restarts);
 void
     zchat_store_ckpt_cap (zchat_store_t *self, int64_t cap_bytes);
+void
+    zchat_store_ckpt_between (zchat_store_t *self, void (*between) (void *), void *arg);
+//  The checkpointer's RESTART rule (STORE_CKPT_RESTART_PAGES), for the
+//  self test
+bool
+    zchat_store_ckpt_restart_due (int frames, int done, int now_pages, int restarted_at);
 
 //  Self test access to the idempotency index: remember a key hash for a
 //  chunk id (as an append does, evicting past keys_max), count the keys

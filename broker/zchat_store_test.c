@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <semaphore.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -176,6 +177,38 @@ s_assert_wal (zchat_store_t *store, uint64_t from, uint64_t last)
     assert (seen.first == from && seen.last == last);
 }
 
+//  The checkpointer's round stops between its PASSIVE pass and its
+//  RESTART decision until the test has committed.
+typedef struct {
+    sem_t passive_done;
+    sem_t go_on;
+} s_between_t;
+
+static void
+s_sem_wait (sem_t *sem, int timeout_ms)
+{
+    struct timespec deadline;
+    assert (clock_gettime (CLOCK_REALTIME, &deadline) == 0);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    int rc;
+    while ((rc = sem_timedwait (sem, &deadline)) != 0 && errno == EINTR)
+        ;
+    assert (rc == 0);
+}
+
+static void
+s_between (void *arg)
+{
+    s_between_t *between = (s_between_t *) arg;
+    assert (sem_post (&between->passive_done) == 0);
+    s_sem_wait (&between->go_on, 10000);
+}
+
 //  Checkpoints run on the checkpointer thread, never inside a commit.
 static void
 s_test_checkpoints (const char *base, bool verbose)
@@ -210,13 +243,36 @@ s_test_checkpoints (const char *base, bool verbose)
         printf ("\n   %d WAL pages without a checkpoint, %" PRIu64 " wakes,"
                 " slowest commit %" PRId64 " us",
                 prev_pages, store->ckpt.wakes - wakes_before, worst_us);
-    //  Let go and wake it: the round copies the whole WAL and, since no
-    //  commit came meanwhile and the WAL is long, ends with a RESTART; the
-    //  next commit starts the WAL over.
+    //  Let go and wake it while a group is open: its transaction began
+    //  before the round copied the WAL, so its commit (in the hook, after
+    //  the round's PASSIVE pass and before its RESTART decision) does not
+    //  start the WAL over but appends to it, as commits that overlap a
+    //  round do under a steady stream; and so would every later commit,
+    //  the WAL never being wholly copied when one begins. The round's
+    //  RESTART copies that short tail, so the next commit starts over.
     uint64_t runs_before = 0, restarts_before = 0;
     zchat_store_ckpt_stats (store, &runs_before, NULL, &restarts_before);
+    s_between_t between;
+    assert (sem_init (&between.passive_done, 0, 0) == 0);
+    assert (sem_init (&between.go_on, 0, 0) == 0);
+    zchat_store_ckpt_between (store, s_between, &between);
+    assert (zchat_store_begin (store) == 0);
     zchat_store_ckpt_hold (store, false);
     zchat_store_ckpt_wake (store);
+    s_sem_wait (&between.passive_done, 5000);
+    static char text [4000];
+    memset (text, 'v', sizeof (text));
+    for (int i = 0; i < 4; i++) {
+        ++seq;
+        assert (zchat_store_append (store, "wal", seq, 1700000000000ull + seq, "walker",
+                                    ZCHAT_KIND_TEXT, text, sizeof (text), seq,
+                                    NULL, NULL, NULL) == 0);
+    }
+    assert (zchat_store_commit (store) == 0);
+    int tail_pages = store->ckpt.wal_pages - prev_pages;
+    assert (tail_pages > 0 && tail_pages <= STORE_CKPT_TAIL_PAGES);
+    zchat_store_ckpt_between (store, NULL, NULL);
+    assert (sem_post (&between.go_on) == 0);
     int64_t deadline = zclock_mono () + 5000;
     uint64_t runs = runs_before, restarts = 0;
     while (runs == runs_before) {
@@ -224,11 +280,26 @@ s_test_checkpoints (const char *base, bool verbose)
         zclock_sleep (5);
         zchat_store_ckpt_stats (store, &runs, NULL, &restarts);
     }
-    assert (restarts == restarts_before + 1);
+    assert (restarts >= restarts_before + 1);
+    prev_pages = store->ckpt.wal_pages;
     s_fill_wal (store, &seq);
     assert (store->ckpt.wal_pages < prev_pages);
     assert (store->ckpt.wal_pages < STORE_CKPT_PAGES);
     s_assert_wal (store, seq - 9, seq);
+    sem_destroy (&between.passive_done);
+    sem_destroy (&between.go_on);
+
+    //  The rule: a long WAL, copied to within a short tail, not idle since
+    //  the last RESTART
+    const int R = STORE_CKPT_RESTART_PAGES, T = STORE_CKPT_TAIL_PAGES;
+    assert (zchat_store_ckpt_restart_due (R, R, R, 0));
+    assert (!zchat_store_ckpt_restart_due (R - 1, R - 1, R - 1, 0));
+    assert (zchat_store_ckpt_restart_due (R, R, R + T, 0));
+    assert (!zchat_store_ckpt_restart_due (R, R, R + T + 1, 0));
+    assert (!zchat_store_ckpt_restart_due (R, R - 1, R, 0));
+    assert (!zchat_store_ckpt_restart_due (R, R, 2, 0));        //  started over
+    assert (!zchat_store_ckpt_restart_due (R, R, R, R));        //  idle since
+    assert (zchat_store_ckpt_restart_due (R, R, R + 1, R));
 
     //  A reader holding an old snapshot starves passive checkpoints; past
     //  the cap the thread tries TRUNCATE, which gives up after its short

@@ -38,18 +38,23 @@
 #define TICK_MS_MAX         100
 #define TICK_MS_MIN         10
 //  A ROUTER frame larger than ZCHAT_MAX_REQUEST cannot be a valid body
-//  (PROTOCOL.md 2): libzmq disconnects the sender before allocating it.
+//  (PROTOCOL.md 2): one larger on the wire by more than CURVE adds makes
+//  libzmq disconnect the sender before allocating it; one within that
+//  slack is refused with 413.
+#define ROUTER_MAXMSGSIZE   (ZCHAT_MAX_REQUEST + ZCHAT_TRANSPORT_SLACK)
 //  Per-peer pipe limits on the ROUTER, in messages. Inbound: generous
 //  enough that batches fill under load (a SAYS carries up to 1,024
 //  messages), small enough that one peer cannot park more than
-//  ROUTER_RCV_BYTES in the broker: 1,204 requests. Outbound: a batch's
+//  ROUTER_RCV_BYTES in the broker with requests: 1,203 of them (libzmq
+//  bounds frames, not messages, so a peer sending many frames as one
+//  message can park more before the loop drops it). Outbound: a batch's
 //  worth of answers to one peer, twice over; replies are mostly small, and
 //  the big ones (history pages, member and room lists) are held back by
 //  the server's query budget, so a peer that never reads cannot make the
 //  broker queue much. Past this a reply to that peer is dropped (EAGAIN)
 //  and it must retry.
 #define ROUTER_RCV_BYTES    (80 * 1024 * 1024)
-#define ROUTER_HWM          (ROUTER_RCV_BYTES / ZCHAT_MAX_REQUEST)
+#define ROUTER_RCVHWM       (ROUTER_RCV_BYTES / ROUTER_MAXMSGSIZE)
 #define ROUTER_SNDHWM       (2 * BATCH_MAX)
 //  Listen backlog of both sockets: thousands of clients reconnect at once
 //  after a broker restart, each with a DEALER and a SUB; with libzmq's
@@ -434,6 +439,15 @@ s_handle_message (zchat_broker_t *self)
             return;
         }
     }
+    if (zmq_msg_size (frame) > ZCHAT_MAX_REQUEST) {
+        //  Within the transport's slack (ROUTER_MAXMSGSIZE), over the
+        //  protocol's limit
+        s_limited_log (&self->dropped, false, "refused a message",
+                       "body over the request limit", address);
+        s_reply_error (self, peer_size, ZCHAT_ERR_TOO_LARGE,
+                       "request over the limit of 69632 bytes");
+        return;
+    }
     zchat_server_handle (self->server, self->peer, peer_size, user_id, address,
                          (const uint8_t *) zmq_msg_data (frame),
                          zmq_msg_size (frame), (uint64_t) zclock_time ());
@@ -608,7 +622,7 @@ zchat_broker_new (const zchat_broker_config_t *config,
     if (split_io)
         zsock_set_affinity (self->router, 1);
     //  Version 3's limit for every peer: older clients stay within theirs
-    int64_t max_size = ZCHAT_MAX_REQUEST;
+    int64_t max_size = ROUTER_MAXMSGSIZE;
     if (zmq_setsockopt (self->router_handle, ZMQ_MAXMSGSIZE,
                         &max_size, sizeof (max_size)) != 0) {
         snprintf (error, error_size, "cannot set ZMQ_MAXMSGSIZE: %s",
@@ -617,7 +631,7 @@ zchat_broker_new (const zchat_broker_config_t *config,
     }
     if (SET_OPTION (self->router, "ROUTER", ZMQ_ROUTER_MANDATORY, 1)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_SNDHWM, ROUTER_SNDHWM)
-    ||  SET_OPTION (self->router, "ROUTER", ZMQ_RCVHWM, ROUTER_HWM)
+    ||  SET_OPTION (self->router, "ROUTER", ZMQ_RCVHWM, ROUTER_RCVHWM)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_BACKLOG, LISTEN_BACKLOG)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_TCP_KEEPALIVE, 1)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE_S)
@@ -1095,12 +1109,19 @@ zchat_broker_test (bool verbose)
     body = s_test_reply (broker, dealer, 0);
     s_test_expect (&body, &msg, ZCHAT_ACKS);
     assert (msg.item_count == 62);
-    //  A frame of exactly the limit is read (and refused as malformed)
-    memset (says_data, 0, ZCHAT_MAX_REQUEST);
+    //  A frame of exactly the limit is read (and refused as malformed); one
+    //  over it, within what the transport may add, is refused as too large
+    free (says_data);
+    says_data = (uint8_t *) zmalloc (ROUTER_MAXMSGSIZE);
+    assert (says_data);
     s_test_send (dealer, "", NULL, says_data, ZCHAT_MAX_REQUEST);
     body = s_test_reply (broker, dealer, 0);
     s_test_expect (&body, &msg, ZCHAT_ERROR);
     assert (msg.code == ZCHAT_ERR_MALFORMED);
+    s_test_send (dealer, "", NULL, says_data, ROUTER_MAXMSGSIZE);
+    body = s_test_reply (broker, dealer, 0);
+    s_test_expect (&body, &msg, ZCHAT_ERROR);
+    assert (msg.code == ZCHAT_ERR_TOO_LARGE);
     free (text);
     free (says_data);
 
@@ -1109,7 +1130,7 @@ zchat_broker_test (bool verbose)
     assert (big);
     rc = zsock_connect (big, "%s", router_endpoint);
     assert (rc == 0);
-    size_t big_size = ZCHAT_MAX_REQUEST + 1;
+    size_t big_size = ROUTER_MAXMSGSIZE + 1;
     uint8_t *big_data = (uint8_t *) zmalloc (big_size);
     assert (big_data);
     s_test_send (big, "", NULL, big_data, big_size);

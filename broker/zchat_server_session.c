@@ -125,7 +125,12 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
     //  only lets the client send bigger requests, which the ROUTER takes
     //  from everyone.
     if (msg->version < ZCHAT_VERSION_MIN) {
-        zchat_server_error (self, req, ZCHAT_ERR_VERSION, 0, "supported versions: 1 2 3");
+        char supported [64] = "supported versions:";
+        for (int version = ZCHAT_VERSION_MIN; version <= ZCHAT_VERSION; version++) {
+            size_t used = strlen (supported);
+            snprintf (supported + used, sizeof (supported) - used, " %d", version);
+        }
+        zchat_server_error (self, req, ZCHAT_ERR_VERSION, 0, "%s", supported);
         return;
     }
     uint8_t version = msg->version < ZCHAT_VERSION? msg->version: ZCHAT_VERSION;

@@ -687,7 +687,7 @@ zchat_request_limit (uint8_t version, uint32_t max_text)
 {
     if (version >= 3 || max_text > ZCHAT_MAX_TEXT)
         return ZCHAT_MAX_REQUEST;
-    return (size_t) max_text + ZCHAT_REQUEST_OVERHEAD;
+    return (size_t) max_text + ZCHAT_REQUEST_OVERHEAD - ZCHAT_TRANSPORT_SLACK;
 }
 
 bool
@@ -2900,8 +2900,8 @@ s_test_names (bool verbose)
     CHECK (zchat_topic_frame (good_rooms [7], frame) == ZCHAT_MAX_TOPIC_FRAME);
     CHECK (frame [ZCHAT_MAX_ROOM] == ':');
 
-    CHECK (zchat_request_limit (1, 4096) == 8192);
-    CHECK (zchat_request_limit (2, 1000) == 5096);
+    CHECK (zchat_request_limit (1, 4096) == 8192 - ZCHAT_TRANSPORT_SLACK);
+    CHECK (zchat_request_limit (2, 1000) == 5096 - ZCHAT_TRANSPORT_SLACK);
     CHECK (zchat_request_limit (3, 1000) == ZCHAT_MAX_REQUEST);
     CHECK (zchat_request_limit (ZCHAT_VERSION, ZCHAT_MAX_TEXT) == ZCHAT_MAX_REQUEST);
     CHECK (zchat_request_limit (2, UINT32_MAX) == ZCHAT_MAX_REQUEST);

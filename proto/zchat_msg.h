@@ -39,6 +39,9 @@
 //  version 3 ZCHAT_MAX_TEXT plus this (zchat_request_limit).
 #define ZCHAT_REQUEST_OVERHEAD  4096
 #define ZCHAT_MAX_REQUEST   (ZCHAT_MAX_TEXT + ZCHAT_REQUEST_OVERHEAD)
+//  What a frame may grow by on the wire, which is what libzmq's size limit
+//  measures: CURVE's MESSAGE command adds 33 bytes to the body.
+#define ZCHAT_TRANSPORT_SLACK   64
 
 //  PUB topic frames are the room name followed by this byte, which is not
 //  allowed in room names, so no room's topic is a prefix of another's.
@@ -218,8 +221,10 @@ bool
     zchat_room_valid (const char *room);
 
 //  The largest body a client may send in a session of this version to a
-//  broker whose WELCOME said max_text (PROTOCOL.md 2): max_text +
-//  ZCHAT_REQUEST_OVERHEAD before version 3, ZCHAT_MAX_REQUEST from it.
+//  broker whose WELCOME said max_text (PROTOCOL.md 2): ZCHAT_MAX_REQUEST
+//  from version 3; before, max_text + ZCHAT_REQUEST_OVERHEAD less
+//  ZCHAT_TRANSPORT_SLACK, since such a broker cut off at exactly that
+//  much on the wire, where CURVE makes a body longer.
 size_t
     zchat_request_limit (uint8_t version, uint32_t max_text);
 

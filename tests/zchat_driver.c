@@ -9,7 +9,8 @@
 //      join ROOM | join-send-only ROOM | leave ROOM | who ROOM
 //      say ROOM TEXT (the rest of the line)
 //      burst ROOM N [SIZE]: N says in a row ("burst 1" .. "burst N", padded
-//      with '.' to SIZE bytes if given), no pass of the loop between them;
+//      with '.' to SIZE bytes if given, below 8192), no pass of the loop
+//      between them;
 //      hold MS: sleep MS without a pass (what a busy caller does; the id
 //      printed for burst is the last say's)
 //  stdout, one JSON object a line: {"type":"ready"} once connected; for

@@ -124,6 +124,7 @@ class FakeBroker:
         self.hello_reply = hello_reply
         self.endpoint = "tcp://127.0.0.1:%d" % self.router_port
         self.peer = None
+        self.last_size = 0              # bytes of the request being handled
         self.nick = None
         self.last_probe = None
         self.live = threading.Event()
@@ -165,6 +166,7 @@ class FakeBroker:
                 if len(frames) != 3 or frames[1] != b"":
                     continue
                 self.peer = frames[0]
+                self.last_size = len(frames[2])
                 try:
                     msg = decode(frames[2])
                 except DecodeError:

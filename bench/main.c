@@ -13,6 +13,7 @@
 
 #include "bench.h"
 
+#include <getopt.h>
 #include <math.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -77,114 +78,130 @@ s_number (const char *text, long min, long max)
     return value;
 }
 
+//  Long options; the whole-number ones come first, in the order of the
+//  table in s_parse.
+enum {
+    OPT_SENDERS = 256, OPT_SUBSCRIBERS, OPT_SUB_PROCS, OPT_SIZE, OPT_WINDOW,
+    OPT_HWM, OPT_TIMEOUT, OPT_RUNS, OPT_IDLE_CLIENTS, OPT_IDLE_PROCS, OPT_IDLE_HOLD,
+    OPT_MESSAGES, OPT_RATE, OPT_DURABLE, OPT_DURABLE_OFF_ARGS, OPT_BROKER_ARGS,
+    OPT_SERVER, OPT_CSV, OPT_CDF, OPT_LABEL, OPT_JSON, OPT_ZCHAT_ONLY,
+    OPT_CEILING_ONLY, OPT_FLOODER, OPT_SENDERS_RECEIVE
+};
+
+static const struct option s_long_options [] = {
+    { "senders",          required_argument, NULL, OPT_SENDERS },
+    { "subscribers",      required_argument, NULL, OPT_SUBSCRIBERS },
+    { "sub-procs",        required_argument, NULL, OPT_SUB_PROCS },
+    { "size",             required_argument, NULL, OPT_SIZE },
+    { "window",           required_argument, NULL, OPT_WINDOW },
+    { "hwm",              required_argument, NULL, OPT_HWM },
+    { "timeout",          required_argument, NULL, OPT_TIMEOUT },
+    { "runs",             required_argument, NULL, OPT_RUNS },
+    { "idle-clients",     required_argument, NULL, OPT_IDLE_CLIENTS },
+    { "idle-procs",       required_argument, NULL, OPT_IDLE_PROCS },
+    { "idle-hold",        required_argument, NULL, OPT_IDLE_HOLD },
+    { "messages",         required_argument, NULL, OPT_MESSAGES },
+    { "rate",             required_argument, NULL, OPT_RATE },
+    { "durable",          required_argument, NULL, OPT_DURABLE },
+    { "durable-off-args", required_argument, NULL, OPT_DURABLE_OFF_ARGS },
+    { "broker-args",      required_argument, NULL, OPT_BROKER_ARGS },
+    { "server",           required_argument, NULL, OPT_SERVER },
+    { "csv",              required_argument, NULL, OPT_CSV },
+    { "cdf",              required_argument, NULL, OPT_CDF },
+    { "label",            required_argument, NULL, OPT_LABEL },
+    { "json",             no_argument,       NULL, OPT_JSON },
+    { "zchat-only",       no_argument,       NULL, OPT_ZCHAT_ONLY },
+    { "ceiling-only",     no_argument,       NULL, OPT_CEILING_ONLY },
+    { "flooder",          no_argument,       NULL, OPT_FLOODER },
+    { "senders-receive",  no_argument,       NULL, OPT_SENDERS_RECEIVE },
+    { "verbose",          no_argument,       NULL, 'v' },
+    { "help",             no_argument,       NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+};
+
 //  Returns 0, or 2 on a usage error (message printed).
 static int
 s_parse (s_options_t *options, int argc, char **argv)
 {
     bench_params_t *params = &options->params;
-    //  The whole-number options: name, where it goes, its range.
-    const struct { const char *name; int *target; long min, max; } counts [] = {
-        { "--senders",      &params->senders,       1, 1000 },
-        { "--subscribers",  &params->subscribers,   1, 100000 },
-        { "--sub-procs",    &params->sub_procs,     1, 1000 },
-        { "--size",         &params->size,          BENCH_MIN_SIZE, 65536 },
-        { "--window",       &params->window,        1, 1000000 },
-        { "--hwm",          &params->hwm,           0, 100000000 },
-        { "--timeout",      &params->timeout_s,     1, 3600 },
-        { "--runs",         &options->runs,         1, 1000 },
-        { "--idle-clients", &options->idle_clients, 1, 1000000 },
-        { "--idle-procs",   &options->idle_procs,   1, 1000 },
-        { "--idle-hold",    &options->idle_hold,    1, 86400 },
+    //  The whole-number options, from OPT_SENDERS on: where each goes, its
+    //  range.
+    const struct { int *target; long min, max; } counts [] = {
+        { &params->senders,       1, 1000 },
+        { &params->subscribers,   1, 100000 },
+        { &params->sub_procs,     1, 1000 },
+        { &params->size,          BENCH_MIN_SIZE, 65536 },
+        { &params->window,        1, 1000000 },
+        { &params->hwm,           0, 100000000 },
+        { &params->timeout_s,     1, 3600 },
+        { &options->runs,         1, 1000 },
+        { &options->idle_clients, 1, 1000000 },
+        { &options->idle_procs,   1, 1000 },
+        { &options->idle_hold,    1, 86400 },
     };
-    const size_t count_options = sizeof (counts) / sizeof (counts [0]);
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv [i];
-        const char *value = i + 1 < argc? argv [i + 1]: NULL;
-        long number = -2;       //  -2: a flag without value
-        size_t which = 0;
-        while (which < count_options && !streq (arg, counts [which].name))
-            which++;
-        if (which < count_options) {
-            number = s_number (value, counts [which].min, counts [which].max);
-            *counts [which].target = (int) number;
+    const int count_options = (int) (sizeof (counts) / sizeof (counts [0]));
+    opterr = 0;                     //  our own messages, with the hint
+    int option, index = -1;
+    while ((option = getopt_long (argc, argv, ":vh", s_long_options, &index)) != -1) {
+        const char *value = optarg;
+        bool bad = false;
+        if (option >= OPT_SENDERS && option < OPT_SENDERS + count_options) {
+            long number = s_number (value, counts [option - OPT_SENDERS].min,
+                                    counts [option - OPT_SENDERS].max);
+            *counts [option - OPT_SENDERS].target = (int) number;
+            bad = number < 0;
         }
         else
-        if (streq (arg, "--json"))
-            options->json = true;
-        else
-        if (streq (arg, "--zchat-only"))
-            options->ceiling = false;
-        else
-        if (streq (arg, "--ceiling-only"))
-            options->zchat = false;
-        else
-        if (streq (arg, "--flooder"))
-            params->flooder = true;
-        else
-        if (streq (arg, "--senders-receive"))
-            params->senders_receive = true;
-        else
-        if (streq (arg, "-v") || streq (arg, "--verbose"))
-            params->verbose = true;
-        else
-        if (streq (arg, "--help") || streq (arg, "-h")) {
-            s_usage (stdout);
-            exit (0);
+        switch (option) {
+            case OPT_MESSAGES:
+                params->messages = s_number (value, 1, 100000000);
+                bad = params->messages < 0;
+                break;
+            case OPT_RATE: {
+                char *end = NULL;
+                params->rate = strtod (value, &end);
+                bad = end == value || *end || params->rate < 0;
+                break;
+            }
+            case OPT_DURABLE:
+                bad = !streq (value, "on") && !streq (value, "off");
+                params->durable = streq (value, "on");
+                break;
+            case OPT_DURABLE_OFF_ARGS:  params->durable_off_args = value; break;
+            case OPT_BROKER_ARGS:       params->broker_args = value; break;
+            case OPT_SERVER:            params->server = value; break;
+            case OPT_CSV:               options->csv = value; break;
+            case OPT_CDF:               options->cdf = value; break;
+            case OPT_LABEL:             options->label = value; break;
+            case OPT_JSON:              options->json = true; break;
+            case OPT_ZCHAT_ONLY:        options->ceiling = false; break;
+            case OPT_CEILING_ONLY:      options->zchat = false; break;
+            case OPT_FLOODER:           params->flooder = true; break;
+            case OPT_SENDERS_RECEIVE:   params->senders_receive = true; break;
+            case 'v':                   params->verbose = true; break;
+            case 'h':
+                s_usage (stdout);
+                exit (0);
+            case ':':
+                fprintf (stderr, "zchat-bench: bad or missing value for %s\n",
+                         argv [optind - 1]);
+                return 2;
+            default:
+                fprintf (stderr, "zchat-bench: unknown option '%s' (try --help)\n",
+                         argv [optind - 1]);
+                return 2;
         }
-        else
-        if (streq (arg, "--messages"))
-            params->messages = number = s_number (value, 1, 100000000);
-        else
-        if (streq (arg, "--rate")) {
-            char *end = NULL;
-            params->rate = value? strtod (value, &end): -1;
-            number = (!value || end == value || *end || params->rate < 0)? -1: 0;
-        }
-        else
-        if (streq (arg, "--durable")) {
-            number = value && (streq (value, "on") || streq (value, "off"))? 0: -1;
-            params->durable = value && streq (value, "on");
-        }
-        else
-        if (streq (arg, "--durable-off-args")) {
-            params->durable_off_args = value;
-            number = value? 0: -1;
-        }
-        else
-        if (streq (arg, "--broker-args")) {
-            params->broker_args = value;
-            number = value? 0: -1;
-        }
-        else
-        if (streq (arg, "--server")) {
-            params->server = value;
-            number = value? 0: -1;
-        }
-        else
-        if (streq (arg, "--csv")) {
-            options->csv = value;
-            number = value? 0: -1;
-        }
-        else
-        if (streq (arg, "--cdf")) {
-            options->cdf = value;
-            number = value? 0: -1;
-        }
-        else
-        if (streq (arg, "--label")) {
-            options->label = value;
-            number = value? 0: -1;
-        }
-        else {
-            fprintf (stderr, "zchat-bench: unknown option '%s' (try --help)\n", arg);
+        if (bad) {
+            fprintf (stderr, "zchat-bench: bad value '%s' for --%s\n", value,
+                     s_long_options [index].name);
             return 2;
         }
-        if (number == -1) {
-            fprintf (stderr, "zchat-bench: bad or missing value for %s\n", arg);
-            return 2;
-        }
-        if (number != -2)
-            i++;
+        index = -1;
+    }
+    if (optind < argc) {
+        fprintf (stderr, "zchat-bench: unexpected argument '%s' (try --help)\n",
+                 argv [optind]);
+        return 2;
     }
     if (!options->zchat && !options->ceiling) {
         fprintf (stderr, "zchat-bench: --zchat-only and --ceiling-only exclude each other\n");

@@ -39,3 +39,25 @@ def test_bench_smoke():
           "the raw ceiling run should account for every message too: %r" % c)
     check(isinstance(doc.get("ratio"), dict) and "throughput" in doc["ratio"]
           and "p99" in doc["ratio"], "no ratio section: %r" % doc.get("ratio"))
+
+
+def test_bench_usage_errors():
+    """Bad command lines exit 2 with one line naming the problem, before
+    anything is started; --help exits 0."""
+    exe = require_binary("zchat-bench", skip=True)
+    cases = [(["--bogus"], "unknown option '--bogus'"),
+             (["--senders", "0"], "bad value '0' for --senders"),
+             (["--senders=0"], "bad value '0' for --senders"),
+             (["--durable", "maybe"], "bad value 'maybe' for --durable"),
+             (["--rate", "fast"], "bad value 'fast' for --rate"),
+             (["--size", "8"], "bad value '8' for --size"),
+             (["--window"], "missing value for --window"),
+             (["stray"], "unexpected argument 'stray'"),
+             (["--zchat-only", "--ceiling-only"], "exclude each other")]
+    for argv, says in cases:
+        r = run([exe] + argv, timeout=T(10), name="bench-usage")
+        check(r.rc == 2, "%r should exit 2: %r" % (argv, r))
+        lines = r.err.strip().splitlines()
+        check(len(lines) == 1 and says in lines[0], "%r should say %r: %r" % (argv, says, r.err))
+    r = run([exe, "--help"], timeout=T(10), name="bench-help")
+    check(r.rc == 0 and "--window W" in r.out, "--help: %r" % r)

@@ -258,6 +258,19 @@ int
 int
     bench_worker_done (bench_worker_t *self, const bench_stats_t *stats,
                        const bench_hist_t *lat, const bench_hist_t *ack);
+
+//  A worker role: its name after --role, and what runs it (0 or -1).
+typedef struct {
+    const char *name;
+    int (*run) (bench_worker_t *worker, int argc, char **argv);
+} bench_role_t;
+
+//  Connect to the controller (--ctl, --index in argv), run the role named
+//  role from roles (unknown: reported to the controller), disconnect.
+//  Returns the process's exit code: 0, or 1.
+int
+    bench_worker_run (const char *role, const bench_role_t *roles, size_t count,
+                      int argc, char **argv);
 //  Non-blocking: the next command from the controller ("GO", "STOP"),
 //  or NULL. Returned string is the caller's (zstr_free).
 char *

@@ -417,26 +417,11 @@ cleanup:
 int
 bench_ceiling_role (const char *role, int argc, char **argv)
 {
-    const char *endpoint = bench_arg (argc, argv, "--ctl", NULL);
-    int index = (int) bench_arg_long (argc, argv, "--index", -1);
-    bench_worker_t *worker = bench_worker_new (endpoint, index);
-    if (!worker)
-        return 1;
-    int rc;
-    if (streq (role, "forwarder"))
-        rc = s_forwarder (worker, argc, argv);
-    else
-    if (streq (role, "csender"))
-        rc = s_csender (worker, argc, argv);
-    else
-    if (streq (role, "csub"))
-        rc = s_csub (worker, argc, argv);
-    else {
-        bench_worker_fail (worker, "unknown role");
-        rc = -1;
-    }
-    bench_worker_destroy (&worker);
-    return rc? 1: 0;
+    static const bench_role_t roles [] = {
+        { "forwarder", s_forwarder }, { "csender", s_csender }, { "csub", s_csub }
+    };
+    return bench_worker_run (role, roles, sizeof (roles) / sizeof (roles [0]),
+                             argc, argv);
 }
 
 //  --------------------------------------------------------------------------

@@ -427,6 +427,27 @@ bench_worker_destroy (bench_worker_t **self_p)
     }
 }
 
+int
+bench_worker_run (const char *role, const bench_role_t *roles, size_t count,
+                  int argc, char **argv)
+{
+    const char *endpoint = bench_arg (argc, argv, "--ctl", NULL);
+    int index = (int) bench_arg_long (argc, argv, "--index", -1);
+    bench_worker_t *worker = bench_worker_new (endpoint, index);
+    if (!worker)
+        return 1;
+    int rc = -1;
+    size_t which = 0;
+    while (which < count && !streq (roles [which].name, role))
+        which++;
+    if (which < count)
+        rc = roles [which].run (worker, argc, argv);
+    else
+        bench_worker_fail (worker, "unknown role");
+    bench_worker_destroy (&worker);
+    return rc? 1: 0;
+}
+
 zsock_t *
 bench_worker_sock (bench_worker_t *self)
 {

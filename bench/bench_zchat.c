@@ -591,26 +591,11 @@ bench_zchat_role (const char *role, int argc, char **argv)
     bench_raise_nofile ();
     zsys_set_max_sockets ((size_t) clients * 2 + 64);
     zsys_init ();
-    const char *endpoint = bench_arg (argc, argv, "--ctl", NULL);
-    int index = (int) bench_arg_long (argc, argv, "--index", -1);
-    bench_worker_t *worker = bench_worker_new (endpoint, index);
-    if (!worker)
-        return 1;
-    int rc;
-    if (streq (role, "zsender"))
-        rc = s_zsender (worker, argc, argv);
-    else
-    if (streq (role, "zsub"))
-        rc = s_zsub (worker, argc, argv);
-    else
-    if (streq (role, "zidle"))
-        rc = s_zidle (worker, argc, argv);
-    else {
-        bench_worker_fail (worker, "unknown role");
-        rc = -1;
-    }
-    bench_worker_destroy (&worker);
-    return rc? 1: 0;
+    static const bench_role_t roles [] = {
+        { "zsender", s_zsender }, { "zsub", s_zsub }, { "zidle", s_zidle }
+    };
+    return bench_worker_run (role, roles, sizeof (roles) / sizeof (roles [0]),
+                             argc, argv);
 }
 
 //  --------------------------------------------------------------------------

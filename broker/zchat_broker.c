@@ -444,8 +444,10 @@ s_handle_message (zchat_broker_t *self)
         //  protocol's limit
         s_limited_log (&self->dropped, false, "refused a message",
                        "body over the request limit", address);
-        s_reply_error (self, peer_size, ZCHAT_ERR_TOO_LARGE,
-                       "request over the limit of 69632 bytes");
+        char reason [64];
+        snprintf (reason, sizeof (reason), "request over the limit of %d bytes",
+                  ZCHAT_MAX_REQUEST);
+        s_reply_error (self, peer_size, ZCHAT_ERR_TOO_LARGE, reason);
         return;
     }
     zchat_server_handle (self->server, self->peer, peer_size, user_id, address,

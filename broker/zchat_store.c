@@ -1496,10 +1496,11 @@ s_keys_rebuild (zchat_store_t *self, char *error, size_t error_size)
 //  Whether a round whose PASSIVE checkpoint saw a WAL of frames frames and
 //  copied done of them ends with a RESTART, the event loop's last commit
 //  having left the WAL at now_pages and the last successful RESTART having
-//  seen restarted_at frames: the WAL is long, the round copied all it saw,
-//  at most STORE_CKPT_TAIL_PAGES came since (the lock is held while they
-//  are copied and synced), and nothing at all came since the last RESTART
-//  is not the case (an idle WAL starts over at its next commit anyway).
+//  seen restarted_at frames. Yes if the WAL is long, the round copied all
+//  it saw, at most STORE_CKPT_TAIL_PAGES came since (the lock is held while
+//  they are copied and synced), and the WAL is not one that a RESTART
+//  already caught up with and no commit has touched since (that one starts
+//  over at its next commit anyway).
 
 bool
 zchat_store_ckpt_restart_due (int frames, int done, int now_pages, int restarted_at)

@@ -26,6 +26,7 @@
 
 #include "zchat_log.h"
 #include "zchat_store_int.h"
+#include "zchat_walvfs.h"
 
 //  Every statement the store runs, prepared once in zchat_store_new.
 const char *zchat_store_sql [ST_COUNT] = {
@@ -1680,7 +1681,8 @@ s_ckpt_start (zchat_store_t *self, const char *db_path, bool fsync,
     //  same synchronous setting: a checkpoint fsyncs the WAL before it
     //  copies pages into the database, and the database after.
     int rc = sqlite3_open_v2 (db_path, &ckpt->db,
-                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                              ZCHAT_WALVFS_NAME);
     if (rc != SQLITE_OK) {
         snprintf (error, error_size, "cannot open %s for checkpoints: %s", db_path,
                   ckpt->db? sqlite3_errmsg (ckpt->db): sqlite3_errstr (rc));
@@ -2003,9 +2005,15 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
         goto failed;
     }
     //  NOMUTEX: one thread uses this connection, no need to pay for locks.
-    int rc = sqlite3_open_v2 (db_path, &self->db,
-                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
-                              | SQLITE_OPEN_NOMUTEX, NULL);
+    //  The VFS writes a commit's WAL frames in one go (zchat_walvfs.h).
+    int rc = zchat_walvfs_register ();
+    if (rc != SQLITE_OK) {
+        snprintf (error, error_size, "cannot register the WAL VFS: %s", sqlite3_errstr (rc));
+        goto failed;
+    }
+    rc = sqlite3_open_v2 (db_path, &self->db,
+                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                          ZCHAT_WALVFS_NAME);
     if (rc != SQLITE_OK) {
         snprintf (error, error_size, "cannot open %s: %s", db_path,
                   self->db? sqlite3_errmsg (self->db): sqlite3_errstr (rc));

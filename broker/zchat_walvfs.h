@@ -4,14 +4,17 @@
 //  SQLite writes each WAL frame as two pwrite calls (its 24-byte header,
 //  then the page): a commit of 10 pages is 20 system calls on the broker's
 //  event loop, a fifth of its time flat out. This VFS wraps the default
-//  one; only files opened as WAL are different: their writes gather in a
-//  buffer while they run on from one another, and go to the OS in one
-//  write when the transaction's commit frame is complete, before SQLite
-//  makes the frames visible to other connections (it updates the WAL
-//  index only after writing). Anything else on such a file (a read, a
-//  sync, a truncate, a write elsewhere or of another shape) first writes
-//  what is gathered, so the file reads as SQLite wrote it. So a COMMIT
-//  returns, as before, only once its frames are in the kernel.
+//  one. In a WAL file, whole frames (a header where the WAL's layout puts
+//  one, then its page) appended where the last commit ended gather in a
+//  buffer, and go to the OS when the transaction's commit frame is
+//  complete, before SQLite makes the frames visible to other connections
+//  (it updates the WAL index only after writing): a COMMIT returns, as
+//  before, only once its frames are in the kernel. Anything else on such
+//  a file (a read, a sync, a truncate, a write in place or of another
+//  shape) first writes what is gathered, then goes out itself. What a
+//  transaction gathered and never committed (it spilled, then rolled back)
+//  is dropped when the database file's WAL write lock is released, so it
+//  can never land on what another writer committed since.
 
 #ifndef ZCHAT_WALVFS_H_INCLUDED
 #define ZCHAT_WALVFS_H_INCLUDED
@@ -35,6 +38,7 @@ int
 uint64_t
     zchat_walvfs_writes (void);
 
+//  Self test; asserts on failure.
 void
     zchat_walvfs_test (bool verbose);
 

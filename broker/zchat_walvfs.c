@@ -23,8 +23,8 @@
 //  The unix VFS writes at most 128 KiB - 1 in one call (it masks the size
 //  with 0x1ffff, so a remainder of a multiple of 128 KiB would write
 //  nothing and fail as "disk full"): gathered bytes go out in pieces of
-//  this size.
-#define S_WRITE_MAX         (64 * 1024)
+//  this size at most.
+#define S_WRITE_MAX         (124 * 1024)
 //  SQLite's WAL write lock: the first lock of the shared memory
 #define S_WAL_WRITE_LOCK    0
 
@@ -50,6 +50,7 @@ typedef struct _s_db_file_t {
     sqlite3_file base;
     sqlite3_file *real;
     s_file_t *wal;
+    bool write_locked;          //  holds the WAL write lock (shared memory)
 } s_db_file_t;
 
 static sqlite3_vfs s_vfs;
@@ -59,6 +60,7 @@ static int s_register_rc = SQLITE_ERROR;
 static atomic_uint_fast64_t s_writes;
 static atomic_uint_fast64_t s_in_place;    //  frames written in place (tests)
 static atomic_uint_fast64_t s_discarded;   //  gathered bytes a rollback dropped
+static atomic_bool s_fail_flush;            //  self test: fail the next flush
 
 #define S_WRAPPER_SIZE  (sizeof (s_file_t) > sizeof (s_db_file_t)? \
                          sizeof (s_file_t): sizeof (s_db_file_t))
@@ -71,6 +73,10 @@ static atomic_uint_fast64_t s_discarded;   //  gathered bytes a rollback dropped
 static int
 s_flush (s_file_t *self)
 {
+    if (self->size > 0 && atomic_exchange (&s_fail_flush, false)) {
+        self->size = 0;
+        return SQLITE_FULL;     //  self test: a disk that filled up
+    }
     int rc = SQLITE_OK;
     for (size_t done = 0; done < self->size && rc == SQLITE_OK; done += S_WRITE_MAX) {
         size_t amount = self->size - done < S_WRITE_MAX? self->size - done: S_WRITE_MAX;
@@ -366,7 +372,14 @@ s_db_lock (sqlite3_file *file, int level)
 static int
 s_db_unlock (sqlite3_file *file, int level)
 {
-    return S_DB (file)->pMethods->xUnlock (S_DB (file), level);
+    //  With locking_mode=EXCLUSIVE SQLite takes no WAL write lock in the
+    //  shared memory, so a rolled-back transaction's frames are dropped
+    //  here instead, once the connection lets go of the file (never while
+    //  it holds the WAL write lock: its transaction still runs)
+    s_db_file_t *self = (s_db_file_t *) file;
+    if (self->wal && !self->write_locked && level < SQLITE_LOCK_EXCLUSIVE)
+        s_discard (self->wal);
+    return self->real->pMethods->xUnlock (self->real, level);
 }
 
 static int
@@ -403,10 +416,17 @@ static int
 s_db_shm_lock (sqlite3_file *file, int offset, int n, int flags)
 {
     s_db_file_t *self = (s_db_file_t *) file;
-    if (self->wal && (flags & SQLITE_SHM_UNLOCK) && (flags & SQLITE_SHM_EXCLUSIVE)
-    &&  offset <= S_WAL_WRITE_LOCK && S_WAL_WRITE_LOCK < offset + n)
-        s_discard (self->wal);
-    return self->real->pMethods->xShmLock (self->real, offset, n, flags);
+    bool write_lock = (flags & SQLITE_SHM_EXCLUSIVE)
+                   && offset <= S_WAL_WRITE_LOCK && S_WAL_WRITE_LOCK < offset + n;
+    if (write_lock && (flags & SQLITE_SHM_UNLOCK)) {
+        self->write_locked = false;
+        if (self->wal)
+            s_discard (self->wal);
+    }
+    int rc = self->real->pMethods->xShmLock (self->real, offset, n, flags);
+    if (write_lock && (flags & SQLITE_SHM_LOCK) && rc == SQLITE_OK)
+        self->write_locked = true;
+    return rc;
 }
 
 static void
@@ -806,6 +826,43 @@ zchat_walvfs_test (bool verbose)
     assert (s_test_int (other, "SELECT count (*) FROM t") == 742);
     s_test_integrity (other);
     assert (atomic_load (&s_discarded) > discarded);
+
+    //  The same in locking_mode=EXCLUSIVE, which takes no WAL write lock
+    //  in the shared memory: dropped when the connection, back in NORMAL
+    //  mode, lets go of the file. (Exclusive needs the other connection
+    //  gone, which holds a lock on the database file while open.)
+    s_test_close (&other);
+    s_test_exec (db, "PRAGMA wal_checkpoint (TRUNCATE); PRAGMA locking_mode = EXCLUSIVE;"
+                     " SELECT count (*) FROM t;");
+    discarded = atomic_load (&s_discarded);
+    s_test_exec (db, "BEGIN; WITH RECURSIVE c (i) AS (SELECT 1 UNION ALL SELECT i + 1"
+                     " FROM c WHERE i < 200) INSERT INTO t (x) SELECT randomblob (900)"
+                     " FROM c; ROLLBACK; PRAGMA locking_mode = NORMAL;"
+                     " SELECT count (*) FROM t;");
+    other = s_test_open (path, NULL);
+    s_test_exec (other, "BEGIN; WITH RECURSIVE c (i) AS (SELECT 1 UNION ALL SELECT i + 1"
+                        " FROM c WHERE i < 100) INSERT INTO t (x) SELECT zeroblob (900)"
+                        " FROM c; COMMIT;");
+    assert (s_test_int (db, "SELECT count (*) FROM t") == 842);
+    assert (s_test_int (other, "SELECT count (*) FROM t") == 842);
+    s_test_integrity (other);
+    assert (atomic_load (&s_discarded) > discarded);
+
+    //  Gathered frames that cannot be written when a read needs them (a
+    //  spilled page read back) fail the transaction whole, as an I/O
+    //  error, not just the statement (as "disk full" would, leaving the
+    //  transaction to commit without them)
+    s_test_exec (db, "INSERT INTO t (x) VALUES (randomblob (10))");   //  after the other's
+    s_test_exec (db, "BEGIN; WITH RECURSIVE c (i) AS (SELECT 1 UNION ALL SELECT i + 1"
+                     " FROM c WHERE i < 300) INSERT INTO t (x) SELECT randomblob (800)"
+                     " FROM c;");
+    atomic_store (&s_fail_flush, true);
+    rc = sqlite3_exec (db, "SELECT sum (length (x)) FROM t", NULL, NULL, NULL);
+    assert (!atomic_load (&s_fail_flush));
+    assert ((rc & 0xff) == SQLITE_IOERR);
+    assert (sqlite3_get_autocommit (db));        //  rolled back whole
+    assert (s_test_int (db, "SELECT count (*) FROM t") == 843);
+    s_test_integrity (other);
     s_test_close (&other);
     s_test_close (&db);
     s_test_unlink (path);

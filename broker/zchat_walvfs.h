@@ -13,8 +13,10 @@
 //  a file (a read, a sync, a truncate, a write in place or of another
 //  shape) first writes what is gathered, then goes out itself. What a
 //  transaction gathered and never committed (it spilled, then rolled back)
-//  is dropped when the database file's WAL write lock is released, so it
-//  can never land on what another writer committed since.
+//  is dropped when the database file's WAL write lock is released (or,
+//  in exclusive locking mode, its file lock), so it can never land on
+//  what another writer committed since. The default VFS's files must have
+//  shared memory (io_methods version 3), as the unix VFS's do.
 
 #ifndef ZCHAT_WALVFS_H_INCLUDED
 #define ZCHAT_WALVFS_H_INCLUDED

@@ -465,20 +465,34 @@ static const sqlite3_io_methods s_db_methods = {
 //  The VFS: WAL and main database files get the methods above, everything
 //  else is the default VFS's own file.
 
+//  Open name with the default VFS into the memory after our own part of
+//  file; returns the wrapped file, or NULL with *rc set. SQLite closes a
+//  file only if its methods are set, and ours are not yet.
+static sqlite3_file *
+s_open_real (const char *name, sqlite3_file *file, int flags, int *out_flags, int *rc)
+{
+    sqlite3_file *real = (sqlite3_file *) ((uint8_t *) file + S_REAL_OFFSET);
+    *rc = s_real->xOpen (s_real, name, real, flags, out_flags);
+    if (*rc != SQLITE_OK) {
+        if (real->pMethods)
+            real->pMethods->xClose (real);
+        return NULL;
+    }
+    return real;
+}
+
 static int
 s_open_db (const char *name, sqlite3_file *file, int flags, int *out_flags)
 {
     s_db_file_t *self = (s_db_file_t *) file;
     memset (self, 0, sizeof (s_db_file_t));
-    self->real = (sqlite3_file *) ((uint8_t *) file + S_REAL_OFFSET);
-    int rc = s_real->xOpen (s_real, name, self->real, flags, out_flags);
-    if (rc != SQLITE_OK) {
+    int rc;
+    self->real = s_open_real (name, file, flags, out_flags, &rc);
+    if (!self->real)
+        return rc;
+    if (!self->real->pMethods || self->real->pMethods->iVersion < 3) {
         if (self->real->pMethods)
             self->real->pMethods->xClose (self->real);
-        return rc;
-    }
-    if (!self->real->pMethods || self->real->pMethods->iVersion < 3) {
-        self->real->pMethods->xClose (self->real);
         return SQLITE_CANTOPEN;     //  no shared memory to watch
     }
     self->base.pMethods = &s_db_methods;
@@ -496,14 +510,10 @@ s_open (sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int flags, int *
     s_file_t *self = (s_file_t *) file;
     memset (self, 0, sizeof (s_file_t));
     self->append_at = -1;
-    self->real = (sqlite3_file *) ((uint8_t *) file + S_REAL_OFFSET);
-    int rc = s_real->xOpen (s_real, name, self->real, flags, out_flags);
-    if (rc != SQLITE_OK) {
-        //  SQLite closes a file only if its methods are set: ours are not
-        if (self->real->pMethods)
-            self->real->pMethods->xClose (self->real);
+    int rc;
+    self->real = s_open_real (name, file, flags, out_flags, &rc);
+    if (!self->real)
         return rc;
-    }
     self->base.pMethods = &s_methods;
     //  Its connection's database file, to drop what a rolled-back
     //  transaction gathered when the write lock goes

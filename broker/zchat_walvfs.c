@@ -98,20 +98,25 @@ s_flush_before (s_file_t *self)
     return rc == SQLITE_OK || (rc & 0xff) == SQLITE_IOERR? rc: SQLITE_IOERR_WRITE;
 }
 
+//  The page size a WAL header names, or 0 if it makes no sense.
+static int
+s_header_page_size (const uint8_t *header)
+{
+    uint32_t size = (uint32_t) header [8] << 24 | (uint32_t) header [9] << 16
+                  | (uint32_t) header [10] << 8 | header [11];
+    return size >= 512 && size <= 65536 && (size & (size - 1)) == 0? (int) size: 0;
+}
+
 //  The page size from the WAL's header, read from the file if this
 //  object has not written one (a WAL that was there when it opened); 0
-//  if there is none or it makes no sense.
+//  if there is none.
 static int
 s_page_size (s_file_t *self)
 {
     if (self->page_size == 0 && self->size == 0) {
         uint8_t header [S_WAL_HEADER];
-        if (self->real->pMethods->xRead (self->real, header, S_WAL_HEADER, 0) == SQLITE_OK) {
-            uint32_t size = (uint32_t) header [8] << 24 | (uint32_t) header [9] << 16
-                          | (uint32_t) header [10] << 8 | header [11];
-            if (size >= 512 && size <= 65536 && (size & (size - 1)) == 0)
-                self->page_size = (int) size;
-        }
+        if (self->real->pMethods->xRead (self->real, header, S_WAL_HEADER, 0) == SQLITE_OK)
+            self->page_size = s_header_page_size (header);
     }
     return self->page_size;
 }
@@ -159,13 +164,8 @@ s_write (sqlite3_file *file, const void *data, int amount, sqlite3_int64 offset)
     //  The WAL's header names the page size. A frame is a header where
     //  the layout has one, then its page right after it: anything else
     //  (SQLite splits a padding frame at a sync point) is not gathered.
-    if (offset == 0 && amount >= S_WAL_HEADER) {
-        const uint8_t *bytes = (const uint8_t *) data;
-        uint32_t size = (uint32_t) bytes [8] << 24 | (uint32_t) bytes [9] << 16
-                      | (uint32_t) bytes [10] << 8 | bytes [11];
-        self->page_size = size >= 512 && size <= 65536 && (size & (size - 1)) == 0
-                        ? (int) size: 0;
-    }
+    if (offset == 0 && amount >= S_WAL_HEADER)
+        self->page_size = s_header_page_size ((const uint8_t *) data);
     int page_size = offset == 0? 0: s_page_size (self);
     bool page = self->page_next && offset == self->header_end && amount == page_size;
     bool commit = page && self->commit_next;

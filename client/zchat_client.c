@@ -232,8 +232,10 @@ s_copy (char *dest, size_t dest_size, const char *src)
 //  bursts of hundreds (a drained batch, then the caller's loop): too many
 //  for malloc's small per-thread cache, so each went through its bins at a
 //  few hundred instructions a time. Instead, events with a text up to
-//  about 1 KiB are made in blocks of one size (2 KiB: at most 2 MiB kept
-//  per thread), and zchat_event_destroy keeps freed blocks on a bounded
+//  about 1 KiB are made in blocks of one size (2 KiB: at most 8 MiB kept
+//  per thread, and never more than were once in use: a sender with a few
+//  thousand sends in flight gets their ACKs a group of thousands at a
+//  time), and zchat_event_destroy keeps freed blocks on a bounded
 //  free list of the calling thread (events may be destroyed in any
 //  thread; each thread reuses only what it freed itself). A block is
 //  reused only after the caller destroyed its event, so ownership is
@@ -246,7 +248,7 @@ s_copy (char *dest, size_t dest_size, const char *src)
 
 #define S_BLOCK_SIZE    2048                //  one event + a text up to ~1.3 KB
 #define S_BLOCK_TEXT    (S_BLOCK_SIZE - sizeof (zchat_event_t))
-#define S_POOL_MAX      1024                //  blocks kept per thread
+#define S_POOL_MAX      4096                //  blocks kept per thread
 #if defined (__SANITIZE_ADDRESS__)
 #   define S_POOL_ON    false
 #else

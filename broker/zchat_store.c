@@ -1499,50 +1499,88 @@ s_keys_rebuild (zchat_store_t *self, char *error, size_t error_size)
 //  having left the WAL at now_pages and the last successful RESTART having
 //  seen restarted_at frames. Yes if the WAL is long, the round copied all
 //  it saw, at most STORE_CKPT_TAIL_PAGES came since (the lock is held while
-//  they are copied and synced), and the WAL is not one that a RESTART
-//  already caught up with and no commit has touched since (that one starts
-//  over at its next commit anyway).
+//  they are copied and synced) or the WAL is STORE_CKPT_FORCE_PAGES long
+//  whatever came since, and the WAL is not one that a RESTART already
+//  caught up with and no commit has touched since (that one starts over at
+//  its next commit anyway).
 
 bool
 zchat_store_ckpt_restart_due (int frames, int done, int now_pages, int restarted_at)
 {
     return frames >= STORE_CKPT_RESTART_PAGES && done == frames
-        && now_pages >= done && now_pages - done <= STORE_CKPT_TAIL_PAGES
+        && now_pages >= done
+        && (now_pages - done <= STORE_CKPT_TAIL_PAGES || frames >= STORE_CKPT_FORCE_PAGES)
         && !(frames == restarted_at && now_pages == frames);
+}
+
+
+//  --------------------------------------------------------------------------
+//  A checkpoint that takes the write lock, with the gate closed while it
+//  runs (store_ckpt_t.locking): the event loop finishes the transaction it
+//  is in, if any, and begins no other until the gate opens again, so the
+//  checkpoint gets the lock within its busy timeout even while commits
+//  come back to back. Returns SQLite's code.
+
+static int
+s_ckpt_locked (zchat_store_t *self, int mode, int *frames, int *done)
+{
+    store_ckpt_t *ckpt = &self->ckpt;
+    atomic_store_explicit (&ckpt->locking, true, memory_order_seq_cst);
+    int rc = sqlite3_wal_checkpoint_v2 (ckpt->db, NULL, mode, frames, done);
+    atomic_store_explicit (&ckpt->locking, false, memory_order_seq_cst);
+    return rc;
 }
 
 //  The round's RESTART (STORE_CKPT_RESTART_PAGES). It holds the write lock
 //  while it copies the tail and syncs the WAL and zchat.db, so the event
-//  loop's next commit waits that long; on a slow disk it is logged. A
-//  write lock or reader still busy after STORE_CKPT_RESTART_BUSY_MS makes
-//  SQLite finish it as a PASSIVE pass instead (SQLITE_BUSY): the WAL then
-//  goes on growing until a later round.
-static void
-s_ckpt_restart (zchat_store_t *self, int expected_frames)
+//  loop's next commit waits that long. A write lock or reader still busy
+//  after busy_ms makes SQLite finish it as a PASSIVE pass instead
+//  (SQLITE_BUSY): the WAL then goes on growing until a later round.
+//  Returns whether the WAL starts over at the next commit.
+//
+//  A RESTART that made commits wait STORE_CKPT_SLOW_MS or more is logged,
+//  once per STORE_CKPT_LOG_MS at most: while a stream outruns the disk
+//  that is every few hundred milliseconds.
+static bool
+s_ckpt_restart (zchat_store_t *self, int expected_frames, int busy_ms)
 {
     store_ckpt_t *ckpt = &self->ckpt;
     int frames = 0, done = 0;
-    if (sqlite3_busy_timeout (ckpt->db, STORE_CKPT_RESTART_BUSY_MS) != SQLITE_OK)
-        return;
+    if (sqlite3_busy_timeout (ckpt->db, busy_ms) != SQLITE_OK)
+        return false;
     int64_t started = zclock_usecs ();
-    int rc = sqlite3_wal_checkpoint_v2 (ckpt->db, NULL, SQLITE_CHECKPOINT_RESTART,
-                                        &frames, &done);
+    int rc = s_ckpt_locked (self, SQLITE_CHECKPOINT_RESTART, &frames, &done);
     int64_t took_ms = (zclock_usecs () - started) / 1000;
     if (sqlite3_busy_timeout (ckpt->db, STORE_CKPT_BUSY_MS) != SQLITE_OK)
         zsys_warning ("zchat_store: busy_timeout: %s", sqlite3_errmsg (ckpt->db));
-    if (took_ms >= STORE_CKPT_SLOW_MS)
-        zsys_warning ("zchat_store: RESTART checkpoint of a %d-frame tail took %" PRId64
-                      " ms (slow disk?): commits waited meanwhile",
-                      frames - expected_frames, took_ms);
+    if (took_ms >= STORE_CKPT_SLOW_MS) {
+        ckpt->slow_count++;
+        if (took_ms > ckpt->slow_worst_ms) {
+            ckpt->slow_worst_ms = took_ms;
+            ckpt->slow_worst_tail = frames - expected_frames;
+        }
+        int64_t now_ms = started / 1000 + took_ms;
+        if (now_ms - ckpt->slow_logged_ms >= STORE_CKPT_LOG_MS) {
+            zsys_warning ("zchat_store: %d RESTART checkpoint%s took %d ms or more"
+                          " (longest %" PRId64 " ms, a %d-frame tail): commits"
+                          " waited meanwhile (slow disk, or a stream faster than it)",
+                          ckpt->slow_count, ckpt->slow_count > 1? "s": "",
+                          STORE_CKPT_SLOW_MS, ckpt->slow_worst_ms, ckpt->slow_worst_tail);
+            ckpt->slow_logged_ms = now_ms;
+            ckpt->slow_count = 0;
+            ckpt->slow_worst_ms = 0;
+        }
+    }
     if (rc == SQLITE_OK) {
         ckpt->restarted_at = frames;
         pthread_mutex_lock (&ckpt->mutex);
         ckpt->restarts++;
         pthread_mutex_unlock (&ckpt->mutex);
+        return true;
     }
-    else
     if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
         zsys_warning ("zchat_store: RESTART checkpoint: %s", sqlite3_errmsg (ckpt->db));
+    return false;
 }
 
 //  --------------------------------------------------------------------------
@@ -1550,10 +1588,9 @@ s_ckpt_restart (zchat_store_t *self, int expected_frames)
 //  copies what it can without taking the write lock or waiting for
 //  anyone, so commits on the event loop go on meanwhile; then perhaps a
 //  RESTART (zchat_store_ckpt_restart_due). Only a WAL file grown past the
-//  cap (a reader held an old snapshot for long, or a flat-out stream never
-//  left a short tail) gets a TRUNCATE, which holds the write lock while it
-//  waits for readers, at most STORE_CKPT_BUSY_MS (the connection's busy
-//  timeout).
+//  cap that no RESTART caught (a reader held an old snapshot for long)
+//  gets a TRUNCATE, which holds the write lock while it waits for
+//  readers, at most STORE_CKPT_BUSY_MS (the connection's busy timeout).
 
 static void
 s_ckpt_run (zchat_store_t *self, int64_t cap_bytes, void (*between) (void *), void *arg)
@@ -1567,17 +1604,22 @@ s_ckpt_run (zchat_store_t *self, int64_t cap_bytes, void (*between) (void *), vo
     if (between)
         between (arg);          //  self test: commits land here
     int now_pages = atomic_load_explicit (&ckpt->wal_pages, memory_order_relaxed);
+    //  A long tail (STORE_CKPT_FORCE_PAGES) may find the event loop in a
+    //  transaction slowed by the disk: it gets longer to end it. A WAL
+    //  file over the cap that starts over at the next commit needs no
+    //  TRUNCATE: that commit cuts the file to the cap (journal_size_limit).
     if (rc == SQLITE_OK
-    &&  zchat_store_ckpt_restart_due (frames, done, now_pages, ckpt->restarted_at))
-        s_ckpt_restart (self, frames);
+    &&  zchat_store_ckpt_restart_due (frames, done, now_pages, ckpt->restarted_at)
+    &&  s_ckpt_restart (self, frames, now_pages - done <= STORE_CKPT_TAIL_PAGES
+                                      ? STORE_CKPT_RESTART_BUSY_MS: STORE_CKPT_BUSY_MS))
+        return;
     struct stat st;
     if (stat (ckpt->wal_path, &st) || st.st_size <= cap_bytes)
         return;
     pthread_mutex_lock (&ckpt->mutex);
     ckpt->truncates++;
     pthread_mutex_unlock (&ckpt->mutex);
-    rc = sqlite3_wal_checkpoint_v2 (ckpt->db, NULL, SQLITE_CHECKPOINT_TRUNCATE,
-                                    &frames, &done);
+    rc = s_ckpt_locked (self, SQLITE_CHECKPOINT_TRUNCATE, &frames, &done);
     if (rc != SQLITE_OK)
         zsys_warning ("zchat_store: WAL of %lld bytes over the cap, TRUNCATE checkpoint: %s",
                       (long long) st.st_size, sqlite3_errmsg (ckpt->db));
@@ -1806,6 +1848,13 @@ zchat_store_ckpt_cap (zchat_store_t *self, int64_t cap_bytes)
 }
 
 void
+zchat_store_ckpt_gate (zchat_store_t *self, bool locking)
+{
+    assert (self);
+    atomic_store_explicit (&self->ckpt.locking, locking, memory_order_seq_cst);
+}
+
+void
 zchat_store_ckpt_between (zchat_store_t *self, void (*between) (void *), void *arg)
 {
     assert (self && self->ckpt.mutex_ready);
@@ -1937,21 +1986,45 @@ zchat_store_newest_known (zchat_store_t *self, const char *room, uint64_t *last_
 //  or an operator's shell). SQLite's own busy_timeout sleeps 1, 2,
 //  5, 10, 15, 20 ms in turn, so a lock held for 9 ms kept the loop asleep
 //  for 18; polling every STORE_BUSY_POLL_US keeps the stall at the time the
-//  lock is really held. Gives up after STORE_BUSY_TIMEOUT_MS as before.
-//  count is 0 on the first call of each wait.
+//  lock is really held. Gives up after STORE_BUSY_TIMEOUT_MS as before,
+//  unless the holder is the checkpointer (the gate is closed): it holds
+//  the lock as long as the disk takes to catch up, and a transaction
+//  failed for that was a message refused (ERROR 500) that waiting a
+//  little longer would have stored. count is 0 on the first call of each
+//  wait.
 
-static int
-s_busy_wait (void *arg, int count)
+int
+zchat_store_busy_wait (void *arg, int count)
 {
-    int64_t *started = (int64_t *) arg;
+    zchat_store_t *self = (zchat_store_t *) arg;
     int64_t now = zclock_usecs ();
     if (count == 0)
-        *started = now;
-    if (now - *started >= STORE_BUSY_TIMEOUT_MS * 1000)
+        self->busy_started = now;
+    int64_t limit_ms = atomic_load_explicit (&self->ckpt.locking, memory_order_seq_cst)
+                     ? STORE_CKPT_GATE_MAX_MS: STORE_BUSY_TIMEOUT_MS;
+    if (now - self->busy_started >= limit_ms * 1000)
         return 0;
     struct timespec pause = { 0, STORE_BUSY_POLL_US * 1000L };
     nanosleep (&pause, NULL);
     return 1;
+}
+
+
+//  --------------------------------------------------------------------------
+//  BEGIN IMMEDIATE, after waiting (at most STORE_CKPT_GATE_MAX_MS) for a
+//  checkpoint that takes the write lock to finish. Returns 0 or -1.
+
+static int
+s_begin (zchat_store_t *self)
+{
+    if (atomic_load_explicit (&self->ckpt.locking, memory_order_seq_cst)) {
+        int64_t started = zclock_usecs ();
+        const struct timespec pause = { 0, STORE_BUSY_POLL_US * 1000L };
+        while (atomic_load_explicit (&self->ckpt.locking, memory_order_seq_cst)
+        &&     zclock_usecs () - started < STORE_CKPT_GATE_MAX_MS * 1000)
+            nanosleep (&pause, NULL);
+    }
+    return s_run (self, ST_BEGIN);
 }
 
 
@@ -2019,7 +2092,7 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
                   self->db? sqlite3_errmsg (self->db): sqlite3_errstr (rc));
         goto failed;
     }
-    if (sqlite3_busy_handler (self->db, s_busy_wait, &self->busy_started) != SQLITE_OK) {
+    if (sqlite3_busy_handler (self->db, zchat_store_busy_wait, self) != SQLITE_OK) {
         snprintf (error, error_size, "busy handler: %s", sqlite3_errmsg (self->db));
         goto failed;
     }
@@ -2219,7 +2292,7 @@ zchat_store_begin (zchat_store_t *self)
         zsys_error ("zchat_store: begin: a group is already open");
         return -1;
     }
-    if (s_run (self, ST_BEGIN))
+    if (s_begin (self))
         return -1;
     self->in_group = true;
     self->group_failed = false;
@@ -2914,7 +2987,7 @@ zchat_store_retain (zchat_store_t *self, uint64_t max_messages,
     int rooms = budget;
     //  Taken back if the transaction fails: what it passed is still there.
     int64_t age_cursor = self->age_cursor;
-    if (s_run (self, ST_BEGIN))
+    if (s_begin (self))
         return -1;
     int64_t removed = 0;
     if (max_age_ms && now_ms > max_age_ms) {

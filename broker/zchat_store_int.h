@@ -98,8 +98,23 @@
 #define STORE_CKPT_RESTART_PAGES 4000
 #define STORE_CKPT_TAIL_PAGES   32
 #define STORE_CKPT_RESTART_BUSY_MS 2
-//  A RESTART that took this long is logged: commits waited for it.
+//  A stream faster than the disk (flat out with 1 KiB texts: every byte
+//  goes to the disk twice, WAL and zchat.db) never leaves a short tail, so
+//  the WAL grew to the cap and its TRUNCATE, starved of the write lock or
+//  holding it while the disk caught up, made commits fail (ERROR 500). A
+//  round that copied a WAL of STORE_CKPT_FORCE_PAGES (32 MiB) whatever the
+//  tail ends with a RESTART too: the event loop waits at the gate
+//  (zchat_store_begin) while it copies the tail, which is how a disk that
+//  cannot keep up slows the senders down instead of failing them.
+#define STORE_CKPT_FORCE_PAGES  8000
+//  The longest the event loop waits for the checkpointer's write lock (at
+//  the gate or in the busy handler) before it gives up on a transaction;
+//  for any other holder of the lock it is STORE_BUSY_TIMEOUT_MS.
+#define STORE_CKPT_GATE_MAX_MS  10000
+//  A RESTART that took this long is logged, once per STORE_CKPT_LOG_MS at
+//  most: commits waited for it.
 #define STORE_CKPT_SLOW_MS      50
+#define STORE_CKPT_LOG_MS       10000
 //  A WAL file bigger than this (passive checkpoints starved by a reader
 //  holding an old snapshot) gets a TRUNCATE checkpoint, which waits for
 //  readers at most STORE_CKPT_BUSY_MS while holding the write lock.
@@ -129,11 +144,20 @@ typedef struct {
     //  WAL size in pages after the last commit: written by the event
     //  loop, read by the thread (how much a round left uncopied)
     atomic_int wal_pages;
+    //  Set by the thread around every checkpoint that takes the write
+    //  lock (RESTART, TRUNCATE): the event loop begins no transaction
+    //  meanwhile, and waits for the lock as long as the thread holds it.
+    atomic_bool locking;
     //  Event loop thread only
     int wake_at;                    //  wake the thread at this WAL size
     uint64_t wakes;                 //  times the WAL hook woke it
-    //  Checkpointer thread only: the WAL's frames at the last RESTART
+    //  Checkpointer thread only: the WAL's frames at the last RESTART;
+    //  slow RESTARTs since the last log line, the longest, when logged
     int restarted_at;
+    int slow_count;
+    int64_t slow_worst_ms;
+    int slow_worst_tail;
+    int64_t slow_logged_ms;
 } store_ckpt_t;
 
 //  Self test access to the checkpointer: hold (skip checkpoints) or let
@@ -149,6 +173,13 @@ void
     zchat_store_ckpt_cap (zchat_store_t *self, int64_t cap_bytes);
 void
     zchat_store_ckpt_between (zchat_store_t *self, void (*between) (void *), void *arg);
+//  Self test: close or open the gate as the thread does around a RESTART
+void
+    zchat_store_ckpt_gate (zchat_store_t *self, bool locking);
+//  The event loop connection's busy handler (arg is the store), for the
+//  self test
+int
+    zchat_store_busy_wait (void *arg, int count);
 //  The checkpointer's RESTART rule (STORE_CKPT_RESTART_PAGES), for the
 //  self test
 bool

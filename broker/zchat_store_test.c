@@ -300,6 +300,14 @@ s_test_checkpoints (const char *base, bool verbose)
     assert (!zchat_store_ckpt_restart_due (R, R, 2, 0));        //  started over
     assert (!zchat_store_ckpt_restart_due (R, R, R, R));        //  idle since
     assert (zchat_store_ckpt_restart_due (R, R, R + 1, R));
+    //  ... or, a stream faster than the disk never leaving a short tail,
+    //  a WAL of STORE_CKPT_FORCE_PAGES copied whatever came since
+    const int F = STORE_CKPT_FORCE_PAGES;
+    assert (F > R);
+    assert (zchat_store_ckpt_restart_due (F, F, 2 * F, 0));
+    assert (!zchat_store_ckpt_restart_due (F - 1, F - 1, 2 * F, 0));
+    assert (!zchat_store_ckpt_restart_due (F, F - 1, 2 * F, 0));
+    assert (!zchat_store_ckpt_restart_due (F, F, F, F));        //  idle since
 
     //  A reader holding an old snapshot starves passive checkpoints; past
     //  the cap the thread tries TRUNCATE, which gives up after its short
@@ -350,6 +358,97 @@ s_test_checkpoints (const char *base, bool verbose)
     zchat_store_destroy (&store);
     zstr_free (&db_path);
     zstr_free (&wal);
+    zstr_free (&dir);
+}
+
+//  The gate: a second connection holds the write lock, as the
+//  checkpointer's RESTART does while the disk catches up, and opens the
+//  gate when it lets go.
+typedef struct {
+    zchat_store_t *store;
+    sqlite3 *other;
+    int hold_ms;
+} s_gate_t;
+
+static void *
+s_gate_holder (void *arg)
+{
+    s_gate_t *gate = (s_gate_t *) arg;
+    zclock_sleep (gate->hold_ms);
+    int rc = sqlite3_exec (gate->other, "COMMIT", NULL, NULL, NULL);
+    assert (rc == SQLITE_OK);
+    zchat_store_ckpt_gate (gate->store, false);
+    return NULL;
+}
+
+//  While the checkpointer holds the write lock (the gate is closed) a
+//  group waits as long as it takes, where any other holder makes it give
+//  up after STORE_BUSY_TIMEOUT_MS: a stream faster than the disk used to
+//  get ERROR 500 when a RESTART's syncs outlasted that.
+static void
+s_test_gate (const char *base, bool verbose)
+{
+    char error [256];
+    char *dir = zsys_sprintf ("%s/gate", base);
+    assert (dir);
+    zchat_store_t *store = zchat_store_new (dir, false, error, sizeof (error));
+    assert (store);
+    char *db_path = zsys_sprintf ("%s/%s", dir, STORE_DB_NAME);
+    assert (db_path);
+    sqlite3 *other = NULL;
+    int rc = sqlite3_open_v2 (db_path, &other, SQLITE_OPEN_READWRITE, NULL);
+    assert (rc == SQLITE_OK);
+
+    //  The busy handler: the usual limit, or the gate's while it is closed
+    rc = zchat_store_busy_wait (store, 0);
+    assert (rc == 1);
+    store->busy_started -= (STORE_BUSY_TIMEOUT_MS + 10) * 1000;
+    rc = zchat_store_busy_wait (store, 1);
+    assert (rc == 0);
+    zchat_store_ckpt_gate (store, true);
+    rc = zchat_store_busy_wait (store, 1);
+    assert (rc == 1);
+    store->busy_started -= STORE_CKPT_GATE_MAX_MS * 1000;
+    rc = zchat_store_busy_wait (store, 1);
+    assert (rc == 0);
+    zchat_store_ckpt_gate (store, false);
+
+    //  Another holder: given up after STORE_BUSY_TIMEOUT_MS
+    rc = sqlite3_exec (other, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    assert (rc == SQLITE_OK);
+    int64_t started = zclock_mono ();
+    rc = zchat_store_begin (store);
+    int64_t waited = zclock_mono () - started;
+    assert (rc == -1);
+    assert (waited >= STORE_BUSY_TIMEOUT_MS && waited < STORE_CKPT_GATE_MAX_MS);
+
+    //  The checkpointer: waited for, three times as long
+    s_gate_t gate = { store, other, 3 * STORE_BUSY_TIMEOUT_MS };
+    zchat_store_ckpt_gate (store, true);
+    pthread_t thread;
+    rc = pthread_create (&thread, NULL, s_gate_holder, &gate);
+    assert (rc == 0);
+    started = zclock_mono ();
+    rc = zchat_store_begin (store);
+    waited = zclock_mono () - started;
+    assert (rc == 0);
+    assert (waited >= gate.hold_ms);
+    uint64_t seq = zchat_store_last_seq (store, "gate") + 1;
+    rc = zchat_store_append (store, "gate", seq, 1700000000000ull, "gater",
+                             ZCHAT_KIND_TEXT, "through", 7, 1, NULL, NULL, NULL);
+    assert (rc == 0);
+    rc = zchat_store_commit (store);
+    assert (rc == 0);
+    rc = pthread_join (thread, NULL);
+    assert (rc == 0);
+    assert (zchat_store_last_seq (store, "gate") == seq);
+    if (verbose)
+        printf ("\n   a group waited %" PRId64 " ms at the gate", waited);
+
+    rc = sqlite3_close (other);
+    assert (rc == SQLITE_OK);
+    zchat_store_destroy (&store);
+    zstr_free (&db_path);
     zstr_free (&dir);
 }
 
@@ -1494,6 +1593,7 @@ zchat_store_test (bool verbose)
     zstr_free (&dir2);
 
     s_test_checkpoints (base, verbose);
+    s_test_gate (base, verbose);
     s_test_index (base, verbose);
     s_test_pages (base, verbose);
     s_test_age_walk (base, verbose);

@@ -46,7 +46,7 @@ s_usage (FILE *file)
 "  --size BYTES         message text size, >= %d (64)\n"
 "  --messages N         messages per sender (100000)\n"
 "  --rate MSGS_PER_S    total send rate over all senders, 0 = flat out (0)\n"
-"  --window W           unacknowledged sends per zchat sender (512)\n"
+"  --window W           unacknowledged sends per zchat sender (2048)\n"
 "  --durable on|off     off: broker started with '%s' (on)\n"
 "  --durable-off-args A broker arguments that turn durable commit off\n"
 "  --broker-args A      extra arguments for our broker (space-separated)\n"
@@ -524,7 +524,7 @@ main (int argc, char **argv)
     s_options_t options = {
         .params = {
             .senders = 1, .subscribers = 1, .size = 64, .messages = 100000,
-            .rate = 0, .window = 512, .hwm = 0, .timeout_s = 120,
+            .rate = 0, .window = 2048, .hwm = 0, .timeout_s = 120,
             .durable = true, .durable_off_args = DURABLE_OFF_ARGS
         },
         .runs = 1, .zchat = true, .ceiling = true

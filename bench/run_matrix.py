@@ -55,20 +55,23 @@ DURABLE_OFF_SWITCH = "--durable"
 ZCHAT_BROKER_ARGS = "--pub-hwm 100000"
 
 # name, senders, subscribers, size, messages per sender, rate, durable
-# Counts are chosen so a zchat run takes a second or two on 2 cores.
+# Counts are chosen so a zchat run takes about a second on 2 cores: runs of
+# a tenth of a second (these counts divided by ten, before zchat got
+# faster) were mostly start-up for both sides, and their ratios spread
+# twice as wide (measured: 0.69-0.89 against 0.72-0.74 for 1to1-64B).
 MATRIX = [
-    ("1to1-64B-durable", 1, 1, 64, 100000, 0, "on"),
-    ("1to1-64B-nodurable", 1, 1, 64, 100000, 0, "off"),
-    ("4to4-64B-durable", 4, 4, 64, 25000, 0, "on"),
-    ("4to4-64B-nodurable", 4, 4, 64, 25000, 0, "off"),
-    ("1to50-64B-durable", 1, 50, 64, 10000, 0, "on"),
-    ("1to50-64B-nodurable", 1, 50, 64, 10000, 0, "off"),
-    ("1to1-1KiB-durable", 1, 1, 1024, 50000, 0, "on"),
-    ("1to1-1KiB-nodurable", 1, 1, 1024, 50000, 0, "off"),
-    ("4to4-1KiB-durable", 4, 4, 1024, 12500, 0, "on"),
-    ("4to4-1KiB-nodurable", 4, 4, 1024, 12500, 0, "off"),
-    ("1to50-1KiB-durable", 1, 50, 1024, 5000, 0, "on"),
-    ("1to50-1KiB-nodurable", 1, 50, 1024, 5000, 0, "off"),
+    ("1to1-64B-durable", 1, 1, 64, 1000000, 0, "on"),
+    ("1to1-64B-nodurable", 1, 1, 64, 1000000, 0, "off"),
+    ("4to4-64B-durable", 4, 4, 64, 100000, 0, "on"),
+    ("4to4-64B-nodurable", 4, 4, 64, 100000, 0, "off"),
+    ("1to50-64B-durable", 1, 50, 64, 20000, 0, "on"),
+    ("1to50-64B-nodurable", 1, 50, 64, 20000, 0, "off"),
+    ("1to1-1KiB-durable", 1, 1, 1024, 300000, 0, "on"),
+    ("1to1-1KiB-nodurable", 1, 1, 1024, 300000, 0, "off"),
+    ("4to4-1KiB-durable", 4, 4, 1024, 50000, 0, "on"),
+    ("4to4-1KiB-nodurable", 4, 4, 1024, 50000, 0, "off"),
+    ("1to50-1KiB-durable", 1, 50, 1024, 10000, 0, "on"),
+    ("1to50-1KiB-nodurable", 1, 50, 1024, 10000, 0, "off"),
     ("latency-10k-64B", 1, 1, 64, 30000, 10000, "on"),
 ]
 

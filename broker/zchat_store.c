@@ -1515,19 +1515,44 @@ zchat_store_ckpt_restart_due (int frames, int done, int now_pages, int restarted
 
 
 //  --------------------------------------------------------------------------
+//  Busy handler of the checkpointer's connection: waits up to ckpt.busy_ms
+//  for the write lock or for readers, looking every STORE_BUSY_POLL_US.
+//  Giving up opens the gate at once: SQLite then goes on copying the WAL
+//  as a PASSIVE pass would, syncs included, without the lock, and the
+//  event loop must not wait for that (s_ckpt_locked).
+
+static int
+s_ckpt_busy (void *arg, int count)
+{
+    store_ckpt_t *ckpt = (store_ckpt_t *) arg;
+    int64_t now = zclock_usecs ();
+    if (count == 0)
+        ckpt->busy_started = now;
+    if (now - ckpt->busy_started >= (int64_t) ckpt->busy_ms * 1000) {
+        atomic_store_explicit (&ckpt->locking, false, memory_order_seq_cst);
+        return 0;
+    }
+    const struct timespec pause = { 0, STORE_BUSY_POLL_US * 1000L };
+    nanosleep (&pause, NULL);
+    return 1;
+}
+
+//  --------------------------------------------------------------------------
 //  A checkpoint that takes the write lock, with the gate closed while it
 //  runs (store_ckpt_t.locking): the event loop finishes the transaction it
 //  is in, if any, and begins no other until the gate opens again, so the
-//  checkpoint gets the lock within its busy timeout even while commits
-//  come back to back. Returns SQLite's code.
+//  checkpoint gets the lock within busy_ms even while commits come back to
+//  back. Returns SQLite's code.
 
 static int
-s_ckpt_locked (zchat_store_t *self, int mode, int *frames, int *done)
+s_ckpt_locked (zchat_store_t *self, int mode, int busy_ms, int *frames, int *done)
 {
     store_ckpt_t *ckpt = &self->ckpt;
+    ckpt->busy_ms = busy_ms;
     atomic_store_explicit (&ckpt->locking, true, memory_order_seq_cst);
     int rc = sqlite3_wal_checkpoint_v2 (ckpt->db, NULL, mode, frames, done);
     atomic_store_explicit (&ckpt->locking, false, memory_order_seq_cst);
+    ckpt->busy_ms = STORE_CKPT_BUSY_MS;
     return rc;
 }
 
@@ -1546,14 +1571,12 @@ s_ckpt_restart (zchat_store_t *self, int expected_frames, int busy_ms)
 {
     store_ckpt_t *ckpt = &self->ckpt;
     int frames = 0, done = 0;
-    if (sqlite3_busy_timeout (ckpt->db, busy_ms) != SQLITE_OK)
-        return false;
     int64_t started = zclock_usecs ();
-    int rc = s_ckpt_locked (self, SQLITE_CHECKPOINT_RESTART, &frames, &done);
+    int rc = s_ckpt_locked (self, SQLITE_CHECKPOINT_RESTART, busy_ms, &frames, &done);
     int64_t took_ms = (zclock_usecs () - started) / 1000;
-    if (sqlite3_busy_timeout (ckpt->db, STORE_CKPT_BUSY_MS) != SQLITE_OK)
-        zsys_warning ("zchat_store: busy_timeout: %s", sqlite3_errmsg (ckpt->db));
-    if (took_ms >= STORE_CKPT_SLOW_MS) {
+    //  Only a RESTART that got the lock made commits wait: one that did not
+    //  opened the gate as it gave up (s_ckpt_busy)
+    if (rc == SQLITE_OK && took_ms >= STORE_CKPT_SLOW_MS) {
         ckpt->slow_count++;
         if (took_ms > ckpt->slow_worst_ms) {
             ckpt->slow_worst_ms = took_ms;
@@ -1619,7 +1642,7 @@ s_ckpt_run (zchat_store_t *self, int64_t cap_bytes, void (*between) (void *), vo
     pthread_mutex_lock (&ckpt->mutex);
     ckpt->truncates++;
     pthread_mutex_unlock (&ckpt->mutex);
-    rc = s_ckpt_locked (self, SQLITE_CHECKPOINT_TRUNCATE, &frames, &done);
+    rc = s_ckpt_locked (self, SQLITE_CHECKPOINT_TRUNCATE, STORE_CKPT_BUSY_MS, &frames, &done);
     if (rc != SQLITE_OK)
         zsys_warning ("zchat_store: WAL of %lld bytes over the cap, TRUNCATE checkpoint: %s",
                       (long long) st.st_size, sqlite3_errmsg (ckpt->db));
@@ -1730,7 +1753,8 @@ s_ckpt_start (zchat_store_t *self, const char *db_path, bool fsync,
                   ckpt->db? sqlite3_errmsg (ckpt->db): sqlite3_errstr (rc));
         return -1;
     }
-    if (sqlite3_busy_timeout (ckpt->db, STORE_CKPT_BUSY_MS) != SQLITE_OK
+    ckpt->busy_ms = STORE_CKPT_BUSY_MS;
+    if (sqlite3_busy_handler (ckpt->db, s_ckpt_busy, ckpt) != SQLITE_OK
     ||  s_pragma (ckpt->db, fsync? "PRAGMA synchronous = FULL"
                                  : "PRAGMA synchronous = NORMAL", NULL, error, error_size)
     ||  s_pragma (ckpt->db, "PRAGMA journal_size_limit = 67108864", NULL, error, error_size)) {
@@ -1786,6 +1810,11 @@ s_ckpt_stop (zchat_store_t *self)
         int rc = pthread_join (ckpt->thread, NULL);
         assert (rc == 0);
         ckpt->started = false;
+        if (ckpt->slow_count)
+            zsys_warning ("zchat_store: %d more RESTART checkpoint%s took %d ms or more"
+                          " (longest %" PRId64 " ms)", ckpt->slow_count,
+                          ckpt->slow_count > 1? "s": "", STORE_CKPT_SLOW_MS,
+                          ckpt->slow_worst_ms);
     }
     if (ckpt->mutex_ready) {
         pthread_cond_destroy (&ckpt->cond);
@@ -1998,10 +2027,17 @@ zchat_store_busy_wait (void *arg, int count)
 {
     zchat_store_t *self = (zchat_store_t *) arg;
     int64_t now = zclock_usecs ();
-    if (count == 0)
-        self->busy_started = now;
-    int64_t limit_ms = atomic_load_explicit (&self->ckpt.locking, memory_order_seq_cst)
-                     ? STORE_CKPT_GATE_MAX_MS: STORE_BUSY_TIMEOUT_MS;
+    if (count == 0) {
+        //  A BEGIN that waited at the gate already counts that wait
+        self->busy_started = self->gate_started? self->gate_started: now;
+        self->busy_gated = self->gate_started != 0;
+        self->gate_started = 0;
+    }
+    //  Once the gate was seen closed the holder is the checkpointer, also
+    //  if it has let go of the lock but not yet opened the gate
+    if (atomic_load_explicit (&self->ckpt.locking, memory_order_seq_cst))
+        self->busy_gated = true;
+    int64_t limit_ms = self->busy_gated? STORE_CKPT_GATE_MAX_MS: STORE_BUSY_TIMEOUT_MS;
     if (now - self->busy_started >= limit_ms * 1000)
         return 0;
     struct timespec pause = { 0, STORE_BUSY_POLL_US * 1000L };
@@ -2017,14 +2053,19 @@ zchat_store_busy_wait (void *arg, int count)
 static int
 s_begin (zchat_store_t *self)
 {
+    self->gate_started = 0;
     if (atomic_load_explicit (&self->ckpt.locking, memory_order_seq_cst)) {
         int64_t started = zclock_usecs ();
         const struct timespec pause = { 0, STORE_BUSY_POLL_US * 1000L };
         while (atomic_load_explicit (&self->ckpt.locking, memory_order_seq_cst)
         &&     zclock_usecs () - started < STORE_CKPT_GATE_MAX_MS * 1000)
             nanosleep (&pause, NULL);
+        //  The busy handler's limit runs from here, not from BEGIN
+        self->gate_started = started;
     }
-    return s_run (self, ST_BEGIN);
+    int rc = s_run (self, ST_BEGIN);
+    self->gate_started = 0;
+    return rc;
 }
 
 

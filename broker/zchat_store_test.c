@@ -286,6 +286,50 @@ s_test_checkpoints (const char *base, bool verbose)
     assert (store->ckpt.wal_pages < prev_pages);
     assert (store->ckpt.wal_pages < STORE_CKPT_PAGES);
     s_assert_wal (store, seq - 9, seq);
+
+    //  A stream faster than the disk: the WAL is STORE_CKPT_FORCE_PAGES long
+    //  and much more than a short tail came during the round. The round
+    //  still ends with a RESTART, and the WAL file, over the (lowered) cap,
+    //  gets no TRUNCATE on top: the next commit starts it over.
+    zchat_store_ckpt_hold (store, true);
+    while (store->ckpt.wal_pages < STORE_CKPT_FORCE_PAGES + STORE_CKPT_PAGES)
+        s_fill_wal (store, &seq);
+    uint64_t truncates_before = 0;
+    zchat_store_ckpt_stats (store, &runs_before, &truncates_before, &restarts_before);
+    zchat_store_ckpt_cap (store, 4096);
+    zchat_store_ckpt_between (store, s_between, &between);
+    int rc = zchat_store_begin (store);
+    assert (rc == 0);
+    prev_pages = store->ckpt.wal_pages;
+    zchat_store_ckpt_hold (store, false);
+    zchat_store_ckpt_wake (store);
+    s_sem_wait (&between.passive_done, 5000);
+    for (int i = 0; i < 64; i++) {
+        ++seq;
+        rc = zchat_store_append (store, "wal", seq, 1700000000000ull + seq, "walker",
+                                 ZCHAT_KIND_TEXT, text, sizeof (text), seq, NULL, NULL, NULL);
+        assert (rc == 0);
+    }
+    rc = zchat_store_commit (store);
+    assert (rc == 0);
+    assert (store->ckpt.wal_pages - prev_pages > STORE_CKPT_TAIL_PAGES);
+    zchat_store_ckpt_between (store, NULL, NULL);
+    assert (sem_post (&between.go_on) == 0);
+    deadline = zclock_mono () + 5000;
+    runs = runs_before;
+    uint64_t truncates = truncates_before;
+    while (runs == runs_before) {
+        assert (zclock_mono () < deadline);
+        zclock_sleep (5);
+        zchat_store_ckpt_stats (store, &runs, &truncates, &restarts);
+    }
+    assert (restarts == restarts_before + 1);
+    assert (truncates == truncates_before);
+    zchat_store_ckpt_cap (store, STORE_WAL_CAP_BYTES);
+    prev_pages = store->ckpt.wal_pages;
+    s_fill_wal (store, &seq);
+    assert (store->ckpt.wal_pages < prev_pages);
+    s_assert_wal (store, seq - 9, seq);
     sem_destroy (&between.passive_done);
     sem_destroy (&between.go_on);
 
@@ -324,11 +368,10 @@ s_test_checkpoints (const char *base, bool verbose)
     assert (sqlite3_step (read) == SQLITE_ROW);
     for (int i = 0; i < 8; i++)
         s_fill_wal (store, &seq);
-    uint64_t truncates = 0;
     zchat_store_ckpt_cap (store, 4096);
     zchat_store_ckpt_wake (store);
     deadline = zclock_mono () + 5000;
-    while (truncates == 0) {
+    while (truncates == truncates_before) {
         assert (zclock_mono () < deadline);
         zclock_sleep (5);
         zchat_store_ckpt_stats (store, NULL, &truncates, NULL);
@@ -375,8 +418,10 @@ s_gate_holder (void *arg)
 {
     s_gate_t *gate = (s_gate_t *) arg;
     zclock_sleep (gate->hold_ms);
-    int rc = sqlite3_exec (gate->other, "COMMIT", NULL, NULL, NULL);
-    assert (rc == SQLITE_OK);
+    if (gate->other) {
+        int rc = sqlite3_exec (gate->other, "COMMIT", NULL, NULL, NULL);
+        assert (rc == SQLITE_OK);
+    }
     zchat_store_ckpt_gate (gate->store, false);
     return NULL;
 }
@@ -399,19 +444,26 @@ s_test_gate (const char *base, bool verbose)
     int rc = sqlite3_open_v2 (db_path, &other, SQLITE_OPEN_READWRITE, NULL);
     assert (rc == SQLITE_OK);
 
-    //  The busy handler: the usual limit, or the gate's while it is closed
+    //  The busy handler: the usual limit, or the gate's once it saw the
+    //  gate closed, also after it opened (the checkpointer lets go of the
+    //  lock before it opens the gate)
     rc = zchat_store_busy_wait (store, 0);
     assert (rc == 1);
     store->busy_started -= (STORE_BUSY_TIMEOUT_MS + 10) * 1000;
     rc = zchat_store_busy_wait (store, 1);
     assert (rc == 0);
+    rc = zchat_store_busy_wait (store, 0);
+    assert (rc == 1);
     zchat_store_ckpt_gate (store, true);
+    rc = zchat_store_busy_wait (store, 1);
+    assert (rc == 1);
+    zchat_store_ckpt_gate (store, false);
+    store->busy_started -= (STORE_BUSY_TIMEOUT_MS + 10) * 1000;
     rc = zchat_store_busy_wait (store, 1);
     assert (rc == 1);
     store->busy_started -= STORE_CKPT_GATE_MAX_MS * 1000;
     rc = zchat_store_busy_wait (store, 1);
     assert (rc == 0);
-    zchat_store_ckpt_gate (store, false);
 
     //  Another holder: given up after STORE_BUSY_TIMEOUT_MS
     rc = sqlite3_exec (other, "BEGIN IMMEDIATE", NULL, NULL, NULL);
@@ -422,13 +474,13 @@ s_test_gate (const char *base, bool verbose)
     assert (rc == -1);
     assert (waited >= STORE_BUSY_TIMEOUT_MS && waited < STORE_CKPT_GATE_MAX_MS);
 
-    //  The checkpointer: waited for, three times as long
+    //  The checkpointer, holding the lock: waited for, three times as long
     s_gate_t gate = { store, other, 3 * STORE_BUSY_TIMEOUT_MS };
     zchat_store_ckpt_gate (store, true);
     pthread_t thread;
+    started = zclock_mono ();
     rc = pthread_create (&thread, NULL, s_gate_holder, &gate);
     assert (rc == 0);
-    started = zclock_mono ();
     rc = zchat_store_begin (store);
     waited = zclock_mono () - started;
     assert (rc == 0);
@@ -444,6 +496,36 @@ s_test_gate (const char *base, bool verbose)
     assert (zchat_store_last_seq (store, "gate") == seq);
     if (verbose)
         printf ("\n   a group waited %" PRId64 " ms at the gate", waited);
+
+    //  The gate closed, the lock free (the checkpointer is about to take
+    //  it): no transaction begins until the gate opens
+    gate.other = NULL;
+    zchat_store_ckpt_gate (store, true);
+    started = zclock_mono ();
+    rc = pthread_create (&thread, NULL, s_gate_holder, &gate);
+    assert (rc == 0);
+    rc = zchat_store_begin (store);
+    waited = zclock_mono () - started;
+    assert (rc == 0);
+    assert (waited >= gate.hold_ms);
+    rc = zchat_store_commit (store);
+    assert (rc == 0);
+    rc = pthread_join (thread, NULL);
+    assert (rc == 0);
+
+    //  A gate that stays closed while the lock is held: one limit for the
+    //  wait at the gate and the busy wait after it, not one each
+    rc = sqlite3_exec (other, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    assert (rc == SQLITE_OK);
+    zchat_store_ckpt_gate (store, true);
+    started = zclock_mono ();
+    rc = zchat_store_begin (store);
+    waited = zclock_mono () - started;
+    assert (rc == -1);
+    assert (waited >= STORE_CKPT_GATE_MAX_MS && waited < STORE_CKPT_GATE_MAX_MS * 3 / 2);
+    zchat_store_ckpt_gate (store, false);
+    rc = sqlite3_exec (other, "COMMIT", NULL, NULL, NULL);
+    assert (rc == SQLITE_OK);
 
     rc = sqlite3_close (other);
     assert (rc == SQLITE_OK);

@@ -45,6 +45,11 @@
 #define S_TAIL_GRACE_MS         200     //  a PONG's newer seq may still be in flight on SUB
 #define S_FETCH_RETRY_MS        1000    //  after a failed history fetch
 #define S_RATE_RETRY_MS         100     //  a 429 without a retry time
+//  After a SAY refused with 429 at most this many sends go out unanswered
+//  at once, one more for each ACK (twice as many each round trip) until
+//  S_SEND_CAP_OPEN, when the cap comes off (s_send_room).
+#define S_SEND_CAP_RESUME       64
+#define S_SEND_CAP_OPEN         8192
 #define S_BYE_WAIT_MS           500     //  destroy waits this long for BYE's OK
 #define S_MAX_IDLE_MS           1000    //  housekeeping runs at least this often
 #define S_WRITE_RETRY_MS        10      //  retry a full DEALER, for external pollers
@@ -200,6 +205,7 @@ struct _zchat_client_t {
     zchat_buf_t buf;
     uint8_t version;            //  protocol version of the session (WELCOME)
     int64_t send_pause_until;   //  a SAY was refused with 429: none before
+    size_t send_cap;            //  sends in flight at most since a 429, 0 = no cap
     size_t gathered;            //  SAYs gathered for a SAYS since the last flush
     char     error [256];
 };
@@ -793,12 +799,13 @@ s_encode_send (zchat_client_t *self, zchat_outbox_entry_t *send)
 //  first alone), or -1 if the DEALER did not take it (nothing is marked).
 
 static int
-s_send_says (zchat_client_t *self, zchat_outbox_entry_t *first, int64_t now)
+s_send_says (zchat_client_t *self, zchat_outbox_entry_t *first, size_t room, int64_t now)
 {
-    if (self->version < 2 || first->type != ZCHAT_SAY
+    if (self->version < 2 || first->type != ZCHAT_SAY || room < 2
     ||  !first->q_next || first->q_next->type != ZCHAT_SAY)
         return 0;
     zchat_outbox_entry_t *batch [S_SAYS_ITEMS];
+    size_t most = room < S_SAYS_ITEMS? room: S_SAYS_ITEMS;
     size_t count = 0;
     //  The broker cuts off a peer whose message is over the request limit
     //  (PROTOCOL.md 2): a SAYS stays within that. Before version 3 it was
@@ -809,7 +816,7 @@ s_send_says (zchat_client_t *self, zchat_outbox_entry_t *first, int64_t now)
     size_t size = zchat_encode_says_begin (&buf);
     //  The unsent queue is in send order: a run of SAYs from its head
     for (zchat_outbox_entry_t *send = first; send && send->type == ZCHAT_SAY
-         && count < S_SAYS_ITEMS; send = send->q_next) {
+         && count < most; send = send->q_next) {
         size_t added = zchat_encode_says_add (&buf, send->id, send->target, send->kind,
                                               send->text, send->text_size);
         if (!added)
@@ -827,8 +834,28 @@ s_send_says (zchat_client_t *self, zchat_outbox_entry_t *first, int64_t now)
 }
 
 //  --------------------------------------------------------------------------
-//  Send the unsent queue in order, as far as the DEALER takes it; what
-//  went out joins the resend list.
+//  How many more sends may go out now: unlimited (SIZE_MAX) but after a
+//  SAY refused with 429. A flooder with thousands of sends in flight used
+//  to send them all again when the retry time had passed, of which the
+//  broker took its fair share (a hundred or so per 100 ms beside people
+//  talking) and refused the rest again, one ERROR each, every period: a
+//  burst of work for the broker and the sender's own process on cores
+//  the others share (bench/README.md, "Fairness and the flooder's
+//  window"). Now it sends S_SEND_CAP_RESUME and as many more as are
+//  acknowledged, so what is refused again stays about one round's worth.
+
+static size_t
+s_send_room (zchat_client_t *self)
+{
+    if (!self->send_cap)
+        return SIZE_MAX;
+    size_t in_flight = zchat_outbox_in_flight (self->outbox);
+    return in_flight < self->send_cap? self->send_cap - in_flight: 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Send the unsent queue in order, as far as the DEALER takes it and the
+//  cap since a 429 allows; what went out joins the resend list.
 
 static void
 s_send_flush (zchat_client_t *self, int64_t now)
@@ -837,8 +864,10 @@ s_send_flush (zchat_client_t *self, int64_t now)
         return;
     self->gathered = 0;
     zchat_outbox_entry_t *send;
-    while ((send = zchat_outbox_next_unsent (self->outbox))) {
-        if (s_send_says (self, send, now) > 0)
+    size_t room;
+    while ((room = s_send_room (self)) > 0
+    &&     (send = zchat_outbox_next_unsent (self->outbox))) {
+        if (s_send_says (self, send, room, now) > 0)
             continue;
         if (s_send_body (self, s_encode_send (self, send), now))
             break;
@@ -878,7 +907,7 @@ s_send_new (zchat_client_t *self, uint8_t type, const char *target,
     bool gather = self->version >= 2 && type == ZCHAT_SAY
                && zchat_outbox_size (self->outbox) > S_SAYS_AFTER;
     if (first_in_line && !gather && self->state == S_READY
-    &&  now >= self->send_pause_until
+    &&  now >= self->send_pause_until && s_send_room (self) > 0
     &&  s_send_body (self, s_encode_send (self, send), now) == 0)
         zchat_outbox_sent (self->outbox, send, now);
     else
@@ -1351,6 +1380,7 @@ s_on_welcome (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
     s_request_flush (self, now);
     //  Every pending send again, in the order the caller sent them
     zchat_outbox_unsend_all (self->outbox);
+    self->send_cap = 0;
     s_send_flush (self, now);
 }
 
@@ -1578,6 +1608,7 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
             if (until > self->send_pause_until)
                 self->send_pause_until = until;
             s_schedule (self, self->send_pause_until);
+            self->send_cap = S_SEND_CAP_RESUME;
         }
         return;
     }
@@ -1745,6 +1776,8 @@ s_on_ack (zchat_client_t *self, uint64_t id, const char *room, uint64_t seq,
     zchat_outbox_entry_t *send = zchat_outbox_lookup (self->outbox, id);
     if (!send)
         return;                 //  a retry's second ACK
+    if (self->send_cap && ++self->send_cap >= S_SEND_CAP_OPEN)
+        self->send_cap = 0;
     zchat_event_t *event = s_event_new (ZCHAT_EV_ACK);
     if (event) {
         event->id = id;
@@ -2145,7 +2178,8 @@ s_want_write (zchat_client_t *self)
         return !self->hello_sent;
     if (self->state == S_READY)
         return (zchat_outbox_next_unsent (self->outbox)
-                && s_now_coarse () >= self->send_pause_until)
+                && s_now_coarse () >= self->send_pause_until
+                && s_send_room (self) > 0)
             || self->unsent_requests;
     return false;
 }

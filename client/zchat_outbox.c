@@ -39,6 +39,7 @@ struct _zchat_outbox_t {
     s_list_t resend;            //  q_ links, entries with unsent clear
     zchat_outbox_entry_t *spare;    //  removed short entries, o_next links
     size_t   spare_count;
+    size_t   sent_count;            //  entries on the resend list
 };
 
 //  --------------------------------------------------------------------------
@@ -234,6 +235,8 @@ zchat_outbox_remove (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
     zchat_idmap_delete (self->ids, entry->id);
     s_order_remove (&self->order, entry);
     s_queue_remove (s_queue_of (self, entry), entry);
+    if (!entry->unsent)
+        self->sent_count--;
     s_entry_free (self, entry);
 }
 
@@ -242,6 +245,13 @@ zchat_outbox_size (zchat_outbox_t *self)
 {
     assert (self);
     return zchat_idmap_size (self->ids);
+}
+
+size_t
+zchat_outbox_in_flight (zchat_outbox_t *self)
+{
+    assert (self);
+    return self->sent_count;
 }
 
 zchat_outbox_entry_t *
@@ -274,6 +284,8 @@ zchat_outbox_sent (zchat_outbox_t *self, zchat_outbox_entry_t *entry, int64_t no
     assert (self);
     assert (entry);
     s_queue_remove (s_queue_of (self, entry), entry);
+    if (entry->unsent)
+        self->sent_count++;
     entry->unsent = false;
     entry->last_ms = now;
     s_queue_append (&self->resend, entry);
@@ -285,6 +297,8 @@ zchat_outbox_unsend (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
     assert (self);
     assert (entry);
     s_queue_remove (s_queue_of (self, entry), entry);
+    if (!entry->unsent)
+        self->sent_count--;
     entry->unsent = true;
     s_queue_append (&self->unsent, entry);
 }
@@ -295,6 +309,7 @@ zchat_outbox_unsend_all (zchat_outbox_t *self)
     assert (self);
     self->unsent.head = self->unsent.tail = NULL;
     self->resend.head = self->resend.tail = NULL;
+    self->sent_count = 0;
     for (zchat_outbox_entry_t *entry = self->order.head; entry; entry = entry->o_next) {
         entry->unsent = true;
         s_queue_append (&self->unsent, entry);
@@ -321,6 +336,7 @@ zchat_outbox_unsend_from (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
         if (at == entry)
             break;
     }
+    self->sent_count -= moved;
     return moved;
 }
 
@@ -359,16 +375,20 @@ zchat_outbox_test (bool verbose)
     assert (zchat_outbox_oldest (outbox) == a);
 
     //  Sending moves them to the resend list, least recently sent first
+    assert (zchat_outbox_in_flight (outbox) == 0);
     zchat_outbox_sent (outbox, a, 200);
     zchat_outbox_sent (outbox, b, 201);
+    assert (zchat_outbox_in_flight (outbox) == 2);
     assert (zchat_outbox_next_unsent (outbox) == c);
     assert (zchat_outbox_stalest (outbox) == a && !a->unsent && a->last_ms == 200);
     zchat_outbox_sent (outbox, a, 300);        //  a resend
     assert (zchat_outbox_stalest (outbox) == b);
+    assert (zchat_outbox_in_flight (outbox) == 2);
     assert (zchat_outbox_oldest (outbox) == a);     //  send order stays
 
     //  A resend that cannot go out waits behind the unsent
     zchat_outbox_unsend (outbox, b);
+    assert (zchat_outbox_in_flight (outbox) == 1);
     assert (zchat_outbox_stalest (outbox) == a);
     assert (zchat_outbox_next_unsent (outbox) == c);
     assert (c->q_next == b);
@@ -383,7 +403,9 @@ zchat_outbox_test (bool verbose)
     //  A new session: everything again, in send order
     zchat_outbox_entry_t *d = zchat_outbox_add (outbox, 13, ZCHAT_SAY, 0, "lobby", "y", 1, 400);
     zchat_outbox_sent (outbox, d, 400);
+    assert (zchat_outbox_in_flight (outbox) == 2);
     zchat_outbox_unsend_all (outbox);
+    assert (zchat_outbox_in_flight (outbox) == 0);
     assert (!zchat_outbox_stalest (outbox));
     assert (zchat_outbox_next_unsent (outbox) == a);
     assert (a->q_next == b && b->q_next == d && d->q_next == NULL);
@@ -397,12 +419,22 @@ zchat_outbox_test (bool verbose)
     zchat_outbox_sent (outbox, d, 500);
     zchat_outbox_entry_t *e = zchat_outbox_add (outbox, 14, ZCHAT_SAY, 0, "lobby", "z", 1, 510);
     assert (zchat_outbox_next_unsent (outbox) == e);
-    assert (zchat_outbox_unsend_from (outbox, a) == 2);
+    assert (zchat_outbox_in_flight (outbox) == 3);
+    size_t moved = zchat_outbox_unsend_from (outbox, a);
+    assert (moved == 2);
+    assert (zchat_outbox_in_flight (outbox) == 1);
     assert (zchat_outbox_next_unsent (outbox) == a);
     assert (a->q_next == d && d->q_next == e && e->q_next == NULL);
     assert (a->unsent && d->unsent && !b->unsent);
     assert (zchat_outbox_stalest (outbox) == b && b->q_next == NULL);
-    assert (zchat_outbox_unsend_from (outbox, a) == 0);     //  already waiting
+    moved = zchat_outbox_unsend_from (outbox, a);
+    assert (moved == 0);                //  already waiting
+    zchat_outbox_entry_t *f = zchat_outbox_add (outbox, 15, ZCHAT_SAY, 0, "lobby", "f", 1, 520);
+    assert (f);
+    zchat_outbox_sent (outbox, f, 520);
+    assert (zchat_outbox_in_flight (outbox) == 2);
+    zchat_outbox_remove (outbox, f);    //  answered while in flight
+    assert (zchat_outbox_in_flight (outbox) == 1);
     zchat_outbox_remove (outbox, e);
     zchat_outbox_unsend_all (outbox);
 

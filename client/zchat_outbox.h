@@ -64,6 +64,10 @@ void
 size_t
     zchat_outbox_size (zchat_outbox_t *self);
 
+//  Number of entries that went out and wait for their answer.
+size_t
+    zchat_outbox_in_flight (zchat_outbox_t *self);
+
 //  The oldest entry in send order, or NULL.
 zchat_outbox_entry_t *
     zchat_outbox_oldest (zchat_outbox_t *self);

@@ -1,0 +1,83 @@
+"""Test whether a libzchat sender that the broker refuses with 429 (rate
+limit, fair share) comes back gently: once the retry time has passed it
+sends 64 SAYs, and one more for each acknowledgement, instead of all it
+has waiting, so that what the broker refuses again stays about a round's
+worth (a flooder with thousands in flight used to have them all refused
+again every 100 ms); and everything is still acknowledged once, in order,
+with no error for the caller."""
+
+import time
+
+from harness import ACK, ACKS, ERROR, SAY, SAYS, WELCOME, Proc, check, encode, require_binary, T
+from test_client_hardening import FakeBroker
+
+COST = 6
+
+RESUME = 64                 # S_SEND_CAP_RESUME in client/zchat_client.c
+COUNT = 2000
+RETRY_MS = 100
+REFUSE_S = 0.6              # the fake refuses every SAY this long after the first
+
+
+def _driver(endpoint, nick):
+    exe = require_binary("zchat-driver")
+    p = Proc([exe, "--server", endpoint, "--nick", nick, "--timeout", "30000"],
+             "driver-" + nick)
+    p.wait_for(lambda e: e.get("type") == "ready", T(15), desc="ready")
+    return p
+
+
+def test_sender_comes_back_gently_after_429():
+    state = {"first": None, "seq": 0, "burst": 0, "again": 0, "accepted": []}
+
+    def on_request(fake, msg):
+        if msg["type"] not in (SAY, SAYS):
+            return False
+        items = msg["items"] if msg["type"] == SAYS else [msg]
+        now = time.monotonic()
+        if state["first"] is None:
+            state["first"] = now
+        since = now - state["first"]
+        if since < REFUSE_S:
+            #  Before the first refusal's retry time has passed, what comes
+            #  is the caller's first burst; after it, what is sent again
+            state["burst" if since < RETRY_MS / 1000.0 else "again"] += len(items)
+            for item in items:
+                fake.router.send_multipart([fake.peer, b"", encode(
+                    ERROR, item["id"], code=429, retry_ms=RETRY_MS, reason="slow down")])
+            return True
+        acks = []
+        for item in items:
+            state["seq"] += 1
+            state["accepted"].append(item["text"])
+            acks.append(dict(id=item["id"], room=item["room"], seq=state["seq"], ts=1))
+        if msg["type"] == SAYS:
+            fake.router.send_multipart([fake.peer, b"", encode(ACKS, 0, items=acks)])
+        else:
+            fake.reply(msg, ACK, room=msg["room"], seq=state["seq"], ts=1)
+        return True
+
+    fake = FakeBroker(on_request=on_request)
+    fake.hello_reply = ((WELCOME,), dict(version=3, nick="flood", token="t0k3n",
+                                         pub_port=fake.pub_port, endpoint="",
+                                         heartbeat_ms=1000, timeout_ms=30000,
+                                         max_text=4096, resumed=0))
+    flood = _driver(fake.endpoint, "flood")
+    flood.write("join-send-only busy")
+    flood.wait_for(lambda e: e.get("type") == "joined", T(10), desc="joined")
+    flood.write("burst busy %d" % COUNT)
+    flood.wait_count(lambda e: e.get("type") == "ack", COUNT, T(30),
+                     desc="the %d acknowledgements" % COUNT)
+    fake.check_ok()
+    #  About (REFUSE_S - retry) / retry rounds of sending again, each of at
+    #  most RESUME; without the cap each round was all that waited
+    rounds = int(REFUSE_S * 1000 / RETRY_MS)
+    check(state["burst"] > RESUME,
+          "the first burst should be refused in bulk: %d SAYs" % state["burst"])
+    check(state["again"] <= rounds * RESUME,
+          "sent again %d SAYs in %d rounds while refused (at most %d each)"
+          % (state["again"], rounds, RESUME))
+    check(state["accepted"] == ["burst %d" % i for i in range(1, COUNT + 1)],
+          "accepted out of order or twice: %r" % state["accepted"][:5])
+    errors = [e for e in flood.snapshot() if e.get("type") == "error"]
+    check(not errors, "the caller saw errors: %r" % errors[:3])

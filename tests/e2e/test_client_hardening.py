@@ -18,9 +18,9 @@ import zmq
 
 from harness import (CTX, DELIVER, ERROR, EVENT, HELLO, JOIN, JOINED, MEMBERS, MESSAGE, OK,
                      PING, PONG, PROBE, SAY, T, TOPICIS, TOPIC, WHO, WELCOME, BYE, Broker,
-                     Proc, add_cleanup, check, decode, encode, fail, json_client, listener,
-                     one_stderr_line, proc_rss_kb, run, zchat, zchat_argv, zmtp_greeting,
-                     DecodeError)
+                     FakeBroker, Proc, add_cleanup, check, decode, encode, fail, json_client,
+                     listener, one_stderr_line, proc_rss_kb, run, zchat, zchat_argv,
+                     zmtp_greeting, DecodeError)
 
 COST = 12
 
@@ -104,106 +104,6 @@ def _check_frame_refused(server, proc, what):
 
 # ---------------------------------------------------------------------------
 #  A fake broker on real ZeroMQ sockets, scripted per test
-
-class FakeBroker:
-    """A ROUTER and a PUB speaking the zchat protocol just enough for one
-    client: greeting, joins (with probes echoed), pings. on_request(msg)
-    may answer a request itself (return True); publish() sends on the PUB
-    from the broker's own thread. pub_port overrides the port WELCOME
-    announces (e.g. a RawZmtpServer)."""
-
-    def __init__(self, on_request=None, pub_port=None, hello_reply=None):
-        self.router = CTX.socket(zmq.ROUTER)
-        self.router.linger = 0
-        self.router_port = self.router.bind_to_random_port("tcp://127.0.0.1")
-        self.pub = CTX.socket(zmq.PUB)
-        self.pub.linger = 0
-        self.pub_real_port = self.pub.bind_to_random_port("tcp://127.0.0.1")
-        self.pub_port = pub_port or self.pub_real_port
-        self.on_request = on_request
-        self.hello_reply = hello_reply
-        self.endpoint = "tcp://127.0.0.1:%d" % self.router_port
-        self.peer = None
-        self.last_size = 0              # bytes of the request being handled
-        self.nick = None
-        self.last_probe = None
-        self.live = threading.Event()
-        self.todo = []                  # (topic, body) to publish
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.errors = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        add_cleanup(self.close)
-
-    def close(self):
-        self.stop.set()
-        self.thread.join(timeout=5)
-        self.router.close(linger=0)
-        self.pub.close(linger=0)
-
-    def publish(self, room, body):
-        with self.lock:
-            self.todo.append(((room + ":").encode(), body))
-
-    def reply(self, msg, mtype, **fields):
-        self.router.send_multipart([self.peer, b"", encode(mtype, msg["id"], **fields)])
-
-    def _run(self):
-        try:
-            while not self.stop.is_set():
-                with self.lock:
-                    todo, self.todo = self.todo, []
-                for topic, body in todo:
-                    self.pub.send_multipart([topic, body])
-                #  The join is live once the client stops probing.
-                if (self.last_probe and not self.live.is_set()
-                        and time.monotonic() - self.last_probe > 0.3):
-                    self.live.set()
-                if not self.router.poll(20):
-                    continue
-                frames = self.router.recv_multipart()
-                if len(frames) != 3 or frames[1] != b"":
-                    continue
-                self.peer = frames[0]
-                self.last_size = len(frames[2])
-                try:
-                    msg = decode(frames[2])
-                except DecodeError:
-                    continue
-                self._handle(msg)
-        except Exception as e:          # reported by the test, not lost
-            self.errors.append(repr(e))
-
-    def _handle(self, msg):
-        t = msg["type"]
-        if t == HELLO:
-            self.nick = msg["nick"]
-            if self.hello_reply:
-                self.reply(msg, *self.hello_reply[0], **self.hello_reply[1])
-            else:
-                self.reply(msg, WELCOME, version=1, nick=msg["nick"], token="t0k3n",
-                           pub_port=self.pub_port, endpoint="", heartbeat_ms=1000,
-                           timeout_ms=10000, max_text=4096, resumed=0)
-            return
-        if self.on_request and self.on_request(self, msg):
-            return
-        if t == JOIN:
-            self.reply(msg, JOINED, room=msg["room"], seq=0, first_seq=0, members=1,
-                       topic="")
-        elif t == PROBE:
-            self.reply(msg, OK)
-            self.pub.send_multipart([(msg["room"] + ":").encode(),
-                                     encode(PROBE, 0, room=msg["room"], nick=self.nick)])
-            self.last_probe = time.monotonic()
-        elif t == PING:
-            self.reply(msg, PONG, items=[])
-        elif t == BYE:
-            self.reply(msg, OK)
-
-    def check_ok(self):
-        check(not self.errors, "the fake broker failed: %r" % self.errors)
-
 
 def _no_raw_controls(data, what):
     raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data

@@ -8,8 +8,8 @@ with no error for the caller."""
 
 import time
 
-from harness import ACK, ACKS, ERROR, SAY, SAYS, WELCOME, Proc, check, encode, require_binary, T
-from test_client_hardening import FakeBroker
+from harness import (ACK, ACKS, ERROR, SAY, SAYS, WELCOME, FakeBroker, Proc, check, encode,
+                     require_binary, T)
 
 COST = 6
 

@@ -12,9 +12,8 @@ from zmq.utils.monitor import recv_monitor_message
 
 import os
 
-from harness import (ACK, ACKS, ERROR, SAY, SAYS, TMP, WELCOME, Broker, Proc, RawDealer, check,
-                     encode, fail, keygen, read_cert, require_binary, T)
-from test_client_hardening import FakeBroker
+from harness import (ACK, ACKS, ERROR, SAY, SAYS, TMP, WELCOME, Broker, FakeBroker, Proc,
+                     RawDealer, check, encode, fail, keygen, read_cert, require_binary, T)
 
 COST = 8
 

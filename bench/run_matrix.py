@@ -19,7 +19,7 @@ The optional scenarios are separate because they are slow:
   --idle10k      10,000 idle clients over 10 processes: broker RSS per client
                  (and 9,000 if 10,000 cannot be held)
   --fairness     1 flooder + 10 normal clients, p99 with and without the
-                 flooder, median of 5 runs each (issue 6)
+                 flooder, median of 9 runs each (issue 6)
   --extras       all three
 Exit status: 0, or 1 if any run lost or duplicated a message or failed.
 """
@@ -580,7 +580,11 @@ def main():
     # 15 s later; 2.56x right after the 1,000 subscribers, 1.39x alone).
     if options.fairness:
         log("== fairness: 1 flooder + 10 normal clients")
-        result, ok = run_fairness(csv_path, 2 if options.quick else 5,
+        # 9 runs each way: with 10 receivers, a flooder and the broker on
+        # two cores single runs spread over 2.5-40 ms of p99 (the same
+        # binaries), and medians of 5 gave 1.21x, 1.39x and 4.34x in one
+        # afternoon; issue 6 asks for at least 5.
+        result, ok = run_fairness(csv_path, 2 if options.quick else 9,
                                   options.quick)
         extras["fairness"] = result
         if not ok:

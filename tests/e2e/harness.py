@@ -1096,9 +1096,10 @@ class FakeBroker:
     client: greeting, joins (with probes echoed), pings. on_request(msg)
     may answer a request itself (return True); publish() sends on the PUB
     from the broker's own thread. pub_port overrides the port WELCOME
-    announces (e.g. a RawZmtpServer)."""
+    announces (e.g. a RawZmtpServer); version is the protocol version it
+    names."""
 
-    def __init__(self, on_request=None, pub_port=None, hello_reply=None):
+    def __init__(self, on_request=None, pub_port=None, hello_reply=None, version=1):
         self.router = CTX.socket(zmq.ROUTER)
         self.router.linger = 0
         self.router_port = self.router.bind_to_random_port("tcp://127.0.0.1")
@@ -1108,6 +1109,7 @@ class FakeBroker:
         self.pub_port = pub_port or self.pub_real_port
         self.on_request = on_request
         self.hello_reply = hello_reply
+        self.version = version
         self.endpoint = "tcp://127.0.0.1:%d" % self.router_port
         self.peer = None
         self.last_size = 0              # bytes of the request being handled
@@ -1168,7 +1170,7 @@ class FakeBroker:
             if self.hello_reply:
                 self.reply(msg, *self.hello_reply[0], **self.hello_reply[1])
             else:
-                self.reply(msg, WELCOME, version=1, nick=msg["nick"], token="t0k3n",
+                self.reply(msg, WELCOME, version=self.version, nick=msg["nick"], token="t0k3n",
                            pub_port=self.pub_port, endpoint="", heartbeat_ms=1000,
                            timeout_ms=10000, max_text=4096, resumed=0)
             return
@@ -1189,3 +1191,12 @@ class FakeBroker:
 
     def check_ok(self):
         check(not self.errors, "the fake broker failed: %r" % self.errors)
+
+
+def driver(endpoint, nick, timeout_ms=20000):
+    """A zchat-driver (tests/zchat_driver.c) for nick at endpoint, ready."""
+    exe = require_binary("zchat-driver")
+    p = Proc([exe, "--server", endpoint, "--nick", nick, "--timeout", str(timeout_ms)],
+             "driver-" + nick)
+    p.wait_for(lambda e: e.get("type") == "ready", T(15), desc="ready")
+    return p

@@ -7,20 +7,16 @@ never printed raw to a terminal; and a text over the broker's max_text is
 refused in --json mode with 413 by size, not by matching an error text."""
 
 import json
-import os
 import socket
 import struct
 import subprocess
 import threading
 import time
 
-import zmq
-
-from harness import (CTX, DELIVER, ERROR, EVENT, HELLO, JOIN, JOINED, MEMBERS, MESSAGE, OK,
-                     PING, PONG, PROBE, SAY, T, TOPICIS, TOPIC, WHO, WELCOME, BYE, Broker,
-                     FakeBroker, Proc, add_cleanup, check, decode, encode, fail, json_client,
+from harness import (ERROR, EVENT, MEMBERS, MESSAGE, SAY, T, TOPICIS, TOPIC, WHO, Broker,
+                     FakeBroker, Proc, add_cleanup, check, encode, fail, json_client,
                      listener, one_stderr_line, proc_rss_kb, run, zchat, zchat_argv,
-                     zmtp_greeting, DecodeError)
+                     zmtp_greeting)
 
 COST = 12
 

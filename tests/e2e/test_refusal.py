@@ -8,8 +8,7 @@ with no error for the caller."""
 
 import time
 
-from harness import (ACK, ACKS, ERROR, SAY, SAYS, WELCOME, FakeBroker, Proc, check, encode,
-                     require_binary, T)
+from harness import ACK, ACKS, ERROR, SAY, SAYS, FakeBroker, T, check, driver, encode
 
 COST = 6
 
@@ -20,11 +19,7 @@ REFUSE_S = 0.6              # the fake refuses every SAY this long after the fir
 
 
 def _driver(endpoint, nick):
-    exe = require_binary("zchat-driver")
-    p = Proc([exe, "--server", endpoint, "--nick", nick, "--timeout", "30000"],
-             "driver-" + nick)
-    p.wait_for(lambda e: e.get("type") == "ready", T(15), desc="ready")
-    return p
+    return driver(endpoint, nick, 30000)
 
 
 def test_sender_comes_back_gently_after_429():
@@ -57,11 +52,7 @@ def test_sender_comes_back_gently_after_429():
             fake.reply(msg, ACK, room=msg["room"], seq=state["seq"], ts=1)
         return True
 
-    fake = FakeBroker(on_request=on_request)
-    fake.hello_reply = ((WELCOME,), dict(version=3, nick="flood", token="t0k3n",
-                                         pub_port=fake.pub_port, endpoint="",
-                                         heartbeat_ms=1000, timeout_ms=30000,
-                                         max_text=4096, resumed=0))
+    fake = FakeBroker(on_request=on_request, version=3)
     flood = _driver(fake.endpoint, "flood")
     flood.write("join-send-only busy")
     flood.wait_for(lambda e: e.get("type") == "joined", T(10), desc="joined")

@@ -12,8 +12,8 @@ from zmq.utils.monitor import recv_monitor_message
 
 import os
 
-from harness import (ACK, ACKS, ERROR, SAY, SAYS, TMP, WELCOME, Broker, FakeBroker, Proc,
-                     RawDealer, check, encode, fail, keygen, read_cert, require_binary, T)
+from harness import (ACK, ACKS, ERROR, SAY, SAYS, TMP, Broker, FakeBroker,
+                     RawDealer, check, driver, encode, fail, keygen, read_cert, T)
 
 COST = 8
 
@@ -23,11 +23,7 @@ TEXT = 1000                         # bytes of each text in these runs
 
 
 def _driver(endpoint, nick):
-    exe = require_binary("zchat-driver")
-    p = Proc([exe, "--server", endpoint, "--nick", nick, "--timeout", "20000"],
-             "driver-" + nick)
-    p.wait_for(lambda e: e.get("type") == "ready", T(15), desc="ready")
-    return p
+    return driver(endpoint, nick)
 
 
 def _says_sizes(version, count):
@@ -52,11 +48,7 @@ def _says_sizes(version, count):
             return True
         return False
 
-    fake = FakeBroker(on_request=on_request)
-    fake.hello_reply = ((WELCOME,), dict(version=version, nick="poster", token="t0k3n",
-                                         pub_port=fake.pub_port, endpoint="",
-                                         heartbeat_ms=1000, timeout_ms=10000,
-                                         max_text=4096, resumed=0))
+    fake = FakeBroker(on_request=on_request, version=version)
     poster = _driver(fake.endpoint, "poster")
     poster.write("join-send-only big")
     poster.wait_for(lambda e: e.get("type") == "joined", T(10), desc="joined")

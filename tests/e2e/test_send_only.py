@@ -9,7 +9,7 @@ whether a long run of sends leaves in parts while the caller is still busy."""
 
 import time
 
-from harness import (Broker, Proc, RawSub, check, json_client, listener, require_binary, send,
+from harness import (Broker, RawSub, check, driver, json_client, listener, send,
                      wait_sub_live, PROBE, T)
 
 COST = 16
@@ -19,11 +19,7 @@ TRAFFIC = {"message", "join", "leave", "quit", "nick", "topic", "gap"}
 
 
 def _driver(broker, nick, timeout_ms=20000):
-    exe = require_binary("zchat-driver")
-    p = Proc([exe, "--server", broker.router, "--nick", nick, "--timeout", str(timeout_ms)],
-             "driver-" + nick)
-    p.wait_for(lambda e: e.get("type") == "ready", T(15), desc="ready")
-    return p
+    return driver(broker.router, nick, timeout_ms)
 
 
 def _request(p, line):

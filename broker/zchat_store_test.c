@@ -426,6 +426,22 @@ s_gate_holder (void *arg)
     return NULL;
 }
 
+//  Closes the gate, starts the holder, then begins a group, which must
+//  wait until the holder opens the gate; returns how long it waited.
+static int64_t
+s_begin_at_gate (s_gate_t *gate, pthread_t *thread)
+{
+    zchat_store_ckpt_gate (gate->store, true);
+    int64_t started = zclock_mono ();
+    int rc = pthread_create (thread, NULL, s_gate_holder, gate);
+    assert (rc == 0);
+    rc = zchat_store_begin (gate->store);
+    int64_t waited = zclock_mono () - started;
+    assert (rc == 0);
+    assert (waited >= gate->hold_ms);
+    return waited;
+}
+
 //  While the checkpointer holds the write lock (the gate is closed) a
 //  group waits as long as it takes, where any other holder makes it give
 //  up after STORE_BUSY_TIMEOUT_MS: a stream faster than the disk used to
@@ -476,15 +492,8 @@ s_test_gate (const char *base, bool verbose)
 
     //  The checkpointer, holding the lock: waited for, three times as long
     s_gate_t gate = { store, other, 3 * STORE_BUSY_TIMEOUT_MS };
-    zchat_store_ckpt_gate (store, true);
     pthread_t thread;
-    started = zclock_mono ();
-    rc = pthread_create (&thread, NULL, s_gate_holder, &gate);
-    assert (rc == 0);
-    rc = zchat_store_begin (store);
-    waited = zclock_mono () - started;
-    assert (rc == 0);
-    assert (waited >= gate.hold_ms);
+    waited = s_begin_at_gate (&gate, &thread);
     uint64_t seq = zchat_store_last_seq (store, "gate") + 1;
     rc = zchat_store_append (store, "gate", seq, 1700000000000ull, "gater",
                              ZCHAT_KIND_TEXT, "through", 7, 1, NULL, NULL, NULL);
@@ -500,14 +509,7 @@ s_test_gate (const char *base, bool verbose)
     //  The gate closed, the lock free (the checkpointer is about to take
     //  it): no transaction begins until the gate opens
     gate.other = NULL;
-    zchat_store_ckpt_gate (store, true);
-    started = zclock_mono ();
-    rc = pthread_create (&thread, NULL, s_gate_holder, &gate);
-    assert (rc == 0);
-    rc = zchat_store_begin (store);
-    waited = zclock_mono () - started;
-    assert (rc == 0);
-    assert (waited >= gate.hold_ms);
+    s_begin_at_gate (&gate, &thread);
     rc = zchat_store_commit (store);
     assert (rc == 0);
     rc = pthread_join (thread, NULL);

@@ -206,6 +206,7 @@ struct _zchat_client_t {
     uint8_t version;            //  protocol version of the session (WELCOME)
     int64_t send_pause_until;   //  a SAY was refused with 429: none before
     size_t send_cap;            //  sends in flight at most since a 429, 0 = no cap
+    uint64_t cap_from_id;       //  the refused SAY: only its ACK and later ones grow the cap
     size_t gathered;            //  SAYs gathered for a SAYS since the last flush
     char     error [256];
 };
@@ -1378,9 +1379,14 @@ s_on_welcome (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
         room = (s_room_t *) zhashx_next (self->rooms);
     }
     s_request_flush (self, now);
-    //  Every pending send again, in the order the caller sent them
+    //  Every pending send again, in the order the caller sent them; a
+    //  resumed session is still under the broker's refusal, if any, so a
+    //  cap since a 429 starts again from the bottom instead of coming off
     zchat_outbox_unsend_all (self->outbox);
-    self->send_cap = 0;
+    if (msg->flag && self->send_cap)
+        self->send_cap = S_SEND_CAP_RESUME;
+    else
+        self->send_cap = 0;
     s_send_flush (self, now);
 }
 
@@ -1609,6 +1615,7 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
                 self->send_pause_until = until;
             s_schedule (self, self->send_pause_until);
             self->send_cap = S_SEND_CAP_RESUME;
+            self->cap_from_id = send->id;
         }
         return;
     }
@@ -1776,7 +1783,11 @@ s_on_ack (zchat_client_t *self, uint64_t id, const char *room, uint64_t seq,
     zchat_outbox_entry_t *send = zchat_outbox_lookup (self->outbox, id);
     if (!send)
         return;                 //  a retry's second ACK
-    if (self->send_cap && ++self->send_cap >= S_SEND_CAP_OPEN)
+    //  The ACKs of SAYs taken before the refusal come after it (the broker
+    //  answers a 429 at once, an ACK after its group's commit): they say
+    //  nothing of what the broker takes now. Ids count up in send order.
+    if (self->send_cap && (int64_t) (id - self->cap_from_id) >= 0
+    &&  ++self->send_cap >= S_SEND_CAP_OPEN)
         self->send_cap = 0;
     zchat_event_t *event = s_event_new (ZCHAT_EV_ACK);
     if (event) {
@@ -3261,6 +3272,64 @@ s_test_expect_event (zchat_client_t *client, zchat_event_type_t type, uint64_t i
     return seq;
 }
 
+//  The cap after a 429 (s_send_room): 64 in flight, one more for each ACK
+//  of the refused SAY or a later one, off at S_SEND_CAP_OPEN; a new session
+//  takes it off, a resumed one starts it again from the bottom. No broker:
+//  sends are marked as sent by hand and answers fed in.
+static void
+s_test_send_cap (void)
+{
+    zchat_client_t *client = zchat_client_new ("tcp://127.0.0.1:1", "alice");
+    assert (client);
+    zchat_client_set_sub_endpoint (client, "tcp://127.0.0.1:1");
+    zchat_buf_t *buf = &client->buf;
+    client->state = S_GREETING;
+    s_test_feed (client, false, zchat_encode_welcome (buf, client->hello_id, ZCHAT_VERSION,
+                                                      "alice", "token", 0, "", 1000, 3000,
+                                                      0, false));
+    assert (client->state == S_READY && s_send_room (client) == SIZE_MAX);
+    uint64_t ids [4];
+    for (int i = 0; i < 4; i++) {
+        ids [i] = zchat_client_say (client, "ops", "hi", 2, false);
+        assert (ids [i]);
+        zchat_outbox_entry_t *send = zchat_outbox_lookup (client->outbox, ids [i]);
+        assert (send);
+        if (send->unsent)
+            zchat_outbox_sent (client->outbox, send, s_now ());
+    }
+    //  ids [1] refused: it and ids [2..3] wait again, ids [0] is in flight
+    s_test_feed (client, false, zchat_encode_error (buf, ids [1], ZCHAT_ERR_RATE_LIMITED,
+                                                    100, "slow down"));
+    assert (client->send_cap == S_SEND_CAP_RESUME && client->cap_from_id == ids [1]);
+    assert (zchat_outbox_in_flight (client->outbox) == 1);
+    assert (s_send_room (client) == S_SEND_CAP_RESUME - 1);
+    //  The ACK of what the broker took before it refused does not count
+    s_test_feed (client, false, zchat_encode_ack (buf, ids [0], "ops", 1, 1));
+    assert (client->send_cap == S_SEND_CAP_RESUME);
+    assert (s_send_room (client) == S_SEND_CAP_RESUME);
+    //  The refused one's, and later ones', do
+    zchat_outbox_entry_t *send = zchat_outbox_lookup (client->outbox, ids [1]);
+    assert (send);
+    zchat_outbox_sent (client->outbox, send, s_now ());
+    s_test_feed (client, false, zchat_encode_ack (buf, ids [1], "ops", 2, 1));
+    assert (client->send_cap == S_SEND_CAP_RESUME + 1);
+    client->send_cap = S_SEND_CAP_OPEN - 1;
+    send = zchat_outbox_lookup (client->outbox, ids [2]);
+    assert (send);
+    zchat_outbox_sent (client->outbox, send, s_now ());
+    s_test_feed (client, false, zchat_encode_ack (buf, ids [2], "ops", 3, 1));
+    assert (client->send_cap == 0 && s_send_room (client) == SIZE_MAX);
+    //  A resumed session starts the cap again; a new one takes it off
+    client->send_cap = S_SEND_CAP_RESUME + 10;
+    s_test_feed (client, false, zchat_encode_welcome (buf, 0, ZCHAT_VERSION, "alice", "token",
+                                                      0, "", 1000, 3000, 0, true));
+    assert (client->send_cap == S_SEND_CAP_RESUME);
+    s_test_feed (client, false, zchat_encode_welcome (buf, 0, ZCHAT_VERSION, "alice", "token",
+                                                      0, "", 1000, 3000, 0, false));
+    assert (client->send_cap == 0);
+    zchat_client_destroy (&client);
+}
+
 //  Send-only rooms: JOIN and nothing more. What the SUB subscribes to is
 //  watched on an XPUB standing in for the broker's PUB.
 static void
@@ -3610,6 +3679,7 @@ zchat_client_test (bool verbose)
     zchat_client_destroy (&client);
 
     s_test_send_only ();
+    s_test_send_cap ();
 
     if (verbose)
         printf ("OK\n");

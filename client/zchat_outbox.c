@@ -39,7 +39,7 @@ struct _zchat_outbox_t {
     s_list_t resend;            //  q_ links, entries with unsent clear
     zchat_outbox_entry_t *spare;    //  removed short entries, o_next links
     size_t   spare_count;
-    size_t   sent_count;            //  entries on the resend list
+    size_t   sent_count;        //  entries on the resend list
 };
 
 //  --------------------------------------------------------------------------
@@ -235,8 +235,10 @@ zchat_outbox_remove (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
     zchat_idmap_delete (self->ids, entry->id);
     s_order_remove (&self->order, entry);
     s_queue_remove (s_queue_of (self, entry), entry);
-    if (!entry->unsent)
+    if (!entry->unsent) {
+        assert (self->sent_count > 0);
         self->sent_count--;
+    }
     s_entry_free (self, entry);
 }
 
@@ -297,8 +299,10 @@ zchat_outbox_unsend (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
     assert (self);
     assert (entry);
     s_queue_remove (s_queue_of (self, entry), entry);
-    if (!entry->unsent)
+    if (!entry->unsent) {
+        assert (self->sent_count > 0);
         self->sent_count--;
+    }
     entry->unsent = true;
     s_queue_append (&self->unsent, entry);
 }
@@ -336,6 +340,7 @@ zchat_outbox_unsend_from (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
         if (at == entry)
             break;
     }
+    assert (self->sent_count >= moved);
     self->sent_count -= moved;
     return moved;
 }

@@ -546,32 +546,39 @@ s_full_pathname (sqlite3_vfs *vfs, const char *name, int size, char *out)
     return s_real->xFullPathname (s_real, name, size, out);
 }
 
+//  SQLite calls these without looking whether a VFS has them; a default
+//  VFS built without extension loading may not: then nothing loads.
 static void *
 s_dl_open (sqlite3_vfs *vfs, const char *name)
 {
     (void) vfs;
-    return s_real->xDlOpen (s_real, name);
+    return s_real->xDlOpen? s_real->xDlOpen (s_real, name): NULL;
 }
 
 static void
 s_dl_error (sqlite3_vfs *vfs, int size, char *message)
 {
     (void) vfs;
-    s_real->xDlError (s_real, size, message);
+    if (s_real->xDlError)
+        s_real->xDlError (s_real, size, message);
+    else
+    if (size > 0)
+        snprintf (message, (size_t) size, "extensions cannot be loaded");
 }
 
 static void
 (*s_dl_sym (sqlite3_vfs *vfs, void *handle, const char *symbol)) (void)
 {
     (void) vfs;
-    return s_real->xDlSym (s_real, handle, symbol);
+    return s_real->xDlSym? s_real->xDlSym (s_real, handle, symbol): NULL;
 }
 
 static void
 s_dl_close (sqlite3_vfs *vfs, void *handle)
 {
     (void) vfs;
-    s_real->xDlClose (s_real, handle);
+    if (s_real->xDlClose)
+        s_real->xDlClose (s_real, handle);
 }
 
 static int
@@ -599,7 +606,7 @@ static int
 s_last_error (sqlite3_vfs *vfs, int size, char *message)
 {
     (void) vfs;
-    return s_real->xGetLastError (s_real, size, message);
+    return s_real->xGetLastError? s_real->xGetLastError (s_real, size, message): 0;
 }
 
 static int
@@ -783,6 +790,28 @@ zchat_walvfs_test (bool verbose)
     assert (rc == SQLITE_OK);
     assert (sqlite3_vfs_find (ZCHAT_WALVFS_NAME) == &s_vfs);
     assert (sqlite3_vfs_find (NULL) != &s_vfs);         //  not the default
+
+    //  A default VFS without extension loading or a last-error method: the
+    //  forwarders answer for it instead of calling through NULL
+    sqlite3_vfs *real = s_real;
+    sqlite3_vfs bare = *real;
+    bare.xDlOpen = NULL;
+    bare.xDlError = NULL;
+    bare.xDlSym = NULL;
+    bare.xDlClose = NULL;
+    bare.xGetLastError = NULL;
+    s_real = &bare;
+    void *handle = s_vfs.xDlOpen (&s_vfs, "libnothing.so");
+    assert (handle == NULL);
+    char message [64] = "";
+    s_vfs.xDlError (&s_vfs, sizeof (message), message);
+    assert (strlen (message) > 0);
+    void (*symbol) (void) = s_vfs.xDlSym (&s_vfs, NULL, "nothing");
+    assert (symbol == NULL);
+    s_vfs.xDlClose (&s_vfs, NULL);
+    int last = s_vfs.xGetLastError (&s_vfs, sizeof (message), message);
+    assert (last == 0);
+    s_real = real;
 
     char dir [] = "/tmp/zchat_walvfs_test.XXXXXX";
     char *made = mkdtemp (dir);

@@ -1,5 +1,6 @@
 //  zchat_walvfs — a SQLite VFS that writes a transaction's WAL frames to
-//  the file in one write instead of two per frame.
+//  the file in one write instead of two per frame, and a checkpoint's
+//  pages in runs instead of one write each.
 //
 //  SQLite writes each WAL frame as two pwrite calls (its 24-byte header,
 //  then the page): a commit of 10 pages is 20 system calls on the broker's
@@ -17,6 +18,14 @@
 //  in exclusive locking mode, its file lock), so it can never land on
 //  what another writer committed since. The default VFS's files must have
 //  shared memory (io_methods version 3), as the unix VFS's do.
+//
+//  A checkpoint's pages, which SQLite copies into the database file one
+//  write each, gather the same way in runs of consecutive pages and go
+//  out before SQLite takes them as copied (SQLITE_FCNTL_CKPT_DONE). If
+//  they cannot be written even then, SQLite would go on as if they were;
+//  the VFS then refuses, until the process ends, every read of a database
+//  and every write of a WAL (the WAL still holds them; the next process
+//  to open the database copies them again).
 
 #ifndef ZCHAT_WALVFS_H_INCLUDED
 #define ZCHAT_WALVFS_H_INCLUDED

@@ -479,7 +479,7 @@ zchat_server_room_open (zchat_server_t *self, const char *name)
     room->last_seq = last_seq;
     room->staged_seq = room->last_seq;
     if (zchat_store_topic_get (self->store, name, room->topic, room->topic_by,
-                               &room->topic_ts)) {
+                               &room->topic_ts) != 1) {
         room->topic [0] = 0;
         room->topic_by [0] = 0;
         room->topic_ts = 0;

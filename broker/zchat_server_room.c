@@ -64,7 +64,9 @@ zchat_server_do_join (zchat_server_t *self, zchat_request_t *req)
     }
     //  Only committed messages count: staged ones are published after this
     //  reply, and the client, subscribed before it joined, will see them.
-    uint64_t first_seq = room->last_seq ? zchat_store_first_seq (self->store, name) : 0;
+    uint64_t first_seq = 0;
+    if (room->last_seq && zchat_store_first_seq (self->store, name, &first_seq))
+        first_seq = 0;
     if (first_seq > room->last_seq)
         first_seq = 0;
     zchat_buf_t buf;
@@ -199,7 +201,7 @@ zchat_server_do_topic (zchat_server_t *self, zchat_request_t *req)
             ts = room->topic_ts;
         }
         else
-        if (zchat_store_topic_get (self->store, msg->room, topic, set_by, &ts)) {
+        if (zchat_store_topic_get (self->store, msg->room, topic, set_by, &ts) != 1) {
             topic [0] = set_by [0] = 0;
             ts = 0;
         }
@@ -319,7 +321,9 @@ zchat_server_do_history (zchat_server_t *self, zchat_request_t *req)
 
     zchat_buf_t buf;
     zchat_buf_init (&buf, self->buffer, self->buffer_size);
-    uint64_t first_seq = newest ? zchat_store_first_seq (self->store, room->name) : 0;
+    uint64_t first_seq = 0;
+    if (newest && zchat_store_first_seq (self->store, room->name, &first_seq))
+        first_seq = 0;
     if (first_seq > newest)
         first_seq = 0;              //  all it holds is staged
     size_t size = zchat_encode_page_begin (&buf, msg->id, room->name, first_seq,

@@ -209,9 +209,12 @@ zchat_server_do_topic (zchat_server_t *self, zchat_request_t *req)
             ts = room->topic_ts;
         }
         else
-        if (zchat_store_topic_get (self->store, msg->room, topic, set_by, &ts) != 1) {
-            topic [0] = set_by [0] = 0;
-            ts = 0;
+        if (zchat_store_topic_get (self->store, msg->room, topic, set_by, &ts) < 0) {
+            //  Not "no topic": that is an answer, and a wrong one.
+            zsys_warning ("zchat: could not read the topic of %s", msg->room);
+            zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0,
+                                "could not read the topic, try again");
+            return;
         }
         zchat_buf_init (&buf, self->buffer, self->buffer_size);
         zchat_server_reply (self, req,

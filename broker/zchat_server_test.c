@@ -516,12 +516,13 @@ s_store_exec (zchat_store_t *store, const char *sql)
     }
 }
 
-//  A store that cannot read a room's oldest seq is answered 500, never
-//  "history starts at 0": JOIN does not add the session (nor keep the
-//  room it loaded), HISTORY is refused even for a range it need not
-//  read. Once the store reads again, all is as before. Renaming a column
-//  breaks exactly the statements that name it: min_ts is named by the
-//  chunk lookup, not by the newest seq or a history range.
+//  A store that cannot read a room's oldest seq or its topic is answered
+//  500, never "history starts at 0" or "no topic": JOIN does not add the
+//  session (nor keep the room it loaded), HISTORY is refused even for a
+//  range it need not read, a TOPIC read is refused. Once the store reads
+//  again, all is as before. Renaming a column breaks exactly the
+//  statements that name it: min_ts is named by the chunk lookup, not by
+//  the newest seq or a history range; topic only by the topic read.
 static void
 s_test_read_fault (void)
 {
@@ -566,6 +567,31 @@ s_test_read_fault (void)
     SEND (bed, "B", zchat_encode_history (&s_buf, 21, "lobby", 1, 0, 0));
     msg = s_reply (bed, "B", ZCHAT_PAGE, 21);
     assert (msg->first_seq == 1 && msg->seq == 2 && msg->item_count == 2);
+    SEND (bed, "B", zchat_encode_leave (&s_buf, 22, "lobby"));
+    s_reply (bed, "B", ZCHAT_OK, 22);
+    s_event (bed, "lobby:", ZCHAT_EVENT_LEAVE, "bob", "");
+    assert (zchat_rooms_lookup (server->rooms, "lobby") == NULL);
+
+    //  The topic cannot be read: a TOPIC read of a room not in memory and
+    //  a JOIN that would load the room get 500, and the room is not kept
+    //  with its topic forgotten.
+    s_store_exec (store, "ALTER TABLE rooms RENAME COLUMN topic TO topic_away");
+    SEND (bed, "B", zchat_encode_topic (&s_buf, 30, "lobby", false, ""));
+    s_error (bed, "B", 30, ZCHAT_ERR_INTERNAL);
+    SEND (bed, "A", zchat_encode_join (&s_buf, 31, "lobby"));
+    s_error (bed, "A", 31, ZCHAT_ERR_INTERNAL);
+    assert (zchat_rooms_lookup (server->rooms, "lobby") == NULL);
+    assert (zchat_testbed_pending (bed) == 0);
+    s_store_exec (store, "ALTER TABLE rooms RENAME COLUMN topic_away TO topic");
+    SEND (bed, "B", zchat_encode_topic (&s_buf, 32, "lobby", false, ""));
+    msg = s_reply (bed, "B", ZCHAT_TOPICIS, 32);
+    assert (streq (msg->topic, "kept") && streq (msg->nick, "alice"));
+    SEND (bed, "A", zchat_encode_join (&s_buf, 33, "lobby"));
+    msg = s_reply (bed, "A", ZCHAT_JOINED, 33);
+    assert (msg->seq == 2 && msg->first_seq == 1 && streq (msg->topic, "kept"));
+    SEND (bed, "B", zchat_encode_topic (&s_buf, 34, "never", false, ""));
+    msg = s_reply (bed, "B", ZCHAT_TOPICIS, 34);
+    assert (streq (msg->topic, "") && streq (msg->nick, "") && msg->ts == 0);
     zchat_testbed_destroy (&bed);
 }
 

@@ -473,17 +473,23 @@ zchat_server_room_open (zchat_server_t *self, const char *name)
         zsys_warning ("zchat: cannot read the newest seq of room %s", name);
         return NULL;
     }
+    //  Nor loaded without the topic it has: it would forget it for as long
+    //  as it stays in memory, and tell every joiner there is none.
+    char topic [ZCHAT_MAX_TOPIC + 1];
+    char topic_by [ZCHAT_MAX_NICK + 1];
+    uint64_t topic_ts;
+    if (zchat_store_topic_get (self->store, name, topic, topic_by, &topic_ts) < 0) {
+        zsys_warning ("zchat: cannot read the topic of room %s", name);
+        return NULL;
+    }
     room = zchat_rooms_add (self->rooms, name);
     if (!room)
         return NULL;
     room->last_seq = last_seq;
     room->staged_seq = room->last_seq;
-    if (zchat_store_topic_get (self->store, name, room->topic, room->topic_by,
-                               &room->topic_ts)) {
-        room->topic [0] = 0;
-        room->topic_by [0] = 0;
-        room->topic_ts = 0;
-    }
+    strcpy (room->topic, topic);
+    strcpy (room->topic_by, topic_by);
+    room->topic_ts = topic_ts;
     return room;
 }
 

@@ -199,7 +199,7 @@ void
 
 //  Find or create the room called name (valid). New rooms take their seq
 //  and topic from the store. Returns NULL if out of memory or if the
-//  store cannot tell the room's newest seq.
+//  store cannot tell the room's newest seq or its topic.
 zchat_room_t *
     zchat_server_room_open (zchat_server_t *self, const char *name);
 

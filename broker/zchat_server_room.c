@@ -57,16 +57,26 @@ zchat_server_do_join (zchat_server_t *self, zchat_request_t *req)
                             "could not open room %s, try again", name);
         return;
     }
+    //  Only committed messages count: staged ones are published after this
+    //  reply, and the client, subscribed before it joined, will see them.
+    //  Read before the join, so that a JOIN answered 500 leaves nothing
+    //  behind: a first_seq of 0 would tell the client the room's history
+    //  is gone.
+    uint64_t first_seq = 0;
+    if (room->last_seq && zchat_store_first_seq (self->store, name, &first_seq)) {
+        zsys_warning ("zchat: cannot read the oldest seq of room %s", name);
+        zchat_server_room_release (self, &room);
+        zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0,
+                            "could not open room %s, try again", name);
+        return;
+    }
+    if (first_seq > room->last_seq)
+        first_seq = 0;
     if (zchat_room_join (room, session) < 0) {
         zchat_server_room_release (self, &room);
         zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0, "out of memory");
         return;
     }
-    //  Only committed messages count: staged ones are published after this
-    //  reply, and the client, subscribed before it joined, will see them.
-    uint64_t first_seq = room->last_seq ? zchat_store_first_seq (self->store, name) : 0;
-    if (first_seq > room->last_seq)
-        first_seq = 0;
     zchat_buf_t buf;
     zchat_buf_init (&buf, self->buffer, self->buffer_size);
     zchat_server_reply (self, req,
@@ -199,9 +209,12 @@ zchat_server_do_topic (zchat_server_t *self, zchat_request_t *req)
             ts = room->topic_ts;
         }
         else
-        if (zchat_store_topic_get (self->store, msg->room, topic, set_by, &ts)) {
-            topic [0] = set_by [0] = 0;
-            ts = 0;
+        if (zchat_store_topic_get (self->store, msg->room, topic, set_by, &ts) < 0) {
+            //  Not "no topic": that is an answer, and a wrong one.
+            zsys_warning ("zchat: could not read the topic of %s", msg->room);
+            zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0,
+                                "could not read the topic, try again");
+            return;
         }
         zchat_buf_init (&buf, self->buffer, self->buffer_size);
         zchat_server_reply (self, req,
@@ -288,6 +301,15 @@ s_page_add (void *arg, uint64_t seq, uint64_t ts, const char *nick, uint8_t kind
     return 0;
 }
 
+//  Answer 500 to a HISTORY whose page the store could not read.
+static void
+s_history_failed (zchat_server_t *self, zchat_request_t *req, const zchat_room_t *room)
+{
+    zsys_warning ("zchat: could not read the history of %s", room->name);
+    zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0,
+                        "could not read the history, try again");
+}
+
 //  ---------------------------------------------------------------------
 //  HISTORY: a page of committed messages of a room the caller is in (with
 //  durability off: of published ones).
@@ -319,7 +341,13 @@ zchat_server_do_history (zchat_server_t *self, zchat_request_t *req)
 
     zchat_buf_t buf;
     zchat_buf_init (&buf, self->buffer, self->buffer_size);
-    uint64_t first_seq = newest ? zchat_store_first_seq (self->store, room->name) : 0;
+    //  A first_seq the store could not read is no answer: 0 would tell the
+    //  client that everything before the page is gone.
+    uint64_t first_seq = 0;
+    if (newest && zchat_store_first_seq (self->store, room->name, &first_seq)) {
+        s_history_failed (self, req, room);
+        return;
+    }
     if (first_seq > newest)
         first_seq = 0;              //  all it holds is staged
     size_t size = zchat_encode_page_begin (&buf, msg->id, room->name, first_seq,
@@ -330,9 +358,7 @@ zchat_server_do_history (zchat_server_t *self, zchat_request_t *req)
         int rc = zchat_store_history (self->store, room->name, from, to,
                                       limit + 1, s_page_add, &page);
         if (rc < 0) {
-            zsys_warning ("zchat: could not read the history of %s", room->name);
-            zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0,
-                                "could not read the history, try again");
+            s_history_failed (self, req, room);
             return;
         }
     }

@@ -505,6 +505,97 @@ s_test_storage_fault (void)
 }
 
 
+//  Run sql on the store's own connection; it must succeed.
+static void
+s_store_exec (zchat_store_t *store, const char *sql)
+{
+    int rc = sqlite3_exec (store->db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        fprintf (stderr, "%s: %s\n", sql, sqlite3_errmsg (store->db));
+        assert (false);
+    }
+}
+
+//  A store that cannot read a room's oldest seq or its topic is answered
+//  500, never "history starts at 0" or "no topic": JOIN does not add the
+//  session (nor keep the room it loaded), HISTORY is refused even for a
+//  range it need not read, a TOPIC read is refused. Once the store reads
+//  again, all is as before. Renaming a column breaks exactly the
+//  statements that name it: min_ts is named by the chunk lookup, not by
+//  the newest seq or a history range; topic only by the topic read.
+static void
+s_test_read_fault (void)
+{
+    zchat_testbed_t *bed = zchat_testbed_new (NULL, false);
+    assert (bed);
+    zchat_server_t *server = zchat_testbed_server (bed);
+    zchat_store_t *store = zchat_testbed_store (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_greet (bed, "B", "bob", NULL);
+    s_join (bed, "A", "lobby", 2);
+    assert (s_say (bed, "A", "lobby", 3, "one") == 1);
+    assert (s_say (bed, "A", "lobby", 4, "two") == 2);
+    SEND (bed, "A", zchat_encode_topic (&s_buf, 5, "lobby", true, "kept"));
+    s_reply (bed, "A", ZCHAT_TOPICIS, 5);
+    zchat_testbed_clear (bed);
+
+    s_store_exec (store, "ALTER TABLE chunks RENAME COLUMN min_ts TO min_ts_away");
+    SEND (bed, "B", zchat_encode_join (&s_buf, 10, "lobby"));
+    s_error (bed, "B", 10, ZCHAT_ERR_INTERNAL);
+    SEND (bed, "A", zchat_encode_who (&s_buf, 11, "lobby"));
+    const zchat_msg_t *msg = s_reply (bed, "A", ZCHAT_MEMBERS, 11);
+    assert (msg->item_count == 1);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 12, "lobby", 1, 0, 0));
+    s_error (bed, "A", 12, ZCHAT_ERR_INTERNAL);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 13, "lobby", 9, 0, 0));
+    s_error (bed, "A", 13, ZCHAT_ERR_INTERNAL);
+    SEND (bed, "A", zchat_encode_leave (&s_buf, 14, "lobby"));
+    s_reply (bed, "A", ZCHAT_OK, 14);
+    s_event (bed, "lobby:", ZCHAT_EVENT_LEAVE, "alice", "");
+    assert (zchat_rooms_lookup (server->rooms, "lobby") == NULL);
+    SEND (bed, "A", zchat_encode_join (&s_buf, 15, "lobby"));
+    s_error (bed, "A", 15, ZCHAT_ERR_INTERNAL);
+    assert (zchat_rooms_lookup (server->rooms, "lobby") == NULL);
+    assert (zchat_testbed_pending (bed) == 0);
+
+    s_store_exec (store, "ALTER TABLE chunks RENAME COLUMN min_ts_away TO min_ts");
+    SEND (bed, "B", zchat_encode_join (&s_buf, 20, "lobby"));
+    msg = s_reply (bed, "B", ZCHAT_JOINED, 20);
+    assert (msg->seq == 2 && msg->first_seq == 1 && msg->members == 1);
+    assert (streq (msg->topic, "kept"));
+    s_event (bed, "lobby:", ZCHAT_EVENT_JOIN, "bob", "");
+    SEND (bed, "B", zchat_encode_history (&s_buf, 21, "lobby", 1, 0, 0));
+    msg = s_reply (bed, "B", ZCHAT_PAGE, 21);
+    assert (msg->first_seq == 1 && msg->seq == 2 && msg->item_count == 2);
+    SEND (bed, "B", zchat_encode_leave (&s_buf, 22, "lobby"));
+    s_reply (bed, "B", ZCHAT_OK, 22);
+    s_event (bed, "lobby:", ZCHAT_EVENT_LEAVE, "bob", "");
+    assert (zchat_rooms_lookup (server->rooms, "lobby") == NULL);
+
+    //  The topic cannot be read: a TOPIC read of a room not in memory and
+    //  a JOIN that would load the room get 500, and the room is not kept
+    //  with its topic forgotten.
+    s_store_exec (store, "ALTER TABLE rooms RENAME COLUMN topic TO topic_away");
+    SEND (bed, "B", zchat_encode_topic (&s_buf, 30, "lobby", false, ""));
+    s_error (bed, "B", 30, ZCHAT_ERR_INTERNAL);
+    SEND (bed, "A", zchat_encode_join (&s_buf, 31, "lobby"));
+    s_error (bed, "A", 31, ZCHAT_ERR_INTERNAL);
+    assert (zchat_rooms_lookup (server->rooms, "lobby") == NULL);
+    assert (zchat_testbed_pending (bed) == 0);
+    s_store_exec (store, "ALTER TABLE rooms RENAME COLUMN topic_away TO topic");
+    SEND (bed, "B", zchat_encode_topic (&s_buf, 32, "lobby", false, ""));
+    msg = s_reply (bed, "B", ZCHAT_TOPICIS, 32);
+    assert (streq (msg->topic, "kept") && streq (msg->nick, "alice"));
+    SEND (bed, "A", zchat_encode_join (&s_buf, 33, "lobby"));
+    msg = s_reply (bed, "A", ZCHAT_JOINED, 33);
+    assert (msg->seq == 2 && msg->first_seq == 1 && streq (msg->topic, "kept"));
+    SEND (bed, "B", zchat_encode_topic (&s_buf, 34, "never", false, ""));
+    msg = s_reply (bed, "B", ZCHAT_TOPICIS, 34);
+    assert (streq (msg->topic, "") && streq (msg->nick, "") && msg->ts == 0);
+    zchat_testbed_destroy (&bed);
+}
+
+
 //  The allow-list of s_test_revoke: every key but the one in arg.
 static bool
 s_admits_all_but (void *arg, const char *key)
@@ -1809,6 +1900,7 @@ zchat_server_test (bool verbose)
     s_test_clock ();
     s_test_query_budget ();
     s_test_storage_fault ();
+    s_test_read_fault ();
     s_test_revoke ();
     s_test_durability_off ();
     s_test_batches ();

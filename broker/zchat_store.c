@@ -2281,43 +2281,57 @@ zchat_store_room_seq (zchat_store_t *self, const char *room, uint64_t *last_seq)
 
 //  --------------------------------------------------------------------------
 //  Oldest sequence number still held for a room: the first message at or
-//  above the room's retention floor, the open group's included. 0 if none.
+//  above the room's retention floor, the open group's included. 0 with
+//  *first_seq set (0 if none is held), or -1 on a storage error (logged)
+//  or a chunk that does not decode: "none" would tell clients that the
+//  room's history is gone.
 
-uint64_t
-zchat_store_first_seq (zchat_store_t *self, const char *room)
+int
+zchat_store_first_seq (zchat_store_t *self, const char *room, uint64_t *first_seq)
 {
+    assert (first_seq);
+    *first_seq = 0;
     size_t room_len = s_name_len (room, ZCHAT_MAX_ROOM);
     if (!self || !room_len)
-        return 0;
+        return -1;
     uint64_t floor = 0;
     if (s_room_get (self, room, room_len, NULL, &floor))
-        return 0;
+        return -1;
     if (floor == 0)
         floor = 1;
     store_chunk_t chunk;
     int rc = s_chunk_at (self, room, room_len, floor, &chunk);
     if (rc < 0)
+        return -1;
+    if (rc == 0) {
+        store_pending_t *pending = s_pending_find (self, room, room_len);
+        *first_seq = pending && pending->count? pending->first_seq: 0;
         return 0;
-    if (rc == 1) {
-        if (chunk.first_seq >= floor)
-            return chunk.first_seq;
-        if (chunk.last_seq - chunk.first_seq + 1 == chunk.count)
-            return floor;
-        //  The floor is inside a chunk with holes: find the first above.
-        store_cursor_t cursor;
-        uint64_t first = 0;
-        if (s_chunk_open (self, &chunk, &cursor) == 0) {
-            while (s_cursor_next (&cursor) == 1)
-                if (cursor.seq >= floor) {
-                    first = cursor.seq;
-                    break;
-                }
-            s_chunk_close (self);
-        }
-        return first;
     }
-    store_pending_t *pending = s_pending_find (self, room, room_len);
-    return pending && pending->count? pending->first_seq: 0;
+    if (chunk.first_seq >= floor) {
+        *first_seq = chunk.first_seq;
+        return 0;
+    }
+    if (chunk.last_seq - chunk.first_seq + 1 == chunk.count) {
+        *first_seq = floor;
+        return 0;
+    }
+    //  The floor is inside a chunk with holes: find the first above. The
+    //  chunk ends at or above the floor, so a chunk without one is damaged.
+    store_cursor_t cursor;
+    if (s_chunk_open (self, &chunk, &cursor))
+        return -1;
+    while (s_cursor_next (&cursor) == 1)
+        if (cursor.seq >= floor) {
+            *first_seq = cursor.seq;
+            break;
+        }
+    s_chunk_close (self);
+    if (*first_seq == 0) {
+        s_chunk_damaged (&chunk);
+        return -1;
+    }
+    return 0;
 }
 
 
@@ -3060,15 +3074,21 @@ failed:
 
 
 //  --------------------------------------------------------------------------
-//  Topic of a room: 0 with topic, set_by and *ts filled, or -1 if the room
-//  has no topic (or on error).
+//  Topic of a room: 1 with topic, set_by and *ts filled; 0 if the room has
+//  no topic (topic and set_by empty, *ts 0); -1 on a storage error or a
+//  stored value over its limit (logged; the fields are empty then too).
+//  An error is never "no topic": a room loaded with it would forget its
+//  topic.
 
 int
 zchat_store_topic_get (zchat_store_t *self, const char *room,
                        char *topic, char *set_by, uint64_t *ts)
 {
+    assert (topic && set_by && ts);
+    topic [0] = set_by [0] = '\0';
+    *ts = 0;
     size_t room_len = s_name_len (room, ZCHAT_MAX_ROOM);
-    if (!self || !room_len || !topic || !set_by || !ts)
+    if (!self || !room_len)
         return -1;
     sqlite3_stmt *stmt = self->stmt [ST_TOPIC_GET];
     if (sqlite3_bind_text (stmt, 1, room, (int) room_len, SQLITE_STATIC)) {
@@ -3081,11 +3101,15 @@ zchat_store_topic_get (zchat_store_t *self, const char *room,
         if (s_column_copy (stmt, 0, topic, ZCHAT_MAX_TOPIC) == 0
         &&  s_column_copy (stmt, 1, set_by, ZCHAT_MAX_NICK) == 0) {
             *ts = (uint64_t) sqlite3_column_int64 (stmt, 2);
-            result = 0;
+            result = 1;
         }
+        else
+            topic [0] = set_by [0] = '\0';
     }
     else
-    if (rc != SQLITE_DONE)
+    if (rc == SQLITE_DONE)
+        result = 0;
+    else
         s_log_error (self, "topic get");
     sqlite3_reset (stmt);
     return result;

@@ -45,9 +45,11 @@ int
     zchat_store_room_seq (zchat_store_t *self, const char *room, uint64_t *last_seq);
 
 //  Oldest sequence number still held for a room (retention removes older
-//  ones), 0 if none is held (or on a logged storage error).
-uint64_t
-    zchat_store_first_seq (zchat_store_t *self, const char *room);
+//  ones): 0 with *first_seq set (0 if none is held), or -1 on a storage
+//  error (logged). An error is not "none": that would tell clients the
+//  room's history is gone.
+int
+    zchat_store_first_seq (zchat_store_t *self, const char *room, uint64_t *first_seq);
 
 //  Group writes. begin starts a transaction; commit makes every append
 //  since begin durable. Return 0, or -1 on a storage error (then the
@@ -98,9 +100,10 @@ int
     zchat_store_retain (zchat_store_t *self, uint64_t max_messages,
                         uint64_t max_age_ms, uint64_t now_ms, size_t batch);
 
-//  Room topics, kept across restarts. get returns 0 and fills topic
-//  (capacity ZCHAT_MAX_TOPIC + 1), set_by (ZCHAT_MAX_NICK + 1) and *ts, or
-//  -1 if the room has no topic.
+//  Room topics, kept across restarts. get fills topic (capacity
+//  ZCHAT_MAX_TOPIC + 1), set_by (ZCHAT_MAX_NICK + 1) and *ts and returns 1;
+//  returns 0 if the room has no topic (topic and set_by empty, *ts 0), or
+//  -1 on a storage error (logged). set returns 0 or -1.
 int
     zchat_store_topic_get (zchat_store_t *self, const char *room,
                            char *topic, char *set_by, uint64_t *ts);

@@ -670,11 +670,27 @@ zchat_server_do_says (zchat_server_t *self, zchat_request_t *req)
 //  ---------------------------------------------------------------------
 //  DM: deliver to the recipient's peer at once (DMs are not stored), and
 //  acknowledge with an empty room and seq 0.
+//
+//  A DM whose id the session had delivered lately (zchat_session_dm_seen)
+//  is a resend whose ACK was lost: it gets that ACK again, ts and all, and
+//  is not delivered again. That is checked first, before anything that
+//  could refuse it: the recipient may have gone since, or the sender be
+//  over its rate limit now, and a refusal would tell the sender that a DM
+//  which was delivered was not. It costs no token: nothing is delivered.
 
 void
 zchat_server_do_dm (zchat_server_t *self, zchat_request_t *req)
 {
     const zchat_msg_t *msg = req->msg;
+    zchat_buf_t buf;
+    uint64_t ts;
+    if (zchat_session_dm_seen (req->session, msg->id, &ts)) {
+        ZCHAT_DEBUG ("zchat: %s resent direct message %" PRIu64, req->session->nick,
+                     msg->id);
+        zchat_buf_init (&buf, self->buffer, self->buffer_size);
+        zchat_server_reply (self, req, zchat_encode_ack (&buf, msg->id, "", 0, ts));
+        return;
+    }
     zchat_session_t *recipient = zchat_sessions_by_nick (self->sessions, msg->nick);
     if (!recipient) {
         zchat_server_error (self, req, ZCHAT_ERR_NO_SUCH_NICK, 0,
@@ -689,12 +705,15 @@ zchat_server_do_dm (zchat_server_t *self, zchat_request_t *req)
     }
     if (zchat_server_rate_limited (self, req))
         return;
-    uint64_t ts = req->now_ms;
-    zchat_buf_t buf;
+    ts = req->now_ms;
     zchat_buf_init (&buf, self->buffer, self->buffer_size);
     zchat_server_send (self, recipient->peer, recipient->peer_size,
                        zchat_encode_deliver (&buf, 0, req->session->nick, msg->kind,
                                              ts, msg->text, msg->text_size));
+    //  Out of memory only costs the recognition of a resend of this one
+    if (zchat_session_dm_remember (req->session, msg->id, ts))
+        zsys_warning ("zchat: out of memory: a resend of %s's direct message %" PRIu64
+                      " would be delivered again", req->session->nick, msg->id);
     zchat_buf_init (&buf, self->buffer, self->buffer_size);
     zchat_server_reply (self, req, zchat_encode_ack (&buf, msg->id, "", 0, ts));
 }

@@ -939,6 +939,118 @@ s_test_messages (void)
 }
 
 
+//  DM from peer to nick (at to_peer): delivered there and acknowledged;
+//  returns the ACK's ts.
+static uint64_t
+s_dm (zchat_testbed_t *bed, const char *peer, uint64_t id, const char *nick,
+      const char *to_peer, const char *text)
+{
+    SEND (bed, peer, zchat_encode_dm (&s_buf, id, nick, ZCHAT_KIND_TEXT, text,
+                                      strlen (text)));
+    const zchat_msg_t *msg = s_reply (bed, to_peer, ZCHAT_DELIVER, 0);
+    assert (msg->text_size == strlen (text) && memcmp (msg->text, text, msg->text_size) == 0);
+    assert (zchat_testbed_replies (bed, to_peer) == 0);
+    msg = s_reply (bed, peer, ZCHAT_ACK, id);
+    assert (streq (msg->room, "") && msg->seq == 0);
+    return msg->ts;
+}
+
+//  DM resent from peer with an id delivered before: the original ACK
+//  (its ts), and nothing for anyone else.
+static void
+s_dm_again (zchat_testbed_t *bed, const char *peer, uint64_t id, const char *nick,
+            uint64_t ts)
+{
+    SEND (bed, peer, zchat_encode_dm (&s_buf, id, nick, ZCHAT_KIND_TEXT, "again", 5));
+    const zchat_msg_t *msg = s_reply (bed, peer, ZCHAT_ACK, id);
+    assert (zchat_testbed_pending (bed) == 0);      //  not delivered again
+    assert (streq (msg->room, "") && msg->seq == 0 && msg->ts == ts);
+}
+
+//  A resent DM (same id, same session) is acknowledged as the first was
+//  and delivered once: also after a takeover and a rename, when the
+//  recipient has gone, when the sender is over its rate limit; a refused
+//  DM is not remembered; the newest ZCHAT_DM_RECENT are; a new session
+//  starts with none.
+static void
+s_test_dm_retry (void)
+{
+    zchat_server_config_t config = zchat_testbed_config ();
+    config.rate_limit = 2;
+    config.rate_burst = 2;
+    zchat_testbed_t *bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    char token [ZCHAT_MAX_TOKEN + 1];
+    s_greet (bed, "A", "alice", token);
+    s_greet (bed, "B", "bob", NULL);
+    s_greet (bed, "C", "carol", NULL);
+
+    //  Distinct ids are delivered each; the same id again only answered
+    uint64_t ts1 = s_dm (bed, "A", 400, "bob", "B", "one");
+    zchat_testbed_advance (bed, 1000);
+    uint64_t ts2 = s_dm (bed, "A", 401, "bob", "B", "two");
+    assert (ts2 > ts1);
+    zchat_testbed_advance (bed, 1000);
+    s_dm_again (bed, "A", 400, "bob", ts1);
+    s_dm_again (bed, "A", 401, "bob", ts2);
+    //  The same id from another session is its own DM
+    s_dm (bed, "C", 400, "bob", "B", "carol's");
+
+    //  The session resumed from another peer, then renamed: still known
+    SEND (bed, "A2", zchat_encode_hello (&s_buf, 30, ZCHAT_VERSION, "alice", token));
+    assert (s_reply (bed, "A2", ZCHAT_WELCOME, 30)->flag == 1);
+    s_dm_again (bed, "A2", 400, "bob", ts1);
+    SEND (bed, "A2", zchat_encode_nick (&s_buf, 31, "alicia"));
+    s_reply (bed, "A2", ZCHAT_OK, 31);
+    s_dm_again (bed, "A2", 401, "bob", ts2);
+
+    //  Over the rate limit: a resend is still answered with its ACK; the
+    //  refused DM is not remembered, so its resend is delivered, once
+    zchat_testbed_advance (bed, 1000);
+    s_dm (bed, "A2", 402, "bob", "B", "three");
+    s_dm (bed, "A2", 403, "bob", "B", "four");
+    SEND (bed, "A2", zchat_encode_dm (&s_buf, 404, "bob", 0, "five", 4));
+    uint32_t retry_ms = s_error (bed, "A2", 404, ZCHAT_ERR_RATE_LIMITED)->retry_ms;
+    assert (retry_ms > 0);
+    s_dm_again (bed, "A2", 400, "bob", ts1);
+    zchat_testbed_advance (bed, retry_ms);
+    uint64_t ts5 = s_dm (bed, "A2", 404, "bob", "B", "five");
+    s_dm_again (bed, "A2", 404, "bob", ts5);
+
+    //  The recipient has gone: a resend is still the ACK it was, not 405
+    SEND (bed, "B", zchat_encode_bye (&s_buf, 40));
+    s_reply (bed, "B", ZCHAT_OK, 40);
+    s_dm_again (bed, "A2", 400, "nobody", ts1);
+    zchat_testbed_destroy (&bed);
+
+    //  The bound: the newest ZCHAT_DM_RECENT ids are known; past it the
+    //  oldest is forgotten, and its resend is delivered again. Id 0
+    //  answers nothing and is never taken for a resend.
+    bed = zchat_testbed_new (NULL, false);
+    assert (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_greet (bed, "B", "bob", NULL);
+    uint64_t ts [ZCHAT_DM_RECENT + 1];
+    for (uint64_t i = 0; i < ZCHAT_DM_RECENT; i++) {
+        ts [i] = s_dm (bed, "A", 1000 + i, "bob", "B", "many");
+        zchat_testbed_advance (bed, 1);
+    }
+    s_dm_again (bed, "A", 1000, "bob", ts [0]);
+    s_dm_again (bed, "A", 1000 + ZCHAT_DM_RECENT - 1, "bob", ts [ZCHAT_DM_RECENT - 1]);
+    ts [ZCHAT_DM_RECENT] = s_dm (bed, "A", 1000 + ZCHAT_DM_RECENT, "bob", "B", "one more");
+    s_dm (bed, "A", 1000, "bob", "B", "forgotten");
+    s_dm_again (bed, "A", 1000 + ZCHAT_DM_RECENT, "bob", ts [ZCHAT_DM_RECENT]);
+    s_dm (bed, "A", 0, "bob", "B", "id 0");
+    s_dm (bed, "A", 0, "bob", "B", "id 0");
+    //  A new session (a goodbye, an expiry, a re-greeting) starts afresh
+    SEND (bed, "A", zchat_encode_bye (&s_buf, 50));
+    s_reply (bed, "A", ZCHAT_OK, 50);
+    s_greet (bed, "A", "alice", NULL);
+    s_dm (bed, "A", 1000 + ZCHAT_DM_RECENT, "bob", "B", "new session");
+    zchat_testbed_destroy (&bed);
+}
+
+
 //  HISTORY: ranges, tails, paging, byte cap, retention.
 static void
 s_test_history (void)
@@ -1908,6 +2020,7 @@ zchat_server_test (bool verbose)
     s_test_fair_share ();
     s_test_rooms ();
     s_test_messages ();
+    s_test_dm_retry ();
     s_test_history ();
     s_test_limits ();
     s_test_bad_input ();

@@ -80,6 +80,7 @@ s_session_free (zchat_session_t **session_p)
         free (session->address);
         free (session->peer);
         free (session->rooms);
+        free (session->dms);
         free (session);
         *session_p = NULL;
     }
@@ -359,6 +360,65 @@ zchat_sessions_remove (zchat_sessions_t *self, zchat_session_t **session_p)
 
 
 //  ---------------------------------------------------------------------
+//  Whether a DM with this id was delivered lately; its ACK's ts if so.
+
+bool
+zchat_session_dm_seen (const zchat_session_t *session, uint64_t id, uint64_t *ts)
+{
+    assert (session);
+    assert (ts);
+    //  Ids are unique per sender, so the ring's order does not matter
+    //  here: a plain scan of at most ZCHAT_DM_RECENT ids in one block,
+    //  small beside the two sends a DM costs
+    if (id == 0)
+        return false;
+    for (uint32_t i = 0; i < session->dm_count; i++)
+        if (session->dms [i].id == id) {
+            *ts = session->dms [i].ts;
+            return true;
+        }
+    return false;
+}
+
+
+//  ---------------------------------------------------------------------
+//  Remember a delivered DM, forgetting the oldest past ZCHAT_DM_RECENT.
+
+int
+zchat_session_dm_remember (zchat_session_t *session, uint64_t id, uint64_t ts)
+{
+    assert (session);
+    if (id == 0)
+        return 0;
+    //  Most sessions send few DMs or none: the ring starts small and
+    //  doubles as it fills, so its allocations are a handful per session
+    //  and never one per message. It wraps only at its full size, so
+    //  until then it is in order without moving anything.
+    if (session->dm_count == session->dm_limit && session->dm_limit < ZCHAT_DM_RECENT) {
+        uint32_t limit = session->dm_limit? session->dm_limit * 2: ZCHAT_DM_RECENT_FIRST;
+        if (limit > ZCHAT_DM_RECENT)
+            limit = ZCHAT_DM_RECENT;
+        zchat_dm_seen_t *bigger = (zchat_dm_seen_t *) realloc (session->dms,
+                                                               limit * sizeof (zchat_dm_seen_t));
+        if (!bigger)
+            return -1;
+        session->dms = bigger;
+        session->dm_limit = limit;
+    }
+    zchat_dm_seen_t *slot;
+    if (session->dm_count < session->dm_limit)
+        slot = &session->dms [session->dm_count++];
+    else {
+        slot = &session->dms [session->dm_next];
+        session->dm_next = (session->dm_next + 1) % session->dm_limit;
+    }
+    slot->id = id;
+    slot->ts = ts;
+    return 0;
+}
+
+
+//  ---------------------------------------------------------------------
 //  Number of sessions.
 
 size_t
@@ -440,6 +500,35 @@ zchat_session_test (bool verbose)
     assert (zchat_sessions_by_nick (table, "robert") == NULL);
     assert (zchat_sessions_at_address (table, "10.0.0.2") == 0);
     assert (zchat_sessions_oldest (table) == carol);
+
+    //  Recent DMs: none before the first, then each found with its ts;
+    //  id 0 is never remembered; the ring grows to ZCHAT_DM_RECENT and
+    //  then forgets the oldest first. A takeover and a rename keep it.
+    uint64_t ts = 0;
+    assert (!zchat_session_dm_seen (carol, 1, &ts));
+    assert (zchat_session_dm_remember (carol, 0, 5) == 0);
+    assert (carol->dm_count == 0 && !zchat_session_dm_seen (carol, 0, &ts));
+    for (uint64_t id = 1; id <= ZCHAT_DM_RECENT; id++) {
+        assert (zchat_session_dm_remember (carol, 1000 + id, 7000 + id) == 0);
+        assert (carol->dm_limit >= carol->dm_count && carol->dm_limit <= ZCHAT_DM_RECENT);
+    }
+    assert (carol->dm_count == ZCHAT_DM_RECENT && carol->dm_limit == ZCHAT_DM_RECENT);
+    for (uint64_t id = 1; id <= ZCHAT_DM_RECENT; id++)
+        assert (zchat_session_dm_seen (carol, 1000 + id, &ts) && ts == 7000 + id);
+    assert (!zchat_session_dm_seen (carol, 1000, &ts));
+    assert (zchat_session_dm_remember (carol, 5000, 1) == 0);
+    assert (!zchat_session_dm_seen (carol, 1001, &ts));         //  the oldest went
+    assert (zchat_session_dm_seen (carol, 1002, &ts) && ts == 7002);
+    assert (zchat_session_dm_seen (carol, 5000, &ts) && ts == 1);
+    for (uint64_t id = 1; id < ZCHAT_DM_RECENT; id++)
+        assert (zchat_session_dm_remember (carol, 6000 + id, 2) == 0);
+    assert (carol->dm_count == ZCHAT_DM_RECENT);
+    assert (zchat_session_dm_seen (carol, 5000, &ts));          //  the newest 256
+    assert (!zchat_session_dm_seen (carol, 1000 + ZCHAT_DM_RECENT, &ts));
+    const uint8_t peer_e [] = { 7 };
+    assert (zchat_sessions_move (table, carol, peer_e, sizeof (peer_e), NULL) == 0);
+    assert (zchat_sessions_rename (table, carol, "caroline") == 0);
+    assert (zchat_session_dm_seen (carol, 5000, &ts) && ts == 1);
 
     //  Many sessions: the indexes grow and stay right
     for (uint32_t i = 0; i < 2000; i++) {

@@ -21,6 +21,18 @@
 #define ZCHAT_KEY_SIZE      40          //  a Z85 CURVE public key
 #define ZCHAT_MAX_PEER      1024        //  largest peer blob accepted
 
+//  A session remembers the ids of the last ZCHAT_DM_RECENT DMs it had
+//  delivered, so that a DM sent again with the same id (a client whose
+//  ACK was lost resends it, and libzchat resends everything unanswered
+//  after a reconnect) is acknowledged as the first was and not delivered
+//  twice. DMs are not stored: this memory is the session's, in a ring
+//  allocated at its first DM and grown from ZCHAT_DM_RECENT_FIRST to
+//  ZCHAT_DM_RECENT entries (16 bytes each), oldest forgotten first. A
+//  resend of an older one is delivered again (PROTOCOL.md 6.3): the bound
+//  is what zchat keeps in flight at most (ZCHAT_CLI_WINDOW).
+#define ZCHAT_DM_RECENT         256
+#define ZCHAT_DM_RECENT_FIRST   16
+
 typedef struct _zchat_room_t zchat_room_t;
 typedef struct _zchat_session_t zchat_session_t;
 
@@ -28,6 +40,12 @@ typedef struct {
     const uint8_t *data;
     size_t size;
 } zchat_blob_t;
+
+//  A DM the session had delivered: its request id and its ACK's ts.
+typedef struct {
+    uint64_t id;
+    uint64_t ts;
+} zchat_dm_seen_t;
 
 struct _zchat_session_t {
     char nick  [ZCHAT_MAX_NICK + 1];            //  table
@@ -55,6 +73,11 @@ struct _zchat_session_t {
     uint64_t sender_gen;                        //  the open group's, if it
     size_t sender;                              //  holds SAYs of this session:
                                                 //  its entry in the group
+    zchat_dm_seen_t *dms;                       //  recent DMs, a ring; NULL
+                                                //  before the first (dm_*)
+    uint32_t dm_count;                          //  entries held
+    uint32_t dm_limit;                          //  entries allocated
+    uint32_t dm_next;                           //  once full, the oldest
     //  table: indexes and recency list
     zchat_blob_t peer_key;
     zchat_session_t *older;
@@ -116,6 +139,22 @@ zchat_session_t *
 //  caller has taken it out of its rooms first.
 void
     zchat_sessions_remove (zchat_sessions_t *self, zchat_session_t **session_p);
+
+//  A DM with this id from session was delivered and is still among its
+//  newest ZCHAT_DM_RECENT: returns true and sets *ts to the ts its ACK
+//  gave. Id 0 is never found.
+bool
+    zchat_session_dm_seen (const zchat_session_t *session, uint64_t id,
+                           uint64_t *ts);
+
+//  Remember that session had the DM with this id delivered, its ACK
+//  stamped ts; past ZCHAT_DM_RECENT the oldest is forgotten. The id must
+//  not be remembered already; id 0 is not remembered (it answers
+//  nothing, so it is no retry). Returns 0, or -1 if out of memory (then
+//  it is not remembered, and a resend of it would be delivered again).
+int
+    zchat_session_dm_remember (zchat_session_t *session, uint64_t id,
+                               uint64_t ts);
 
 //  Number of sessions, and number of sessions from one address.
 size_t

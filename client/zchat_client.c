@@ -9,9 +9,11 @@
 //  How the pieces fit (PROTOCOL.md §6):
 //  - sends: every SAY/DM stays in the outbox (zchat_outbox) until its
 //    ACK; it is resent with the same id every heartbeat interval and at
-//    once after a new session, so the broker can deduplicate retries. The
-//    outbox keeps its entries in send order and in last-sent order, so
-//    housekeeping only ever touches the entries that are due.
+//    once after a new session, so the broker can deduplicate retries;
+//    one refused with 429 waits, with every send after it, for the
+//    broker's retry time, then goes again in order. The outbox keeps its
+//    entries in send order and in last-sent order, so housekeeping only
+//    ever touches the entries that are due.
 //  - rooms: subscribe first, JOIN, then PROBE until our own probe comes
 //    back on SUB; only then is the join reported, and from then on a
 //    per-room zchat_sequencer puts messages in order and asks for what is
@@ -45,9 +47,9 @@
 #define S_TAIL_GRACE_MS         200     //  a PONG's newer seq may still be in flight on SUB
 #define S_FETCH_RETRY_MS        1000    //  after a failed history fetch
 #define S_RATE_RETRY_MS         100     //  a 429 without a retry time
-//  After a SAY refused with 429 at most this many sends go out unanswered
-//  at once, one more for each ACK (twice as many each round trip) until
-//  S_SEND_CAP_OPEN, when the cap comes off (s_send_room).
+//  After a SAY or DM refused with 429 at most this many sends go out
+//  unanswered at once, one more for each ACK (twice as many each round
+//  trip) until S_SEND_CAP_OPEN, when the cap comes off (s_send_room).
 #define S_SEND_CAP_RESUME       64
 #define S_SEND_CAP_OPEN         8192
 #define S_BYE_WAIT_MS           500     //  destroy waits this long for BYE's OK
@@ -204,9 +206,9 @@ struct _zchat_client_t {
     uint8_t *buffer;
     zchat_buf_t buf;
     uint8_t version;            //  protocol version of the session (WELCOME)
-    int64_t send_pause_until;   //  a SAY was refused with 429: none before
+    int64_t send_pause_until;   //  a send was refused with 429: none before
     size_t send_cap;            //  sends in flight at most since a 429, 0 = no cap
-    uint64_t cap_from_id;       //  the refused SAY: only its ACK and later ones grow the cap
+    uint64_t cap_from_id;       //  the refused send: only its ACK and later ones grow the cap
     size_t gathered;            //  SAYs gathered for a SAYS since the last flush
     char     error [256];
 };
@@ -836,8 +838,8 @@ s_send_says (zchat_client_t *self, zchat_outbox_entry_t *first, size_t room, int
 
 //  --------------------------------------------------------------------------
 //  How many more sends may go out now: unlimited (SIZE_MAX) but after a
-//  SAY refused with 429. A flooder with thousands of sends in flight used
-//  to send them all again when the retry time had passed, of which the
+//  SAY or DM refused with 429. A flooder with thousands of sends in flight
+//  used to send them all again when the retry time had passed, of which the
 //  broker took its fair share (a hundred or so per 100 ms beside people
 //  talking) and refused the rest again, one ERROR each, every period: a
 //  burst of work for the broker and the sender's own process on cores
@@ -1602,12 +1604,16 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
         s_on_hello_refused (self, msg);
         return;
     }
-    if (send && send->type == ZCHAT_SAY && msg->code == ZCHAT_ERR_RATE_LIMITED) {
+    if (send && msg->code == ZCHAT_ERR_RATE_LIMITED) {
         //  Refused for now (rate limit, fair share): the broker refuses the
-        //  rest of our stream until retry_ms too, so this SAY and every SAY
-        //  sent after it go out again, in order, once that has passed. The
-        //  others' refusals find them waiting already. The caller hears
-        //  nothing but a later ACK (or, past its timeout, a timeout).
+        //  rest of our stream until retry_ms too, so this SAY or DM and
+        //  every send after it go out again, in order, once that has
+        //  passed. The others' refusals find them waiting already. The
+        //  caller hears nothing but a later ACK (or, past its timeout, a
+        //  timeout). A send the broker took after all (a DM after a SAY
+        //  the fair share refused, which counts SAYs only) is acknowledged
+        //  before it goes again, or comes again as a retry, which the
+        //  broker answers without storing or delivering it twice.
         if (!send->unsent) {
             zchat_outbox_unsend_from (self->outbox, send);
             int64_t until = now + (msg->retry_ms? msg->retry_ms: S_RATE_RETRY_MS);
@@ -3273,7 +3279,7 @@ s_test_expect_event (zchat_client_t *client, zchat_event_type_t type, uint64_t i
 }
 
 //  The cap after a 429 (s_send_room): 64 in flight, one more for each ACK
-//  of the refused SAY or a later one, off at S_SEND_CAP_OPEN; a new session
+//  of the refused send or a later one, off at S_SEND_CAP_OPEN; a new session
 //  takes it off, a resumed one starts it again from the bottom. No broker:
 //  sends are marked as sent by hand and answers fed in.
 static void
@@ -3327,6 +3333,71 @@ s_test_send_cap (void)
     s_test_feed (client, false, zchat_encode_welcome (buf, 0, ZCHAT_VERSION, "alice", "token",
                                                       0, "", 1000, 3000, 0, false));
     assert (client->send_cap == 0);
+    zchat_client_destroy (&client);
+}
+
+//  A DM refused with 429 is not reported: it waits, with every send that
+//  went out after it (a SAY too), for the retry time, then goes again in
+//  order, while what went out before it stays in flight; its ACK comes
+//  to the caller as any other. Other refusals of a DM are reported. No
+//  broker: sends are marked as sent by hand and answers fed in.
+static void
+s_test_dm_refused (void)
+{
+    zchat_client_t *client = zchat_client_new ("tcp://127.0.0.1:1", "alice");
+    assert (client);
+    zchat_client_set_sub_endpoint (client, "tcp://127.0.0.1:1");
+    zchat_buf_t *buf = &client->buf;
+    client->state = S_GREETING;
+    s_test_feed (client, false, zchat_encode_welcome (buf, client->hello_id, ZCHAT_VERSION,
+                                                      "alice", "token", 0, "", 1000, 3000,
+                                                      0, false));
+    assert (client->state == S_READY);
+    uint64_t ids [3];
+    ids [0] = zchat_client_say (client, "ops", "one", 3, false);
+    ids [1] = zchat_client_dm (client, "bob", "psst", 4, false);
+    ids [2] = zchat_client_say (client, "ops", "two", 3, false);
+    zchat_outbox_entry_t *sends [3];
+    for (int i = 0; i < 3; i++) {
+        assert (ids [i]);
+        sends [i] = zchat_outbox_lookup (client->outbox, ids [i]);
+        assert (sends [i]);
+        if (sends [i]->unsent)
+            zchat_outbox_sent (client->outbox, sends [i], s_now ());
+    }
+    int64_t refused_at = s_now ();
+    s_test_feed (client, false, zchat_encode_error (buf, ids [1], ZCHAT_ERR_RATE_LIMITED,
+                                                    300, "slow down"));
+    assert (s_test_event (client) == NULL);
+    assert (zchat_outbox_lookup (client->outbox, ids [1]) == sends [1]);
+    assert (zchat_outbox_next_unsent (client->outbox) == sends [1]);
+    assert (sends [1]->q_next == sends [2] && sends [2]->q_next == NULL);
+    assert (!sends [0]->unsent && zchat_outbox_in_flight (client->outbox) == 1);
+    assert (client->send_pause_until >= refused_at + 300);
+    assert (client->send_cap == S_SEND_CAP_RESUME && client->cap_from_id == ids [1]);
+    //  The SAY after it, refused as well, finds itself waiting already
+    s_test_feed (client, false, zchat_encode_error (buf, ids [2], ZCHAT_ERR_RATE_LIMITED,
+                                                    300, "slow down"));
+    assert (s_test_event (client) == NULL);
+    assert (zchat_outbox_next_unsent (client->outbox) == sends [1]);
+    //  Sent again after the retry time (by hand here), then acknowledged
+    zchat_outbox_sent (client->outbox, sends [1], s_now ());
+    s_test_feed (client, false, zchat_encode_ack (buf, ids [1], "", 0, 5));
+    zchat_event_t *event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_ACK && event->id == ids [1]);
+    assert (streq (event->nick, "bob") && streq (event->room, "") && event->ts == 5);
+    zchat_event_destroy (&event);
+    assert (zchat_outbox_lookup (client->outbox, ids [1]) == NULL);
+    //  Not a refusal for now: reported, and forgotten
+    uint64_t id = zchat_client_dm (client, "nobody", "x", 1, false);
+    assert (id);
+    s_test_feed (client, false, zchat_encode_error (buf, id, ZCHAT_ERR_NO_SUCH_NICK, 0,
+                                                    "no such nick: nobody"));
+    event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_ERROR && event->id == id);
+    assert (event->code == ZCHAT_ERR_NO_SUCH_NICK && streq (event->nick, "nobody"));
+    zchat_event_destroy (&event);
+    assert (zchat_outbox_lookup (client->outbox, id) == NULL);
     zchat_client_destroy (&client);
 }
 
@@ -3680,6 +3751,7 @@ zchat_client_test (bool verbose)
 
     s_test_send_only ();
     s_test_send_cap ();
+    s_test_dm_refused ();
 
     if (verbose)
         printf ("OK\n");

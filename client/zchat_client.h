@@ -180,6 +180,10 @@ uint64_t zchat_client_leave   (zchat_client_t *self, const char *room);
 //  Resent with the same id (every heartbeat interval, and at once after a
 //  reconnect) until ACK, or until the client's timeout has passed since
 //  the first send: then an ERROR event with code ZCHAT_CLIENT_TIMEOUT.
+//  One refused with 429 (rate limit, fair share) is no ERROR event: it
+//  and every send after it go again, in order, after the broker's retry
+//  time. The broker recognises a resend (a SAY is stored once, a DM
+//  delivered once within its session: PROTOCOL.md 6.3).
 //  A SAY goes out at once while at most 8 sends are unacknowledged; past
 //  that (a busy sender) it waits for the next call into the client
 //  (zchat_client_next, _wait, or a pass after the DEALER stirs, which the

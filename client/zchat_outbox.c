@@ -331,7 +331,7 @@ zchat_outbox_unsend_from (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
     //  up first in the unsent queue
     size_t moved = 0;
     for (zchat_outbox_entry_t *at = self->order.tail; at; at = at->o_prev) {
-        if (at->type == entry->type && !at->unsent) {
+        if (!at->unsent) {
             s_queue_remove (&self->resend, at);
             at->unsent = true;
             s_queue_prepend (&self->unsent, at);
@@ -416,24 +416,27 @@ zchat_outbox_test (bool verbose)
     assert (a->q_next == b && b->q_next == d && d->q_next == NULL);
     assert (a->unsent && b->unsent && d->unsent);
 
-    //  A refused SAY: it and the SAYs that went out after it go out again
-    //  first, in send order; the DM between them and what never went out
-    //  keep their places
+    //  A refused DM: it and everything that went out after it (a SAY as
+    //  well) go out again first, in send order; what went out before it
+    //  stays in flight, and what never went out keeps its place
     zchat_outbox_sent (outbox, a, 500);
     zchat_outbox_sent (outbox, b, 500);
     zchat_outbox_sent (outbox, d, 500);
     zchat_outbox_entry_t *e = zchat_outbox_add (outbox, 14, ZCHAT_SAY, 0, "lobby", "z", 1, 510);
     assert (zchat_outbox_next_unsent (outbox) == e);
     assert (zchat_outbox_in_flight (outbox) == 3);
-    size_t moved = zchat_outbox_unsend_from (outbox, a);
+    assert (b->type == ZCHAT_DM && d->type == ZCHAT_SAY);
+    size_t moved = zchat_outbox_unsend_from (outbox, b);
     assert (moved == 2);
     assert (zchat_outbox_in_flight (outbox) == 1);
-    assert (zchat_outbox_next_unsent (outbox) == a);
-    assert (a->q_next == d && d->q_next == e && e->q_next == NULL);
-    assert (a->unsent && d->unsent && !b->unsent);
-    assert (zchat_outbox_stalest (outbox) == b && b->q_next == NULL);
-    moved = zchat_outbox_unsend_from (outbox, a);
+    assert (zchat_outbox_next_unsent (outbox) == b);
+    assert (b->q_next == d && d->q_next == e && e->q_next == NULL);
+    assert (b->unsent && d->unsent && !a->unsent);
+    assert (zchat_outbox_stalest (outbox) == a && a->q_next == NULL);
+    moved = zchat_outbox_unsend_from (outbox, b);
     assert (moved == 0);                //  already waiting
+    moved = zchat_outbox_unsend_from (outbox, d);
+    assert (moved == 0);                //  its own refusal finds it waiting
     zchat_outbox_entry_t *f = zchat_outbox_add (outbox, 15, ZCHAT_SAY, 0, "lobby", "f", 1, 520);
     assert (f);
     zchat_outbox_sent (outbox, f, 520);

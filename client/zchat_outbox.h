@@ -94,11 +94,13 @@ void
 void
     zchat_outbox_unsend_all (zchat_outbox_t *self);
 
-//  Entry (which went out) and every entry of the same type after it in
-//  send order that went out too are to go out again, before anything that
+//  Entry (which went out) and every entry after it in send order that
+//  went out too, SAY or DM, are to go out again, before anything that
 //  never went out, in send order: the broker refused entry and, refusing
 //  the rest of that sender's stream for a while, everything after it.
-//  Returns how many moved.
+//  (What it took after all is acknowledged meanwhile, or recognised when
+//  it comes again: the broker stores a SAY once and delivers a DM once.)
+//  Returns how many moved; 0 if entry was waiting already.
 size_t
     zchat_outbox_unsend_from (zchat_outbox_t *self, zchat_outbox_entry_t *entry);
 

@@ -7,7 +7,7 @@
 //
 //  stdin, one command a line:
 //      join ROOM | join-send-only ROOM | leave ROOM | who ROOM
-//      say ROOM TEXT (the rest of the line)
+//      say ROOM TEXT (the rest of the line) | dm NICK TEXT
 //      burst ROOM N [SIZE]: N says in a row ("burst 1" .. "burst N", padded
 //      with '.' to SIZE bytes if given, below 8192), no pass of the loop
 //      between them;
@@ -15,10 +15,10 @@
 //      printed for burst is the last say's)
 //  stdout, one JSON object a line: {"type":"ready"} once connected; for
 //  each command {"type":"request","cmd":...,"room":...,"id":HEX} (id "0"
-//  and "error" if the library refused it); then every event, as
-//  {"type":"message"|"joined"|..., "id", "room", "nick", "text", "seq",
-//  "code", "reason", "members":[...]}. Exits 0 at the end of stdin, 1 if
-//  it cannot connect, 2 on a usage error.
+//  and "error" if the library refused it; "room" is a dm's NICK); then
+//  every event, as {"type":"message"|"joined"|..., "id", "room", "nick",
+//  "text", "seq", "ts", "code", "reason", "members":[...]}. Exits 0 at the
+//  end of stdin, 1 if it cannot connect, 2 on a usage error.
 
 #include <czmq.h>
 #include <cJSON.h>
@@ -76,6 +76,8 @@ s_print_event (const zchat_event_t *event)
     if (event->text)
         cJSON_AddStringToObject (json, "text", event->text);
     cJSON_AddNumberToObject (json, "seq", (double) event->seq);
+    if (event->ts)
+        cJSON_AddNumberToObject (json, "ts", (double) event->ts);
     if (event->history)
         cJSON_AddBoolToObject (json, "history", true);
     if (event->type == ZCHAT_EV_ERROR) {
@@ -124,6 +126,9 @@ s_command (zchat_client_t *client, char *line)
     else
     if (streq (cmd, "say") && text)
         id = zchat_client_say (client, room, text, strlen (text), false);
+    else
+    if (streq (cmd, "dm") && text)
+        id = zchat_client_dm (client, room, text, strlen (text), false);
     else
     if (streq (cmd, "burst") && text) {
         char *end = NULL;

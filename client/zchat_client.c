@@ -34,6 +34,7 @@
 #include <stddef.h>
 #include "zchat_client.h"
 #include "zchat_idmap.h"
+#include "zchat_msgpool.h"
 #include "zchat_outbox.h"
 #include "zchat_sequencer.h"
 
@@ -80,6 +81,12 @@
 #define S_SAYS_BYTES            (64 * 1024)     //  largest SAYS built
 #define S_SAYS_ITEMS            1024
 #define S_SAYS_EARLY            128     //  gathered SAYs that go out without waiting for the pass
+//  Bodies of S_POOLED_MIN bytes or more (SAYS batches, long texts) go out
+//  in blocks of a pool kept warm (zchat_msgpool.h), at most S_POOL_KEEP
+//  free ones: with the window full of 1 KiB texts some 32 SAYS are out
+//  at once, fewer with shorter texts.
+#define S_POOLED_MIN            (8 * 1024)
+#define S_POOL_KEEP             16
 
 //  A room message whose sender's nick breaks the name rules (a broken or
 //  hostile broker: such a name could carry terminal escapes to whoever
@@ -205,6 +212,7 @@ struct _zchat_client_t {
     zchat_outbox_t *outbox;     //  unacknowledged sends
     uint8_t *buffer;
     zchat_buf_t buf;
+    zchat_msgpool_t *sendpool;  //  blocks for large bodies sent
     uint8_t version;            //  protocol version of the session (WELCOME)
     int64_t send_pause_until;   //  a send was refused with 429: none before
     size_t send_cap;            //  sends in flight at most since a 429, 0 = no cap
@@ -665,7 +673,8 @@ s_send_body (zchat_client_t *self, size_t size, int64_t now)
         return -1;
     //  A high-water mark is checked on a message's first frame only, so
     //  the body cannot be refused once the delimiter went out
-    if (zmq_send (self->dealer_h, self->buffer, size, ZMQ_DONTWAIT) == -1)
+    if (zchat_msgpool_send (self->sendpool, self->dealer_h, self->buffer, size,
+                            S_POOLED_MIN, ZMQ_DONTWAIT) == -1)
         return -1;
     self->last_send_ms = now;
     return 0;
@@ -2290,10 +2299,11 @@ zchat_client_new (const char *server, const char *nick)
     self->requests = zchat_idmap_new ();
     self->outbox = zchat_outbox_new ();
     self->buffer = (uint8_t *) malloc (S_BUFFER_SIZE);
+    self->sendpool = zchat_msgpool_new (S_BUFFER_SIZE, S_POOL_KEEP);
     self->dealer = zsock_new (ZMQ_DEALER);
     self->sub = zsock_new (ZMQ_SUB);
     if (!self->server || !self->rooms || !self->requests || !self->outbox
-    ||  !self->buffer || !self->dealer || !self->sub) {
+    ||  !self->buffer || !self->sendpool || !self->dealer || !self->sub) {
         zchat_client_destroy (&self);
         return NULL;
     }
@@ -2381,6 +2391,7 @@ zchat_client_destroy (zchat_client_t **self_p)
     zchat_outbox_destroy (&self->outbox);
     s_queue_purge (&self->queue);
     zcert_destroy (&self->cert);
+    zchat_msgpool_destroy (&self->sendpool);
     free (self->buffer);
     free (self->server);
     free (self->sub_option);

@@ -7,6 +7,7 @@
 
 #include <czmq.h>
 #include "zchat_msg.h"
+#include "zchat_msgpool.h"
 #include "zchat_store.h"
 #include "zchat_walvfs.h"
 #include "zchat_server.h"
@@ -27,6 +28,7 @@ typedef struct {
 
 static test_t s_tests [] = {
     { "zchat_msg",       zchat_msg_test },
+    { "zchat_msgpool",   zchat_msgpool_test },
     { "zchat_util",      zchat_util_test },
     { "zchat_walvfs",    zchat_walvfs_test },
     { "zchat_store",     zchat_store_test },

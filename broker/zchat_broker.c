@@ -861,7 +861,13 @@ zchat_broker_release_nick (const char *data_dir, const char *nick,
     }
     int rc = -1;
     char key [Z85_KEY_SIZE + 1];
-    if (zchat_store_nick_owner (store, nick, key) != 0)
+    int owned = zchat_store_nick_owner (store, nick, key);
+    if (owned < 0)
+        snprintf (message, message_size,
+                  "could not read the owner of nick %s in %s (storage error)",
+                  nick, data_dir);
+    else
+    if (owned == 0)
         snprintf (message, message_size, "nick %s is not bound to any key in %s",
                   nick, data_dir);
     else

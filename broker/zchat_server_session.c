@@ -47,8 +47,17 @@ s_check_owner (zchat_server_t *self, zchat_request_t *req, const char *nick,
                             "your key is no longer admitted");
         return -1;
     }
+    //  An owner that cannot be read is not "unowned": taken as that, a
+    //  key at its limit would be refused its own nick (452), and another
+    //  key's nick would get as far as a claim. Answer "try again".
     char owner [ZCHAT_KEY_SIZE + 1];
-    if (zchat_store_nick_owner (self->store, nick, owner) == 0) {
+    int bound = zchat_store_nick_owner (self->store, nick, owner);
+    if (bound < 0) {
+        zchat_server_error (self, req, ZCHAT_ERR_INTERNAL, 0,
+                            "could not read who owns nick %s, try again", nick);
+        return -1;
+    }
+    if (bound == 1) {
         if (streq (owner, req->user_id))
             return 0;
         zchat_server_error (self, req, ZCHAT_ERR_FORBIDDEN, 0,

@@ -3146,13 +3146,19 @@ zchat_store_topic_set (zchat_store_t *self, const char *room,
 
 
 //  --------------------------------------------------------------------------
-//  The Z85 key that owns nick: 0 with key filled (capacity 41), or -1.
+//  The Z85 key that owns nick: 1 with key filled (capacity 41); 0 if no key
+//  owns it (key empty); -1 on a storage error or a stored key over its
+//  limit (logged; key empty then too). An error is never "unowned": the
+//  broker would go on to treat the nick as free to claim, and an operator
+//  releasing it would be told it is bound to no key.
 
 int
 zchat_store_nick_owner (zchat_store_t *self, const char *nick, char *key)
 {
+    assert (key);
+    key [0] = '\0';
     size_t nick_len = s_name_len (nick, ZCHAT_MAX_NICK);
-    if (!self || !nick_len || !key)
+    if (!self || !nick_len)
         return -1;
     sqlite3_stmt *stmt = self->stmt [ST_NICK_OWNER];
     if (sqlite3_bind_text (stmt, 1, nick, (int) nick_len, SQLITE_STATIC)) {
@@ -3161,10 +3167,14 @@ zchat_store_nick_owner (zchat_store_t *self, const char *nick, char *key)
     }
     int result = -1;
     int rc = sqlite3_step (stmt);
-    if (rc == SQLITE_ROW)
-        result = s_column_copy (stmt, 0, key, STORE_MAX_KEY);
+    if (rc == SQLITE_ROW) {
+        if (s_column_copy (stmt, 0, key, STORE_MAX_KEY) == 0)
+            result = 1;                 //  a failed copy leaves key empty
+    }
     else
-    if (rc != SQLITE_DONE)
+    if (rc == SQLITE_DONE)
+        result = 0;
+    else
         s_log_error (self, "nick owner");
     sqlite3_reset (stmt);
     return result;
@@ -3196,7 +3206,7 @@ zchat_store_nick_claim (zchat_store_t *self, const char *nick, const char *key)
     if (sqlite3_changes (self->db) == 1)
         return 0;
     char owner [STORE_MAX_KEY + 1];
-    if (zchat_store_nick_owner (self, nick, owner))
+    if (zchat_store_nick_owner (self, nick, owner) != 1)
         return -1;
     return streq (owner, key)? 0: -1;
 }

@@ -114,8 +114,10 @@ int
 //  Topic and nick writes made while a group is open join that group.
 //
 //  Nickname ownership under CURVE: the Z85 public key that owns nick.
-//  owner returns 0 and fills key (capacity 41), or -1 if nick is unowned.
-//  claim binds an unowned nick to key (0), or fails (-1). release unbinds.
+//  owner fills key (capacity 41) and returns 1; returns 0 if nick is
+//  unowned (key empty), or -1 on a storage error (logged). An error is not
+//  "unowned". claim binds an unowned nick to key (0), or fails (-1: owned
+//  by another key, or a storage error). release unbinds.
 int
     zchat_store_nick_owner (zchat_store_t *self, const char *nick, char *key);
 int

@@ -825,7 +825,7 @@ s_test_upgrade (const char *base, bool verbose)
     uint64_t topic_ts = 0;
     assert (zchat_store_topic_get (store, "up-a", topic, set_by, &topic_ts) == 1);
     assert (streq (topic, "old times") && streq (set_by, "ager") && topic_ts == T);
-    assert (zchat_store_nick_owner (store, "ager", owner) == 0 && streq (owner, key));
+    assert (zchat_store_nick_owner (store, "ager", owner) == 1 && streq (owner, key));
     assert (zchat_store_nick_count (store, key) == 1);
     //  A resend of a message stored before the upgrade is recognised
     char orig_room [ZCHAT_MAX_ROOM + 1];
@@ -935,11 +935,11 @@ s_exec (zchat_store_t *store, const char *sql)
     }
 }
 
-//  A read that fails is an error, never "none": the oldest seq and the
-//  topic are -1 when their statement fails (a renamed column breaks just
-//  the statements that name it), when the file holds a topic over its
-//  limit, or when the chunk the floor cuts through does not decode; and
-//  they read as before once the store is whole again.
+//  A read that fails is an error, never "none": the oldest seq, the topic
+//  and a nick's owner are -1 when their statement fails (a renamed column
+//  breaks just the statements that name it), when the file holds a topic
+//  or key over its limit, or when the chunk the floor cuts through does
+//  not decode; and they read as before once the store is whole again.
 static void
 s_test_read_errors (const char *base, bool verbose)
 {
@@ -997,6 +997,27 @@ s_test_read_errors (const char *base, bool verbose)
     s_exec (store, "UPDATE chunks SET data = x'01' WHERE room = 'holes'");
     assert (zchat_store_first_seq (store, "holes", &first_seq) == -1 && first_seq == 0);
     assert (s_first_seq (store, "lobby") == 1);
+
+    //  A nick's owner: bound, unbound, and a read that fails, for either.
+    //  A claim that cannot read the owner back fails too.
+    const char *key_a = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+    char key [STORE_MAX_KEY + 1];
+    assert (zchat_store_nick_claim (store, "alice", key_a) == 0);
+    s_exec (store, "ALTER TABLE nick_keys RENAME COLUMN nick TO nick_away");
+    strcpy (key, "stale");
+    assert (zchat_store_nick_owner (store, "alice", key) == -1 && streq (key, ""));
+    assert (zchat_store_nick_owner (store, "nobody", key) == -1);
+    s_exec (store, "ALTER TABLE nick_keys RENAME COLUMN nick_away TO nick");
+    assert (zchat_store_nick_owner (store, "alice", key) == 1 && streq (key, key_a));
+    assert (zchat_store_nick_owner (store, "nobody", key) == 0 && streq (key, ""));
+    //  A key longer than any the store writes: the file is damaged
+    s_exec (store, "UPDATE nick_keys SET key = printf ('%.*c', 60, 'k')"
+                   " WHERE nick = 'alice'");
+    assert (zchat_store_nick_owner (store, "alice", key) == -1 && streq (key, ""));
+    assert (zchat_store_nick_claim (store, "alice", key_a) == -1);
+    s_exec (store, "UPDATE nick_keys SET key = 'rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7'"
+                   " WHERE nick = 'alice'");
+    assert (zchat_store_nick_owner (store, "alice", key) == 1 && streq (key, key_a));
 
     zchat_store_destroy (&store);
     zstr_free (&dir);
@@ -1460,14 +1481,14 @@ zchat_store_test (bool verbose)
     const char *key_a = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
     const char *key_b = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID";
     char key [STORE_MAX_KEY + 1];
-    assert (zchat_store_nick_owner (store, "alice", key) == -1);
+    assert (zchat_store_nick_owner (store, "alice", key) == 0 && streq (key, ""));
     assert (zchat_store_nick_claim (store, "alice", key_a) == 0);
     assert (zchat_store_nick_claim (store, "alice", key_a) == 0);      //  again: fine
     assert (zchat_store_nick_claim (store, "alice", key_b) == -1);     //  taken
     assert (zchat_store_nick_claim (store, "bob", key_b) == 0);
     assert (zchat_store_nick_claim (store, "carol", key_a) == 0);
     assert (zchat_store_nick_release (store, "carol") == 0);
-    assert (zchat_store_nick_owner (store, "carol", key) == -1);
+    assert (zchat_store_nick_owner (store, "carol", key) == 0);
     assert (zchat_store_nick_release (store, "carol") == 0);           //  unowned: fine
     assert (zchat_store_nick_count (store, key_a) == 1);
     assert (zchat_store_nick_count (store, key_b) == 1);
@@ -1510,9 +1531,9 @@ zchat_store_test (bool verbose)
     assert (streq (topic, "Welcome \xe2\x98\x95") && streq (set_by, "alice") && topic_ts == T0);
     assert (zchat_store_topic_get (store, "long", topic, set_by, &topic_ts) == 1);
     assert (strlen (topic) == ZCHAT_MAX_TOPIC);
-    assert (zchat_store_nick_owner (store, "alice", key) == 0 && streq (key, key_a));
-    assert (zchat_store_nick_owner (store, "bob", key) == 0 && streq (key, key_b));
-    assert (zchat_store_nick_owner (store, "carol", key) == -1);
+    assert (zchat_store_nick_owner (store, "alice", key) == 1 && streq (key, key_a));
+    assert (zchat_store_nick_owner (store, "bob", key) == 1 && streq (key, key_b));
+    assert (zchat_store_nick_owner (store, "carol", key) == 0 && streq (key, ""));
 
     //  Retention by count: big has 100 (one chunk), keep 20.
     s_fill (store, "big", 100, T0, 1000);

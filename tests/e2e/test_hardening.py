@@ -9,6 +9,7 @@ a SIGHUP right after start does no harm."""
 
 import os
 import signal
+import sqlite3
 import time
 
 import zmq
@@ -94,7 +95,8 @@ def _curve_dealer(b, server_pub):
 def test_nicks_per_key_and_release():
     """A key binds at most --max-nicks-per-key nicks (default 10); the
     operator releases a binding with --release-nick, refused while the
-    broker runs on the store, and another key may then claim the nick."""
+    broker runs on the store and, as a storage error, for a binding the
+    store cannot read; another key may then claim the nick."""
     cert, server_pub = _server_cert("nicks")
     b = Broker("--cert", cert + "_secret", "--allow-any")
     hog = _curve_dealer(b, server_pub)
@@ -118,6 +120,20 @@ def test_nicks_per_key_and_release():
           "--release-nick of a bound nick: %r" % r)
     r = run([exe, "--data", b.data, "--release-nick", "hog3"], timeout=T(10), name="release")
     check(r.rc == 1 and "not bound" in r.err, "--release-nick of a free nick: %r" % r)
+    #  A binding the store cannot read (a key longer than any it writes)
+    #  is a storage error, not "not bound", and stays as it was.
+    db = sqlite3.connect(os.path.join(b.data, "zchat.db"))
+    (hog4_key,) = db.execute("SELECT key FROM nick_keys WHERE nick = 'hog4'").fetchone()
+    db.execute("UPDATE nick_keys SET key = ? WHERE nick = 'hog4'", ("k" * 60,))
+    db.commit()
+    r = run([exe, "--data", b.data, "--release-nick", "hog4"], timeout=T(10), name="release")
+    check(r.rc == 1 and "storage error" in r.err and "not bound" not in r.err
+          and r.out == "", "--release-nick of a binding the store cannot read: %r" % r)
+    check(db.execute("SELECT count(*) FROM nick_keys WHERE nick = 'hog4'").fetchone()[0] == 1,
+          "a binding the store could not read was released")
+    db.execute("UPDATE nick_keys SET key = ? WHERE nick = 'hog4'", (hog4_key,))
+    db.commit()
+    db.close()
     r = run([exe, "--data", os.path.join(b.data, "nothing"), "--release-nick", "hog3"],
             timeout=T(10), name="release")
     check(r.rc == 1 and not os.path.exists(os.path.join(b.data, "nothing")),

@@ -45,7 +45,6 @@ typedef struct {
     zhashx_t *flight;                   //  request id (hex) -> s_reply_t
     double   tokens;
     int64_t  refilled;                  //  when tokens were last topped up
-    int64_t  hold_until;                //  the broker's rate limit said wait
     bool     verbose;
 } s_bot_t;
 
@@ -80,8 +79,6 @@ s_send_queued (s_bot_t *self)
     if (self->tokens > BUCKET_BURST)
         self->tokens = BUCKET_BURST;
     self->refilled = now;
-    if (now < self->hold_until)
-        return;
     while (self->tokens >= 1 && zlistx_size (self->queue)) {
         s_reply_t *reply = (s_reply_t *) zlistx_first (self->queue);
         uint64_t rid = zchat_client_say (self->client, reply->room, reply->text,
@@ -107,9 +104,6 @@ s_next_due (s_bot_t *self)
 {
     if (zlistx_size (self->queue) == 0)
         return -1;
-    int64_t now = zclock_mono ();
-    if (now < self->hold_until)
-        return (int) (self->hold_until - now);
     if (self->tokens >= 1)
         return 0;
     return (int) ((1 - self->tokens) * 1000.0 / BUCKET_RATE) + 1;
@@ -138,6 +132,9 @@ s_on_message (s_bot_t *self, zchat_event_t *event)
 
 
 //  The answer to one of our replies: done, or back to the queue's front.
+//  A reply the broker refused with 429 (its rate limit or fair share) is
+//  never answered here: libzchat sends it again by itself, in order, and
+//  reports only its ACK (zchat_client.h).
 static void
 s_on_answer (s_bot_t *self, zchat_event_t *event)
 {
@@ -146,17 +143,14 @@ s_on_answer (s_bot_t *self, zchat_event_t *event)
     s_reply_t *reply = (s_reply_t *) zhashx_lookup (self->flight, key);
     if (!reply)
         return;
-    if (event->type == ZCHAT_EV_ERROR
-    &&  (event->code == ZCHAT_ERR_RATE_LIMITED || event->code == ZCHAT_CLIENT_TIMEOUT)) {
-        //  Not stored (rate limit), or not known to be (timeout: the bot
-        //  prefers a rare duplicate to a lost reply). Again, first.
+    if (event->type == ZCHAT_EV_ERROR && event->code == ZCHAT_CLIENT_TIMEOUT) {
+        //  Not known to be stored: the bot prefers a rare duplicate to a
+        //  lost reply. Again, first.
         s_reply_t *again = (s_reply_t *) zmalloc (sizeof (s_reply_t));
         assert (again);
         *again = *reply;
         reply->text = NULL;
         zlistx_add_start (self->queue, again);
-        if (event->code == ZCHAT_ERR_RATE_LIMITED)
-            self->hold_until = zclock_mono () + (event->retry_ms? event->retry_ms: 500);
     }
     else
     if (event->type == ZCHAT_EV_ERROR)

@@ -46,31 +46,18 @@ s_session_error (const zchat_event_t *event)
 //  ---------------------------------------------------------------------
 //  --send
 
-//  One message on its way: its line number and, for a retry after the
-//  broker's rate limit, its text.
+//  One message on its way: its line number. Its text is the library's
+//  once sent: libzchat sends it again by itself until it is acknowledged,
+//  also after a 429 (zchat_client.h), so we never send it twice.
 typedef struct {
     long     line;
-    char    *text;
-    size_t   size;
 } s_message_t;
-
-static int
-s_message_compare (const void *item1, const void *item2)
-{
-    long line1 = ((const s_message_t *) item1)->line;
-    long line2 = ((const s_message_t *) item2)->line;
-    return line1 < line2? -1: line1 > line2;
-}
 
 static void
 s_message_destroy (void **item_p)
 {
-    s_message_t *message = (s_message_t *) *item_p;
-    if (message) {
-        free (message->text);
-        free (message);
-        *item_p = NULL;
-    }
+    free (*item_p);
+    *item_p = NULL;
 }
 
 typedef struct {
@@ -78,8 +65,6 @@ typedef struct {
     zchat_client_t *client;
     const char *room;                   //  NULL for a direct message
     zhashx_t *flight;                   //  request id (hex) -> s_message_t
-    zlistx_t *retry;                    //  s_message_t refused with 429, in order
-    int64_t  hold_until;                //  the broker asked us to wait until then
     size_t   discarded;                 //  lines too long to send
     long     first_discarded;           //  the first of them (line number)
 } s_send_t;
@@ -105,22 +90,24 @@ s_discard (s_send_t *self, long line)
 }
 
 
-//  Say or DM one message. Returns 0, or an exit code after one stderr line.
+//  Say or DM line (text of size bytes, borrowed). Returns 0, or an exit
+//  code after one stderr line.
 static int
-s_send_one (s_send_t *self, s_message_t *message)
+s_send_one (s_send_t *self, long line, const char *text, size_t size)
 {
     uint64_t rid = self->room
-        ? zchat_client_say (self->client, self->room, message->text, message->size, false)
-        : zchat_client_dm (self->client, self->opts->to, message->text, message->size, false);
+        ? zchat_client_say (self->client, self->room, text, size, false)
+        : zchat_client_dm (self->client, self->opts->to, text, size, false);
     if (!rid) {
         if (self->opts->send [0] == '-' && !self->opts->send [1])
-            zchat_cli_fail ("line %ld not sent: %s", message->line,
-                            zchat_client_error (self->client));
+            zchat_cli_fail ("line %ld not sent: %s", line, zchat_client_error (self->client));
         else
             zchat_cli_fail ("message not sent: %s", zchat_client_error (self->client));
-        s_message_destroy ((void **) &message);
         return ZCHAT_EXIT_FAILED;
     }
+    s_message_t *message = (s_message_t *) zmalloc (sizeof (s_message_t));
+    assert (message);
+    message->line = line;
     char key [17];
     snprintf (key, sizeof key, "%016" PRIx64, rid);
     zhashx_update (self->flight, key, message);
@@ -147,20 +134,8 @@ s_send_event (s_send_t *self, zchat_event_t *event)
         zhashx_delete (self->flight, key);
         return 0;
     }
-    //  Rate limited: the message was not stored; send it again later, in
-    //  its turn among others refused the same way.
-    if (event->code == ZCHAT_ERR_RATE_LIMITED) {
-        s_message_t *again = (s_message_t *) zmalloc (sizeof (s_message_t));
-        assert (again);
-        *again = *message;
-        message->text = NULL;           //  now again's
-        zhashx_delete (self->flight, key);
-        zlistx_insert (self->retry, again, false);
-        int64_t until = zchat_cli_now () + (event->retry_ms? event->retry_ms: 100);
-        if (until > self->hold_until)
-            self->hold_until = until;
-        return 0;
-    }
+    //  An ERROR for a message is final: one refused with 429 (rate limit,
+    //  fair share) is never reported, the library sends it again itself.
     char what [64];
     if (self->opts->send [0] == '-' && !self->opts->send [1])
         snprintf (what, sizeof what, "line %ld not sent", message->line);
@@ -240,24 +215,14 @@ zchat_cli_send_run (const zchat_cli_opts_t *opts)
         }
     }
     self.flight = zhashx_new ();
-    self.retry = zlistx_new ();
-    assert (self.flight && self.retry);
+    assert (self.flight);
     zhashx_set_destructor (self.flight, s_message_destroy);
-    zlistx_set_destructor (self.retry, s_message_destroy);
-    zlistx_set_comparator (self.retry, s_message_compare);
 
     bool from_stdin = streq (opts->send, "-");
     long line_number = 0;
     zchat_cli_lines_t *lines = NULL;
-    if (!from_stdin) {
-        s_message_t *message = (s_message_t *) zmalloc (sizeof (s_message_t));
-        assert (message);
-        message->line = ++line_number;
-        message->size = strlen (opts->send);
-        message->text = strdup (opts->send);
-        assert (message->text);
-        exit_code = s_send_one (&self, message);
-    }
+    if (!from_stdin)
+        exit_code = s_send_one (&self, ++line_number, opts->send, strlen (opts->send));
     else
         lines = zchat_cli_lines_new (STDIN_FILENO);
 
@@ -265,33 +230,27 @@ zchat_cli_send_run (const zchat_cli_opts_t *opts)
     bool stdin_eof = !from_stdin;
 
     while (!exit_code) {
-        size_t in_flight = zhashx_size (self.flight) + zlistx_size (self.retry);
-        bool held = self.hold_until > zchat_cli_now ();
-        //  Messages refused for speed go again first, in their order.
-        while (!held && zlistx_size (self.retry) && !exit_code)
-            exit_code = s_send_one (&self, (s_message_t *) zlistx_detach (self.retry, NULL));
-        //  Then new lines, while the window has room.
+        size_t in_flight = zhashx_size (self.flight);
+        //  New lines, while the window has room.
         size_t size;
         bool too_long;
         char *line;
-        while (!exit_code && lines && !held && zlistx_size (self.retry) == 0
-           &&  in_flight < ZCHAT_CLI_WINDOW
+        while (!exit_code && lines && in_flight < ZCHAT_CLI_WINDOW
            &&  (line = zchat_cli_lines_next (lines, &size, &too_long))) {
             line_number++;
             if (too_long)
                 s_discard (&self, line_number);
             if (size == 0)
                 continue;       //  an empty line is no message
-            s_message_t *message = (s_message_t *) zmalloc (sizeof (s_message_t));
-            assert (message);
-            message->line = line_number;
-            message->text = zchat_cli_utf8_fix (line, size, &message->size);
-            exit_code = s_send_one (&self, message);
+            size_t text_size;
+            char *text = zchat_cli_utf8_fix (line, size, &text_size);
+            exit_code = s_send_one (&self, line_number, text, text_size);
+            free (text);
             in_flight++;
         }
         if (exit_code)
             break;
-        in_flight = zhashx_size (self.flight) + zlistx_size (self.retry);
+        in_flight = zhashx_size (self.flight);
         if (in_flight == 0 && (!lines || zchat_cli_lines_done (lines))) {
             //  Everything sent is acknowledged: all, unless lines were
             //  too long to send
@@ -304,9 +263,8 @@ zchat_cli_send_run (const zchat_cli_opts_t *opts)
             }
             break;
         }
-        bool reading = !stdin_eof && in_flight < ZCHAT_CLI_WINDOW && !held;
-        int64_t wake = held? self.hold_until: 0;
-        if (zchat_cli_poll_wait (poller, reading, wake) != ZCHAT_CLI_POLL_QUIET
+        bool reading = !stdin_eof && in_flight < ZCHAT_CLI_WINDOW;
+        if (zchat_cli_poll_wait (poller, reading, 0) != ZCHAT_CLI_POLL_QUIET
         &&  zchat_cli_lines_fill (lines))
             stdin_eof = true;
         zchat_event_t *event;
@@ -327,7 +285,6 @@ zchat_cli_send_run (const zchat_cli_opts_t *opts)
     zchat_cli_poll_destroy (&poller);
     zchat_cli_lines_destroy (&lines);
     zhashx_destroy (&self.flight);
-    zlistx_destroy (&self.retry);
     zchat_client_destroy (&self.client);
     return exit_code;
 }

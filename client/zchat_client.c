@@ -14,12 +14,14 @@
 //    broker's retry time, then goes again in order. The outbox keeps its
 //    entries in send order and in last-sent order, so housekeeping only
 //    ever touches the entries that are due.
-//  - rooms: subscribe first, JOIN, then PROBE until our own probe comes
-//    back on SUB; only then is the join reported, and from then on a
-//    per-room zchat_sequencer puts messages in order and asks for what is
-//    missing over DEALER (HISTORY). A send-only room is a JOIN and no
-//    more: no subscription, no probe, no sequencing; it is reported at
-//    JOINED, and whatever of it still reaches the SUB is dropped.
+//  - rooms (zchat_client_room): subscribe first, JOIN, then PROBE until
+//    our own probe comes back on SUB; only then is the join reported, and
+//    from then on a per-room zchat_sequencer puts messages in order and
+//    asks for what is missing over DEALER (HISTORY). A send-only room is a
+//    JOIN and no more: no subscription, no probe, no sequencing; it is
+//    reported at JOINED, and whatever of it still reaches the SUB is
+//    dropped. This file keeps the rooms in a table by name and hands each
+//    what arrives for it.
 //  - the session: silence from the broker for its session timeout, or an
 //    ERROR 440/401, means the session is gone: greet again with our token
 //    on the same DEALER (libzmq reconnects by itself), rejoin, resend.
@@ -33,17 +35,15 @@
 #include <pthread.h>
 #include <stddef.h>
 #include "zchat_client_int.h"
+#include "zchat_client_room.h"
 #include "zchat_sequencer.h"
 
-//  Tuning, in one place
+//  Tuning, in one place (a room's own: zchat_client_room.c)
 #define S_DEFAULT_TIMEOUT_MS    5000    //  per reply, and per send's ACK
 #define S_DEFAULT_HEARTBEAT_MS  3333    //  until the broker says
 #define S_DEFAULT_SESSION_MS    10000   //  until the broker says
-#define S_PROBE_IVL_MS          100     //  PROBE resend while joining
 #define S_GREET_RETRY_MS        1000    //  HELLO retry while the broker is down
 #define S_HELLO_ANSWER_MS       2000    //  a sent HELLO unanswered this long is resent
-#define S_TAIL_GRACE_MS         200     //  a PONG's newer seq may still be in flight on SUB
-#define S_FETCH_RETRY_MS        1000    //  after a failed history fetch
 #define S_RATE_RETRY_MS         100     //  a 429 without a retry time
 //  After a SAY or DM refused with 429 at most this many sends go out
 //  unanswered at once, one more for each ACK (twice as many each round
@@ -53,8 +53,6 @@
 #define S_BYE_WAIT_MS           500     //  destroy waits this long for BYE's OK
 #define S_MAX_IDLE_MS           1000    //  housekeeping runs at least this often
 #define S_WRITE_RETRY_MS        10      //  retry a full DEALER, for external pollers
-#define S_BUFFER_LIMIT          10000   //  out-of-order messages per room
-#define S_HELD_LIMIT            1000    //  presence events held per joining room
 #define S_BATCH                 512     //  messages drained per socket per pass
 #define S_SNDHWM                10000
 //  What a broker can make us hold is bounded by messages queued times
@@ -84,40 +82,6 @@
 #define S_POOLED_MIN            (8 * 1024)
 #define S_POOL_KEEP             16
 
-typedef enum {
-    R_JOINING,                  //  JOIN sent, waiting for JOINED
-    R_PROBING,                  //  JOINED, waiting for our probe on SUB
-    R_LIVE
-} s_room_state_t;
-
-struct _zchat_client_room_t {
-    zchat_client_t *client;
-    char     name [ZCHAT_MAX_ROOM + 1];
-    uint8_t  topic_frame [ZCHAT_MAX_TOPIC_FRAME];
-    size_t   topic_frame_size;
-    s_room_state_t state;
-    bool     send_only;         //  a member to send only: no SUB
-                                //  subscription, no probe, no sequencing
-    bool     upgrade;           //  a receiving join of a send-only room,
-                                //  not live yet: if refused, send-only again
-    bool     confirmed;         //  JOINED was reported to the caller
-    uint64_t join_id;           //  the caller's join request
-    uint64_t join_seq;          //  newest seq at the first join
-    uint32_t members;
-    char     topic [ZCHAT_MAX_TOPIC + 1];
-    zchat_sequencer_t *sequencer;
-    zchat_client_queue_t held;  //  presence events before confirmation
-    int64_t  probe_start_ms;
-    int64_t  probe_next_ms;
-    uint64_t tail_seq;          //  newest seq a PONG told
-    int64_t  tail_due_ms;       //  when to fetch it if still missing, 0 none
-    uint64_t fetch_id;          //  outstanding fetch request, 0 none
-    int64_t  fetch_sent_ms;     //  when it was asked
-    int64_t  fetch_retry_ms;    //  no fetch before this time
-};
-
-static void s_room_destroy (zchat_client_room_t **self_p);
-static void s_room_fetch (zchat_client_t *self, zchat_client_room_t *room, int64_t now);
 static void s_housekeep (zchat_client_t *self, int64_t now);
 static int  s_drain (zchat_client_t *self, int64_t now);
 static void s_monitor_stop (zchat_client_t *self);
@@ -744,108 +708,15 @@ s_send_hello (zchat_client_t *self, int64_t now)
 
 
 //  ==========================================================================
-//  Rooms
+//  Rooms: the table by name (each room is a zchat_client_room)
 
 //  --------------------------------------------------------------------------
-//  Sequencer callbacks: a room's messages in order, gaps, drops
-
-static void
-s_room_deliver (void *arg, uint64_t seq, void *item)
-{
-    zchat_client_room_t *room = (zchat_client_room_t *) arg;
-    zchat_event_t *event = (zchat_event_t *) item;
-    if (event->type == ZCHAT_CLIENT_EV_DROPPED) {
-        zchat_event_destroy (&event);
-        return;
-    }
-    event->history = seq <= room->join_seq;
-    zchat_client_emit (room->client, event);
-}
-
-static void
-s_room_gap (void *arg, uint64_t from_seq, uint64_t to_seq)
-{
-    zchat_client_room_t *room = (zchat_client_room_t *) arg;
-    zchat_event_t *event = zchat_client_event_new (ZCHAT_EV_GAP);
-    if (!event)
-        return;
-    zchat_client_copy (event->room, sizeof (event->room), room->name);
-    event->from_seq = from_seq;
-    event->to_seq = to_seq;
-    zchat_client_emit (room->client, event);
-}
-
-static void
-s_room_drop (void *arg, void *item)
-{
-    (void) arg;
-    zchat_event_t *event = (zchat_event_t *) item;
-    zchat_event_destroy (&event);
-}
-
-//  --------------------------------------------------------------------------
-//  A fresh sequencer for a room, or NULL if out of memory.
-
-static zchat_sequencer_t *
-s_room_sequencer_new (zchat_client_room_t *room)
-{
-    zchat_sequencer_output_t output = { room, s_room_deliver, s_room_gap, s_room_drop };
-    return zchat_sequencer_new (S_BUFFER_LIMIT, output);
-}
-
-//  --------------------------------------------------------------------------
-//  A room we are joining. A receiving room subscribes the SUB to its topic
-//  at once, so that nothing published after our JOIN can be missed; a
-//  send-only room never subscribes.
-
-static zchat_client_room_t *
-s_room_new (zchat_client_t *self, const char *name, bool send_only)
-{
-    zchat_client_room_t *room = (zchat_client_room_t *) calloc (1, sizeof (zchat_client_room_t));
-    if (!room)
-        return NULL;
-    room->client = self;
-    room->send_only = send_only;
-    zchat_client_copy (room->name, sizeof (room->name), name);
-    room->topic_frame_size = zchat_topic_frame (name, room->topic_frame);
-    //  A send-only room has a sequencer too, unused until a receiving join
-    //  upgrades the room: it holds nothing meanwhile
-    room->sequencer = s_room_sequencer_new (room);
-    if (!room->sequencer
-    ||  (!send_only && zmq_setsockopt (self->sub_h, ZMQ_SUBSCRIBE,
-                                       room->topic_frame, room->topic_frame_size))) {
-        zchat_sequencer_destroy (&room->sequencer);
-        free (room);
-        return NULL;
-    }
-    return room;
-}
-
-//  --------------------------------------------------------------------------
-//  Unsubscribe (a receiving room) and free a room; for zhashx, so it takes
-//  void **.
-
-static void
-s_room_destroy (zchat_client_room_t **self_p)
-{
-    zchat_client_room_t *self = *self_p;
-    if (self) {
-        if (self->client->last_room == self)
-            self->client->last_room = NULL;
-        if (!self->send_only)
-            zmq_setsockopt (self->client->sub_h, ZMQ_UNSUBSCRIBE,
-                            self->topic_frame, self->topic_frame_size);
-        zchat_sequencer_destroy (&self->sequencer);
-        zchat_client_queue_purge (&self->held);
-        free (self);
-        *self_p = NULL;
-    }
-}
+//  The rooms table's destructor, for zhashx: it takes void **.
 
 static void
 s_room_free (void **item)
 {
-    s_room_destroy ((zchat_client_room_t **) item);
+    zchat_client_room_destroy ((zchat_client_room_t **) item);
 }
 
 //  --------------------------------------------------------------------------
@@ -861,192 +732,6 @@ s_room_lookup (zchat_client_t *self, const char *name)
     if (room)
         self->last_room = room;
     return room;
-}
-
-//  --------------------------------------------------------------------------
-//  Send JOIN for a room (first join, or rejoin on a new session).
-
-static void
-s_room_join (zchat_client_t *self, zchat_client_room_t *room, int64_t now)
-{
-    zchat_client_request_t *req = zchat_client_request_new (RQ_JOIN, false, room->name);
-    if (!req)
-        return;
-    req->user_id = room->join_id;
-    room->state = R_JOINING;
-    zchat_client_request (self, req, now);
-}
-
-//  --------------------------------------------------------------------------
-//  Report a join of room to the caller: JOINED answering id, at seq.
-
-static void
-s_report_joined (zchat_client_t *self, zchat_client_room_t *room, uint64_t id, uint64_t seq)
-{
-    zchat_event_t *event = zchat_client_event_new (ZCHAT_EV_JOINED);
-    if (event) {
-        event->id = id;
-        zchat_client_copy (event->room, sizeof (event->room), room->name);
-        zchat_client_copy (event->topic, sizeof (event->topic), room->topic);
-        event->seq = seq;
-        zchat_client_emit (self, event);
-    }
-}
-
-//  --------------------------------------------------------------------------
-//  Our probe came back (or we stopped waiting, and said so: then report
-//  is false): the room is live. Report the join, then what was held back,
-//  then let the sequencer run.
-
-static void
-s_room_live (zchat_client_t *self, zchat_client_room_t *room, bool report, int64_t now)
-{
-    room->state = R_LIVE;
-    room->upgrade = false;
-    if (!room->confirmed) {
-        room->confirmed = true;
-        if (report)
-            s_report_joined (self, room, room->join_id, room->join_seq);
-        zchat_event_t *held;
-        while ((held = zchat_client_queue_pop (&room->held)))
-            zchat_client_emit (self, held);
-    }
-    zchat_sequencer_hold (room->sequencer, false);
-    s_room_fetch (self, room, now);
-}
-
-//  --------------------------------------------------------------------------
-//  Make a room receiving (a receiving join of a send-only room): subscribe
-//  first, as for a new room, then join again; the room is reported again
-//  once live, under join_id, a new request id. Returns 0, or -1 if the
-//  SUB refused the subscription (the room stays send-only).
-
-static int
-s_room_upgrade (zchat_client_t *self, zchat_client_room_t *room, uint64_t join_id, int64_t now)
-{
-    if (zmq_setsockopt (self->sub_h, ZMQ_SUBSCRIBE,
-                        room->topic_frame, room->topic_frame_size))
-        return -1;
-    room->send_only = false;
-    room->join_id = join_id;
-    if (room->confirmed) {
-        room->upgrade = true;
-        room->confirmed = false;
-        s_room_join (self, room, now);
-    }
-    //  else its JOIN is on its way: its JOINED starts probing as for any
-    //  receiving join, and reports the join once live
-    return 0;
-}
-
-//  --------------------------------------------------------------------------
-//  Back to send-only after a failed upgrade: the broker still counts us as
-//  a member, but we stop listening and forget whatever the room had begun
-//  to receive (a fresh sequencer, so that a later upgrade starts afresh).
-
-static void
-s_room_send_only (zchat_client_t *self, zchat_client_room_t *room)
-{
-    zmq_setsockopt (self->sub_h, ZMQ_UNSUBSCRIBE, room->topic_frame, room->topic_frame_size);
-    room->send_only = true;
-    room->upgrade = false;
-    room->confirmed = true;
-    room->state = R_LIVE;
-    room->fetch_id = 0;
-    room->fetch_retry_ms = 0;
-    room->tail_seq = 0;
-    room->tail_due_ms = 0;
-    zchat_client_queue_purge (&room->held);
-    zchat_sequencer_t *fresh = s_room_sequencer_new (room);
-    if (fresh) {                //  out of memory: the old one it is
-        zchat_sequencer_destroy (&room->sequencer);
-        room->sequencer = fresh;
-    }
-}
-
-//  --------------------------------------------------------------------------
-//  Ask history for what the room's sequencer misses, if anything, and if
-//  no fetch is outstanding.
-
-static void
-s_room_fetch (zchat_client_t *self, zchat_client_room_t *room, int64_t now)
-{
-    uint64_t from, to;
-    if (self->state != S_READY || now < room->fetch_retry_ms
-    ||  !zchat_sequencer_want (room->sequencer, &from, &to))
-        return;
-    zchat_client_request_t *req = zchat_client_request_new (RQ_FETCH, false, room->name);
-    if (!req)
-        return;
-    req->from_seq = from;
-    req->to_seq = to;
-    req->limit = ZCHAT_CLIENT_PAGE_LIMIT;
-    uint64_t id = zchat_client_request (self, req, now);
-    if (id) {
-        room->fetch_id = id;
-        room->fetch_sent_ms = now;
-        zchat_sequencer_fetch_sent (room->sequencer, from, to);
-        zchat_client_schedule (self, now + self->timeout_ms);
-    }
-}
-
-//  --------------------------------------------------------------------------
-//  Room housekeeping: probes, PONG-told tails, fetch retries (none for a
-//  send-only room).
-
-static void
-s_room_tick (zchat_client_t *self, zchat_client_room_t *room, int64_t now)
-{
-    if (room->send_only)
-        return;                 //  nothing to probe, sequence or fetch
-    if (room->fetch_id) {
-        if (now - room->fetch_sent_ms >= self->timeout_ms) {
-            //  No answer: a broker may drop a reply to a peer it has too
-            //  much queued for. Forget that fetch and ask again, or the
-            //  room would wait for it until the next session.
-            free (zchat_client_request_take (self, room->fetch_id));
-            room->fetch_id = 0;
-            zchat_sequencer_fetch_failed (room->sequencer);
-        }
-        else
-            zchat_client_schedule (self, room->fetch_sent_ms + self->timeout_ms);
-    }
-    if (room->state == R_PROBING) {
-        if (now - room->probe_start_ms >= self->timeout_ms) {
-            //  The subscription never proved live. Say so, and carry on:
-            //  PONGs will still reveal, and fetches recover, what SUB misses
-            char reason [ZCHAT_MAX_REASON + 1];
-            snprintf (reason, sizeof (reason),
-                      "room %s: our subscription was not confirmed within %.1f s",
-                      room->name, self->timeout_ms / 1000.0);
-            zchat_client_emit_error (self, room->join_id, ZCHAT_CLIENT_TIMEOUT, 0,
-                                     room->name, NULL, reason);
-            s_room_live (self, room, false, now);
-        }
-        else
-        if (now >= room->probe_next_ms) {
-            zchat_client_request_t *req = zchat_client_request_new (RQ_PROBE, false, room->name);
-            if (req)
-                zchat_client_request (self, req, now);
-            room->probe_next_ms = now + S_PROBE_IVL_MS;
-        }
-        if (room->state == R_PROBING)
-            zchat_client_schedule (self, room->probe_next_ms);
-    }
-    if (room->tail_due_ms) {
-        if (now >= room->tail_due_ms) {
-            room->tail_due_ms = 0;
-            zchat_sequencer_newest (room->sequencer, room->tail_seq);
-        }
-        else
-            zchat_client_schedule (self, room->tail_due_ms);
-    }
-    if (room->state == R_LIVE && !zchat_sequencer_fetching (room->sequencer)) {
-        if (now < room->fetch_retry_ms)
-            zchat_client_schedule (self, room->fetch_retry_ms);
-        else
-            s_room_fetch (self, room, now);
-    }
 }
 
 
@@ -1181,12 +866,7 @@ s_on_welcome (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
     //  Rooms first, so that the sends that follow find us members
     zchat_client_room_t *room = (zchat_client_room_t *) zhashx_first (self->rooms);
     while (room) {
-        if (!room->send_only) {
-            room->fetch_id = 0;
-            room->fetch_retry_ms = 0;
-            zchat_sequencer_fetch_failed (room->sequencer);
-        }
-        s_room_join (self, room, now);
+        zchat_client_room_rejoin (room, now);
         room = (zchat_client_room_t *) zhashx_next (self->rooms);
     }
     s_request_flush (self, now);
@@ -1253,7 +933,7 @@ zchat_client_message_event (zchat_client_t *self, const char *room, uint64_t seq
 }
 
 //  --------------------------------------------------------------------------
-//  A PAGE answering one of our fetches: through the room's sequencer.
+//  A PAGE answering one of our fetches: to its room, unless it was left.
 
 static void
 s_on_fetch_page (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int64_t now)
@@ -1262,21 +942,8 @@ s_on_fetch_page (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int6
     zchat_client_room_t *room = req? (zchat_client_room_t *)
                                      zhashx_lookup (self->rooms, req->room): NULL;
     free (req);
-    if (!room || room->fetch_id != id)
-        return;                 //  the room was left, or the session renewed
-    room->fetch_id = 0;
-    zchat_sequencer_page_begin (room->sequencer, msg->first_seq);
-    size_t cursor = 0;
-    zchat_item_t item;
-    while (zchat_msg_next_item (msg, &cursor, &item)) {
-        zchat_event_t *event = zchat_client_message_event (self, room->name, item.seq, item.ts,
-                                                           item.nick, item.kind, item.text,
-                                                           item.text_size);
-        if (event)
-            zchat_sequencer_offer (room->sequencer, item.seq, event);
-    }
-    zchat_sequencer_page_end (room->sequencer);
-    s_room_fetch (self, room, now);
+    if (room)
+        zchat_client_room_page (room, id, msg, now);
 }
 
 //  --------------------------------------------------------------------------
@@ -1344,8 +1011,7 @@ s_on_history_page (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, in
 }
 
 //  --------------------------------------------------------------------------
-//  JOINED: remember where the room stands; on a first join, start probing
-//  (a send-only room is reported at once: there is nothing to probe).
+//  JOINED: to the room it answers, unless it was left meanwhile.
 
 static void
 s_on_joined (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int64_t now)
@@ -1355,45 +1021,8 @@ s_on_joined (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int64_t 
         zhashx_lookup (self->rooms, req? req->room: msg->room);
     uint64_t user_id = req? req->user_id: 0;
     free (req);
-    if (!room)
-        return;                 //  left meanwhile
-    room->members = msg->members;
-    zchat_client_copy (room->topic, sizeof (room->topic), msg->topic);
-    if (room->send_only) {
-        room->state = R_LIVE;
-        if (!room->confirmed) {
-            room->confirmed = true;
-            room->join_seq = msg->seq;
-            s_report_joined (self, room, room->join_id, msg->seq);
-        }
-        else
-        if (user_id && user_id != room->join_id)
-            s_report_joined (self, room, user_id, msg->seq);
-        return;
-    }
-    if (!zchat_sequencer_started (room->sequencer)) {
-        uint64_t replay = (uint64_t) self->history_n;
-        if (replay > msg->seq)
-            replay = msg->seq;
-        room->join_seq = msg->seq;
-        zchat_sequencer_start (room->sequencer, msg->seq - replay);
-    }
-    zchat_sequencer_newest (room->sequencer, msg->seq);
-    if (room->confirmed) {
-        //  A rejoin on a new session, or the caller joining again: live at
-        //  once; the sequencer fetches whatever we missed meanwhile
-        room->state = R_LIVE;
-        if (user_id && user_id != room->join_id)
-            s_report_joined (self, room, user_id, msg->seq);
-        s_room_fetch (self, room, now);
-    }
-    else
-    if (room->state == R_JOINING) {
-        room->state = R_PROBING;
-        room->probe_start_ms = now;
-        room->probe_next_ms = now;
-        s_room_tick (self, room, now);
-    }
+    if (room)
+        zchat_client_room_joined (room, user_id, msg, now);
 }
 
 //  --------------------------------------------------------------------------
@@ -1454,32 +1083,12 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
                                             zhashx_lookup (self->rooms, req->room): NULL;
     switch (req->kind) {
         case RQ_JOIN:
-            if (room && room->upgrade) {
-                //  The receiving join of a send-only room failed: the
-                //  broker still has us as a member, so send-only it stays
-                zchat_client_emit_error (self, room->join_id, msg->code, msg->retry_ms,
-                                         room->name, NULL, msg->reason);
-                s_room_send_only (self, room);
-            }
-            else
-            if (room && !room->confirmed) {
-                //  The join failed: forget the room
-                zchat_client_emit_error (self, room->join_id, msg->code, msg->retry_ms,
-                                         room->name, NULL, msg->reason);
+            if (room && zchat_client_room_join_refused (room, req->user_id, msg))
                 zhashx_delete (self->rooms, room->name);
-            }
-            else
-            if (room)
-                zchat_client_emit_error (self, req->user_id == room->join_id? 0: req->user_id,
-                                         msg->code, msg->retry_ms, room->name, NULL, msg->reason);
             break;
         case RQ_FETCH:
-            if (room && room->fetch_id == msg->id) {
-                room->fetch_id = 0;
-                room->fetch_retry_ms = now + S_FETCH_RETRY_MS;
-                zchat_sequencer_fetch_failed (room->sequencer);
-                zchat_client_schedule (self, room->fetch_retry_ms);
-            }
+            if (room)
+                zchat_client_room_fetch_refused (room, msg->id, now);
             break;
         case RQ_PROBE:
         case RQ_BYE:
@@ -1570,9 +1179,7 @@ s_on_list (zchat_client_t *self, const zchat_msg_t *msg)
 }
 
 //  --------------------------------------------------------------------------
-//  PONG: note each receiving room's newest seq; if still missing after a
-//  grace period (it may be on its way on SUB), fetch it. A send-only room
-//  wants none of its messages.
+//  PONG: each room's newest seq, to the room.
 
 static void
 s_on_pong (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
@@ -1582,15 +1189,8 @@ s_on_pong (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
     while (zchat_msg_next_item (msg, &cursor, &item)) {
         zchat_client_room_t *room = (zchat_client_room_t *)
                                     zhashx_lookup (self->rooms, item.room);
-        if (!room || room->send_only || !zchat_sequencer_started (room->sequencer)
-        ||  item.seq <= zchat_sequencer_last (room->sequencer))
-            continue;
-        if (room->tail_seq < item.seq)
-            room->tail_seq = item.seq;
-        if (!room->tail_due_ms) {
-            room->tail_due_ms = now + S_TAIL_GRACE_MS;
-            zchat_client_schedule (self, room->tail_due_ms);
-        }
+        if (room)
+            zchat_client_room_tail (room, item.seq, now);
     }
 }
 
@@ -1725,37 +1325,6 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
 //  Inbound: SUB
 
 //  --------------------------------------------------------------------------
-//  One live message, from a MESSAGE or an item of MESSAGES, to the room's
-//  sequencer.
-
-static void
-s_on_message (zchat_client_t *self, zchat_client_room_t *room, const char *room_name,
-              uint64_t seq, uint64_t ts, const char *nick, uint8_t kind, const char *text,
-              size_t text_size)
-{
-    //  Seen already (our fetch overtook it), or newer than what a full
-    //  buffer keeps while we are behind: skip the copy. The sequencer
-    //  still learns that it exists, to fetch it in its turn.
-    if (zchat_sequencer_accepts (room->sequencer, seq)) {
-        zchat_event_t *event = zchat_client_message_event (self, room_name, seq, ts, nick, kind,
-                                                           text, text_size);
-        if (event)
-            zchat_sequencer_offer (room->sequencer, seq, event);
-    }
-    else
-        zchat_sequencer_newest (room->sequencer, seq);
-}
-
-//  After live messages: a live room with a gap fetches it (if not already).
-static void
-s_room_check_fetch (zchat_client_t *self, zchat_client_room_t *room, int64_t now)
-{
-    if (room->state == R_LIVE && !zchat_sequencer_fetching (room->sequencer)
-    &&  zchat_sequencer_buffered (room->sequencer))
-        s_room_fetch (self, room, now);
-}
-
-//  --------------------------------------------------------------------------
 //  One body from the SUB.
 
 static void
@@ -1769,9 +1338,9 @@ s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
         return;                 //  a room we left, or one we left and
                                 //  joined again to send only
     if (msg.type == ZCHAT_MESSAGE) {
-        s_on_message (self, room, msg.room, msg.seq, msg.ts, msg.nick, msg.kind,
-                      msg.text, msg.text_size);
-        s_room_check_fetch (self, room, now);
+        zchat_client_room_message (room, msg.seq, msg.ts, msg.nick, msg.kind,
+                                   msg.text, msg.text_size);
+        zchat_client_room_check_fetch (room, now);
     }
     else
     if (msg.type == ZCHAT_MESSAGES) {
@@ -1779,9 +1348,9 @@ s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
         size_t cursor = 0;
         zchat_item_t item;
         while (zchat_msg_next_item (&msg, &cursor, &item))
-            s_on_message (self, room, msg.room, item.seq, item.ts, item.nick, item.kind,
-                          item.text, item.text_size);
-        s_room_check_fetch (self, room, now);
+            zchat_client_room_message (room, item.seq, item.ts, item.nick, item.kind,
+                                       item.text, item.text_size);
+        zchat_client_room_check_fetch (room, now);
     }
     else
     if (msg.type == ZCHAT_EVENT) {
@@ -1803,21 +1372,13 @@ s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
         if (msg.event == ZCHAT_EVENT_NICK)
             zchat_client_copy (event->new_nick, sizeof (event->new_nick), msg.topic);
         else
-        if (msg.event == ZCHAT_EVENT_TOPIC) {
+        if (msg.event == ZCHAT_EVENT_TOPIC)
             zchat_client_copy (event->topic, sizeof (event->topic), msg.topic);
-            zchat_client_copy (room->topic, sizeof (room->topic), msg.topic);
-        }
-        if (room->confirmed)
-            zchat_client_emit (self, event);
-        else
-        if (room->held.count >= S_HELD_LIMIT || zchat_client_queue_push (&room->held, event))
-            zchat_event_destroy (&event);
+        zchat_client_room_presence (room, event);
     }
     else
-    if (msg.type == ZCHAT_PROBE) {
-        if (room->state == R_PROBING && streq (msg.nick, self->nick))
-            s_room_live (self, room, true, now);
-    }
+    if (msg.type == ZCHAT_PROBE)
+        zchat_client_room_probe (room, msg.nick, now);
 }
 
 
@@ -1989,7 +1550,7 @@ s_housekeep (zchat_client_t *self, int64_t now)
 
     zchat_client_room_t *room = (zchat_client_room_t *) zhashx_first (self->rooms);
     while (room) {
-        s_room_tick (self, room, now);
+        zchat_client_room_tick (room, now);
         room = (zchat_client_room_t *) zhashx_next (self->rooms);
     }
 
@@ -2467,7 +2028,7 @@ s_join (zchat_client_t *self, const char *room_name, bool send_only)
     zchat_client_room_t *room = (zchat_client_room_t *) zhashx_lookup (self->rooms, room_name);
     if (room && room->send_only && !send_only) {
         uint64_t join_id = room->confirmed? s_next_id (self): room->join_id;
-        if (s_room_upgrade (self, room, join_id, now)) {
+        if (zchat_client_room_upgrade (room, join_id, now)) {
             s_set_error (self, "cannot subscribe to room %s", room_name);
             return 0;
         }
@@ -2485,7 +2046,7 @@ s_join (zchat_client_t *self, const char *room_name, bool send_only)
         req->sent = false;
         return zchat_client_request (self, req, now);
     }
-    room = s_room_new (self, room_name, send_only);
+    room = zchat_client_room_new (self, room_name, send_only);
     if (!room) {
         if (send_only)
             s_set_error (self, "out of memory");
@@ -2495,11 +2056,11 @@ s_join (zchat_client_t *self, const char *room_name, bool send_only)
     }
     room->join_id = s_next_id (self);
     if (zhashx_insert (self->rooms, room->name, room)) {
-        s_room_destroy (&room);
+        zchat_client_room_destroy (&room);
         s_set_error (self, "out of memory");
         return 0;
     }
-    s_room_join (self, room, now);
+    zchat_client_room_join (room, now);
     return room->join_id;
 }
 
@@ -2902,7 +2463,7 @@ s_test_hostile_names (zchat_client_t *client)
         zchat_event_destroy (&event);
 
     //  A live room, as after a confirmed join
-    zchat_client_room_t *room = s_room_new (client, "lobby", false);
+    zchat_client_room_t *room = zchat_client_room_new (client, "lobby", false);
     assert (room);
     room->confirmed = true;
     room->state = R_LIVE;
@@ -2931,9 +2492,9 @@ s_test_hostile_names (zchat_client_t *client)
     assert (s_test_event (client) == NULL);
     uint64_t first_fetch = room->fetch_id;
     assert (first_fetch && zchat_sequencer_fetching (room->sequencer));
-    s_room_tick (client, room, room->fetch_sent_ms + client->timeout_ms - 1);
+    zchat_client_room_tick (room, room->fetch_sent_ms + client->timeout_ms - 1);
     assert (room->fetch_id == first_fetch);
-    s_room_tick (client, room, room->fetch_sent_ms + client->timeout_ms);
+    zchat_client_room_tick (room, room->fetch_sent_ms + client->timeout_ms);
     assert (room->fetch_id && room->fetch_id != first_fetch);
     assert (zchat_idmap_lookup (client->requests, first_fetch) == NULL);
     zchat_encode_page_begin (buf, first_fetch, "lobby", 1, 4, false);
@@ -3285,7 +2846,7 @@ s_test_send_only (void)
     zchat_encode_pong_begin (buf, 0);
     s_test_feed (client, false, zchat_encode_pong_add (buf, "ops", 20));
     assert (room->tail_due_ms == 0);
-    s_room_tick (client, room, s_now () + 60000);
+    zchat_client_room_tick (room, s_now () + 60000);
     assert (room->fetch_id == 0 && s_test_request (client, RQ_FETCH, "ops") == 0);
     assert (s_test_event (client) == NULL);
 

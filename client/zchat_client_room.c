@@ -1,0 +1,480 @@
+//  zchat_client_room — one room a libzchat client is in: join, probe,
+//  held presence events, sequencing, gap fetches (see the header).
+
+#include "zchat_client_room.h"
+
+//  Tuning of rooms (the client's own is in zchat_client.c)
+#define S_PROBE_IVL_MS          100     //  PROBE resend while joining
+#define S_TAIL_GRACE_MS         200     //  a PONG's newer seq may still be in flight on SUB
+#define S_FETCH_RETRY_MS        1000    //  after a failed history fetch
+#define S_BUFFER_LIMIT          10000   //  out-of-order messages per room
+#define S_HELD_LIMIT            1000    //  presence events held per joining room
+
+
+//  --------------------------------------------------------------------------
+//  Sequencer callbacks: a room's messages in order, gaps, drops
+
+static void
+s_deliver (void *arg, uint64_t seq, void *item)
+{
+    zchat_client_room_t *self = (zchat_client_room_t *) arg;
+    zchat_event_t *event = (zchat_event_t *) item;
+    if (event->type == ZCHAT_CLIENT_EV_DROPPED) {
+        zchat_event_destroy (&event);
+        return;
+    }
+    event->history = seq <= self->join_seq;
+    zchat_client_emit (self->client, event);
+}
+
+static void
+s_gap (void *arg, uint64_t from_seq, uint64_t to_seq)
+{
+    zchat_client_room_t *self = (zchat_client_room_t *) arg;
+    zchat_event_t *event = zchat_client_event_new (ZCHAT_EV_GAP);
+    if (!event)
+        return;
+    zchat_client_copy (event->room, sizeof (event->room), self->name);
+    event->from_seq = from_seq;
+    event->to_seq = to_seq;
+    zchat_client_emit (self->client, event);
+}
+
+static void
+s_drop (void *arg, void *item)
+{
+    (void) arg;
+    zchat_event_t *event = (zchat_event_t *) item;
+    zchat_event_destroy (&event);
+}
+
+//  --------------------------------------------------------------------------
+//  A fresh sequencer for the room, or NULL if out of memory.
+
+static zchat_sequencer_t *
+s_sequencer_new (zchat_client_room_t *self)
+{
+    zchat_sequencer_output_t output = { self, s_deliver, s_gap, s_drop };
+    return zchat_sequencer_new (S_BUFFER_LIMIT, output);
+}
+
+//  --------------------------------------------------------------------------
+//  A room we are joining.
+
+zchat_client_room_t *
+zchat_client_room_new (zchat_client_t *client, const char *name, bool send_only)
+{
+    zchat_client_room_t *self = (zchat_client_room_t *) calloc (1, sizeof (zchat_client_room_t));
+    if (!self)
+        return NULL;
+    self->client = client;
+    self->send_only = send_only;
+    zchat_client_copy (self->name, sizeof (self->name), name);
+    self->topic_frame_size = zchat_topic_frame (name, self->topic_frame);
+    //  A send-only room has a sequencer too, unused until a receiving join
+    //  upgrades the room: it holds nothing meanwhile
+    self->sequencer = s_sequencer_new (self);
+    if (!self->sequencer
+    ||  (!send_only && zmq_setsockopt (client->sub_h, ZMQ_SUBSCRIBE,
+                                       self->topic_frame, self->topic_frame_size))) {
+        zchat_sequencer_destroy (&self->sequencer);
+        free (self);
+        return NULL;
+    }
+    return self;
+}
+
+//  --------------------------------------------------------------------------
+//  Unsubscribe (a receiving room) and free a room.
+
+void
+zchat_client_room_destroy (zchat_client_room_t **self_p)
+{
+    zchat_client_room_t *self = *self_p;
+    if (self) {
+        if (self->client->last_room == self)
+            self->client->last_room = NULL;
+        if (!self->send_only)
+            zmq_setsockopt (self->client->sub_h, ZMQ_UNSUBSCRIBE,
+                            self->topic_frame, self->topic_frame_size);
+        zchat_sequencer_destroy (&self->sequencer);
+        zchat_client_queue_purge (&self->held);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Send JOIN for the room (first join, or rejoin on a new session).
+
+void
+zchat_client_room_join (zchat_client_room_t *self, int64_t now)
+{
+    zchat_client_request_t *req = zchat_client_request_new (RQ_JOIN, false, self->name);
+    if (!req)
+        return;
+    req->user_id = self->join_id;
+    self->state = R_JOINING;
+    zchat_client_request (self->client, req, now);
+}
+
+//  --------------------------------------------------------------------------
+//  A new session: the fetch in flight, if any, went with the old one.
+
+void
+zchat_client_room_rejoin (zchat_client_room_t *self, int64_t now)
+{
+    if (!self->send_only) {
+        self->fetch_id = 0;
+        self->fetch_retry_ms = 0;
+        zchat_sequencer_fetch_failed (self->sequencer);
+    }
+    zchat_client_room_join (self, now);
+}
+
+//  --------------------------------------------------------------------------
+//  Report a join of the room to the caller: JOINED answering id, at seq.
+
+static void
+s_report_joined (zchat_client_room_t *self, uint64_t id, uint64_t seq)
+{
+    zchat_event_t *event = zchat_client_event_new (ZCHAT_EV_JOINED);
+    if (event) {
+        event->id = id;
+        zchat_client_copy (event->room, sizeof (event->room), self->name);
+        zchat_client_copy (event->topic, sizeof (event->topic), self->topic);
+        event->seq = seq;
+        zchat_client_emit (self->client, event);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Ask history for what the room's sequencer misses, if anything, and if
+//  no fetch is outstanding.
+
+void
+zchat_client_room_fetch (zchat_client_room_t *self, int64_t now)
+{
+    zchat_client_t *client = self->client;
+    uint64_t from, to;
+    if (client->state != S_READY || now < self->fetch_retry_ms
+    ||  !zchat_sequencer_want (self->sequencer, &from, &to))
+        return;
+    zchat_client_request_t *req = zchat_client_request_new (RQ_FETCH, false, self->name);
+    if (!req)
+        return;
+    req->from_seq = from;
+    req->to_seq = to;
+    req->limit = ZCHAT_CLIENT_PAGE_LIMIT;
+    uint64_t id = zchat_client_request (client, req, now);
+    if (id) {
+        self->fetch_id = id;
+        self->fetch_sent_ms = now;
+        zchat_sequencer_fetch_sent (self->sequencer, from, to);
+        zchat_client_schedule (client, now + client->timeout_ms);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Our probe came back (or we stopped waiting, and said so: then report
+//  is false): the room is live. Report the join, then what was held back,
+//  then let the sequencer run.
+
+static void
+s_live (zchat_client_room_t *self, bool report, int64_t now)
+{
+    self->state = R_LIVE;
+    self->upgrade = false;
+    if (!self->confirmed) {
+        self->confirmed = true;
+        if (report)
+            s_report_joined (self, self->join_id, self->join_seq);
+        zchat_event_t *held;
+        while ((held = zchat_client_queue_pop (&self->held)))
+            zchat_client_emit (self->client, held);
+    }
+    zchat_sequencer_hold (self->sequencer, false);
+    zchat_client_room_fetch (self, now);
+}
+
+//  --------------------------------------------------------------------------
+//  Make a send-only room receiving.
+
+int
+zchat_client_room_upgrade (zchat_client_room_t *self, uint64_t join_id, int64_t now)
+{
+    if (zmq_setsockopt (self->client->sub_h, ZMQ_SUBSCRIBE,
+                        self->topic_frame, self->topic_frame_size))
+        return -1;
+    self->send_only = false;
+    self->join_id = join_id;
+    if (self->confirmed) {
+        self->upgrade = true;
+        self->confirmed = false;
+        zchat_client_room_join (self, now);
+    }
+    //  else its JOIN is on its way: its JOINED starts probing as for any
+    //  receiving join, and reports the join once live
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Back to send-only after a failed upgrade: the broker still counts us as
+//  a member, but we stop listening and forget whatever the room had begun
+//  to receive (a fresh sequencer, so that a later upgrade starts afresh).
+
+static void
+s_send_only (zchat_client_room_t *self)
+{
+    zmq_setsockopt (self->client->sub_h, ZMQ_UNSUBSCRIBE,
+                    self->topic_frame, self->topic_frame_size);
+    self->send_only = true;
+    self->upgrade = false;
+    self->confirmed = true;
+    self->state = R_LIVE;
+    self->fetch_id = 0;
+    self->fetch_retry_ms = 0;
+    self->tail_seq = 0;
+    self->tail_due_ms = 0;
+    zchat_client_queue_purge (&self->held);
+    zchat_sequencer_t *fresh = s_sequencer_new (self);
+    if (fresh) {                //  out of memory: the old one it is
+        zchat_sequencer_destroy (&self->sequencer);
+        self->sequencer = fresh;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  JOINED: where the room stands; a first join starts probing.
+
+void
+zchat_client_room_joined (zchat_client_room_t *self, uint64_t user_id,
+                          const zchat_msg_t *msg, int64_t now)
+{
+    self->members = msg->members;
+    zchat_client_copy (self->topic, sizeof (self->topic), msg->topic);
+    if (self->send_only) {
+        self->state = R_LIVE;
+        if (!self->confirmed) {
+            self->confirmed = true;
+            self->join_seq = msg->seq;
+            s_report_joined (self, self->join_id, msg->seq);
+        }
+        else
+        if (user_id && user_id != self->join_id)
+            s_report_joined (self, user_id, msg->seq);
+        return;
+    }
+    if (!zchat_sequencer_started (self->sequencer)) {
+        uint64_t replay = (uint64_t) self->client->history_n;
+        if (replay > msg->seq)
+            replay = msg->seq;
+        self->join_seq = msg->seq;
+        zchat_sequencer_start (self->sequencer, msg->seq - replay);
+    }
+    zchat_sequencer_newest (self->sequencer, msg->seq);
+    if (self->confirmed) {
+        //  A rejoin on a new session, or the caller joining again: live at
+        //  once; the sequencer fetches whatever we missed meanwhile
+        self->state = R_LIVE;
+        if (user_id && user_id != self->join_id)
+            s_report_joined (self, user_id, msg->seq);
+        zchat_client_room_fetch (self, now);
+    }
+    else
+    if (self->state == R_JOINING) {
+        self->state = R_PROBING;
+        self->probe_start_ms = now;
+        self->probe_next_ms = now;
+        zchat_client_room_tick (self, now);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  A JOIN of the room refused.
+
+bool
+zchat_client_room_join_refused (zchat_client_room_t *self, uint64_t user_id,
+                                const zchat_msg_t *msg)
+{
+    if (self->upgrade) {
+        //  The receiving join of a send-only room failed: the broker still
+        //  has us as a member, so send-only it stays
+        zchat_client_emit_error (self->client, self->join_id, msg->code, msg->retry_ms,
+                                 self->name, NULL, msg->reason);
+        s_send_only (self);
+        return false;
+    }
+    if (!self->confirmed) {
+        //  The join failed: the room is to be forgotten
+        zchat_client_emit_error (self->client, self->join_id, msg->code, msg->retry_ms,
+                                 self->name, NULL, msg->reason);
+        return true;
+    }
+    zchat_client_emit_error (self->client, user_id == self->join_id? 0: user_id,
+                             msg->code, msg->retry_ms, self->name, NULL, msg->reason);
+    return false;
+}
+
+//  --------------------------------------------------------------------------
+//  A fetch refused: ask again later.
+
+void
+zchat_client_room_fetch_refused (zchat_client_room_t *self, uint64_t id, int64_t now)
+{
+    if (self->fetch_id != id)
+        return;
+    self->fetch_id = 0;
+    self->fetch_retry_ms = now + S_FETCH_RETRY_MS;
+    zchat_sequencer_fetch_failed (self->sequencer);
+    zchat_client_schedule (self->client, self->fetch_retry_ms);
+}
+
+//  --------------------------------------------------------------------------
+//  A PAGE answering one of our fetches: through the room's sequencer.
+
+void
+zchat_client_room_page (zchat_client_room_t *self, uint64_t id, const zchat_msg_t *msg,
+                        int64_t now)
+{
+    if (self->fetch_id != id)
+        return;                 //  the session renewed
+    self->fetch_id = 0;
+    zchat_sequencer_page_begin (self->sequencer, msg->first_seq);
+    size_t cursor = 0;
+    zchat_item_t item;
+    while (zchat_msg_next_item (msg, &cursor, &item)) {
+        zchat_event_t *event = zchat_client_message_event (self->client, self->name,
+                                                           item.seq, item.ts, item.nick,
+                                                           item.kind, item.text,
+                                                           item.text_size);
+        if (event)
+            zchat_sequencer_offer (self->sequencer, item.seq, event);
+    }
+    zchat_sequencer_page_end (self->sequencer);
+    zchat_client_room_fetch (self, now);
+}
+
+//  --------------------------------------------------------------------------
+//  A PONG told the room's newest seq.
+
+void
+zchat_client_room_tail (zchat_client_room_t *self, uint64_t seq, int64_t now)
+{
+    if (self->send_only || !zchat_sequencer_started (self->sequencer)
+    ||  seq <= zchat_sequencer_last (self->sequencer))
+        return;
+    if (self->tail_seq < seq)
+        self->tail_seq = seq;
+    if (!self->tail_due_ms) {
+        self->tail_due_ms = now + S_TAIL_GRACE_MS;
+        zchat_client_schedule (self->client, self->tail_due_ms);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  One live message to the room's sequencer.
+
+void
+zchat_client_room_message (zchat_client_room_t *self, uint64_t seq, uint64_t ts,
+                           const char *nick, uint8_t kind, const char *text,
+                           size_t text_size)
+{
+    //  Seen already (our fetch overtook it), or newer than what a full
+    //  buffer keeps while we are behind: skip the copy. The sequencer
+    //  still learns that it exists, to fetch it in its turn.
+    if (zchat_sequencer_accepts (self->sequencer, seq)) {
+        zchat_event_t *event = zchat_client_message_event (self->client, self->name, seq,
+                                                           ts, nick, kind, text, text_size);
+        if (event)
+            zchat_sequencer_offer (self->sequencer, seq, event);
+    }
+    else
+        zchat_sequencer_newest (self->sequencer, seq);
+}
+
+//  --------------------------------------------------------------------------
+//  A presence event: to the caller once the join is, held until then.
+
+void
+zchat_client_room_presence (zchat_client_room_t *self, zchat_event_t *event)
+{
+    if (event->type == ZCHAT_EV_TOPIC)
+        zchat_client_copy (self->topic, sizeof (self->topic), event->topic);
+    if (self->confirmed)
+        zchat_client_emit (self->client, event);
+    else
+    if (self->held.count >= S_HELD_LIMIT || zchat_client_queue_push (&self->held, event))
+        zchat_event_destroy (&event);
+}
+
+//  --------------------------------------------------------------------------
+//  A PROBE came back on SUB.
+
+void
+zchat_client_room_probe (zchat_client_room_t *self, const char *nick, int64_t now)
+{
+    if (self->state == R_PROBING && streq (nick, self->client->nick))
+        s_live (self, true, now);
+}
+
+//  --------------------------------------------------------------------------
+//  Room housekeeping.
+
+void
+zchat_client_room_tick (zchat_client_room_t *self, int64_t now)
+{
+    zchat_client_t *client = self->client;
+    if (self->send_only)
+        return;                 //  nothing to probe, sequence or fetch
+    if (self->fetch_id) {
+        if (now - self->fetch_sent_ms >= client->timeout_ms) {
+            //  No answer: a broker may drop a reply to a peer it has too
+            //  much queued for. Forget that fetch and ask again, or the
+            //  room would wait for it until the next session.
+            free (zchat_client_request_take (client, self->fetch_id));
+            self->fetch_id = 0;
+            zchat_sequencer_fetch_failed (self->sequencer);
+        }
+        else
+            zchat_client_schedule (client, self->fetch_sent_ms + client->timeout_ms);
+    }
+    if (self->state == R_PROBING) {
+        if (now - self->probe_start_ms >= client->timeout_ms) {
+            //  The subscription never proved live. Say so, and carry on:
+            //  PONGs will still reveal, and fetches recover, what SUB misses
+            char reason [ZCHAT_MAX_REASON + 1];
+            snprintf (reason, sizeof (reason),
+                      "room %s: our subscription was not confirmed within %.1f s",
+                      self->name, client->timeout_ms / 1000.0);
+            zchat_client_emit_error (client, self->join_id, ZCHAT_CLIENT_TIMEOUT, 0,
+                                     self->name, NULL, reason);
+            s_live (self, false, now);
+        }
+        else
+        if (now >= self->probe_next_ms) {
+            zchat_client_request_t *req = zchat_client_request_new (RQ_PROBE, false,
+                                                                    self->name);
+            if (req)
+                zchat_client_request (client, req, now);
+            self->probe_next_ms = now + S_PROBE_IVL_MS;
+        }
+        if (self->state == R_PROBING)
+            zchat_client_schedule (client, self->probe_next_ms);
+    }
+    if (self->tail_due_ms) {
+        if (now >= self->tail_due_ms) {
+            self->tail_due_ms = 0;
+            zchat_sequencer_newest (self->sequencer, self->tail_seq);
+        }
+        else
+            zchat_client_schedule (client, self->tail_due_ms);
+    }
+    if (self->state == R_LIVE && !zchat_sequencer_fetching (self->sequencer)) {
+        if (now < self->fetch_retry_ms)
+            zchat_client_schedule (client, self->fetch_retry_ms);
+        else
+            zchat_client_room_fetch (self, now);
+    }
+}
+

@@ -478,3 +478,275 @@ zchat_client_room_tick (zchat_client_room_t *self, int64_t now)
     }
 }
 
+
+
+//  ==========================================================================
+//  Self test: rooms of a client that is not connected, fed decoded replies
+//  directly (the client's own test feeds them through its sockets' paths,
+//  and tests/ against the real broker).
+
+//  Decode the body just encoded into the client's buffer.
+static zchat_msg_t
+s_test_msg (zchat_client_t *client, size_t size)
+{
+    zchat_msg_t msg;
+    assert (size > 0);
+    int rc = zchat_msg_decode (&msg, client->buffer, size);
+    assert (rc == ZCHAT_DECODE_OK);
+    return msg;
+}
+
+//  The next event for the caller, which must be of type and answer id (any
+//  id if id is 0); destroyed, its seq returned.
+static uint64_t
+s_test_expect (zchat_client_t *client, zchat_event_type_t type, uint64_t id)
+{
+    zchat_event_t *event = zchat_client_queue_pop (&client->queue);
+    assert (event && event->type == type);
+    assert (id == 0 || event->id == id);
+    uint64_t seq = event->seq;
+    zchat_event_destroy (&event);
+    return seq;
+}
+
+//  A presence event as the client builds it from an EVENT.
+static zchat_event_t *
+s_test_presence (zchat_event_type_t type, const char *nick, const char *topic)
+{
+    zchat_event_t *event = zchat_client_event_new (type);
+    assert (event);
+    zchat_client_copy (event->room, sizeof (event->room), "lobby");
+    zchat_client_copy (event->nick, sizeof (event->nick), nick);
+    zchat_client_copy (event->topic, sizeof (event->topic), topic);
+    return event;
+}
+
+void
+zchat_client_room_test (bool verbose)
+{
+    if (verbose)
+        printf (" * zchat_client_room: ");
+
+    //  In session as far as rooms can tell; nothing can go out, so every
+    //  request stays in the table, where the test finds it
+    zchat_client_t *client = zchat_client_new ("tcp://127.0.0.1:1", "alice");
+    assert (client);
+    zchat_client_set_history (client, 2);
+    client->state = S_READY;
+    zchat_buf_t *buf = &client->buf;
+    int64_t now = zclock_mono ();
+    zchat_msg_t msg;
+
+    //  A receiving join: JOIN, then JOINED starts probing; nothing is
+    //  reported until our own probe comes back
+    zchat_client_room_t *room = zchat_client_room_new (client, "lobby", false);
+    assert (room && room->state == R_JOINING && !room->confirmed && !room->send_only);
+    room->join_id = 42;
+    zchat_client_room_join (room, now);
+    assert (zchat_idmap_size (client->requests) == 1);
+    msg = s_test_msg (client, zchat_encode_joined (buf, 1, "lobby", 10, 1, 3, "old"));
+    zchat_client_room_joined (room, 42, &msg, now);
+    assert (room->state == R_PROBING && room->members == 3 && streq (room->topic, "old"));
+    assert (room->join_seq == 10 && zchat_sequencer_last (room->sequencer) == 8);
+    assert (zchat_idmap_size (client->requests) == 2);          //  a PROBE
+    assert (client->queue.count == 0);
+
+    //  Meanwhile presence is held (a topic is taken at once), and a live
+    //  message waits in the sequencer; a probe not ours changes nothing
+    zchat_client_room_presence (room, s_test_presence (ZCHAT_EV_JOIN, "bob", ""));
+    zchat_client_room_presence (room, s_test_presence (ZCHAT_EV_TOPIC, "bob", "new"));
+    assert (room->held.count == 2 && streq (room->topic, "new"));
+    zchat_client_room_message (room, 11, 11, "bob", ZCHAT_KIND_TEXT, "eleven", 6);
+    zchat_client_room_check_fetch (room, now);
+    assert (room->fetch_id == 0);
+    zchat_client_room_probe (room, "bob", now);
+    assert (room->state == R_PROBING && client->queue.count == 0);
+
+    //  Ours: JOINED with the topic as it is now, what was held, then a
+    //  fetch of the two messages to replay, which come before the live one
+    zchat_client_room_probe (room, "alice", now);
+    assert (room->state == R_LIVE && room->confirmed && room->held.count == 0);
+    assert (s_test_expect (client, ZCHAT_EV_JOINED, 42) == 10);
+    s_test_expect (client, ZCHAT_EV_JOIN, 0);
+    zchat_event_t *event = zchat_client_queue_pop (&client->queue);
+    assert (event && event->type == ZCHAT_EV_TOPIC && streq (event->topic, "new"));
+    zchat_event_destroy (&event);
+    assert (client->queue.count == 0);
+    uint64_t fetch = room->fetch_id;
+    assert (fetch && zchat_sequencer_fetching (room->sequencer));
+    zchat_client_request_t *req = (zchat_client_request_t *)
+                                  zchat_idmap_lookup (client->requests, fetch);
+    assert (req && req->kind == RQ_FETCH && req->from_seq == 9 && req->to_seq == 10);
+    assert (req->limit == ZCHAT_CLIENT_PAGE_LIMIT);
+
+    //  A page not answering that fetch is ignored; the one that does fills
+    //  the hole: replayed messages are history, the live one is not
+    zchat_encode_page_begin (buf, fetch + 1, "lobby", 1, 10, false);
+    msg = s_test_msg (client, zchat_encode_page_add (buf, 9, 9, "bob", ZCHAT_KIND_TEXT,
+                                                     "nine", 4));
+    zchat_client_room_page (room, fetch + 1, &msg, now);
+    assert (room->fetch_id == fetch && client->queue.count == 0);
+    zchat_encode_page_begin (buf, fetch, "lobby", 1, 10, false);
+    zchat_encode_page_add (buf, 9, 9, "bob", ZCHAT_KIND_TEXT, "nine", 4);
+    msg = s_test_msg (client, zchat_encode_page_add (buf, 10, 10, "eve", ZCHAT_KIND_TEXT,
+                                                     "ten", 3));
+    zchat_client_room_page (room, fetch, &msg, now);
+    assert (room->fetch_id == 0);
+    for (uint64_t seq = 9; seq <= 11; seq++) {
+        event = zchat_client_queue_pop (&client->queue);
+        assert (event && event->type == ZCHAT_EV_MESSAGE && event->seq == seq);
+        assert (streq (event->room, "lobby") && event->history == (seq <= 10));
+        zchat_event_destroy (&event);
+    }
+    assert (client->queue.count == 0);
+    //  Seen already: not delivered again
+    zchat_client_room_message (room, 11, 11, "bob", ZCHAT_KIND_TEXT, "again", 5);
+    assert (client->queue.count == 0);
+
+    //  A PONG telling a newer seq: fetched once the grace has passed,
+    //  unless it turns up meanwhile; a PONG telling nothing new is ignored
+    zchat_client_room_tail (room, 11, now);
+    assert (room->tail_due_ms == 0);
+    zchat_client_room_tail (room, 15, now);
+    assert (room->tail_seq == 15 && room->tail_due_ms > now);
+    zchat_client_room_tick (room, now);
+    assert (room->fetch_id == 0);
+    zchat_client_room_tick (room, room->tail_due_ms);
+    assert (room->tail_due_ms == 0 && room->fetch_id);
+    fetch = room->fetch_id;
+    req = (zchat_client_request_t *) zchat_idmap_lookup (client->requests, fetch);
+    assert (req && req->from_seq == 12 && req->to_seq == 15);
+
+    //  Refused: asked again after a pause, not before
+    zchat_client_room_fetch_refused (room, fetch + 1, now);
+    assert (room->fetch_id == fetch);
+    zchat_client_room_fetch_refused (room, fetch, now);
+    assert (room->fetch_id == 0 && room->fetch_retry_ms > now);
+    zchat_client_room_tick (room, room->fetch_retry_ms - 1);
+    assert (room->fetch_id == 0);
+    zchat_client_room_tick (room, room->fetch_retry_ms);
+    assert (room->fetch_id && room->fetch_id != fetch);
+    fetch = room->fetch_id;
+
+    //  History no longer holds the start of the range: a gap, then the rest
+    zchat_encode_page_begin (buf, fetch, "lobby", 14, 15, false);
+    zchat_encode_page_add (buf, 14, 14, "bob", ZCHAT_KIND_TEXT, "a", 1);
+    msg = s_test_msg (client, zchat_encode_page_add (buf, 15, 15, "bob", ZCHAT_KIND_TEXT,
+                                                     "b", 1));
+    zchat_client_room_page (room, fetch, &msg, now);
+    event = zchat_client_queue_pop (&client->queue);
+    assert (event && event->type == ZCHAT_EV_GAP && streq (event->room, "lobby"));
+    assert (event->from_seq == 12 && event->to_seq == 13);
+    zchat_event_destroy (&event);
+    assert (s_test_expect (client, ZCHAT_EV_MESSAGE, 0) == 14);
+    assert (s_test_expect (client, ZCHAT_EV_MESSAGE, 0) == 15);
+
+    //  A message from a nick that breaks the rules takes its place in the
+    //  sequence but never reaches the caller
+    zchat_client_room_message (room, 16, 16, "-bad", ZCHAT_KIND_TEXT, "x", 1);
+    assert (client->queue.count == 0 && zchat_sequencer_last (room->sequencer) == 16);
+
+    //  A new session: the fetch in flight is void, the room joins again;
+    //  JOINED finds it confirmed, so it is live at once, and a join the
+    //  caller asked again is reported under its own id
+    zchat_client_room_tail (room, 20, now);
+    zchat_client_room_tick (room, now + 60000);
+    assert (room->fetch_id);
+    zchat_client_room_rejoin (room, now);
+    assert (room->fetch_id == 0 && room->state == R_JOINING);
+    assert (!zchat_sequencer_fetching (room->sequencer));
+    msg = s_test_msg (client, zchat_encode_joined (buf, 2, "lobby", 20, 1, 4, "new"));
+    zchat_client_room_joined (room, 42, &msg, now);
+    assert (room->state == R_LIVE && room->members == 4 && room->fetch_id);
+    assert (client->queue.count == 0);
+    zchat_client_room_joined (room, 43, &msg, now);
+    assert (s_test_expect (client, ZCHAT_EV_JOINED, 43) == 20);
+    //  Joined again, refused: reported under the id the caller knows,
+    //  none for the room's own rejoin; the room stays
+    msg = s_test_msg (client, zchat_encode_error (buf, 3, ZCHAT_ERR_RATE_LIMITED, 100,
+                                                  "slow down"));
+    assert (!zchat_client_room_join_refused (room, 43, &msg));
+    assert (s_test_expect (client, ZCHAT_EV_ERROR, 43) == 0);
+    assert (!zchat_client_room_join_refused (room, 42, &msg));
+    assert (s_test_expect (client, ZCHAT_EV_ERROR, 0) == 0);
+    //  Destroyed, the client no longer finds it as the room last looked up
+    client->last_room = room;
+    zchat_client_room_destroy (&room);
+    assert (room == NULL && client->last_room == NULL);
+    zchat_client_room_destroy (&room);
+
+    //  A first join refused: the room is to be forgotten
+    room = zchat_client_room_new (client, "lobby", false);
+    assert (room);
+    room->join_id = 44;
+    zchat_client_room_join (room, now);
+    assert (zchat_client_room_join_refused (room, 44, &msg));
+    assert (s_test_expect (client, ZCHAT_EV_ERROR, 44) == 0);
+    zchat_client_room_destroy (&room);
+
+    //  While probing, presence held is bounded; if the probe never comes
+    //  back, the room says so and goes live without reporting the join,
+    //  handing on what it held
+    room = zchat_client_room_new (client, "busy", false);
+    assert (room);
+    room->join_id = 45;
+    zchat_client_room_join (room, now);
+    msg = s_test_msg (client, zchat_encode_joined (buf, 4, "busy", 0, 0, 1, ""));
+    zchat_client_room_joined (room, 45, &msg, now);
+    assert (room->state == R_PROBING);
+    for (int i = 0; i < S_HELD_LIMIT + 5; i++)
+        zchat_client_room_presence (room, s_test_presence (ZCHAT_EV_JOIN, "bob", ""));
+    assert (room->held.count == S_HELD_LIMIT);
+    zchat_client_room_tick (room, room->probe_start_ms + client->timeout_ms - 1);
+    assert (room->state == R_PROBING && client->queue.count == 0);
+    zchat_client_room_tick (room, room->probe_start_ms + client->timeout_ms);
+    assert (room->state == R_LIVE && room->confirmed);
+    event = zchat_client_queue_pop (&client->queue);
+    assert (event && event->type == ZCHAT_EV_ERROR && event->id == 45);
+    assert (event->code == ZCHAT_CLIENT_TIMEOUT && streq (event->room, "busy"));
+    zchat_event_destroy (&event);
+    assert (client->queue.count == S_HELD_LIMIT);
+    for (int i = 0; i < S_HELD_LIMIT; i++)
+        s_test_expect (client, ZCHAT_EV_JOIN, 0);
+    zchat_client_room_destroy (&room);
+
+    //  Send-only: reported at JOINED, nothing sequenced, fetched or held
+    room = zchat_client_room_new (client, "ops", true);
+    assert (room && room->send_only);
+    room->join_id = 46;
+    zchat_client_room_join (room, now);
+    msg = s_test_msg (client, zchat_encode_joined (buf, 5, "ops", 7, 1, 2, "t"));
+    zchat_client_room_joined (room, 46, &msg, now);
+    assert (s_test_expect (client, ZCHAT_EV_JOINED, 46) == 7);
+    assert (room->state == R_LIVE && room->confirmed && room->join_seq == 7);
+    assert (!zchat_sequencer_started (room->sequencer));
+    zchat_client_room_tail (room, 30, now);
+    zchat_client_room_tick (room, now + 60000);
+    assert (room->tail_due_ms == 0 && room->fetch_id == 0 && client->queue.count == 0);
+    //  A receiving join upgrades it; refused, it is send-only again, with a
+    //  fresh sequencer
+    zchat_sequencer_t *sequencer = room->sequencer;
+    assert (zchat_client_room_upgrade (room, 47, now) == 0);
+    assert (!room->send_only && room->upgrade && !room->confirmed);
+    assert (room->state == R_JOINING && room->join_id == 47);
+    msg = s_test_msg (client, zchat_encode_error (buf, 6, ZCHAT_ERR_RATE_LIMITED, 100,
+                                                  "slow down"));
+    assert (!zchat_client_room_join_refused (room, 47, &msg));
+    assert (s_test_expect (client, ZCHAT_EV_ERROR, 47) == 0);
+    assert (room->send_only && !room->upgrade && room->confirmed && room->state == R_LIVE);
+    assert (room->sequencer && room->sequencer != sequencer);
+    //  Accepted, it probes and is reported once live
+    assert (zchat_client_room_upgrade (room, 48, now) == 0);
+    msg = s_test_msg (client, zchat_encode_joined (buf, 7, "ops", 8, 1, 2, "t"));
+    zchat_client_room_joined (room, 48, &msg, now);
+    assert (room->state == R_PROBING && client->queue.count == 0);
+    zchat_client_room_probe (room, "alice", now);
+    assert (s_test_expect (client, ZCHAT_EV_JOINED, 48) == 8);
+    assert (room->state == R_LIVE && !room->upgrade);
+    zchat_client_room_destroy (&room);
+
+    client->state = S_IDLE;
+    zchat_client_destroy (&client);
+    if (verbose)
+        printf ("OK\n");
+}

@@ -157,6 +157,10 @@ void
 void
     zchat_client_room_tick (zchat_client_room_t *self, int64_t now);
 
+//  Self test; asserts on failure.
+void
+    zchat_client_room_test (bool verbose);
+
 #pragma GCC visibility pop
 
 #endif

@@ -14,12 +14,14 @@
 //    broker's retry time, then goes again in order. The outbox keeps its
 //    entries in send order and in last-sent order, so housekeeping only
 //    ever touches the entries that are due.
-//  - rooms: subscribe first, JOIN, then PROBE until our own probe comes
-//    back on SUB; only then is the join reported, and from then on a
-//    per-room zchat_sequencer puts messages in order and asks for what is
-//    missing over DEALER (HISTORY). A send-only room is a JOIN and no
-//    more: no subscription, no probe, no sequencing; it is reported at
-//    JOINED, and whatever of it still reaches the SUB is dropped.
+//  - rooms (zchat_client_room): subscribe first, JOIN, then PROBE until
+//    our own probe comes back on SUB; only then is the join reported, and
+//    from then on a per-room zchat_sequencer puts messages in order and
+//    asks for what is missing over DEALER (HISTORY). A send-only room is a
+//    JOIN and no more: no subscription, no probe, no sequencing; it is
+//    reported at JOINED, and whatever of it still reaches the SUB is
+//    dropped. This file keeps the rooms in a table by name and hands each
+//    what arrives for it.
 //  - the session: silence from the broker for its session timeout, or an
 //    ERROR 440/401, means the session is gone: greet again with our token
 //    on the same DEALER (libzmq reconnects by itself), rejoin, resend.
@@ -32,21 +34,16 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <stddef.h>
-#include "zchat_client.h"
-#include "zchat_idmap.h"
-#include "zchat_msgpool.h"
-#include "zchat_outbox.h"
+#include "zchat_client_int.h"
+#include "zchat_client_room.h"
 #include "zchat_sequencer.h"
 
-//  Tuning, in one place
+//  Tuning, in one place (a room's own: zchat_client_room.c)
 #define S_DEFAULT_TIMEOUT_MS    5000    //  per reply, and per send's ACK
 #define S_DEFAULT_HEARTBEAT_MS  3333    //  until the broker says
 #define S_DEFAULT_SESSION_MS    10000   //  until the broker says
-#define S_PROBE_IVL_MS          100     //  PROBE resend while joining
 #define S_GREET_RETRY_MS        1000    //  HELLO retry while the broker is down
 #define S_HELLO_ANSWER_MS       2000    //  a sent HELLO unanswered this long is resent
-#define S_TAIL_GRACE_MS         200     //  a PONG's newer seq may still be in flight on SUB
-#define S_FETCH_RETRY_MS        1000    //  after a failed history fetch
 #define S_RATE_RETRY_MS         100     //  a 429 without a retry time
 //  After a SAY or DM refused with 429 at most this many sends go out
 //  unanswered at once, one more for each ACK (twice as many each round
@@ -56,9 +53,6 @@
 #define S_BYE_WAIT_MS           500     //  destroy waits this long for BYE's OK
 #define S_MAX_IDLE_MS           1000    //  housekeeping runs at least this often
 #define S_WRITE_RETRY_MS        10      //  retry a full DEALER, for external pollers
-#define S_BUFFER_LIMIT          10000   //  out-of-order messages per room
-#define S_HELD_LIMIT            1000    //  presence events held per joining room
-#define S_PAGE_LIMIT            500     //  messages asked per history fetch
 #define S_BATCH                 512     //  messages drained per socket per pass
 #define S_SNDHWM                10000
 //  What a broker can make us hold is bounded by messages queued times
@@ -88,157 +82,9 @@
 #define S_POOLED_MIN            (8 * 1024)
 #define S_POOL_KEEP             16
 
-//  A room message whose sender's nick breaks the name rules (a broken or
-//  hostile broker: such a name could carry terminal escapes to whoever
-//  prints it). It still takes its place in the room's sequence, so that
-//  nothing waits for it, but it is never handed to the caller.
-#define S_EV_DROPPED            ((zchat_event_type_t) 0)
-
-typedef enum {
-    S_IDLE,                     //  not connected (never, or connect failed)
-    S_GREETING,                 //  HELLO sent or due, waiting for WELCOME
-    S_READY                     //  in session
-} s_state_t;
-
-typedef enum {
-    RQ_JOIN = 1,
-    RQ_LEAVE,
-    RQ_NICK,
-    RQ_WHO,
-    RQ_ROOMS,
-    RQ_TOPIC,
-    RQ_HISTORY,                 //  the caller's history request
-    RQ_FETCH,                   //  our own gap or tail fetch
-    RQ_PROBE,
-    RQ_BYE
-} s_req_kind_t;
-
-//  A request waiting for its answer. The caller's requests (user) are
-//  kept in full so that they can be sent again on a new session.
-typedef struct {
-    s_req_kind_t kind;
-    bool     user;              //  the caller's, not the library's own
-    bool     sent;              //  went out on the current session
-    uint64_t user_id;           //  id the caller knows (history pages)
-    char     room [ZCHAT_MAX_ROOM + 1];
-    char     arg [ZCHAT_MAX_TOPIC + 1];     //  NICK: new nick; TOPIC: text
-    bool     set;               //  TOPIC: set, not read
-    uint64_t from_seq;          //  HISTORY, FETCH
-    uint64_t to_seq;
-    uint32_t limit;             //  HISTORY: per page
-    uint32_t remaining;         //  HISTORY: messages still wanted, 0 = all
-    uint64_t last_seq;          //  HISTORY: last seq handed on
-} s_request_t;
-
-//  A FIFO of events, growable ring
-typedef struct {
-    zchat_event_t **items;
-    size_t capacity, head, count;
-} s_queue_t;
-
-typedef enum {
-    R_JOINING,                  //  JOIN sent, waiting for JOINED
-    R_PROBING,                  //  JOINED, waiting for our probe on SUB
-    R_LIVE
-} s_room_state_t;
-
-typedef struct {
-    zchat_client_t *client;
-    char     name [ZCHAT_MAX_ROOM + 1];
-    uint8_t  topic_frame [ZCHAT_MAX_TOPIC_FRAME];
-    size_t   topic_frame_size;
-    s_room_state_t state;
-    bool     send_only;         //  a member to send only: no SUB
-                                //  subscription, no probe, no sequencing
-    bool     upgrade;           //  a receiving join of a send-only room,
-                                //  not live yet: if refused, send-only again
-    bool     confirmed;         //  JOINED was reported to the caller
-    uint64_t join_id;           //  the caller's join request
-    uint64_t join_seq;          //  newest seq at the first join
-    uint32_t members;
-    char     topic [ZCHAT_MAX_TOPIC + 1];
-    zchat_sequencer_t *sequencer;
-    s_queue_t held;             //  presence events before confirmation
-    int64_t  probe_start_ms;
-    int64_t  probe_next_ms;
-    uint64_t tail_seq;          //  newest seq a PONG told
-    int64_t  tail_due_ms;       //  when to fetch it if still missing, 0 none
-    uint64_t fetch_id;          //  outstanding fetch request, 0 none
-    int64_t  fetch_sent_ms;     //  when it was asked
-    int64_t  fetch_retry_ms;    //  no fetch before this time
-} s_room_t;
-
-struct _zchat_client_t {
-    char    *server;
-    char     nick [ZCHAT_MAX_NICK + 1];
-    char    *sub_option;        //  set_sub_endpoint
-    char    *sub_endpoint;      //  what the SUB is connected to
-    int      timeout_ms;
-    int      history_n;
-    zcert_t *cert;
-    char     server_key [41];
-    zsock_t *dealer;
-    zsock_t *sub;
-    zsock_t *monitor;           //  PAIR receiving DEALER handshake failures
-                                //  (while connecting; always with CURVE)
-    void    *dealer_h, *sub_h, *monitor_h;
-    s_state_t state;
-    bool     welcomed;          //  a WELCOME was ever received
-    bool     in_connect;        //  inside zchat_client_connect
-    uint64_t next_id;
-    uint64_t hello_id;
-    bool     hello_sent;
-    int64_t  greet_next_ms;
-    bool     greet_error_told;  //  one ERROR event per re-greeting episode
-    int      refused;           //  connect: the broker's ERROR code, or 0
-    bool     auth_failed;       //  a handshake-failed event came
-    int      handshake_drops;   //  handshakes closed without detail
-    bool     auth_told;
-    bool     bye_answered;
-    uint64_t bye_id;
-    char     token [ZCHAT_MAX_TOKEN + 1];
-    uint32_t heartbeat_ms;
-    uint32_t session_ms;
-    uint32_t max_text;
-    int64_t  last_send_ms;
-    int64_t  last_recv_ms;
-    int64_t  due_ms;            //  next housekeeping
-    size_t   unsent_requests;
-    s_queue_t queue;
-    zhashx_t *rooms;            //  name -> s_room_t
-    s_room_t *last_room;        //  the room last looked up by name, or NULL
-    char     nick_ok [ZCHAT_MAX_NICK + 1];  //  a sender's nick known valid
-    zchat_idmap_t *requests;    //  id -> s_request_t
-    zchat_outbox_t *outbox;     //  unacknowledged sends
-    uint8_t *buffer;
-    zchat_buf_t buf;
-    zchat_msgpool_t *sendpool;  //  blocks for large bodies sent
-    uint8_t version;            //  protocol version of the session (WELCOME)
-    int64_t send_pause_until;   //  a send was refused with 429: none before
-    size_t send_cap;            //  sends in flight at most since a 429, 0 = no cap
-    uint64_t cap_from_id;       //  the refused send: only its ACK and later ones grow the cap
-    size_t gathered;            //  SAYs gathered for a SAYS since the last flush
-    char     error [256];
-};
-
-static void s_room_destroy (s_room_t **self_p);
-static void s_room_fetch (zchat_client_t *self, s_room_t *room, int64_t now);
 static void s_housekeep (zchat_client_t *self, int64_t now);
 static int  s_drain (zchat_client_t *self, int64_t now);
 static void s_monitor_stop (zchat_client_t *self);
-
-//  --------------------------------------------------------------------------
-//  Copy the string src into dest of dest_size bytes (> 0), cut to fit and
-//  always terminated: what snprintf "%s" does, without parsing a format on
-//  paths that run for every message.
-
-static inline void
-s_copy (char *dest, size_t dest_size, const char *src)
-{
-    size_t len = strnlen (src, dest_size - 1);
-    memcpy (dest, src, len);
-    dest [len] = 0;
-}
 
 
 //  ==========================================================================
@@ -426,8 +272,8 @@ s_event_new_text (zchat_event_type_t type, const char *text, size_t text_size)
 //  --------------------------------------------------------------------------
 //  A new, zeroed event of type. Returns NULL only if out of memory.
 
-static zchat_event_t *
-s_event_new (zchat_event_type_t type)
+zchat_event_t *
+zchat_client_event_new (zchat_event_type_t type)
 {
     return s_event_new_text (type, NULL, 0);
 }
@@ -481,102 +327,24 @@ zchat_event_type_name (zchat_event_type_t type)
 }
 
 //  --------------------------------------------------------------------------
-//  Event queue: push at the tail, pop at the head, remove from anywhere
-//  (for zchat_client_wait). Push returns 0, or -1 if out of memory. The
-//  capacity is a power of two, so that wrapping is a mask, not a division.
-
-static int
-s_queue_push (s_queue_t *queue, zchat_event_t *event)
-{
-    if (queue->count == queue->capacity) {
-        size_t capacity = queue->capacity? queue->capacity * 2: 64;
-        zchat_event_t **items = (zchat_event_t **) malloc (capacity * sizeof (zchat_event_t *));
-        if (!items)
-            return -1;
-        for (size_t i = 0; i < queue->count; i++)
-            items [i] = queue->items [(queue->head + i) & (queue->capacity - 1)];
-        free (queue->items);
-        queue->items = items;
-        queue->capacity = capacity;
-        queue->head = 0;
-    }
-    queue->items [(queue->head + queue->count) & (queue->capacity - 1)] = event;
-    queue->count++;
-    return 0;
-}
-
-static zchat_event_t *
-s_queue_at (s_queue_t *queue, size_t index)
-{
-    assert (index < queue->count);
-    return queue->items [(queue->head + index) & (queue->capacity - 1)];
-}
-
-static zchat_event_t *
-s_queue_remove (s_queue_t *queue, size_t index)
-{
-    assert (index < queue->count);
-    zchat_event_t *event = s_queue_at (queue, index);
-    for (size_t i = index; i + 1 < queue->count; i++)
-        queue->items [(queue->head + i) & (queue->capacity - 1)] =
-            queue->items [(queue->head + i + 1) & (queue->capacity - 1)];
-    queue->count--;
-    return event;
-}
-
-static zchat_event_t *
-s_queue_pop (s_queue_t *queue)
-{
-    if (queue->count == 0)
-        return NULL;
-    zchat_event_t *event = queue->items [queue->head];
-    queue->head = (queue->head + 1) & (queue->capacity - 1);
-    queue->count--;
-    if (queue->count == 0)
-        queue->head = 0;
-    return event;
-}
-
-static void
-s_queue_purge (s_queue_t *queue)
-{
-    zchat_event_t *event;
-    while ((event = s_queue_pop (queue)))
-        zchat_event_destroy (&event);
-    free (queue->items);
-    memset (queue, 0, sizeof (*queue));
-}
-
-//  --------------------------------------------------------------------------
-//  Hand an event to the caller's queue (takes it). Out of memory loses the
-//  event; there is nobody to tell but the caller, and it cannot be told.
-
-static void
-s_emit (zchat_client_t *self, zchat_event_t *event)
-{
-    if (event && s_queue_push (&self->queue, event))
-        zchat_event_destroy (&event);
-}
-
-//  --------------------------------------------------------------------------
 //  Emit an ERROR event answering id (0 if none).
 
-static void
-s_emit_error (zchat_client_t *self, uint64_t id, int code, uint32_t retry_ms,
-              const char *room, const char *nick, const char *reason)
+void
+zchat_client_emit_error (zchat_client_t *self, uint64_t id, int code, uint32_t retry_ms,
+                         const char *room, const char *nick, const char *reason)
 {
-    zchat_event_t *event = s_event_new (ZCHAT_EV_ERROR);
+    zchat_event_t *event = zchat_client_event_new (ZCHAT_EV_ERROR);
     if (!event)
         return;
     event->id = id;
     event->code = code;
     event->retry_ms = retry_ms;
     if (room)
-        s_copy (event->room, sizeof (event->room), room);
+        zchat_client_copy (event->room, sizeof (event->room), room);
     if (nick)
-        s_copy (event->nick, sizeof (event->nick), nick);
-    s_copy (event->reason, sizeof (event->reason), reason);
-    s_emit (self, event);
+        zchat_client_copy (event->nick, sizeof (event->nick), nick);
+    zchat_client_copy (event->reason, sizeof (event->reason), reason);
+    zchat_client_emit (self, event);
 }
 
 
@@ -649,13 +417,6 @@ s_random64 (void)
     return value;
 }
 
-static void
-s_schedule (zchat_client_t *self, int64_t when)
-{
-    if (when < self->due_ms)
-        self->due_ms = when;
-}
-
 //  ==========================================================================
 //  Sending on DEALER
 
@@ -684,7 +445,7 @@ s_send_body (zchat_client_t *self, size_t size, int64_t now)
 //  Encode request req under id into self->buffer; returns the body size.
 
 static size_t
-s_encode_request (zchat_client_t *self, uint64_t id, s_request_t *req)
+s_encode_request (zchat_client_t *self, uint64_t id, zchat_client_request_t *req)
 {
     zchat_buf_t *buf = &self->buf;
     switch (req->kind) {
@@ -717,7 +478,7 @@ s_encode_request (zchat_client_t *self, uint64_t id, s_request_t *req)
 //  housekeeping (while in session) or on the next WELCOME.
 
 static void
-s_request_send (zchat_client_t *self, uint64_t id, s_request_t *req, int64_t now)
+s_request_send (zchat_client_t *self, uint64_t id, zchat_client_request_t *req, int64_t now)
 {
     if (req->sent)
         return;
@@ -732,8 +493,8 @@ s_request_send (zchat_client_t *self, uint64_t id, s_request_t *req, int64_t now
 //  Register a request and send it. Takes req (heap). Returns its id, or 0
 //  if out of memory.
 
-static uint64_t
-s_request (zchat_client_t *self, s_request_t *req, int64_t now)
+uint64_t
+zchat_client_request (zchat_client_t *self, zchat_client_request_t *req, int64_t now)
 {
     uint64_t id = s_next_id (self);
     if (!req->user_id)
@@ -747,15 +508,16 @@ s_request (zchat_client_t *self, s_request_t *req, int64_t now)
     return id;
 }
 
-static s_request_t *
-s_request_new (s_req_kind_t kind, bool user, const char *room)
+zchat_client_request_t *
+zchat_client_request_new (zchat_client_req_kind_t kind, bool user, const char *room)
 {
-    s_request_t *req = (s_request_t *) calloc (1, sizeof (s_request_t));
+    zchat_client_request_t *req = (zchat_client_request_t *)
+        calloc (1, sizeof (zchat_client_request_t));
     if (req) {
         req->kind = kind;
         req->user = user;
         if (room)
-            s_copy (req->room, sizeof (req->room), room);
+            zchat_client_copy (req->room, sizeof (req->room), room);
     }
     return req;
 }
@@ -763,10 +525,11 @@ s_request_new (s_req_kind_t kind, bool user, const char *room)
 //  --------------------------------------------------------------------------
 //  Forget a request; returns it (the caller frees it) or NULL.
 
-static s_request_t *
-s_request_take (zchat_client_t *self, uint64_t id)
+zchat_client_request_t *
+zchat_client_request_take (zchat_client_t *self, uint64_t id)
 {
-    s_request_t *req = (s_request_t *) zchat_idmap_delete (self->requests, id);
+    zchat_client_request_t *req = (zchat_client_request_t *)
+        zchat_idmap_delete (self->requests, id);
     if (req && !req->sent && self->unsent_requests > 0)
         self->unsent_requests--;
     return req;
@@ -784,8 +547,8 @@ s_request_flush (zchat_client_t *self, int64_t now)
     self->unsent_requests = 0;
     size_t cursor = 0;
     uint64_t id;
-    s_request_t *req;
-    while ((req = (s_request_t *) zchat_idmap_next (self->requests, &cursor, &id)))
+    zchat_client_request_t *req;
+    while ((req = (zchat_client_request_t *) zchat_idmap_next (self->requests, &cursor, &id)))
         if (!req->sent)
             s_request_send (self, id, req, now);
 }
@@ -926,7 +689,7 @@ s_send_new (zchat_client_t *self, uint8_t type, const char *target,
     if (gather && ++self->gathered >= S_SAYS_EARLY)
         s_send_flush (self, now);
     //  A timeout shorter than the heartbeat comes due before anything else
-    s_schedule (self, now + self->timeout_ms);
+    zchat_client_schedule (self, now + self->timeout_ms);
     return id;
 }
 
@@ -945,309 +708,30 @@ s_send_hello (zchat_client_t *self, int64_t now)
 
 
 //  ==========================================================================
-//  Rooms
+//  Rooms: the table by name (each room is a zchat_client_room)
 
 //  --------------------------------------------------------------------------
-//  Sequencer callbacks: a room's messages in order, gaps, drops
-
-static void
-s_room_deliver (void *arg, uint64_t seq, void *item)
-{
-    s_room_t *room = (s_room_t *) arg;
-    zchat_event_t *event = (zchat_event_t *) item;
-    if (event->type == S_EV_DROPPED) {
-        zchat_event_destroy (&event);
-        return;
-    }
-    event->history = seq <= room->join_seq;
-    s_emit (room->client, event);
-}
-
-static void
-s_room_gap (void *arg, uint64_t from_seq, uint64_t to_seq)
-{
-    s_room_t *room = (s_room_t *) arg;
-    zchat_event_t *event = s_event_new (ZCHAT_EV_GAP);
-    if (!event)
-        return;
-    s_copy (event->room, sizeof (event->room), room->name);
-    event->from_seq = from_seq;
-    event->to_seq = to_seq;
-    s_emit (room->client, event);
-}
-
-static void
-s_room_drop (void *arg, void *item)
-{
-    (void) arg;
-    zchat_event_t *event = (zchat_event_t *) item;
-    zchat_event_destroy (&event);
-}
-
-//  --------------------------------------------------------------------------
-//  A fresh sequencer for a room, or NULL if out of memory.
-
-static zchat_sequencer_t *
-s_room_sequencer_new (s_room_t *room)
-{
-    zchat_sequencer_output_t output = { room, s_room_deliver, s_room_gap, s_room_drop };
-    return zchat_sequencer_new (S_BUFFER_LIMIT, output);
-}
-
-//  --------------------------------------------------------------------------
-//  A room we are joining. A receiving room subscribes the SUB to its topic
-//  at once, so that nothing published after our JOIN can be missed; a
-//  send-only room never subscribes.
-
-static s_room_t *
-s_room_new (zchat_client_t *self, const char *name, bool send_only)
-{
-    s_room_t *room = (s_room_t *) calloc (1, sizeof (s_room_t));
-    if (!room)
-        return NULL;
-    room->client = self;
-    room->send_only = send_only;
-    s_copy (room->name, sizeof (room->name), name);
-    room->topic_frame_size = zchat_topic_frame (name, room->topic_frame);
-    //  A send-only room has a sequencer too, unused until a receiving join
-    //  upgrades the room: it holds nothing meanwhile
-    room->sequencer = s_room_sequencer_new (room);
-    if (!room->sequencer
-    ||  (!send_only && zmq_setsockopt (self->sub_h, ZMQ_SUBSCRIBE,
-                                       room->topic_frame, room->topic_frame_size))) {
-        zchat_sequencer_destroy (&room->sequencer);
-        free (room);
-        return NULL;
-    }
-    return room;
-}
-
-//  --------------------------------------------------------------------------
-//  Unsubscribe (a receiving room) and free a room; for zhashx, so it takes
-//  void **.
-
-static void
-s_room_destroy (s_room_t **self_p)
-{
-    s_room_t *self = *self_p;
-    if (self) {
-        if (self->client->last_room == self)
-            self->client->last_room = NULL;
-        if (!self->send_only)
-            zmq_setsockopt (self->client->sub_h, ZMQ_UNSUBSCRIBE,
-                            self->topic_frame, self->topic_frame_size);
-        zchat_sequencer_destroy (&self->sequencer);
-        s_queue_purge (&self->held);
-        free (self);
-        *self_p = NULL;
-    }
-}
+//  The rooms table's destructor, for zhashx: it takes void **.
 
 static void
 s_room_free (void **item)
 {
-    s_room_destroy ((s_room_t **) item);
+    zchat_client_room_destroy ((zchat_client_room_t **) item);
 }
 
 //  --------------------------------------------------------------------------
 //  The room of this name, or NULL. Traffic comes in runs of one room, so
 //  the last one found is compared first: cheaper than hashing the name.
 
-static s_room_t *
+static zchat_client_room_t *
 s_room_lookup (zchat_client_t *self, const char *name)
 {
     if (self->last_room && streq (self->last_room->name, name))
         return self->last_room;
-    s_room_t *room = (s_room_t *) zhashx_lookup (self->rooms, name);
+    zchat_client_room_t *room = (zchat_client_room_t *) zhashx_lookup (self->rooms, name);
     if (room)
         self->last_room = room;
     return room;
-}
-
-//  --------------------------------------------------------------------------
-//  Send JOIN for a room (first join, or rejoin on a new session).
-
-static void
-s_room_join (zchat_client_t *self, s_room_t *room, int64_t now)
-{
-    s_request_t *req = s_request_new (RQ_JOIN, false, room->name);
-    if (!req)
-        return;
-    req->user_id = room->join_id;
-    room->state = R_JOINING;
-    s_request (self, req, now);
-}
-
-//  --------------------------------------------------------------------------
-//  Report a join of room to the caller: JOINED answering id, at seq.
-
-static void
-s_report_joined (zchat_client_t *self, s_room_t *room, uint64_t id, uint64_t seq)
-{
-    zchat_event_t *event = s_event_new (ZCHAT_EV_JOINED);
-    if (event) {
-        event->id = id;
-        s_copy (event->room, sizeof (event->room), room->name);
-        s_copy (event->topic, sizeof (event->topic), room->topic);
-        event->seq = seq;
-        s_emit (self, event);
-    }
-}
-
-//  --------------------------------------------------------------------------
-//  Our probe came back (or we stopped waiting, and said so: then report
-//  is false): the room is live. Report the join, then what was held back,
-//  then let the sequencer run.
-
-static void
-s_room_live (zchat_client_t *self, s_room_t *room, bool report, int64_t now)
-{
-    room->state = R_LIVE;
-    room->upgrade = false;
-    if (!room->confirmed) {
-        room->confirmed = true;
-        if (report)
-            s_report_joined (self, room, room->join_id, room->join_seq);
-        zchat_event_t *held;
-        while ((held = s_queue_pop (&room->held)))
-            s_emit (self, held);
-    }
-    zchat_sequencer_hold (room->sequencer, false);
-    s_room_fetch (self, room, now);
-}
-
-//  --------------------------------------------------------------------------
-//  Make a room receiving (a receiving join of a send-only room): subscribe
-//  first, as for a new room, then join again; the room is reported again
-//  once live, under join_id, a new request id. Returns 0, or -1 if the
-//  SUB refused the subscription (the room stays send-only).
-
-static int
-s_room_upgrade (zchat_client_t *self, s_room_t *room, uint64_t join_id, int64_t now)
-{
-    if (zmq_setsockopt (self->sub_h, ZMQ_SUBSCRIBE,
-                        room->topic_frame, room->topic_frame_size))
-        return -1;
-    room->send_only = false;
-    room->join_id = join_id;
-    if (room->confirmed) {
-        room->upgrade = true;
-        room->confirmed = false;
-        s_room_join (self, room, now);
-    }
-    //  else its JOIN is on its way: its JOINED starts probing as for any
-    //  receiving join, and reports the join once live
-    return 0;
-}
-
-//  --------------------------------------------------------------------------
-//  Back to send-only after a failed upgrade: the broker still counts us as
-//  a member, but we stop listening and forget whatever the room had begun
-//  to receive (a fresh sequencer, so that a later upgrade starts afresh).
-
-static void
-s_room_send_only (zchat_client_t *self, s_room_t *room)
-{
-    zmq_setsockopt (self->sub_h, ZMQ_UNSUBSCRIBE, room->topic_frame, room->topic_frame_size);
-    room->send_only = true;
-    room->upgrade = false;
-    room->confirmed = true;
-    room->state = R_LIVE;
-    room->fetch_id = 0;
-    room->fetch_retry_ms = 0;
-    room->tail_seq = 0;
-    room->tail_due_ms = 0;
-    s_queue_purge (&room->held);
-    zchat_sequencer_t *fresh = s_room_sequencer_new (room);
-    if (fresh) {                //  out of memory: the old one it is
-        zchat_sequencer_destroy (&room->sequencer);
-        room->sequencer = fresh;
-    }
-}
-
-//  --------------------------------------------------------------------------
-//  Ask history for what the room's sequencer misses, if anything, and if
-//  no fetch is outstanding.
-
-static void
-s_room_fetch (zchat_client_t *self, s_room_t *room, int64_t now)
-{
-    uint64_t from, to;
-    if (self->state != S_READY || now < room->fetch_retry_ms
-    ||  !zchat_sequencer_want (room->sequencer, &from, &to))
-        return;
-    s_request_t *req = s_request_new (RQ_FETCH, false, room->name);
-    if (!req)
-        return;
-    req->from_seq = from;
-    req->to_seq = to;
-    req->limit = S_PAGE_LIMIT;
-    uint64_t id = s_request (self, req, now);
-    if (id) {
-        room->fetch_id = id;
-        room->fetch_sent_ms = now;
-        zchat_sequencer_fetch_sent (room->sequencer, from, to);
-        s_schedule (self, now + self->timeout_ms);
-    }
-}
-
-//  --------------------------------------------------------------------------
-//  Room housekeeping: probes, PONG-told tails, fetch retries (none for a
-//  send-only room).
-
-static void
-s_room_tick (zchat_client_t *self, s_room_t *room, int64_t now)
-{
-    if (room->send_only)
-        return;                 //  nothing to probe, sequence or fetch
-    if (room->fetch_id) {
-        if (now - room->fetch_sent_ms >= self->timeout_ms) {
-            //  No answer: a broker may drop a reply to a peer it has too
-            //  much queued for. Forget that fetch and ask again, or the
-            //  room would wait for it until the next session.
-            free (s_request_take (self, room->fetch_id));
-            room->fetch_id = 0;
-            zchat_sequencer_fetch_failed (room->sequencer);
-        }
-        else
-            s_schedule (self, room->fetch_sent_ms + self->timeout_ms);
-    }
-    if (room->state == R_PROBING) {
-        if (now - room->probe_start_ms >= self->timeout_ms) {
-            //  The subscription never proved live. Say so, and carry on:
-            //  PONGs will still reveal, and fetches recover, what SUB misses
-            char reason [ZCHAT_MAX_REASON + 1];
-            snprintf (reason, sizeof (reason),
-                      "room %s: our subscription was not confirmed within %.1f s",
-                      room->name, self->timeout_ms / 1000.0);
-            s_emit_error (self, room->join_id, ZCHAT_CLIENT_TIMEOUT, 0,
-                          room->name, NULL, reason);
-            s_room_live (self, room, false, now);
-        }
-        else
-        if (now >= room->probe_next_ms) {
-            s_request_t *req = s_request_new (RQ_PROBE, false, room->name);
-            if (req)
-                s_request (self, req, now);
-            room->probe_next_ms = now + S_PROBE_IVL_MS;
-        }
-        if (room->state == R_PROBING)
-            s_schedule (self, room->probe_next_ms);
-    }
-    if (room->tail_due_ms) {
-        if (now >= room->tail_due_ms) {
-            room->tail_due_ms = 0;
-            zchat_sequencer_newest (room->sequencer, room->tail_seq);
-        }
-        else
-            s_schedule (self, room->tail_due_ms);
-    }
-    if (room->state == R_LIVE && !zchat_sequencer_fetching (room->sequencer)) {
-        if (now < room->fetch_retry_ms)
-            s_schedule (self, room->fetch_retry_ms);
-        else
-            s_room_fetch (self, room, now);
-    }
 }
 
 
@@ -1265,9 +749,9 @@ s_session_lost (zchat_client_t *self, int64_t now)
         return;
     self->state = S_GREETING;
     self->greet_error_told = false;
-    s_emit (self, s_event_new (ZCHAT_EV_DISCONNECTED));
+    zchat_client_emit (self, zchat_client_event_new (ZCHAT_EV_DISCONNECTED));
     s_send_hello (self, now);
-    s_schedule (self, self->greet_next_ms);
+    zchat_client_schedule (self, self->greet_next_ms);
 }
 
 //  --------------------------------------------------------------------------
@@ -1331,9 +815,9 @@ s_on_welcome (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
 {
     bool renewed = self->welcomed;
     self->version = msg->version;
-    s_copy (self->token, sizeof (self->token), msg->token);
+    zchat_client_copy (self->token, sizeof (self->token), msg->token);
     if (zchat_nick_valid (msg->nick))
-        s_copy (self->nick, sizeof (self->nick), msg->nick);
+        zchat_client_copy (self->nick, sizeof (self->nick), msg->nick);
     self->heartbeat_ms = msg->heartbeat_ms? msg->heartbeat_ms: S_DEFAULT_HEARTBEAT_MS;
     self->session_ms = msg->timeout_ms? msg->timeout_ms: S_DEFAULT_SESSION_MS;
     self->max_text = msg->max_text && msg->max_text <= ZCHAT_MAX_TEXT?
@@ -1351,10 +835,10 @@ s_on_welcome (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
     if (!renewed)
         return;
     if (!was_ready) {
-        zchat_event_t *event = s_event_new (ZCHAT_EV_CONNECTED);
+        zchat_event_t *event = zchat_client_event_new (ZCHAT_EV_CONNECTED);
         if (event) {
             event->resumed = msg->flag != 0;
-            s_emit (self, event);
+            zchat_client_emit (self, event);
         }
     }
     //  The old session's own requests are void; the caller's go again
@@ -1362,32 +846,28 @@ s_on_welcome (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
     uint64_t *ids = count? (uint64_t *) malloc (count * sizeof (uint64_t)): NULL;
     size_t cursor = 0, found = 0;
     uint64_t id;
-    s_request_t *req;
-    while (ids && (req = (s_request_t *) zchat_idmap_next (self->requests, &cursor, &id)))
+    zchat_client_request_t *req;
+    while (ids && (req = (zchat_client_request_t *)
+                          zchat_idmap_next (self->requests, &cursor, &id)))
         ids [found++] = id;
     for (size_t i = 0; i < found; i++) {
-        req = (s_request_t *) zchat_idmap_lookup (self->requests, ids [i]);
+        req = (zchat_client_request_t *) zchat_idmap_lookup (self->requests, ids [i]);
         if (req->user) {
             if (req->sent)
                 self->unsent_requests++;
             req->sent = false;
         }
         else {
-            req = s_request_take (self, ids [i]);
+            req = zchat_client_request_take (self, ids [i]);
             free (req);
         }
     }
     free (ids);
     //  Rooms first, so that the sends that follow find us members
-    s_room_t *room = (s_room_t *) zhashx_first (self->rooms);
+    zchat_client_room_t *room = (zchat_client_room_t *) zhashx_first (self->rooms);
     while (room) {
-        if (!room->send_only) {
-            room->fetch_id = 0;
-            room->fetch_retry_ms = 0;
-            zchat_sequencer_fetch_failed (room->sequencer);
-        }
-        s_room_join (self, room, now);
-        room = (s_room_t *) zhashx_next (self->rooms);
+        zchat_client_room_rejoin (room, now);
+        room = (zchat_client_room_t *) zhashx_next (self->rooms);
     }
     s_request_flush (self, now);
     //  Every pending send again, in the order the caller sent them; a
@@ -1416,7 +896,8 @@ s_on_hello_refused (zchat_client_t *self, const zchat_msg_t *msg)
     //  caller hears about it once
     if (!self->greet_error_told) {
         self->greet_error_told = true;
-        s_emit_error (self, 0, msg->code, msg->retry_ms, NULL, self->nick, msg->reason);
+        zchat_client_emit_error (self, 0, msg->code, msg->retry_ms, NULL, self->nick,
+                                 msg->reason);
     }
 }
 
@@ -1426,25 +907,25 @@ s_on_hello_refused (zchat_client_t *self, const zchat_msg_t *msg)
 
 //  --------------------------------------------------------------------------
 //  Build a room MESSAGE event from a MESSAGE or a PAGE item; of type
-//  S_EV_DROPPED if the sender's nick is not a valid nick.
+//  ZCHAT_CLIENT_EV_DROPPED if the sender's nick is not a valid nick.
 
-static zchat_event_t *
-s_message_event (zchat_client_t *self, const char *room, uint64_t seq, uint64_t ts,
-                 const char *nick, uint8_t kind, const char *text, size_t text_size)
+zchat_event_t *
+zchat_client_message_event (zchat_client_t *self, const char *room, uint64_t seq, uint64_t ts,
+                            const char *nick, uint8_t kind, const char *text, size_t text_size)
 {
     //  Runs of messages come from one sender: remember the last nick that
     //  passed the rules instead of checking it character by character
     bool valid = *nick && streq (nick, self->nick_ok);
     if (!valid && zchat_nick_valid (nick)) {
-        s_copy (self->nick_ok, sizeof (self->nick_ok), nick);
+        zchat_client_copy (self->nick_ok, sizeof (self->nick_ok), nick);
         valid = true;
     }
-    zchat_event_t *event = s_event_new_text (valid? ZCHAT_EV_MESSAGE: S_EV_DROPPED,
+    zchat_event_t *event = s_event_new_text (valid? ZCHAT_EV_MESSAGE: ZCHAT_CLIENT_EV_DROPPED,
                                              text, text_size);
     if (!event)
         return NULL;
-    s_copy (event->room, sizeof (event->room), room);
-    s_copy (event->nick, sizeof (event->nick), nick);
+    zchat_client_copy (event->room, sizeof (event->room), room);
+    zchat_client_copy (event->nick, sizeof (event->nick), nick);
     event->seq = seq;
     event->ts = ts;
     event->action = kind == ZCHAT_KIND_ACTION;
@@ -1452,29 +933,17 @@ s_message_event (zchat_client_t *self, const char *room, uint64_t seq, uint64_t 
 }
 
 //  --------------------------------------------------------------------------
-//  A PAGE answering one of our fetches: through the room's sequencer.
+//  A PAGE answering one of our fetches: to its room, unless it was left.
 
 static void
 s_on_fetch_page (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int64_t now)
 {
-    s_request_t *req = s_request_take (self, id);
-    s_room_t *room = req? (s_room_t *) zhashx_lookup (self->rooms, req->room): NULL;
+    zchat_client_request_t *req = zchat_client_request_take (self, id);
+    zchat_client_room_t *room = req? (zchat_client_room_t *)
+                                     zhashx_lookup (self->rooms, req->room): NULL;
     free (req);
-    if (!room || room->fetch_id != id)
-        return;                 //  the room was left, or the session renewed
-    room->fetch_id = 0;
-    zchat_sequencer_page_begin (room->sequencer, msg->first_seq);
-    size_t cursor = 0;
-    zchat_item_t item;
-    while (zchat_msg_next_item (msg, &cursor, &item)) {
-        zchat_event_t *event = s_message_event (self, room->name, item.seq, item.ts,
-                                                item.nick, item.kind, item.text,
-                                                item.text_size);
-        if (event)
-            zchat_sequencer_offer (room->sequencer, item.seq, event);
-    }
-    zchat_sequencer_page_end (room->sequencer);
-    s_room_fetch (self, room, now);
+    if (room)
+        zchat_client_room_page (room, id, msg, now);
 }
 
 //  --------------------------------------------------------------------------
@@ -1484,32 +953,32 @@ s_on_fetch_page (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int6
 static void
 s_on_history_page (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int64_t now)
 {
-    s_request_t *req = s_request_take (self, id);
+    zchat_client_request_t *req = zchat_client_request_take (self, id);
     assert (req);
     if (req->from_seq > 0 && msg->first_seq != 0 && msg->first_seq > req->from_seq) {
-        zchat_event_t *event = s_event_new (ZCHAT_EV_GAP);
+        zchat_event_t *event = zchat_client_event_new (ZCHAT_EV_GAP);
         if (event) {
             event->id = req->user_id;
-            s_copy (event->room, sizeof (event->room), req->room);
+            zchat_client_copy (event->room, sizeof (event->room), req->room);
             event->from_seq = req->from_seq;
             event->to_seq = msg->first_seq - 1;
             if (req->to_seq && event->to_seq > req->to_seq)
                 event->to_seq = req->to_seq;
-            s_emit (self, event);
+            zchat_client_emit (self, event);
         }
     }
     size_t cursor = 0, count = 0;
     zchat_item_t item;
     while (zchat_msg_next_item (msg, &cursor, &item)) {
-        zchat_event_t *event = s_message_event (self, req->room, item.seq, item.ts,
-                                                item.nick, item.kind, item.text,
-                                                item.text_size);
-        if (event && event->type == S_EV_DROPPED)
+        zchat_event_t *event = zchat_client_message_event (self, req->room, item.seq, item.ts,
+                                                           item.nick, item.kind, item.text,
+                                                           item.text_size);
+        if (event && event->type == ZCHAT_CLIENT_EV_DROPPED)
             zchat_event_destroy (&event);
         if (event) {
             event->id = req->user_id;
             event->history = true;
-            s_emit (self, event);
+            zchat_client_emit (self, event);
         }
         req->last_seq = item.seq;
         count++;
@@ -1526,71 +995,34 @@ s_on_history_page (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, in
         req->sent = false;
         if (capped && req->limit > req->remaining)
             req->limit = req->remaining;
-        if (s_request (self, req, now) == 0)      //  freed req
-            s_emit_error (self, user_id, ZCHAT_CLIENT_FAILED, 0, NULL, NULL,
-                          "out of memory");
+        if (zchat_client_request (self, req, now) == 0)      //  freed req
+            zchat_client_emit_error (self, user_id, ZCHAT_CLIENT_FAILED, 0, NULL, NULL,
+                                     "out of memory");
         return;
     }
-    zchat_event_t *event = s_event_new (ZCHAT_EV_HISTORY);
+    zchat_event_t *event = zchat_client_event_new (ZCHAT_EV_HISTORY);
     if (event) {
         event->id = req->user_id;
-        s_copy (event->room, sizeof (event->room), req->room);
+        zchat_client_copy (event->room, sizeof (event->room), req->room);
         event->seq = req->last_seq;
-        s_emit (self, event);
+        zchat_client_emit (self, event);
     }
     free (req);
 }
 
 //  --------------------------------------------------------------------------
-//  JOINED: remember where the room stands; on a first join, start probing
-//  (a send-only room is reported at once: there is nothing to probe).
+//  JOINED: to the room it answers, unless it was left meanwhile.
 
 static void
 s_on_joined (zchat_client_t *self, uint64_t id, const zchat_msg_t *msg, int64_t now)
 {
-    s_request_t *req = s_request_take (self, id);
-    s_room_t *room = (s_room_t *) zhashx_lookup (self->rooms, req? req->room: msg->room);
+    zchat_client_request_t *req = zchat_client_request_take (self, id);
+    zchat_client_room_t *room = (zchat_client_room_t *)
+        zhashx_lookup (self->rooms, req? req->room: msg->room);
     uint64_t user_id = req? req->user_id: 0;
     free (req);
-    if (!room)
-        return;                 //  left meanwhile
-    room->members = msg->members;
-    s_copy (room->topic, sizeof (room->topic), msg->topic);
-    if (room->send_only) {
-        room->state = R_LIVE;
-        if (!room->confirmed) {
-            room->confirmed = true;
-            room->join_seq = msg->seq;
-            s_report_joined (self, room, room->join_id, msg->seq);
-        }
-        else
-        if (user_id && user_id != room->join_id)
-            s_report_joined (self, room, user_id, msg->seq);
-        return;
-    }
-    if (!zchat_sequencer_started (room->sequencer)) {
-        uint64_t replay = (uint64_t) self->history_n;
-        if (replay > msg->seq)
-            replay = msg->seq;
-        room->join_seq = msg->seq;
-        zchat_sequencer_start (room->sequencer, msg->seq - replay);
-    }
-    zchat_sequencer_newest (room->sequencer, msg->seq);
-    if (room->confirmed) {
-        //  A rejoin on a new session, or the caller joining again: live at
-        //  once; the sequencer fetches whatever we missed meanwhile
-        room->state = R_LIVE;
-        if (user_id && user_id != room->join_id)
-            s_report_joined (self, room, user_id, msg->seq);
-        s_room_fetch (self, room, now);
-    }
-    else
-    if (room->state == R_JOINING) {
-        room->state = R_PROBING;
-        room->probe_start_ms = now;
-        room->probe_next_ms = now;
-        s_room_tick (self, room, now);
-    }
+    if (room)
+        zchat_client_room_joined (room, user_id, msg, now);
 }
 
 //  --------------------------------------------------------------------------
@@ -1628,61 +1060,43 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
             int64_t until = now + (msg->retry_ms? msg->retry_ms: S_RATE_RETRY_MS);
             if (until > self->send_pause_until)
                 self->send_pause_until = until;
-            s_schedule (self, self->send_pause_until);
+            zchat_client_schedule (self, self->send_pause_until);
             self->send_cap = S_SEND_CAP_RESUME;
             self->cap_from_id = send->id;
         }
         return;
     }
     if (send) {
-        s_emit_error (self, msg->id, msg->code, msg->retry_ms,
-                      send->type == ZCHAT_SAY? send->target: NULL,
-                      send->type == ZCHAT_DM? send->target: NULL, msg->reason);
+        zchat_client_emit_error (self, msg->id, msg->code, msg->retry_ms,
+                                 send->type == ZCHAT_SAY? send->target: NULL,
+                                 send->type == ZCHAT_DM? send->target: NULL, msg->reason);
         zchat_outbox_remove (self->outbox, send);
         return;
     }
-    s_request_t *req = msg->id? s_request_take (self, msg->id): NULL;
+    zchat_client_request_t *req = msg->id? zchat_client_request_take (self, msg->id): NULL;
     if (!req) {
-        s_emit_error (self, msg->id, msg->code, msg->retry_ms, NULL, NULL, msg->reason);
+        zchat_client_emit_error (self, msg->id, msg->code, msg->retry_ms, NULL, NULL,
+                                 msg->reason);
         return;
     }
-    s_room_t *room = *req->room? (s_room_t *) zhashx_lookup (self->rooms, req->room): NULL;
+    zchat_client_room_t *room = *req->room? (zchat_client_room_t *)
+                                            zhashx_lookup (self->rooms, req->room): NULL;
     switch (req->kind) {
         case RQ_JOIN:
-            if (room && room->upgrade) {
-                //  The receiving join of a send-only room failed: the
-                //  broker still has us as a member, so send-only it stays
-                s_emit_error (self, room->join_id, msg->code, msg->retry_ms,
-                              room->name, NULL, msg->reason);
-                s_room_send_only (self, room);
-            }
-            else
-            if (room && !room->confirmed) {
-                //  The join failed: forget the room
-                s_emit_error (self, room->join_id, msg->code, msg->retry_ms,
-                              room->name, NULL, msg->reason);
+            if (room && zchat_client_room_join_refused (room, req->user_id, msg))
                 zhashx_delete (self->rooms, room->name);
-            }
-            else
-            if (room)
-                s_emit_error (self, req->user_id == room->join_id? 0: req->user_id,
-                              msg->code, msg->retry_ms, room->name, NULL, msg->reason);
             break;
         case RQ_FETCH:
-            if (room && room->fetch_id == msg->id) {
-                room->fetch_id = 0;
-                room->fetch_retry_ms = now + S_FETCH_RETRY_MS;
-                zchat_sequencer_fetch_failed (room->sequencer);
-                s_schedule (self, room->fetch_retry_ms);
-            }
+            if (room)
+                zchat_client_room_fetch_refused (room, msg->id, now);
             break;
         case RQ_PROBE:
         case RQ_BYE:
             break;
         default:
-            s_emit_error (self, req->user_id, msg->code, msg->retry_ms,
-                          *req->room? req->room: NULL,
-                          req->kind == RQ_NICK? req->arg: NULL, msg->reason);
+            zchat_client_emit_error (self, req->user_id, msg->code, msg->retry_ms,
+                                     *req->room? req->room: NULL,
+                                     req->kind == RQ_NICK? req->arg: NULL, msg->reason);
             break;
     }
     free (req);
@@ -1699,24 +1113,24 @@ s_on_ok (zchat_client_t *self, const zchat_msg_t *msg)
         self->bye_answered = true;
         return;
     }
-    s_request_t *req = s_request_take (self, msg->id);
+    zchat_client_request_t *req = zchat_client_request_take (self, msg->id);
     if (req && req->kind == RQ_PROBE) {
         free (req);
         return;
     }
-    zchat_event_t *event = s_event_new (req && req->kind == RQ_LEAVE? ZCHAT_EV_LEFT:
-                                        req && req->kind == RQ_NICK?  ZCHAT_EV_NICK:
+    zchat_event_t *event = zchat_client_event_new (req && req->kind == RQ_LEAVE? ZCHAT_EV_LEFT:
+                                                   req && req->kind == RQ_NICK?  ZCHAT_EV_NICK:
                                                                       ZCHAT_EV_OK);
     if (event) {
         event->id = req? req->user_id: msg->id;
         if (req && req->kind == RQ_LEAVE)
-            s_copy (event->room, sizeof (event->room), req->room);
+            zchat_client_copy (event->room, sizeof (event->room), req->room);
         if (req && req->kind == RQ_NICK) {
-            s_copy (event->nick, sizeof (event->nick), self->nick);
-            s_copy (event->new_nick, sizeof (event->new_nick), req->arg);
-            s_copy (self->nick, sizeof (self->nick), req->arg);
+            zchat_client_copy (event->nick, sizeof (event->nick), self->nick);
+            zchat_client_copy (event->new_nick, sizeof (event->new_nick), req->arg);
+            zchat_client_copy (self->nick, sizeof (self->nick), req->arg);
         }
-        s_emit (self, event);
+        zchat_client_emit (self, event);
     }
     free (req);
 }
@@ -1727,17 +1141,17 @@ s_on_ok (zchat_client_t *self, const zchat_msg_t *msg)
 static void
 s_on_list (zchat_client_t *self, const zchat_msg_t *msg)
 {
-    s_request_t *req = s_request_take (self, msg->id);
-    zchat_event_t *event = s_event_new (msg->type == ZCHAT_MEMBERS?
-                                        ZCHAT_EV_MEMBERS: ZCHAT_EV_ROOMS);
+    zchat_client_request_t *req = zchat_client_request_take (self, msg->id);
+    zchat_event_t *event = zchat_client_event_new (msg->type == ZCHAT_MEMBERS?
+                                                   ZCHAT_EV_MEMBERS: ZCHAT_EV_ROOMS);
     if (!event) {
         free (req);
         return;
     }
     event->id = req? req->user_id: msg->id;
     //  Names we did not send ourselves are checked: callers print them
-    s_copy (event->room, sizeof (event->room),
-            req? req->room: zchat_room_valid (msg->room)? msg->room: "");
+    zchat_client_copy (event->room, sizeof (event->room),
+                       req? req->room: zchat_room_valid (msg->room)? msg->room: "");
     free (req);
     if (msg->item_count) {
         event->items = (zchat_list_item_t *) calloc (msg->item_count,
@@ -1755,19 +1169,17 @@ s_on_list (zchat_client_t *self, const zchat_msg_t *msg)
                                       : !zchat_room_valid (item.room))
             continue;           //  a name no broker of ours sends
         zchat_list_item_t *entry = &event->items [event->item_count++];
-        s_copy (entry->room, sizeof (entry->room), item.room);
-        s_copy (entry->nick, sizeof (entry->nick), item.nick);
-        s_copy (entry->topic, sizeof (entry->topic), item.topic);
+        zchat_client_copy (entry->room, sizeof (entry->room), item.room);
+        zchat_client_copy (entry->nick, sizeof (entry->nick), item.nick);
+        zchat_client_copy (entry->topic, sizeof (entry->topic), item.topic);
         entry->members = item.members;
         entry->seq = item.seq;
     }
-    s_emit (self, event);
+    zchat_client_emit (self, event);
 }
 
 //  --------------------------------------------------------------------------
-//  PONG: note each receiving room's newest seq; if still missing after a
-//  grace period (it may be on its way on SUB), fetch it. A send-only room
-//  wants none of its messages.
+//  PONG: each room's newest seq, to the room.
 
 static void
 s_on_pong (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
@@ -1775,16 +1187,10 @@ s_on_pong (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
     size_t cursor = 0;
     zchat_item_t item;
     while (zchat_msg_next_item (msg, &cursor, &item)) {
-        s_room_t *room = (s_room_t *) zhashx_lookup (self->rooms, item.room);
-        if (!room || room->send_only || !zchat_sequencer_started (room->sequencer)
-        ||  item.seq <= zchat_sequencer_last (room->sequencer))
-            continue;
-        if (room->tail_seq < item.seq)
-            room->tail_seq = item.seq;
-        if (!room->tail_due_ms) {
-            room->tail_due_ms = now + S_TAIL_GRACE_MS;
-            s_schedule (self, room->tail_due_ms);
-        }
+        zchat_client_room_t *room = (zchat_client_room_t *)
+                                    zhashx_lookup (self->rooms, item.room);
+        if (room)
+            zchat_client_room_tail (room, item.seq, now);
     }
 }
 
@@ -1804,21 +1210,21 @@ s_on_ack (zchat_client_t *self, uint64_t id, const char *room, uint64_t seq,
     if (self->send_cap && (int64_t) (id - self->cap_from_id) >= 0
     &&  ++self->send_cap >= S_SEND_CAP_OPEN)
         self->send_cap = 0;
-    zchat_event_t *event = s_event_new (ZCHAT_EV_ACK);
+    zchat_event_t *event = zchat_client_event_new (ZCHAT_EV_ACK);
     if (event) {
         event->id = id;
         //  The room is the one we sent to ("" for a DM); a broker that
         //  names another, unprintable one is not believed (the room we
         //  sent to was checked when it was sent)
         bool ours = send->type == ZCHAT_SAY && streq (room, send->target);
-        s_copy (event->room, sizeof (event->room),
-                ours || !*room || zchat_room_valid (room)? room:
-                send->type == ZCHAT_SAY? send->target: "");
+        zchat_client_copy (event->room, sizeof (event->room),
+                           ours || !*room || zchat_room_valid (room)? room:
+                           send->type == ZCHAT_SAY? send->target: "");
         if (send->type == ZCHAT_DM)
-            s_copy (event->nick, sizeof (event->nick), send->target);
+            zchat_client_copy (event->nick, sizeof (event->nick), send->target);
         event->seq = seq;
         event->ts = ts;
-        s_emit (self, event);
+        zchat_client_emit (self, event);
     }
     zchat_outbox_remove (self->outbox, send);
 }
@@ -1857,10 +1263,10 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
             zchat_event_t *event = s_event_new_text (ZCHAT_EV_DM, msg.text, msg.text_size);
             if (!event)
                 break;
-            s_copy (event->nick, sizeof (event->nick), msg.nick);
+            zchat_client_copy (event->nick, sizeof (event->nick), msg.nick);
             event->ts = msg.ts;
             event->action = msg.kind == ZCHAT_KIND_ACTION;
-            s_emit (self, event);
+            zchat_client_emit (self, event);
             break;
         }
         case ZCHAT_PONG:
@@ -1883,24 +1289,25 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
             //  An answer to our request always comes (a caller waits for
             //  it), naming the room we asked about; a setter whose nick
             //  breaks the rules is left out, as for a topic never set
-            s_request_t *req = s_request_take (self, msg.id);
+            zchat_client_request_t *req = zchat_client_request_take (self, msg.id);
             const char *room = req? req->room: msg.room;
             zchat_event_t *event = zchat_room_valid (room)?
-                                   s_event_new (ZCHAT_EV_TOPIC): NULL;
+                                   zchat_client_event_new (ZCHAT_EV_TOPIC): NULL;
             if (event) {
                 event->id = req? req->user_id: msg.id;
-                s_copy (event->room, sizeof (event->room), room);
-                s_copy (event->topic, sizeof (event->topic), msg.topic);
+                zchat_client_copy (event->room, sizeof (event->room), room);
+                zchat_client_copy (event->topic, sizeof (event->topic), msg.topic);
                 if (zchat_nick_valid (msg.nick))
-                    s_copy (event->nick, sizeof (event->nick), msg.nick);
+                    zchat_client_copy (event->nick, sizeof (event->nick), msg.nick);
                 event->ts = msg.ts;
-                s_emit (self, event);
+                zchat_client_emit (self, event);
             }
             free (req);
             break;
         }
         case ZCHAT_PAGE: {
-            s_request_t *req = (s_request_t *) zchat_idmap_lookup (self->requests, msg.id);
+            zchat_client_request_t *req = (zchat_client_request_t *)
+                                          zchat_idmap_lookup (self->requests, msg.id);
             if (req && req->kind == RQ_HISTORY)
                 s_on_history_page (self, msg.id, &msg, now);
             else
@@ -1918,37 +1325,6 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
 //  Inbound: SUB
 
 //  --------------------------------------------------------------------------
-//  One live message, from a MESSAGE or an item of MESSAGES, to the room's
-//  sequencer.
-
-static void
-s_on_message (zchat_client_t *self, s_room_t *room, const char *room_name, uint64_t seq,
-              uint64_t ts, const char *nick, uint8_t kind, const char *text,
-              size_t text_size)
-{
-    //  Seen already (our fetch overtook it), or newer than what a full
-    //  buffer keeps while we are behind: skip the copy. The sequencer
-    //  still learns that it exists, to fetch it in its turn.
-    if (zchat_sequencer_accepts (room->sequencer, seq)) {
-        zchat_event_t *event = s_message_event (self, room_name, seq, ts, nick, kind,
-                                                text, text_size);
-        if (event)
-            zchat_sequencer_offer (room->sequencer, seq, event);
-    }
-    else
-        zchat_sequencer_newest (room->sequencer, seq);
-}
-
-//  After live messages: a live room with a gap fetches it (if not already).
-static void
-s_room_check_fetch (zchat_client_t *self, s_room_t *room, int64_t now)
-{
-    if (room->state == R_LIVE && !zchat_sequencer_fetching (room->sequencer)
-    &&  zchat_sequencer_buffered (room->sequencer))
-        s_room_fetch (self, room, now);
-}
-
-//  --------------------------------------------------------------------------
 //  One body from the SUB.
 
 static void
@@ -1957,14 +1333,14 @@ s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
     zchat_msg_t msg;
     if (zchat_msg_decode (&msg, data, size) != ZCHAT_DECODE_OK)
         return;
-    s_room_t *room = s_room_lookup (self, msg.room);
+    zchat_client_room_t *room = s_room_lookup (self, msg.room);
     if (!room || room->send_only)
         return;                 //  a room we left, or one we left and
                                 //  joined again to send only
     if (msg.type == ZCHAT_MESSAGE) {
-        s_on_message (self, room, msg.room, msg.seq, msg.ts, msg.nick, msg.kind,
-                      msg.text, msg.text_size);
-        s_room_check_fetch (self, room, now);
+        zchat_client_room_message (room, msg.seq, msg.ts, msg.nick, msg.kind,
+                                   msg.text, msg.text_size);
+        zchat_client_room_check_fetch (room, now);
     }
     else
     if (msg.type == ZCHAT_MESSAGES) {
@@ -1972,9 +1348,9 @@ s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
         size_t cursor = 0;
         zchat_item_t item;
         while (zchat_msg_next_item (&msg, &cursor, &item))
-            s_on_message (self, room, msg.room, item.seq, item.ts, item.nick, item.kind,
-                          item.text, item.text_size);
-        s_room_check_fetch (self, room, now);
+            zchat_client_room_message (room, item.seq, item.ts, item.nick, item.kind,
+                                       item.text, item.text_size);
+        zchat_client_room_check_fetch (room, now);
     }
     else
     if (msg.type == ZCHAT_EVENT) {
@@ -1987,30 +1363,22 @@ s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
             0, ZCHAT_EV_JOIN, ZCHAT_EV_LEAVE, ZCHAT_EV_QUIT, ZCHAT_EV_NICK, ZCHAT_EV_TOPIC
         };
         //  The decoder has checked the range of msg.event
-        zchat_event_t *event = s_event_new (types [msg.event]);
+        zchat_event_t *event = zchat_client_event_new (types [msg.event]);
         if (!event)
             return;
-        s_copy (event->room, sizeof (event->room), msg.room);
-        s_copy (event->nick, sizeof (event->nick), msg.nick);
+        zchat_client_copy (event->room, sizeof (event->room), msg.room);
+        zchat_client_copy (event->nick, sizeof (event->nick), msg.nick);
         event->ts = msg.ts;
         if (msg.event == ZCHAT_EVENT_NICK)
-            s_copy (event->new_nick, sizeof (event->new_nick), msg.topic);
+            zchat_client_copy (event->new_nick, sizeof (event->new_nick), msg.topic);
         else
-        if (msg.event == ZCHAT_EVENT_TOPIC) {
-            s_copy (event->topic, sizeof (event->topic), msg.topic);
-            s_copy (room->topic, sizeof (room->topic), msg.topic);
-        }
-        if (room->confirmed)
-            s_emit (self, event);
-        else
-        if (room->held.count >= S_HELD_LIMIT || s_queue_push (&room->held, event))
-            zchat_event_destroy (&event);
+        if (msg.event == ZCHAT_EVENT_TOPIC)
+            zchat_client_copy (event->topic, sizeof (event->topic), msg.topic);
+        zchat_client_room_presence (room, event);
     }
     else
-    if (msg.type == ZCHAT_PROBE) {
-        if (room->state == R_PROBING && streq (msg.nick, self->nick))
-            s_room_live (self, room, true, now);
-    }
+    if (msg.type == ZCHAT_PROBE)
+        zchat_client_room_probe (room, msg.nick, now);
 }
 
 
@@ -2119,7 +1487,7 @@ s_drain (zchat_client_t *self, int64_t now)
 
     if (self->auth_failed && !self->in_connect && !self->auth_told) {
         self->auth_told = true;
-        s_emit_error (self, 0, ZCHAT_CLIENT_AUTH, 0, NULL, NULL, s_auth_reason (self));
+        zchat_client_emit_error (self, 0, ZCHAT_CLIENT_AUTH, 0, NULL, NULL, s_auth_reason (self));
     }
     return total;
 }
@@ -2145,7 +1513,7 @@ s_housekeep (zchat_client_t *self, int64_t now)
     if (self->state == S_GREETING) {
         if (!self->hello_sent || now >= self->greet_next_ms)
             s_send_hello (self, now);
-        s_schedule (self, self->greet_next_ms);
+        zchat_client_schedule (self, self->greet_next_ms);
     }
 
     //  Sends past their time: give up on them, oldest first
@@ -2155,13 +1523,13 @@ s_housekeep (zchat_client_t *self, int64_t now)
         char reason [ZCHAT_MAX_REASON + 1];
         snprintf (reason, sizeof (reason), "no acknowledgement within %.1f s",
                   self->timeout_ms / 1000.0);
-        s_emit_error (self, send->id, ZCHAT_CLIENT_TIMEOUT, 0,
-                      send->type == ZCHAT_SAY? send->target: NULL,
-                      send->type == ZCHAT_DM? send->target: NULL, reason);
+        zchat_client_emit_error (self, send->id, ZCHAT_CLIENT_TIMEOUT, 0,
+                                 send->type == ZCHAT_SAY? send->target: NULL,
+                                 send->type == ZCHAT_DM? send->target: NULL, reason);
         zchat_outbox_remove (self->outbox, send);
     }
     if ((send = zchat_outbox_oldest (self->outbox)))
-        s_schedule (self, send->first_ms + self->timeout_ms);
+        zchat_client_schedule (self, send->first_ms + self->timeout_ms);
     if (self->state != S_READY)
         return;
 
@@ -2178,20 +1546,20 @@ s_housekeep (zchat_client_t *self, int64_t now)
         }
     }
     if ((send = zchat_outbox_stalest (self->outbox)))
-        s_schedule (self, send->last_ms + self->heartbeat_ms);
+        zchat_client_schedule (self, send->last_ms + self->heartbeat_ms);
 
-    s_room_t *room = (s_room_t *) zhashx_first (self->rooms);
+    zchat_client_room_t *room = (zchat_client_room_t *) zhashx_first (self->rooms);
     while (room) {
-        s_room_tick (self, room, now);
-        room = (s_room_t *) zhashx_next (self->rooms);
+        zchat_client_room_tick (room, now);
+        room = (zchat_client_room_t *) zhashx_next (self->rooms);
     }
 
     if (now - self->last_send_ms >= self->heartbeat_ms) {
         size_t size = zchat_encode_ping (&self->buf, s_next_id (self));
         s_send_body (self, size, now);
     }
-    s_schedule (self, self->last_send_ms + self->heartbeat_ms);
-    s_schedule (self, self->last_recv_ms + self->session_ms);
+    zchat_client_schedule (self, self->last_send_ms + self->heartbeat_ms);
+    zchat_client_schedule (self, self->last_recv_ms + self->session_ms);
 }
 
 //  --------------------------------------------------------------------------
@@ -2289,7 +1657,7 @@ zchat_client_new (const char *server, const char *nick)
     if (!self)
         return NULL;
     self->server = strdup (server);
-    s_copy (self->nick, sizeof (self->nick), nick);
+    zchat_client_copy (self->nick, sizeof (self->nick), nick);
     self->timeout_ms = S_DEFAULT_TIMEOUT_MS;
     self->heartbeat_ms = S_DEFAULT_HEARTBEAT_MS;
     self->session_ms = S_DEFAULT_SESSION_MS;
@@ -2383,13 +1751,14 @@ zchat_client_destroy (zchat_client_t **self_p)
     zsock_destroy (&self->dealer);
     if (self->requests) {
         size_t cursor = 0;
-        s_request_t *req;
-        while ((req = (s_request_t *) zchat_idmap_next (self->requests, &cursor, NULL)))
+        zchat_client_request_t *req;
+        while ((req = (zchat_client_request_t *)
+                      zchat_idmap_next (self->requests, &cursor, NULL)))
             free (req);
         zchat_idmap_destroy (&self->requests);
     }
     zchat_outbox_destroy (&self->outbox);
-    s_queue_purge (&self->queue);
+    zchat_client_queue_purge (&self->queue);
     zcert_destroy (&self->cert);
     zchat_msgpool_destroy (&self->sendpool);
     free (self->buffer);
@@ -2456,14 +1825,14 @@ zchat_client_set_curve (zchat_client_t *self, const char *cert_path,
     if (zsys_file_exists (server_key)) {
         zcert_t *server = zcert_load (server_key);
         if (server)
-            s_copy (key, sizeof (key), zcert_public_txt (server));
+            zchat_client_copy (key, sizeof (key), zcert_public_txt (server));
         zcert_destroy (&server);
     }
     else
     if (strlen (server_key) == 40) {
         uint8_t decoded [32];
         if (zmq_z85_decode (decoded, server_key))
-            s_copy (key, sizeof (key), server_key);
+            zchat_client_copy (key, sizeof (key), server_key);
     }
     if (!*key) {
         s_set_error (self, "the server key %s is neither a certificate file "
@@ -2656,10 +2025,10 @@ s_join (zchat_client_t *self, const char *room_name, bool send_only)
     if (!s_check_room (self, room_name) || !s_can_request (self))
         return 0;
     int64_t now = s_now ();
-    s_room_t *room = (s_room_t *) zhashx_lookup (self->rooms, room_name);
+    zchat_client_room_t *room = (zchat_client_room_t *) zhashx_lookup (self->rooms, room_name);
     if (room && room->send_only && !send_only) {
         uint64_t join_id = room->confirmed? s_next_id (self): room->join_id;
-        if (s_room_upgrade (self, room, join_id, now)) {
+        if (zchat_client_room_upgrade (room, join_id, now)) {
             s_set_error (self, "cannot subscribe to room %s", room_name);
             return 0;
         }
@@ -2669,15 +2038,15 @@ s_join (zchat_client_t *self, const char *room_name, bool send_only)
         if (!room->confirmed)
             return room->join_id;       //  already on its way
         //  Joined already: ask again, and report the answer under a new id
-        s_request_t *req = s_request_new (RQ_JOIN, true, room_name);
+        zchat_client_request_t *req = zchat_client_request_new (RQ_JOIN, true, room_name);
         if (!req) {
             s_set_error (self, "out of memory");
             return 0;
         }
         req->sent = false;
-        return s_request (self, req, now);
+        return zchat_client_request (self, req, now);
     }
-    room = s_room_new (self, room_name, send_only);
+    room = zchat_client_room_new (self, room_name, send_only);
     if (!room) {
         if (send_only)
             s_set_error (self, "out of memory");
@@ -2687,11 +2056,11 @@ s_join (zchat_client_t *self, const char *room_name, bool send_only)
     }
     room->join_id = s_next_id (self);
     if (zhashx_insert (self->rooms, room->name, room)) {
-        s_room_destroy (&room);
+        zchat_client_room_destroy (&room);
         s_set_error (self, "out of memory");
         return 0;
     }
-    s_room_join (self, room, now);
+    zchat_client_room_join (room, now);
     return room->join_id;
 }
 
@@ -2717,12 +2086,12 @@ zchat_client_leave (zchat_client_t *self, const char *room)
     if (!s_check_room (self, room) || !s_can_request (self))
         return 0;
     zhashx_delete (self->rooms, room);
-    s_request_t *req = s_request_new (RQ_LEAVE, true, room);
+    zchat_client_request_t *req = zchat_client_request_new (RQ_LEAVE, true, room);
     if (!req) {
         s_set_error (self, "out of memory");
         return 0;
     }
-    return s_request (self, req, s_now ());
+    return zchat_client_request (self, req, s_now ());
 }
 
 //  --------------------------------------------------------------------------
@@ -2783,13 +2152,13 @@ zchat_client_set_nick (zchat_client_t *self, const char *nick)
                            "not starting with a digit or -)", nick? nick: "", ZCHAT_MAX_NICK);
         return 0;
     }
-    s_request_t *req = s_request_new (RQ_NICK, true, NULL);
+    zchat_client_request_t *req = zchat_client_request_new (RQ_NICK, true, NULL);
     if (!req) {
         s_set_error (self, "out of memory");
         return 0;
     }
-    s_copy (req->arg, sizeof (req->arg), nick);
-    return s_request (self, req, s_now ());
+    zchat_client_copy (req->arg, sizeof (req->arg), nick);
+    return zchat_client_request (self, req, s_now ());
 }
 
 uint64_t
@@ -2798,12 +2167,12 @@ zchat_client_who (zchat_client_t *self, const char *room)
     assert (self);
     if (!s_check_room (self, room) || !s_can_request (self))
         return 0;
-    s_request_t *req = s_request_new (RQ_WHO, true, room);
+    zchat_client_request_t *req = zchat_client_request_new (RQ_WHO, true, room);
     if (!req) {
         s_set_error (self, "out of memory");
         return 0;
     }
-    return s_request (self, req, s_now ());
+    return zchat_client_request (self, req, s_now ());
 }
 
 uint64_t
@@ -2812,12 +2181,12 @@ zchat_client_rooms (zchat_client_t *self)
     assert (self);
     if (!s_can_request (self))
         return 0;
-    s_request_t *req = s_request_new (RQ_ROOMS, true, NULL);
+    zchat_client_request_t *req = zchat_client_request_new (RQ_ROOMS, true, NULL);
     if (!req) {
         s_set_error (self, "out of memory");
         return 0;
     }
-    return s_request (self, req, s_now ());
+    return zchat_client_request (self, req, s_now ());
 }
 
 uint64_t
@@ -2831,16 +2200,16 @@ zchat_client_topic (zchat_client_t *self, const char *room, const char *topic)
         s_set_error (self, "invalid topic: at most %d bytes of UTF-8", ZCHAT_MAX_TOPIC);
         return 0;
     }
-    s_request_t *req = s_request_new (RQ_TOPIC, true, room);
+    zchat_client_request_t *req = zchat_client_request_new (RQ_TOPIC, true, room);
     if (!req) {
         s_set_error (self, "out of memory");
         return 0;
     }
     if (topic) {
         req->set = true;
-        s_copy (req->arg, sizeof (req->arg), topic);
+        zchat_client_copy (req->arg, sizeof (req->arg), topic);
     }
-    return s_request (self, req, s_now ());
+    return zchat_client_request (self, req, s_now ());
 }
 
 uint64_t
@@ -2854,7 +2223,7 @@ zchat_client_history (zchat_client_t *self, const char *room, uint64_t from_seq,
         s_set_error (self, "empty range %" PRIu64 "..%" PRIu64, from_seq, to_seq);
         return 0;
     }
-    s_request_t *req = s_request_new (RQ_HISTORY, true, room);
+    zchat_client_request_t *req = zchat_client_request_new (RQ_HISTORY, true, room);
     if (!req) {
         s_set_error (self, "out of memory");
         return 0;
@@ -2865,8 +2234,8 @@ zchat_client_history (zchat_client_t *self, const char *room, uint64_t from_seq,
     req->remaining = limit > 0? (uint32_t) limit: 0;
     req->limit = limit > 0 && limit < 65535? (uint32_t) limit: 65535;
     if (from_seq == 0 && limit <= 0)
-        req->limit = S_PAGE_LIMIT;
-    return s_request (self, req, s_now ());
+        req->limit = ZCHAT_CLIENT_PAGE_LIMIT;
+    return zchat_client_request (self, req, s_now ());
 }
 
 //  --------------------------------------------------------------------------
@@ -2885,7 +2254,7 @@ zchat_client_next (zchat_client_t *self, int timeout_ms)
             //  out of events
             if (s_now_coarse () >= self->due_ms)
                 s_housekeep (self, s_now ());
-            return s_queue_pop (&self->queue);
+            return zchat_client_queue_pop (&self->queue);
         }
         if (zsys_interrupted)
             return NULL;
@@ -2912,8 +2281,8 @@ zchat_client_wait (zchat_client_t *self, uint64_t id, int timeout_ms)
     size_t scanned = 0;
     while (true) {
         for (; scanned < self->queue.count; scanned++)
-            if (s_is_answer (s_queue_at (&self->queue, scanned), id))
-                return s_queue_remove (&self->queue, scanned);
+            if (s_is_answer (zchat_client_queue_at (&self->queue, scanned), id))
+                return zchat_client_queue_remove (&self->queue, scanned);
         if (zsys_interrupted)
             return NULL;
         int wait = -1;
@@ -3063,7 +2432,7 @@ s_test_feed (zchat_client_t *client, bool sub, size_t size)
 static zchat_event_t *
 s_test_event (zchat_client_t *client)
 {
-    return s_queue_pop (&client->queue);
+    return zchat_client_queue_pop (&client->queue);
 }
 
 //  A broker that sends names breaking the rules (here: terminal escapes)
@@ -3094,7 +2463,7 @@ s_test_hostile_names (zchat_client_t *client)
         zchat_event_destroy (&event);
 
     //  A live room, as after a confirmed join
-    s_room_t *room = s_room_new (client, "lobby", false);
+    zchat_client_room_t *room = zchat_client_room_new (client, "lobby", false);
     assert (room);
     room->confirmed = true;
     room->state = R_LIVE;
@@ -3123,9 +2492,9 @@ s_test_hostile_names (zchat_client_t *client)
     assert (s_test_event (client) == NULL);
     uint64_t first_fetch = room->fetch_id;
     assert (first_fetch && zchat_sequencer_fetching (room->sequencer));
-    s_room_tick (client, room, room->fetch_sent_ms + client->timeout_ms - 1);
+    zchat_client_room_tick (room, room->fetch_sent_ms + client->timeout_ms - 1);
     assert (room->fetch_id == first_fetch);
-    s_room_tick (client, room, room->fetch_sent_ms + client->timeout_ms);
+    zchat_client_room_tick (room, room->fetch_sent_ms + client->timeout_ms);
     assert (room->fetch_id && room->fetch_id != first_fetch);
     assert (zchat_idmap_lookup (client->requests, first_fetch) == NULL);
     zchat_encode_page_begin (buf, first_fetch, "lobby", 1, 4, false);
@@ -3239,12 +2608,12 @@ s_test_hostile_names (zchat_client_t *client)
 //  The id of a request of kind for room in the client's table (sent or
 //  not), or 0.
 static uint64_t
-s_test_request (zchat_client_t *client, s_req_kind_t kind, const char *room)
+s_test_request (zchat_client_t *client, zchat_client_req_kind_t kind, const char *room)
 {
     size_t cursor = 0;
     uint64_t id;
-    s_request_t *req;
-    while ((req = (s_request_t *) zchat_idmap_next (client->requests, &cursor, &id)))
+    zchat_client_request_t *req;
+    while ((req = (zchat_client_request_t *) zchat_idmap_next (client->requests, &cursor, &id)))
         if (req->kind == kind && streq (req->room, room))
             return id;
     return 0;
@@ -3440,7 +2809,7 @@ s_test_send_only (void)
     uint64_t id = zchat_client_join_send_only (client, "ops");
     assert (id);
     assert (zchat_client_join_send_only (client, "ops") == id);     //  on its way
-    s_room_t *room = (s_room_t *) zhashx_lookup (client->rooms, "ops");
+    zchat_client_room_t *room = (zchat_client_room_t *) zhashx_lookup (client->rooms, "ops");
     assert (room && room->send_only && room->state == R_JOINING);
     uint64_t join = s_test_request (client, RQ_JOIN, "ops");
     assert (join);
@@ -3477,7 +2846,7 @@ s_test_send_only (void)
     zchat_encode_pong_begin (buf, 0);
     s_test_feed (client, false, zchat_encode_pong_add (buf, "ops", 20));
     assert (room->tail_due_ms == 0);
-    s_room_tick (client, room, s_now () + 60000);
+    zchat_client_room_tick (room, s_now () + 60000);
     assert (room->fetch_id == 0 && s_test_request (client, RQ_FETCH, "ops") == 0);
     assert (s_test_event (client) == NULL);
 
@@ -3616,7 +2985,7 @@ zchat_client_test (bool verbose)
     assert (event && event->text && *event->text == 0 && event->text_size == 0);
     event->text = strdup ("replaced");
     zchat_event_destroy (&event);
-    event = s_event_new (ZCHAT_EV_OK);
+    event = zchat_client_event_new (ZCHAT_EV_OK);
     assert (event && event->text == NULL);
     event->text = strdup ("set");
     zchat_event_destroy (&event);
@@ -3630,7 +2999,7 @@ zchat_client_test (bool verbose)
         events [i]->seq = 99;
         events [i]->code = 7;
         events [i]->item_count = 3;
-        s_copy (events [i]->room, sizeof (events [i]->room), "lobby");
+        zchat_client_copy (events [i]->room, sizeof (events [i]->room), "lobby");
         memset (events [i]->topic, 't', sizeof (events [i]->topic) - 1);
         memset (events [i]->reason, 'r', sizeof (events [i]->reason) - 1);
     }
@@ -3639,7 +3008,8 @@ zchat_client_test (bool verbose)
     //  Recycled blocks come back cleared: every field zero, every string
     //  empty (a pool block must not show the last event's topic or reason)
     for (int i = 0; i < 8; i++) {
-        events [i] = i % 2? s_event_new (ZCHAT_EV_ACK): s_event_new_text (ZCHAT_EV_DM, "d", 1);
+        events [i] = i % 2? zchat_client_event_new (ZCHAT_EV_ACK):
+                             s_event_new_text (ZCHAT_EV_DM, "d", 1);
         assert (events [i] && events [i]->seq == 0 && *events [i]->room == 0);
         assert (events [i]->code == 0 && events [i]->item_count == 0);
         assert (events [i]->items == NULL && !events [i]->action);

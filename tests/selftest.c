@@ -20,6 +20,7 @@
 #include "zchat_idmap.h"
 #include "zchat_sequencer.h"
 #include "zchat_outbox.h"
+#include "zchat_client_room.h"
 
 typedef struct {
     const char *name;
@@ -40,6 +41,7 @@ static test_t s_tests [] = {
     { "zchat_idmap",     zchat_idmap_test },
     { "zchat_sequencer", zchat_sequencer_test },
     { "zchat_outbox",    zchat_outbox_test },
+    { "zchat_client_room", zchat_client_room_test },
     { "zchat_client",    zchat_client_test },
 };
 #define TEST_COUNT (sizeof (s_tests) / sizeof (s_tests [0]))

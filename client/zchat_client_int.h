@@ -1,0 +1,270 @@
+//  zchat_client_int — what the files of libzchat's client share and nobody
+//  else uses: the client's state, its event queue, its requests, and the
+//  helpers the room code calls. Not installed: callers see zchat_client.h.
+//
+//  The client is split by concern: zchat_client.c (sockets, the session,
+//  sends, requests, decoding what arrives, the public API) and
+//  zchat_client_room.c (one room we are in: join, probe, held events,
+//  sequencing, gap fetches).
+
+#ifndef ZCHAT_CLIENT_INT_H_INCLUDED
+#define ZCHAT_CLIENT_INT_H_INCLUDED
+
+#include <czmq.h>
+#include "zchat_client.h"
+#include "zchat_idmap.h"
+#include "zchat_msgpool.h"
+#include "zchat_outbox.h"
+
+//  Everything declared here is for the client's own files: hidden from
+//  libzchat.so's exports, so that the library offers what zchat_client.h
+//  says and no more, and so that calls from one of these files to another
+//  stay direct calls (no PLT), as they were when all this was one file.
+#pragma GCC visibility push(hidden)
+
+//  Messages asked per history fetch (ours, and the caller's "last N")
+#define ZCHAT_CLIENT_PAGE_LIMIT 500
+
+//  A room message whose sender's nick breaks the name rules (a broken or
+//  hostile broker: such a name could carry terminal escapes to whoever
+//  prints it). It still takes its place in the room's sequence, so that
+//  nothing waits for it, but it is never handed to the caller.
+#define ZCHAT_CLIENT_EV_DROPPED ((zchat_event_type_t) 0)
+
+typedef enum {
+    S_IDLE,                     //  not connected (never, or connect failed)
+    S_GREETING,                 //  HELLO sent or due, waiting for WELCOME
+    S_READY                     //  in session
+} zchat_client_state_t;
+
+typedef enum {
+    RQ_JOIN = 1,
+    RQ_LEAVE,
+    RQ_NICK,
+    RQ_WHO,
+    RQ_ROOMS,
+    RQ_TOPIC,
+    RQ_HISTORY,                 //  the caller's history request
+    RQ_FETCH,                   //  our own gap or tail fetch
+    RQ_PROBE,
+    RQ_BYE
+} zchat_client_req_kind_t;
+
+//  A request waiting for its answer. The caller's requests (user) are
+//  kept in full so that they can be sent again on a new session.
+typedef struct {
+    zchat_client_req_kind_t kind;
+    bool     user;              //  the caller's, not the library's own
+    bool     sent;              //  went out on the current session
+    uint64_t user_id;           //  id the caller knows (history pages)
+    char     room [ZCHAT_MAX_ROOM + 1];
+    char     arg [ZCHAT_MAX_TOPIC + 1];     //  NICK: new nick; TOPIC: text
+    bool     set;               //  TOPIC: set, not read
+    uint64_t from_seq;          //  HISTORY, FETCH
+    uint64_t to_seq;
+    uint32_t limit;             //  HISTORY: per page
+    uint32_t remaining;         //  HISTORY: messages still wanted, 0 = all
+    uint64_t last_seq;          //  HISTORY: last seq handed on
+} zchat_client_request_t;
+
+//  A FIFO of events, growable ring
+typedef struct {
+    zchat_event_t **items;
+    size_t capacity, head, count;
+} zchat_client_queue_t;
+
+//  One room we are in (zchat_client_room.h)
+typedef struct _zchat_client_room_t zchat_client_room_t;
+
+struct _zchat_client_t {
+    char    *server;
+    char     nick [ZCHAT_MAX_NICK + 1];
+    char    *sub_option;        //  set_sub_endpoint
+    char    *sub_endpoint;      //  what the SUB is connected to
+    int      timeout_ms;
+    int      history_n;
+    zcert_t *cert;
+    char     server_key [41];
+    zsock_t *dealer;
+    zsock_t *sub;
+    zsock_t *monitor;           //  PAIR receiving DEALER handshake failures
+                                //  (while connecting; always with CURVE)
+    void    *dealer_h, *sub_h, *monitor_h;
+    zchat_client_state_t state;
+    bool     welcomed;          //  a WELCOME was ever received
+    bool     in_connect;        //  inside zchat_client_connect
+    uint64_t next_id;
+    uint64_t hello_id;
+    bool     hello_sent;
+    int64_t  greet_next_ms;
+    bool     greet_error_told;  //  one ERROR event per re-greeting episode
+    int      refused;           //  connect: the broker's ERROR code, or 0
+    bool     auth_failed;       //  a handshake-failed event came
+    int      handshake_drops;   //  handshakes closed without detail
+    bool     auth_told;
+    bool     bye_answered;
+    uint64_t bye_id;
+    char     token [ZCHAT_MAX_TOKEN + 1];
+    uint32_t heartbeat_ms;
+    uint32_t session_ms;
+    uint32_t max_text;
+    int64_t  last_send_ms;
+    int64_t  last_recv_ms;
+    int64_t  due_ms;            //  next housekeeping
+    size_t   unsent_requests;
+    zchat_client_queue_t queue;
+    zhashx_t *rooms;            //  name -> zchat_client_room_t
+    zchat_client_room_t *last_room;     //  the room last looked up by name, or NULL
+    char     nick_ok [ZCHAT_MAX_NICK + 1];  //  a sender's nick known valid
+    zchat_idmap_t *requests;    //  id -> zchat_client_request_t
+    zchat_outbox_t *outbox;     //  unacknowledged sends
+    uint8_t *buffer;
+    zchat_buf_t buf;
+    zchat_msgpool_t *sendpool;  //  blocks for large bodies sent
+    uint8_t version;            //  protocol version of the session (WELCOME)
+    int64_t send_pause_until;   //  a send was refused with 429: none before
+    size_t send_cap;            //  sends in flight at most since a 429, 0 = no cap
+    uint64_t cap_from_id;       //  the refused send: only its ACK and later ones grow the cap
+    size_t gathered;            //  SAYs gathered for a SAYS since the last flush
+    char     error [256];
+};
+
+//  --------------------------------------------------------------------------
+//  Copy the string src into dest of dest_size bytes (> 0), cut to fit and
+//  always terminated: what snprintf "%s" does, without parsing a format on
+//  paths that run for every message.
+
+static inline void
+zchat_client_copy (char *dest, size_t dest_size, const char *src)
+{
+    size_t len = strnlen (src, dest_size - 1);
+    memcpy (dest, src, len);
+    dest [len] = 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Event queue: push at the tail, pop at the head, remove from anywhere
+//  (for zchat_client_wait). Push returns 0, or -1 if out of memory. The
+//  capacity is a power of two, so that wrapping is a mask, not a division.
+//  Inline: every message a room delivers is pushed.
+
+static inline int
+zchat_client_queue_push (zchat_client_queue_t *queue, zchat_event_t *event)
+{
+    if (queue->count == queue->capacity) {
+        size_t capacity = queue->capacity? queue->capacity * 2: 64;
+        zchat_event_t **items = (zchat_event_t **) malloc (capacity * sizeof (zchat_event_t *));
+        if (!items)
+            return -1;
+        for (size_t i = 0; i < queue->count; i++)
+            items [i] = queue->items [(queue->head + i) & (queue->capacity - 1)];
+        free (queue->items);
+        queue->items = items;
+        queue->capacity = capacity;
+        queue->head = 0;
+    }
+    queue->items [(queue->head + queue->count) & (queue->capacity - 1)] = event;
+    queue->count++;
+    return 0;
+}
+
+static inline zchat_event_t *
+zchat_client_queue_at (zchat_client_queue_t *queue, size_t index)
+{
+    assert (index < queue->count);
+    return queue->items [(queue->head + index) & (queue->capacity - 1)];
+}
+
+static inline zchat_event_t *
+zchat_client_queue_remove (zchat_client_queue_t *queue, size_t index)
+{
+    assert (index < queue->count);
+    zchat_event_t *event = zchat_client_queue_at (queue, index);
+    for (size_t i = index; i + 1 < queue->count; i++)
+        queue->items [(queue->head + i) & (queue->capacity - 1)] =
+            queue->items [(queue->head + i + 1) & (queue->capacity - 1)];
+    queue->count--;
+    return event;
+}
+
+static inline zchat_event_t *
+zchat_client_queue_pop (zchat_client_queue_t *queue)
+{
+    if (queue->count == 0)
+        return NULL;
+    zchat_event_t *event = queue->items [queue->head];
+    queue->head = (queue->head + 1) & (queue->capacity - 1);
+    queue->count--;
+    if (queue->count == 0)
+        queue->head = 0;
+    return event;
+}
+
+static inline void
+zchat_client_queue_purge (zchat_client_queue_t *queue)
+{
+    zchat_event_t *event;
+    while ((event = zchat_client_queue_pop (queue)))
+        zchat_event_destroy (&event);
+    free (queue->items);
+    memset (queue, 0, sizeof (*queue));
+}
+
+//  --------------------------------------------------------------------------
+//  Hand an event to the caller's queue (takes it). Out of memory loses the
+//  event; there is nobody to tell but the caller, and it cannot be told.
+
+static inline void
+zchat_client_emit (zchat_client_t *self, zchat_event_t *event)
+{
+    if (event && zchat_client_queue_push (&self->queue, event))
+        zchat_event_destroy (&event);
+}
+
+//  --------------------------------------------------------------------------
+//  Come back for housekeeping at when, if that is sooner than planned.
+
+static inline void
+zchat_client_schedule (zchat_client_t *self, int64_t when)
+{
+    if (when < self->due_ms)
+        self->due_ms = when;
+}
+
+//  A new, zeroed event of type. Returns NULL only if out of memory.
+zchat_event_t *
+    zchat_client_event_new (zchat_event_type_t type);
+
+//  Build a room MESSAGE event from a MESSAGE or a PAGE item; of type
+//  ZCHAT_CLIENT_EV_DROPPED if the sender's nick is not a valid nick.
+//  Returns NULL only if out of memory.
+zchat_event_t *
+    zchat_client_message_event (zchat_client_t *self, const char *room,
+                                uint64_t seq, uint64_t ts, const char *nick,
+                                uint8_t kind, const char *text, size_t text_size);
+
+//  Emit an ERROR event answering id (0 if none); room, nick may be NULL.
+void
+    zchat_client_emit_error (zchat_client_t *self, uint64_t id, int code,
+                             uint32_t retry_ms, const char *room,
+                             const char *nick, const char *reason);
+
+//  A new request of kind, ours (user false) or the caller's, about room
+//  (NULL: none). Returns NULL if out of memory.
+zchat_client_request_t *
+    zchat_client_request_new (zchat_client_req_kind_t kind, bool user,
+                              const char *room);
+
+//  Register a request and send it (if it cannot go out now, it goes when
+//  it can). Takes req. Returns its id, or 0 if out of memory (req freed).
+uint64_t
+    zchat_client_request (zchat_client_t *self, zchat_client_request_t *req,
+                          int64_t now);
+
+//  Forget a request; returns it (the caller frees it) or NULL.
+zchat_client_request_t *
+    zchat_client_request_take (zchat_client_t *self, uint64_t id);
+
+#pragma GCC visibility pop
+
+#endif

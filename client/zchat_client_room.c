@@ -1,0 +1,752 @@
+//  zchat_client_room — one room a libzchat client is in: join, probe,
+//  held presence events, sequencing, gap fetches (see the header).
+
+#include "zchat_client_room.h"
+
+//  Tuning of rooms (the client's own is in zchat_client.c)
+#define S_PROBE_IVL_MS          100     //  PROBE resend while joining
+#define S_TAIL_GRACE_MS         200     //  a PONG's newer seq may still be in flight on SUB
+#define S_FETCH_RETRY_MS        1000    //  after a failed history fetch
+#define S_BUFFER_LIMIT          10000   //  out-of-order messages per room
+#define S_HELD_LIMIT            1000    //  presence events held per joining room
+
+
+//  --------------------------------------------------------------------------
+//  Sequencer callbacks: a room's messages in order, gaps, drops
+
+static void
+s_deliver (void *arg, uint64_t seq, void *item)
+{
+    zchat_client_room_t *self = (zchat_client_room_t *) arg;
+    zchat_event_t *event = (zchat_event_t *) item;
+    if (event->type == ZCHAT_CLIENT_EV_DROPPED) {
+        zchat_event_destroy (&event);
+        return;
+    }
+    event->history = seq <= self->join_seq;
+    zchat_client_emit (self->client, event);
+}
+
+static void
+s_gap (void *arg, uint64_t from_seq, uint64_t to_seq)
+{
+    zchat_client_room_t *self = (zchat_client_room_t *) arg;
+    zchat_event_t *event = zchat_client_event_new (ZCHAT_EV_GAP);
+    if (!event)
+        return;
+    zchat_client_copy (event->room, sizeof (event->room), self->name);
+    event->from_seq = from_seq;
+    event->to_seq = to_seq;
+    zchat_client_emit (self->client, event);
+}
+
+static void
+s_drop (void *arg, void *item)
+{
+    (void) arg;
+    zchat_event_t *event = (zchat_event_t *) item;
+    zchat_event_destroy (&event);
+}
+
+//  --------------------------------------------------------------------------
+//  A fresh sequencer for the room, or NULL if out of memory.
+
+static zchat_sequencer_t *
+s_sequencer_new (zchat_client_room_t *self)
+{
+    zchat_sequencer_output_t output = { self, s_deliver, s_gap, s_drop };
+    return zchat_sequencer_new (S_BUFFER_LIMIT, output);
+}
+
+//  --------------------------------------------------------------------------
+//  A room we are joining.
+
+zchat_client_room_t *
+zchat_client_room_new (zchat_client_t *client, const char *name, bool send_only)
+{
+    zchat_client_room_t *self = (zchat_client_room_t *) calloc (1, sizeof (zchat_client_room_t));
+    if (!self)
+        return NULL;
+    self->client = client;
+    self->send_only = send_only;
+    zchat_client_copy (self->name, sizeof (self->name), name);
+    self->topic_frame_size = zchat_topic_frame (name, self->topic_frame);
+    //  A send-only room has a sequencer too, unused until a receiving join
+    //  upgrades the room: it holds nothing meanwhile
+    self->sequencer = s_sequencer_new (self);
+    if (!self->sequencer
+    ||  (!send_only && zmq_setsockopt (client->sub_h, ZMQ_SUBSCRIBE,
+                                       self->topic_frame, self->topic_frame_size))) {
+        zchat_sequencer_destroy (&self->sequencer);
+        free (self);
+        return NULL;
+    }
+    return self;
+}
+
+//  --------------------------------------------------------------------------
+//  Unsubscribe (a receiving room) and free a room.
+
+void
+zchat_client_room_destroy (zchat_client_room_t **self_p)
+{
+    zchat_client_room_t *self = *self_p;
+    if (self) {
+        if (self->client->last_room == self)
+            self->client->last_room = NULL;
+        if (!self->send_only)
+            zmq_setsockopt (self->client->sub_h, ZMQ_UNSUBSCRIBE,
+                            self->topic_frame, self->topic_frame_size);
+        zchat_sequencer_destroy (&self->sequencer);
+        zchat_client_queue_purge (&self->held);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Send JOIN for the room (first join, or rejoin on a new session).
+
+void
+zchat_client_room_join (zchat_client_room_t *self, int64_t now)
+{
+    zchat_client_request_t *req = zchat_client_request_new (RQ_JOIN, false, self->name);
+    if (!req)
+        return;
+    req->user_id = self->join_id;
+    self->state = R_JOINING;
+    zchat_client_request (self->client, req, now);
+}
+
+//  --------------------------------------------------------------------------
+//  A new session: the fetch in flight, if any, went with the old one.
+
+void
+zchat_client_room_rejoin (zchat_client_room_t *self, int64_t now)
+{
+    if (!self->send_only) {
+        self->fetch_id = 0;
+        self->fetch_retry_ms = 0;
+        zchat_sequencer_fetch_failed (self->sequencer);
+    }
+    zchat_client_room_join (self, now);
+}
+
+//  --------------------------------------------------------------------------
+//  Report a join of the room to the caller: JOINED answering id, at seq.
+
+static void
+s_report_joined (zchat_client_room_t *self, uint64_t id, uint64_t seq)
+{
+    zchat_event_t *event = zchat_client_event_new (ZCHAT_EV_JOINED);
+    if (event) {
+        event->id = id;
+        zchat_client_copy (event->room, sizeof (event->room), self->name);
+        zchat_client_copy (event->topic, sizeof (event->topic), self->topic);
+        event->seq = seq;
+        zchat_client_emit (self->client, event);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Ask history for what the room's sequencer misses, if anything, and if
+//  no fetch is outstanding.
+
+void
+zchat_client_room_fetch (zchat_client_room_t *self, int64_t now)
+{
+    zchat_client_t *client = self->client;
+    uint64_t from, to;
+    if (client->state != S_READY || now < self->fetch_retry_ms
+    ||  !zchat_sequencer_want (self->sequencer, &from, &to))
+        return;
+    zchat_client_request_t *req = zchat_client_request_new (RQ_FETCH, false, self->name);
+    if (!req)
+        return;
+    req->from_seq = from;
+    req->to_seq = to;
+    req->limit = ZCHAT_CLIENT_PAGE_LIMIT;
+    uint64_t id = zchat_client_request (client, req, now);
+    if (id) {
+        self->fetch_id = id;
+        self->fetch_sent_ms = now;
+        zchat_sequencer_fetch_sent (self->sequencer, from, to);
+        zchat_client_schedule (client, now + client->timeout_ms);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Our probe came back (or we stopped waiting, and said so: then report
+//  is false): the room is live. Report the join, then what was held back,
+//  then let the sequencer run.
+
+static void
+s_live (zchat_client_room_t *self, bool report, int64_t now)
+{
+    self->state = R_LIVE;
+    self->upgrade = false;
+    if (!self->confirmed) {
+        self->confirmed = true;
+        if (report)
+            s_report_joined (self, self->join_id, self->join_seq);
+        zchat_event_t *held;
+        while ((held = zchat_client_queue_pop (&self->held)))
+            zchat_client_emit (self->client, held);
+    }
+    zchat_sequencer_hold (self->sequencer, false);
+    zchat_client_room_fetch (self, now);
+}
+
+//  --------------------------------------------------------------------------
+//  Make a send-only room receiving.
+
+int
+zchat_client_room_upgrade (zchat_client_room_t *self, uint64_t join_id, int64_t now)
+{
+    if (zmq_setsockopt (self->client->sub_h, ZMQ_SUBSCRIBE,
+                        self->topic_frame, self->topic_frame_size))
+        return -1;
+    self->send_only = false;
+    self->join_id = join_id;
+    if (self->confirmed) {
+        self->upgrade = true;
+        self->confirmed = false;
+        zchat_client_room_join (self, now);
+    }
+    //  else its JOIN is on its way: its JOINED starts probing as for any
+    //  receiving join, and reports the join once live
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Back to send-only after a failed upgrade: the broker still counts us as
+//  a member, but we stop listening and forget whatever the room had begun
+//  to receive (a fresh sequencer, so that a later upgrade starts afresh).
+
+static void
+s_send_only (zchat_client_room_t *self)
+{
+    zmq_setsockopt (self->client->sub_h, ZMQ_UNSUBSCRIBE,
+                    self->topic_frame, self->topic_frame_size);
+    self->send_only = true;
+    self->upgrade = false;
+    self->confirmed = true;
+    self->state = R_LIVE;
+    self->fetch_id = 0;
+    self->fetch_retry_ms = 0;
+    self->tail_seq = 0;
+    self->tail_due_ms = 0;
+    zchat_client_queue_purge (&self->held);
+    zchat_sequencer_t *fresh = s_sequencer_new (self);
+    if (fresh) {                //  out of memory: the old one it is
+        zchat_sequencer_destroy (&self->sequencer);
+        self->sequencer = fresh;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  JOINED: where the room stands; a first join starts probing.
+
+void
+zchat_client_room_joined (zchat_client_room_t *self, uint64_t user_id,
+                          const zchat_msg_t *msg, int64_t now)
+{
+    self->members = msg->members;
+    zchat_client_copy (self->topic, sizeof (self->topic), msg->topic);
+    if (self->send_only) {
+        self->state = R_LIVE;
+        if (!self->confirmed) {
+            self->confirmed = true;
+            self->join_seq = msg->seq;
+            s_report_joined (self, self->join_id, msg->seq);
+        }
+        else
+        if (user_id && user_id != self->join_id)
+            s_report_joined (self, user_id, msg->seq);
+        return;
+    }
+    if (!zchat_sequencer_started (self->sequencer)) {
+        uint64_t replay = (uint64_t) self->client->history_n;
+        if (replay > msg->seq)
+            replay = msg->seq;
+        self->join_seq = msg->seq;
+        zchat_sequencer_start (self->sequencer, msg->seq - replay);
+    }
+    zchat_sequencer_newest (self->sequencer, msg->seq);
+    if (self->confirmed) {
+        //  A rejoin on a new session, or the caller joining again: live at
+        //  once; the sequencer fetches whatever we missed meanwhile
+        self->state = R_LIVE;
+        if (user_id && user_id != self->join_id)
+            s_report_joined (self, user_id, msg->seq);
+        zchat_client_room_fetch (self, now);
+    }
+    else
+    if (self->state == R_JOINING) {
+        self->state = R_PROBING;
+        self->probe_start_ms = now;
+        self->probe_next_ms = now;
+        zchat_client_room_tick (self, now);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  A JOIN of the room refused.
+
+bool
+zchat_client_room_join_refused (zchat_client_room_t *self, uint64_t user_id,
+                                const zchat_msg_t *msg)
+{
+    if (self->upgrade) {
+        //  The receiving join of a send-only room failed: the broker still
+        //  has us as a member, so send-only it stays
+        zchat_client_emit_error (self->client, self->join_id, msg->code, msg->retry_ms,
+                                 self->name, NULL, msg->reason);
+        s_send_only (self);
+        return false;
+    }
+    if (!self->confirmed) {
+        //  The join failed: the room is to be forgotten
+        zchat_client_emit_error (self->client, self->join_id, msg->code, msg->retry_ms,
+                                 self->name, NULL, msg->reason);
+        return true;
+    }
+    zchat_client_emit_error (self->client, user_id == self->join_id? 0: user_id,
+                             msg->code, msg->retry_ms, self->name, NULL, msg->reason);
+    return false;
+}
+
+//  --------------------------------------------------------------------------
+//  A fetch refused: ask again later.
+
+void
+zchat_client_room_fetch_refused (zchat_client_room_t *self, uint64_t id, int64_t now)
+{
+    if (self->fetch_id != id)
+        return;
+    self->fetch_id = 0;
+    self->fetch_retry_ms = now + S_FETCH_RETRY_MS;
+    zchat_sequencer_fetch_failed (self->sequencer);
+    zchat_client_schedule (self->client, self->fetch_retry_ms);
+}
+
+//  --------------------------------------------------------------------------
+//  A PAGE answering one of our fetches: through the room's sequencer.
+
+void
+zchat_client_room_page (zchat_client_room_t *self, uint64_t id, const zchat_msg_t *msg,
+                        int64_t now)
+{
+    if (self->fetch_id != id)
+        return;                 //  the session renewed
+    self->fetch_id = 0;
+    zchat_sequencer_page_begin (self->sequencer, msg->first_seq);
+    size_t cursor = 0;
+    zchat_item_t item;
+    while (zchat_msg_next_item (msg, &cursor, &item)) {
+        zchat_event_t *event = zchat_client_message_event (self->client, self->name,
+                                                           item.seq, item.ts, item.nick,
+                                                           item.kind, item.text,
+                                                           item.text_size);
+        if (event)
+            zchat_sequencer_offer (self->sequencer, item.seq, event);
+    }
+    zchat_sequencer_page_end (self->sequencer);
+    zchat_client_room_fetch (self, now);
+}
+
+//  --------------------------------------------------------------------------
+//  A PONG told the room's newest seq.
+
+void
+zchat_client_room_tail (zchat_client_room_t *self, uint64_t seq, int64_t now)
+{
+    if (self->send_only || !zchat_sequencer_started (self->sequencer)
+    ||  seq <= zchat_sequencer_last (self->sequencer))
+        return;
+    if (self->tail_seq < seq)
+        self->tail_seq = seq;
+    if (!self->tail_due_ms) {
+        self->tail_due_ms = now + S_TAIL_GRACE_MS;
+        zchat_client_schedule (self->client, self->tail_due_ms);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  One live message to the room's sequencer.
+
+void
+zchat_client_room_message (zchat_client_room_t *self, uint64_t seq, uint64_t ts,
+                           const char *nick, uint8_t kind, const char *text,
+                           size_t text_size)
+{
+    //  Seen already (our fetch overtook it), or newer than what a full
+    //  buffer keeps while we are behind: skip the copy. The sequencer
+    //  still learns that it exists, to fetch it in its turn.
+    if (zchat_sequencer_accepts (self->sequencer, seq)) {
+        zchat_event_t *event = zchat_client_message_event (self->client, self->name, seq,
+                                                           ts, nick, kind, text, text_size);
+        if (event)
+            zchat_sequencer_offer (self->sequencer, seq, event);
+    }
+    else
+        zchat_sequencer_newest (self->sequencer, seq);
+}
+
+//  --------------------------------------------------------------------------
+//  A presence event: to the caller once the join is, held until then.
+
+void
+zchat_client_room_presence (zchat_client_room_t *self, zchat_event_t *event)
+{
+    if (event->type == ZCHAT_EV_TOPIC)
+        zchat_client_copy (self->topic, sizeof (self->topic), event->topic);
+    if (self->confirmed)
+        zchat_client_emit (self->client, event);
+    else
+    if (self->held.count >= S_HELD_LIMIT || zchat_client_queue_push (&self->held, event))
+        zchat_event_destroy (&event);
+}
+
+//  --------------------------------------------------------------------------
+//  A PROBE came back on SUB.
+
+void
+zchat_client_room_probe (zchat_client_room_t *self, const char *nick, int64_t now)
+{
+    if (self->state == R_PROBING && streq (nick, self->client->nick))
+        s_live (self, true, now);
+}
+
+//  --------------------------------------------------------------------------
+//  Room housekeeping.
+
+void
+zchat_client_room_tick (zchat_client_room_t *self, int64_t now)
+{
+    zchat_client_t *client = self->client;
+    if (self->send_only)
+        return;                 //  nothing to probe, sequence or fetch
+    if (self->fetch_id) {
+        if (now - self->fetch_sent_ms >= client->timeout_ms) {
+            //  No answer: a broker may drop a reply to a peer it has too
+            //  much queued for. Forget that fetch and ask again, or the
+            //  room would wait for it until the next session.
+            free (zchat_client_request_take (client, self->fetch_id));
+            self->fetch_id = 0;
+            zchat_sequencer_fetch_failed (self->sequencer);
+        }
+        else
+            zchat_client_schedule (client, self->fetch_sent_ms + client->timeout_ms);
+    }
+    if (self->state == R_PROBING) {
+        if (now - self->probe_start_ms >= client->timeout_ms) {
+            //  The subscription never proved live. Say so, and carry on:
+            //  PONGs will still reveal, and fetches recover, what SUB misses
+            char reason [ZCHAT_MAX_REASON + 1];
+            snprintf (reason, sizeof (reason),
+                      "room %s: our subscription was not confirmed within %.1f s",
+                      self->name, client->timeout_ms / 1000.0);
+            zchat_client_emit_error (client, self->join_id, ZCHAT_CLIENT_TIMEOUT, 0,
+                                     self->name, NULL, reason);
+            s_live (self, false, now);
+        }
+        else
+        if (now >= self->probe_next_ms) {
+            zchat_client_request_t *req = zchat_client_request_new (RQ_PROBE, false,
+                                                                    self->name);
+            if (req)
+                zchat_client_request (client, req, now);
+            self->probe_next_ms = now + S_PROBE_IVL_MS;
+        }
+        if (self->state == R_PROBING)
+            zchat_client_schedule (client, self->probe_next_ms);
+    }
+    if (self->tail_due_ms) {
+        if (now >= self->tail_due_ms) {
+            self->tail_due_ms = 0;
+            zchat_sequencer_newest (self->sequencer, self->tail_seq);
+        }
+        else
+            zchat_client_schedule (client, self->tail_due_ms);
+    }
+    if (self->state == R_LIVE && !zchat_sequencer_fetching (self->sequencer)) {
+        if (now < self->fetch_retry_ms)
+            zchat_client_schedule (client, self->fetch_retry_ms);
+        else
+            zchat_client_room_fetch (self, now);
+    }
+}
+
+
+
+//  ==========================================================================
+//  Self test: rooms of a client that is not connected, fed decoded replies
+//  directly (the client's own test feeds them through its sockets' paths,
+//  and tests/ against the real broker).
+
+//  Decode the body just encoded into the client's buffer.
+static zchat_msg_t
+s_test_msg (zchat_client_t *client, size_t size)
+{
+    zchat_msg_t msg;
+    assert (size > 0);
+    int rc = zchat_msg_decode (&msg, client->buffer, size);
+    assert (rc == ZCHAT_DECODE_OK);
+    return msg;
+}
+
+//  The next event for the caller, which must be of type and answer id (any
+//  id if id is 0); destroyed, its seq returned.
+static uint64_t
+s_test_expect (zchat_client_t *client, zchat_event_type_t type, uint64_t id)
+{
+    zchat_event_t *event = zchat_client_queue_pop (&client->queue);
+    assert (event && event->type == type);
+    assert (id == 0 || event->id == id);
+    uint64_t seq = event->seq;
+    zchat_event_destroy (&event);
+    return seq;
+}
+
+//  A presence event as the client builds it from an EVENT.
+static zchat_event_t *
+s_test_presence (zchat_event_type_t type, const char *nick, const char *topic)
+{
+    zchat_event_t *event = zchat_client_event_new (type);
+    assert (event);
+    zchat_client_copy (event->room, sizeof (event->room), "lobby");
+    zchat_client_copy (event->nick, sizeof (event->nick), nick);
+    zchat_client_copy (event->topic, sizeof (event->topic), topic);
+    return event;
+}
+
+void
+zchat_client_room_test (bool verbose)
+{
+    if (verbose)
+        printf (" * zchat_client_room: ");
+
+    //  In session as far as rooms can tell; nothing can go out, so every
+    //  request stays in the table, where the test finds it
+    zchat_client_t *client = zchat_client_new ("tcp://127.0.0.1:1", "alice");
+    assert (client);
+    zchat_client_set_history (client, 2);
+    client->state = S_READY;
+    zchat_buf_t *buf = &client->buf;
+    int64_t now = zclock_mono ();
+    zchat_msg_t msg;
+
+    //  A receiving join: JOIN, then JOINED starts probing; nothing is
+    //  reported until our own probe comes back
+    zchat_client_room_t *room = zchat_client_room_new (client, "lobby", false);
+    assert (room && room->state == R_JOINING && !room->confirmed && !room->send_only);
+    room->join_id = 42;
+    zchat_client_room_join (room, now);
+    assert (zchat_idmap_size (client->requests) == 1);
+    msg = s_test_msg (client, zchat_encode_joined (buf, 1, "lobby", 10, 1, 3, "old"));
+    zchat_client_room_joined (room, 42, &msg, now);
+    assert (room->state == R_PROBING && room->members == 3 && streq (room->topic, "old"));
+    assert (room->join_seq == 10 && zchat_sequencer_last (room->sequencer) == 8);
+    assert (zchat_idmap_size (client->requests) == 2);          //  a PROBE
+    assert (client->queue.count == 0);
+
+    //  Meanwhile presence is held (a topic is taken at once), and a live
+    //  message waits in the sequencer; a probe not ours changes nothing
+    zchat_client_room_presence (room, s_test_presence (ZCHAT_EV_JOIN, "bob", ""));
+    zchat_client_room_presence (room, s_test_presence (ZCHAT_EV_TOPIC, "bob", "new"));
+    assert (room->held.count == 2 && streq (room->topic, "new"));
+    zchat_client_room_message (room, 11, 11, "bob", ZCHAT_KIND_TEXT, "eleven", 6);
+    zchat_client_room_check_fetch (room, now);
+    assert (room->fetch_id == 0);
+    zchat_client_room_probe (room, "bob", now);
+    assert (room->state == R_PROBING && client->queue.count == 0);
+
+    //  Ours: JOINED with the topic as it is now, what was held, then a
+    //  fetch of the two messages to replay, which come before the live one
+    zchat_client_room_probe (room, "alice", now);
+    assert (room->state == R_LIVE && room->confirmed && room->held.count == 0);
+    assert (s_test_expect (client, ZCHAT_EV_JOINED, 42) == 10);
+    s_test_expect (client, ZCHAT_EV_JOIN, 0);
+    zchat_event_t *event = zchat_client_queue_pop (&client->queue);
+    assert (event && event->type == ZCHAT_EV_TOPIC && streq (event->topic, "new"));
+    zchat_event_destroy (&event);
+    assert (client->queue.count == 0);
+    uint64_t fetch = room->fetch_id;
+    assert (fetch && zchat_sequencer_fetching (room->sequencer));
+    zchat_client_request_t *req = (zchat_client_request_t *)
+                                  zchat_idmap_lookup (client->requests, fetch);
+    assert (req && req->kind == RQ_FETCH && req->from_seq == 9 && req->to_seq == 10);
+    assert (req->limit == ZCHAT_CLIENT_PAGE_LIMIT);
+
+    //  A page not answering that fetch is ignored; the one that does fills
+    //  the hole: replayed messages are history, the live one is not
+    zchat_encode_page_begin (buf, fetch + 1, "lobby", 1, 10, false);
+    msg = s_test_msg (client, zchat_encode_page_add (buf, 9, 9, "bob", ZCHAT_KIND_TEXT,
+                                                     "nine", 4));
+    zchat_client_room_page (room, fetch + 1, &msg, now);
+    assert (room->fetch_id == fetch && client->queue.count == 0);
+    zchat_encode_page_begin (buf, fetch, "lobby", 1, 10, false);
+    zchat_encode_page_add (buf, 9, 9, "bob", ZCHAT_KIND_TEXT, "nine", 4);
+    msg = s_test_msg (client, zchat_encode_page_add (buf, 10, 10, "eve", ZCHAT_KIND_TEXT,
+                                                     "ten", 3));
+    zchat_client_room_page (room, fetch, &msg, now);
+    assert (room->fetch_id == 0);
+    for (uint64_t seq = 9; seq <= 11; seq++) {
+        event = zchat_client_queue_pop (&client->queue);
+        assert (event && event->type == ZCHAT_EV_MESSAGE && event->seq == seq);
+        assert (streq (event->room, "lobby") && event->history == (seq <= 10));
+        zchat_event_destroy (&event);
+    }
+    assert (client->queue.count == 0);
+    //  Seen already: not delivered again
+    zchat_client_room_message (room, 11, 11, "bob", ZCHAT_KIND_TEXT, "again", 5);
+    assert (client->queue.count == 0);
+
+    //  A PONG telling a newer seq: fetched once the grace has passed,
+    //  unless it turns up meanwhile; a PONG telling nothing new is ignored
+    zchat_client_room_tail (room, 11, now);
+    assert (room->tail_due_ms == 0);
+    zchat_client_room_tail (room, 15, now);
+    assert (room->tail_seq == 15 && room->tail_due_ms > now);
+    zchat_client_room_tick (room, now);
+    assert (room->fetch_id == 0);
+    zchat_client_room_tick (room, room->tail_due_ms);
+    assert (room->tail_due_ms == 0 && room->fetch_id);
+    fetch = room->fetch_id;
+    req = (zchat_client_request_t *) zchat_idmap_lookup (client->requests, fetch);
+    assert (req && req->from_seq == 12 && req->to_seq == 15);
+
+    //  Refused: asked again after a pause, not before
+    zchat_client_room_fetch_refused (room, fetch + 1, now);
+    assert (room->fetch_id == fetch);
+    zchat_client_room_fetch_refused (room, fetch, now);
+    assert (room->fetch_id == 0 && room->fetch_retry_ms > now);
+    zchat_client_room_tick (room, room->fetch_retry_ms - 1);
+    assert (room->fetch_id == 0);
+    zchat_client_room_tick (room, room->fetch_retry_ms);
+    assert (room->fetch_id && room->fetch_id != fetch);
+    fetch = room->fetch_id;
+
+    //  History no longer holds the start of the range: a gap, then the rest
+    zchat_encode_page_begin (buf, fetch, "lobby", 14, 15, false);
+    zchat_encode_page_add (buf, 14, 14, "bob", ZCHAT_KIND_TEXT, "a", 1);
+    msg = s_test_msg (client, zchat_encode_page_add (buf, 15, 15, "bob", ZCHAT_KIND_TEXT,
+                                                     "b", 1));
+    zchat_client_room_page (room, fetch, &msg, now);
+    event = zchat_client_queue_pop (&client->queue);
+    assert (event && event->type == ZCHAT_EV_GAP && streq (event->room, "lobby"));
+    assert (event->from_seq == 12 && event->to_seq == 13);
+    zchat_event_destroy (&event);
+    assert (s_test_expect (client, ZCHAT_EV_MESSAGE, 0) == 14);
+    assert (s_test_expect (client, ZCHAT_EV_MESSAGE, 0) == 15);
+
+    //  A message from a nick that breaks the rules takes its place in the
+    //  sequence but never reaches the caller
+    zchat_client_room_message (room, 16, 16, "-bad", ZCHAT_KIND_TEXT, "x", 1);
+    assert (client->queue.count == 0 && zchat_sequencer_last (room->sequencer) == 16);
+
+    //  A new session: the fetch in flight is void, the room joins again;
+    //  JOINED finds it confirmed, so it is live at once, and a join the
+    //  caller asked again is reported under its own id
+    zchat_client_room_tail (room, 20, now);
+    zchat_client_room_tick (room, now + 60000);
+    assert (room->fetch_id);
+    zchat_client_room_rejoin (room, now);
+    assert (room->fetch_id == 0 && room->state == R_JOINING);
+    assert (!zchat_sequencer_fetching (room->sequencer));
+    msg = s_test_msg (client, zchat_encode_joined (buf, 2, "lobby", 20, 1, 4, "new"));
+    zchat_client_room_joined (room, 42, &msg, now);
+    assert (room->state == R_LIVE && room->members == 4 && room->fetch_id);
+    assert (client->queue.count == 0);
+    zchat_client_room_joined (room, 43, &msg, now);
+    assert (s_test_expect (client, ZCHAT_EV_JOINED, 43) == 20);
+    //  Joined again, refused: reported under the id the caller knows,
+    //  none for the room's own rejoin; the room stays
+    msg = s_test_msg (client, zchat_encode_error (buf, 3, ZCHAT_ERR_RATE_LIMITED, 100,
+                                                  "slow down"));
+    assert (!zchat_client_room_join_refused (room, 43, &msg));
+    assert (s_test_expect (client, ZCHAT_EV_ERROR, 43) == 0);
+    assert (!zchat_client_room_join_refused (room, 42, &msg));
+    assert (s_test_expect (client, ZCHAT_EV_ERROR, 0) == 0);
+    //  Destroyed, the client no longer finds it as the room last looked up
+    client->last_room = room;
+    zchat_client_room_destroy (&room);
+    assert (room == NULL && client->last_room == NULL);
+    zchat_client_room_destroy (&room);
+
+    //  A first join refused: the room is to be forgotten
+    room = zchat_client_room_new (client, "lobby", false);
+    assert (room);
+    room->join_id = 44;
+    zchat_client_room_join (room, now);
+    assert (zchat_client_room_join_refused (room, 44, &msg));
+    assert (s_test_expect (client, ZCHAT_EV_ERROR, 44) == 0);
+    zchat_client_room_destroy (&room);
+
+    //  While probing, presence held is bounded; if the probe never comes
+    //  back, the room says so and goes live without reporting the join,
+    //  handing on what it held
+    room = zchat_client_room_new (client, "busy", false);
+    assert (room);
+    room->join_id = 45;
+    zchat_client_room_join (room, now);
+    msg = s_test_msg (client, zchat_encode_joined (buf, 4, "busy", 0, 0, 1, ""));
+    zchat_client_room_joined (room, 45, &msg, now);
+    assert (room->state == R_PROBING);
+    for (int i = 0; i < S_HELD_LIMIT + 5; i++)
+        zchat_client_room_presence (room, s_test_presence (ZCHAT_EV_JOIN, "bob", ""));
+    assert (room->held.count == S_HELD_LIMIT);
+    zchat_client_room_tick (room, room->probe_start_ms + client->timeout_ms - 1);
+    assert (room->state == R_PROBING && client->queue.count == 0);
+    zchat_client_room_tick (room, room->probe_start_ms + client->timeout_ms);
+    assert (room->state == R_LIVE && room->confirmed);
+    event = zchat_client_queue_pop (&client->queue);
+    assert (event && event->type == ZCHAT_EV_ERROR && event->id == 45);
+    assert (event->code == ZCHAT_CLIENT_TIMEOUT && streq (event->room, "busy"));
+    zchat_event_destroy (&event);
+    assert (client->queue.count == S_HELD_LIMIT);
+    for (int i = 0; i < S_HELD_LIMIT; i++)
+        s_test_expect (client, ZCHAT_EV_JOIN, 0);
+    zchat_client_room_destroy (&room);
+
+    //  Send-only: reported at JOINED, nothing sequenced, fetched or held
+    room = zchat_client_room_new (client, "ops", true);
+    assert (room && room->send_only);
+    room->join_id = 46;
+    zchat_client_room_join (room, now);
+    msg = s_test_msg (client, zchat_encode_joined (buf, 5, "ops", 7, 1, 2, "t"));
+    zchat_client_room_joined (room, 46, &msg, now);
+    assert (s_test_expect (client, ZCHAT_EV_JOINED, 46) == 7);
+    assert (room->state == R_LIVE && room->confirmed && room->join_seq == 7);
+    assert (!zchat_sequencer_started (room->sequencer));
+    zchat_client_room_tail (room, 30, now);
+    zchat_client_room_tick (room, now + 60000);
+    assert (room->tail_due_ms == 0 && room->fetch_id == 0 && client->queue.count == 0);
+    //  A receiving join upgrades it; refused, it is send-only again, with a
+    //  fresh sequencer
+    zchat_sequencer_t *sequencer = room->sequencer;
+    assert (zchat_client_room_upgrade (room, 47, now) == 0);
+    assert (!room->send_only && room->upgrade && !room->confirmed);
+    assert (room->state == R_JOINING && room->join_id == 47);
+    msg = s_test_msg (client, zchat_encode_error (buf, 6, ZCHAT_ERR_RATE_LIMITED, 100,
+                                                  "slow down"));
+    assert (!zchat_client_room_join_refused (room, 47, &msg));
+    assert (s_test_expect (client, ZCHAT_EV_ERROR, 47) == 0);
+    assert (room->send_only && !room->upgrade && room->confirmed && room->state == R_LIVE);
+    assert (room->sequencer && room->sequencer != sequencer);
+    //  Accepted, it probes and is reported once live
+    assert (zchat_client_room_upgrade (room, 48, now) == 0);
+    msg = s_test_msg (client, zchat_encode_joined (buf, 7, "ops", 8, 1, 2, "t"));
+    zchat_client_room_joined (room, 48, &msg, now);
+    assert (room->state == R_PROBING && client->queue.count == 0);
+    zchat_client_room_probe (room, "alice", now);
+    assert (s_test_expect (client, ZCHAT_EV_JOINED, 48) == 8);
+    assert (room->state == R_LIVE && !room->upgrade);
+    zchat_client_room_destroy (&room);
+
+    client->state = S_IDLE;
+    zchat_client_destroy (&client);
+    if (verbose)
+        printf ("OK\n");
+}

@@ -371,6 +371,22 @@ s_now_coarse (void)
     return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+//  --------------------------------------------------------------------------
+//  Whether sends still wait out a 429. The coarse clock saves a clock read
+//  per call, but it lags the one the pause was set by (by up to a tick):
+//  it alone kept the pause on for a while after it had ended, and a caller
+//  told by zchat_client_due_ms that nothing was to be written slept until
+//  the next idle round, a second later, with its sends waiting (all four
+//  senders of a flat-out 4->4 run at once, after the fair share had
+//  refused them in the same period). So the precise clock has the last
+//  word, read only while the coarse one still says "paused".
+
+static bool
+s_paused (zchat_client_t *self)
+{
+    return s_now_coarse () < self->send_pause_until && s_now () < self->send_pause_until;
+}
+
 static void
 s_set_error (zchat_client_t *self, const char *format, ...)
 {
@@ -682,7 +698,7 @@ s_send_new (zchat_client_t *self, uint8_t type, const char *target,
     bool gather = self->version >= 2 && type == ZCHAT_SAY
                && zchat_outbox_size (self->outbox) > S_SAYS_AFTER;
     if (first_in_line && !gather && self->state == S_READY
-    &&  now >= self->send_pause_until && s_send_room (self) > 0
+    &&  !s_paused (self) && s_send_room (self) > 0
     &&  s_send_body (self, s_encode_send (self, send), now) == 0)
         zchat_outbox_sent (self->outbox, send, now);
     else
@@ -1536,6 +1552,13 @@ s_housekeep (zchat_client_t *self, int64_t now)
     //  What could not go out before, then resends of the oldest sends
     s_request_flush (self, now);
     s_send_flush (self, now);
+    //  Sends held back after a 429 go when the pause ends. This round
+    //  began by forgetting every due time, and nothing below names that
+    //  one: a round during the pause (a probe, a resend, a caller's
+    //  POLLOUT) would leave them for the next idle round, up to a second
+    //  later.
+    if (now < self->send_pause_until && zchat_outbox_next_unsent (self->outbox))
+        zchat_client_schedule (self, self->send_pause_until);
     while ((send = zchat_outbox_stalest (self->outbox))
     &&     now - send->last_ms >= self->heartbeat_ms) {
         if (s_send_body (self, s_encode_send (self, send), now) == 0)
@@ -1572,7 +1595,7 @@ s_want_write (zchat_client_t *self)
         return !self->hello_sent;
     if (self->state == S_READY)
         return (zchat_outbox_next_unsent (self->outbox)
-                && s_now_coarse () >= self->send_pause_until
+                && !s_paused (self)
                 && s_send_room (self) > 0)
             || self->unsent_requests;
     return false;
@@ -2705,6 +2728,30 @@ s_test_send_cap (void)
     zchat_outbox_sent (client->outbox, send, s_now ());
     s_test_feed (client, false, zchat_encode_ack (buf, ids [2], "ops", 3, 1));
     assert (client->send_cap == 0 && s_send_room (client) == SIZE_MAX);
+    //  Housekeeping during a pause after a 429 comes back when it ends,
+    //  not a whole idle round later
+    int64_t now = s_now ();
+    client->last_recv_ms = client->last_send_ms = now;
+    client->send_pause_until = now + 300;
+    assert (zchat_outbox_next_unsent (client->outbox));
+    s_housekeep (client, now);
+    assert (client->due_ms <= client->send_pause_until);
+    assert (zchat_client_due_ms (client) <= 300);
+    //  A pause that has ended by the precise clock is over, though the
+    //  coarse one (a tick behind) does not say so yet
+    int64_t coarse = s_now_coarse ();
+    int64_t fine = s_now ();
+    for (int i = 0; i < 1000 && coarse >= fine; i++) {
+        zclock_sleep (1);
+        coarse = s_now_coarse ();
+        fine = s_now ();
+    }
+    if (coarse < fine) {        //  else this kernel's coarse clock never lags
+        client->send_pause_until = fine;
+        assert (s_want_write (client));
+        assert (zchat_client_due_ms (client) <= S_WRITE_RETRY_MS);
+    }
+    client->send_pause_until = 0;
     //  A resumed session starts the cap again; a new one takes it off
     client->send_cap = S_SEND_CAP_RESUME + 10;
     s_test_feed (client, false, zchat_encode_welcome (buf, 0, ZCHAT_VERSION, "alice", "token",

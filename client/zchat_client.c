@@ -2681,6 +2681,23 @@ s_test_expect_event (zchat_client_t *client, zchat_event_type_t type, uint64_t i
     return seq;
 }
 
+//  A client named alice, greeted by a broker that is not there (nothing
+//  listens at its endpoint): answers are fed in by hand. Its SUB connects
+//  to sub_endpoint.
+static zchat_client_t *
+s_test_greeted_client (const char *sub_endpoint)
+{
+    zchat_client_t *client = zchat_client_new ("tcp://127.0.0.1:1", "alice");
+    assert (client);
+    zchat_client_set_sub_endpoint (client, sub_endpoint);
+    client->state = S_GREETING;
+    s_test_feed (client, false, zchat_encode_welcome (&client->buf, client->hello_id,
+                                                      ZCHAT_VERSION, "alice", "token", 0, "",
+                                                      1000, 3000, 0, false));
+    assert (client->state == S_READY);
+    return client;
+}
+
 //  The cap after a 429 (s_send_room): 64 in flight, one more for each ACK
 //  of the refused send or a later one, off at S_SEND_CAP_OPEN; a new session
 //  takes it off, a resumed one starts it again from the bottom. No broker:
@@ -2688,15 +2705,9 @@ s_test_expect_event (zchat_client_t *client, zchat_event_type_t type, uint64_t i
 static void
 s_test_send_cap (void)
 {
-    zchat_client_t *client = zchat_client_new ("tcp://127.0.0.1:1", "alice");
-    assert (client);
-    zchat_client_set_sub_endpoint (client, "tcp://127.0.0.1:1");
+    zchat_client_t *client = s_test_greeted_client ("tcp://127.0.0.1:1");
     zchat_buf_t *buf = &client->buf;
-    client->state = S_GREETING;
-    s_test_feed (client, false, zchat_encode_welcome (buf, client->hello_id, ZCHAT_VERSION,
-                                                      "alice", "token", 0, "", 1000, 3000,
-                                                      0, false));
-    assert (client->state == S_READY && s_send_room (client) == SIZE_MAX);
+    assert (s_send_room (client) == SIZE_MAX);
     uint64_t ids [4];
     for (int i = 0; i < 4; i++) {
         ids [i] = zchat_client_say (client, "ops", "hi", 2, false);
@@ -2771,15 +2782,8 @@ s_test_send_cap (void)
 static void
 s_test_dm_refused (void)
 {
-    zchat_client_t *client = zchat_client_new ("tcp://127.0.0.1:1", "alice");
-    assert (client);
-    zchat_client_set_sub_endpoint (client, "tcp://127.0.0.1:1");
+    zchat_client_t *client = s_test_greeted_client ("tcp://127.0.0.1:1");
     zchat_buf_t *buf = &client->buf;
-    client->state = S_GREETING;
-    s_test_feed (client, false, zchat_encode_welcome (buf, client->hello_id, ZCHAT_VERSION,
-                                                      "alice", "token", 0, "", 1000, 3000,
-                                                      0, false));
-    assert (client->state == S_READY);
     uint64_t ids [3];
     ids [0] = zchat_client_say (client, "ops", "one", 3, false);
     ids [1] = zchat_client_dm (client, "bob", "psst", 4, false);
@@ -2842,15 +2846,8 @@ s_test_send_only (void)
     assert (port > 0);
     char endpoint [64];
     snprintf (endpoint, sizeof (endpoint), "tcp://127.0.0.1:%d", port);
-    zchat_client_t *client = zchat_client_new ("tcp://127.0.0.1:1", "alice");
-    assert (client);
-    zchat_client_set_sub_endpoint (client, endpoint);
+    zchat_client_t *client = s_test_greeted_client (endpoint);
     zchat_buf_t *buf = &client->buf;
-    client->state = S_GREETING;
-    s_test_feed (client, false, zchat_encode_welcome (buf, client->hello_id, ZCHAT_VERSION,
-                                                      "alice", "token", 0, "", 1000, 3000,
-                                                      0, false));
-    assert (client->state == S_READY);
 
     //  A send-only join is reported at JOINED: no probe, no sequencing
     uint64_t id = zchat_client_join_send_only (client, "ops");

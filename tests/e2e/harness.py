@@ -1200,3 +1200,12 @@ def driver(endpoint, nick, timeout_ms=20000):
              "driver-" + nick)
     p.wait_for(lambda e: e.get("type") == "ready", T(15), desc="ready")
     return p
+
+
+def driver_request(p, line):
+    """Give a driver a command; the id of the request it made."""
+    n = p.count(lambda e: e.get("type") == "request")
+    p.write(line)
+    ev = p.wait_count(lambda e: e.get("type") == "request", n + 1, T(5), desc="request")[n]
+    check(ev.get("id") != "0", "%s: %r refused: %r" % (p.name, line, ev))
+    return ev["id"]

@@ -6,21 +6,12 @@ and a DM resent with the same id on a resumed session (its client
 reconnected and took the session over with its token, its ACK lost) gets
 the original acknowledgement and is not delivered again."""
 
-from harness import (Broker, RawDealer, check, driver, json_client, new_id,
+from harness import (Broker, RawDealer, check, driver, driver_request, json_client, new_id,
                      raw_session, ACK, DELIVER, DM, T)
 
 COST = 8
 
 COUNT = 40                  # alternately a SAY and a DM, 20 each
-
-
-def _request(p, line):
-    """Give the driver a command; the id of the request it made."""
-    n = p.count(lambda e: e.get("type") == "request")
-    p.write(line)
-    ev = p.wait_count(lambda e: e.get("type") == "request", n + 1, T(5), desc="request")[n]
-    check(ev.get("id") != "0", "%s: %r refused: %r" % (p.name, line, ev))
-    return ev["id"]
 
 
 def test_refused_dms_are_sent_again_in_order():
@@ -32,7 +23,7 @@ def test_refused_dms_are_sent_again_in_order():
     poster.write("join-send-only ops")
     poster.wait_for(lambda e: e.get("type") == "joined", T(10), desc="joined")
     texts = ["paced %03d" % i for i in range(COUNT)]
-    ids = [_request(poster, ("say ops %s" if i % 2 == 0 else "dm bob %s") % text)
+    ids = [driver_request(poster, ("say ops %s" if i % 2 == 0 else "dm bob %s") % text)
            for i, text in enumerate(texts)]
     acks = []
     for rid in ids:
@@ -54,7 +45,7 @@ def test_refused_dms_are_sent_again_in_order():
           "room messages: %r" % [m.get("text") for m in said][:8])
     #  Everything is acknowledged, so nothing is sent again: once a last
     #  DM has come, every copy of the others has
-    _request(poster, "dm bob sentinel")
+    driver_request(poster, "dm bob sentinel")
     bob.wait_text("sentinel", T(20), type_="dm")
     dms = [e for e in bob.snapshot() if e.get("type") == "dm"]
     check([e.get("text") for e in dms] == texts[1::2] + ["sentinel"]

@@ -9,8 +9,8 @@ whether a long run of sends leaves in parts while the caller is still busy."""
 
 import time
 
-from harness import (Broker, RawSub, check, driver, json_client, listener, send,
-                     wait_sub_live, PROBE, T)
+from harness import (Broker, RawSub, check, driver, driver_request, json_client, listener,
+                     send, wait_sub_live, PROBE, T)
 
 COST = 16
 
@@ -20,15 +20,6 @@ TRAFFIC = {"message", "join", "leave", "quit", "nick", "topic", "gap"}
 
 def _driver(broker, nick, timeout_ms=20000):
     return driver(broker.router, nick, timeout_ms)
-
-
-def _request(p, line):
-    """Give the driver a command; the id of the request it made."""
-    n = p.count(lambda e: e.get("type") == "request")
-    p.write(line)
-    ev = p.wait_count(lambda e: e.get("type") == "request", n + 1, T(5), desc="request")[n]
-    check(ev.get("id") != "0", "%s: %r refused: %r" % (p.name, line, ev))
-    return ev["id"]
 
 
 def _answer(p, rid, type_, timeout=None):
@@ -41,7 +32,7 @@ def _answer(p, rid, type_, timeout=None):
 def _quiet(p, room):
     """After a round trip (what was on its way to p came before the answer),
     p must have had nothing of room's traffic."""
-    _answer(p, _request(p, "who " + room), "members")
+    _answer(p, driver_request(p, "who " + room), "members")
     time.sleep(0.3)
     got = [e for e in p.snapshot() if e.get("type") in TRAFFIC and e.get("room") == room]
     check(not got, "%s got the room's traffic: %r" % (p.name, got[:5]))
@@ -59,16 +50,16 @@ def test_send_only_member():
     ear = json_client(b, "ear", ["ops"])
     poster = _driver(b, "poster")
 
-    joined = _answer(poster, _request(poster, "join-send-only ops"), "joined")
+    joined = _answer(poster, driver_request(poster, "join-send-only ops"), "joined")
     check(joined.get("room") == "ops", "joined: %r" % joined)
     ear.wait_for(lambda e: e.get("type") == "join" and e.get("nick") == "poster",
                  desc="poster's join event")
-    members = _answer(poster, _request(poster, "who ops"), "members")
+    members = _answer(poster, driver_request(poster, "who ops"), "members")
     check({"poster", "ear"} <= set(members.get("members", [])),
           "WHO should list the send-only member: %r" % members)
 
     #  Its messages are acknowledged in order and delivered to the ear
-    ids = [_request(poster, "say ops line %03d" % i) for i in range(50)]
+    ids = [driver_request(poster, "say ops line %03d" % i) for i in range(50)]
     seqs = [_answer(poster, rid, "ack").get("seq") for rid in ids]
     check(seqs == list(range(seqs[0], seqs[0] + 50)), "ack seqs: %r" % seqs)
     msgs = ear.wait_messages(50, room="ops")
@@ -95,7 +86,7 @@ def test_send_only_member():
           "a send-only join probed: %r" % probes)
 
     #  Leaving: the room sees it go
-    _answer(poster, _request(poster, "leave ops"), "left")
+    _answer(poster, driver_request(poster, "leave ops"), "left")
     ear.wait_for(lambda e: e.get("type") == "leave" and e.get("nick") == "poster",
                  desc="poster's leave event")
     poster.close_stdin()
@@ -106,16 +97,16 @@ def test_send_only_after_broker_restart():
     b = Broker()
     ear = json_client(b, "ear", ["ops"])
     poster = _driver(b, "poster", timeout_ms=30000)
-    _answer(poster, _request(poster, "join-send-only ops"), "joined")
+    _answer(poster, driver_request(poster, "join-send-only ops"), "joined")
     b.stop()
-    rid = _request(poster, "say ops while down")
+    rid = driver_request(poster, "say ops while down")
     time.sleep(0.5)
     b.restart()
     #  The new session rejoins send-only, then sends again what was pending
     _answer(poster, rid, "ack", timeout=T(20))
     poster.wait_for(lambda e: e.get("type") == "connected", T(5), desc="connected")
     ear.wait_text("while down", timeout=T(20))
-    members = _answer(poster, _request(poster, "who ops"), "members")
+    members = _answer(poster, driver_request(poster, "who ops"), "members")
     check("poster" in members.get("members", []), "not a member again: %r" % members)
     _ear_says(ear, "after restart")
     _quiet(poster, "ops")
@@ -127,13 +118,13 @@ def test_upgrade_to_receiving():
     b = Broker()
     ear = json_client(b, "ear", ["ops"])
     poster = _driver(b, "poster")
-    first = _request(poster, "join-send-only ops")
+    first = driver_request(poster, "join-send-only ops")
     _answer(poster, first, "joined")
     _ear_says(ear, "before")
     _quiet(poster, "ops")
 
     #  A receiving join upgrades the room: reported under its own id
-    up = _request(poster, "join ops")
+    up = driver_request(poster, "join ops")
     check(up != first, "the upgrade should be a request of its own")
     _answer(poster, up, "joined")
     _ear_says(ear, "after")
@@ -141,7 +132,7 @@ def test_upgrade_to_receiving():
                     desc="a message after the upgrade")
 
     #  A send-only join of a receiving room changes nothing
-    _answer(poster, _request(poster, "join-send-only ops"), "joined")
+    _answer(poster, driver_request(poster, "join-send-only ops"), "joined")
     _ear_says(ear, "still")
     poster.wait_for(lambda e: e.get("type") == "message" and e.get("text") == "still",
                     desc="a message after a send-only join of a receiving room")
@@ -157,8 +148,8 @@ def test_refused_says_are_sent_again_in_order():
     b = Broker("--rate-limit", "20:20")
     ear = json_client(b, "ear", ["ops"])
     poster = _driver(b, "poster")
-    _answer(poster, _request(poster, "join-send-only ops"), "joined")
-    ids = [_request(poster, "say ops paced %03d" % i) for i in range(60)]
+    _answer(poster, driver_request(poster, "join-send-only ops"), "joined")
+    ids = [driver_request(poster, "say ops paced %03d" % i) for i in range(60)]
     seqs = [_answer(poster, rid, "ack", timeout=T(20)).get("seq") for rid in ids]
     check(seqs == list(range(seqs[0], seqs[0] + 60)), "ack seqs out of order: %r" % seqs)
     errors = [e for e in poster.snapshot() if e.get("type") == "error"]
@@ -175,7 +166,7 @@ def test_long_run_goes_out_while_caller_is_busy():
     b = Broker()
     ear = listener(b, "ear", ["run"])
     poster = _driver(b, "poster")
-    _answer(poster, _request(poster, "join-send-only run"), "joined")
+    _answer(poster, driver_request(poster, "join-send-only run"), "joined")
     #  300 sends, then 4 s without a pass: the first 8 go out alone, and
     #  two SAYS of 128 while the caller is still sending; the last 36 wait
     #  for the next pass

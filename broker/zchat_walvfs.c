@@ -58,6 +58,7 @@ typedef struct _s_db_file_t {
     s_file_t *wal;
     bool write_locked;          //  holds the WAL write lock (shared memory)
     bool copying;               //  a checkpoint copies pages into it
+    bool copy_failed;           //  ... and a read or write of it failed
     s_gather_t gather;          //  the checkpoint's pages
 } s_db_file_t;
 
@@ -72,6 +73,8 @@ static atomic_int s_fail_flush;             //  self test: fail the next flushes
 static atomic_uint_fast64_t s_db_writes;    //  checkpoint writes to databases
 static atomic_int s_fail_db_flush;          //  self test: ... fail the next ones,
 static atomic_int s_fail_db_copied;         //  ... or those at the copy's end
+static atomic_int s_fail_wal_read;          //  ... or the Nth read of a
+                                            //  checkpoint's WAL from now
 //  A checkpoint's last pages could not be written after SQLite took them
 //  as copied (see s_db_copied): from then on every file of this VFS
 //  refuses what could read or overwrite what the WAL alone still holds.
@@ -278,7 +281,17 @@ s_read (sqlite3_file *file, void *data, int amount, sqlite3_int64 offset)
 {
     s_file_t *self = (s_file_t *) file;
     int rc = s_flush_before (self);
-    return rc != SQLITE_OK? rc: self->real->pMethods->xRead (self->real, data, amount, offset);
+    bool copying = self->db && self->db->copying;
+    if (rc == SQLITE_OK && copying && atomic_load (&s_fail_wal_read) > 0
+    &&  atomic_fetch_sub (&s_fail_wal_read, 1) == 1)
+        rc = SQLITE_IOERR_READ;
+    if (rc == SQLITE_OK)
+        rc = self->real->pMethods->xRead (self->real, data, amount, offset);
+    //  A checkpoint that cannot read its frames stops there, and SQLite
+    //  takes nothing of it as copied (s_db_copied)
+    if (rc != SQLITE_OK && copying)
+        self->db->copy_failed = true;
+    return rc;
 }
 
 static int
@@ -418,11 +431,18 @@ s_db_ready (s_db_file_t *self)
 //  cannot be written the VFS stops everything that could read those pages
 //  from the database or overwrite them in the WAL (s_broken), until the
 //  process ends. The WAL keeps every committed frame; the next process to
-//  open the database finds them there and copies them again.
+//  open the database finds them there and copies them again. A copy that
+//  failed on its way (a read of the WAL, a write) is one SQLite gave up:
+//  it marks nothing copied, so the rest need not be written at all.
 static void
 s_db_copied (s_db_file_t *self)
 {
     self->copying = false;
+    if (self->copy_failed) {
+        atomic_fetch_add_explicit (&s_discarded, self->gather.size, memory_order_relaxed);
+        self->gather.size = 0;
+        return;
+    }
     if (self->gather.size == 0)
         return;
     int rc = s_gather_write (&self->gather, self->real, &s_db_writes, &s_fail_db_copied);
@@ -464,22 +484,24 @@ s_db_write (sqlite3_file *file, const void *data, int amount, sqlite3_int64 offs
     s_db_file_t *self = (s_db_file_t *) file;
     if (atomic_load (&s_broken))
         return SQLITE_IOERR_WRITE;
+    int rc = SQLITE_OK;
     if (self->copying) {
-        if (self->gather.size > 0 && !s_gather_follows (&self->gather, offset)) {
-            int rc = s_db_flush (self);
-            if (rc != SQLITE_OK)
-                return rc;
-        }
-        if (s_gather_add (&self->gather, data, amount, offset) == 0)
+        if (self->gather.size > 0 && !s_gather_follows (&self->gather, offset))
+            rc = s_db_flush (self);
+        if (rc == SQLITE_OK && s_gather_add (&self->gather, data, amount, offset) == 0)
             return SQLITE_OK;
-        int rc = s_db_flush (self);
-        if (rc != SQLITE_OK)
-            return rc;
-        if (s_gather_add (&self->gather, data, amount, offset) == 0)
+        if (rc == SQLITE_OK)
+            rc = s_db_flush (self);
+        if (rc == SQLITE_OK && s_gather_add (&self->gather, data, amount, offset) == 0)
             return SQLITE_OK;
     }
-    int rc = s_db_ready (self);
-    return rc != SQLITE_OK? rc: self->real->pMethods->xWrite (self->real, data, amount, offset);
+    if (rc == SQLITE_OK)
+        rc = s_db_ready (self);
+    if (rc == SQLITE_OK)
+        rc = self->real->pMethods->xWrite (self->real, data, amount, offset);
+    if (rc != SQLITE_OK && self->copying)
+        self->copy_failed = true;
+    return rc;
 }
 
 static int
@@ -540,8 +562,10 @@ s_db_file_control (sqlite3_file *file, int op, void *arg)
         if (rc != SQLITE_OK)
             return rc;
     }
-    if (op == SQLITE_FCNTL_CKPT_START)
+    if (op == SQLITE_FCNTL_CKPT_START) {
         self->copying = true;
+        self->copy_failed = false;
+    }
     return self->real->pMethods->xFileControl (self->real, op, arg);
 }
 
@@ -1003,6 +1027,27 @@ s_test_checkpoint (const char *path)
     s_test_integrity (other);
     s_test_close (&other);
 
+    //  A copy that SQLite gives up (a frame it cannot read) marks nothing
+    //  copied: what it gathered is dropped, not written, and a failure to
+    //  write it could not stop anything
+    s_test_exec (db, "WITH RECURSIVE c (i) AS (SELECT 1 UNION ALL SELECT i + 1"
+                     " FROM c WHERE i < 40) INSERT INTO t (x) SELECT randomblob (4000)"
+                     " FROM c;");
+    atomic_store (&s_fail_wal_read, 20);
+    atomic_store (&s_fail_db_copied, 2);
+    rc = sqlite3_wal_checkpoint_v2 (db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &frames, &copied);
+    assert ((rc & 0xff) == SQLITE_IOERR);
+    assert (atomic_load (&s_fail_wal_read) == 0);
+    assert (atomic_load (&s_fail_db_copied) == 2);      //  nothing was written
+    assert (!atomic_load (&s_broken));
+    atomic_store (&s_fail_db_copied, 0);
+    rc = sqlite3_wal_checkpoint_v2 (db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &frames, &copied);
+    assert (rc == SQLITE_OK && frames == 0);
+    other = s_test_open (path, NULL);
+    assert (s_test_int (other, "SELECT count (*) FROM t") == 541);
+    s_test_integrity (other);
+    s_test_close (&other);
+
     //  A run that cannot be written at all, in a checkpoint of part of the
     //  WAL (a reader holds the rest): SQLite takes its pages as copied, so
     //  the VFS stops. Nothing reads the database or writes the WAL any
@@ -1035,7 +1080,7 @@ s_test_checkpoint (const char *path)
     //  committed row in the WAL
     atomic_store (&s_broken, false);
     db = s_test_open (path, NULL);
-    assert (s_test_int (db, "SELECT count (*) FROM t") == 562);
+    assert (s_test_int (db, "SELECT count (*) FROM t") == 602);
     assert (s_test_int (db, "SELECT sum (unicode (hex (x))) FROM t") == sum);
     s_test_integrity (db);
     s_test_close (&db);

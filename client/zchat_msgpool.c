@@ -117,10 +117,10 @@ zchat_msgpool_send (zchat_msgpool_t *self, void *socket, const void *data,
     memcpy (block, data, size);
     zmq_msg_t msg;
     if (zmq_msg_init_data (&msg, block, size, s_give_back, self)) {
-        int error = errno;
-        s_give_back (block, self);      //  libzmq took nothing
-        errno = error;
-        return -1;
+        //  libzmq took nothing. The pool must not add a way to fail: a
+        //  caller's earlier frames of this message may be queued already
+        s_give_back (block, self);
+        return zmq_send (socket, data, size, flags);
     }
     if (zmq_msg_send (&msg, socket, flags) == -1) {
         int error = errno;

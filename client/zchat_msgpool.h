@@ -41,8 +41,9 @@ void
 //  Send size bytes of data as one frame on socket (a libzmq socket
 //  handle), as zmq_send (socket, data, size, flags) does, in a block of
 //  the pool when size is at least min_size and fits a block (smaller
-//  bodies are cheaper copied by libzmq). Returns size, or -1 with errno
-//  set by libzmq (then nothing was sent, and the block is back).
+//  bodies are cheaper copied by libzmq). It fails only as zmq_send
+//  would: returns size, or -1 with errno set by libzmq (then nothing was
+//  sent, and the block is back).
 int
     zchat_msgpool_send (zchat_msgpool_t *self, void *socket, const void *data,
                         size_t size, size_t min_size, int flags);

@@ -162,6 +162,10 @@ s_gather_follows (s_gather_t *self, sqlite3_int64 offset)
 static int
 s_flush (s_file_t *self)
 {
+    if (self->gather.size > 0 && atomic_load (&s_broken)) {
+        self->gather.size = 0;          //  see s_broken: no WAL write goes out
+        return SQLITE_IOERR_WRITE;
+    }
     return s_gather_flush (&self->gather, self->real, &s_writes, &s_fail_flush);
 }
 

@@ -399,8 +399,8 @@ static const sqlite3_io_methods s_methods = {
 //  folios of one page each, each with its own allocation, accounting and
 //  block reservation), and the checkpointer was a quarter of the machine
 //  at 1 KiB messages. Gathered runs are written when a page does not
-//  follow the run, when the buffer is full, before anything else is done
-//  with the file, and at the latest when SQLite says the copy is done
+//  follow the run, when the buffer is full, before anything that reads or
+//  changes the file, and at the latest when SQLite says the copy is done
 //  (SQLITE_FCNTL_CKPT_DONE), which is before it tells other connections
 //  that the pages are in the database (nBackfill) or truncates and syncs
 //  it. Only pages written between SQLITE_FCNTL_CKPT_START and _DONE
@@ -416,6 +416,8 @@ static int
 s_db_flush (s_db_file_t *self)
 {
     int rc = s_gather_flush (&self->gather, self->real, &s_db_writes, &s_fail_db_flush);
+    if (rc != SQLITE_OK && self->copying)
+        self->copy_failed = true;       //  SQLite sees it and gives the copy up
     return rc == SQLITE_OK || (rc & 0xff) == SQLITE_IOERR? rc: SQLITE_IOERR_WRITE;
 }
 
@@ -557,15 +559,12 @@ s_db_check_reserved (sqlite3_file *file, int *result)
 static int
 s_db_file_control (sqlite3_file *file, int op, void *arg)
 {
+    //  No flush for other file controls: pages gather only during a copy,
+    //  none of them reads a page, and SQLite ignores what some return, so
+    //  a failed flush here could lose pages it then takes as copied
     s_db_file_t *self = (s_db_file_t *) file;
     if (op == SQLITE_FCNTL_CKPT_DONE)
         s_db_copied (self);
-    else
-    if (self->gather.size > 0) {
-        int rc = s_db_flush (self);
-        if (rc != SQLITE_OK)
-            return rc;
-    }
     if (op == SQLITE_FCNTL_CKPT_START) {
         self->copying = true;
         self->copy_failed = false;

@@ -7,7 +7,9 @@
 //  a burst of 5, then 2 per second; replies over that wait in a queue and
 //  go out later, in order, never dropped. When the broker goes away the
 //  library reconnects, greets again and rejoins; the bot just keeps
-//  going. SIGINT or SIGTERM: goodbye, exit 0.
+//  going. A join refused with 429 is asked again when the broker says;
+//  any other refusal of a join ends the bot with exit 1 (out of a room it
+//  should serve it is of no use). SIGINT or SIGTERM: goodbye, exit 0.
 //
 //      zchat-echobot --server tcp://127.0.0.1:5555 --nick echo --room lobby
 
@@ -20,6 +22,8 @@
 #define BUCKET_BURST        5.0         //  replies at once
 #define BUCKET_RATE         2.0         //  replies per second after that
 #define QUEUE_MAX           100000      //  replies waiting, to bound memory
+#define ROOMS_MAX           64
+#define JOIN_RETRY_MS       100         //  a 429 without a retry time
 
 //  A reply waiting for its turn, or on its way (until acknowledged).
 typedef struct {
@@ -39,6 +43,13 @@ s_reply_destroy (void **item_p)
     }
 }
 
+//  A room of ours, and its join request until the broker answers it
+typedef struct {
+    const char *name;
+    uint64_t join_id;                   //  JOIN unanswered, else 0
+    int64_t  join_at;                   //  refused with 429: join again then
+} s_room_t;
+
 typedef struct {
     zchat_client_t *client;
     zlistx_t *queue;                    //  s_reply_t waiting, oldest first
@@ -46,6 +57,9 @@ typedef struct {
     double   tokens;
     int64_t  refilled;                  //  when tokens were last topped up
     bool     verbose;
+    s_room_t rooms [ROOMS_MAX];
+    size_t   room_count;
+    bool     failed;                    //  a room refused us: stop, exit 1
 } s_bot_t;
 
 
@@ -131,6 +145,74 @@ s_on_message (s_bot_t *self, zchat_event_t *event)
 }
 
 
+//  Join a room; false (with the reason on stderr) if the request cannot
+//  even be made.
+static bool
+s_join (s_bot_t *self, s_room_t *room)
+{
+    room->join_at = 0;
+    room->join_id = zchat_client_join (self->client, room->name);
+    if (!room->join_id)
+        fprintf (stderr, "zchat-echobot: cannot join #%s: %s\n", room->name,
+                 zchat_client_error (self->client));
+    return room->join_id != 0;
+}
+
+
+//  The answer to a join: a 429 (the broker's rate limit) joins again when
+//  it says; any other refusal stops the bot, which is of no use out of a
+//  room it was told to serve. Returns false if the event answers no join.
+static bool
+s_on_join_answer (s_bot_t *self, zchat_event_t *event)
+{
+    for (size_t index = 0; index < self->room_count; index++) {
+        s_room_t *room = &self->rooms [index];
+        if (!room->join_id || room->join_id != event->id)
+            continue;
+        room->join_id = 0;
+        if (event->type != ZCHAT_EV_ERROR)
+            return true;
+        if (event->code == ZCHAT_ERR_RATE_LIMITED) {
+            room->join_at = zclock_mono () + (event->retry_ms? event->retry_ms: JOIN_RETRY_MS);
+            if (self->verbose)
+                fprintf (stderr, "zchat-echobot: join #%s refused for now (%s); again in"
+                         " %u ms\n", room->name, event->reason,
+                         event->retry_ms? event->retry_ms: JOIN_RETRY_MS);
+        }
+        else {
+            fprintf (stderr, "zchat-echobot: cannot join #%s: %s (%d)\n", room->name,
+                     event->reason, event->code);
+            self->failed = true;
+        }
+        return true;
+    }
+    return false;
+}
+
+
+//  Join again the rooms whose 429 has run out; how long until the next
+//  one does, in ms (-1: none waits).
+static int
+s_join_due (s_bot_t *self)
+{
+    int64_t now = zclock_mono ();
+    int wait = -1;
+    for (size_t index = 0; index < self->room_count && !self->failed; index++) {
+        s_room_t *room = &self->rooms [index];
+        if (!room->join_at)
+            continue;
+        if (now >= room->join_at) {
+            if (!s_join (self, room))
+                self->failed = true;
+        }
+        else
+        if (wait < 0 || room->join_at - now < wait)
+            wait = (int) (room->join_at - now);
+    }
+    return wait;
+}
+
+
 //  The answer to one of our replies: done, or back to the queue's front.
 //  A reply the broker refused with 429 (its rate limit or fair share) is
 //  never answered here: libzchat sends it again by itself, in order, and
@@ -175,7 +257,7 @@ main (int argc, char **argv)
 {
     const char *server = "tcp://127.0.0.1:5555", *nick = NULL;
     const char *cert = NULL, *server_key = NULL;
-    const char *rooms [64];
+    const char *rooms [ROOMS_MAX];
     size_t room_count = 0;
     double timeout = 10;
     bool verbose = false;
@@ -198,7 +280,7 @@ main (int argc, char **argv)
             case 's': server = optarg; break;
             case 'n': nick = optarg; break;
             case 'r':
-                if (room_count == 64)
+                if (room_count == ROOMS_MAX)
                     return s_usage ("at most 64 rooms");
                 rooms [room_count] = *optarg == '#'? optarg + 1: optarg;
                 if (!zchat_room_valid (rooms [room_count++]))
@@ -266,22 +348,26 @@ main (int argc, char **argv)
                   : rc == ZCHAT_CLIENT_AUTH? 6: rc == ZCHAT_CLIENT_INTERRUPTED? 0: 1;
         goto cleanup;
     }
-    for (size_t index = 0; index < room_count; index++)
-        if (!zchat_client_join (self.client, rooms [index])) {
-            fprintf (stderr, "zchat-echobot: cannot join #%s: %s\n", rooms [index],
-                     zchat_client_error (self.client));
+    for (size_t index = 0; index < room_count; index++) {
+        self.rooms [index].name = rooms [index];
+        self.room_count++;
+        if (!s_join (&self, &self.rooms [index])) {
             exit_code = 1;
             goto cleanup;
         }
+    }
     if (verbose)
         fprintf (stderr, "zchat-echobot: connected to %s as %s\n", server, nick);
 
-    while (!zsys_interrupted) {
+    while (!zsys_interrupted && !self.failed) {
         s_send_queued (&self);
         int wait = s_next_due (&self);
         int due = zchat_client_due_ms (self.client);
         if (wait < 0 || (due >= 0 && due < wait))
             wait = due;
+        int join = s_join_due (&self);
+        if (wait < 0 || (join >= 0 && join < wait))
+            wait = join;
         zchat_event_t *event = zchat_client_next (self.client, wait);
         if (!event)
             continue;
@@ -291,12 +377,17 @@ main (int argc, char **argv)
                 break;
             case ZCHAT_EV_ACK:
             case ZCHAT_EV_ERROR:
-                if (event->id)
+                if (event->id && !s_on_join_answer (&self, event))
                     s_on_answer (&self, event);
                 else
                     fprintf (stderr, "zchat-echobot: %s (%d)\n", event->reason, event->code);
                 break;
             case ZCHAT_EV_JOINED:
+                s_on_join_answer (&self, event);
+                if (verbose)
+                    fprintf (stderr, "zchat-echobot: %s %s\n",
+                             zchat_event_type_name (event->type), event->room);
+                break;
             case ZCHAT_EV_CONNECTED:
             case ZCHAT_EV_DISCONNECTED:
                 if (verbose)
@@ -308,6 +399,8 @@ main (int argc, char **argv)
         }
         zchat_event_destroy (&event);
     }
+    if (self.failed)
+        exit_code = 1;
 
 cleanup:
     zchat_client_destroy (&self.client);

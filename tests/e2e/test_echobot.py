@@ -67,3 +67,32 @@ def test_echobot():
     wait_until(answered, T(30), "the bot to answer after a broker restart", 0.1)
     bot.signal(signal.SIGINT)
     check(bot.wait(T(10)) in (0, 130), "the bot did not exit cleanly on SIGINT")
+
+
+def test_echobot_joins_again_after_429_and_stops_when_refused():
+    #  Under the broker's rate limit the bot's second and third JOIN are
+    #  refused with 429 at first: it joins them again when the broker says,
+    #  and answers in the last room too (before: it stayed out, silently)
+    b = Broker("--rate-limit", "4:1")
+    exe = require_binary("zchat-echobot")
+    ear = listener(b, "ear", ["r3"])
+    bot = Proc([exe, "--server", b.router, "--nick", "echo", "--room", "r1", "--room", "r2",
+                "--room", "r3", "-v"], "echobot", stdin=False)
+    ear.wait_for(lambda e: e.get("type") == "join" and e.get("nick") == "echo",
+                 timeout=T(10), desc="the bot's join of r3")
+    check("refused for now" in bot.stderr(), "no join was refused with 429: %r"
+          % bot.stderr()[-500:])
+    send(b, "user", "r3", "!echo third")
+    ear.wait_for(lambda e: e.get("type") == "message" and e.get("from") == "echo",
+                 timeout=T(10), desc="the bot's echo in r3")
+    bot.signal(signal.SIGTERM)
+    check(bot.wait(T(10)) == 0, "the bot did not stop cleanly")
+
+    #  Any other refusal: a bot out of a room it was told to serve says so
+    #  and exits 1
+    b2 = Broker("--max-rooms", "1")
+    bot2 = Proc([exe, "--server", b2.router, "--nick", "echo2", "--room", "a", "--room", "b"],
+                "echobot2", stdin=False)
+    rc = bot2.wait(T(10))
+    check(rc == 1, "exit %r after a refused join, expected 1" % rc)
+    check("cannot join #b" in bot2.stderr(), "no reason given: %r" % bot2.stderr())

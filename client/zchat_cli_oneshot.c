@@ -309,6 +309,9 @@ zchat_cli_listen_run (const zchat_cli_opts_t *opts)
     if (exit_code)
         return exit_code;
     uint64_t joins [ZCHAT_CLI_MAX_ROOMS] = { 0 };
+    //  A join refused with 429 (the broker's rate limit counts joins too,
+    //  so more rooms than its burst meet it) is asked again at join_at
+    int64_t join_at [ZCHAT_CLI_MAX_ROOMS] = { 0 };
     for (size_t index = 0; index < opts->room_count; index++) {
         joins [index] = zchat_client_join (client, opts->rooms [index]);
         if (!joins [index]) {
@@ -325,6 +328,25 @@ zchat_cli_listen_run (const zchat_cli_opts_t *opts)
     long printed = 0;
     bool show_room = opts->room_count > 1;
     while (!exit_code) {
+        int64_t wake = deadline;
+        for (size_t index = 0; index < opts->room_count && !exit_code; index++) {
+            if (!join_at [index])
+                continue;
+            if (zchat_cli_now () >= join_at [index]) {
+                join_at [index] = 0;
+                joins [index] = zchat_client_join (client, opts->rooms [index]);
+                if (!joins [index]) {
+                    zchat_cli_fail ("cannot join #%s: %s", opts->rooms [index],
+                                    zchat_client_error (client));
+                    exit_code = ZCHAT_EXIT_FAILED;
+                }
+            }
+            else
+            if (!wake || join_at [index] < wake)
+                wake = join_at [index];
+        }
+        if (exit_code)
+            break;
         if (deadline && zchat_cli_now () >= deadline) {
             if (opts->count >= 0) {
                 zchat_cli_fail ("only %ld of %ld message%s within %.1f s", printed,
@@ -333,22 +355,31 @@ zchat_cli_listen_run (const zchat_cli_opts_t *opts)
             }
             break;
         }
-        zchat_cli_poll_wait (poller, false, deadline);
+        zchat_cli_poll_wait (poller, false, wake);
         zchat_event_t *event;
         while (!exit_code && (event = zchat_client_next (client, 0))) {
             exit_code = s_session_error (event);
+            bool later = false;         //  a join to ask again: not shown
             //  A join refused ends the listen; one not confirmed in time
             //  (ZCHAT_CLIENT_TIMEOUT) is still a join, recovered by PONGs.
             if (!exit_code && event->type == ZCHAT_EV_ERROR && event->id
             &&  event->code != ZCHAT_CLIENT_TIMEOUT) {
                 for (size_t index = 0; index < opts->room_count; index++)
+                    if (joins [index] == event->id
+                    &&  event->code == ZCHAT_ERR_RATE_LIMITED) {
+                        joins [index] = 0;
+                        join_at [index] = zchat_cli_now ()
+                                        + (event->retry_ms? event->retry_ms: 100);
+                        later = true;
+                    }
+                    else
                     if (joins [index] == event->id) {
                         char what [64];
                         snprintf (what, sizeof what, "cannot join #%s", opts->rooms [index]);
                         exit_code = zchat_cli_fail_event (event, what);
                     }
             }
-            if (!exit_code)
+            if (!exit_code && !later)
                 s_print (opts, event, -1, show_room);
             if (event->type == ZCHAT_EV_MESSAGE || event->type == ZCHAT_EV_DM)
                 printed++;

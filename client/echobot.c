@@ -173,11 +173,11 @@ s_on_join_answer (s_bot_t *self, zchat_event_t *event)
         if (event->type != ZCHAT_EV_ERROR)
             return true;
         if (event->code == ZCHAT_ERR_RATE_LIMITED) {
-            room->join_at = zclock_mono () + (event->retry_ms? event->retry_ms: JOIN_RETRY_MS);
+            uint32_t retry_ms = event->retry_ms? event->retry_ms: JOIN_RETRY_MS;
+            room->join_at = zclock_mono () + retry_ms;
             if (self->verbose)
                 fprintf (stderr, "zchat-echobot: join #%s refused for now (%s); again in"
-                         " %u ms\n", room->name, event->reason,
-                         event->retry_ms? event->retry_ms: JOIN_RETRY_MS);
+                         " %u ms\n", room->name, event->reason, retry_ms);
         }
         else {
             fprintf (stderr, "zchat-echobot: cannot join #%s: %s (%d)\n", room->name,
@@ -384,10 +384,7 @@ main (int argc, char **argv)
                 break;
             case ZCHAT_EV_JOINED:
                 s_on_join_answer (&self, event);
-                if (verbose)
-                    fprintf (stderr, "zchat-echobot: %s %s\n",
-                             zchat_event_type_name (event->type), event->room);
-                break;
+                //  fall through
             case ZCHAT_EV_CONNECTED:
             case ZCHAT_EV_DISCONNECTED:
                 if (verbose)

@@ -5,6 +5,9 @@
 #include "zchat_cli.h"
 #include "zchat_cli_poll.h"
 
+//  A join refused with 429 and no retry time is asked again after this
+#define S_JOIN_RETRY_MS     100
+
 //  Print an event as text or JSON, as --json says. id, when >= 0, is put
 //  in JSON output as "id" (the line number of a sent message).
 static void
@@ -368,8 +371,8 @@ zchat_cli_listen_run (const zchat_cli_opts_t *opts)
                     if (joins [index] == event->id
                     &&  event->code == ZCHAT_ERR_RATE_LIMITED) {
                         joins [index] = 0;
-                        join_at [index] = zchat_cli_now ()
-                                        + (event->retry_ms? event->retry_ms: 100);
+                        join_at [index] = zchat_cli_now () + (event->retry_ms?
+                                          event->retry_ms: S_JOIN_RETRY_MS);
                         later = true;
                     }
                     else

@@ -6,6 +6,7 @@
 //  (port or data directory in use, bad certificate), 2 on a usage error.
 
 #include "zchat_broker.h"
+#include "zchat_threads.h"
 #include "zchat_msg.h"
 
 #include <czmq.h>
@@ -510,6 +511,13 @@ main (int argc, char **argv)
         fprintf (stderr, "zchat-broker: %s\n", error);
         goto done;
     }
+    //  The sockets exist, so libzmq's I/O threads do: they become batch
+    //  work (zchat_threads.h). An operator's ZSYS_THREAD_SCHED_POLICY
+    //  (applied by czmq and libzmq) wins.
+    if (!getenv ("ZSYS_THREAD_SCHED_POLICY")
+    &&  zchat_threads_batch_libzmq (error, sizeof (error)) == -1)
+        zsys_warning ("libzmq's I/O threads keep the default scheduling"
+                      " policy: %s", error);
     int rc = zchat_broker_run (broker);
     zchat_broker_destroy (&broker);
     zsys_info ("stopped");

@@ -59,3 +59,32 @@ def test_broker_startup_failures():
     b.restart()
     b.stop()
     check(os.path.isdir(b.data), "data dir vanished")
+
+
+def _policies(pid):
+    """{thread name: [scheduling policy, ...]} of every thread of pid."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+            name = f.read().strip()
+        out.setdefault(name, []).append(os.sched_getscheduler(int(tid)))
+    return out
+
+
+def test_broker_io_threads_batch():
+    """libzmq's I/O threads run under SCHED_BATCH, the event loop under the
+    default policy; ZSYS_THREAD_SCHED_POLICY=0 keeps the default for all."""
+    b = Broker()
+    p = _policies(b.pid)
+    io = [n for n in p if n.startswith("ZMQbg/IO/")]
+    check(len(io) == 2, "expected two I/O threads: %r" % p)
+    for n in io:
+        check(p[n] == [os.SCHED_BATCH], "%s should run under SCHED_BATCH: %r" % (n, p))
+    check(os.SCHED_OTHER in p["zchat-broker"],
+          "the event loop should keep the default policy: %r" % p)
+    b.stop()
+    b = Broker(env=dict(os.environ, ZSYS_THREAD_SCHED_POLICY="0"))
+    p = _policies(b.pid)
+    check(all(pol == os.SCHED_OTHER for pols in p.values() for pol in pols),
+          "with ZSYS_THREAD_SCHED_POLICY=0 every thread keeps the default policy: %r" % p)
+    b.stop()

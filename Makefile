@@ -80,8 +80,14 @@ $(LIBZCHAT_A): $(PROTO_OBJ) $(CLIENT_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(LIBZCHAT_SO): $(PROTO_OBJ) $(CLIENT_OBJ)
-	$(CC) -shared -Wl,-soname,libzchat.so.0 -o $@ $^ $(ALL_LIBS)
+#  The shared library exports only what the installed headers declare
+#  (client/libzchat.map); the static one keeps every symbol, since the
+#  programs and tests here link against the internal modules too.
+LIBZCHAT_MAP = client/libzchat.map
+
+$(LIBZCHAT_SO): $(PROTO_OBJ) $(CLIENT_OBJ) $(LIBZCHAT_MAP)
+	$(CC) -shared -Wl,-soname,libzchat.so.0 -Wl,--version-script=$(LIBZCHAT_MAP) \
+	    -o $@ $(filter %.o,$^) $(ALL_LIBS)
 
 $(BUILD)/zchat-broker: $(call obj,broker/main.c) $(BROKER_OBJ) $(PROTO_OBJ)
 	$(CC) -o $@ $^ $(ALL_LIBS)

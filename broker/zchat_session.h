@@ -29,7 +29,8 @@
 //  allocated at its first DM and grown from ZCHAT_DM_RECENT_FIRST to
 //  ZCHAT_DM_RECENT entries (16 bytes each), oldest forgotten first. A
 //  resend of an older one is delivered again (PROTOCOL.md 6.3): the bound
-//  is what zchat keeps in flight at most (ZCHAT_CLI_WINDOW).
+//  is what zchat keeps in flight at most (ZCHAT_CLI_WINDOW), and libzchat
+//  of DMs (S_DM_WINDOW in client/zchat_client.c); neither may exceed it.
 #define ZCHAT_DM_RECENT         256
 #define ZCHAT_DM_RECENT_FIRST   16
 

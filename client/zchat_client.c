@@ -11,9 +11,12 @@
 //    ACK; it is resent with the same id every heartbeat interval and at
 //    once after a new session, so the broker can deduplicate retries;
 //    one refused with 429 waits, with every send after it, for the
-//    broker's retry time, then goes again in order. The outbox keeps its
-//    entries in send order and in last-sent order, so housekeeping only
-//    ever touches the entries that are due.
+//    broker's retry time, then goes again in order. At most S_DM_WINDOW
+//    DMs are out unanswered at once, the most whose resends the broker
+//    still recognises; the next DM, and every send after it, waits until
+//    one is answered. The outbox keeps its entries in send order and in
+//    last-sent order, so housekeeping only ever touches the entries that
+//    are due.
 //  - rooms (zchat_client_room): subscribe first, JOIN, then PROBE until
 //    our own probe comes back on SUB; only then is the join reported, and
 //    from then on a per-room zchat_sequencer puts messages in order and
@@ -50,6 +53,13 @@
 //  trip) until S_SEND_CAP_OPEN, when the cap comes off (s_send_room).
 #define S_SEND_CAP_RESUME       64
 #define S_SEND_CAP_OPEN         8192
+//  At most this many DMs out and unanswered at once (s_dm_held); the rest
+//  wait. The broker recognises a resent DM only among the last 256 its
+//  session delivered (ZCHAT_DM_RECENT, broker/zchat_session.h; PROTOCOL.md
+//  6.3) and delivers any older one again, so more out at once would have
+//  some delivered twice when we resend them (on a new session, or a
+//  heartbeat after a lost or late ACK). Never more than the broker's.
+#define S_DM_WINDOW             256
 #define S_BYE_WAIT_MS           500     //  destroy waits this long for BYE's OK
 #define S_MAX_IDLE_MS           1000    //  housekeeping runs at least this often
 #define S_WRITE_RETRY_MS        10      //  retry a full DEALER, for external pollers
@@ -645,8 +655,25 @@ s_send_room (zchat_client_t *self)
 }
 
 //  --------------------------------------------------------------------------
+//  Whether send, the next in line, must wait for the DM window: it is a DM
+//  that never went out and S_DM_WINDOW DMs that did are unanswered. (A DM
+//  that went out before may always go again: it is in the window already,
+//  and a resend must not wait behind the DMs it holds back.) Everything
+//  behind it waits too, SAYs as well: sends leave in the order they were
+//  made, as they do after a 429, and the ACK that makes room comes as
+//  soon as the broker has delivered a DM, with no commit to wait for.
+
+static bool
+s_dm_held (zchat_client_t *self, zchat_outbox_entry_t *send)
+{
+    return send->type == ZCHAT_DM && !send->went_out
+        && zchat_outbox_dms_out (self->outbox) >= S_DM_WINDOW;
+}
+
+//  --------------------------------------------------------------------------
 //  Send the unsent queue in order, as far as the DEALER takes it and the
-//  cap since a 429 allows; what went out joins the resend list.
+//  cap since a 429 and the DM window allow; what went out joins the
+//  resend list.
 
 static void
 s_send_flush (zchat_client_t *self, int64_t now)
@@ -657,7 +684,8 @@ s_send_flush (zchat_client_t *self, int64_t now)
     zchat_outbox_entry_t *send;
     size_t room;
     while ((room = s_send_room (self)) > 0
-    &&     (send = zchat_outbox_next_unsent (self->outbox))) {
+    &&     (send = zchat_outbox_next_unsent (self->outbox))
+    &&     !s_dm_held (self, send)) {
         if (s_send_says (self, send, room, now) > 0)
             continue;
         if (s_send_body (self, s_encode_send (self, send), now))
@@ -698,7 +726,7 @@ s_send_new (zchat_client_t *self, uint8_t type, const char *target,
     bool gather = self->version >= 2 && type == ZCHAT_SAY
                && zchat_outbox_size (self->outbox) > S_SAYS_AFTER;
     if (first_in_line && !gather && self->state == S_READY
-    &&  !s_paused (self) && s_send_room (self) > 0
+    &&  !s_paused (self) && s_send_room (self) > 0 && !s_dm_held (self, send)
     &&  s_send_body (self, s_encode_send (self, send), now) == 0)
         zchat_outbox_sent (self->outbox, send, now);
     else
@@ -1593,11 +1621,15 @@ s_want_write (zchat_client_t *self)
 {
     if (self->state == S_GREETING)
         return !self->hello_sent;
-    if (self->state == S_READY)
-        return (zchat_outbox_next_unsent (self->outbox)
-                && !s_paused (self)
-                && s_send_room (self) > 0)
+    if (self->state == S_READY) {
+        //  Not while the next send waits for a 429's pause, the cap or the
+        //  DM window: an ACK or the pause's end brings us back, and a
+        //  writable DEALER would only spin the caller's loop meanwhile
+        zchat_outbox_entry_t *send = zchat_outbox_next_unsent (self->outbox);
+        return (send && !s_paused (self) && s_send_room (self) > 0
+                && !s_dm_held (self, send))
             || self->unsent_requests;
+    }
     return false;
 }
 
@@ -2832,6 +2864,129 @@ s_test_dm_refused (void)
     zchat_client_destroy (&client);
 }
 
+//  The DMs and SAYs that reach router, their ids put in got (at most
+//  most): want of them, each within a generous time, then any more that
+//  come within quiet_ms. PINGs are skipped. Returns how many.
+static size_t
+s_test_sends_seen (zsock_t *router, uint64_t *got, size_t most, size_t want, int quiet_ms)
+{
+    size_t count = 0;
+    zsock_set_rcvtimeo (router, want? 5000: quiet_ms);
+    zmsg_t *request;
+    while ((request = zmsg_recv (router))) {
+        zframe_t *body = zmsg_last (request);
+        zchat_msg_t msg;
+        assert (body && zchat_msg_decode (&msg, zframe_data (body),
+                                          zframe_size (body)) == ZCHAT_DECODE_OK);
+        assert (msg.type == ZCHAT_DM || msg.type == ZCHAT_SAY || msg.type == ZCHAT_PING);
+        if (msg.type != ZCHAT_PING) {
+            assert (count < most);
+            got [count++] = msg.id;
+            if (count == want)
+                zsock_set_rcvtimeo (router, quiet_ms);
+        }
+        zmsg_destroy (&request);
+    }
+    return count;
+}
+
+//  The DM window: of 600 DMs made at once with no ACK coming back, only
+//  S_DM_WINDOW go out, and a SAY made after them waits behind them; a new
+//  session sends those same ones again and no more; each ACK lets one
+//  more go, in order, through the caller's ordinary calls. A ROUTER stands
+//  in for the broker's, so that what the DEALER really sends is seen; the
+//  answers are fed in by hand.
+#define S_TEST_DMS  600
+static void
+s_test_dm_window (void)
+{
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    assert (router);
+    int port = zsock_bind (router, "tcp://127.0.0.1:*");
+    assert (port > 0);
+    zchat_client_t *client = s_test_greeted_client ("tcp://127.0.0.1:1");
+    zchat_buf_t *buf = &client->buf;
+    //  No resend or ping of its own while the test runs, however slowly
+    client->heartbeat_ms = 60000;
+    client->session_ms = 180000;
+    client->timeout_ms = 180000;
+    int rc = zsock_connect (client->dealer, "tcp://127.0.0.1:%d", port);
+    assert (rc == 0);
+    //  The DEALER is IMMEDIATE: it takes nothing until it is connected
+    for (int i = 0; i < 5000 && !(zsock_events (client->dealer) & ZMQ_POLLOUT); i++)
+        zclock_sleep (1);
+    assert (zsock_events (client->dealer) & ZMQ_POLLOUT);
+
+    uint64_t ids [S_TEST_DMS + 1];
+    for (int i = 0; i < S_TEST_DMS; i++) {
+        char text [16];
+        int size = snprintf (text, sizeof (text), "dm %d", i);
+        ids [i] = zchat_client_dm (client, "bob", text, (size_t) size, false);
+        assert (ids [i]);
+    }
+    ids [S_TEST_DMS] = zchat_client_say (client, "ops", "after", 5, false);
+    assert (ids [S_TEST_DMS]);
+    assert (zchat_client_pending (client) == S_TEST_DMS + 1);
+    //  Passes of the caller's loop change nothing while no ACK comes, and
+    //  nothing tells it to come back for a writable DEALER
+    assert (zchat_client_next (client, 0) == NULL);
+    assert (zchat_client_next (client, 50) == NULL);
+    assert (!s_want_write (client));
+    uint64_t got [S_TEST_DMS * 2];
+    size_t seen = s_test_sends_seen (router, got, S_TEST_DMS * 2, S_DM_WINDOW, 200);
+    assert (seen == S_DM_WINDOW);
+    for (size_t i = 0; i < seen; i++)
+        assert (got [i] == ids [i]);
+    assert (zchat_outbox_in_flight (client->outbox) == S_DM_WINDOW);
+    assert (zchat_outbox_dms_out (client->outbox) == S_DM_WINDOW);
+
+    //  A new session (resumed) sends what was out again, no more
+    s_test_feed (client, false, zchat_encode_welcome (buf, 0, ZCHAT_VERSION, "alice", "token",
+                                                      0, "", 60000, 180000, 0, true));
+    assert (zchat_client_next (client, 0) == NULL);
+    seen = s_test_sends_seen (router, got, S_TEST_DMS * 2, S_DM_WINDOW, 100);
+    assert (seen == S_DM_WINDOW);
+    for (size_t i = 0; i < seen; i++)
+        assert (got [i] == ids [i]);
+
+    //  Each ACK makes room for one more, in order, the SAY last; every
+    //  send gets its ACK event
+    size_t acked = 0, sent = S_DM_WINDOW, events = 0;
+    while (acked < S_TEST_DMS + 1) {
+        //  A few at a time, as they come from a broker
+        size_t until = acked + 50 < sent? acked + 50: sent;
+        for (; acked < until; acked++)
+            s_test_feed (client, false, acked < S_TEST_DMS?
+                         zchat_encode_ack (buf, ids [acked], "", 0, 1):
+                         zchat_encode_ack (buf, ids [acked], "ops", 1, 1));
+        zchat_event_t *event;
+        while ((event = zchat_client_next (client, 0))) {
+            assert (event->type == ZCHAT_EV_ACK && event->id == ids [events]);
+            events++;
+            zchat_event_destroy (&event);
+        }
+        assert (events == acked);
+        //  Up to S_DM_WINDOW DMs past the last acknowledged one, and the
+        //  SAY once the last DM went
+        size_t due = acked + S_DM_WINDOW < S_TEST_DMS? acked + S_DM_WINDOW: S_TEST_DMS + 1;
+        seen = s_test_sends_seen (router, got, S_TEST_DMS * 2, due - sent, 20);
+        assert (seen == due - sent);
+        for (size_t i = 0; i < seen; i++)
+            assert (got [i] == ids [sent + i]);
+        sent += seen;
+        size_t dms_sent = sent < S_TEST_DMS? sent: S_TEST_DMS;
+        size_t dms_acked = acked < S_TEST_DMS? acked: S_TEST_DMS;
+        assert (zchat_outbox_dms_out (client->outbox) == dms_sent - dms_acked);
+    }
+    assert (sent == S_TEST_DMS + 1);
+    assert (zchat_client_pending (client) == 0);
+    assert (zchat_outbox_dms_out (client->outbox) == 0);
+    //  No BYE on the way out: the stand-in would never answer it
+    client->state = S_IDLE;
+    zchat_client_destroy (&client);
+    zsock_destroy (&router);
+}
+
 //  Send-only rooms: JOIN and nothing more. What the SUB subscribes to is
 //  watched on an XPUB standing in for the broker's PUB.
 static void
@@ -3177,6 +3332,7 @@ zchat_client_test (bool verbose)
     s_test_send_only ();
     s_test_send_cap ();
     s_test_dm_refused ();
+    s_test_dm_window ();
 
     if (verbose)
         printf ("OK\n");

@@ -40,6 +40,7 @@ struct _zchat_outbox_t {
     zchat_outbox_entry_t *spare;    //  removed short entries, o_next links
     size_t   spare_count;
     size_t   sent_count;        //  entries on the resend list
+    size_t   dms_out;           //  DMs with went_out set
 };
 
 //  --------------------------------------------------------------------------
@@ -202,6 +203,7 @@ zchat_outbox_add (zchat_outbox_t *self, uint64_t id, uint8_t type, uint8_t kind,
     entry->type = type;
     entry->kind = kind;
     entry->unsent = true;
+    entry->went_out = false;
     memcpy (entry->target, target, target_size + 1);
     entry->first_ms = now;
     entry->last_ms = now;
@@ -239,6 +241,10 @@ zchat_outbox_remove (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
         assert (self->sent_count > 0);
         self->sent_count--;
     }
+    if (entry->went_out && entry->type == ZCHAT_DM) {
+        assert (self->dms_out > 0);
+        self->dms_out--;
+    }
     s_entry_free (self, entry);
 }
 
@@ -254,6 +260,13 @@ zchat_outbox_in_flight (zchat_outbox_t *self)
 {
     assert (self);
     return self->sent_count;
+}
+
+size_t
+zchat_outbox_dms_out (zchat_outbox_t *self)
+{
+    assert (self);
+    return self->dms_out;
 }
 
 zchat_outbox_entry_t *
@@ -288,6 +301,9 @@ zchat_outbox_sent (zchat_outbox_t *self, zchat_outbox_entry_t *entry, int64_t no
     s_queue_remove (s_queue_of (self, entry), entry);
     if (entry->unsent)
         self->sent_count++;
+    if (!entry->went_out && entry->type == ZCHAT_DM)
+        self->dms_out++;
+    entry->went_out = true;
     entry->unsent = false;
     entry->last_ms = now;
     s_queue_append (&self->resend, entry);
@@ -478,6 +494,40 @@ zchat_outbox_test (bool verbose)
         zchat_outbox_remove (outbox, zchat_outbox_lookup (outbox, id));
     assert (zchat_outbox_size (outbox) == 3);
     zchat_outbox_destroy (&outbox);
+    zchat_outbox_destroy (&outbox);
+
+    //  A DM counts from the first time it goes out until it is removed,
+    //  whichever queue it is on meanwhile; a SAY never counts
+    outbox = zchat_outbox_new ();
+    assert (outbox);
+    zchat_outbox_entry_t *say = zchat_outbox_add (outbox, 1, ZCHAT_SAY, 0, "r", "s", 1, 0);
+    zchat_outbox_entry_t *dm1 = zchat_outbox_add (outbox, 2, ZCHAT_DM, 0, "bob", "1", 1, 0);
+    zchat_outbox_entry_t *dm2 = zchat_outbox_add (outbox, 3, ZCHAT_DM, 0, "bob", "2", 1, 0);
+    zchat_outbox_entry_t *dm3 = zchat_outbox_add (outbox, 4, ZCHAT_DM, 0, "bob", "3", 1, 0);
+    assert (say && dm1 && dm2 && dm3);
+    assert (zchat_outbox_dms_out (outbox) == 0 && !dm1->went_out);
+    zchat_outbox_sent (outbox, say, 10);
+    zchat_outbox_sent (outbox, dm1, 10);
+    assert (zchat_outbox_dms_out (outbox) == 1 && dm1->went_out && say->went_out);
+    zchat_outbox_sent (outbox, dm1, 20);       //  a resend
+    assert (zchat_outbox_dms_out (outbox) == 1);
+    zchat_outbox_unsend (outbox, dm1);          //  to go again: still out
+    assert (zchat_outbox_dms_out (outbox) == 1);
+    zchat_outbox_unsend_all (outbox);
+    assert (zchat_outbox_dms_out (outbox) == 1 && dm1->went_out && !dm2->went_out);
+    zchat_outbox_sent (outbox, say, 30);
+    zchat_outbox_sent (outbox, dm1, 30);
+    zchat_outbox_sent (outbox, dm2, 30);
+    assert (zchat_outbox_dms_out (outbox) == 2);
+    assert (zchat_outbox_unsend_from (outbox, dm1) == 2);
+    assert (zchat_outbox_dms_out (outbox) == 2);
+    zchat_outbox_remove (outbox, dm2);
+    zchat_outbox_remove (outbox, say);
+    assert (zchat_outbox_dms_out (outbox) == 1);
+    zchat_outbox_remove (outbox, dm3);          //  never went out
+    assert (zchat_outbox_dms_out (outbox) == 1);
+    zchat_outbox_remove (outbox, dm1);
+    assert (zchat_outbox_dms_out (outbox) == 0 && zchat_outbox_size (outbox) == 0);
     zchat_outbox_destroy (&outbox);
     if (verbose)
         printf ("OK\n");

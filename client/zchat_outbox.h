@@ -8,6 +8,7 @@
 //    for resending everything, in order, on a new session;
 //  - an unsent queue (waiting for the DEALER, in order) and a resend list
 //    (sent, least recently sent first).
+//  It also counts the DMs that ever went out, for the client's DM window.
 //  Pure bookkeeping: no sockets, no clock of its own.
 
 #ifndef ZCHAT_OUTBOX_H_INCLUDED
@@ -27,6 +28,7 @@ struct _zchat_outbox_entry_t {
     uint8_t  type;                  //  ZCHAT_SAY or ZCHAT_DM
     uint8_t  kind;                  //  ZCHAT_KIND_*
     bool     unsent;                //  on the unsent queue
+    bool     went_out;              //  went out at least once
     char     target [ZCHAT_MAX_ROOM + 1];  //  room (SAY) or nick (DM)
     int64_t  first_ms;              //  when it was added
     int64_t  last_ms;               //  when it last went out
@@ -68,6 +70,12 @@ size_t
 size_t
     zchat_outbox_in_flight (zchat_outbox_t *self);
 
+//  Number of DMs that went out at least once and are still here: those
+//  the broker may have delivered and we may send again, whether they wait
+//  for their answer or to go out again (after a 429, or on a new session).
+size_t
+    zchat_outbox_dms_out (zchat_outbox_t *self);
+
 //  The oldest entry in send order, or NULL.
 zchat_outbox_entry_t *
     zchat_outbox_oldest (zchat_outbox_t *self);
@@ -81,6 +89,7 @@ zchat_outbox_entry_t *
     zchat_outbox_stalest (zchat_outbox_t *self);
 
 //  The entry went out at now: it moves to the end of the resend list.
+//  A DM counts in zchat_outbox_dms_out from its first time on.
 void
     zchat_outbox_sent (zchat_outbox_t *self, zchat_outbox_entry_t *entry,
                        int64_t now);

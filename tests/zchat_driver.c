@@ -10,9 +10,9 @@
 //      say ROOM TEXT (the rest of the line) | dm NICK TEXT
 //      burst ROOM N [SIZE]: N says in a row ("burst 1" .. "burst N", padded
 //      with '.' to SIZE bytes if given, below 8192), no pass of the loop
-//      between them;
+//      between them; burst-dm NICK N [SIZE]: the same as N DMs to NICK;
 //      hold MS: sleep MS without a pass (what a busy caller does; the id
-//      printed for burst is the last say's)
+//      printed for a burst is its last send's)
 //  stdout, one JSON object a line: {"type":"ready"} once connected; for
 //  each command {"type":"request","cmd":...,"room":...,"id":HEX} (id "0"
 //  and "error" if the library refused it; "room" is a dm's NICK); then
@@ -130,7 +130,8 @@ s_command (zchat_client_t *client, char *line)
     if (streq (cmd, "dm") && text)
         id = zchat_client_dm (client, room, text, strlen (text), false);
     else
-    if (streq (cmd, "burst") && text) {
+    if ((streq (cmd, "burst") || streq (cmd, "burst-dm")) && text) {
+        bool dm = streq (cmd, "burst-dm");
         char *end = NULL;
         long count = strtol (text, &end, 10);
         long size = end && *end == ' '? strtol (end + 1, NULL, 10): 0;
@@ -143,7 +144,8 @@ s_command (zchat_client_t *client, char *line)
                 memset (says + used, '.', (size_t) (size - used));
                 used = (int) size;
             }
-            id = zchat_client_say (client, room, says, (size_t) used, false);
+            id = dm? zchat_client_dm (client, room, says, (size_t) used, false):
+                     zchat_client_say (client, room, says, (size_t) used, false);
             if (!id)
                 break;
         }

@@ -6,7 +6,6 @@
 //  (port or data directory in use, bad certificate), 2 on a usage error.
 
 #include "zchat_broker.h"
-#include "zchat_threads.h"
 #include "zchat_msg.h"
 
 #include <czmq.h>
@@ -511,14 +510,6 @@ main (int argc, char **argv)
         fprintf (stderr, "zchat-broker: %s\n", error);
         goto done;
     }
-    //  The sockets exist, so libzmq's I/O threads do: they go a little
-    //  below the event loop (zchat_threads.h). An operator's
-    //  ZSYS_THREAD_SCHED_POLICY or ZSYS_THREAD_PRIORITY (applied by czmq
-    //  and libzmq) wins.
-    if (!getenv ("ZSYS_THREAD_SCHED_POLICY") && !getenv ("ZSYS_THREAD_PRIORITY")
-    &&  zchat_threads_lower_libzmq (error, sizeof (error)) == -1)
-        zsys_warning ("libzmq's I/O threads keep the event loop's priority: %s",
-                      error);
     int rc = zchat_broker_run (broker);
     zchat_broker_destroy (&broker);
     zsys_info ("stopped");

@@ -16,7 +16,6 @@
 #include "zchat_auth.h"
 #include "zchat_broker.h"
 #include "zchat_util.h"
-#include "zchat_threads.h"
 #include "zchat_client.h"
 #include "zchat_idmap.h"
 #include "zchat_sequencer.h"
@@ -32,7 +31,6 @@ static test_t s_tests [] = {
     { "zchat_msg",       zchat_msg_test },
     { "zchat_msgpool",   zchat_msgpool_test },
     { "zchat_util",      zchat_util_test },
-    { "zchat_threads",   zchat_threads_test },
     { "zchat_walvfs",    zchat_walvfs_test },
     { "zchat_store",     zchat_store_test },
     { "zchat_session",   zchat_session_test },

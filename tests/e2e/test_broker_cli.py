@@ -59,36 +59,3 @@ def test_broker_startup_failures():
     b.restart()
     b.stop()
     check(os.path.isdir(b.data), "data dir vanished")
-
-
-def _threads(pid):
-    """{thread name: [(scheduling policy, nice), ...]} of every thread of pid."""
-    out = {}
-    for tid in os.listdir("/proc/%d/task" % pid):
-        with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
-            name = f.read().strip()
-        out.setdefault(name, []).append((os.sched_getscheduler(int(tid)),
-                                         os.getpriority(os.PRIO_PROCESS, int(tid))))
-    return out
-
-
-def test_broker_io_threads_lowered():
-    """libzmq's I/O threads run five nice levels below the event loop, under
-    the default policy; ZSYS_THREAD_SCHED_POLICY set by the operator leaves
-    them alone."""
-    b = Broker()
-    t = _threads(b.pid)
-    io = [n for n in t if n.startswith("ZMQbg/IO/")]
-    check(len(io) == 2, "expected two I/O threads: %r" % t)
-    loop = t["zchat-broker"][0]
-    check(loop == (os.SCHED_OTHER, 0), "the event loop should keep its priority: %r" % t)
-    for n in io:
-        check(t[n] == [(os.SCHED_OTHER, 5)], "%s should run at nice 5: %r" % (n, t))
-    b.stop()
-    #  (ZSYS_THREAD_PRIORITY is honoured the same way, but libzmq then
-    #  raises its threads to nice -20, which needs root)
-    b = Broker(env=dict(os.environ, ZSYS_THREAD_SCHED_POLICY="0"))
-    t = _threads(b.pid)
-    check(all(p == (os.SCHED_OTHER, 0) for ps in t.values() for p in ps),
-          "with ZSYS_THREAD_SCHED_POLICY=0 every thread keeps the default: %r" % t)
-    b.stop()

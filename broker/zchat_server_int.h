@@ -107,6 +107,8 @@ struct _zchat_server_t {
     uint32_t fair_senders;
     uint64_t fair_prev_total;           //  the same for the period before
     uint32_t fair_prev_senders;
+    uint64_t fair_company_ms;           //  when this period's second sender
+    uint64_t fair_company_total;        //  came, and fair_total before it
 
     //  Housekeeping
     uint64_t retain_due_ms;

@@ -30,6 +30,9 @@
 
 //  Fair share is counted in periods this long (s_fair_refused).
 #define S_FAIR_PERIOD_MS        100
+//  and a sender alone until now is judged by what it sent since it had
+//  company, once that company is this old.
+#define S_FAIR_COMPANY_MS       10
 
 //  "No entry" in the chains through the staged array.
 #define S_NONE          SIZE_MAX
@@ -100,6 +103,17 @@ zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req)
 //  be refused while the others finish; libzchat then sends the refused
 //  SAYs again in order after the retry time, which costs that sender a
 //  pause, not an error.
+//
+//  A sender that had the broker to itself in the last period has nothing
+//  to be judged by there, and its count in this one says only how long it
+//  was alone. It is judged instead by what it and the others sent since
+//  the period's second sender came, once that is S_FAIR_COMPANY_MS old:
+//  a flooder is then held back within milliseconds of people starting to
+//  talk, not a period later, while a flat-out sender that started first
+//  sends about what a flat-out newcomer does and goes on. The wait lets
+//  the newcomer's first batches arrive: one SAYS from a peer carries
+//  hundreds of SAYs, so by count alone the first sender is a batch or
+//  two ahead at first.
 
 static bool
 s_fair_refused (zchat_server_t *self, zchat_request_t *req)
@@ -125,9 +139,19 @@ s_fair_refused (zchat_server_t *self, zchat_request_t *req)
         session->fair_period = period;
         session->fair_count = 0;
         session->fair_refused = 0;
+        session->fair_company_seen = false;
     }
-    if (session->fair_count == 0)
-        self->fair_senders++;
+    if (session->fair_count == 0
+    &&  ++self->fair_senders == 2) {
+        self->fair_company_ms = req->mono_ms;
+        self->fair_company_total = self->fair_total;
+    }
+    //  This session has sent nothing since the second sender came (or is
+    //  it), so its count now is its count then
+    if (self->fair_senders >= 2 && !session->fair_company_seen) {
+        session->fair_company_seen = true;
+        session->fair_company_base = session->fair_count;
+    }
     //  A flood is more than the floor plus twice what the others send on
     //  average, both in the last period and so far in this one (if they
     //  have sent in it yet): flat-out senders that started a little apart
@@ -139,14 +163,21 @@ s_fair_refused (zchat_server_t *self, zchat_request_t *req)
     uint64_t prev_total = self->fair_prev_total - session->fair_prev_count;
     uint64_t cur = self->fair_senders - 1;
     uint64_t cur_total = self->fair_total - mine;
+    bool over = false;
+    if (prev > 0)
+        over = mine * prev >= floor * prev + 2 * prev_total
+            && (cur == 0 || mine * cur >= floor * cur + 2 * cur_total);
+    else
+    if (cur > 0 && req->mono_ms >= self->fair_company_ms + S_FAIR_COMPANY_MS) {
+        uint64_t mine_since = mine - session->fair_company_base;
+        uint64_t others_since = self->fair_total - self->fair_company_total
+                              - mine_since;
+        over = mine_since * cur >= floor * cur + 2 * others_since;
+    }
     //  Refused once in a period, refused for the rest of it, like the rate
     //  limit: the refused ones are a suffix of the sender's stream, so a
     //  sender that sends them all again next period keeps its order
-    bool refused = session->fair_refused > 0
-                || (prev > 0
-                    && mine * prev >= floor * prev + 2 * prev_total
-                    && (cur == 0 || mine * cur >= floor * cur + 2 * cur_total));
-    if (refused) {
+    if (session->fair_refused > 0 || over) {
         session->fair_refused++;
         uint32_t retry_ms = (uint32_t) (S_FAIR_PERIOD_MS - req->mono_ms % S_FAIR_PERIOD_MS);
         self->rate_limited++;

@@ -1999,8 +1999,9 @@ s_flood (zchat_testbed_t *bed, const char *peer, uint64_t *id, int count)
 
 //  Fair share (--fair-share): a sender alone is never held back; one that
 //  sends more than the floor plus twice the others' average, in the last
-//  period and so far in this one, is refused with 429 until the period
-//  ends, for room messages only (its DMs go on); the others never are.
+//  period and so far in this one (or, if it was alone in the last, since
+//  the others came), is refused with 429 until the period ends, for room
+//  messages only (its DMs go on); the others never are.
 static void
 s_test_fair_share (void)
 {
@@ -2016,7 +2017,7 @@ s_test_fair_share (void)
     zchat_testbed_advance (bed, 100 - zchat_testbed_now (bed) % 100);
 
     //  Nobody else sent in the period before: alice is not held back,
-    //  not even after bob's first SAY
+    //  not in the first 10 ms after bob's first SAY either
     uint64_t id = 100;
     s_flood (bed, "A", &id, 20);
     SEND (bed, "B", zchat_encode_say (&s_buf, 500, "lobby", 0, "hi", 2));
@@ -2024,12 +2025,23 @@ s_test_fair_share (void)
     assert (zchat_testbed_flush (bed) == 41);
     zchat_testbed_clear (bed);
 
-    //  Next period: bob sent 1 in the last one and none yet in this one,
-    //  so alice may have 5 + 2 x 1
-    zchat_testbed_advance (bed, 125);
-    s_flood (bed, "A", &id, 7);
+    //  After that she is judged by what was sent since bob came: her 20
+    //  are more than 5 + 2 x 1, so she waits for the next period
+    zchat_testbed_advance (bed, 9);
+    s_flood (bed, "A", &id, 1);
+    zchat_testbed_advance (bed, 1);
     SEND (bed, "A", zchat_encode_say (&s_buf, id, "lobby", 0, "flood", 5));
     const zchat_msg_t *msg = s_error (bed, "A", id++, ZCHAT_ERR_RATE_LIMITED);
+    assert (msg->retry_ms == 90);
+    assert (zchat_testbed_flush (bed) == 1);
+    zchat_testbed_clear (bed);
+
+    //  Next period: bob sent 1 in the last one and none yet in this one,
+    //  so alice may have 5 + 2 x 1
+    zchat_testbed_advance (bed, 115);
+    s_flood (bed, "A", &id, 7);
+    SEND (bed, "A", zchat_encode_say (&s_buf, id, "lobby", 0, "flood", 5));
+    msg = s_error (bed, "A", id++, ZCHAT_ERR_RATE_LIMITED);
     assert (msg->retry_ms == 75);
     //  bob is never held back
     uint64_t bob_id = 501;
@@ -2061,6 +2073,18 @@ s_test_fair_share (void)
     zchat_testbed_advance (bed, 200);
     s_flood (bed, "A", &id, 30);
     assert (zchat_testbed_flush (bed) == 30);
+    zchat_testbed_clear (bed);
+
+    //  bob comes and sends as much as she does: judged since he came,
+    //  neither is ahead, so neither is held back
+    s_flood (bed, "B", &bob_id, 16);
+    s_flood (bed, "A", &id, 15);
+    zchat_testbed_advance (bed, 10);
+    for (int i = 0; i < 10; i++) {
+        s_flood (bed, "A", &id, 1);
+        s_flood (bed, "B", &bob_id, 1);
+    }
+    assert (zchat_testbed_flush (bed) == 51);
     zchat_testbed_destroy (&bed);
 }
 

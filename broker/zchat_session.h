@@ -69,6 +69,9 @@ struct _zchat_session_t {
     uint32_t fair_count;                        //  counted, SAYs in it
     uint32_t fair_refused;                      //  and refused in it
     uint32_t fair_prev_count;                   //  SAYs in the period before
+    uint32_t fair_company_base;                 //  fair_count when it first
+    bool fair_company_seen;                     //  saw the period's second
+                                                //  sender (or was it)
     zchat_bucket_t queries;                     //  reply bytes: HISTORY,
                                                 //  WHO, ROOMS
     uint64_t sender_gen;                        //  the open group's, if it

@@ -76,6 +76,48 @@ def test_fair_share():
           "excess should be 429 with retry_ms: %r" % refused[:3])
 
 
+def test_fair_share_newcomer():
+    """A sender alone until someone else speaks is judged within that same
+    100 ms period, by what each sent since the second sender came (once
+    that is 10 ms old), not a period later. The broker's periods run on
+    CLOCK_MONOTONIC, which time.monotonic() reads too, so the test can put
+    the talker's SAY and the flood after it in one period; the flood is
+    refused whichever period it lands in, so a stall here cannot fail it."""
+    b = Broker("--fair-share", "50")
+    flood = raw_session(b, "flood", ["r"])
+    talk = raw_session(b, "talk", ["r"])
+
+    def at_phase(ms):
+        time.sleep(((ms - time.monotonic() * 1000) % 100) / 1000)
+
+    def burst(first, count):
+        for mid in range(first, first + count):
+            flood.send(encode(SAY, mid, room="r", kind=0, text="m %d" % mid))
+        answers = {}
+        deadline = time.monotonic() + T(10)
+        while len(answers) < count and time.monotonic() < deadline:
+            m = flood.recv(0.5)
+            if m is not None and first <= m.get("id", 0) < first + count:
+                answers[m["id"]] = m
+        check(len(answers) == count, "only %d of %d SAYs were answered" % (len(answers), count))
+        return list(answers.values())
+
+    refused = []
+    for round in range(3):
+        #  a quiet period for both, then the flooder alone at its start
+        time.sleep(0.25)
+        at_phase(2)
+        check(all(m["type"] == ACK for m in burst(10000 * (round + 1), 20)),
+              "a sender alone was held back")
+        check(talk.say("r", "hello %d" % round)["type"] == ACK, "the talker was refused")
+        at_phase(40)
+        refused += [m for m in burst(10000 * (round + 1) + 1000, 40) if m["type"] == ERROR]
+    check(len(refused) >= 3 * 20,
+          "a flooder that was alone went on unjudged beside a newcomer: %d refused" % len(refused))
+    check(all(m["code"] == 429 and 0 < m["retry_ms"] <= 100 for m in refused),
+          "excess should be 429 with a retry within the period: %r" % refused[:3])
+
+
 def test_max_rooms():
     b = Broker("--max-rooms", "2")
     d = raw_session(b, "roamer", ["a", "b"])

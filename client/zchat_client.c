@@ -12,9 +12,9 @@
 //    once after a new session, so the broker can deduplicate retries;
 //    one refused with 429 waits, with every send after it, for the
 //    broker's retry time, then goes again in order. At most S_DM_WINDOW
-//    DMs are out unanswered at once, the most whose resends the broker
-//    still recognises; the next DM, and every send after it, waits until
-//    one is answered. The outbox keeps its entries in send order and in
+//    DMs go out from the oldest unanswered one on, the most whose
+//    resends the broker still recognises; the next DM, and every send
+//    after it, waits until that one is answered. The outbox keeps its entries in send order and in
 //    last-sent order, so housekeeping only ever touches the entries that
 //    are due.
 //  - rooms (zchat_client_room): subscribe first, JOIN, then PROBE until
@@ -53,8 +53,8 @@
 //  trip) until S_SEND_CAP_OPEN, when the cap comes off (s_send_room).
 #define S_SEND_CAP_RESUME       64
 #define S_SEND_CAP_OPEN         8192
-//  At most this many DMs out and unanswered at once (s_dm_held); the rest
-//  wait. The broker recognises a resent DM only among the last 256 its
+//  At most this many DMs go out from the oldest unanswered one on, that
+//  one counted (s_dm_held); the rest wait. The broker recognises a resent DM only among the last 256 its
 //  session delivered (ZCHAT_DM_RECENT, broker/zchat_session.h; PROTOCOL.md
 //  6.3) and delivers any older one again, so more out at once would have
 //  some delivered twice when we resend them (on a new session, or a
@@ -656,7 +656,10 @@ s_send_room (zchat_client_t *self)
 
 //  --------------------------------------------------------------------------
 //  Whether send, the next in line, must wait for the DM window: it is a DM
-//  that never went out and S_DM_WINDOW DMs that did are unanswered. (A DM
+//  that never went out and S_DM_WINDOW DMs went out since the oldest one
+//  still unanswered did (a span, not a count: with one ACK lost and later
+//  ones answered, the broker's memory of delivered DMs would otherwise
+//  forget the unanswered one before its resend comes). (A DM
 //  that went out before may always go again: it is in the window already,
 //  and a resend must not wait behind the DMs it holds back.) Everything
 //  behind it waits too, SAYs as well: sends leave in the order they were
@@ -667,7 +670,7 @@ static bool
 s_dm_held (zchat_client_t *self, zchat_outbox_entry_t *send)
 {
     return send->type == ZCHAT_DM && !send->went_out
-        && zchat_outbox_dms_out (self->outbox) >= S_DM_WINDOW;
+        && zchat_outbox_dm_span (self->outbox) >= S_DM_WINDOW;
 }
 
 //  --------------------------------------------------------------------------
@@ -2981,6 +2984,33 @@ s_test_dm_window (void)
     assert (sent == S_TEST_DMS + 1);
     assert (zchat_client_pending (client) == 0);
     assert (zchat_outbox_dms_out (client->outbox) == 0);
+
+    //  One ACK lost, the later ones answered: no DM goes past S_DM_WINDOW
+    //  from the unanswered one, which the broker must still recognise
+    //  when it comes again; its ACK lets the rest go
+    for (int i = 0; i < S_DM_WINDOW + 10; i++) {
+        ids [i] = zchat_client_dm (client, "bob", "again", 5, false);
+        assert (ids [i]);
+    }
+    assert (zchat_client_next (client, 0) == NULL);
+    seen = s_test_sends_seen (router, got, S_TEST_DMS * 2, S_DM_WINDOW, 100);
+    assert (seen == S_DM_WINDOW && got [0] == ids [0]);
+    for (int i = 1; i < S_DM_WINDOW; i++)
+        s_test_feed (client, false, zchat_encode_ack (buf, ids [i], "", 0, 1));
+    zchat_event_t *event;
+    for (events = 0; (event = zchat_client_next (client, 0)); events++)
+        zchat_event_destroy (&event);
+    assert (events == S_DM_WINDOW - 1);
+    assert (zchat_outbox_dms_out (client->outbox) == 1);
+    assert (s_test_sends_seen (router, got, S_TEST_DMS * 2, 0, 50) == 0);
+    s_test_feed (client, false, zchat_encode_ack (buf, ids [0], "", 0, 1));
+    for (events = 0; (event = zchat_client_next (client, 0)); events++) {
+        assert (event->type == ZCHAT_EV_ACK && event->id == ids [0]);
+        zchat_event_destroy (&event);
+    }
+    assert (events == 1);
+    seen = s_test_sends_seen (router, got, S_TEST_DMS * 2, 10, 50);
+    assert (seen == 10 && got [0] == ids [S_DM_WINDOW] && got [9] == ids [S_DM_WINDOW + 9]);
     //  No BYE on the way out: the stand-in would never answer it
     client->state = S_IDLE;
     zchat_client_destroy (&client);

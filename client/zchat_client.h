@@ -194,13 +194,14 @@ uint64_t zchat_client_leave   (zchat_client_t *self, const char *room);
 uint64_t zchat_client_say     (zchat_client_t *self, const char *room,
                                const char *text, size_t text_size, bool action);
 //  A direct message to nick, sent, resent and refused as a say above.
-//  At most 256 DMs are out unacknowledged at once: the broker recognises
-//  a resent DM only among the last 256 its session delivered
-//  (PROTOCOL.md 6.3), and would deliver an older one twice. A DM past
-//  that waits in the library, with every send after it (SAY or DM: sends
-//  go out in the order they were made), until one of those out is
-//  answered or times out; then it goes out as a held-back SAY does, on
-//  the next call into the client. The call still returns the id at once,
+//  At most 256 DMs go out from the oldest one still unacknowledged on,
+//  counting it (a span, not a count: one lost ACK holds the window even
+//  when the later ones are answered): the broker recognises a resent DM
+//  only among the last 256 its session delivered (PROTOCOL.md 6.3), and
+//  would deliver an older one twice. A DM past that waits in the library,
+//  with every send after it (SAY or DM: sends go out in the order they
+//  were made), until the oldest one out is answered or times out; then it
+//  goes out as a held-back SAY does, on the next call into the client. The call still returns the id at once,
 //  and the timeout counts from the call.
 uint64_t zchat_client_dm      (zchat_client_t *self, const char *nick,
                                const char *text, size_t text_size, bool action);

@@ -41,6 +41,8 @@ struct _zchat_outbox_t {
     size_t   spare_count;
     size_t   sent_count;        //  entries on the resend list
     size_t   dms_out;           //  DMs with went_out set
+    s_list_t dms;               //  d_ links, those DMs by dm_ordinal
+    uint64_t dm_next;           //  dm_ordinal of the next DM out
 };
 
 //  --------------------------------------------------------------------------
@@ -108,6 +110,33 @@ s_queue_prepend (s_list_t *list, zchat_outbox_entry_t *entry)
     else
         list->tail = entry;
     list->head = entry;
+}
+
+//  DMs out are only ever appended, in the order they first go out
+static void
+s_dms_append (s_list_t *list, zchat_outbox_entry_t *entry)
+{
+    entry->d_prev = list->tail;
+    entry->d_next = NULL;
+    if (list->tail)
+        list->tail->d_next = entry;
+    else
+        list->head = entry;
+    list->tail = entry;
+}
+
+static void
+s_dms_remove (s_list_t *list, zchat_outbox_entry_t *entry)
+{
+    if (entry->d_prev)
+        entry->d_prev->d_next = entry->d_next;
+    else
+        list->head = entry->d_next;
+    if (entry->d_next)
+        entry->d_next->d_prev = entry->d_prev;
+    else
+        list->tail = entry->d_prev;
+    entry->d_prev = entry->d_next = NULL;
 }
 
 //  The queue an entry is on now
@@ -244,6 +273,7 @@ zchat_outbox_remove (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
     if (entry->went_out && entry->type == ZCHAT_DM) {
         assert (self->dms_out > 0);
         self->dms_out--;
+        s_dms_remove (&self->dms, entry);
     }
     s_entry_free (self, entry);
 }
@@ -267,6 +297,13 @@ zchat_outbox_dms_out (zchat_outbox_t *self)
 {
     assert (self);
     return self->dms_out;
+}
+
+size_t
+zchat_outbox_dm_span (zchat_outbox_t *self)
+{
+    assert (self);
+    return self->dms.head? (size_t) (self->dm_next - self->dms.head->dm_ordinal): 0;
 }
 
 zchat_outbox_entry_t *
@@ -301,8 +338,11 @@ zchat_outbox_sent (zchat_outbox_t *self, zchat_outbox_entry_t *entry, int64_t no
     s_queue_remove (s_queue_of (self, entry), entry);
     if (entry->unsent)
         self->sent_count++;
-    if (!entry->went_out && entry->type == ZCHAT_DM)
+    if (!entry->went_out && entry->type == ZCHAT_DM) {
         self->dms_out++;
+        entry->dm_ordinal = self->dm_next++;
+        s_dms_append (&self->dms, entry);
+    }
     entry->went_out = true;
     entry->unsent = false;
     entry->last_ms = now;
@@ -528,6 +568,35 @@ zchat_outbox_test (bool verbose)
     assert (zchat_outbox_dms_out (outbox) == 1);
     zchat_outbox_remove (outbox, dm1);
     assert (zchat_outbox_dms_out (outbox) == 0 && zchat_outbox_size (outbox) == 0);
+    assert (zchat_outbox_dm_span (outbox) == 0);
+    zchat_outbox_destroy (&outbox);
+
+    //  The span runs from the oldest DM still here: the ACKs of the
+    //  newer ones do not shorten it, that of the oldest does, and a
+    //  resend does not lengthen it
+    outbox = zchat_outbox_new ();
+    assert (outbox);
+    zchat_outbox_entry_t *dms [5];
+    for (int i = 0; i < 5; i++) {
+        dms [i] = zchat_outbox_add (outbox, 10 + (uint64_t) i, ZCHAT_DM, 0, "bob", "d", 1, 0);
+        assert (dms [i]);
+    }
+    assert (zchat_outbox_dm_span (outbox) == 0);
+    for (int i = 0; i < 4; i++)
+        zchat_outbox_sent (outbox, dms [i], 10);
+    assert (zchat_outbox_dm_span (outbox) == 4 && zchat_outbox_dms_out (outbox) == 4);
+    zchat_outbox_remove (outbox, dms [1]);
+    zchat_outbox_remove (outbox, dms [3]);
+    assert (zchat_outbox_dm_span (outbox) == 4 && zchat_outbox_dms_out (outbox) == 2);
+    zchat_outbox_sent (outbox, dms [0], 20);    //  a resend
+    zchat_outbox_sent (outbox, dms [4], 20);
+    assert (zchat_outbox_dm_span (outbox) == 5 && zchat_outbox_dms_out (outbox) == 3);
+    zchat_outbox_remove (outbox, dms [0]);
+    assert (zchat_outbox_dm_span (outbox) == 3);
+    zchat_outbox_remove (outbox, dms [2]);
+    assert (zchat_outbox_dm_span (outbox) == 1);
+    zchat_outbox_remove (outbox, dms [4]);
+    assert (zchat_outbox_dm_span (outbox) == 0 && zchat_outbox_size (outbox) == 0);
     zchat_outbox_destroy (&outbox);
     if (verbose)
         printf ("OK\n");

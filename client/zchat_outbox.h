@@ -34,6 +34,8 @@ struct _zchat_outbox_entry_t {
     int64_t  last_ms;               //  when it last went out
     zchat_outbox_entry_t *o_prev, *o_next;     //  send order
     zchat_outbox_entry_t *q_prev, *q_next;     //  unsent queue or resend list
+    zchat_outbox_entry_t *d_prev, *d_next;     //  DMs out, first-out order
+    uint64_t dm_ordinal;            //  a DM: how many went out before it
     size_t   text_size;
     char     text [];
 };
@@ -76,6 +78,15 @@ size_t
 size_t
     zchat_outbox_dms_out (zchat_outbox_t *self);
 
+//  How many DMs went out for the first time since the oldest DM still
+//  here did, counting it: 0 if none is here. The broker recognises a
+//  resent DM only among the last DMs it delivered, and every DM that
+//  went out since the oldest unanswered one may have been delivered, so
+//  this, not the number still here, is what must stay within its memory:
+//  one lost ACK with later ones answered keeps the count low.
+size_t
+    zchat_outbox_dm_span (zchat_outbox_t *self);
+
 //  The oldest entry in send order, or NULL.
 zchat_outbox_entry_t *
     zchat_outbox_oldest (zchat_outbox_t *self);
@@ -89,7 +100,8 @@ zchat_outbox_entry_t *
     zchat_outbox_stalest (zchat_outbox_t *self);
 
 //  The entry went out at now: it moves to the end of the resend list.
-//  A DM counts in zchat_outbox_dms_out from its first time on.
+//  A DM counts in zchat_outbox_dms_out and zchat_outbox_dm_span from its
+//  first time on.
 void
     zchat_outbox_sent (zchat_outbox_t *self, zchat_outbox_entry_t *entry,
                        int64_t now);

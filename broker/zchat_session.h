@@ -21,17 +21,15 @@
 #define ZCHAT_KEY_SIZE      40          //  a Z85 CURVE public key
 #define ZCHAT_MAX_PEER      1024        //  largest peer blob accepted
 
-//  A session remembers the ids of the last ZCHAT_DM_RECENT DMs it had
-//  delivered, so that a DM sent again with the same id (a client whose
-//  ACK was lost resends it, and libzchat resends everything unanswered
-//  after a reconnect) is acknowledged as the first was and not delivered
-//  twice. DMs are not stored: this memory is the session's, in a ring
-//  allocated at its first DM and grown from ZCHAT_DM_RECENT_FIRST to
-//  ZCHAT_DM_RECENT entries (16 bytes each), oldest forgotten first. A
-//  resend of an older one is delivered again (PROTOCOL.md 6.3): the bound
-//  is what zchat keeps in flight at most (ZCHAT_CLI_WINDOW), and libzchat
-//  of DMs (S_DM_WINDOW in client/zchat_client.c); neither may exceed it.
-#define ZCHAT_DM_RECENT         256
+//  A session remembers the ids of the last ZCHAT_DM_RECENT (zchat_msg.h)
+//  DMs it had delivered, so that a DM sent again with the same id (a
+//  client whose ACK was lost resends it, and libzchat resends everything
+//  unanswered after a reconnect) is acknowledged as the first was and not
+//  delivered twice. DMs are not stored: this memory is the session's, in
+//  a ring allocated at its first DM and grown from ZCHAT_DM_RECENT_FIRST
+//  to ZCHAT_DM_RECENT entries (16 bytes each), oldest forgotten first. A
+//  resend of an older one is delivered again (PROTOCOL.md 6.3); libzchat
+//  keeps its DMs within the bound (S_DM_WINDOW in client/zchat_client.c).
 #define ZCHAT_DM_RECENT_FIRST   16
 
 typedef struct _zchat_room_t zchat_room_t;

@@ -54,12 +54,12 @@
 #define S_SEND_CAP_RESUME       64
 #define S_SEND_CAP_OPEN         8192
 //  At most this many DMs go out from the oldest unanswered one on, that
-//  one counted (s_dm_held); the rest wait. The broker recognises a resent DM only among the last 256 its
-//  session delivered (ZCHAT_DM_RECENT, broker/zchat_session.h; PROTOCOL.md
-//  6.3) and delivers any older one again, so more out at once would have
+//  one counted (s_dm_held); the rest wait. The broker recognises a resent
+//  DM only among the last ZCHAT_DM_RECENT its session delivered
+//  (PROTOCOL.md 6.3) and delivers any older one again, so more would have
 //  some delivered twice when we resend them (on a new session, or a
-//  heartbeat after a lost or late ACK). Never more than the broker's.
-#define S_DM_WINDOW             256
+//  heartbeat after a lost or late ACK).
+#define S_DM_WINDOW             ZCHAT_DM_RECENT
 #define S_BYE_WAIT_MS           500     //  destroy waits this long for BYE's OK
 #define S_MAX_IDLE_MS           1000    //  housekeeping runs at least this often
 #define S_WRITE_RETRY_MS        10      //  retry a full DEALER, for external pollers

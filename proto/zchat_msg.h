@@ -42,6 +42,10 @@
 //  What a frame may grow by on the wire, which is what libzmq's size limit
 //  measures: CURVE's MESSAGE command adds 33 bytes to the body.
 #define ZCHAT_TRANSPORT_SLACK   64
+//  A broker recognises a resent DM among the last this many its sender's
+//  session had delivered (PROTOCOL.md 6.3); a client lets at most this
+//  many DMs go out from the oldest one still unanswered on.
+#define ZCHAT_DM_RECENT     256
 
 //  PUB topic frames are the room name followed by this byte, which is not
 //  allowed in room names, so no room's topic is a prefix of another's.

@@ -2136,8 +2136,11 @@ s_join (zchat_client_t *self, const char *room_name, bool send_only)
         return 0;
     int64_t now = s_now ();
     zchat_client_room_t *room = (zchat_client_room_t *) zhashx_lookup (self->rooms, room_name);
+    //  Before the first WELCOME there is nowhere to connect yet: the
+    //  subscription waits on the SUB, and the WELCOME connects it
+    //  (s_pub_learn), as it does for the rooms a new session rejoins
     bool receiving = !send_only && (!room || room->send_only);
-    if (receiving && s_sub_connect (self))
+    if (receiving && self->pub_endpoint && s_sub_connect (self))
         return s_join_failed (self, room_name);
     if (room && room->send_only && !send_only) {
         uint64_t join_id = room->confirmed? s_next_id (self): room->join_id;
@@ -3206,8 +3209,11 @@ s_test_pub_new (int *port_p, zsock_t **monitor_p)
     int on = 1;
     int rc = zmq_setsockopt (zsock_resolve (xpub), ZMQ_XPUB_VERBOSER, &on, sizeof (on));
     assert (rc == 0);
+    //  A name of its own each time: a destroyed XPUB's address comes back,
+    //  and its monitor's endpoint may not be unbound yet
+    static int s_pubs_made = 0;
     char endpoint [64];
-    snprintf (endpoint, sizeof (endpoint), "inproc://zchat-test-pub-%p", (void *) xpub);
+    snprintf (endpoint, sizeof (endpoint), "inproc://zchat-test-pub-%d", ++s_pubs_made);
     rc = zmq_socket_monitor (zsock_resolve (xpub), endpoint,
                              ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED);
     assert (rc == 0);
@@ -3379,6 +3385,25 @@ s_test_lazy_sub (void)
     assert (room && room->send_only && room->confirmed && !room->upgrade);
     assert (s_test_event (client) == NULL && !client->sub_endpoint);
     zchat_client_destroy (&client);
+
+    //  A receiving join while the first greeting is on its way is no
+    //  error: the WELCOME connects the SUB, whose subscription waited
+    pub_a = s_test_pub_new (&port_a, &monitor_a);
+    client = zchat_client_new ("tcp://127.0.0.1:1", "alice");
+    assert (client);
+    client->state = S_GREETING;
+    lobby = zchat_client_join (client, "lobby");
+    assert (lobby && !client->sub_endpoint);
+    assert (s_test_event (client) == NULL);
+    assert (zhashx_lookup (client->rooms, "lobby"));
+    s_test_welcome_pub (client, client->hello_id, port_a);
+    assert (client->state == S_READY && client->sub_endpoint);
+    assert (s_test_pub_event (monitor_a, client, 5000) == ZMQ_EVENT_ACCEPTED);
+    s_test_expect_subscription (pub_a, "+lobby:");
+    while ((event = s_test_event (client)))
+        zchat_event_destroy (&event);
+    zchat_client_destroy (&client);
+    s_test_pub_destroy (&pub_a, &monitor_a);
 }
 
 void

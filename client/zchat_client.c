@@ -824,31 +824,68 @@ s_sub_endpoint (zchat_client_t *self, const zchat_msg_t *welcome)
 }
 
 //  --------------------------------------------------------------------------
-//  Connect the SUB where the broker says, once; if a restarted broker
-//  moved its PUB, follow it.
+//  Does a room of ours want the SUB: one joined (or joining) to receive?
+
+static bool
+s_sub_wanted (zchat_client_t *self)
+{
+    zchat_client_room_t *room = (zchat_client_room_t *) zhashx_first (self->rooms);
+    for (; room; room = (zchat_client_room_t *) zhashx_next (self->rooms))
+        if (!room->send_only)
+            return true;
+    return false;
+}
+
+//  --------------------------------------------------------------------------
+//  Connect the SUB to the PUB endpoint last learnt, unless it is connected
+//  there already; connected elsewhere (a restarted broker moved its PUB),
+//  follow. Returns 0, or -1 with the error set if the SUB cannot connect:
+//  it is then connected nowhere, and the next receiving join tries again.
 
 static int
-s_sub_connect (zchat_client_t *self, const zchat_msg_t *welcome)
+s_sub_connect (zchat_client_t *self)
+{
+    if (!self->pub_endpoint) {
+        s_set_error (self, "the broker told no usable PUB endpoint");
+        return -1;
+    }
+    if (self->sub_endpoint && streq (self->sub_endpoint, self->pub_endpoint))
+        return 0;
+    if (self->sub_endpoint) {
+        zsock_disconnect (self->sub, "%s", self->sub_endpoint);
+        zstr_free (&self->sub_endpoint);
+    }
+    char *endpoint = strdup (self->pub_endpoint);
+    if (!endpoint || zsock_connect (self->sub, "%s", endpoint)) {
+        s_set_error (self, "cannot connect to the PUB endpoint %s: %s", self->pub_endpoint,
+                     endpoint? zmq_strerror (errno): "out of memory");
+        free (endpoint);
+        return -1;
+    }
+    self->sub_endpoint = endpoint;
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Learn where the broker's PUB is from a WELCOME. The SUB connects there
+//  only once a room wants it (s_join): a client that only greets, sends or
+//  talks in DMs never holds a second connection to the broker. A SUB that
+//  is connected follows a PUB that moved, and one that is not connects now
+//  if a room to be rejoined receives. Returns 0, or -1 with the error set
+//  (an endpoint that cannot be used: the one known before is kept).
+
+static int
+s_pub_learn (zchat_client_t *self, const zchat_msg_t *welcome)
 {
     char *endpoint = s_sub_endpoint (self, welcome);
     if (!endpoint) {
         s_set_error (self, "the broker told no usable PUB endpoint");
         return -1;
     }
-    if (self->sub_endpoint && streq (self->sub_endpoint, endpoint)) {
-        free (endpoint);
-        return 0;
-    }
-    if (self->sub_endpoint) {
-        zsock_disconnect (self->sub, "%s", self->sub_endpoint);
-        zstr_free (&self->sub_endpoint);
-    }
-    if (zsock_connect (self->sub, "%s", endpoint)) {
-        s_set_error (self, "cannot connect to the PUB endpoint %s", endpoint);
-        free (endpoint);
-        return -1;
-    }
-    self->sub_endpoint = endpoint;
+    free (self->pub_endpoint);
+    self->pub_endpoint = endpoint;
+    if (self->sub_endpoint || s_sub_wanted (self))
+        return s_sub_connect (self);
     return 0;
 }
 
@@ -869,8 +906,9 @@ s_on_welcome (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
     self->session_ms = msg->timeout_ms? msg->timeout_ms: S_DEFAULT_SESSION_MS;
     self->max_text = msg->max_text && msg->max_text <= ZCHAT_MAX_TEXT?
                      msg->max_text: ZCHAT_MAX_TEXT;
-    if (s_sub_connect (self, msg) && !renewed) {
-        //  connect reports it; later, keep the session and try again later
+    if (s_pub_learn (self, msg) && !renewed) {
+        //  connect reports it; later, keep the session: the next WELCOME
+        //  or receiving join tries the SUB again
         self->state = S_IDLE;
         return;
     }
@@ -1822,6 +1860,7 @@ zchat_client_destroy (zchat_client_t **self_p)
     free (self->buffer);
     free (self->server);
     free (self->sub_option);
+    free (self->pub_endpoint);
     free (self->sub_endpoint);
     free (self);
     *self_p = NULL;
@@ -2004,7 +2043,7 @@ zchat_client_connect (zchat_client_t *self, int timeout_ms)
     }
     self->in_connect = false;
     if (rc == 0 && self->state != S_READY) {
-        //  The WELCOME came but the SUB could not follow it (error set)
+        //  The WELCOME came but named no usable PUB endpoint (error set)
         rc = ZCHAT_CLIENT_FAILED;
     }
     if (rc) {
@@ -2071,7 +2110,23 @@ s_check_room (zchat_client_t *self, const char *room)
 }
 
 //  --------------------------------------------------------------------------
-//  Join: subscribe first, then JOIN (PROTOCOL.md §6.4); send-only: JOIN
+//  A receiving join whose SUB cannot connect (error set): answered as a
+//  join the broker refused, with an ERROR event under a request id of its
+//  own, so that a caller waiting for the join hears of it.
+
+static uint64_t
+s_join_failed (zchat_client_t *self, const char *room_name)
+{
+    uint64_t id = s_next_id (self);
+    zchat_client_emit_error (self, id, ZCHAT_CLIENT_FAILED, 0, room_name, NULL, self->error);
+    return id;
+}
+
+//  --------------------------------------------------------------------------
+//  Join: connect the SUB if it is not yet (the first receiving join, or
+//  the first since it failed to follow a PUB that moved), subscribe, then
+//  JOIN (PROTOCOL.md §6.4: the PROBEs that follow JOINED wait out the TCP
+//  and ZMTP handshake as they wait out the subscription); send-only: JOIN
 //  only. A receiving join of a send-only room makes it receiving; a
 //  send-only join of a receiving room changes nothing: both answer as a
 //  join of a room already joined does.
@@ -2084,6 +2139,12 @@ s_join (zchat_client_t *self, const char *room_name, bool send_only)
         return 0;
     int64_t now = s_now ();
     zchat_client_room_t *room = (zchat_client_room_t *) zhashx_lookup (self->rooms, room_name);
+    //  Before the first WELCOME there is nowhere to connect yet: the
+    //  subscription waits on the SUB, and the WELCOME connects it
+    //  (s_pub_learn), as it does for the rooms a new session rejoins
+    bool receiving = !send_only && (!room || room->send_only);
+    if (receiving && self->pub_endpoint && s_sub_connect (self))
+        return s_join_failed (self, room_name);
     if (room && room->send_only && !send_only) {
         uint64_t join_id = room->confirmed? s_next_id (self): room->join_id;
         if (zchat_client_room_upgrade (room, join_id, now)) {
@@ -2135,7 +2196,10 @@ zchat_client_join_send_only (zchat_client_t *self, const char *room)
 }
 
 //  --------------------------------------------------------------------------
-//  Leave: stop listening at once, then LEAVE.
+//  Leave: stop listening at once, then LEAVE. The SUB stays connected
+//  when the last receiving room goes: with no subscription left the
+//  broker publishes nothing to it, and a client that followed one room
+//  tends to follow another, whose join then finds it ready.
 
 uint64_t
 zchat_client_leave (zchat_client_t *self, const char *room)
@@ -3164,6 +3228,214 @@ s_test_send_only (void)
     zsock_destroy (&xpub);
 }
 
+//  An XPUB standing in for the broker's PUB on a port of the kernel's
+//  choosing (*port_p), showing every subscription; *monitor_p shows each
+//  connection made to it and each one closed.
+static zsock_t *
+s_test_pub_new (int *port_p, zsock_t **monitor_p)
+{
+    zsock_t *xpub = zsock_new (ZMQ_XPUB);
+    assert (xpub);
+    int on = 1;
+    int rc = zmq_setsockopt (zsock_resolve (xpub), ZMQ_XPUB_VERBOSER, &on, sizeof (on));
+    assert (rc == 0);
+    //  A name of its own each time: a destroyed XPUB's address comes back,
+    //  and its monitor's endpoint may not be unbound yet
+    static int s_pubs_made = 0;
+    char endpoint [64];
+    snprintf (endpoint, sizeof (endpoint), "inproc://zchat-test-pub-%d", ++s_pubs_made);
+    rc = zmq_socket_monitor (zsock_resolve (xpub), endpoint,
+                             ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED);
+    assert (rc == 0);
+    *monitor_p = zsock_new (ZMQ_PAIR);
+    assert (*monitor_p);
+    rc = zsock_connect (*monitor_p, "%s", endpoint);
+    assert (rc == 0);
+    *port_p = zsock_bind (xpub, "tcp://127.0.0.1:*");
+    assert (*port_p > 0);
+    return xpub;
+}
+
+static void
+s_test_pub_destroy (zsock_t **xpub_p, zsock_t **monitor_p)
+{
+    zmq_socket_monitor (zsock_resolve (*xpub_p), NULL, 0);
+    zsock_destroy (monitor_p);
+    zsock_destroy (xpub_p);
+}
+
+//  The next event a stand-in PUB's monitor shows (ZMQ_EVENT_ACCEPTED or
+//  ZMQ_EVENT_DISCONNECTED) within timeout_ms, or 0 if none came. The
+//  client's SUB is stirred meanwhile, as the caller's loop does: a
+//  disconnect ends the connection only once the SUB has processed the
+//  commands that libzmq's I/O thread sent it.
+static int
+s_test_pub_event (zsock_t *monitor, zchat_client_t *client, int timeout_ms)
+{
+    zsock_set_rcvtimeo (monitor, 0);
+    int64_t deadline = zclock_mono () + timeout_ms;
+    while (true) {
+        zsock_events (client->sub);
+        zmsg_t *msg = zmsg_recv (monitor);
+        if (msg) {
+            zframe_t *frame = zmsg_first (msg);
+            uint16_t event = 0;
+            if (frame && zframe_size (frame) >= 2)
+                memcpy (&event, zframe_data (frame), 2);
+            zmsg_destroy (&msg);
+            return event;
+        }
+        if (zclock_mono () >= deadline)
+            return 0;
+        zclock_sleep (5);
+    }
+}
+
+//  Feed the client a WELCOME answering id (0: a new session unasked)
+//  that puts the broker's PUB at pub_port on the server's host.
+static void
+s_test_welcome_pub (zchat_client_t *client, uint64_t id, int pub_port)
+{
+    s_test_feed (client, false, zchat_encode_welcome (&client->buf, id, ZCHAT_VERSION,
+                                                      "alice", "token", (uint16_t) pub_port,
+                                                      "", 1000, 3000, 0, false));
+}
+
+//  The SUB connects only when a room first wants it (PROTOCOL.md §1): a
+//  greeting, a send-only join, and a PUB that moves meanwhile connect
+//  nothing; the first receiving join (here the upgrade of a send-only
+//  room) connects where the PUB is then, before it subscribes; a PUB that
+//  moves after is followed; leaving every room keeps the connection. Two
+//  XPUBs stand in for the broker's PUB before and after it moves, their
+//  monitors showing every connection. Answers are fed in by hand.
+static void
+s_test_lazy_sub (void)
+{
+    int port_a, port_b;
+    zsock_t *monitor_a, *monitor_b;
+    zsock_t *pub_a = s_test_pub_new (&port_a, &monitor_a);
+    zsock_t *pub_b = s_test_pub_new (&port_b, &monitor_b);
+    zchat_client_t *client = zchat_client_new ("tcp://127.0.0.1:1", "alice");
+    assert (client);
+    zchat_buf_t *buf = &client->buf;
+
+    //  Greeted: the PUB is known, and not connected to
+    client->state = S_GREETING;
+    s_test_welcome_pub (client, client->hello_id, port_a);
+    assert (client->state == S_READY);
+    assert (client->pub_endpoint && !client->sub_endpoint);
+    //  A send-only join needs no SUB
+    uint64_t ops = zchat_client_join_send_only (client, "ops");
+    assert (ops);
+    uint64_t join = s_test_request (client, RQ_JOIN, "ops");
+    assert (join);
+    s_test_feed (client, false, zchat_encode_joined (buf, join, "ops", 7, 1, 2, "t"));
+    assert (s_test_expect_event (client, ZCHAT_EV_JOINED, ops) == 7);
+    //  A new session whose PUB moved: remembered, nothing followed
+    s_test_welcome_pub (client, 0, port_b);
+    assert (client->pub_endpoint && !client->sub_endpoint);
+    join = s_test_request (client, RQ_JOIN, "ops");
+    assert (join);
+    s_test_feed (client, false, zchat_encode_joined (buf, join, "ops", 7, 1, 2, "t"));
+    assert (s_test_event (client) == NULL);
+    //  (the monitors keep what they saw: one wait covers all of the above)
+    assert (s_test_pub_event (monitor_a, client, 300) == 0);
+    assert (s_test_pub_event (monitor_b, client, 0) == 0);
+
+    //  The first receiving join, an upgrade, connects to where the PUB is
+    //  now and subscribes; the next only subscribes
+    uint64_t up = zchat_client_join (client, "ops");
+    assert (up && up != ops);
+    assert (client->sub_endpoint && streq (client->sub_endpoint, client->pub_endpoint));
+    assert (s_test_pub_event (monitor_b, client, 5000) == ZMQ_EVENT_ACCEPTED);
+    s_test_expect_subscription (pub_b, "+ops:");
+    uint64_t lobby = zchat_client_join (client, "lobby");
+    assert (lobby);
+    s_test_expect_subscription (pub_b, "+lobby:");
+    assert (s_test_event (client) == NULL);
+
+    //  A new session whose PUB moved, while connected: followed, with
+    //  every subscription (in no set order)
+    s_test_welcome_pub (client, 0, port_a);
+    assert (s_test_pub_event (monitor_a, client, 5000) == ZMQ_EVENT_ACCEPTED);
+    assert (s_test_pub_event (monitor_b, client, 5000) == ZMQ_EVENT_DISCONNECTED);
+    char *first = s_test_subscription (pub_a, 5000);
+    char *second = s_test_subscription (pub_a, 5000);
+    assert (first && second);
+    assert ((streq (first, "+ops:") && streq (second, "+lobby:"))
+        ||  (streq (first, "+lobby:") && streq (second, "+ops:")));
+    zstr_free (&first);
+    zstr_free (&second);
+    //  Leaving every room unsubscribes but stays connected, also across
+    //  a new session at the same place
+    assert (zchat_client_leave (client, "ops"));
+    s_test_expect_subscription (pub_a, "-ops:");
+    assert (zchat_client_leave (client, "lobby"));
+    s_test_expect_subscription (pub_a, "-lobby:");
+    s_test_welcome_pub (client, 0, port_a);
+    assert (client->sub_endpoint && streq (client->sub_endpoint, client->pub_endpoint));
+    assert (s_test_pub_event (monitor_a, client, 300) == 0);
+    assert (s_test_pub_event (monitor_b, client, 0) == 0);
+    zchat_event_t *event;
+    while ((event = s_test_event (client)))
+        zchat_event_destroy (&event);
+    zchat_client_destroy (&client);
+    s_test_pub_destroy (&pub_a, &monitor_a);
+    s_test_pub_destroy (&pub_b, &monitor_b);
+
+    //  A PUB endpoint the SUB cannot connect to fails only what needs it:
+    //  the greeting does not, a receiving join does with an ERROR event
+    //  under its id, an upgrade leaves the room send-only (and a send-only
+    //  join still on its way is answered as ever, under its own id)
+    client = s_test_greeted_client ("nonsense");
+    buf = &client->buf;
+    assert (!client->sub_endpoint);
+    lobby = zchat_client_join (client, "lobby");
+    assert (lobby);
+    event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_ERROR && event->id == lobby);
+    assert (event->code == ZCHAT_CLIENT_FAILED && streq (event->room, "lobby"));
+    assert (strstr (event->reason, "nonsense"));
+    zchat_event_destroy (&event);
+    assert (!zhashx_lookup (client->rooms, "lobby"));
+    assert (s_test_request (client, RQ_JOIN, "lobby") == 0);
+    ops = zchat_client_join_send_only (client, "ops");
+    assert (ops);
+    join = s_test_request (client, RQ_JOIN, "ops");
+    assert (join);
+    up = zchat_client_join (client, "ops");
+    assert (up && up != ops);
+    assert (s_test_expect_event (client, ZCHAT_EV_ERROR, up) == 0);
+    s_test_feed (client, false, zchat_encode_joined (buf, join, "ops", 7, 1, 2, "t"));
+    assert (s_test_expect_event (client, ZCHAT_EV_JOINED, ops) == 7);
+    up = zchat_client_join (client, "ops");
+    assert (up && up != ops);
+    assert (s_test_expect_event (client, ZCHAT_EV_ERROR, up) == 0);
+    zchat_client_room_t *room = (zchat_client_room_t *) zhashx_lookup (client->rooms, "ops");
+    assert (room && room->send_only && room->confirmed && !room->upgrade);
+    assert (s_test_event (client) == NULL && !client->sub_endpoint);
+    zchat_client_destroy (&client);
+
+    //  A receiving join while the first greeting is on its way is no
+    //  error: the WELCOME connects the SUB, whose subscription waited
+    pub_a = s_test_pub_new (&port_a, &monitor_a);
+    client = zchat_client_new ("tcp://127.0.0.1:1", "alice");
+    assert (client);
+    client->state = S_GREETING;
+    lobby = zchat_client_join (client, "lobby");
+    assert (lobby && !client->sub_endpoint);
+    assert (s_test_event (client) == NULL);
+    assert (zhashx_lookup (client->rooms, "lobby"));
+    s_test_welcome_pub (client, client->hello_id, port_a);
+    assert (client->state == S_READY && client->sub_endpoint);
+    assert (s_test_pub_event (monitor_a, client, 5000) == ZMQ_EVENT_ACCEPTED);
+    s_test_expect_subscription (pub_a, "+lobby:");
+    while ((event = s_test_event (client)))
+        zchat_event_destroy (&event);
+    zchat_client_destroy (&client);
+    s_test_pub_destroy (&pub_a, &monitor_a);
+}
+
 void
 zchat_client_test (bool verbose)
 {
@@ -3360,6 +3632,7 @@ zchat_client_test (bool verbose)
     zchat_client_destroy (&client);
 
     s_test_send_only ();
+    s_test_lazy_sub ();
     s_test_send_cap ();
     s_test_dm_refused ();
     s_test_dm_window ();

@@ -5,6 +5,13 @@
 //  thread and never prints or exits on the caller's behalf; every call
 //  reports errors by return value.
 //
+//  The SUB connects to the broker's PUB only when a room is first joined
+//  to receive (zchat_client_join): a client that only sends to rooms
+//  (zchat_client_join_send_only), only sends and gets DMs, or idles holds
+//  one connection to the broker, not two. Once connected the SUB stays
+//  connected, also after the last room is left (it then receives nothing),
+//  and after a reconnect follows a broker whose PUB moved.
+//
 //  Requests are asynchronous: each call sends a request and returns its
 //  request id (> 0), or 0 if it could not be sent (see
 //  zchat_client_error). The outcome arrives later as an event carrying the
@@ -18,7 +25,8 @@
 //  a lost or restarted broker greets again, rejoins and recovers.
 //
 //  To poll zchat beside other sockets, add both sockets from
-//  zchat_client_dealer and zchat_client_sub to your poller, wait at most
+//  zchat_client_dealer and zchat_client_sub to your poller (a SUB not
+//  connected yet is simply never readable), wait at most
 //  zchat_client_due_ms, then drain with zchat_client_next (client, 0)
 //  until it returns NULL.
 
@@ -126,6 +134,8 @@ void
 
 //  Options; set before zchat_client_connect.
 //  The PUB endpoint to subscribe to, instead of the one the broker tells.
+//  Like the broker's, it is connected to at the first receiving join: one
+//  that cannot be connected to fails that join, not zchat_client_connect.
 void
     zchat_client_set_sub_endpoint (zchat_client_t *self, const char *endpoint);
 //  How long to wait for each reply before resending or giving up (ms);
@@ -142,7 +152,8 @@ int
     zchat_client_set_curve (zchat_client_t *self, const char *cert_path,
                             const char *server_key);
 
-//  Connect and greet; waits at most timeout_ms for the broker's welcome.
+//  Connect the DEALER and greet (the SUB waits for a receiving join);
+//  waits at most timeout_ms for the broker's welcome.
 //  Returns 0, or ZCHAT_CLIENT_TIMEOUT / _REFUSED (nick in use, version..)
 //  / _AUTH / _INTERRUPTED / _FAILED; zchat_client_error says why.
 int
@@ -162,6 +173,11 @@ uint32_t
     zchat_client_max_text (zchat_client_t *self);
 
 //  Requests. Each returns its request id, or 0 if it could not be sent.
+//  Join a room to receive it: ZCHAT_EV_JOINED once our subscription is
+//  live (PROTOCOL.md §6.4). The first such join connects the SUB; if it
+//  cannot (an endpoint libzmq refuses), the join is answered at once with
+//  ZCHAT_EV_ERROR, code ZCHAT_CLIENT_FAILED, under the id returned, and
+//  the room is not joined (a send-only room stays send-only).
 uint64_t zchat_client_join    (zchat_client_t *self, const char *room);
 //  Join a room to send to it only: the broker counts us as a member
 //  (SAY is allowed, WHO lists us), but we do not subscribe to its
@@ -173,8 +189,10 @@ uint64_t zchat_client_join    (zchat_client_t *self, const char *room);
 //  once live, under the id that call returns; if that join is refused,
 //  the room stays send-only); a send-only join of a receiving room changes
 //  nothing: it is answered as a join of a room already joined. Leave as
-//  any room.
+//  any room. Needs no SUB: it never connects it.
 uint64_t zchat_client_join_send_only (zchat_client_t *self, const char *room);
+//  Leave a room: its traffic stops at once. Leaving the last room does
+//  not disconnect the SUB.
 uint64_t zchat_client_leave   (zchat_client_t *self, const char *room);
 //  text of text_size bytes; valid UTF-8, within the broker's max_text.
 //  Resent with the same id (every heartbeat interval, and at once after a
@@ -234,7 +252,9 @@ size_t
     zchat_client_pending (zchat_client_t *self);
 
 //  Pollable handles (stable for the client's life) and the longest a
-//  caller may poll before calling zchat_client_next again.
+//  caller may poll before calling zchat_client_next again. The SUB is
+//  connected from the first receiving join on; before, it is never
+//  readable, and polling it is harmless.
 zsock_t *
     zchat_client_dealer (zchat_client_t *self);
 zsock_t *

@@ -80,7 +80,10 @@ struct _zchat_client_t {
     char    *server;
     char     nick [ZCHAT_MAX_NICK + 1];
     char    *sub_option;        //  set_sub_endpoint
-    char    *sub_endpoint;      //  what the SUB is connected to
+    char    *pub_endpoint;      //  where the broker's PUB is (the last
+                                //  WELCOME, or sub_option); NULL before
+    char    *sub_endpoint;      //  what the SUB is connected to: NULL
+                                //  until a receiving join first needs it
     int      timeout_ms;
     int      history_n;
     zcert_t *cert;

@@ -3,11 +3,14 @@
 //  order, the history fetches that fill its gaps, and its topic and member
 //  count as the broker last told them.
 //
-//  A receiving room subscribes the SUB first, sends JOIN, then PROBE until
-//  our own probe comes back on SUB (PROTOCOL.md §6.4); only then is the
-//  join reported, and from then on a zchat_sequencer puts its messages in
-//  order and says what to fetch. A send-only room is a JOIN and no more:
-//  no subscription, no probe, no sequencing; it is reported at JOINED.
+//  A receiving room subscribes the SUB first (which the client connects
+//  to the broker's PUB at its first receiving join), sends JOIN, then
+//  PROBE until our own probe comes back on SUB (PROTOCOL.md §6.4): the
+//  probes wait out a new connection's handshake as they wait out the
+//  subscription. Only then is the join reported, and from then on a
+//  zchat_sequencer puts its messages in order and says what to fetch. A
+//  send-only room is a JOIN and no more: no subscription (no need of the
+//  SUB at all), no probe, no sequencing; it is reported at JOINED.
 //
 //  Internal to libzchat, not installed. The client keeps its rooms in a
 //  table by name and hands each what arrives for it; a room sends its
@@ -59,8 +62,9 @@ struct _zchat_client_room_t {
 
 //  A room of client's we are joining, in state R_JOINING; nothing is sent
 //  yet (see join). A receiving room subscribes the client's SUB to its
-//  topic at once, so that nothing published after our JOIN can be missed;
-//  a send-only room never subscribes. Returns NULL if out of memory or if
+//  topic at once, so that nothing published after our JOIN can be missed
+//  (the client has connected the SUB before, if it was not); a send-only
+//  room never subscribes. Returns NULL if out of memory or if
 //  the SUB refused the subscription.
 zchat_client_room_t *
     zchat_client_room_new (zchat_client_t *client, const char *name, bool send_only);

@@ -4,7 +4,8 @@
 #include "zchat_client_room.h"
 
 //  Tuning of rooms (the client's own is in zchat_client.c)
-#define S_PROBE_IVL_MS          100     //  PROBE resend while joining
+#define S_PROBE_IVL_MS          100     //  PROBE resend while joining, at most
+#define S_PROBE_FIRST_MS        5       //  and at first
 #define S_TAIL_GRACE_MS         200     //  a PONG's newer seq may still be in flight on SUB
 #define S_FETCH_RETRY_MS        1000    //  after a failed history fetch
 #define S_BUFFER_LIMIT          10000   //  out-of-order messages per room
@@ -457,7 +458,14 @@ zchat_client_room_tick (zchat_client_room_t *self, int64_t now)
                                                                     self->name);
             if (req)
                 zchat_client_request (client, req, now);
-            self->probe_next_ms = now + S_PROBE_IVL_MS;
+            //  Back off from S_PROBE_FIRST_MS to S_PROBE_IVL_MS, waiting
+            //  as long again as the join has so far: a SUB that the
+            //  first receiving join connects is live a handshake later,
+            //  usually within a millisecond or two, and a first PROBE
+            //  that overtook it should not cost the join 100 ms
+            int64_t waited = now - self->probe_start_ms;
+            self->probe_next_ms = now + (waited < S_PROBE_FIRST_MS? S_PROBE_FIRST_MS:
+                                         waited > S_PROBE_IVL_MS? S_PROBE_IVL_MS: waited);
         }
         if (self->state == R_PROBING)
             zchat_client_schedule (client, self->probe_next_ms);
@@ -697,6 +705,14 @@ zchat_client_room_test (bool verbose)
     for (int i = 0; i < S_HELD_LIMIT + 5; i++)
         zchat_client_room_presence (room, s_test_presence (ZCHAT_EV_JOIN, "bob", ""));
     assert (room->held.count == S_HELD_LIMIT);
+    //  PROBEs go again soon at first, then ever later, then every
+    //  S_PROBE_IVL_MS: at JOINED, then 5, 10, 20, 40, 80, 160, 260 ms after
+    int64_t start = room->probe_start_ms;
+    int64_t probe_times [] = { 5, 10, 20, 40, 80, 160, 260, 360 };
+    for (size_t i = 0; i < sizeof (probe_times) / sizeof (probe_times [0]); i++) {
+        assert (room->probe_next_ms == start + probe_times [i]);
+        zchat_client_room_tick (room, room->probe_next_ms);
+    }
     zchat_client_room_tick (room, room->probe_start_ms + client->timeout_ms - 1);
     assert (room->state == R_PROBING && client->queue.count == 0);
     zchat_client_room_tick (room, room->probe_start_ms + client->timeout_ms);

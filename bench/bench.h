@@ -355,6 +355,7 @@ typedef struct {
     int      clients;
     int      procs;
     int      hold_s;                //  idle time before the measurement
+    int      room_size;             //  clients per room they follow (0: none)
     long     base_rss_kb;           //  broker VmRSS before
     long     rss_kb;                //  broker VmRSS with every client in
     long     hwm_kb;

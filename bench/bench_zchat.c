@@ -523,9 +523,12 @@ s_zidle (bench_worker_t *worker, int argc, char **argv)
 {
     const char *server = bench_arg (argc, argv, "--server", NULL);
     const char *prefix = bench_arg (argc, argv, "--nick-prefix", "b");
-    const char *room = bench_arg (argc, argv, "--room", NULL);
     int clients = (int) bench_arg_long (argc, argv, "--clients", 1);
     int index = (int) bench_arg_long (argc, argv, "--index", 0);
+    //  Client i of the whole fleet (first + i) follows room
+    //  PREFIX-r(first + i) / room_size, if room_size > 0
+    int first = (int) bench_arg_long (argc, argv, "--first", 0);
+    int room_size = (int) bench_arg_long (argc, argv, "--room-size", 0);
     int rc = -1;
     char reason [256];
     bench_stats_t stats;
@@ -542,7 +545,11 @@ s_zidle (bench_worker_t *worker, int argc, char **argv)
         char nick [ZCHAT_MAX_NICK + 1];
         snprintf (nick, sizeof (nick), "%si%d_%d_%x", prefix, index, i,
                   (unsigned) getpid ());
-        client [i] = s_client_open (server, nick, room, false, reason, sizeof (reason));
+        char room [ZCHAT_MAX_ROOM + 1];
+        if (room_size > 0)
+            snprintf (room, sizeof (room), "%s-r%d", prefix, (first + i) / room_size);
+        client [i] = s_client_open (server, nick, room_size > 0? room: NULL, false,
+                                    reason, sizeof (reason));
         if (!client [i]) {
             bench_worker_fail (worker, reason);
             goto cleanup;
@@ -990,12 +997,18 @@ bench_idle_run (const bench_params_t *params, bench_idle_t *result)
     int64_t start = bench_now_ns ();
     //  One process at a time: thousands of greetings at once on two cores
     //  measure the connect storm, not the memory of idle clients.
+    int first = 0;
     for (int p = 0; p < result->procs; p++) {
         int clients = result->clients / result->procs
                     + (p < result->clients % result->procs? 1: 0);
+        char first_text [16], room_size_text [16];
         snprintf (text, sizeof (text), "%d", clients);
+        snprintf (first_text, sizeof (first_text), "%d", first);
+        snprintf (room_size_text, sizeof (room_size_text), "%d", result->room_size);
+        first += clients;
         char *args [] = { "--server", broker.router, "--nick-prefix", prefix,
-                          "--clients", text, NULL };
+                          "--clients", text, "--first", first_text,
+                          "--room-size", room_size_text, NULL };
         int index = bench_fleet_spawn (fleet, "zidle", args);
         if (index < 0) {
             snprintf (result->status, sizeof (result->status), "cannot start clients");

@@ -33,6 +33,7 @@ typedef struct {
     int     idle_clients;
     int     idle_procs;
     int     idle_hold;
+    int     idle_room_size;
 } s_options_t;
 
 static void
@@ -60,6 +61,8 @@ s_usage (FILE *file)
 "  --idle-procs P       processes to spread them over (N/1000)\n"
 "  --idle-hold S        idle seconds before measuring (4; libzmq's queues\n"
 "                       reach their steady size after ~14 min of pings)\n"
+"  --idle-room-size K   idle clients follow rooms of K members each (0: none,\n"
+"                       so each holds only its DEALER connection)\n"
 "  --timeout SECONDS    bound on each side of a run (120)\n"
 "  --json               one JSON document on stdout\n"
 "  --csv FILE           append one row per run (header if new)\n"
@@ -83,6 +86,7 @@ s_number (const char *text, long min, long max)
 enum {
     OPT_SENDERS = 256, OPT_SUBSCRIBERS, OPT_SUB_PROCS, OPT_SIZE, OPT_WINDOW,
     OPT_HWM, OPT_TIMEOUT, OPT_RUNS, OPT_IDLE_CLIENTS, OPT_IDLE_PROCS, OPT_IDLE_HOLD,
+    OPT_IDLE_ROOM_SIZE,
     OPT_MESSAGES, OPT_RATE, OPT_DURABLE, OPT_DURABLE_OFF_ARGS, OPT_BROKER_ARGS,
     OPT_SERVER, OPT_CSV, OPT_CDF, OPT_LABEL, OPT_JSON, OPT_ZCHAT_ONLY,
     OPT_CEILING_ONLY, OPT_FLOODER, OPT_SENDERS_RECEIVE
@@ -100,6 +104,7 @@ static const struct option s_long_options [] = {
     { "idle-clients",     required_argument, NULL, OPT_IDLE_CLIENTS },
     { "idle-procs",       required_argument, NULL, OPT_IDLE_PROCS },
     { "idle-hold",        required_argument, NULL, OPT_IDLE_HOLD },
+    { "idle-room-size",   required_argument, NULL, OPT_IDLE_ROOM_SIZE },
     { "messages",         required_argument, NULL, OPT_MESSAGES },
     { "rate",             required_argument, NULL, OPT_RATE },
     { "durable",          required_argument, NULL, OPT_DURABLE },
@@ -138,6 +143,7 @@ s_parse (s_options_t *options, int argc, char **argv)
         { &options->idle_clients, 1, 1000000 },
         { &options->idle_procs,   1, 1000 },
         { &options->idle_hold,    1, 86400 },
+        { &options->idle_room_size, 0, 100000 },
     };
     const int count_options = (int) (sizeof (counts) / sizeof (counts [0]));
     opterr = 0;                     //  our own messages, with the hint
@@ -469,6 +475,7 @@ s_run_idle (s_options_t *options)
     memset (&idle, 0, sizeof (idle));
     idle.clients = options->idle_clients;
     idle.hold_s = options->idle_hold? options->idle_hold: 4;
+    idle.room_size = options->idle_room_size;
     idle.procs = options->idle_procs? options->idle_procs
                : (options->idle_clients + 999) / 1000;
     if (idle.procs > idle.clients)
@@ -482,6 +489,7 @@ s_run_idle (s_options_t *options)
         cJSON_AddNumberToObject (object, "procs", idle.procs);
         cJSON_AddNumberToObject (object, "connect_s", idle.connect_s);
         cJSON_AddNumberToObject (object, "hold_s", idle.hold_s);
+        cJSON_AddNumberToObject (object, "room_size", idle.room_size);
         cJSON_AddNumberToObject (object, "base_rss_kb", (double) idle.base_rss_kb);
         cJSON_AddNumberToObject (object, "rss_kb", (double) idle.rss_kb);
         cJSON_AddNumberToObject (object, "peak_rss_kb", (double) idle.hwm_kb);
@@ -497,6 +505,8 @@ s_run_idle (s_options_t *options)
         printf ("idle clients: %s\n", idle.status);
         printf ("  %d clients in %d processes, connected in %.1f s, idle for %d s\n",
                 idle.clients, idle.procs, idle.connect_s, idle.hold_s);
+        if (idle.room_size)
+            printf ("  each following a room of %d of them\n", idle.room_size);
         printf ("  broker rss %ld kB before, %ld kB with them (peak %ld kB),"
                 " %d fds\n", idle.base_rss_kb, idle.rss_kb, idle.hwm_kb,
                 idle.broker_fds);

@@ -41,6 +41,26 @@ def test_bench_smoke():
           and "p99" in doc["ratio"], "no ratio section: %r" % doc.get("ratio"))
 
 
+def test_bench_idle():
+    """--idle-clients measures the broker with idle clients: in no room each
+    holds only its DEALER connection (libzchat connects the SUB at the
+    first receiving join), in rooms of 5 each holds a SUB too."""
+    exe = require_binary("zchat-bench", skip=True)
+    fds = {}
+    for size in (0, 5):
+        r = run([exe, "--idle-clients", "20", "--idle-procs", "2", "--idle-room-size",
+                 str(size), "--idle-hold", "1", "--json"], timeout=T(120), name="bench-idle")
+        check(r.rc == 0, "zchat-bench --idle-clients failed: %r" % r)
+        idle = json.loads(r.out).get("idle", {})
+        check(idle.get("status") == "ok" and idle.get("clients") == 20
+              and idle.get("room_size") == size and idle.get("per_client_kb", 0) > 0,
+              "idle run with rooms of %d: %r" % (size, idle))
+        fds[size] = idle.get("broker_fds", 0)
+    check(fds[0] >= 20 and fds[5] - fds[0] == 20,
+          "20 idle clients should hold 20 connections in no room, 40 in rooms: "
+          "the broker had %d and %d descriptors" % (fds[0], fds[5]))
+
+
 def test_bench_usage_errors():
     """Bad command lines exit 2 with one line naming the problem, before
     anything is started; --help exits 0."""

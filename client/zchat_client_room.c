@@ -116,6 +116,7 @@ zchat_client_room_join (zchat_client_room_t *self, int64_t now)
         return;
     req->user_id = self->join_id;
     self->state = R_JOINING;
+    self->join_ms = now;
     zchat_client_request (self->client, req, now);
 }
 
@@ -286,6 +287,7 @@ zchat_client_room_joined (zchat_client_room_t *self, uint64_t user_id,
     if (self->state == R_JOINING) {
         self->state = R_PROBING;
         self->probe_start_ms = now;
+        self->probe_rtt_ms = now - self->join_ms;
         self->probe_next_ms = now;
         zchat_client_room_tick (self, now);
     }
@@ -459,13 +461,19 @@ zchat_client_room_tick (zchat_client_room_t *self, int64_t now)
             if (req)
                 zchat_client_request (client, req, now);
             //  Back off from S_PROBE_FIRST_MS to S_PROBE_IVL_MS, waiting
-            //  as long again as the join has so far: a SUB that the
-            //  first receiving join connects is live a handshake later,
-            //  usually within a millisecond or two, and a first PROBE
-            //  that overtook it should not cost the join 100 ms
-            int64_t waited = now - self->probe_start_ms;
-            self->probe_next_ms = now + (waited < S_PROBE_FIRST_MS? S_PROBE_FIRST_MS:
-                                         waited > S_PROBE_IVL_MS? S_PROBE_IVL_MS: waited);
+            //  as long again as the join has so far, and never less than
+            //  a round trip (JOIN to JOINED; a PROBE cannot come back
+            //  sooner, and each one goes to every member and counts
+            //  against our command rate): the subscription, and the SUB
+            //  connection that the first receiving join makes, are live
+            //  a handshake later, on a LAN within a millisecond or two,
+            //  and a first PROBE that overtook them should not cost the
+            //  join 100 ms
+            int64_t ivl = now - self->probe_start_ms;
+            if (ivl < self->probe_rtt_ms)
+                ivl = self->probe_rtt_ms;
+            self->probe_next_ms = now + (ivl < S_PROBE_FIRST_MS? S_PROBE_FIRST_MS:
+                                         ivl > S_PROBE_IVL_MS? S_PROBE_IVL_MS: ivl);
         }
         if (self->state == R_PROBING)
             zchat_client_schedule (client, self->probe_next_ms);
@@ -724,6 +732,23 @@ zchat_client_room_test (bool verbose)
     assert (client->queue.count == S_HELD_LIMIT);
     for (int i = 0; i < S_HELD_LIMIT; i++)
         s_test_expect (client, ZCHAT_EV_JOIN, 0);
+    zchat_client_room_destroy (&room);
+
+    //  Over a link of 30 ms (JOIN to JOINED) no PROBE goes again sooner
+    //  than that: 30, 60, 120, 220 ms after JOINED
+    room = zchat_client_room_new (client, "far", false);
+    assert (room);
+    room->join_id = 48;
+    zchat_client_room_join (room, now);
+    msg = s_test_msg (client, zchat_encode_joined (buf, 6, "far", 0, 0, 1, ""));
+    zchat_client_room_joined (room, 48, &msg, now + 30);
+    start = room->probe_start_ms;
+    assert (start == now + 30 && room->probe_rtt_ms == 30);
+    int64_t far_times [] = { 30, 60, 120, 220 };
+    for (size_t i = 0; i < sizeof (far_times) / sizeof (far_times [0]); i++) {
+        assert (room->probe_next_ms == start + far_times [i]);
+        zchat_client_room_tick (room, room->probe_next_ms);
+    }
     zchat_client_room_destroy (&room);
 
     //  Send-only: reported at JOINED, nothing sequenced, fetched or held

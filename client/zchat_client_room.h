@@ -51,7 +51,9 @@ struct _zchat_client_room_t {
     char     topic [ZCHAT_MAX_TOPIC + 1];
     zchat_sequencer_t *sequencer;
     zchat_client_queue_t held;  //  presence events before confirmation
-    int64_t  probe_start_ms;
+    int64_t  join_ms;           //  when JOIN was last asked for
+    int64_t  probe_start_ms;    //  JOINED came: probing since
+    int64_t  probe_rtt_ms;      //  JOIN to JOINED: no PROBE comes back sooner
     int64_t  probe_next_ms;
     uint64_t tail_seq;          //  newest seq a PONG told
     int64_t  tail_due_ms;       //  when to fetch it if still missing, 0 none

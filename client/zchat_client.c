@@ -872,13 +872,18 @@ s_sub_connect (zchat_client_t *self)
 //  talks in DMs never holds a second connection to the broker. A SUB that
 //  is connected follows a PUB that moved, and one that is not connects now
 //  if a room to be rejoined receives. Returns 0, or -1 with the error set
-//  (an endpoint that cannot be used: the one known before is kept).
+//  if the SUB is wanted and cannot connect. A WELCOME that names no usable
+//  endpoint changes nothing: what is known stays, and a client that has
+//  never known one fails only its receiving joins (s_join), not the
+//  greeting, which a sender does not need it for.
 
 static int
 s_pub_learn (zchat_client_t *self, const zchat_msg_t *welcome)
 {
     char *endpoint = s_sub_endpoint (self, welcome);
     if (!endpoint) {
+        if (!self->sub_endpoint && !s_sub_wanted (self))
+            return 0;
         s_set_error (self, "the broker told no usable PUB endpoint");
         return -1;
     }
@@ -2043,7 +2048,8 @@ zchat_client_connect (zchat_client_t *self, int timeout_ms)
     }
     self->in_connect = false;
     if (rc == 0 && self->state != S_READY) {
-        //  The WELCOME came but named no usable PUB endpoint (error set)
+        //  The WELCOME came, but a receiving join made meanwhile could not
+        //  connect the SUB (error set)
         rc = ZCHAT_CLIENT_FAILED;
     }
     if (rc) {
@@ -2141,9 +2147,10 @@ s_join (zchat_client_t *self, const char *room_name, bool send_only)
     zchat_client_room_t *room = (zchat_client_room_t *) zhashx_lookup (self->rooms, room_name);
     //  Before the first WELCOME there is nowhere to connect yet: the
     //  subscription waits on the SUB, and the WELCOME connects it
-    //  (s_pub_learn), as it does for the rooms a new session rejoins
+    //  (s_pub_learn), as it does for the rooms a new session rejoins.
+    //  After one that named no usable endpoint, this join fails
     bool receiving = !send_only && (!room || room->send_only);
-    if (receiving && self->pub_endpoint && s_sub_connect (self))
+    if (receiving && (self->pub_endpoint || self->welcomed) && s_sub_connect (self))
         return s_join_failed (self, room_name);
     if (room && room->send_only && !send_only) {
         uint64_t join_id = room->confirmed? s_next_id (self): room->join_id;
@@ -3434,6 +3441,25 @@ s_test_lazy_sub (void)
         zchat_event_destroy (&event);
     zchat_client_destroy (&client);
     s_test_pub_destroy (&pub_a, &monitor_a);
+
+    //  A WELCOME that names no PUB endpoint at all greets a sender all
+    //  the same; a receiving join then fails, a send-only one does not
+    client = zchat_client_new ("tcp://127.0.0.1:1", "alice");
+    assert (client);
+    client->state = S_GREETING;
+    s_test_welcome_pub (client, client->hello_id, 0);
+    assert (client->state == S_READY && !client->pub_endpoint);
+    lobby = zchat_client_join (client, "lobby");
+    assert (lobby);
+    event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_ERROR && event->id == lobby);
+    assert (event->code == ZCHAT_CLIENT_FAILED && strstr (event->reason, "PUB endpoint"));
+    zchat_event_destroy (&event);
+    assert (!zhashx_lookup (client->rooms, "lobby"));
+    ops = zchat_client_join_send_only (client, "ops");
+    assert (ops && s_test_request (client, RQ_JOIN, "ops"));
+    assert (s_test_event (client) == NULL && !client->sub_endpoint);
+    zchat_client_destroy (&client);
 }
 
 void

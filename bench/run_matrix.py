@@ -351,7 +351,9 @@ def extras_table(extras, date):
                      "(target ≤ 15 kB: %s); %s descriptors. Status: %s." % (
                          fmt(idle.get("clients")),
                          " following rooms of %s" % fmt(rooms) if rooms
-                         else " in no room",
+                         # results from before room_size existed had
+                         # a SUB connection each, in no room
+                         else " in no room" if "room_size" in idle else "",
                          fmt(idle.get("procs")),
                          fmt(idle.get("connect_s"), 1), fmt(idle.get("hold_s", 4)),
                          fmt((idle.get("base_rss_kb") or 0) / 1024.0, 1),

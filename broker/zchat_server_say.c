@@ -104,9 +104,10 @@ zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req)
 //  SAYs again in order after the retry time, which costs that sender a
 //  pause, not an error.
 //
-//  A sender that had the broker to itself in the last period has nothing
-//  to be judged by there, and its count in this one says only how long it
-//  was alone. It is judged instead by what it and the others sent since
+//  A sender none of whose others sent in the last period (it had the
+//  broker to itself, or it and they were all silent) has nothing to be
+//  judged by there, and its count in this one says only how long it was
+//  alone. It is judged instead by what it and the others sent since
 //  the period's second sender came, once that is S_FAIR_COMPANY_MS old:
 //  a flooder is then held back within milliseconds of people starting to
 //  talk, not a period later, while a flat-out sender that started first

@@ -14,9 +14,9 @@
 //    broker's retry time, then goes again in order. At most S_DM_WINDOW
 //    DMs go out from the oldest unanswered one on, the most whose
 //    resends the broker still recognises; the next DM, and every send
-//    after it, waits until that one is answered. The outbox keeps its entries in send order and in
-//    last-sent order, so housekeeping only ever touches the entries that
-//    are due.
+//    after it, waits until that one is answered. The outbox keeps its
+//    entries in send order and in last-sent order, so housekeeping only
+//    ever touches the entries that are due.
 //  - rooms (zchat_client_room): subscribe first, JOIN, then PROBE until
 //    our own probe comes back on SUB; only then is the join reported, and
 //    from then on a per-room zchat_sequencer puts messages in order and
@@ -656,15 +656,16 @@ s_send_room (zchat_client_t *self)
 
 //  --------------------------------------------------------------------------
 //  Whether send, the next in line, must wait for the DM window: it is a DM
-//  that never went out and S_DM_WINDOW DMs went out since the oldest one
-//  still unanswered did (a span, not a count: with one ACK lost and later
-//  ones answered, the broker's memory of delivered DMs would otherwise
-//  forget the unanswered one before its resend comes). (A DM
-//  that went out before may always go again: it is in the window already,
-//  and a resend must not wait behind the DMs it holds back.) Everything
-//  behind it waits too, SAYs as well: sends leave in the order they were
-//  made, as they do after a 429, and the ACK that makes room comes as
-//  soon as the broker has delivered a DM, with no commit to wait for.
+//  that never went out, and S_DM_WINDOW DMs went out since the oldest one
+//  still unanswered did. That is a span, not a count: with one ACK lost
+//  and later ones answered, the broker's memory of delivered DMs would
+//  otherwise forget the unanswered one before its resend comes. A DM that
+//  went out before may always go again: it is in the window already, and
+//  a resend must not wait behind the DMs it holds back. Everything behind
+//  a held DM waits too, SAYs as well: sends leave in the order they were
+//  made, as they do after a 429. The oldest DM's ACK makes room, as soon
+//  as the broker has delivered it, with no commit to wait for (or its
+//  resend's, a heartbeat later, if that ACK was lost).
 
 static bool
 s_dm_held (zchat_client_t *self, zchat_outbox_entry_t *send)

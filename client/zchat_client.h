@@ -219,8 +219,9 @@ uint64_t zchat_client_say     (zchat_client_t *self, const char *room,
 //  would deliver an older one twice. A DM past that waits in the library,
 //  with every send after it (SAY or DM: sends go out in the order they
 //  were made), until the oldest one out is answered or times out; then it
-//  goes out as a held-back SAY does, on the next call into the client. The call still returns the id at once,
-//  and the timeout counts from the call.
+//  goes out as a held-back SAY does, on the next call into the client.
+//  The call still returns the id at once, and the timeout counts from the
+//  call.
 uint64_t zchat_client_dm      (zchat_client_t *self, const char *nick,
                                const char *text, size_t text_size, bool action);
 uint64_t zchat_client_set_nick (zchat_client_t *self, const char *nick);

@@ -81,8 +81,10 @@ def test_fair_share_newcomer():
     100 ms period, by what each sent since the second sender came (once
     that is 10 ms old), not a period later. The broker's periods run on
     CLOCK_MONOTONIC, which time.monotonic() reads too, so the test can put
-    the talker's SAY and the flood after it in one period; the flood is
-    refused whichever period it lands in, so a stall here cannot fail it."""
+    the talker's SAY and the flood after it in one period. The flood
+    starts at least 12 ms after the talker's SAY was answered, so it is
+    past the 10 ms wait, and it is refused whichever period it lands in:
+    a stall here delays it but cannot fail it."""
     b = Broker("--fair-share", "50")
     flood = raw_session(b, "flood", ["r"])
     talk = raw_session(b, "talk", ["r"])
@@ -110,7 +112,9 @@ def test_fair_share_newcomer():
         check(all(m["type"] == ACK for m in burst(10000 * (round + 1), 20)),
               "a sender alone was held back")
         check(talk.say("r", "hello %d" % round)["type"] == ACK, "the talker was refused")
+        answered = time.monotonic()
         at_phase(40)
+        time.sleep(max(0.0, answered + 0.012 - time.monotonic()))
         refused += [m for m in burst(10000 * (round + 1) + 1000, 40) if m["type"] == ERROR]
     check(len(refused) >= 3 * 20,
           "a flooder that was alone went on unjudged beside a newcomer: %d refused" % len(refused))

@@ -603,7 +603,7 @@ static int
 s_send_says (zchat_client_t *self, zchat_outbox_entry_t *first, size_t room, int64_t now)
 {
     if (self->version < 2 || first->type != ZCHAT_SAY || room < 2
-    ||  !first->q_next || first->q_next->type != ZCHAT_SAY)
+    ||  !first->queue.next || first->queue.next->type != ZCHAT_SAY)
         return 0;
     zchat_outbox_entry_t *batch [S_SAYS_ITEMS];
     size_t most = room < S_SAYS_ITEMS? room: S_SAYS_ITEMS;
@@ -617,7 +617,7 @@ s_send_says (zchat_client_t *self, zchat_outbox_entry_t *first, size_t room, int
     size_t size = zchat_encode_says_begin (&buf);
     //  The unsent queue is in send order: a run of SAYs from its head
     for (zchat_outbox_entry_t *send = first; send && send->type == ZCHAT_SAY
-         && count < most; send = send->q_next) {
+         && count < most; send = send->queue.next) {
         size_t added = zchat_encode_says_add (&buf, send->id, send->target, send->kind,
                                               send->text, send->text_size);
         if (!added)
@@ -2909,7 +2909,7 @@ s_test_dm_refused (void)
     assert (s_test_event (client) == NULL);
     assert (zchat_outbox_lookup (client->outbox, ids [1]) == sends [1]);
     assert (zchat_outbox_next_unsent (client->outbox) == sends [1]);
-    assert (sends [1]->q_next == sends [2] && sends [2]->q_next == NULL);
+    assert (sends [1]->queue.next == sends [2] && sends [2]->queue.next == NULL);
     assert (!sends [0]->unsent && zchat_outbox_in_flight (client->outbox) == 1);
     assert (client->send_pause_until >= refused_at + 300);
     assert (client->send_cap == S_SEND_CAP_RESUME && client->cap_from_id == ids [1]);

@@ -1,9 +1,10 @@
 //  zchat_outbox — the client's unacknowledged sends (SAY and DM).
 //
 //  An entry is one allocation with its text inline; the id map finds it,
-//  and intrusive links thread it through the send order and through
-//  either the unsent queue or the resend list, so every operation here is
-//  O(1) (the id map's usual single probe aside).
+//  and intrusive links thread it through the send order, through either
+//  the unsent queue or the resend list, and (a DM that went out) through
+//  the DMs out, so every operation here is O(1) (the id map's usual single
+//  probe aside).
 //
 //  A sender adds and removes one entry per message, thousands in flight:
 //  entries with a text up to about 1 KiB are all made the same size, and
@@ -28,115 +29,72 @@
 #   define S_SPARE_MAX  4096    //  spare entries kept
 #endif
 
+//  A list threads its entries through the links at offset links in them,
+//  so that an entry can be on several lists at once.
 typedef struct {
     zchat_outbox_entry_t *head, *tail;
+    size_t links;
 } s_list_t;
 
 struct _zchat_outbox_t {
     zchat_idmap_t *ids;
-    s_list_t order;             //  o_ links
-    s_list_t unsent;            //  q_ links, entries with unsent set
-    s_list_t resend;            //  q_ links, entries with unsent clear
-    zchat_outbox_entry_t *spare;    //  removed short entries, o_next links
+    s_list_t order;             //  order links
+    s_list_t unsent;            //  queue links, entries with unsent set
+    s_list_t resend;            //  queue links, entries with unsent clear
+    zchat_outbox_entry_t *spare;    //  removed short entries, order.next links
     size_t   spare_count;
     size_t   sent_count;        //  entries on the resend list
     size_t   dms_out;           //  DMs with went_out set
-    s_list_t dms;               //  d_ links, those DMs by dm_ordinal
+    s_list_t dms;               //  dms links, those DMs by dm_ordinal
     uint64_t dm_next;           //  dm_ordinal of the next DM out
 };
 
 //  --------------------------------------------------------------------------
-//  The two kinds of links
+//  The lists
+
+static zchat_outbox_link_t *
+s_link (s_list_t *list, zchat_outbox_entry_t *entry)
+{
+    return (zchat_outbox_link_t *) ((char *) entry + list->links);
+}
 
 static void
-s_order_append (s_list_t *list, zchat_outbox_entry_t *entry)
+s_list_append (s_list_t *list, zchat_outbox_entry_t *entry)
 {
-    entry->o_prev = list->tail;
-    entry->o_next = NULL;
+    s_link (list, entry)->prev = list->tail;
+    s_link (list, entry)->next = NULL;
     if (list->tail)
-        list->tail->o_next = entry;
+        s_link (list, list->tail)->next = entry;
     else
         list->head = entry;
     list->tail = entry;
 }
 
 static void
-s_order_remove (s_list_t *list, zchat_outbox_entry_t *entry)
+s_list_prepend (s_list_t *list, zchat_outbox_entry_t *entry)
 {
-    if (entry->o_prev)
-        entry->o_prev->o_next = entry->o_next;
-    else
-        list->head = entry->o_next;
-    if (entry->o_next)
-        entry->o_next->o_prev = entry->o_prev;
-    else
-        list->tail = entry->o_prev;
-    entry->o_prev = entry->o_next = NULL;
-}
-
-static void
-s_queue_append (s_list_t *list, zchat_outbox_entry_t *entry)
-{
-    entry->q_prev = list->tail;
-    entry->q_next = NULL;
-    if (list->tail)
-        list->tail->q_next = entry;
-    else
-        list->head = entry;
-    list->tail = entry;
-}
-
-static void
-s_queue_remove (s_list_t *list, zchat_outbox_entry_t *entry)
-{
-    if (entry->q_prev)
-        entry->q_prev->q_next = entry->q_next;
-    else
-        list->head = entry->q_next;
-    if (entry->q_next)
-        entry->q_next->q_prev = entry->q_prev;
-    else
-        list->tail = entry->q_prev;
-    entry->q_prev = entry->q_next = NULL;
-}
-
-static void
-s_queue_prepend (s_list_t *list, zchat_outbox_entry_t *entry)
-{
-    entry->q_prev = NULL;
-    entry->q_next = list->head;
+    s_link (list, entry)->prev = NULL;
+    s_link (list, entry)->next = list->head;
     if (list->head)
-        list->head->q_prev = entry;
+        s_link (list, list->head)->prev = entry;
     else
         list->tail = entry;
     list->head = entry;
 }
 
-//  DMs out are only ever appended, in the order they first go out
 static void
-s_dms_append (s_list_t *list, zchat_outbox_entry_t *entry)
+s_list_remove (s_list_t *list, zchat_outbox_entry_t *entry)
 {
-    entry->d_prev = list->tail;
-    entry->d_next = NULL;
-    if (list->tail)
-        list->tail->d_next = entry;
+    zchat_outbox_link_t *link = s_link (list, entry);
+    if (link->prev)
+        s_link (list, link->prev)->next = link->next;
     else
-        list->head = entry;
-    list->tail = entry;
-}
-
-static void
-s_dms_remove (s_list_t *list, zchat_outbox_entry_t *entry)
-{
-    if (entry->d_prev)
-        entry->d_prev->d_next = entry->d_next;
+        list->head = link->next;
+    if (link->next)
+        s_link (list, link->next)->prev = link->prev;
     else
-        list->head = entry->d_next;
-    if (entry->d_next)
-        entry->d_next->d_prev = entry->d_prev;
-    else
-        list->tail = entry->d_prev;
-    entry->d_prev = entry->d_next = NULL;
+        list->tail = link->prev;
+    link->prev = link->next = NULL;
 }
 
 //  The queue an entry is on now
@@ -155,7 +113,7 @@ s_entry_free (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
         free (entry);
         return;
     }
-    entry->o_next = self->spare;
+    entry->order.next = self->spare;
     self->spare = entry;
     self->spare_count++;
 }
@@ -174,6 +132,10 @@ zchat_outbox_new (void)
         free (self);
         return NULL;
     }
+    self->order.links = offsetof (zchat_outbox_entry_t, order);
+    self->unsent.links = offsetof (zchat_outbox_entry_t, queue);
+    self->resend.links = offsetof (zchat_outbox_entry_t, queue);
+    self->dms.links = offsetof (zchat_outbox_entry_t, dms);
     return self;
 }
 
@@ -188,13 +150,13 @@ zchat_outbox_destroy (zchat_outbox_t **self_p)
     if (self) {
         zchat_outbox_entry_t *entry = self->order.head;
         while (entry) {
-            zchat_outbox_entry_t *next = entry->o_next;
+            zchat_outbox_entry_t *next = entry->order.next;
             free (entry);
             entry = next;
         }
         while (self->spare) {
             entry = self->spare;
-            self->spare = entry->o_next;
+            self->spare = entry->order.next;
             free (entry);
         }
         zchat_idmap_destroy (&self->ids);
@@ -221,7 +183,7 @@ zchat_outbox_add (zchat_outbox_t *self, uint64_t id, uint8_t type, uint8_t kind,
     else
     if (self->spare) {
         entry = self->spare;
-        self->spare = entry->o_next;
+        self->spare = entry->order.next;
         self->spare_count--;
     }
     else
@@ -243,8 +205,8 @@ zchat_outbox_add (zchat_outbox_t *self, uint64_t id, uint8_t type, uint8_t kind,
         s_entry_free (self, entry);
         return NULL;
     }
-    s_order_append (&self->order, entry);
-    s_queue_append (&self->unsent, entry);
+    s_list_append (&self->order, entry);
+    s_list_append (&self->unsent, entry);
     return entry;
 }
 
@@ -264,8 +226,8 @@ zchat_outbox_remove (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
     assert (self);
     assert (entry);
     zchat_idmap_delete (self->ids, entry->id);
-    s_order_remove (&self->order, entry);
-    s_queue_remove (s_queue_of (self, entry), entry);
+    s_list_remove (&self->order, entry);
+    s_list_remove (s_queue_of (self, entry), entry);
     if (!entry->unsent) {
         assert (self->sent_count > 0);
         self->sent_count--;
@@ -273,7 +235,7 @@ zchat_outbox_remove (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
     if (entry->went_out && entry->type == ZCHAT_DM) {
         assert (self->dms_out > 0);
         self->dms_out--;
-        s_dms_remove (&self->dms, entry);
+        s_list_remove (&self->dms, entry);
     }
     s_entry_free (self, entry);
 }
@@ -335,18 +297,18 @@ zchat_outbox_sent (zchat_outbox_t *self, zchat_outbox_entry_t *entry, int64_t no
 {
     assert (self);
     assert (entry);
-    s_queue_remove (s_queue_of (self, entry), entry);
+    s_list_remove (s_queue_of (self, entry), entry);
     if (entry->unsent)
         self->sent_count++;
     if (!entry->went_out && entry->type == ZCHAT_DM) {
         self->dms_out++;
         entry->dm_ordinal = self->dm_next++;
-        s_dms_append (&self->dms, entry);
+        s_list_append (&self->dms, entry);
     }
     entry->went_out = true;
     entry->unsent = false;
     entry->last_ms = now;
-    s_queue_append (&self->resend, entry);
+    s_list_append (&self->resend, entry);
 }
 
 void
@@ -354,13 +316,13 @@ zchat_outbox_unsend (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
 {
     assert (self);
     assert (entry);
-    s_queue_remove (s_queue_of (self, entry), entry);
+    s_list_remove (s_queue_of (self, entry), entry);
     if (!entry->unsent) {
         assert (self->sent_count > 0);
         self->sent_count--;
     }
     entry->unsent = true;
-    s_queue_append (&self->unsent, entry);
+    s_list_append (&self->unsent, entry);
 }
 
 void
@@ -370,9 +332,9 @@ zchat_outbox_unsend_all (zchat_outbox_t *self)
     self->unsent.head = self->unsent.tail = NULL;
     self->resend.head = self->resend.tail = NULL;
     self->sent_count = 0;
-    for (zchat_outbox_entry_t *entry = self->order.head; entry; entry = entry->o_next) {
+    for (zchat_outbox_entry_t *entry = self->order.head; entry; entry = entry->order.next) {
         entry->unsent = true;
-        s_queue_append (&self->unsent, entry);
+        s_list_append (&self->unsent, entry);
     }
 }
 
@@ -386,11 +348,11 @@ zchat_outbox_unsend_from (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
     //  Walk back from the newest, prepending: the first in send order ends
     //  up first in the unsent queue
     size_t moved = 0;
-    for (zchat_outbox_entry_t *at = self->order.tail; at; at = at->o_prev) {
+    for (zchat_outbox_entry_t *at = self->order.tail; at; at = at->order.prev) {
         if (!at->unsent) {
-            s_queue_remove (&self->resend, at);
+            s_list_remove (&self->resend, at);
             at->unsent = true;
-            s_queue_prepend (&self->unsent, at);
+            s_list_prepend (&self->unsent, at);
             moved++;
         }
         if (at == entry)
@@ -452,14 +414,14 @@ zchat_outbox_test (bool verbose)
     assert (zchat_outbox_in_flight (outbox) == 1);
     assert (zchat_outbox_stalest (outbox) == a);
     assert (zchat_outbox_next_unsent (outbox) == c);
-    assert (c->q_next == b);
+    assert (c->queue.next == b);
 
     //  Removal from the middle of both orders
     zchat_outbox_remove (outbox, c);
     assert (zchat_outbox_size (outbox) == 2);
     assert (zchat_outbox_lookup (outbox, 12) == NULL);
     assert (zchat_outbox_next_unsent (outbox) == b);
-    assert (a->o_next == b && b->o_prev == a);
+    assert (a->order.next == b && b->order.prev == a);
 
     //  A new session: everything again, in send order
     zchat_outbox_entry_t *d = zchat_outbox_add (outbox, 13, ZCHAT_SAY, 0, "lobby", "y", 1, 400);
@@ -469,7 +431,7 @@ zchat_outbox_test (bool verbose)
     assert (zchat_outbox_in_flight (outbox) == 0);
     assert (!zchat_outbox_stalest (outbox));
     assert (zchat_outbox_next_unsent (outbox) == a);
-    assert (a->q_next == b && b->q_next == d && d->q_next == NULL);
+    assert (a->queue.next == b && b->queue.next == d && d->queue.next == NULL);
     assert (a->unsent && b->unsent && d->unsent);
 
     //  A refused DM: it and everything that went out after it (a SAY as
@@ -486,9 +448,9 @@ zchat_outbox_test (bool verbose)
     assert (moved == 2);
     assert (zchat_outbox_in_flight (outbox) == 1);
     assert (zchat_outbox_next_unsent (outbox) == b);
-    assert (b->q_next == d && d->q_next == e && e->q_next == NULL);
+    assert (b->queue.next == d && d->queue.next == e && e->queue.next == NULL);
     assert (b->unsent && d->unsent && !a->unsent);
-    assert (zchat_outbox_stalest (outbox) == a && a->q_next == NULL);
+    assert (zchat_outbox_stalest (outbox) == a && a->queue.next == NULL);
     moved = zchat_outbox_unsend_from (outbox, b);
     assert (moved == 0);                //  already waiting
     moved = zchat_outbox_unsend_from (outbox, d);
@@ -511,7 +473,7 @@ zchat_outbox_test (bool verbose)
     zchat_outbox_entry_t *entry = zchat_outbox_oldest (outbox);
     size_t count = 0;
     uint64_t last_id = 0;
-    for (; entry; entry = entry->o_next, count++) {
+    for (; entry; entry = entry->order.next, count++) {
         assert (entry->id > last_id);
         last_id = entry->id;
     }
@@ -519,7 +481,7 @@ zchat_outbox_test (bool verbose)
     //  Spare entries are reused whole: text, target and links all new
     entry = zchat_outbox_add (outbox, 5000, ZCHAT_DM, ZCHAT_KIND_ACTION, "carol",
                               "longer text", 11, 500);
-    assert (entry && entry->unsent && entry->o_next == NULL && entry->q_next == NULL);
+    assert (entry && entry->unsent && entry->order.next == NULL && entry->queue.next == NULL);
     assert (memcmp (entry->text, "longer text", 11) == 0 && streq (entry->target, "carol"));
     zchat_outbox_remove (outbox, entry);
     char *big = (char *) malloc (S_ENTRY_SIZE * 2);

@@ -22,6 +22,11 @@
 typedef struct _zchat_outbox_t zchat_outbox_t;
 typedef struct _zchat_outbox_entry_t zchat_outbox_entry_t;
 
+//  An entry's place in one of the outbox's lists.
+typedef struct {
+    zchat_outbox_entry_t *prev, *next;
+} zchat_outbox_link_t;
+
 //  One send. Read-only for callers; the links belong to the outbox.
 struct _zchat_outbox_entry_t {
     uint64_t id;
@@ -32,9 +37,9 @@ struct _zchat_outbox_entry_t {
     char     target [ZCHAT_MAX_ROOM + 1];  //  room (SAY) or nick (DM)
     int64_t  first_ms;              //  when it was added
     int64_t  last_ms;               //  when it last went out
-    zchat_outbox_entry_t *o_prev, *o_next;     //  send order
-    zchat_outbox_entry_t *q_prev, *q_next;     //  unsent queue or resend list
-    zchat_outbox_entry_t *d_prev, *d_next;     //  DMs out, first-out order
+    zchat_outbox_link_t order;      //  send order
+    zchat_outbox_link_t queue;      //  unsent queue or resend list
+    zchat_outbox_link_t dms;        //  DMs out, first-out order
     uint64_t dm_ordinal;            //  a DM: how many went out before it
     size_t   text_size;
     char     text [];

@@ -82,6 +82,24 @@ s_list_prepend (s_list_t *list, zchat_outbox_entry_t *entry)
     list->head = entry;
 }
 
+//  Before at, or at the end if at is NULL
+static void
+s_list_insert (s_list_t *list, zchat_outbox_entry_t *at, zchat_outbox_entry_t *entry)
+{
+    if (!at) {
+        s_list_append (list, entry);
+        return;
+    }
+    zchat_outbox_entry_t *prev = s_link (list, at)->prev;
+    s_link (list, entry)->prev = prev;
+    s_link (list, entry)->next = at;
+    s_link (list, at)->prev = entry;
+    if (prev)
+        s_link (list, prev)->next = entry;
+    else
+        list->head = entry;
+}
+
 static void
 s_list_remove (s_list_t *list, zchat_outbox_entry_t *entry)
 {
@@ -322,7 +340,14 @@ zchat_outbox_unsend (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
         self->sent_count--;
     }
     entry->unsent = true;
-    s_list_append (&self->unsent, entry);
+    //  Back in send order (ids grow with it): a resend goes before what
+    //  never went out, which the DM window or a 429 may hold back, while
+    //  the resend, already in the window, may always go. (Only resends
+    //  refused before are older, so the walk is short.)
+    zchat_outbox_entry_t *at = self->unsent.head;
+    while (at && at->id < entry->id)
+        at = at->queue.next;
+    s_list_insert (&self->unsent, at, entry);
 }
 
 void
@@ -409,18 +434,23 @@ zchat_outbox_test (bool verbose)
     assert (zchat_outbox_in_flight (outbox) == 2);
     assert (zchat_outbox_oldest (outbox) == a);     //  send order stays
 
-    //  A resend that cannot go out waits behind the unsent
+    //  A resend that cannot go out goes again before what never went out,
+    //  in send order
     zchat_outbox_unsend (outbox, b);
     assert (zchat_outbox_in_flight (outbox) == 1);
     assert (zchat_outbox_stalest (outbox) == a);
-    assert (zchat_outbox_next_unsent (outbox) == c);
-    assert (c->queue.next == b);
+    assert (zchat_outbox_next_unsent (outbox) == b);
+    assert (b->queue.next == c && c->queue.next == NULL);
+    zchat_outbox_unsend (outbox, a);
+    assert (zchat_outbox_next_unsent (outbox) == a && a->queue.next == b);
+    zchat_outbox_sent (outbox, a, 310);
+    assert (zchat_outbox_next_unsent (outbox) == b);
 
     //  Removal from the middle of both orders
     zchat_outbox_remove (outbox, c);
     assert (zchat_outbox_size (outbox) == 2);
     assert (zchat_outbox_lookup (outbox, 12) == NULL);
-    assert (zchat_outbox_next_unsent (outbox) == b);
+    assert (zchat_outbox_next_unsent (outbox) == b && b->queue.next == NULL);
     assert (a->order.next == b && b->order.prev == a);
 
     //  A new session: everything again, in send order

@@ -111,7 +111,8 @@ void
     zchat_outbox_sent (zchat_outbox_t *self, zchat_outbox_entry_t *entry,
                        int64_t now);
 
-//  The entry could not go out: it moves to the end of the unsent queue.
+//  The entry could not go out: it goes back on the unsent queue in send
+//  order, so a resend goes again before sends that never went out.
 void
     zchat_outbox_unsend (zchat_outbox_t *self, zchat_outbox_entry_t *entry);
 

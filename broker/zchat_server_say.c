@@ -28,10 +28,10 @@
 
 #define S_BATCH_BYTES   ZCHAT_SERVER_BATCH_BYTES
 
-//  Fair share is counted in periods this long (s_fair_refused).
+//  Fair share is counted in periods this long (s_fair_refused); when no
+//  other session sent in the last one, a sender is judged by what it sent
+//  since it had company, once that company is this old.
 #define S_FAIR_PERIOD_MS        100
-//  and a sender alone until now is judged by what it sent since it had
-//  company, once that company is this old.
 #define S_FAIR_COMPANY_MS       10
 
 //  "No entry" in the chains through the staged array.

@@ -2000,8 +2000,8 @@ s_flood (zchat_testbed_t *bed, const char *peer, uint64_t *id, int count)
 //  Fair share (--fair-share): a sender alone is never held back; one that
 //  sends more than the floor plus twice the others' average, in the last
 //  period and so far in this one (or, if no other sent in the last,
-//  since the others came), is refused with 429 until the period ends, for room
-//  messages only (its DMs go on); the others never are.
+//  since the others came), is refused with 429 until the period ends,
+//  for room messages only (its DMs go on); the others never are.
 static void
 s_test_fair_share (void)
 {

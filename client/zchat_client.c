@@ -3083,6 +3083,42 @@ s_test_dm_window (void)
     assert (events == 1);
     seen = s_test_sends_seen (router, got, S_TEST_DMS * 2, 10, 50);
     assert (seen == 10 && got [0] == ids [S_DM_WINDOW] && got [9] == ids [S_DM_WINDOW + 9]);
+
+    //  The window full again behind that oldest one, and DMs held: when
+    //  the DEALER refuses its resend, it goes again first once the DEALER
+    //  takes sends, not behind the DMs it holds back (which would wait
+    //  for its ACK until it timed out)
+    uint64_t oldest = ids [S_DM_WINDOW];
+    for (int i = 0; i < S_DM_WINDOW; i++) {
+        ids [300 + i] = zchat_client_dm (client, "bob", "more", 4, false);
+        assert (ids [300 + i]);
+    }
+    assert (zchat_client_next (client, 0) == NULL);
+    seen = s_test_sends_seen (router, got, S_TEST_DMS * 2, S_DM_WINDOW - 10, 100);
+    assert (seen == S_DM_WINDOW - 10 && got [0] == ids [300]);
+    for (int i = 1; i < 10; i++)
+        s_test_feed (client, false, zchat_encode_ack (buf, ids [S_DM_WINDOW + i], "", 0, 1));
+    for (int i = 0; i < S_DM_WINDOW - 10; i++)
+        s_test_feed (client, false, zchat_encode_ack (buf, ids [300 + i], "", 0, 1));
+    while ((event = zchat_client_next (client, 0)))
+        zchat_event_destroy (&event);
+    assert (zchat_outbox_dm_span (client->outbox) == S_DM_WINDOW);
+    assert (s_test_sends_seen (router, got, S_TEST_DMS * 2, 0, 50) == 0);
+    rc = zsock_disconnect (client->dealer, "tcp://127.0.0.1:%d", port);
+    assert (rc == 0);
+    client->heartbeat_ms = 20;
+    zchat_outbox_entry_t *entry = zchat_outbox_lookup (client->outbox, oldest);
+    for (int i = 0; i < 500 && !entry->unsent; i++)
+        assert (zchat_client_next (client, 10) == NULL);
+    assert (entry->unsent);
+    client->heartbeat_ms = 60000;
+    rc = zsock_connect (client->dealer, "tcp://127.0.0.1:%d", port);
+    assert (rc == 0);
+    for (int i = 0; i < 5000 && !(zsock_events (client->dealer) & ZMQ_POLLOUT); i++)
+        zclock_sleep (1);
+    assert (zchat_client_next (client, 0) == NULL);
+    seen = s_test_sends_seen (router, got, S_TEST_DMS * 2, 1, 100);
+    assert (seen == 1 && got [0] == oldest);
     //  No BYE on the way out: the stand-in would never answer it
     client->state = S_IDLE;
     zchat_client_destroy (&client);

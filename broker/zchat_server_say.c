@@ -33,6 +33,9 @@
 //  since it had company, once that company is this old.
 #define S_FAIR_PERIOD_MS        100
 #define S_FAIR_COMPANY_MS       10
+//  A sender held after a refusal that never sends the refused message
+//  again is let go this long after the retry time (s_held).
+#define S_HOLD_MAX_MS           1000
 
 //  "No entry" in the chains through the staged array.
 #define S_NONE          SIZE_MAX
@@ -58,6 +61,54 @@ zchat_server_rate_init (zchat_server_t *self, zchat_session_t *session,
                        now_ms);
 }
 
+//  ---------------------------------------------------------------------
+//  The hold after a refused message (rate limit, fair share): every later
+//  message of the session is refused too, until the sender starts over
+//  from the refused one, once the retry time has passed: a message
+//  comes whose id is at or below the lowest one refused in the hold
+//  (libzchat's ids grow with its send order, and it sends everything from
+//  the first refused message on again, in order; PROTOCOL.md 6.3). A
+//  time alone is not enough: what the sender had sent before it heard of
+//  the refusal may arrive after the retry time, under load long after,
+//  and must not be taken ahead of what was refused. A sender that never
+//  starts over is let go S_HOLD_MAX_MS after the retry time. The fair
+//  share judges SAYs only, so its hold lets DMs through, as it always did.
+
+static void
+s_hold (zchat_session_t *session, uint64_t id, uint64_t until_ms, bool says)
+{
+    session->hold_says = (session->hold_id == 0 || session->hold_says) && says;
+    if (session->hold_id == 0 || id < session->hold_id)
+        session->hold_id = id;
+    if (until_ms > session->refused_until_ms)
+        session->refused_until_ms = until_ms;
+}
+
+static bool
+s_held (zchat_server_t *self, zchat_request_t *req)
+{
+    zchat_session_t *session = req->session;
+    if (session->hold_id == 0
+    ||  (session->hold_says && req->msg->type == ZCHAT_DM))
+        return false;
+    uint64_t until = session->refused_until_ms;
+    if (req->mono_ms >= until
+    &&  (req->msg->id <= session->hold_id || req->mono_ms >= until + S_HOLD_MAX_MS)) {
+        session->hold_id = 0;
+        return false;
+    }
+    //  One older than the lowest refused, refused now, is where the
+    //  sender will start over
+    if (req->msg->id < session->hold_id)
+        session->hold_id = req->msg->id;
+    uint32_t retry_ms = req->mono_ms < until? (uint32_t) (until - req->mono_ms): 1;
+    self->rate_limited++;
+    zchat_server_error (self, req, ZCHAT_ERR_RATE_LIMITED, retry_ms,
+                        "held: message %" PRIu64 " was refused; send again from it",
+                        session->hold_id);
+    return true;
+}
+
 bool
 zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req)
 {
@@ -68,17 +119,12 @@ zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req)
     zchat_bucket_t *bucket = message ? &req->session->messages : &req->session->commands;
     uint32_t retry_ms = zchat_bucket_wait (bucket, c->rate_limit, c->rate_burst, 1,
                                            req->mono_ms);
-    //  Once one message is refused, every message after it is until the
-    //  time given, though the bucket refills meanwhile: a sender that
-    //  sends everything from the refused one on again keeps its order
-    if (message && req->mono_ms < req->session->refused_until_ms)
-        retry_ms = (uint32_t) (req->session->refused_until_ms - req->mono_ms);
     if (retry_ms == 0) {
         zchat_bucket_charge (bucket, 1);
         return false;
     }
-    if (message && req->mono_ms + retry_ms > req->session->refused_until_ms)
-        req->session->refused_until_ms = req->mono_ms + retry_ms;
+    if (message)
+        s_hold (req->session, req->msg->id, req->mono_ms + retry_ms, false);
     self->rate_limited++;
     ZCHAT_DEBUG ("zchat: %s is over the rate limit", req->session->nick);
     zchat_server_error (self, req, ZCHAT_ERR_RATE_LIMITED, retry_ms,
@@ -181,6 +227,7 @@ s_fair_refused (zchat_server_t *self, zchat_request_t *req)
     if (session->fair_refused > 0 || over) {
         session->fair_refused++;
         uint32_t retry_ms = (uint32_t) (S_FAIR_PERIOD_MS - req->mono_ms % S_FAIR_PERIOD_MS);
+        s_hold (session, req->msg->id, req->mono_ms + retry_ms, true);
         self->rate_limited++;
         ZCHAT_DEBUG ("zchat: %s is over its fair share", session->nick);
         zchat_server_error (self, req, ZCHAT_ERR_RATE_LIMITED, retry_ms,
@@ -586,7 +633,8 @@ s_say (zchat_server_t *self, zchat_request_t *req, zchat_room_t *room, const cha
                             msg->text_size, self->config.max_text);
         return;
     }
-    if (zchat_server_rate_limited (self, req) || s_fair_refused (self, req))
+    if (s_held (self, req) || zchat_server_rate_limited (self, req)
+    ||  s_fair_refused (self, req))
         return;
     if (self->staged_count >= ZCHAT_GROUP_MESSAGES
     ||  self->arena_size >= ZCHAT_GROUP_BYTES)
@@ -735,7 +783,7 @@ zchat_server_do_dm (zchat_server_t *self, zchat_request_t *req)
                             msg->text_size, self->config.max_text);
         return;
     }
-    if (zchat_server_rate_limited (self, req))
+    if (s_held (self, req) || zchat_server_rate_limited (self, req))
         return;
     ts = req->now_ms;
     zchat_buf_init (&buf, self->buffer, self->buffer_size);

@@ -394,9 +394,9 @@ s_test_clock (void)
     SEND (bed, "A", zchat_encode_say (&s_buf, 4, "lobby", 0, "two", 3));
     s_error (bed, "A", 4, ZCHAT_ERR_RATE_LIMITED);
     zchat_testbed_advance (bed, 1000);
-    SEND (bed, "A", zchat_encode_say (&s_buf, 5, "lobby", 0, "three", 5));
+    SEND (bed, "A", zchat_encode_say (&s_buf, 4, "lobby", 0, "two", 3));
     assert (zchat_testbed_flush (bed) == 1);
-    const zchat_msg_t *msg = s_reply (bed, "A", ZCHAT_ACK, 5);
+    const zchat_msg_t *msg = s_reply (bed, "A", ZCHAT_ACK, 4);
     assert (msg->ts == zchat_testbed_now (bed));
 
     zchat_testbed_step_wall (bed, -2 * 3600 * 1000);
@@ -1265,6 +1265,48 @@ s_test_history (void)
 }
 
 
+//  The hold after a refusal: what was on its way is refused however late
+//  it comes, until the sender starts over from the refused message; one
+//  that never does is let go 1 s (S_HOLD_MAX_MS) after the retry time.
+static void
+s_test_hold (void)
+{
+    zchat_server_config_t config = zchat_testbed_config ();
+    config.rate_limit = 10;
+    config.rate_burst = 1;
+    zchat_testbed_t *bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_join (bed, "A", "lobby", 2);
+    zchat_testbed_clear (bed);
+    zchat_testbed_advance (bed, 1000);
+    assert (s_say (bed, "A", "lobby", 10, "a") == 1);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 11, "lobby", 0, "b", 1));
+    const zchat_msg_t *msg = s_error (bed, "A", 11, ZCHAT_ERR_RATE_LIMITED);
+    assert (msg->retry_ms == 100);
+    //  Long after the retry time, with the bucket full again, what was
+    //  sent after 11 is still refused: taken, it would go ahead of 11
+    zchat_testbed_advance (bed, 500);
+    for (uint64_t id = 12; id <= 13; id++) {
+        SEND (bed, "A", zchat_encode_say (&s_buf, id, "lobby", 0, "c", 1));
+        msg = s_error (bed, "A", id, ZCHAT_ERR_RATE_LIMITED);
+        assert (msg->retry_ms == 1);
+    }
+    //  The sender starts over from 11: taken, and 12 after it
+    assert (s_say (bed, "A", "lobby", 11, "b") == 2);
+    zchat_testbed_advance (bed, 100);
+    assert (s_say (bed, "A", "lobby", 12, "c") == 3);
+    //  One that never starts over is let go 1 s after the retry time
+    SEND (bed, "A", zchat_encode_say (&s_buf, 14, "lobby", 0, "d", 1));
+    s_error (bed, "A", 14, ZCHAT_ERR_RATE_LIMITED);
+    zchat_testbed_advance (bed, 1099);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 15, "lobby", 0, "e", 1));
+    s_error (bed, "A", 15, ZCHAT_ERR_RATE_LIMITED);
+    zchat_testbed_advance (bed, 1);
+    assert (s_say (bed, "A", "lobby", 16, "f") == 4);
+    zchat_testbed_destroy (&bed);
+}
+
 //  Limits: rate, rooms per session, sessions per address, CURVE nicks.
 static void
 s_test_limits (void)
@@ -1296,7 +1338,11 @@ s_test_limits (void)
     msg = s_error (bed, "A", 14, ZCHAT_ERR_RATE_LIMITED);
     assert (msg->retry_ms == 300);              //  0.4 of 1 message refilled
     zchat_testbed_advance (bed, 300);
-    assert (s_say (bed, "A", "lobby", 15, "6") == 2);
+    //  A new one is held until the sender starts over from the refused
+    //  one, which is taken once the bucket has refilled
+    SEND (bed, "A", zchat_encode_say (&s_buf, 15, "lobby", 0, "6", 1));
+    s_error (bed, "A", 15, ZCHAT_ERR_RATE_LIMITED);
+    assert (s_say (bed, "A", "lobby", 12, "3") == 2);
     //  Other sessions have their own bucket
     SEND (bed, "B", zchat_encode_dm (&s_buf, 16, "alice", 0, "hi", 2));
     s_reply (bed, "B", ZCHAT_ACK, 16);
@@ -2030,6 +2076,7 @@ s_test_fair_share (void)
     zchat_testbed_advance (bed, 9);
     s_flood (bed, "A", &id, 1);
     zchat_testbed_advance (bed, 1);
+    uint64_t again = id;            //  where she starts over, as libzchat does
     SEND (bed, "A", zchat_encode_say (&s_buf, id, "lobby", 0, "flood", 5));
     const zchat_msg_t *msg = s_error (bed, "A", id++, ZCHAT_ERR_RATE_LIMITED);
     assert (msg->retry_ms == 90);
@@ -2039,7 +2086,9 @@ s_test_fair_share (void)
     //  Next period: bob sent 1 in the last one and none yet in this one,
     //  so alice may have 5 + 2 x 1
     zchat_testbed_advance (bed, 115);
+    id = again;
     s_flood (bed, "A", &id, 7);
+    again = id;
     SEND (bed, "A", zchat_encode_say (&s_buf, id, "lobby", 0, "flood", 5));
     msg = s_error (bed, "A", id++, ZCHAT_ERR_RATE_LIMITED);
     assert (msg->retry_ms == 75);
@@ -2061,9 +2110,16 @@ s_test_fair_share (void)
     zchat_testbed_clear (bed);
 
     //  Next period: bob sent 4 in the last one, so alice may have
-    //  5 + 2 x 4 = 13 until bob speaks in this one
+    //  5 + 2 x 4 = 13 until bob speaks in this one. She starts over from
+    //  her first refused SAY: until she does, she is held (what was on
+    //  its way must not be taken ahead of it)
     zchat_testbed_advance (bed, 25);
+    SEND (bed, "A", zchat_encode_say (&s_buf, id, "lobby", 0, "late", 4));
+    msg = s_error (bed, "A", id, ZCHAT_ERR_RATE_LIMITED);
+    assert (msg->retry_ms == 1);
+    id = again;
     s_flood (bed, "A", &id, 13);
+    again = id;
     SEND (bed, "A", zchat_encode_say (&s_buf, id, "lobby", 0, "flood", 5));
     s_error (bed, "A", id++, ZCHAT_ERR_RATE_LIMITED);
     assert (zchat_testbed_flush (bed) == 13);
@@ -2071,6 +2127,7 @@ s_test_fair_share (void)
 
     //  bob silent for a whole period: alice is alone again
     zchat_testbed_advance (bed, 200);
+    id = again;
     s_flood (bed, "A", &id, 30);
     assert (zchat_testbed_flush (bed) == 30);
     zchat_testbed_clear (bed);
@@ -2115,6 +2172,7 @@ zchat_server_test (bool verbose)
     s_test_batches ();
     s_test_runs ();
     s_test_fair_share ();
+    s_test_hold ();
     s_test_rooms ();
     s_test_messages ();
     s_test_dm_retry ();

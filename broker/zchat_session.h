@@ -61,6 +61,10 @@ struct _zchat_session_t {
     size_t room_limit;                          //  allocated slots
     zchat_bucket_t messages;                    //  rate limit: SAY, DM
     uint64_t refused_until_ms;                  //  one was refused: all are
+    uint64_t hold_id;                           //  and until this id comes
+                                                //  again (0: no hold)
+    bool hold_says;                             //  a fair-share hold: SAYs
+                                                //  only, DMs go on
     zchat_bucket_t commands;                    //  rate limit: JOIN, LEAVE,
                                                 //  NICK, TOPIC set, PROBE
     uint64_t fair_period;                       //  fair share: the period

@@ -185,7 +185,6 @@ s_fair_refused (zchat_server_t *self, zchat_request_t *req)
                                    session->fair_count: 0;
         session->fair_period = period;
         session->fair_count = 0;
-        session->fair_refused = 0;
         session->fair_company_seen = false;
     }
     if (session->fair_count == 0
@@ -221,11 +220,11 @@ s_fair_refused (zchat_server_t *self, zchat_request_t *req)
                               - mine_since;
         over = mine_since * cur >= floor * cur + 2 * others_since;
     }
-    //  Refused once in a period, refused for the rest of it, like the rate
-    //  limit: the refused ones are a suffix of the sender's stream, so a
-    //  sender that sends them all again next period keeps its order
-    if (session->fair_refused > 0 || over) {
-        session->fair_refused++;
+    //  A refusal holds the sender's SAYs for the rest of the period and
+    //  until it starts over (s_held), like the rate limit: the refused
+    //  ones are a suffix of its stream, so sending them all again next
+    //  period keeps its order
+    if (over) {
         uint32_t retry_ms = (uint32_t) (S_FAIR_PERIOD_MS - req->mono_ms % S_FAIR_PERIOD_MS);
         s_hold (session, req->msg->id, req->mono_ms + retry_ms, true);
         self->rate_limited++;

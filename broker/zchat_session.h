@@ -60,16 +60,16 @@ struct _zchat_session_t {
     size_t room_count;
     size_t room_limit;                          //  allocated slots
     zchat_bucket_t messages;                    //  rate limit: SAY, DM
-    uint64_t refused_until_ms;                  //  one was refused: all are
-    uint64_t hold_id;                           //  and until this id comes
-                                                //  again (0: no hold)
+    uint64_t refused_until_ms;                  //  the hold (zchat_server_
+    uint64_t hold_id;                           //  say.c): all refused till
+                                                //  then, and till this id
+                                                //  comes again (0: none)
     bool hold_says;                             //  a fair-share hold: SAYs
                                                 //  only, DMs go on
     zchat_bucket_t commands;                    //  rate limit: JOIN, LEAVE,
                                                 //  NICK, TOPIC set, PROBE
     uint64_t fair_period;                       //  fair share: the period
     uint32_t fair_count;                        //  counted, SAYs in it
-    uint32_t fair_refused;                      //  and refused in it
     uint32_t fair_prev_count;                   //  SAYs in the period before
     uint32_t fair_company_base;                 //  fair_count when it first
     bool fair_company_seen;                     //  saw the period's second

@@ -64,22 +64,28 @@ zchat_server_rate_init (zchat_server_t *self, zchat_session_t *session,
 //  ---------------------------------------------------------------------
 //  The hold after a refused message (rate limit, fair share): every later
 //  message of the session is refused too, until the sender starts over
-//  from the refused one, once the retry time has passed: a message
-//  comes whose id is at or below the lowest one refused in the hold
-//  (libzchat's ids grow with its send order, and it sends everything from
-//  the first refused message on again, in order; PROTOCOL.md 6.3). A
-//  time alone is not enough: what the sender had sent before it heard of
-//  the refusal may arrive after the retry time, under load long after,
-//  and must not be taken ahead of what was refused. A sender that never
-//  starts over is let go S_HOLD_MAX_MS after the retry time. The fair
-//  share judges SAYs only, so its hold lets DMs through, as it always did.
+//  once the retry time has passed, that is until a message comes that it
+//  had sent before (an id at or below the largest it ever sent: libzchat's
+//  ids grow with its send order, and after a 429 it sends everything from
+//  the first refused message on again, in order; PROTOCOL.md 6.3). A time
+//  alone is not enough: what the sender had sent before it heard of the
+//  refusal may arrive after the retry time, under load long after, and
+//  must not be taken ahead of what was refused; those are first sends,
+//  with ids above any before them, so they are held. Any resend ends the
+//  hold, not only the refused message's: the sender may have dropped that
+//  one (a timeout, or another error). A sender that never sends anything
+//  again is let go S_HOLD_MAX_MS after the retry time. The fair share
+//  judges SAYs only, so its hold lets DMs through, as it always did. Id 0
+//  answers nothing and keeps no order: it neither starts nor ends a hold.
 
 static void
-s_hold (zchat_session_t *session, uint64_t id, uint64_t until_ms, bool says)
+s_hold (zchat_request_t *req, uint64_t until_ms, bool says)
 {
-    session->hold_says = (session->hold_id == 0 || session->hold_says) && says;
-    if (session->hold_id == 0 || id < session->hold_id)
-        session->hold_id = id;
+    zchat_session_t *session = req->session;
+    if (req->msg->id == 0)
+        return;
+    session->hold_says = (!session->held || session->hold_says) && says;
+    session->held = true;
     if (until_ms > session->refused_until_ms)
         session->refused_until_ms = until_ms;
 }
@@ -88,24 +94,22 @@ static bool
 s_held (zchat_server_t *self, zchat_request_t *req)
 {
     zchat_session_t *session = req->session;
-    if (session->hold_id == 0
+    uint64_t id = req->msg->id;
+    bool resend = id <= session->msg_id_max;
+    if (id > session->msg_id_max)
+        session->msg_id_max = id;
+    if (!session->held || id == 0
     ||  (session->hold_says && req->msg->type == ZCHAT_DM))
         return false;
     uint64_t until = session->refused_until_ms;
-    if (req->mono_ms >= until
-    &&  (req->msg->id <= session->hold_id || req->mono_ms >= until + S_HOLD_MAX_MS)) {
-        session->hold_id = 0;
+    if (req->mono_ms >= until && (resend || req->mono_ms >= until + S_HOLD_MAX_MS)) {
+        session->held = false;
         return false;
     }
-    //  One older than the lowest refused, refused now, is where the
-    //  sender will start over
-    if (req->msg->id < session->hold_id)
-        session->hold_id = req->msg->id;
     uint32_t retry_ms = req->mono_ms < until? (uint32_t) (until - req->mono_ms): 1;
     self->rate_limited++;
     zchat_server_error (self, req, ZCHAT_ERR_RATE_LIMITED, retry_ms,
-                        "held: message %" PRIu64 " was refused; send again from it",
-                        session->hold_id);
+                        "held: a message before this one was refused; send again from it");
     return true;
 }
 
@@ -124,7 +128,7 @@ zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req)
         return false;
     }
     if (message)
-        s_hold (req->session, req->msg->id, req->mono_ms + retry_ms, false);
+        s_hold (req, req->mono_ms + retry_ms, false);
     self->rate_limited++;
     ZCHAT_DEBUG ("zchat: %s is over the rate limit", req->session->nick);
     zchat_server_error (self, req, ZCHAT_ERR_RATE_LIMITED, retry_ms,
@@ -139,7 +143,8 @@ zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req)
 //  Fair share, on by default (config.fair_share, --fair-share): a session
 //  may always send fair_share SAYs a second; past that, while other
 //  sessions send too, at most that many more than twice what they send on
-//  average, and the excess is refused with 429 until the period ends. A
+//  average, and the excess is refused with 429, holding the sender (see
+//  s_held) for the rest of the period and until it starts over. A
 //  sender alone, or senders that send alike, are not held back; one that
 //  floods beside people who talk is held to about the floor, so that what
 //  everyone else receives stays what the room's members can read. Counted
@@ -226,7 +231,7 @@ s_fair_refused (zchat_server_t *self, zchat_request_t *req)
     //  period keeps its order
     if (over) {
         uint32_t retry_ms = (uint32_t) (S_FAIR_PERIOD_MS - req->mono_ms % S_FAIR_PERIOD_MS);
-        s_hold (session, req->msg->id, req->mono_ms + retry_ms, true);
+        s_hold (req, req->mono_ms + retry_ms, true);
         self->rate_limited++;
         ZCHAT_DEBUG ("zchat: %s is over its fair share", session->nick);
         zchat_server_error (self, req, ZCHAT_ERR_RATE_LIMITED, retry_ms,

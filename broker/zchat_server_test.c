@@ -1266,8 +1266,9 @@ s_test_history (void)
 
 
 //  The hold after a refusal: what was on its way is refused however late
-//  it comes, until the sender starts over from the refused message; one
-//  that never does is let go 1 s (S_HOLD_MAX_MS) after the retry time.
+//  it comes, until the sender starts over (sends again what it sent
+//  before); one that never does is let go 1 s (S_HOLD_MAX_MS) after the
+//  retry time.
 static void
 s_test_hold (void)
 {
@@ -1304,6 +1305,14 @@ s_test_hold (void)
     s_error (bed, "A", 15, ZCHAT_ERR_RATE_LIMITED);
     zchat_testbed_advance (bed, 1);
     assert (s_say (bed, "A", "lobby", 16, "f") == 4);
+    //  Any resend ends it, not only the refused message's: the sender may
+    //  have given that one up (its timeout) and start over from the next
+    SEND (bed, "A", zchat_encode_say (&s_buf, 17, "lobby", 0, "g", 1));
+    s_error (bed, "A", 17, ZCHAT_ERR_RATE_LIMITED);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 18, "lobby", 0, "h", 1));
+    s_error (bed, "A", 18, ZCHAT_ERR_RATE_LIMITED);
+    zchat_testbed_advance (bed, 100);
+    assert (s_say (bed, "A", "lobby", 18, "h") == 5);
     zchat_testbed_destroy (&bed);
 }
 
@@ -2095,7 +2104,7 @@ s_test_fair_share (void)
     //  bob is never held back
     uint64_t bob_id = 501;
     s_flood (bed, "B", &bob_id, 4);
-    //  Refused once, alice is refused for the rest of the period, though
+    //  Refused once, alice is held for the rest of the period, though
     //  bob's 4 would allow her more now: what she sends again keeps its
     //  order
     zchat_testbed_advance (bed, 50);
@@ -2104,7 +2113,8 @@ s_test_fair_share (void)
         msg = s_error (bed, "A", id++, ZCHAT_ERR_RATE_LIMITED);
         assert (msg->retry_ms == 25);
         //  Only room messages are judged: alice's DMs go on meanwhile
-        s_dm (bed, "A", 600 + (uint64_t) i, "bob", "B", "psst");
+        //  (their ids follow her SAYs', as libzchat's do)
+        s_dm (bed, "A", id++, "bob", "B", "psst");
     }
     assert (zchat_testbed_flush (bed) == 11);
     zchat_testbed_clear (bed);

@@ -60,10 +60,10 @@ struct _zchat_session_t {
     size_t room_count;
     size_t room_limit;                          //  allocated slots
     zchat_bucket_t messages;                    //  rate limit: SAY, DM
+    uint64_t msg_id_max;                        //  largest SAY/DM id seen
     uint64_t refused_until_ms;                  //  the hold (zchat_server_
-    uint64_t hold_id;                           //  say.c): all refused till
-                                                //  then, and till this id
-                                                //  comes again (0: none)
+    bool held;                                  //  say.c): all refused till
+                                                //  then, and till a resend
     bool hold_says;                             //  a fair-share hold: SAYs
                                                 //  only, DMs go on
     zchat_bucket_t commands;                    //  rate limit: JOIN, LEAVE,

@@ -1137,10 +1137,10 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
         return;
     }
     if (send && msg->code == ZCHAT_ERR_RATE_LIMITED) {
-        //  Refused for now (rate limit, fair share): the broker refuses the
-        //  rest of our stream until retry_ms too, so this SAY or DM and
-        //  every send after it go out again, in order, once that has
-        //  passed. The others' refusals find them waiting already. The
+        //  Refused for now (rate limit, fair share): the broker holds the
+        //  rest of our stream until retry_ms has passed and we send again
+        //  (PROTOCOL.md 6.3), so this SAY or DM and every send after it go
+        //  out again, in order, once that has passed. The others' refusals find them waiting already. The
         //  caller hears nothing but a later ACK (or, past its timeout, a
         //  timeout). A send the broker took after all (a DM after a SAY
         //  the fair share refused, which counts SAYs only) is acknowledged
@@ -1165,6 +1165,11 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
         return;
     }
     zchat_client_request_t *req = msg->id? zchat_client_request_take (self, msg->id): NULL;
+    if (!req && msg->id && msg->code == ZCHAT_ERR_RATE_LIMITED)
+        //  A 429 for a send already answered or given up: the broker held
+        //  a copy that was on its way (PROTOCOL.md 6.3). The caller has
+        //  had its answer, and a 429 is never reported for a send
+        return;
     if (!req) {
         zchat_client_emit_error (self, msg->id, msg->code, msg->retry_ms, NULL, NULL,
                                  msg->reason);
@@ -3119,6 +3124,10 @@ s_test_dm_window (void)
     assert (zchat_client_next (client, 0) == NULL);
     seen = s_test_sends_seen (router, got, S_TEST_DMS * 2, 1, 100);
     assert (seen == 1 && got [0] == oldest);
+    //  A 429 for a send answered long ago is no ERROR event
+    s_test_feed (client, false, zchat_encode_error (buf, ids [300], ZCHAT_ERR_RATE_LIMITED,
+                                                    1, "held"));
+    assert (zchat_client_next (client, 0) == NULL);
     //  No BYE on the way out: the stand-in would never answer it
     client->state = S_IDLE;
     zchat_client_destroy (&client);

@@ -73,8 +73,9 @@ zchat_server_rate_init (zchat_server_t *self, zchat_session_t *session,
 //  must not be taken ahead of what was refused; those are first sends,
 //  with ids above any before them, so they are held. Any resend ends the
 //  hold, not only the refused message's: the sender may have dropped that
-//  one (a timeout, or another error). A sender that never sends anything
-//  again is let go S_HOLD_MAX_MS after the retry time. The fair share
+//  one (a timeout, or another error). From S_HOLD_MAX_MS after the retry
+//  time the next message is taken whatever its id, so a sender that never
+//  starts over is let go. The fair share
 //  judges SAYs only, so its hold lets DMs through, as it always did. Id 0
 //  answers nothing and keeps no order: it neither starts nor ends a hold.
 

@@ -1140,12 +1140,13 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
         //  Refused for now (rate limit, fair share): the broker holds the
         //  rest of our stream until retry_ms has passed and we send again
         //  (PROTOCOL.md 6.3), so this SAY or DM and every send after it go
-        //  out again, in order, once that has passed. The others' refusals find them waiting already. The
-        //  caller hears nothing but a later ACK (or, past its timeout, a
-        //  timeout). A send the broker took after all (a DM after a SAY
-        //  the fair share refused, which counts SAYs only) is acknowledged
-        //  before it goes again, or comes again as a retry, which the
-        //  broker answers without storing or delivering it twice.
+        //  out again, in order, once that has passed. The others' refusals
+        //  find them waiting already. The caller hears nothing but a later
+        //  ACK (or, past its timeout, a timeout). A send the broker took
+        //  after all (a DM after a SAY the fair share refused, which counts
+        //  SAYs only) is acknowledged before it goes again, or comes again
+        //  as a retry, which the broker answers without storing or
+        //  delivering it twice.
         if (!send->unsent) {
             zchat_outbox_unsend_from (self->outbox, send);
             int64_t until = now + (msg->retry_ms? msg->retry_ms: S_RATE_RETRY_MS);
@@ -1639,6 +1640,21 @@ s_housekeep (zchat_client_t *self, int64_t now)
     //  later.
     if (now < self->send_pause_until && zchat_outbox_next_unsent (self->outbox))
         zchat_client_schedule (self, self->send_pause_until);
+    //  Replies first, if anything is due to go again: a 429 not read yet
+    //  must put what it refused, and every send after it, back in line
+    //  before any of them is resent, or the resend of a later one would
+    //  end the broker's hold and be taken ahead of the refused one
+    //  (PROTOCOL.md 6.3)
+    if ((send = zchat_outbox_stalest (self->outbox))
+    &&  now - send->last_ms >= self->heartbeat_ms) {
+        s_drain (self, now);
+        if (self->state != S_READY) {
+            //  A reply changed that: the rest waits for the next round,
+            //  which comes at once
+            zchat_client_schedule (self, now);
+            return;
+        }
+    }
     while ((send = zchat_outbox_stalest (self->outbox))
     &&     now - send->last_ms >= self->heartbeat_ms) {
         if (s_send_body (self, s_encode_send (self, send), now) == 0)
@@ -1769,7 +1785,11 @@ zchat_client_new (const char *server, const char *nick)
     self->heartbeat_ms = S_DEFAULT_HEARTBEAT_MS;
     self->session_ms = S_DEFAULT_SESSION_MS;
     self->max_text = ZCHAT_MAX_TEXT;
-    self->next_id = s_random64 ();
+    //  Random, so that a new process's ids are not an old one's, and below
+    //  2^63, so that they never wrap within a session: the broker takes an
+    //  id at or below the largest it saw as a message sent again
+    //  (PROTOCOL.md 6.3, the hold)
+    self->next_id = (s_random64 () >> 1) | 1;
     self->rooms = zhashx_new ();
     self->requests = zchat_idmap_new ();
     self->outbox = zchat_outbox_new ();

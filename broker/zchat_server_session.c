@@ -209,6 +209,13 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
             return;
         }
         zchat_sessions_touch (self->sessions, holder, req->mono_ms);
+        //  The hold keeps one peer's stream in order (PROTOCOL.md 6.3); the
+        //  old peer's messages are refused from now on, and the new one's
+        //  ids need not follow its: another process draws its own, which
+        //  would be held for a second, or taken as resends ending a later
+        //  hold early. Its stream starts here.
+        holder->held = false;
+        holder->msg_id_max = 0;
         if (req->user_id)
             snprintf (holder->key, sizeof (holder->key), "%s", req->user_id);
         holder->version = version;

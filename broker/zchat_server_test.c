@@ -1313,6 +1313,33 @@ s_test_hold (void)
     s_error (bed, "A", 18, ZCHAT_ERR_RATE_LIMITED);
     zchat_testbed_advance (bed, 100);
     assert (s_say (bed, "A", "lobby", 18, "h") == 5);
+
+    //  A takeover starts the stream over: another process's ids are its
+    //  own, neither held as sends after the refused one...
+    char token [ZCHAT_MAX_TOKEN + 1];
+    s_greet (bed, "T", "tom", token);
+    s_join (bed, "T", "lobby", 2);
+    zchat_testbed_clear (bed);
+    zchat_testbed_advance (bed, 1000);
+    assert (s_say (bed, "T", "lobby", 1000, "i") == 6);
+    SEND (bed, "T", zchat_encode_say (&s_buf, 1001, "lobby", 0, "j", 1));
+    s_error (bed, "T", 1001, ZCHAT_ERR_RATE_LIMITED);
+    zchat_testbed_advance (bed, 100);
+    SEND (bed, "T2", zchat_encode_hello (&s_buf, 7, ZCHAT_VERSION, "tom", token));
+    s_reply (bed, "T2", ZCHAT_WELCOME, 7);
+    assert (s_say (bed, "T2", "lobby", 5000, "k") == 7);
+    //  ... nor taken as resends that end a later hold: 22 is below the
+    //  old peers' ids, but a send after the refused 21 of this one
+    zchat_testbed_advance (bed, 1000);
+    SEND (bed, "T3", zchat_encode_hello (&s_buf, 8, ZCHAT_VERSION, "tom", token));
+    s_reply (bed, "T3", ZCHAT_WELCOME, 8);
+    assert (s_say (bed, "T3", "lobby", 20, "l") == 8);
+    SEND (bed, "T3", zchat_encode_say (&s_buf, 21, "lobby", 0, "m", 1));
+    s_error (bed, "T3", 21, ZCHAT_ERR_RATE_LIMITED);
+    zchat_testbed_advance (bed, 100);
+    SEND (bed, "T3", zchat_encode_say (&s_buf, 22, "lobby", 0, "n", 1));
+    s_error (bed, "T3", 22, ZCHAT_ERR_RATE_LIMITED);
+    assert (s_say (bed, "T3", "lobby", 21, "m") == 9);
     zchat_testbed_destroy (&bed);
 }
 

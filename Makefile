@@ -81,13 +81,29 @@ $(LIBZCHAT_A): $(PROTO_OBJ) $(CLIENT_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 #  The shared library exports only what the installed headers declare
-#  (client/libzchat.map); the static one keeps every symbol, since the
-#  programs and tests here link against the internal modules too.
+#  (client/libzchat.map); the static one built here keeps every symbol,
+#  since the programs and tests here link against the internal modules
+#  too (the installed one does not, see below).
 LIBZCHAT_MAP = client/libzchat.map
 
 $(LIBZCHAT_SO): $(PROTO_OBJ) $(CLIENT_OBJ) $(LIBZCHAT_MAP)
 	$(CC) -shared -Wl,-soname,libzchat.so.0 -Wl,--version-script=$(LIBZCHAT_MAP) \
 	    -o $@ $(filter %.o,$^) $(ALL_LIBS)
+
+#  The static library that `make install` installs keeps the same names
+#  global as the shared one: its objects are linked into one (ld -r) and
+#  every global symbol the map does not name is made local, so that the
+#  internal modules' names cannot clash with a program's own there either.
+LIBZCHAT_INSTALL_A = $(BUILD)/install/libzchat.a
+
+$(LIBZCHAT_INSTALL_A): $(PROTO_OBJ) $(CLIENT_OBJ) $(LIBZCHAT_MAP)
+	@mkdir -p $(dir $@)
+	sed -n '/global:/,/local:/s/^[[:space:]]*\([A-Za-z_][A-Za-z0-9_*]*\);.*/\1/p' \
+	    $(LIBZCHAT_MAP) > $(BUILD)/install/libzchat.keep
+	ld -r -o $(BUILD)/install/libzchat-all.o $(filter %.o,$^)
+	objcopy --wildcard --keep-global-symbols=$(BUILD)/install/libzchat.keep \
+	    $(BUILD)/install/libzchat-all.o $(BUILD)/install/libzchat.o
+	rm -f $@ && ar rcs $@ $(BUILD)/install/libzchat.o
 
 $(BUILD)/zchat-broker: $(call obj,broker/main.c) $(BROKER_OBJ) $(PROTO_OBJ)
 	$(CC) -o $@ $^ $(ALL_LIBS)
@@ -147,12 +163,12 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	$(MAKE) -f tests/fuzz/Makefile FUZZ_SECONDS=$(FUZZ_SECONDS)
 
-install: all
+install: all $(LIBZCHAT_INSTALL_A)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib \
 	    $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig \
 	    $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 $(filter-out $(BUILD)/zchat-selftest,$(PROGRAMS)) $(DESTDIR)$(PREFIX)/bin/
-	install -m 644 $(LIBZCHAT_A) $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(LIBZCHAT_INSTALL_A) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(LIBZCHAT_SO) $(DESTDIR)$(PREFIX)/lib/libzchat.so.0
 	ln -sf libzchat.so.0 $(DESTDIR)$(PREFIX)/lib/libzchat.so
 	install -m 644 client/zchat_client.h proto/zchat_msg.h $(DESTDIR)$(PREFIX)/include/

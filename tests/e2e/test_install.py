@@ -1,11 +1,16 @@
 """Test whether `make install PREFIX=DIR` installs a usable library: a small
 C program compiled and linked with `pkg-config --cflags --libs libzchat`
 (PKG_CONFIG_PATH=DIR/lib/pkgconfig) connects to a broker through
-zchat_client_new and gets its message acknowledged."""
+zchat_client_new and gets its message acknowledged. The same program
+linked against the installed libzchat.a works too, although it defines a
+function named like one of libzchat's internal modules: the installed
+archive keeps only the public headers' names global, as libzchat.so does."""
 
 import os
 import shutil
 import tempfile
+
+import re
 
 from harness import (BUILD, ROOT, SANITIZE, TMP, Broker, check, listener, run, T)
 
@@ -16,6 +21,13 @@ PROGRAM = r"""
 #include <zchat_client.h>
 #include <stdio.h>
 #include <string.h>
+
+#ifdef CLASH
+//  A name of libzchat's internal outbox module, which the installed
+//  archive must not define globally
+void zchat_outbox_new (void);
+void zchat_outbox_new (void) {}
+#endif
 
 int main (int argc, char **argv)
 {
@@ -97,3 +109,28 @@ def test_make_install_and_link():
     check(r.rc == 0 and "acked seq 1" in r.out, "the installed-library program failed: %r" % r)
     m = ear.wait_text("hello from an installed libzchat")
     check(m.get("from") == "installed", "message from the program: %r" % m)
+
+    #  The installed archive: only public names global, and a program that
+    #  uses an internal module's name links against it and works.
+    archive = os.path.join(prefix, "lib", "libzchat.a")
+    check(os.path.exists(archive), "make install did not install lib/libzchat.a")
+    if shutil.which("nm"):
+        r = run(["nm", "--defined-only", "--extern-only", archive], timeout=T(30), name="nm")
+        check(r.rc == 0, "nm failed: %r" % r)
+        names = set(line.split()[-1] for line in r.out.splitlines()
+                    if len(line.split()) == 3)
+        check("zchat_client_new" in names and "zchat_msg_decode" in names,
+              "the installed libzchat.a lacks public functions: %s" % sorted(names)[:10])
+        internal = sorted(n for n in names
+                          if re.match(r"zchat_(outbox|idmap|sequencer|msgpool|client_room)_", n))
+        check(not internal, "the installed libzchat.a exports internal names: %s"
+              % " ".join(internal))
+    static_exe = os.path.join(TMP, "prog-static")
+    static_flags = [archive if f == "-lzchat" else f for f in flags]
+    r = run([cc, "-std=c11", "-Wall", "-Werror", "-DCLASH"] + san
+            + [src, "-o", static_exe] + static_flags + ["-lpthread"],
+            timeout=T(60), env=env, name="cc-static")
+    check(r.rc == 0, "linking against the installed libzchat.a failed: %r" % r)
+    r = run([static_exe, b.router], timeout=T(30), env=env, name="prog-static")
+    check(r.rc == 0 and "acked seq 2" in r.out,
+          "the program on the installed libzchat.a failed: %r" % r)

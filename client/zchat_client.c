@@ -1158,6 +1158,26 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
         }
         return;
     }
+    zchat_client_room_t *rejoining = send && msg->code == ZCHAT_ERR_NOT_MEMBER
+                                     && send->type == ZCHAT_SAY?
+        (zchat_client_room_t *) zhashx_lookup (self->rooms, send->target): NULL;
+    if (rejoining && rejoining->confirmed && rejoining->state == R_JOINING) {
+        //  Sent behind our rejoin of its room on a new session, which the
+        //  broker refused for now (its command rate) and the room asks for
+        //  again (zchat_client_room_join_refused): the room is ours again
+        //  shortly, so this SAY and every send after it go again then, in
+        //  order, as after a 429 (those already back in line wait there).
+        //  A room refused for good is dropped, and its SAYs fail as usual.
+        if (!send->unsent) {
+            zchat_outbox_unsend_from (self->outbox, send);
+            int64_t until = rejoining->rejoin_ms > now? rejoining->rejoin_ms:
+                                                        now + S_RATE_RETRY_MS;
+            if (until > self->send_pause_until)
+                self->send_pause_until = until;
+            zchat_client_schedule (self, self->send_pause_until);
+        }
+        return;
+    }
     if (send) {
         zchat_client_emit_error (self, msg->id, msg->code, msg->retry_ms,
                                  send->type == ZCHAT_SAY? send->target: NULL,
@@ -1180,7 +1200,7 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
                                             zhashx_lookup (self->rooms, req->room): NULL;
     switch (req->kind) {
         case RQ_JOIN:
-            if (room && zchat_client_room_join_refused (room, req->user_id, msg))
+            if (room && zchat_client_room_join_refused (room, req->user_id, msg, now))
                 zhashx_delete (self->rooms, room->name);
             break;
         case RQ_FETCH:

@@ -22,7 +22,10 @@
 //  calls zchat_client_next: it pings at the interval the broker asked for,
 //  resends unacknowledged messages with their original ids, puts each
 //  room's messages in sequence order (fetching gaps from history), and on
-//  a lost or restarted broker greets again, rejoins and recovers.
+//  a lost or restarted broker greets again, rejoins and recovers. A rejoin
+//  that the broker's rate limit refuses is asked for again (sends to that
+//  room wait for it); a room whose rejoin the broker refuses for good is
+//  dropped, with a ZCHAT_EV_ERROR naming it under id 0.
 //
 //  To poll zchat beside other sockets, add both sockets from
 //  zchat_client_dealer and zchat_client_sub to your poller (a SUB not

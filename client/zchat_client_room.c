@@ -8,6 +8,7 @@
 #define S_PROBE_FIRST_MS        5       //  and at first
 #define S_TAIL_GRACE_MS         200     //  a PONG's newer seq may still be in flight on SUB
 #define S_FETCH_RETRY_MS        1000    //  after a failed history fetch
+#define S_REJOIN_RETRY_MS       100     //  after a 429 without retry_ms
 #define S_BUFFER_LIMIT          10000   //  out-of-order messages per room
 #define S_HELD_LIMIT            1000    //  presence events held per joining room
 
@@ -117,6 +118,7 @@ zchat_client_room_join (zchat_client_room_t *self, int64_t now)
     req->user_id = self->join_id;
     self->state = R_JOINING;
     self->join_ms = now;
+    self->rejoin_ms = 0;
     zchat_client_request (self->client, req, now);
 }
 
@@ -298,8 +300,20 @@ zchat_client_room_joined (zchat_client_room_t *self, uint64_t user_id,
 
 bool
 zchat_client_room_join_refused (zchat_client_room_t *self, uint64_t user_id,
-                                const zchat_msg_t *msg)
+                                const zchat_msg_t *msg, int64_t now)
 {
+    if (self->confirmed && !self->upgrade && user_id == self->join_id
+    &&  msg->code == ZCHAT_ERR_RATE_LIMITED) {
+        //  Our own rejoin on a new session, refused for now: the caller
+        //  asked for nothing and the room is still theirs, so ask again
+        //  when the broker says. A client in more rooms than the broker's
+        //  command burst has some rejoins refused after every restart, and
+        //  those rooms were left half joined: subscribed, but no longer a
+        //  member for the broker.
+        self->rejoin_ms = now + (msg->retry_ms? msg->retry_ms: S_REJOIN_RETRY_MS);
+        zchat_client_schedule (self->client, self->rejoin_ms);
+        return false;
+    }
     if (self->upgrade) {
         //  The receiving join of a send-only room failed: the broker still
         //  has us as a member, so send-only it stays
@@ -314,9 +328,14 @@ zchat_client_room_join_refused (zchat_client_room_t *self, uint64_t user_id,
                                  self->name, NULL, msg->reason);
         return true;
     }
-    zchat_client_emit_error (self->client, user_id == self->join_id? 0: user_id,
+    //  The caller joining a room again, refused: the broker still has us.
+    //  Our rejoin refused for good (a lower --max-rooms after a restart,
+    //  say): the broker has us no more, so neither do we. The caller asked
+    //  for neither, so the error names the room, without an id.
+    bool rejoin = user_id == self->join_id;
+    zchat_client_emit_error (self->client, rejoin? 0: user_id,
                              msg->code, msg->retry_ms, self->name, NULL, msg->reason);
-    return false;
+    return rejoin;
 }
 
 //  --------------------------------------------------------------------------
@@ -428,6 +447,12 @@ void
 zchat_client_room_tick (zchat_client_room_t *self, int64_t now)
 {
     zchat_client_t *client = self->client;
+    if (self->rejoin_ms) {
+        if (now >= self->rejoin_ms)
+            zchat_client_room_join (self, now);
+        else
+            zchat_client_schedule (client, self->rejoin_ms);
+    }
     if (self->send_only)
         return;                 //  nothing to probe, sequence or fetch
     if (self->fetch_id) {
@@ -677,14 +702,30 @@ zchat_client_room_test (bool verbose)
     assert (client->queue.count == 0);
     zchat_client_room_joined (room, 43, &msg, now);
     assert (s_test_expect (client, ZCHAT_EV_JOINED, 43) == 20);
-    //  Joined again, refused: reported under the id the caller knows,
-    //  none for the room's own rejoin; the room stays
+    //  Joined again, refused: reported under the id the caller knows;
+    //  the room stays
     msg = s_test_msg (client, zchat_encode_error (buf, 3, ZCHAT_ERR_RATE_LIMITED, 100,
                                                   "slow down"));
-    assert (!zchat_client_room_join_refused (room, 43, &msg));
+    assert (!zchat_client_room_join_refused (room, 43, &msg, now));
     assert (s_test_expect (client, ZCHAT_EV_ERROR, 43) == 0);
-    assert (!zchat_client_room_join_refused (room, 42, &msg));
+    assert (room->rejoin_ms == 0);
+    //  The room's own rejoin refused for now: nothing for the caller, and
+    //  JOIN again once retry_ms has passed
+    zchat_client_room_rejoin (room, now);
+    size_t asked = zchat_idmap_size (client->requests);
+    assert (!zchat_client_room_join_refused (room, 42, &msg, now));
+    assert (client->queue.count == 0 && room->rejoin_ms == now + 100);
+    zchat_client_room_tick (room, now + 99);
+    assert (zchat_idmap_size (client->requests) == asked);
+    zchat_client_room_tick (room, now + 100);
+    assert (zchat_idmap_size (client->requests) == asked + 1);
+    assert (room->rejoin_ms == 0 && room->state == R_JOINING);
+    //  Refused for good: reported without an id, and the room is to be
+    //  forgotten, as the broker has
+    msg = s_test_msg (client, zchat_encode_error (buf, 4, ZCHAT_ERR_LIMIT, 0, "full"));
+    assert (zchat_client_room_join_refused (room, 42, &msg, now));
     assert (s_test_expect (client, ZCHAT_EV_ERROR, 0) == 0);
+    assert (room->rejoin_ms == 0);
     //  Destroyed, the client no longer finds it as the room last looked up
     client->last_room = room;
     zchat_client_room_destroy (&room);
@@ -696,7 +737,7 @@ zchat_client_room_test (bool verbose)
     assert (room);
     room->join_id = 44;
     zchat_client_room_join (room, now);
-    assert (zchat_client_room_join_refused (room, 44, &msg));
+    assert (zchat_client_room_join_refused (room, 44, &msg, now));
     assert (s_test_expect (client, ZCHAT_EV_ERROR, 44) == 0);
     zchat_client_room_destroy (&room);
 
@@ -772,7 +813,7 @@ zchat_client_room_test (bool verbose)
     assert (room->state == R_JOINING && room->join_id == 47);
     msg = s_test_msg (client, zchat_encode_error (buf, 6, ZCHAT_ERR_RATE_LIMITED, 100,
                                                   "slow down"));
-    assert (!zchat_client_room_join_refused (room, 47, &msg));
+    assert (!zchat_client_room_join_refused (room, 47, &msg, now));
     assert (s_test_expect (client, ZCHAT_EV_ERROR, 47) == 0);
     assert (room->send_only && !room->upgrade && room->confirmed && room->state == R_LIVE);
     assert (room->sequencer && room->sequencer != sequencer);

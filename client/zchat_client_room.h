@@ -60,6 +60,8 @@ struct _zchat_client_room_t {
     uint64_t fetch_id;          //  outstanding fetch request, 0 none
     int64_t  fetch_sent_ms;     //  when it was asked
     int64_t  fetch_retry_ms;    //  no fetch before this time
+    int64_t  rejoin_ms;         //  our rejoin was refused for now (429):
+                                //  JOIN again then; 0 none
 };
 
 //  A room of client's we are joining, in state R_JOINING; nothing is sent
@@ -102,11 +104,13 @@ void
                               const zchat_msg_t *msg, int64_t now);
 
 //  ERROR msg answering a JOIN of the room that the caller knows as
-//  user_id: reported to the caller. Returns true if the room is to be
-//  forgotten (its first join failed), else false.
+//  user_id: reported to the caller, except a 429 of the room's own rejoin
+//  on a new session, which is asked again after retry_ms. Returns true if
+//  the room is to be forgotten (its first join, or its rejoin, failed),
+//  else false.
 bool
     zchat_client_room_join_refused (zchat_client_room_t *self, uint64_t user_id,
-                                    const zchat_msg_t *msg);
+                                    const zchat_msg_t *msg, int64_t now);
 
 //  ERROR answering fetch id: if it is the room's, fetch again after a
 //  pause.

@@ -2986,7 +2986,8 @@ s_test_dm_refused (void)
 
 //  The DMs and SAYs that reach router, their ids put in got (at most
 //  most): want of them, each within a generous time, then any more that
-//  come within quiet_ms. PINGs are skipped. Returns how many.
+//  come within quiet_ms. The items of a SAYS count one by one; PINGs are
+//  skipped. Returns how many.
 static size_t
 s_test_sends_seen (zsock_t *router, uint64_t *got, size_t most, size_t want, int quiet_ms)
 {
@@ -2998,16 +2999,71 @@ s_test_sends_seen (zsock_t *router, uint64_t *got, size_t most, size_t want, int
         zchat_msg_t msg;
         assert (body && zchat_msg_decode (&msg, zframe_data (body),
                                           zframe_size (body)) == ZCHAT_DECODE_OK);
-        assert (msg.type == ZCHAT_DM || msg.type == ZCHAT_SAY || msg.type == ZCHAT_PING);
+        assert (msg.type == ZCHAT_DM || msg.type == ZCHAT_SAY || msg.type == ZCHAT_SAYS
+                || msg.type == ZCHAT_PING);
+        size_t cursor = 0;
+        zchat_say_t item;
+        if (msg.type == ZCHAT_SAYS)
+            while (zchat_msg_next_say (&msg, &cursor, &item)) {
+                assert (count < most);
+                got [count++] = item.id;
+            }
+        else
         if (msg.type != ZCHAT_PING) {
             assert (count < most);
             got [count++] = msg.id;
-            if (count == want)
-                zsock_set_rcvtimeo (router, quiet_ms);
         }
+        if (want && count >= want)
+            zsock_set_rcvtimeo (router, quiet_ms);
         zmsg_destroy (&request);
     }
     return count;
+}
+
+//  A ROUTER standing in for the broker's and a greeted client (*client_p)
+//  whose DEALER, named "alice", is connected to it. Over inproc what one
+//  side sends the other can read as soon as the send returns, so the test
+//  knows what is waiting for the client without timing anything. No timer
+//  of the client's own comes due while the test runs: the test drives
+//  housekeeping with the times it chooses.
+static zsock_t *
+s_test_stand_in (zchat_client_t **client_p)
+{
+    static int stand_ins = 0;
+    char endpoint [64];
+    snprintf (endpoint, sizeof (endpoint), "inproc://zchat-test-router-%d", ++stand_ins);
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    assert (router);
+    int rc = zsock_bind (router, "%s", endpoint);
+    assert (rc == 0);
+    zchat_client_t *client = s_test_greeted_client ("tcp://127.0.0.1:1");
+    client->heartbeat_ms = 60000;
+    client->session_ms = 180000;
+    client->timeout_ms = 180000;
+    zsock_set_identity (client->dealer, "alice");
+    rc = zsock_connect (client->dealer, "%s", endpoint);
+    assert (rc == 0);
+    for (int i = 0; i < 5000 && !(zsock_events (client->dealer) & ZMQ_POLLOUT); i++)
+        zclock_sleep (1);
+    assert (zsock_events (client->dealer) & ZMQ_POLLOUT);
+    *client_p = client;
+    return router;
+}
+
+//  Send the body encoded in the client's buffer (size bytes) from the
+//  stand-in to the client, unread until the client reads it.
+static void
+s_test_answer (zsock_t *router, zchat_client_t *client, size_t size)
+{
+    assert (size > 0);
+    int rc = zstr_sendm (router, "alice");
+    assert (rc == 0);
+    rc = zstr_sendm (router, "");
+    assert (rc == 0);
+    zframe_t *body = zframe_new (client->buffer, size);
+    assert (body);
+    rc = zframe_send (&body, router, 0);
+    assert (rc == 0);
 }
 
 //  The DM window: of 600 DMs made at once with no ACK coming back, only
@@ -3168,6 +3224,75 @@ s_test_dm_window (void)
     s_test_feed (client, false, zchat_encode_error (buf, ids [300], ZCHAT_ERR_RATE_LIMITED,
                                                     1, "held"));
     assert (zchat_client_next (client, 0) == NULL);
+    //  No BYE on the way out: the stand-in would never answer it
+    client->state = S_IDLE;
+    zchat_client_destroy (&client);
+    zsock_destroy (&router);
+}
+
+//  A heartbeat resend waits for what the broker has answered already: a
+//  429 not read yet for an earlier send puts that send and every one
+//  after it back in line first (PROTOCOL.md 6.3). Here the refused SAY
+//  went again lately (a heartbeat resend that the broker held, too
+//  early), so a later SAY's heartbeat comes due first; sent then, it
+//  would end the broker's hold and be taken ahead of the refused one.
+//  ahead: how many other replies wait ahead of the 429.
+static void
+s_test_resend_round (zsock_t *router, zchat_client_t *client, size_t ahead)
+{
+    zchat_buf_t *buf = &client->buf;
+    uint64_t got [8];
+    uint64_t ids [2];
+    ids [0] = zchat_client_say (client, "ops", "one", 3, false);
+    ids [1] = zchat_client_say (client, "ops", "two", 3, false);
+    assert (ids [0] && ids [1]);
+    assert (s_test_sends_seen (router, got, 8, 2, 0) == 2);
+    assert (got [0] == ids [0] && got [1] == ids [1]);
+    zchat_outbox_entry_t *one = zchat_outbox_lookup (client->outbox, ids [0]);
+    zchat_outbox_entry_t *two = zchat_outbox_lookup (client->outbox, ids [1]);
+    assert (one && two);
+    int64_t base = s_now ();
+    client->heartbeat_ms = 1000;
+    zchat_outbox_sent (client->outbox, two, base);
+    zchat_outbox_sent (client->outbox, one, base + 500);
+    assert (zchat_outbox_stalest (client->outbox) == two);
+    //  Answers to nothing of ours, which the client ignores
+    for (size_t i = 0; i < ahead; i++)
+        s_test_answer (router, client, zchat_encode_ack (buf, 1, "ops", 1, 1));
+    s_test_answer (router, client, zchat_encode_error (buf, ids [0], ZCHAT_ERR_RATE_LIMITED,
+                                                       100, "slow down"));
+    //  The later SAY's heartbeat is due, the refused one's not: the 429 is
+    //  read first, and both wait for the retry time
+    s_housekeep (client, base + 1000);
+    assert (one->unsent && two->unsent);
+    assert (zchat_outbox_next_unsent (client->outbox) == one);
+    assert (client->send_pause_until == base + 1100);
+    assert (s_test_sends_seen (router, got, 8, 0, 0) == 0);
+    //  Then they go again, in send order, and are acknowledged
+    s_housekeep (client, base + 1100);
+    assert (s_test_sends_seen (router, got, 8, 2, 0) == 2);
+    assert (got [0] == ids [0] && got [1] == ids [1]);
+    s_test_answer (router, client, zchat_encode_ack (buf, ids [0], "ops", 1, 1));
+    s_test_answer (router, client, zchat_encode_ack (buf, ids [1], "ops", 2, 1));
+    zchat_event_t *event;
+    size_t acks = 0;
+    while ((event = zchat_client_next (client, 0))) {
+        assert (event->type == ZCHAT_EV_ACK && acks < 2 && event->id == ids [acks]);
+        acks++;
+        zchat_event_destroy (&event);
+    }
+    assert (acks == 2 && zchat_client_pending (client) == 0);
+    client->heartbeat_ms = 60000;
+    client->send_pause_until = 0;
+    client->send_cap = 0;
+}
+
+static void
+s_test_resend_after_429 (void)
+{
+    zchat_client_t *client;
+    zsock_t *router = s_test_stand_in (&client);
+    s_test_resend_round (router, client, 0);
     //  No BYE on the way out: the stand-in would never answer it
     client->state = S_IDLE;
     zchat_client_destroy (&client);
@@ -3748,6 +3873,7 @@ zchat_client_test (bool verbose)
     s_test_send_cap ();
     s_test_dm_refused ();
     s_test_dm_window ();
+    s_test_resend_after_429 ();
 
     if (verbose)
         printf ("OK\n");

@@ -64,6 +64,10 @@
 #define S_MAX_IDLE_MS           1000    //  housekeeping runs at least this often
 #define S_WRITE_RETRY_MS        10      //  retry a full DEALER, for external pollers
 #define S_BATCH                 512     //  messages drained per socket per pass
+//  Before anything goes again, housekeeping reads every reply waiting on
+//  the DEALER, up to this many: what its queue holds and a little more,
+//  a bound against a stream that never stops (others' DMs)
+#define S_REPLIES_MAX           (2 * S_DEALER_RCVHWM + S_BATCH)
 #define S_SNDHWM                10000
 //  What a broker can make us hold is bounded by messages queued times
 //  their largest size: each socket refuses a frame over its limit before
@@ -1539,26 +1543,40 @@ s_auth_reason (zchat_client_t *self)
 }
 
 //  --------------------------------------------------------------------------
+//  Read at most most messages waiting on the DEALER, without waiting.
+//  Returns the number read.
+
+static int
+s_drain_dealer (zchat_client_t *self, int64_t now, int most)
+{
+    int total = 0;
+    zmq_msg_t frames [3];
+    for (int i = 0; i < 3; i++)
+        zmq_msg_init (&frames [i]);
+    //  [""] [body]
+    for (; total < most; total++) {
+        int count = s_recv (self->dealer_h, frames);
+        if (count <= 0)
+            break;
+        if (count == 2 && zmq_msg_size (&frames [0]) == 0)
+            s_on_dealer (self, zmq_msg_data (&frames [1]), zmq_msg_size (&frames [1]), now);
+    }
+    for (int i = 0; i < 3; i++)
+        zmq_msg_close (&frames [i]);
+    return total;
+}
+
+//  --------------------------------------------------------------------------
 //  Drain the DEALER, the SUB and the monitor, each at most a batch, without
 //  waiting. Returns the number of messages read.
 
 static int
 s_drain (zchat_client_t *self, int64_t now)
 {
-    int total = 0;
+    int total = s_drain_dealer (self, now, S_BATCH);
     zmq_msg_t frames [3];
     for (int i = 0; i < 3; i++)
         zmq_msg_init (&frames [i]);
-
-    //  DEALER: [""] [body]
-    for (int n = 0; n < S_BATCH; n++) {
-        int count = s_recv (self->dealer_h, frames);
-        if (count <= 0)
-            break;
-        total++;
-        if (count == 2 && zmq_msg_size (&frames [0]) == 0)
-            s_on_dealer (self, zmq_msg_data (&frames [1]), zmq_msg_size (&frames [1]), now);
-    }
     //  SUB: [topic] [body]. A MESSAGES frame holds up to hundreds of
     //  messages, so the pass also stops once S_BATCH events wait for the
     //  caller: events are recycled from a small pool while the queue stays
@@ -1650,6 +1668,25 @@ s_housekeep (zchat_client_t *self, int64_t now)
     if (self->state != S_READY)
         return;
 
+    //  Replies first, if anything is to go again, by heartbeat or as a
+    //  resend the DEALER did not take before: a 429 not read yet must put
+    //  what it refused, and every send after it, back in line before any
+    //  of them is resent, or the resend of a later one would end the
+    //  broker's hold and be taken ahead of the refused one (PROTOCOL.md
+    //  6.3). Every reply waiting, not one pass's worth: the 429 may wait
+    //  behind more than that.
+    zchat_outbox_entry_t *next = zchat_outbox_next_unsent (self->outbox);
+    if (((send = zchat_outbox_stalest (self->outbox))
+         && now - send->last_ms >= self->heartbeat_ms)
+    ||  (next && next->went_out && now >= self->send_pause_until)) {
+        s_drain_dealer (self, now, S_REPLIES_MAX);
+        if (self->state != S_READY) {
+            //  A reply changed that: the rest waits for the next round,
+            //  which comes at once
+            zchat_client_schedule (self, now);
+            return;
+        }
+    }
     //  What could not go out before, then resends of the oldest sends
     s_request_flush (self, now);
     s_send_flush (self, now);
@@ -1660,21 +1697,6 @@ s_housekeep (zchat_client_t *self, int64_t now)
     //  later.
     if (now < self->send_pause_until && zchat_outbox_next_unsent (self->outbox))
         zchat_client_schedule (self, self->send_pause_until);
-    //  Replies first, if anything is due to go again: a 429 not read yet
-    //  must put what it refused, and every send after it, back in line
-    //  before any of them is resent, or the resend of a later one would
-    //  end the broker's hold and be taken ahead of the refused one
-    //  (PROTOCOL.md 6.3)
-    if ((send = zchat_outbox_stalest (self->outbox))
-    &&  now - send->last_ms >= self->heartbeat_ms) {
-        s_drain (self, now);
-        if (self->state != S_READY) {
-            //  A reply changed that: the rest waits for the next round,
-            //  which comes at once
-            zchat_client_schedule (self, now);
-            return;
-        }
-    }
     while ((send = zchat_outbox_stalest (self->outbox))
     &&     now - send->last_ms >= self->heartbeat_ms) {
         if (s_send_body (self, s_encode_send (self, send), now) == 0)
@@ -3236,9 +3258,11 @@ s_test_dm_window (void)
 //  went again lately (a heartbeat resend that the broker held, too
 //  early), so a later SAY's heartbeat comes due first; sent then, it
 //  would end the broker's hold and be taken ahead of the refused one.
-//  ahead: how many other replies wait ahead of the 429.
+//  ahead: how many other replies wait ahead of the 429. waiting: the later
+//  SAY's resend is not due by heartbeat but waits for the DEALER, which
+//  did not take it before (the same, to the broker).
 static void
-s_test_resend_round (zsock_t *router, zchat_client_t *client, size_t ahead)
+s_test_resend_round (zsock_t *router, zchat_client_t *client, size_t ahead, bool waiting)
 {
     zchat_buf_t *buf = &client->buf;
     uint64_t got [8];
@@ -3256,12 +3280,14 @@ s_test_resend_round (zsock_t *router, zchat_client_t *client, size_t ahead)
     zchat_outbox_sent (client->outbox, two, base);
     zchat_outbox_sent (client->outbox, one, base + 500);
     assert (zchat_outbox_stalest (client->outbox) == two);
+    if (waiting)
+        zchat_outbox_unsend (client->outbox, two);
     //  Answers to nothing of ours, which the client ignores
     for (size_t i = 0; i < ahead; i++)
         s_test_answer (router, client, zchat_encode_ack (buf, 1, "ops", 1, 1));
     s_test_answer (router, client, zchat_encode_error (buf, ids [0], ZCHAT_ERR_RATE_LIMITED,
                                                        100, "slow down"));
-    //  The later SAY's heartbeat is due, the refused one's not: the 429 is
+    //  The later SAY may go again, the refused one not yet: the 429 is
     //  read first, and both wait for the retry time
     s_housekeep (client, base + 1000);
     assert (one->unsent && two->unsent);
@@ -3292,7 +3318,9 @@ s_test_resend_after_429 (void)
 {
     zchat_client_t *client;
     zsock_t *router = s_test_stand_in (&client);
-    s_test_resend_round (router, client, 0);
+    s_test_resend_round (router, client, 0, false);
+    s_test_resend_round (router, client, S_BATCH + 100, false);
+    s_test_resend_round (router, client, 0, true);
     //  No BYE on the way out: the stand-in would never answer it
     client->state = S_IDLE;
     zchat_client_destroy (&client);

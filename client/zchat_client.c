@@ -1135,8 +1135,11 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
     zchat_outbox_entry_t *send = zchat_outbox_lookup (self->outbox, msg->id);
     if (self->state == S_GREETING
     &&  (msg->id == self->hello_id
-        || (!send && !zchat_idmap_lookup (self->requests, msg->id)))) {
-        //  Answers an earlier HELLO of ours, if not the latest
+        || (!send && !zchat_idmap_lookup (self->requests, msg->id)
+            && msg->code != ZCHAT_ERR_RATE_LIMITED))) {
+        //  Answers an earlier HELLO of ours, if not the latest. A HELLO is
+        //  never refused with 429: that is the late answer to a send given
+        //  up already, which the broker held (dropped below, as when ready)
         s_on_hello_refused (self, msg);
         return;
     }
@@ -2872,6 +2875,31 @@ s_test_greeted_client (const char *sub_endpoint)
     return client;
 }
 
+//  A 429 that comes while greeting again, for a send given up already
+//  (the broker held a copy on its way, PROTOCOL.md 6.3), is not the
+//  HELLO's refusal: nothing reaches the caller. A refusal that answers no
+//  request of ours is the HELLO's.
+static void
+s_test_late_429_while_greeting (void)
+{
+    zchat_client_t *client = s_test_greeted_client ("tcp://127.0.0.1:1");
+    client->state = S_GREETING;
+    uint64_t gone = client->hello_id + 1000;    //  no send or request of ours
+    assert (!zchat_outbox_lookup (client->outbox, gone)
+            && !zchat_idmap_lookup (client->requests, gone));
+    s_test_feed (client, false, zchat_encode_error (&client->buf, gone,
+                                                    ZCHAT_ERR_RATE_LIMITED, 100, "held"));
+    assert (s_test_event (client) == NULL && !client->greet_error_told);
+    s_test_feed (client, false, zchat_encode_error (&client->buf, gone,
+                                                    ZCHAT_ERR_NICK_IN_USE, 0, "in use"));
+    zchat_event_t *event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_ERROR && event->code == ZCHAT_ERR_NICK_IN_USE);
+    zchat_event_destroy (&event);
+    assert (client->greet_error_told);
+    client->state = S_IDLE;
+    zchat_client_destroy (&client);
+}
+
 //  The cap after a 429 (s_send_room): 64 in flight, one more for each ACK
 //  of the refused send or a later one, off at S_SEND_CAP_OPEN; a new session
 //  takes it off, a resumed one starts it again from the bottom. No broker:
@@ -3899,6 +3927,7 @@ zchat_client_test (bool verbose)
     s_test_send_only ();
     s_test_lazy_sub ();
     s_test_send_cap ();
+    s_test_late_429_while_greeting ();
     s_test_dm_refused ();
     s_test_dm_window ();
     s_test_resend_after_429 ();

@@ -68,6 +68,8 @@
 //  the DEALER, up to this many: what its queue holds and a little more,
 //  a bound against a stream that never stops (others' DMs)
 #define S_REPLIES_MAX           (2 * S_DEALER_RCVHWM + S_BATCH)
+//  A new send reads the replies first if none were read for this long
+#define S_REPLIES_STALE_MS      100
 #define S_SNDHWM                10000
 //  What a broker can make us hold is bounded by messages queued times
 //  their largest size: each socket refuses a frame over its limit before
@@ -702,6 +704,9 @@ s_send_flush (zchat_client_t *self, int64_t now)
     }
 }
 
+static int
+    s_drain_dealer (zchat_client_t *self, int64_t now, int most);
+
 //  --------------------------------------------------------------------------
 //  Queue a SAY or DM and send it if it can go out now. Returns its id.
 
@@ -713,6 +718,14 @@ s_send_new (zchat_client_t *self, uint8_t type, const char *target,
     //  the tick's resolution does, and a flat-out sender saves a clock
     //  read per message
     int64_t now = s_now_coarse ();
+    //  Replies first, if none were read lately (a caller busy with each
+    //  event, between calls to zchat_client_next): a 429 there puts earlier
+    //  sends back in line, and this one must go behind them. The broker's
+    //  hold on our stream ends 1 s after its retry time whatever comes
+    //  (PROTOCOL.md 6.3), and would take it ahead of them. A caller that
+    //  polls us as it should never reads here.
+    if (self->state == S_READY && now - self->dealer_read_ms >= S_REPLIES_STALE_MS)
+        s_drain_dealer (self, now, S_REPLIES_MAX);
     //  Behind others that wait, it waits too: sends keep their order
     bool first_in_line = zchat_outbox_next_unsent (self->outbox) == NULL;
     uint64_t id = s_next_id (self);
@@ -1552,6 +1565,7 @@ s_auth_reason (zchat_client_t *self)
 static int
 s_drain_dealer (zchat_client_t *self, int64_t now, int most)
 {
+    self->dealer_read_ms = now;
     int total = 0;
     zmq_msg_t frames [3];
     for (int i = 0; i < 3; i++)
@@ -3341,6 +3355,46 @@ s_test_resend_round (zsock_t *router, zchat_client_t *client, size_t ahead, bool
     client->send_cap = 0;
 }
 
+//  A new send made while a 429 waits unread, by a caller that has not let
+//  us read for a while (busy with each event): the replies are read first,
+//  so it waits behind the refused one instead of going ahead of it.
+static void
+s_test_new_send_after_429 (zsock_t *router, zchat_client_t *client)
+{
+    zchat_buf_t *buf = &client->buf;
+    uint64_t got [8];
+    uint64_t ids [2];
+    ids [0] = zchat_client_say (client, "ops", "one", 3, false);
+    assert (ids [0]);
+    assert (s_test_sends_seen (router, got, 8, 1, 0) == 1 && got [0] == ids [0]);
+    s_test_answer (router, client, zchat_encode_error (buf, ids [0], ZCHAT_ERR_RATE_LIMITED,
+                                                       100, "slow down"));
+    client->dealer_read_ms = s_now_coarse () - 1000;
+    ids [1] = zchat_client_say (client, "ops", "two", 3, false);
+    assert (ids [1]);
+    assert (s_test_sends_seen (router, got, 8, 0, 0) == 0);
+    zchat_outbox_entry_t *one = zchat_outbox_lookup (client->outbox, ids [0]);
+    zchat_outbox_entry_t *two = zchat_outbox_lookup (client->outbox, ids [1]);
+    assert (one && two && one->unsent && two->unsent);
+    assert (zchat_outbox_next_unsent (client->outbox) == one);
+    //  After the retry time both go, in send order
+    s_housekeep (client, client->send_pause_until);
+    assert (s_test_sends_seen (router, got, 8, 2, 0) == 2);
+    assert (got [0] == ids [0] && got [1] == ids [1]);
+    s_test_answer (router, client, zchat_encode_ack (buf, ids [0], "ops", 1, 1));
+    s_test_answer (router, client, zchat_encode_ack (buf, ids [1], "ops", 2, 1));
+    zchat_event_t *event;
+    size_t acks = 0;
+    while ((event = zchat_client_next (client, 0))) {
+        assert (event->type == ZCHAT_EV_ACK && acks < 2 && event->id == ids [acks]);
+        acks++;
+        zchat_event_destroy (&event);
+    }
+    assert (acks == 2 && zchat_client_pending (client) == 0);
+    client->send_pause_until = 0;
+    client->send_cap = 0;
+}
+
 static void
 s_test_resend_after_429 (void)
 {
@@ -3349,6 +3403,7 @@ s_test_resend_after_429 (void)
     s_test_resend_round (router, client, 0, false);
     s_test_resend_round (router, client, S_BATCH + 100, false);
     s_test_resend_round (router, client, 0, true);
+    s_test_new_send_after_429 (router, client);
     //  No BYE on the way out: the stand-in would never answer it
     client->state = S_IDLE;
     zchat_client_destroy (&client);

@@ -113,6 +113,8 @@ struct _zchat_client_t {
     uint32_t max_text;
     int64_t  last_send_ms;
     int64_t  last_recv_ms;
+    int64_t  dealer_read_ms;    //  the DEALER was last read (to empty, or
+                                //  a batch's worth)
     int64_t  due_ms;            //  next housekeeping
     size_t   unsent_requests;
     zchat_client_queue_t queue;

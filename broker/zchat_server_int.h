@@ -51,6 +51,8 @@ typedef struct {
 typedef struct {
     size_t peer_at, peer_size;  //  in peers
     bool batch_ack;             //  version 2: one ACKS for them all
+    bool run_ack;               //  version 4: ACKRUNS, a run per item,
+                                //  instead of ACKS
     size_t head, tail;
 } zchat_sender_t;
 

@@ -448,6 +448,7 @@ s_sender_add (zchat_server_t *self, zchat_request_t *req, size_t index)
         memcpy (self->peers + self->peers_size, req->peer, req->peer_size);
     self->peers_size += req->peer_size;
     sender->batch_ack = session->version >= 2;
+    sender->run_ack = session->version >= 4;
     sender->head = sender->tail = index;
     session->sender_gen = self->group_gen;
     session->sender = self->sender_count++;
@@ -524,9 +525,80 @@ s_acks_out (zchat_server_t *self, const zchat_sender_t *sender, zchat_buf_t *buf
     zchat_server_send (self, self->peers + sender->peer_at, sender->peer_size, size);
 }
 
+//  Version 4: the sender's ACKs as runs, each of SAYs with consecutive
+//  ids that were stored in one room with consecutive seqs at one time,
+//  which is what a sender's stream under load mostly is; one ACKRUNS item
+//  stands for the run's ACKs. A single ACK goes as the plain ACK.
+typedef struct {
+    uint64_t id, seq, ts;
+    uint32_t count;
+    const char *room;
+} s_ack_run_t;
+
+//  Send buf (ACKRUNS), whose last item is last: a single ACK as the ACK.
+static void
+s_ackruns_out (zchat_server_t *self, const zchat_sender_t *sender, zchat_buf_t *buf,
+               const s_ack_run_t *last)
+{
+    if (buf->count == 0)
+        return;
+    size_t size = buf->size;
+    if (buf->count == 1 && last->count == 1)
+        size = zchat_encode_ack (buf, last->id, last->room, last->seq, last->ts);
+    zchat_server_send (self, self->peers + sender->peer_at, sender->peer_size, size);
+}
+
+//  Add run to buf, whose last item is *last; a full buf goes out first.
+static void
+s_ackruns_add (zchat_server_t *self, const zchat_sender_t *sender, zchat_buf_t *buf,
+               s_ack_run_t *last, const s_ack_run_t *run)
+{
+    if (!zchat_encode_ackruns_add (buf, run->id, run->count, run->room, run->seq, run->ts)) {
+        s_ackruns_out (self, sender, buf, last);
+        zchat_encode_ackruns_begin (buf);
+        size_t size = zchat_encode_ackruns_add (buf, run->id, run->count, run->room,
+                                                run->seq, run->ts);
+        assert (size > 0);      //  one item always fits a batch
+    }
+    *last = *run;
+}
+
+static void
+s_ack_sender_runs (zchat_server_t *self, const zchat_sender_t *sender)
+{
+    zchat_buf_t buf;
+    zchat_buf_init (&buf, self->buffer, S_BATCH_BYTES);
+    zchat_encode_ackruns_begin (&buf);
+    s_ack_run_t run = { 0, 0, 0, 0, NULL };
+    s_ack_run_t last = run;
+    for (size_t at = sender->head; at != S_NONE; at = self->staged [at].next) {
+        const zchat_staged_t *staged = &self->staged [at];
+        const char *room = s_ack_room (self, staged);
+        //  A run never wraps: id 0 after 2^64 - 1 starts another
+        if (run.count && run.count < UINT32_MAX
+        &&  run.id + run.count > run.id && staged->id == run.id + run.count
+        &&  run.seq + run.count > run.seq && staged->seq == run.seq + run.count
+        &&  staged->ts == run.ts
+        &&  (room == run.room || streq (room, run.room))) {
+            run.count++;
+            continue;
+        }
+        if (run.count)
+            s_ackruns_add (self, sender, &buf, &last, &run);
+        run = (s_ack_run_t) { staged->id, staged->seq, staged->ts, 1, room };
+    }
+    if (run.count)
+        s_ackruns_add (self, sender, &buf, &last, &run);
+    s_ackruns_out (self, sender, &buf, &last);
+}
+
 static void
 s_ack_sender (zchat_server_t *self, const zchat_sender_t *sender)
 {
+    if (sender->run_ack) {
+        s_ack_sender_runs (self, sender);
+        return;
+    }
     zchat_buf_t buf;
     zchat_buf_init (&buf, self->buffer, S_BATCH_BYTES);
     zchat_encode_acks_begin (&buf);

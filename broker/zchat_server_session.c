@@ -132,7 +132,8 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
     //  MESSAGES (on PUB, which a version 1 client skips and fetches again
     //  with HISTORY as a gap), so version 1 clients still work. Version 3
     //  only lets the client send bigger requests, which the ROUTER takes
-    //  from everyone.
+    //  from everyone; version 4 only acknowledges that session in runs
+    //  (ACKRUNS).
     if (msg->version < ZCHAT_VERSION_MIN) {
         char supported [64] = "supported versions:";
         for (int version = ZCHAT_VERSION_MIN; version <= ZCHAT_VERSION; version++) {

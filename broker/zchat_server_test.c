@@ -161,7 +161,7 @@ s_test_sessions (void)
     //  Wrong version, invalid nicks, a live nick
     SEND (bed, "B", zchat_encode_hello (&s_buf, 8, 0, "bob", ""));
     msg = s_error (bed, "B", 8, ZCHAT_ERR_VERSION);
-    assert (streq (msg->reason, "supported versions: 1 2 3"));
+    assert (streq (msg->reason, "supported versions: 1 2 3 4"));
     SEND (bed, "B", zchat_encode_hello (&s_buf, 9, ZCHAT_VERSION, "9lives", ""));
     s_error (bed, "B", 9, ZCHAT_ERR_INVALID);
     SEND (bed, "B", zchat_encode_hello (&s_buf, 10, ZCHAT_VERSION, "bo b", ""));
@@ -1987,6 +1987,75 @@ s_test_batches (void)
     zchat_testbed_destroy (&bed);
 }
 
+//  ACKRUNS (version 4): a sender's ACKs go as runs of consecutive ids
+//  stored with consecutive seqs, broken where another sender's message
+//  came between, or another room's; a version 3 sender in the same group
+//  gets ACKS; a single ACK goes plain. The testbed checks that no run
+//  could have been longer and reads each run as the ACKs it stands for.
+static void
+s_test_ackruns (void)
+{
+    zchat_server_config_t config = zchat_testbed_config ();
+    zchat_testbed_t *bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    s_greet (bed, "A", "alice", NULL);
+    SEND (bed, "D", zchat_encode_hello (&s_buf, 1, 3, "dave", ""));
+    const zchat_msg_t *msg = s_reply (bed, "D", ZCHAT_WELCOME, 1);
+    assert (msg->version == 3);
+    s_join (bed, "A", "lobby", 2);
+    s_join (bed, "D", "lobby", 2);
+    s_join (bed, "A", "ops", 3);
+    zchat_testbed_clear (bed);
+
+    //  alice 100-102, dave 200-201, alice 103-104 in lobby, alice 105 in
+    //  ops, alice 106 in lobby: alice's runs are 100-102, 103-104, 105,
+    //  106; dave's two ACKs go as an ACKS
+    const char *peers [] = { "A", "A", "A", "D", "D", "A", "A", "A", "A" };
+    const uint64_t ids [] = { 100, 101, 102, 200, 201, 103, 104, 105, 106 };
+    const char *rooms [] = { "lobby", "lobby", "lobby", "lobby", "lobby", "lobby",
+                             "lobby", "ops", "lobby" };
+    for (int i = 0; i < 9; i++)
+        SEND (bed, peers [i], zchat_encode_say (&s_buf, ids [i], rooms [i],
+                                                 ZCHAT_KIND_TEXT, "x", 1));
+    size_t batches = zchat_testbed_batches (bed);
+    assert (zchat_testbed_flush (bed) == 9);
+    size_t runs = 0;
+    assert (zchat_testbed_ackruns (bed, &runs) == 1 && runs == 4);
+    //  alice's ACKRUNS, dave's ACKS, lobby's MESSAGES (ops has one)
+    assert (zchat_testbed_batches (bed) == batches + 3);
+    uint64_t seq = 1;
+    for (int i = 0; i < 9; i++) {
+        msg = s_reply (bed, peers [i], ZCHAT_ACK, ids [i]);
+        assert (streq (msg->room, rooms [i]));
+        assert (msg->seq == (streq (rooms [i], "ops")? 1: seq++));
+    }
+    zchat_testbed_clear (bed);
+
+    //  One SAY alone: a plain ACK; a run of one beside another room's
+    //  run goes as an item
+    s_say (bed, "A", "lobby", 107, "alone");
+    assert (zchat_testbed_ackruns (bed, NULL) == 1);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 108, "ops", ZCHAT_KIND_TEXT, "y", 1));
+    SEND (bed, "A", zchat_encode_say (&s_buf, 109, "lobby", ZCHAT_KIND_TEXT, "z", 1));
+    assert (zchat_testbed_flush (bed) == 2);
+    assert (zchat_testbed_ackruns (bed, &runs) == 2 && runs == 6);
+    msg = s_reply (bed, "A", ZCHAT_ACK, 108);
+    assert (streq (msg->room, "ops") && msg->seq == 2);
+    msg = s_reply (bed, "A", ZCHAT_ACK, 109);
+    assert (streq (msg->room, "lobby") && msg->seq == seq + 1);
+    //  The last id, then id 0 (which answers nothing but is taken): two
+    //  runs, not one that wraps
+    SEND (bed, "A", zchat_encode_say (&s_buf, UINT64_MAX, "lobby", ZCHAT_KIND_TEXT, "a", 1));
+    SEND (bed, "A", zchat_encode_say (&s_buf, 0, "lobby", ZCHAT_KIND_TEXT, "b", 1));
+    assert (zchat_testbed_flush (bed) == 2);
+    assert (zchat_testbed_ackruns (bed, &runs) == 3 && runs == 8);
+    msg = s_reply (bed, "A", ZCHAT_ACK, UINT64_MAX);
+    assert (msg->seq == seq + 2);
+    msg = s_reply (bed, "A", ZCHAT_ACK, 0);
+    assert (msg->seq == seq + 3);
+    zchat_testbed_destroy (&bed);
+}
+
 //  Runs: a group's messages of a room are encoded into batches as they
 //  are staged. One room over several batches, broken by another sender,
 //  by a duplicate and by another room; two rooms interleaved message by
@@ -2207,6 +2276,7 @@ zchat_server_test (bool verbose)
     s_test_revoke ();
     s_test_durability_off ();
     s_test_batches ();
+    s_test_ackruns ();
     s_test_runs ();
     s_test_fair_share ();
     s_test_hold ();

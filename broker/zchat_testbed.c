@@ -30,7 +30,8 @@ struct _zchat_testbed_t {
     zlistx_t *records;          //  s_record_t, oldest first
     s_record_t *taken;          //  the last record taken, alive until the next
     size_t emitted;             //  bodies emitted, recorded or not
-    size_t batches;             //  of which ACKS or MESSAGES
+    size_t batches;             //  of which ACKS, ACKRUNS or MESSAGES
+    size_t ackruns, runs;       //  ACKRUNS bodies, and their items
 };
 
 
@@ -66,10 +67,30 @@ s_check_reply (const uint8_t *body, size_t size)
          || msg.type == ZCHAT_DELIVER || msg.type == ZCHAT_MEMBERS
          || msg.type == ZCHAT_ROOMLIST || msg.type == ZCHAT_TOPICIS
          || msg.type == ZCHAT_PAGE    || msg.type == ZCHAT_OK
-         || msg.type == ZCHAT_ERROR   || msg.type == ZCHAT_ACKS);
+         || msg.type == ZCHAT_ERROR   || msg.type == ZCHAT_ACKS
+         || msg.type == ZCHAT_ACKRUNS);
     //  A batch is worth sending only with two or more in it
     if (msg.type == ZCHAT_ACKS)
         assert (msg.item_count >= 2);
+    if (msg.type == ZCHAT_ACKRUNS) {
+        //  Two or more ACKs, in runs as long as they can be: no item
+        //  continues the one before
+        assert (msg.item_count >= 1);
+        size_t cursor = 0;
+        zchat_item_t item, previous = { 0 };
+        uint64_t acks = 0;
+        while (zchat_msg_next_item (&msg, &cursor, &item)) {
+            assert (item.count >= 1);
+            assert (!(previous.count && previous.id + previous.count > previous.id
+                      && item.id == previous.id + previous.count
+                      && previous.seq + previous.count > previous.seq
+                      && item.seq == previous.seq + previous.count
+                      && item.ts == previous.ts && streq (item.room, previous.room)));
+            acks += item.count;
+            previous = item;
+        }
+        assert (acks >= 2);
+    }
     if (msg.type == ZCHAT_ERROR)
         assert (msg.code >= 400 && msg.code <= 599);
 }
@@ -119,6 +140,20 @@ s_keep_items (zchat_testbed_t *self, bool publish, const uint8_t *key, size_t ke
     size_t cursor = 0;
     zchat_item_t item;
     while (zchat_msg_next_item (batch, &cursor, &item)) {
+        //  A run of ACKs: one each
+        for (uint32_t i = 1; batch->type == ZCHAT_ACKRUNS && i < item.count; i++) {
+            uint8_t data [128];
+            zchat_buf_t buf;
+            zchat_buf_init (&buf, data, sizeof data);
+            size_t size = zchat_encode_ack (&buf, item.id + i - 1, item.room,
+                                            item.seq + i - 1, item.ts);
+            assert (size > 0);
+            s_keep (self, publish, key, key_size, data, size);
+        }
+        if (batch->type == ZCHAT_ACKRUNS) {
+            item.id += item.count - 1;
+            item.seq += item.count - 1;
+        }
         size_t capacity = 128 + item.text_size;
         uint8_t *data = (uint8_t *) malloc (capacity);
         assert (data);
@@ -138,12 +173,17 @@ static void
 s_keep (zchat_testbed_t *self, bool publish, const uint8_t *key, size_t key_size,
         const uint8_t *body, size_t body_size)
 {
-    if (body_size > 2 && (body [2] == ZCHAT_ACKS || body [2] == ZCHAT_MESSAGES)) {
+    if (body_size > 2 && (body [2] == ZCHAT_ACKS || body [2] == ZCHAT_MESSAGES
+                          || body [2] == ZCHAT_ACKRUNS)) {
         self->batches++;
         assert (body_size <= ZCHAT_SERVER_BATCH_BYTES);
         zchat_msg_t batch;
         int rc = zchat_msg_decode (&batch, body, body_size);
         assert (rc == ZCHAT_DECODE_OK);
+        if (batch.type == ZCHAT_ACKRUNS) {
+            self->ackruns++;
+            self->runs += batch.item_count;
+        }
         if (self->record)
             s_keep_items (self, publish, key, key_size, &batch);
         return;
@@ -440,6 +480,15 @@ zchat_testbed_batches (zchat_testbed_t *self)
 {
     assert (self);
     return self->batches;
+}
+
+size_t
+zchat_testbed_ackruns (zchat_testbed_t *self, size_t *runs)
+{
+    assert (self);
+    if (runs)
+        *runs = self->runs;
+    return self->ackruns;
 }
 
 size_t

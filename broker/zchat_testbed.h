@@ -76,12 +76,15 @@ int
 void
     zchat_testbed_tick (zchat_testbed_t *self);
 
-//  Batches (ACKS, MESSAGES) are recorded as the ACKs and MESSAGEs they
+//  Batches (ACKS, ACKRUNS, MESSAGES) are recorded as the ACKs and MESSAGEs they
 //  carry, each item on its own, so tests read them one at a time
 //  whatever the batching; batches () counts the batch bodies seen since
 //  the testbed started.
 size_t
     zchat_testbed_batches (zchat_testbed_t *self);
+//  Of those, the ACKRUNS bodies, and the runs (items) they held.
+size_t
+    zchat_testbed_ackruns (zchat_testbed_t *self, size_t *runs);
 
 //  Number of recorded replies to peer, and of publications on topic (the
 //  whole topic frame, e.g. "lobby:"), not yet taken.

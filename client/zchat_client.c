@@ -1332,7 +1332,8 @@ s_on_pong (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
 }
 
 //  --------------------------------------------------------------------------
-//  One acknowledgement, from an ACK or an item of ACKS.
+//  One acknowledgement, from an ACK, an item of ACKS or one of a run of
+//  ACKRUNS.
 
 static void
 s_on_ack (zchat_client_t *self, uint64_t id, const char *room, uint64_t seq,
@@ -1392,6 +1393,16 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
             zchat_item_t item;
             while (zchat_msg_next_item (&msg, &cursor, &item))
                 s_on_ack (self, item.id, item.room, item.seq, item.ts);
+            break;
+        }
+        case ZCHAT_ACKRUNS: {
+            //  Version 4: runs of ACKs, ids and seqs counting up together
+            //  (the decoder has checked that neither wraps)
+            size_t cursor = 0;
+            zchat_item_t item;
+            while (zchat_msg_next_item (&msg, &cursor, &item))
+                for (uint32_t i = 0; i < item.count; i++)
+                    s_on_ack (self, item.id + i, item.room, item.seq + i, item.ts);
             break;
         }
         case ZCHAT_DELIVER: {
@@ -2914,6 +2925,39 @@ s_test_late_429_while_greeting (void)
     zchat_client_destroy (&client);
 }
 
+//  Batched answers: an ACKS item and an ACKRUNS run are each the ACKs they
+//  stand for, in order; ids that are not ours (answered already, or never
+//  sent) are passed over. No broker: answers are fed in.
+static void
+s_test_ack_batches (void)
+{
+    zchat_client_t *client = s_test_greeted_client ("tcp://127.0.0.1:1");
+    zchat_buf_t *buf = &client->buf;
+    uint64_t ids [6];
+    for (int i = 0; i < 6; i++) {
+        ids [i] = zchat_client_say (client, "ops", "hi", 2, false);
+        assert (ids [i] && (i == 0 || ids [i] == ids [i - 1] + 1));
+    }
+    zchat_encode_ackruns_begin (buf);
+    zchat_encode_ackruns_add (buf, ids [0] - 2, 5, "ops", 8, 1000);
+    s_test_feed (client, false, zchat_encode_ackruns_add (buf, ids [3], 2, "ops", 20, 1001));
+    zchat_encode_acks_begin (buf);
+    zchat_encode_acks_add (buf, ids [0], "ops", 10, 1000);
+    s_test_feed (client, false, zchat_encode_acks_add (buf, ids [5], "ops", 30, 1002));
+    //  The first run: ids [0..2] at seqs 10-12 (two before them not ours)
+    const uint64_t seqs [6] = { 10, 11, 12, 20, 21, 30 };
+    for (int i = 0; i < 6; i++) {
+        zchat_event_t *event = s_test_event (client);
+        assert (event && event->type == ZCHAT_EV_ACK && event->id == ids [i]);
+        assert (event->seq == seqs [i] && streq (event->room, "ops"));
+        assert (event->ts == (i < 3? 1000: i < 5? 1001: 1002));
+        zchat_event_destroy (&event);
+    }
+    assert (s_test_event (client) == NULL && zchat_client_pending (client) == 0);
+    client->state = S_IDLE;
+    zchat_client_destroy (&client);
+}
+
 //  The cap after a 429 (s_send_room): 64 in flight, one more for each ACK
 //  of the refused send or a later one, off at S_SEND_CAP_OPEN; a new session
 //  takes it off, a resumed one starts it again from the bottom. No broker:
@@ -3981,6 +4025,7 @@ zchat_client_test (bool verbose)
 
     s_test_send_only ();
     s_test_lazy_sub ();
+    s_test_ack_batches ();
     s_test_send_cap ();
     s_test_late_429_while_greeting ();
     s_test_dm_refused ();

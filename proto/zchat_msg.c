@@ -195,6 +195,19 @@ s_get_item (reader_t *r, uint8_t type, zchat_item_t *item, bool validate)
             READ (s_get_u64 (r, &item->seq));
             READ (s_get_u64 (r, &item->ts));
             break;
+        case ZCHAT_ACKRUNS:
+            READ (s_get_u64 (r, &item->id));
+            READ (s_get_u32 (r, &item->count));
+            READ (s_get_str (r, room, ZCHAT_MAX_ROOM, validate));
+            READ (s_get_u64 (r, &item->seq));
+            READ (s_get_u64 (r, &item->ts));
+            //  A run names count ids and seqs from its first: none may wrap
+            if (item->count == 0 || item->id > UINT64_MAX - (item->count - 1)
+            ||  item->seq > UINT64_MAX - (item->count - 1)) {
+                rc = ZCHAT_DECODE_BAD_VALUE;
+                goto malformed;
+            }
+            break;
         case ZCHAT_SAYS:
             READ (s_get_u64 (r, &item->id));
             READ (s_get_str (r, room, ZCHAT_MAX_ROOM, validate));
@@ -308,6 +321,7 @@ zchat_msg_decode (zchat_msg_t *msg, const void *data, size_t size)
             READ (s_get_items (r, msg));
             break;
         case ZCHAT_ACKS:
+        case ZCHAT_ACKRUNS:
         case ZCHAT_SAYS:
             //  Batches answer nothing themselves: id 0, so that each has
             //  exactly one encoding
@@ -451,6 +465,7 @@ zchat_msg_next_item (const zchat_msg_t *msg, size_t *cursor, zchat_item_t *item)
     //  clearing the whole item (its topic alone is 256 bytes) for each of
     //  the hundreds of items in a batch
     item->id = 0;
+    item->count = 0;
     item->room [0] = 0;
     item->nick [0] = 0;
     item->topic [0] = 0;
@@ -505,7 +520,8 @@ static const char *s_type_names [ZCHAT_TYPE_MAX + 1] = {
     NULL, "HELLO", "WELCOME", "BYE", "PING", "PONG", "JOIN", "JOINED",
     "LEAVE", "SAY", "ACK", "DM", "DELIVER", "NICK", "WHO", "MEMBERS",
     "ROOMS", "ROOMLIST", "TOPIC", "TOPICIS", "HISTORY", "PAGE", "PROBE",
-    "OK", "ERROR", "MESSAGE", "EVENT", "ACKS", "MESSAGES", "SAYS"
+    "OK", "ERROR", "MESSAGE", "EVENT", "ACKS", "MESSAGES", "SAYS",
+    "ACKRUNS"
 };
 
 const char *
@@ -885,6 +901,14 @@ s_reserve (zchat_buf_t *buf, size_t n)
     uint8_t *at = buf->data + buf->size;
     buf->size += n;
     return at;
+}
+
+static uint8_t *
+s_write_u32 (uint8_t *at, uint32_t value)
+{
+    value = htobe32 (value);
+    memcpy (at, &value, 4);
+    return at + 4;
 }
 
 static uint8_t *
@@ -1401,6 +1425,34 @@ zchat_encode_acks_append (zchat_buf_t *buf, const void *ack, size_t ack_size)
 }
 
 size_t
+zchat_encode_ackruns_begin (zchat_buf_t *buf)
+{
+    s_put_header (buf, ZCHAT_ACKRUNS, 0);
+    return s_list_begin (buf);
+}
+
+size_t
+zchat_encode_ackruns_add (zchat_buf_t *buf, uint64_t id, uint32_t count,
+                          const char *room, uint64_t seq, uint64_t ts)
+{
+    size_t mark;
+    if (!s_add_start (buf, ZCHAT_ACKRUNS, &mark))
+        return 0;
+    if (count == 0 || id > UINT64_MAX - (count - 1) || seq > UINT64_MAX - (count - 1))
+        buf->overflow = true;
+    size_t room_len = s_str_len (buf, room, ZCHAT_MAX_ROOM);
+    uint8_t *at = s_reserve (buf, 8 + 4 + 1 + room_len + 16);
+    if (at) {
+        at = s_write_u64 (at, id);
+        at = s_write_u32 (at, count);
+        at = s_write_str (at, room, room_len);
+        at = s_write_u64 (at, seq);
+        s_write_u64 (at, ts);
+    }
+    return s_add_finish (buf, mark);
+}
+
+size_t
 zchat_encode_says_begin (zchat_buf_t *buf)
 {
     s_put_header (buf, ZCHAT_SAYS, 0);
@@ -1671,6 +1723,7 @@ static void
 s_item_equal (const zchat_item_t *a, const zchat_item_t *b)
 {
     CHECK (a->id == b->id);
+    CHECK (a->count == b->count);
     CHECK (strcmp (a->room, b->room) == 0);
     CHECK (strcmp (a->nick, b->nick) == 0);
     CHECK (strcmp (a->topic, b->topic) == 0);
@@ -2083,6 +2136,36 @@ s_test_round_trips (zchat_buf_t *buf, samples_t *samples, bool verbose)
         CHECK (acks.size == by_field_size && acks.count == 3);
     }
 
+    //  ACKRUNS: runs up to the last id and seq that do not wrap
+    memset (items, 0, sizeof items);
+    items [0].id = 77;
+    items [0].count = 300;
+    strcpy (items [0].room, "lobby");
+    items [0].seq = 1;
+    items [0].ts = 1764100000001ULL;
+    items [1].id = UINT64_MAX;
+    items [1].count = 1;
+    strcpy (items [1].room, "ops");
+    items [1].seq = UINT64_MAX;
+    items [1].ts = 2;
+    items [2].id = 1;
+    items [2].count = UINT32_MAX;
+    strcpy (items [2].room, "ops");
+    items [2].seq = UINT64_MAX - UINT32_MAX + 1;
+    s_expect_init (&e, ZCHAT_ACKRUNS, 0);
+    e.item_count = 3;
+    size = zchat_encode_ackruns_begin (buf);
+    for (int i = 0; i < 3; i++)
+        size = zchat_encode_ackruns_add (buf, items [i].id, items [i].count, items [i].room,
+                                         items [i].seq, items [i].ts);
+    s_check_round_trip (buf, size, &e, items, samples);
+    //  The encoder refuses an empty run, and one that would wrap, and
+    //  keeps what it had
+    CHECK (zchat_encode_ackruns_add (buf, 5, 0, "ops", 1, 1) == 0);
+    CHECK (zchat_encode_ackruns_add (buf, UINT64_MAX, 2, "ops", 1, 1) == 0);
+    CHECK (zchat_encode_ackruns_add (buf, 5, 2, "ops", UINT64_MAX, 1) == 0);
+    CHECK (buf->size == size && buf->count == 3 && !buf->overflow);
+
     //  MESSAGES, field by field and copied from MESSAGE bodies
     memset (items, 0, sizeof items);
     items [0].seq = 41;
@@ -2330,9 +2413,9 @@ s_test_hostile (samples_t *samples, bool verbose)
     s_expect ("header only", "ZC\x04\0\0\0\0\0\0\0\0", 11, ZCHAT_DECODE_OK);
     s_expect ("short id", "ZC\x04\0\0\0\0\0\0\0", 10, ZCHAT_DECODE_TRUNCATED);
     s_expect ("type 0", "ZC\x00\0\0\0\0\0\0\0\0", 11, ZCHAT_DECODE_UNKNOWN_TYPE);
-    s_expect ("type 30", "ZC\x1E\0\0\0\0\0\0\0\0", 11, ZCHAT_DECODE_UNKNOWN_TYPE);
+    s_expect ("type 31", "ZC\x1F\0\0\0\0\0\0\0\0", 11, ZCHAT_DECODE_UNKNOWN_TYPE);
     s_expect ("type 255", "ZC\xFF\0\0\0\0\0\0\0\0", 11, ZCHAT_DECODE_UNKNOWN_TYPE);
-    s_expect ("type 30, no id", "ZC\x1E", 3, ZCHAT_DECODE_UNKNOWN_TYPE);
+    s_expect ("type 31, no id", "ZC\x1F", 3, ZCHAT_DECODE_UNKNOWN_TYPE);
 
     //  Lengths past the end
     s_raw_header (&raw, ZCHAT_JOIN);
@@ -2593,6 +2676,27 @@ s_test_hostile (samples_t *samples, bool verbose)
     s_expect ("ACKS, none", "ZC\x1B\0\0\0\0\0\0\0\0\0\0", 13, ZCHAT_DECODE_OK);
     s_expect ("MESSAGES with an id", "ZC\x1C\0\0\0\0\0\0\0\x01\x01r\0\0", 15,
               ZCHAT_DECODE_BAD_VALUE);
+    s_expect ("ACKRUNS with an id", "ZC\x1E\0\0\0\0\0\0\0\x01\0\0", 13,
+              ZCHAT_DECODE_BAD_VALUE);
+    //  A run of no SAYs, or one whose ids or seqs would wrap
+    struct { const char *what; uint64_t id; uint32_t count; uint64_t seq; int rc; } runs [] = {
+        { "ACKRUNS run of 0", 1, 0, 1, ZCHAT_DECODE_BAD_VALUE },
+        { "ACKRUNS ids wrap", UINT64_MAX, 2, 1, ZCHAT_DECODE_BAD_VALUE },
+        { "ACKRUNS seqs wrap", 1, 2, UINT64_MAX, ZCHAT_DECODE_BAD_VALUE },
+        { "ACKRUNS to the last id and seq", UINT64_MAX - 1, 2, UINT64_MAX - 1,
+          ZCHAT_DECODE_OK },
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof runs [0]; i++) {
+        s_raw_header (&raw, ZCHAT_ACKRUNS);
+        raw.data [ZCHAT_HEADER_SIZE - 1] = 0;       //  batches carry id 0
+        s_raw_uint (&raw, 2, 1);
+        s_raw_uint (&raw, 8, runs [i].id);
+        s_raw_uint (&raw, 4, runs [i].count);
+        s_raw_str (&raw, "ops");
+        s_raw_uint (&raw, 8, runs [i].seq);
+        s_raw_uint (&raw, 8, 5);
+        s_expect (runs [i].what, raw.data, raw.size, runs [i].rc);
+    }
 
     //  A frame over ZCHAT_MAX_FRAME is refused before anything is read
     body = (uint8_t *) calloc (1, ZCHAT_MAX_FRAME + 1);
@@ -2910,7 +3014,8 @@ s_test_names (bool verbose)
     CHECK (strcmp (zchat_msg_type_name (ZCHAT_HELLO), "HELLO") == 0);
     CHECK (strcmp (zchat_msg_type_name (ZCHAT_EVENT), "EVENT") == 0);
     CHECK (strcmp (zchat_msg_type_name (0), "UNKNOWN") == 0);
-    CHECK (strcmp (zchat_msg_type_name (30), "UNKNOWN") == 0);
+    CHECK (strcmp (zchat_msg_type_name (ZCHAT_ACKRUNS), "ACKRUNS") == 0);
+    CHECK (strcmp (zchat_msg_type_name (31), "UNKNOWN") == 0);
     CHECK (strcmp (zchat_msg_type_name (-1), "UNKNOWN") == 0);
     for (int type = ZCHAT_HELLO; type <= ZCHAT_TYPE_MAX; type++)
         CHECK (zchat_msg_type_name (type) && *zchat_msg_type_name (type));

@@ -21,7 +21,7 @@
 
 #define ZCHAT_SIGNATURE_0   0x5A        //  'Z'
 #define ZCHAT_SIGNATURE_1   0x43        //  'C'
-#define ZCHAT_VERSION       3           //  the newest version spoken
+#define ZCHAT_VERSION       4           //  the newest version spoken
 #define ZCHAT_VERSION_MIN   1           //  the oldest a broker still accepts
 #define ZCHAT_HEADER_SIZE   11
 
@@ -85,9 +85,10 @@ typedef enum {
     ZCHAT_ACKS     = 27,    //  B->C  items{id, room, seq, ts}       (version 2)
     ZCHAT_MESSAGES = 28,    //  PUB   room, items{seq, ts, nick, kind, text} (v2)
     ZCHAT_SAYS     = 29,    //  C->B  items{id, room, kind, text}     (version 2)
+    ZCHAT_ACKRUNS  = 30,    //  B->C  items{id, count, room, seq, ts} (version 4)
 } zchat_type_t;
 
-#define ZCHAT_TYPE_MAX      29
+#define ZCHAT_TYPE_MAX      30
 
 //  Message kinds (SAY, DM, DELIVER, MESSAGE, PAGE items)
 #define ZCHAT_KIND_TEXT     0
@@ -165,7 +166,8 @@ typedef struct {
 
 //  One entry of a list reply; fields used depend on the list's type.
 typedef struct {
-    uint64_t id;                        //  ACKS, SAYS
+    uint64_t id;                        //  ACKS, SAYS, ACKRUNS (the first)
+    uint32_t count;                     //  ACKRUNS: ids id.., seqs seq..
     char room  [ZCHAT_MAX_ROOM + 1];    //  PONG, ROOMLIST, ACKS, SAYS
     char nick  [ZCHAT_MAX_NICK + 1];    //  MEMBERS, PAGE, MESSAGES
     char topic [ZCHAT_MAX_TOPIC + 1];   //  ROOMLIST
@@ -320,6 +322,12 @@ size_t zchat_encode_acks_begin (zchat_buf_t *buf);
 size_t zchat_encode_acks_add (zchat_buf_t *buf, uint64_t id, const char *room,
                               uint64_t seq, uint64_t ts);
 size_t zchat_encode_acks_append (zchat_buf_t *buf, const void *ack, size_t ack_size);
+//  ACKRUNS (version 4): runs of acknowledgements, each count SAYs with
+//  consecutive ids from id, stored in room with consecutive seqs from seq,
+//  at ts. count is 1 or more, and neither ids nor seqs wrap.
+size_t zchat_encode_ackruns_begin (zchat_buf_t *buf);
+size_t zchat_encode_ackruns_add (zchat_buf_t *buf, uint64_t id, uint32_t count,
+                              const char *room, uint64_t seq, uint64_t ts);
 //  MESSAGES (version 2): several messages of one room in one publication,
 //  ascending seq. Items as above; _append copies the item part of an
 //  encoded MESSAGE body, which must be of the same room.

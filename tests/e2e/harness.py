@@ -679,13 +679,13 @@ def check_ts(ts, what):
 
 HELLO, WELCOME, BYE, PING, PONG, JOIN, JOINED, LEAVE, SAY, ACK, DM, DELIVER, \
     NICK, WHO, MEMBERS, ROOMS, ROOMLIST, TOPIC, TOPICIS, HISTORY, PAGE, PROBE, \
-    OK, ERROR, MESSAGE, EVENT, ACKS, MESSAGES, SAYS = range(1, 30)
+    OK, ERROR, MESSAGE, EVENT, ACKS, MESSAGES, SAYS, ACKRUNS = range(1, 31)
 
 TYPE_NAMES = {v: k for k, v in dict(
     HELLO=1, WELCOME=2, BYE=3, PING=4, PONG=5, JOIN=6, JOINED=7, LEAVE=8, SAY=9,
     ACK=10, DM=11, DELIVER=12, NICK=13, WHO=14, MEMBERS=15, ROOMS=16, ROOMLIST=17,
     TOPIC=18, TOPICIS=19, HISTORY=20, PAGE=21, PROBE=22, OK=23, ERROR=24,
-    MESSAGE=25, EVENT=26, ACKS=27, MESSAGES=28, SAYS=29).items()}
+    MESSAGE=25, EVENT=26, ACKS=27, MESSAGES=28, SAYS=29, ACKRUNS=30).items()}
 
 MAX_TEXT = 65536
 
@@ -730,6 +730,9 @@ FIELDS = {
     MESSAGES: [("room", "str"),
                ("items", [("seq", "u64"), ("ts", "u64"), ("nick", "str"), ("kind", "u8"),
                           ("text", "text")])],
+    #  Version 4
+    ACKRUNS: [("items", [("id", "u64"), ("count", "u32"), ("room", "str"), ("seq", "u64"),
+                         ("ts", "u64")])],
 }
 PROBE_PUB = [("room", "str"), ("nick", "str")]
 

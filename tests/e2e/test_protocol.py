@@ -7,7 +7,7 @@ re-greeting, and BYE."""
 import time
 
 from harness import (Broker, RawDealer, RawSub, TestFailure, check, decode, encode,
-                     raw_session, T, ACK, ACKS, DELIVER, ERROR, EVENT, HELLO, MEMBERS,
+                     raw_session, T, ACK, ACKRUNS, ACKS, DELIVER, ERROR, EVENT, HELLO, MEMBERS,
                      MESSAGE, MESSAGES, OK, PING, PONG, PROBE, SAY, SAYS, TOPIC, TOPICIS,
                      WELCOME, WHO, DM)
 
@@ -26,16 +26,16 @@ def test_welcome_and_version():
     check(m["max_text"] == 2000, "WELCOME max_text: %r" % m)
     check(len(m["token"]) == 32 and all(c in "0123456789abcdef" for c in m["token"].lower()),
           "the token should be 32 hex digits: %r" % m["token"])
-    #  Versions: 0 is below what the broker speaks (426 naming 1, 2 and 3);
-    #  a client announcing a newer version than 3 gets 3, the newest both speak
+    #  Versions: 0 is below what the broker speaks (426 naming 1 to 4);
+    #  a client announcing a newer version than 4 gets 4, the newest both speak
     e = RawDealer(b.router)
     m = e.request(HELLO, version=0, nick="future", token="")
     check(m["type"] == ERROR and m["code"] == 426
-          and m["reason"] == "supported versions: 1 2 3",
-          "HELLO version 0 should be 426 naming versions 1, 2 and 3: %r" % m)
+          and m["reason"] == "supported versions: 1 2 3 4",
+          "HELLO version 0 should be 426 naming versions 1 to 4: %r" % m)
     m = e.request(HELLO, version=9, nick="future", token="")
-    check(m["type"] == WELCOME and m["version"] == 3,
-          "HELLO version 9 should be WELCOME version 3: %r" % m)
+    check(m["type"] == WELCOME and m["version"] == 4,
+          "HELLO version 9 should be WELCOME version 4: %r" % m)
     #  A refused HELLO leaves the peer's existing session as it was.
     m = d.request(HELLO, version=0, nick="greeter", token="")
     check(m["type"] == ERROR and m["code"] == 426, "re-greeting with version 0: %r" % m)
@@ -157,23 +157,32 @@ def _probe_until_live(dealer, sub, room):
 def test_batches():
     """Version 2: SAYs that reach the broker together are acknowledged with
     one ACKS per sender and published as MESSAGES; a version 1 sender in
-    the same burst still gets one ACK per SAY. Every id and every seq is
-    accounted for exactly once, in order."""
+    the same burst still gets one ACK per SAY; a version 4 sender gets
+    ACKRUNS, runs of consecutive ids with consecutive seqs. Every id and
+    every seq is accounted for exactly once, in order."""
     b = Broker()
     sub = RawSub(b.pub, topics=[b"hall:"])
     v2 = RawDealer(b.router)
     check(v2.hello("newer", version=2)["version"] == 2, "WELCOME version 2")
     v1 = RawDealer(b.router)
     check(v1.hello("older", version=1)["version"] == 1, "WELCOME version 1")
+    v4 = RawDealer(b.router)
+    check(v4.hello("newest", version=4)["version"] == 4, "WELCOME version 4")
     v2.join("hall")
     v1.join("hall")
+    v4.join("hall")
     _probe_until_live(v2, sub, "hall")
 
-    #  Bursts without waiting, so that they share groups
+    #  Bursts without waiting, so that they share groups; the version 4
+    #  sender's in SAYS of 50, so that its runs are long
     count = 300
     for i in range(count):
         v2.send(encode(SAY, 1000 + i, room="hall", kind=0, text="n%d" % i))
         v1.send(encode(SAY, 5000 + i, room="hall", kind=0, text="o%d" % i))
+        if i % 50 == 49:
+            v4.send(encode(SAYS, 0, items=[{"id": 9000 + j, "room": "hall", "kind": 0,
+                                            "text": "r%d" % j}
+                                           for j in range(i - 49, i + 1)]))
 
     def collect(dealer, want):
         got, frames = [], []
@@ -187,12 +196,24 @@ def test_batches():
             elif m["type"] == ACKS:
                 check(len(m["items"]) >= 2, "an ACKS of fewer than two: %r" % m)
                 got += [(i["id"], i["seq"]) for i in m["items"]]
+            elif m["type"] == ACKRUNS:
+                runs = m["items"]
+                check(sum(r["count"] for r in runs) >= 2, "an ACKRUNS of one ACK: %r" % m)
+                for r in runs:
+                    check(r["count"] >= 1 and r["room"] == "hall", "a run: %r" % r)
+                    got += [(r["id"] + k, r["seq"] + k) for k in range(r["count"])]
             else:
-                raise TestFailure("expected ACK or ACKS, got %r" % m)
+                raise TestFailure("expected ACK, ACKS or ACKRUNS, got %r" % m)
         return got, frames
 
     new_acks, new_frames = collect(v2, count)
     old_acks, old_frames = collect(v1, count)
+    run_acks, run_frames = collect(v4, count)
+    check([i for i, _ in run_acks] == list(range(9000, 9000 + count)),
+          "version 4 acknowledgements out of order or missing")
+    check(ACKRUNS in run_frames and ACKS not in run_frames and len(run_frames) < count,
+          "a version 4 sender's SAYS were acknowledged in frames %r" % run_frames)
+    check(ACKRUNS not in new_frames + old_frames, "an older sender got ACKRUNS")
     check([i for i, _ in new_acks] == list(range(1000, 1000 + count)),
           "version 2 acknowledgements out of order or missing")
     check([i for i, _ in old_acks] == list(range(5000, 5000 + count)),
@@ -201,16 +222,17 @@ def test_batches():
     check(ACKS in new_frames and len(new_frames) < count,
           "%d SAYs sent together were acknowledged in %d frames, never batched"
           % (count, len(new_frames)))
-    seqs = sorted(s for _, s in new_acks + old_acks)
-    check(seqs == list(range(1, 2 * count + 1)), "seqs are not 1..%d" % (2 * count))
+    seqs = sorted(s for _, s in new_acks + old_acks + run_acks)
+    check(seqs == list(range(1, 3 * count + 1)), "seqs are not 1..%d" % (3 * count))
 
     #  PUB: every seq once, in order, text matching its sender's ACK
     by_seq = {s: "n%d" % (i - 1000) for i, s in new_acks}
     by_seq.update({s: "o%d" % (i - 5000) for i, s in old_acks})
+    by_seq.update({s: "r%d" % (i - 9000) for i, s in run_acks})
     seen, batches = [], 0
     deadline = time.monotonic() + T(10)
-    while len(seen) < 2 * count:
-        check(time.monotonic() < deadline, "only %d of %d published" % (len(seen), 2 * count))
+    while len(seen) < 3 * count:
+        check(time.monotonic() < deadline, "only %d of %d published" % (len(seen), 3 * count))
         sub.drain(0.2)
         seen, batches = [], 0
         for m in sub.decoded():
@@ -220,10 +242,10 @@ def test_batches():
                 batches += 1
                 check(m["room"] == "hall" and len(m["items"]) >= 2, "MESSAGES: %r" % m)
                 seen += [(i["seq"], i["text"]) for i in m["items"]]
-    check([s for s, _ in seen] == list(range(1, 2 * count + 1)),
+    check([s for s, _ in seen] == list(range(1, 3 * count + 1)),
           "PUB seqs out of order, missing or repeated")
     check(all(by_seq[s] == t for s, t in seen), "a published text does not match its ACK")
-    check(batches > 0, "%d messages in bursts were never published as MESSAGES" % (2 * count))
+    check(batches > 0, "%d messages in bursts were never published as MESSAGES" % (3 * count))
 
 
 def test_says():

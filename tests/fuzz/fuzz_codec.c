@@ -224,6 +224,16 @@ s_reencode (const zchat_msg_t *msg, zchat_buf_t *buf, size_t original_size)
             }
             return size;
         }
+        case ZCHAT_ACKRUNS:
+            size = zchat_encode_ackruns_begin (buf);
+            while (size && zchat_msg_next_item (msg, &cursor, &item)) {
+                FUZZ_CHECK (item.count >= 1);
+                FUZZ_CHECK (item.id <= UINT64_MAX - (item.count - 1));
+                FUZZ_CHECK (item.seq <= UINT64_MAX - (item.count - 1));
+                size = zchat_encode_ackruns_add (buf, item.id, item.count, item.room,
+                                                 item.seq, item.ts);
+            }
+            return size;
         case ZCHAT_SAYS: {
             //  From the views the broker reads, which agree with the items
             size = zchat_encode_says_begin (buf);

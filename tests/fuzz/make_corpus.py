@@ -20,7 +20,7 @@ import sys
 
 HELLO, WELCOME, BYE, PING, PONG, JOIN, JOINED, LEAVE, SAY, ACK, DM, \
     DELIVER, NICK, WHO, MEMBERS, ROOMS, ROOMLIST, TOPIC, TOPICIS, HISTORY, \
-    PAGE, PROBE, OK, ERROR, MESSAGE, EVENT, ACKS, MESSAGES, SAYS = range(1, 30)
+    PAGE, PROBE, OK, ERROR, MESSAGE, EVENT, ACKS, MESSAGES, SAYS, ACKRUNS = range(1, 31)
 
 
 def header(msg_type, request_id):
@@ -133,6 +133,11 @@ def valid_bodies():
         u64(41) + s("ops") + u8(1) + t("waves"),
         u64(42) + s("lobby") + u8(0) + t(TEXT),
     ])
+    # Version 4
+    yield "ackruns", header(ACKRUNS, 0) + items([
+        u64(5) + u32(300) + s("lobby") + u64(1) + u64(TS),
+        u64(2**64 - 2) + u32(2) + s("ops") + u64(2**64 - 2) + u64(TS + 1),
+    ])
     for event, detail in ((1, ""), (2, ""), (3, ""), (4, "alice2"), (5, TOPIC_TEXT)):
         yield "event_%d" % event, (header(EVENT, 0) + s("lobby") + u64(TS) + u8(event)
                                    + s("alice") + s(detail))
@@ -149,7 +154,11 @@ def malformed_bodies():
     """(name, body) that a decoder must reject, one step from valid."""
     yield "bad_empty", b""
     yield "bad_signature", b"ZX" + header(PING, 1)[2:]
-    yield "bad_type_30", b"ZC" + u8(30) + u64(1)
+    yield "bad_type_31", b"ZC" + u8(31) + u64(1)
+    yield "bad_ackruns_empty_run", header(ACKRUNS, 0) + items([
+        u64(5) + u32(0) + s("lobby") + u64(1) + u64(TS)])
+    yield "bad_ackruns_wrap", header(ACKRUNS, 0) + items([
+        u64(2**64 - 1) + u32(2) + s("lobby") + u64(1) + u64(TS)])
     yield "bad_says_id", header(SAYS, 9) + items([u64(1) + s("lobby") + u8(0) + t("x")])
     yield "bad_acks_item_short", header(ACKS, 0) + u16(2) + u64(5) + s("lobby") + u64(1) \
         + u64(TS) + u64(6) + s("lobby") + u64(2)
@@ -211,10 +220,11 @@ def broker_conversations():
         record(1, header(HELLO, 3) + u8(1) + s("erin") + s(""), curve=True),
     ]
     yield "curve_nicks", b"".join(curve)
-    # Version 2: a burst from one sender and a version 1 sender, one flush
+    # Batches: a burst from a version 2 sender and a version 4 one (ACKS and
+    # ACKRUNS), one flush
     batch = [
         record(0, header(HELLO, 1) + u8(2) + s("frank") + s("")),
-        record(1, header(HELLO, 2) + u8(1) + s("grace") + s("")),
+        record(1, header(HELLO, 2) + u8(4) + s("grace") + s("")),
         record(0, header(JOIN, 3) + s("lobby")),
         record(1, header(JOIN, 4) + s("lobby")),
     ] + [record(i % 2, header(SAY, 10 + i) + s("lobby") + u8(i % 2) + t("m%d" % i))

@@ -56,7 +56,7 @@ static const char *s_usage =
 "                           publications, 1 or more (default 48 MiB / (the\n"
 "                           largest publication + 256): 3024, or fewer with a\n"
 "                           max-text over 16 KiB; a stalled subscriber holds at\n"
-"                           most ~48 MiB);\n"
+"                           most ~48 MiB, and all of them 16 MiB of lent groups);\n"
 "                           a slower subscriber loses live messages and recovers\n"
 "                           them from history\n"
 "  --max-text BYTES         longest message text, at most 65536 (default 4096)\n"

@@ -335,6 +335,29 @@ s_publish (void *arg, const uint8_t *topic, size_t topic_size,
                        zmq_strerror (zmq_errno ()), NULL);
 }
 
+//  Server output: publish body under topic without a copy. libzmq frees
+//  the message, calling release, once it has gone to every subscriber (or
+//  at once, if it goes to none).
+static void
+s_publish_lent (void *arg, const uint8_t *topic, size_t topic_size,
+                const uint8_t *body, size_t body_size,
+                void (*release) (void *data, void *hint), void *hint)
+{
+    zchat_broker_t *self = (zchat_broker_t *) arg;
+    zmq_msg_t msg;
+    if (zmq_msg_init_data (&msg, (void *) body, body_size, release, hint) == -1) {
+        s_publish (arg, topic, topic_size, body, body_size);
+        release ((void *) body, hint);
+        return;
+    }
+    if (zmq_send (self->pub_handle, topic, topic_size, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1
+    ||  zmq_msg_send (&msg, self->pub_handle, ZMQ_DONTWAIT) == -1) {
+        s_limited_log (&self->undeliverable, true, "publish failed",
+                       zmq_strerror (zmq_errno ()), NULL);
+        zmq_msg_close (&msg);   //  releases it
+    }
+}
+
 //  ---------------------------------------------------------------------
 //  Read the next part of the current multipart message into self->frame.
 //  The parts of a message arrive together, so this does not wait.
@@ -705,7 +728,7 @@ zchat_broker_new (const zchat_broker_config_t *config,
         .admits_arg = self,
         .ack_before_commit = !config->durable,
     };
-    zchat_server_output_t output = { self, s_reply, s_publish };
+    zchat_server_output_t output = { self, s_reply, s_publish, s_publish_lent };
     self->server = zchat_server_new (&server_config, self->store, output);
     if (!self->server) {
         snprintf (error, error_size, "cannot start the protocol core");

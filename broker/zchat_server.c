@@ -123,7 +123,7 @@ zchat_server_destroy (zchat_server_t **self_p)
         zchat_sessions_destroy (&self->sessions);
         zchat_rooms_destroy (&self->rooms);
         free (self->staged);
-        free (self->arena);
+        zchat_arena_destroy (&self->arena_block);
         free (self->runs);
         free (self->senders);
         free (self->peers);

@@ -80,6 +80,12 @@ typedef struct {
                      const uint8_t *body, size_t body_size);
     void (*publish) (void *arg, const uint8_t *topic, size_t topic_size,
                      const uint8_t *body, size_t body_size);
+    //  Optional: publish body without a copy. It stays as it is until the
+    //  output calls release (body, hint), once, from any thread; if it
+    //  cannot take it, it publishes a copy and releases at once.
+    void (*publish_lent) (void *arg, const uint8_t *topic, size_t topic_size,
+                          const uint8_t *body, size_t body_size,
+                          void (*release) (void *data, void *hint), void *hint);
 } zchat_server_output_t;
 
 //  Create a server over store (borrowed: the caller keeps and destroys it,

@@ -16,6 +16,7 @@
 #include "zchat_session.h"
 #include "zchat_room.h"
 #include "zchat_log.h"
+#include "zchat_arena.h"
 
 //  Largest PAGE body the broker builds: well under ZCHAT_MAX_FRAME, so one
 //  history reply cannot hog the ROUTER or a slow client's queue.
@@ -89,8 +90,9 @@ struct _zchat_server_t {
     size_t staged_count;
     size_t staged_limit;
     size_t stored_count;                //  staged, not duplicates
-    uint8_t *arena;                     //  runs, duplicates' room names
-    size_t arena_size;
+    zchat_arena_t *arena_block;         //  runs, duplicates' room names:
+    uint8_t *arena;                     //  its bytes (NULL before the first
+    size_t arena_size;                  //  SAY, and after it was lent)
     size_t arena_limit;
     zchat_run_t *runs;
     size_t run_count;
@@ -118,6 +120,7 @@ struct _zchat_server_t {
     uint64_t malformed;                 //  bodies that did not decode
     uint64_t unknown_session;           //  requests answered 440
     uint64_t rate_limited;              //  requests answered 429
+    uint64_t lent;                      //  publications lent from the arena
     uint64_t log_window_ms;
     size_t   log_lines;                 //  info lines in this window
     size_t   log_held;                  //  lines held back in this window

@@ -39,6 +39,8 @@
 
 //  "No entry" in the chains through the staged array.
 #define S_NONE          SIZE_MAX
+//  Publications this big or bigger are lent from the arena, not copied
+#define S_LEND_MIN      2048
 
 //  Worst-case sizes of a MESSAGES header and of one of its items without
 //  the text.
@@ -310,6 +312,28 @@ s_grow_bytes (uint8_t **buffer, size_t *limit, size_t size, size_t bytes)
     return 0;
 }
 
+//  Make the arena hold bytes more than it does, doubling from 64 KiB (a
+//  new arena if the last one was lent). Returns 0, or -1 if out of memory.
+static int
+s_arena_reserve (zchat_server_t *self, size_t bytes)
+{
+    if (self->arena_limit - self->arena_size >= bytes)
+        return 0;
+    size_t grown = self->arena_limit? self->arena_limit: 64 * 1024;
+    while (grown - self->arena_size < bytes)
+        grown *= 2;
+    if (!self->arena_block)
+        self->arena_block = zchat_arena_new (grown);
+    else
+    if (zchat_arena_grow (&self->arena_block, grown))
+        return -1;
+    if (!self->arena_block)
+        return -1;
+    self->arena = zchat_arena_data (self->arena_block);
+    self->arena_limit = zchat_arena_capacity (self->arena_block);
+    return 0;
+}
+
 //  Make room for one more staged SAY of a sender with a peer_size
 //  envelope, with arena bytes for its message or its original's room.
 //  Returns 0, or -1 if out of memory.
@@ -322,7 +346,7 @@ s_group_reserve (zchat_server_t *self, size_t bytes, size_t peer_size)
                 sizeof (zchat_run_t))
     ||  s_grow ((void **) &self->senders, &self->sender_limit, self->sender_count,
                 sizeof (zchat_sender_t))
-    ||  s_grow_bytes (&self->arena, &self->arena_limit, self->arena_size, bytes)
+    ||  s_arena_reserve (self, bytes)
     ||  s_grow_bytes (&self->peers, &self->peers_limit, self->peers_size, peer_size))
         return -1;
     return 0;
@@ -343,6 +367,13 @@ s_group_clear (zchat_server_t *self)
     self->run_count = 0;
     self->sender_count = 0;
     self->arena_size = 0;
+    if (self->arena_block && zchat_arena_lent (self->arena_block)) {
+        //  Publications still hold its bytes: never written again, it
+        //  goes when they do, and the next group takes another
+        zchat_arena_destroy (&self->arena_block);
+        self->arena = NULL;
+        self->arena_limit = 0;
+    }
     self->peers_size = 0;
     self->group_open = false;
     //  Rooms and sessions marked with the old generation are no longer in it
@@ -468,6 +499,18 @@ s_publish_batch (zchat_server_t *self, const zchat_room_t *room, uint8_t *body,
     if (single) {
         body += 2;
         size = single;
+    }
+    //  A run in the arena is lent to an output that can send it without a
+    //  copy (it stays as it is until the publication gives it back); a
+    //  small one costs less copied than counted
+    if (self->output.publish_lent && size >= S_LEND_MIN && self->arena_block
+    &&  body >= self->arena && body + size <= self->arena + self->arena_size
+    &&  zchat_arena_lend (self->arena_block)) {
+        self->lent++;
+        self->output.publish_lent (self->output.arg, room->topic_frame,
+                                   room->topic_frame_size, body, size,
+                                   zchat_arena_release, self->arena_block);
+        return;
     }
     self->output.publish (self->output.arg, room->topic_frame, room->topic_frame_size,
                           body, size);

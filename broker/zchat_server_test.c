@@ -2056,6 +2056,58 @@ s_test_ackruns (void)
     zchat_testbed_destroy (&bed);
 }
 
+//  Lent runs: a MESSAGES run of 2 KiB or more goes to an output that can
+//  take it without a copy; the testbed holds each loan and checks it
+//  unchanged when it gives it back, so a group written into an arena
+//  still lent would fail here. Loans that are held pin at most
+//  ZCHAT_ARENA_OUT_MAX arenas: then runs are copied, until loans come back.
+static void
+s_test_lent_runs (void)
+{
+    zchat_server_config_t config = zchat_testbed_config ();
+    zchat_testbed_t *bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_join (bed, "A", "lobby", 2);
+    zchat_testbed_clear (bed);
+    size_t out = zchat_arena_out ();
+    char text [1000];
+    uint64_t id = 100, seq = 1;
+    for (int group = 0; group < ZCHAT_ARENA_OUT_MAX + 2; group++) {
+        for (int i = 0; i < 4; i++) {
+            memset (text, 'a' + group, sizeof text);
+            SEND (bed, "A", zchat_encode_say (&s_buf, id + (uint64_t) i, "lobby",
+                                               ZCHAT_KIND_TEXT, text, sizeof text));
+        }
+        assert (zchat_testbed_flush (bed) == 4);
+        for (int i = 0; i < 4; i++) {
+            const zchat_msg_t *msg = s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+            assert (msg->seq == seq + (uint64_t) i && msg->text_size == sizeof text);
+            assert (msg->text [0] == 'a' + group && msg->text [999] == 'a' + group);
+            s_reply (bed, "A", ZCHAT_ACK, id + (uint64_t) i);
+        }
+        id += 4;
+        seq += 4;
+        //  Each group lent its run and gave its arena up, until the cap
+        size_t lent = (size_t) (group + 1) < ZCHAT_ARENA_OUT_MAX - out?
+                      (size_t) group + 1: ZCHAT_ARENA_OUT_MAX - out;
+        assert (zchat_testbed_lent (bed, false) == lent);
+        assert (zchat_arena_out () == out + lent);
+    }
+    //  The loans come back: lent again
+    size_t lent = zchat_testbed_lent (bed, true);
+    assert (zchat_arena_out () == out);
+    assert (s_say (bed, "A", "lobby", id, "small") == seq);
+    assert (zchat_testbed_lent (bed, false) == lent);      //  too small to lend
+    for (int i = 0; i < 4; i++)
+        SEND (bed, "A", zchat_encode_say (&s_buf, id + 1 + (uint64_t) i, "lobby",
+                                           ZCHAT_KIND_TEXT, text, sizeof text));
+    assert (zchat_testbed_flush (bed) == 4);
+    assert (zchat_testbed_lent (bed, false) == lent + 1);
+    zchat_testbed_destroy (&bed);
+    assert (zchat_arena_out () == out);
+}
+
 //  Runs: a group's messages of a room are encoded into batches as they
 //  are staged. One room over several batches, broken by another sender,
 //  by a duplicate and by another room; two rooms interleaved message by
@@ -2277,6 +2329,7 @@ zchat_server_test (bool verbose)
     s_test_durability_off ();
     s_test_batches ();
     s_test_ackruns ();
+    s_test_lent_runs ();
     s_test_runs ();
     s_test_fair_share ();
     s_test_hold ();

@@ -19,6 +19,18 @@ typedef struct {
     size_t body_size;
 } s_record_t;
 
+//  A publication the server lent (publish_lent): held a while, as a slow
+//  I/O thread would, and checked unchanged when it is given back.
+typedef struct {
+    const uint8_t *body;
+    size_t size;
+    uint8_t *copy;
+    void (*release) (void *data, void *hint);
+    void *hint;
+} s_loan_t;
+
+#define S_LOANS_HELD    8
+
 struct _zchat_testbed_t {
     zchat_server_config_t config;
     char *dir;                  //  the store's directory, removed on destroy
@@ -32,6 +44,9 @@ struct _zchat_testbed_t {
     size_t emitted;             //  bodies emitted, recorded or not
     size_t batches;             //  of which ACKS, ACKRUNS or MESSAGES
     size_t ackruns, runs;       //  ACKRUNS bodies, and their items
+    s_loan_t loans [S_LOANS_HELD];  //  lent publications held, oldest first
+    size_t loan_count;
+    size_t lent;                //  publications lent, ever
 };
 
 
@@ -220,6 +235,36 @@ s_on_publish (void *arg, const uint8_t *topic, size_t topic_size,
     s_keep ((zchat_testbed_t *) arg, true, topic, topic_size, body, body_size);
 }
 
+//  Give the oldest held loan back, checking that nothing wrote into it
+//  while it was lent.
+static void
+s_loan_return (zchat_testbed_t *self)
+{
+    assert (self->loan_count > 0);
+    s_loan_t *loan = &self->loans [0];
+    assert (memcmp (loan->body, loan->copy, loan->size) == 0);
+    free (loan->copy);
+    loan->release ((void *) loan->body, loan->hint);
+    memmove (&self->loans [0], &self->loans [1],
+             --self->loan_count * sizeof (s_loan_t));
+}
+
+static void
+s_on_publish_lent (void *arg, const uint8_t *topic, size_t topic_size,
+                   const uint8_t *body, size_t body_size,
+                   void (*release) (void *data, void *hint), void *hint)
+{
+    zchat_testbed_t *self = (zchat_testbed_t *) arg;
+    s_on_publish (arg, topic, topic_size, body, body_size);
+    if (self->loan_count == S_LOANS_HELD)
+        s_loan_return (self);
+    uint8_t *copy = (uint8_t *) malloc (body_size);
+    assert (copy);
+    memcpy (copy, body, body_size);
+    self->loans [self->loan_count++] = (s_loan_t) { body, body_size, copy, release, hint };
+    self->lent++;
+}
+
 //  Remove the store's directory; it holds only files.
 static void
 s_remove_dir (const char *dir)
@@ -320,6 +365,9 @@ zchat_testbed_destroy (zchat_testbed_t **self_p)
     zchat_testbed_t *self = *self_p;
     if (self) {
         zchat_server_destroy (&self->server);
+        //  Loans outlive their server, as they may in libzmq
+        while (self->loan_count)
+            s_loan_return (self);
         zchat_store_destroy (&self->store);
         if (self->dir)
             s_remove_dir (self->dir);
@@ -340,7 +388,7 @@ zchat_testbed_restart (zchat_testbed_t *self)
 {
     assert (self);
     zchat_server_destroy (&self->server);
-    zchat_server_output_t output = { self, s_on_reply, s_on_publish };
+    zchat_server_output_t output = { self, s_on_reply, s_on_publish, s_on_publish_lent };
     self->server = zchat_server_new (&self->config, self->store, output);
     return self->server ? 0 : -1;
 }
@@ -480,6 +528,15 @@ zchat_testbed_batches (zchat_testbed_t *self)
 {
     assert (self);
     return self->batches;
+}
+
+size_t
+zchat_testbed_lent (zchat_testbed_t *self, bool give_back)
+{
+    assert (self);
+    while (give_back && self->loan_count)
+        s_loan_return (self);
+    return self->lent;
 }
 
 size_t

@@ -82,6 +82,11 @@ void
 //  the testbed started.
 size_t
     zchat_testbed_batches (zchat_testbed_t *self);
+//  Publications the server lent instead of copying (the testbed holds the
+//  last few, as libzmq would, and checks each unchanged when it gives it
+//  back: now, if give_back).
+size_t
+    zchat_testbed_lent (zchat_testbed_t *self, bool give_back);
 //  Of those, the ACKRUNS bodies, and the runs (items) they held.
 size_t
     zchat_testbed_ackruns (zchat_testbed_t *self, size_t *runs);

@@ -10,6 +10,7 @@
 #include "zchat_msgpool.h"
 #include "zchat_store.h"
 #include "zchat_walvfs.h"
+#include "zchat_arena.h"
 #include "zchat_server.h"
 #include "zchat_session.h"
 #include "zchat_room.h"
@@ -30,6 +31,7 @@ typedef struct {
 static test_t s_tests [] = {
     { "zchat_msg",       zchat_msg_test },
     { "zchat_msgpool",   zchat_msgpool_test },
+    { "zchat_arena",     zchat_arena_test },
     { "zchat_util",      zchat_util_test },
     { "zchat_walvfs",    zchat_walvfs_test },
     { "zchat_store",     zchat_store_test },

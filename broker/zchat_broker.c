@@ -47,15 +47,19 @@
 //  messages), small enough that one peer cannot park more than
 //  ROUTER_RCV_BYTES in the broker with requests: 1,203 of them (libzmq
 //  bounds frames, not messages, so a peer sending many frames as one
-//  message can park more before the loop drops it). Outbound: a batch's
-//  worth of answers to one peer, twice over; replies are mostly small, and
-//  the big ones (history pages, member and room lists) are held back by
-//  the server's query budget, so a peer that never reads cannot make the
-//  broker queue much. Past this a reply to that peer is dropped (EAGAIN)
-//  and it must retry.
+//  message can park more before the loop drops it). Outbound: the answers
+//  to one SAYS of the most items, twice over: each item is answered on its
+//  own, and a sender refused by the rate limit or the fair share has every
+//  SAY it had on the way answered with a 429 (a window of 2,048 filled the
+//  old limit of 2,048, and the ACKs behind those were dropped, so the
+//  sender waited for its heartbeat to send them again: 3.3 s). Replies are
+//  small (about 100 bytes: 800 KiB for a peer that never reads), and the
+//  big ones (history pages, member and room lists) are held back by the
+//  server's query budget. Past this a reply to that peer is dropped
+//  (EAGAIN) and it must retry.
 #define ROUTER_RCV_BYTES    (80 * 1024 * 1024)
 #define ROUTER_RCVHWM       (ROUTER_RCV_BYTES / ROUTER_MAXMSGSIZE)
-#define ROUTER_SNDHWM       (2 * BATCH_MAX)
+#define ROUTER_SNDHWM       (2 * ZCHAT_MAX_ITEMS)
 //  Listen backlog of both sockets: thousands of clients reconnect at once
 //  after a broker restart, each with a DEALER and a SUB; with libzmq's
 //  default of 100 the overflow waits out SYN and ACK retransmits, which
@@ -1032,6 +1036,8 @@ zchat_broker_test (bool verbose)
     assert (s_endpoint_port (pub_endpoint) > 0);
     assert (zsock_sndhwm (broker->pub) == ZCHAT_BROKER_PUB_BYTES
             / (ZCHAT_SERVER_BATCH_BYTES + ZCHAT_BROKER_PUB_OVERHEAD));
+    //  Room for the answers to a SAYS of the most items, twice
+    assert (zsock_sndhwm (broker->router) >= 2 * ZCHAT_MAX_ITEMS);
 
     //  A SIGHUP as soon as the broker exists, before its loop ever ran,
     //  is caught (its default action would end this process) and handled

@@ -82,11 +82,19 @@ zchat_server_rate_init (zchat_server_t *self, zchat_session_t *session,
 //  answers nothing and keeps no order: it neither starts nor ends a hold.
 
 static void
-s_hold (zchat_request_t *req, uint64_t until_ms, bool says)
+s_hold (zchat_server_t *self, zchat_request_t *req, uint64_t until_ms, bool says)
 {
     zchat_session_t *session = req->session;
     if (req->msg->id == 0)
         return;
+    //  The session's SAYs taken so far in this group are acknowledged
+    //  before the first refusal, and so before the 429s of everything the
+    //  hold refuses after it: a flat-out sender has a window's worth on
+    //  the way, and their 429s could fill its queue in the ROUTER, which
+    //  then drops what comes next. ACKs dropped there were sent again only
+    //  at the sender's heartbeat, seconds later.
+    if (!session->held)
+        zchat_server_settle (self);
     session->hold_says = (!session->held || session->hold_says) && says;
     session->held = true;
     if (until_ms > session->refused_until_ms)
@@ -131,7 +139,7 @@ zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req)
         return false;
     }
     if (message)
-        s_hold (req, req->mono_ms + retry_ms, false);
+        s_hold (self, req, req->mono_ms + retry_ms, false);
     self->rate_limited++;
     ZCHAT_DEBUG ("zchat: %s is over the rate limit", req->session->nick);
     zchat_server_error (self, req, ZCHAT_ERR_RATE_LIMITED, retry_ms,
@@ -234,7 +242,7 @@ s_fair_refused (zchat_server_t *self, zchat_request_t *req)
     //  period keeps its order
     if (over) {
         uint32_t retry_ms = (uint32_t) (S_FAIR_PERIOD_MS - req->mono_ms % S_FAIR_PERIOD_MS);
-        s_hold (req, req->mono_ms + retry_ms, true);
+        s_hold (self, req, req->mono_ms + retry_ms, true);
         self->rate_limited++;
         ZCHAT_DEBUG ("zchat: %s is over its fair share", session->nick);
         zchat_server_error (self, req, ZCHAT_ERR_RATE_LIMITED, retry_ms,

@@ -3407,6 +3407,24 @@ s_test_dm_window (void)
     zsock_destroy (&router);
 }
 
+//  The stand-in acknowledges the two sends ids, which the client reports
+//  in that order; nothing else is left waiting.
+static void
+s_test_acked_in_order (zsock_t *router, zchat_client_t *client, const uint64_t *ids)
+{
+    zchat_buf_t *buf = &client->buf;
+    s_test_answer (router, client, zchat_encode_ack (buf, ids [0], "ops", 1, 1));
+    s_test_answer (router, client, zchat_encode_ack (buf, ids [1], "ops", 2, 1));
+    zchat_event_t *event;
+    size_t acks = 0;
+    while ((event = zchat_client_next (client, 0))) {
+        assert (event->type == ZCHAT_EV_ACK && acks < 2 && event->id == ids [acks]);
+        acks++;
+        zchat_event_destroy (&event);
+    }
+    assert (acks == 2 && zchat_client_pending (client) == 0);
+}
+
 //  A heartbeat resend waits for what the broker has answered already: a
 //  429 not read yet for an earlier send puts that send and every one
 //  after it back in line first (PROTOCOL.md 6.3). Here the refused SAY
@@ -3453,16 +3471,7 @@ s_test_resend_round (zsock_t *router, zchat_client_t *client, size_t ahead, bool
     s_housekeep (client, base + 1100);
     assert (s_test_sends_seen (router, got, 8, 2, 0) == 2);
     assert (got [0] == ids [0] && got [1] == ids [1]);
-    s_test_answer (router, client, zchat_encode_ack (buf, ids [0], "ops", 1, 1));
-    s_test_answer (router, client, zchat_encode_ack (buf, ids [1], "ops", 2, 1));
-    zchat_event_t *event;
-    size_t acks = 0;
-    while ((event = zchat_client_next (client, 0))) {
-        assert (event->type == ZCHAT_EV_ACK && acks < 2 && event->id == ids [acks]);
-        acks++;
-        zchat_event_destroy (&event);
-    }
-    assert (acks == 2 && zchat_client_pending (client) == 0);
+    s_test_acked_in_order (router, client, ids);
     client->heartbeat_ms = 60000;
     client->send_pause_until = 0;
     client->send_cap = 0;
@@ -3494,16 +3503,7 @@ s_test_new_send_after_429 (zsock_t *router, zchat_client_t *client)
     s_housekeep (client, client->send_pause_until);
     assert (s_test_sends_seen (router, got, 8, 2, 0) == 2);
     assert (got [0] == ids [0] && got [1] == ids [1]);
-    s_test_answer (router, client, zchat_encode_ack (buf, ids [0], "ops", 1, 1));
-    s_test_answer (router, client, zchat_encode_ack (buf, ids [1], "ops", 2, 1));
-    zchat_event_t *event;
-    size_t acks = 0;
-    while ((event = zchat_client_next (client, 0))) {
-        assert (event->type == ZCHAT_EV_ACK && acks < 2 && event->id == ids [acks]);
-        acks++;
-        zchat_event_destroy (&event);
-    }
-    assert (acks == 2 && zchat_client_pending (client) == 0);
+    s_test_acked_in_order (router, client, ids);
     client->send_pause_until = 0;
     client->send_cap = 0;
 }

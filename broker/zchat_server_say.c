@@ -512,7 +512,8 @@ s_publish_batch (zchat_server_t *self, const zchat_room_t *room, uint8_t *body,
     //  copy (it stays as it is until the publication gives it back); a
     //  small one costs less copied than counted
     if (self->output.publish_lent && size >= S_LEND_MIN && self->arena_block
-    &&  body >= self->arena && body + size <= self->arena + self->arena_size
+    &&  (uintptr_t) body >= (uintptr_t) self->arena
+    &&  (uintptr_t) body + size <= (uintptr_t) self->arena + self->arena_size
     &&  zchat_arena_lend (self->arena_block)) {
         self->lent++;
         self->output.publish_lent (self->output.arg, room->topic_frame,

@@ -220,15 +220,17 @@ def broker_conversations():
         record(1, header(HELLO, 3) + u8(1) + s("erin") + s(""), curve=True),
     ]
     yield "curve_nicks", b"".join(curve)
-    # Batches: a burst from a version 2 sender and a version 4 one (ACKS and
-    # ACKRUNS), one flush
+    # Batches: a burst from a version 2 sender, a version 4 one and a version
+    # 1 one (ACKS, ACKRUNS and single ACKs), one flush
     batch = [
         record(0, header(HELLO, 1) + u8(2) + s("frank") + s("")),
         record(1, header(HELLO, 2) + u8(4) + s("grace") + s("")),
+        record(2, header(HELLO, 5) + u8(1) + s("hank") + s("")),
         record(0, header(JOIN, 3) + s("lobby")),
         record(1, header(JOIN, 4) + s("lobby")),
-    ] + [record(i % 2, header(SAY, 10 + i) + s("lobby") + u8(i % 2) + t("m%d" % i))
-         for i in range(8)] + [
+        record(2, header(JOIN, 6) + s("lobby")),
+    ] + [record(i % 3, header(SAY, 10 + i) + s("lobby") + u8(i % 2) + t("m%d" % i))
+         for i in range(9)] + [
         record(0, header(SAYS, 0) + items([
             u64(40 + i) + s("lobby" if i != 2 else "elsewhere") + u8(0) + t("s%d" % i)
             for i in range(4)])),

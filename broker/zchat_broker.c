@@ -572,6 +572,28 @@ s_admits (void *arg, const char *key)
 //  ---------------------------------------------------------------------
 //  Start a broker.
 
+//  libzmq's decoder normally hands out messages that point into its
+//  receive buffer, and so gives each connection a buffer with room for
+//  250 such references beside its 8 KiB of data. Receiving by copy
+//  instead costs each idle connection about 4 kB less (28.6 -> 24.6 kB
+//  per idle client, 2,000 clients) and made no difference measured on
+//  the hot path (1->1 1 KiB durable, 64 B durability off, 4->4 1 KiB;
+//  8 interleaved runs each). It is a context option that libzmq reads
+//  when a socket is created, so it is set before the broker's sockets.
+//  Its number is in zmq.h's draft section; Debian's libzmq 4.3.4 takes
+//  it all the same. A libzmq that refuses it only costs the memory.
+#ifndef ZMQ_ZERO_COPY_RECV
+#   define ZMQ_ZERO_COPY_RECV 10
+#endif
+
+static void
+s_receive_by_copy (void *context)
+{
+    if (zmq_ctx_set (context, ZMQ_ZERO_COPY_RECV, 0) != 0)
+        ZCHAT_DEBUG ("libzmq refused ZMQ_ZERO_COPY_RECV: %s",
+                     zmq_strerror (zmq_errno ()));
+}
+
 zchat_broker_t *
 zchat_broker_new (const zchat_broker_config_t *config,
                   char *error, size_t error_size)
@@ -640,6 +662,7 @@ zchat_broker_new (const zchat_broker_config_t *config,
     //  subscribers (at 1,000 subscribers ACKs took 0.3-1.4 s with one
     //  thread, 10-50 ms with two). With one thread, both share it.
     bool split_io = zmq_ctx_get (zsys_init (), ZMQ_IO_THREADS) >= 2;
+    s_receive_by_copy (zsys_init ());
 
     //  The ROUTER: every request and reply
     self->router = zsock_new (ZMQ_ROUTER);

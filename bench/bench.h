@@ -167,6 +167,9 @@ double
 //  A "Vm...:" field of /proc/PID/status in kB (e.g. "VmHWM"), or -1.
 long
     bench_proc_status_kb (pid_t pid, const char *field);
+//  Open descriptors of a process, or -1.
+int
+    bench_proc_fds (pid_t pid);
 //  CPU time (user + system) of the calling process in seconds.
 double
     bench_self_cpu_s (void);
@@ -363,10 +366,22 @@ typedef struct {
     int      broker_fds;
     double   connect_s;             //  time to connect them all
     char     status [160];
+    //  The raw libzmq floor for the same shape (bench_floor.c)
+    long     floor_base_rss_kb;     //  floor server VmRSS before
+    long     floor_rss_kb;          //  with every client in
+    double   floor_per_client_kb;
+    int      floor_fds;             //  floor server's descriptors
+    char     floor_status [160];
 } bench_idle_t;
 
 int
     bench_idle_run (const bench_params_t *params, bench_idle_t *result);
+
+//  The raw libzmq floor of the same idle-client shape: the same number of
+//  connections to a minimal ROUTER (and PUB) server, held as long, into
+//  result's floor fields. Returns 0, or -1 (floor_status says why).
+int
+    bench_floor_run (const bench_params_t *params, bench_idle_t *result);
 
 //  Run the raw ceiling with these parameters into side. Returns 0, or -1
 //  if the run could not be done (side->status says why).
@@ -378,6 +393,11 @@ int
     bench_ceiling_role (const char *role, int argc, char **argv);
 int
     bench_zchat_role (const char *role, int argc, char **argv);
+int
+    bench_floor_role (const char *role, int argc, char **argv);
+//  True if role is one of bench_floor_role's.
+bool
+    bench_floor_owns (const char *role);
 
 //  Reporting: one side as a cJSON object (the caller's), or as text.
 #include <cjson/cJSON.h>

@@ -508,6 +508,23 @@ bench_self_cpu_s (void)
          + (double) usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
 }
 
+int
+bench_proc_fds (pid_t pid)
+{
+    char path [64];
+    snprintf (path, sizeof (path), "/proc/%d/fd", (int) pid);
+    int count = 0;
+    DIR *handle = opendir (path);
+    if (!handle)
+        return -1;
+    struct dirent *entry;
+    while ((entry = readdir (handle)))
+        if (entry->d_name [0] != '.')
+            count++;
+    closedir (handle);
+    return count;
+}
+
 void
 bench_raise_nofile (void)
 {

@@ -787,23 +787,6 @@ cleanup:
     return rc;
 }
 
-static int
-s_count_fds (pid_t pid)
-{
-    char path [64];
-    snprintf (path, sizeof (path), "/proc/%d/fd", (int) pid);
-    int count = 0;
-    DIR *handle = opendir (path);
-    if (!handle)
-        return -1;
-    struct dirent *entry;
-    while ((entry = readdir (handle)))
-        if (entry->d_name [0] != '.')
-            count++;
-    closedir (handle);
-    return count;
-}
-
 //  --------------------------------------------------------------------------
 //  Controller: run zchat once.
 
@@ -1031,7 +1014,7 @@ bench_idle_run (const bench_params_t *params, bench_idle_t *result)
     zclock_sleep (result->hold_s * 1000);
     result->rss_kb = bench_proc_status_kb (broker.pid, "VmRSS");
     result->hwm_kb = bench_proc_status_kb (broker.pid, "VmHWM");
-    result->broker_fds = s_count_fds (broker.pid);
+    result->broker_fds = bench_proc_fds (broker.pid);
     if (result->clients > 0 && result->rss_kb > 0 && result->base_rss_kb > 0)
         result->per_client_kb = (double) (result->rss_kb - result->base_rss_kb)
                               / result->clients;

@@ -481,6 +481,11 @@ s_run_idle (s_options_t *options)
     if (idle.procs > idle.clients)
         idle.procs = idle.clients;
     int rc = bench_idle_run (&options->params, &idle);
+    //  Then the floor of the same shape, once the broker has gone
+    if (rc == 0)
+        rc = bench_floor_run (&options->params, &idle);
+    double ratio = idle.floor_per_client_kb > 0?
+                   idle.per_client_kb / idle.floor_per_client_kb: 0;
     if (options->json) {
         cJSON *root = cJSON_CreateObject ();
         cJSON *object = cJSON_AddObjectToObject (root, "idle");
@@ -495,6 +500,13 @@ s_run_idle (s_options_t *options)
         cJSON_AddNumberToObject (object, "peak_rss_kb", (double) idle.hwm_kb);
         cJSON_AddNumberToObject (object, "per_client_kb", idle.per_client_kb);
         cJSON_AddNumberToObject (object, "broker_fds", idle.broker_fds);
+        cJSON *floor = cJSON_AddObjectToObject (object, "floor");
+        cJSON_AddStringToObject (floor, "status", idle.floor_status);
+        cJSON_AddNumberToObject (floor, "base_rss_kb", (double) idle.floor_base_rss_kb);
+        cJSON_AddNumberToObject (floor, "rss_kb", (double) idle.floor_rss_kb);
+        cJSON_AddNumberToObject (floor, "per_client_kb", idle.floor_per_client_kb);
+        cJSON_AddNumberToObject (floor, "server_fds", idle.floor_fds);
+        cJSON_AddNumberToObject (object, "ratio", ratio);
         char *text = cJSON_Print (root);
         if (text)
             printf ("%s\n", text);
@@ -511,9 +523,16 @@ s_run_idle (s_options_t *options)
                 " %d fds\n", idle.base_rss_kb, idle.rss_kb, idle.hwm_kb,
                 idle.broker_fds);
         printf ("  %.2f kB per idle client\n", idle.per_client_kb);
+        printf ("libzmq floor: %s\n", idle.floor_status [0]? idle.floor_status: "not run");
+        printf ("  a bare ROUTER and PUB holding the same connections: rss %ld kB"
+                " before, %ld kB with them, %d fds\n", idle.floor_base_rss_kb,
+                idle.floor_rss_kb, idle.floor_fds);
+        printf ("  %.2f kB per idle client; zchat %.2fx the floor\n",
+                idle.floor_per_client_kb, ratio);
     }
     if (rc)
-        fprintf (stderr, "zchat-bench: %s\n", idle.status);
+        fprintf (stderr, "zchat-bench: %s\n",
+                 streq (idle.status, "ok")? idle.floor_status: idle.status);
     return rc? 3: 0;
 }
 
@@ -528,6 +547,10 @@ main (int argc, char **argv)
         ||  streq (role, "csub")) {
             zsys_init ();
             return bench_ceiling_role (role, argc, argv);
+        }
+        if (bench_floor_owns (role)) {
+            zsys_init ();
+            return bench_floor_role (role, argc, argv);
         }
         return bench_zchat_role (role, argc, argv);
     }

@@ -361,6 +361,16 @@ def extras_table(extras, date):
                          fmt(per, 1),
                          "met" if per is not None and per <= 15 else "not met",
                          fmt(idle.get("broker_fds")), idle.get("status")))
+        floor = idle.get("floor") or {}
+        if floor.get("status") == "ok":
+            # runs from before the floor existed have none
+            lines[-1] += (" The raw libzmq floor in the same run (a bare ROUTER "
+                          "and PUB holding the same connections, each having "
+                          "carried as much): **%s kB per client**, so zchat is "
+                          "**%s× the floor**." % (fmt(floor.get("per_client_kb"), 1),
+                                                  fmt(idle.get("ratio"), 2)))
+        elif floor:
+            lines[-1] += " The libzmq floor could not be measured: %s." % floor.get("status")
         lines.append("")
     fair = extras.get("fairness")
     if fair:

@@ -44,9 +44,11 @@ def test_bench_smoke():
 def test_bench_idle():
     """--idle-clients measures the broker with idle clients: in no room each
     holds only its DEALER connection (libzchat connects the SUB at the
-    first receiving join), in rooms of 5 each holds a SUB too."""
+    first receiving join), in rooms of 5 each holds a SUB too. The raw
+    libzmq floor is measured beside it, with the same connections."""
     exe = require_binary("zchat-bench", skip=True)
     fds = {}
+    floor_fds = {}
     for size in (0, 5):
         r = run([exe, "--idle-clients", "20", "--idle-procs", "2", "--idle-room-size",
                  str(size), "--idle-hold", "1", "--json"], timeout=T(120), name="bench-idle")
@@ -56,9 +58,17 @@ def test_bench_idle():
               and idle.get("room_size") == size and idle.get("per_client_kb", 0) > 0,
               "idle run with rooms of %d: %r" % (size, idle))
         fds[size] = idle.get("broker_fds", 0)
+        floor = idle.get("floor", {})
+        check(floor.get("status") == "ok" and floor.get("per_client_kb", 0) > 0
+              and idle.get("ratio", 0) > 0,
+              "the libzmq floor beside rooms of %d: %r" % (size, idle))
+        floor_fds[size] = floor.get("server_fds", 0)
     check(fds[0] >= 20 and fds[5] - fds[0] == 20,
           "20 idle clients should hold 20 connections in no room, 40 in rooms: "
           "the broker had %d and %d descriptors" % (fds[0], fds[5]))
+    check(floor_fds[0] >= 20 and floor_fds[5] - floor_fds[0] == 20,
+          "the floor should hold the same connections as the broker: "
+          "its server had %d and %d descriptors" % (floor_fds[0], floor_fds[5]))
 
 
 def test_bench_usage_errors():

@@ -373,7 +373,7 @@ zchat_client_room_page (zchat_client_room_t *self, uint64_t id, const zchat_msg_
         if (event)
             zchat_sequencer_offer (self->sequencer, item.seq, event);
     }
-    zchat_sequencer_page_end (self->sequencer);
+    zchat_sequencer_page_end (self->sequencer, msg->flag != 0);
     zchat_client_room_fetch (self, now);
 }
 
@@ -687,21 +687,56 @@ zchat_client_room_test (bool verbose)
     zchat_client_room_message (room, 16, 16, "-bad", ZCHAT_KIND_TEXT, "x", 1);
     assert (client->queue.count == 0 && zchat_sequencer_last (room->sequencer) == 16);
 
+    //  Behind on our SUB when a PONG tells the tail: the fetch from 17 is
+    //  out while the same messages arrive live and pass it. Its page,
+    //  stopped early (more), brings only what was seen: no gap, nothing
+    //  twice, and the rest is asked for from where live traffic got to
+    int64_t later = room->fetch_retry_ms;     //  past the refusal above
+    zchat_client_room_tail (room, 30, later);
+    zchat_client_room_tick (room, room->tail_due_ms);
+    fetch = room->fetch_id;
+    req = (zchat_client_request_t *) zchat_idmap_lookup (client->requests, fetch);
+    assert (fetch && req && req->from_seq == 17 && req->to_seq == 30);
+    for (uint64_t seq = 17; seq <= 22; seq++) {
+        zchat_client_room_message (room, seq, seq, "bob", ZCHAT_KIND_TEXT, "live", 4);
+        assert (s_test_expect (client, ZCHAT_EV_MESSAGE, 0) == seq);
+    }
+    zchat_encode_page_begin (buf, fetch, "lobby", 1, 30, true);
+    zchat_encode_page_add (buf, 17, 17, "bob", ZCHAT_KIND_TEXT, "live", 4);
+    zchat_encode_page_add (buf, 18, 18, "bob", ZCHAT_KIND_TEXT, "live", 4);
+    msg = s_test_msg (client, zchat_encode_page_add (buf, 19, 19, "bob", ZCHAT_KIND_TEXT,
+                                                     "live", 4));
+    zchat_client_room_page (room, fetch, &msg, later);
+    assert (client->queue.count == 0 && zchat_sequencer_last (room->sequencer) == 22);
+    assert (room->fetch_id && room->fetch_id != fetch);
+    fetch = room->fetch_id;
+    req = (zchat_client_request_t *) zchat_idmap_lookup (client->requests, fetch);
+    assert (req && req->from_seq == 23 && req->to_seq == 30);
+    zchat_encode_page_begin (buf, fetch, "lobby", 1, 30, false);
+    for (uint64_t seq = 23; seq < 30; seq++)
+        zchat_encode_page_add (buf, seq, seq, "bob", ZCHAT_KIND_TEXT, "old", 3);
+    msg = s_test_msg (client, zchat_encode_page_add (buf, 30, 30, "bob", ZCHAT_KIND_TEXT,
+                                                     "old", 3));
+    zchat_client_room_page (room, fetch, &msg, later);
+    for (uint64_t seq = 23; seq <= 30; seq++)
+        assert (s_test_expect (client, ZCHAT_EV_MESSAGE, 0) == seq);
+    assert (client->queue.count == 0 && room->fetch_id == 0);
+
     //  A new session: the fetch in flight is void, the room joins again;
     //  JOINED finds it confirmed, so it is live at once, and a join the
     //  caller asked again is reported under its own id
-    zchat_client_room_tail (room, 20, now);
+    zchat_client_room_tail (room, 40, now);
     zchat_client_room_tick (room, now + 60000);
     assert (room->fetch_id);
     zchat_client_room_rejoin (room, now);
     assert (room->fetch_id == 0 && room->state == R_JOINING);
     assert (!zchat_sequencer_fetching (room->sequencer));
-    msg = s_test_msg (client, zchat_encode_joined (buf, 2, "lobby", 20, 1, 4, "new"));
+    msg = s_test_msg (client, zchat_encode_joined (buf, 2, "lobby", 40, 1, 4, "new"));
     zchat_client_room_joined (room, 42, &msg, now);
     assert (room->state == R_LIVE && room->members == 4 && room->fetch_id);
     assert (client->queue.count == 0);
     zchat_client_room_joined (room, 43, &msg, now);
-    assert (s_test_expect (client, ZCHAT_EV_JOINED, 43) == 20);
+    assert (s_test_expect (client, ZCHAT_EV_JOINED, 43) == 40);
     //  Joined again, refused: reported under the id the caller knows;
     //  the room stays
     msg = s_test_msg (client, zchat_encode_error (buf, 3, ZCHAT_ERR_RATE_LIMITED, 100,

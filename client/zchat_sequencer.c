@@ -28,7 +28,8 @@ struct _zchat_sequencer_t {
     bool     fetching;
     uint64_t fetch_from;
     uint64_t fetch_to;
-    uint64_t last_at_page;      //  last when the current page began
+    bool     paging;            //  between page_begin and page_end
+    uint64_t page_top;          //  newest seq the current page offered
 };
 
 //  --------------------------------------------------------------------------
@@ -234,6 +235,8 @@ zchat_sequencer_offer (zchat_sequencer_t *self, uint64_t seq, void *item)
     assert (self);
     if (self->known < seq)
         self->known = seq;
+    if (self->paging && self->page_top < seq)
+        self->page_top = seq;
     if (self->started && seq <= self->last)
         self->out.destroy (self->out.arg, item);
     else
@@ -340,7 +343,8 @@ void
 zchat_sequencer_page_begin (zchat_sequencer_t *self, uint64_t first_seq)
 {
     assert (self);
-    self->last_at_page = self->last;
+    self->paging = true;
+    self->page_top = 0;
     if (!self->fetching)
         return;
     //  Nothing held at all: the whole range asked for is gone. Else what
@@ -350,23 +354,33 @@ zchat_sequencer_page_begin (zchat_sequencer_t *self, uint64_t first_seq)
         gone_to = self->fetch_to;
     if (gone_to >= self->last + 1)
         s_skip (self, gone_to);
-    self->last_at_page = self->last;
 }
 
 //  --------------------------------------------------------------------------
 //  A page is done.
 
 void
-zchat_sequencer_page_end (zchat_sequencer_t *self)
+zchat_sequencer_page_end (zchat_sequencer_t *self, bool more)
 {
     assert (self);
+    self->paging = false;
     if (!self->fetching)
         return;
     self->fetching = false;
-    //  A page that brought nothing we lacked, while its range is still
-    //  missing: history cannot supply it, so asking again would loop.
-    if (self->last == self->last_at_page && self->last < self->fetch_to) {
-        uint64_t to = self->fetch_to;
+    //  The page answered for the range asked, up to its newest message if
+    //  it stopped early. What we still lack in there, history does not
+    //  hold: skipped as a gap, so that it is never waited for (and never
+    //  asked again in a loop). Above that the page says nothing. A page
+    //  can come back after live traffic has moved past everything in it
+    //  (a subscriber behind on its SUB fetches the tail a PONG told of):
+    //  that is no sign that what follows is gone, only that the next
+    //  fetch starts higher. An empty page that claims more is taken as
+    //  the whole range, or asking again would loop.
+    uint64_t covered = more && self->page_top? self->page_top: self->fetch_to;
+    if (covered > self->fetch_to)
+        covered = self->fetch_to;
+    if (self->last < covered) {
+        uint64_t to = covered;
         if (self->count > 0 && self->entries [self->head].seq - 1 < to)
             to = self->entries [self->head].seq - 1;
         s_skip (self, to);
@@ -496,7 +510,7 @@ zchat_sequencer_test (bool verbose)
     assert (log.gaps == 0);
     s_test_offer (seq, 14);
     s_test_offer (seq, 15);
-    zchat_sequencer_page_end (seq);
+    zchat_sequencer_page_end (seq, false);
     assert (!zchat_sequencer_fetching (seq));
     assert (log.delivered_count == 7);
     for (size_t i = 0; i < 7; i++)
@@ -515,7 +529,7 @@ zchat_sequencer_test (bool verbose)
     assert (log.gaps == 1 && log.gap_from == 18 && log.gap_to == 19);
     assert (zchat_sequencer_last (seq) == 19);
     s_test_offer (seq, 20);
-    zchat_sequencer_page_end (seq);
+    zchat_sequencer_page_end (seq, false);
     assert (zchat_sequencer_last (seq) == 20);
     assert (log.delivered [log.delivered_count - 1] == 20);
 
@@ -526,7 +540,7 @@ zchat_sequencer_test (bool verbose)
     assert (from == 21 && to == 24);
     zchat_sequencer_fetch_sent (seq, from, to);
     zchat_sequencer_page_begin (seq, 1);
-    zchat_sequencer_page_end (seq);
+    zchat_sequencer_page_end (seq, false);
     assert (log.gaps == 2 && log.gap_from == 21 && log.gap_to == 24);
     assert (zchat_sequencer_last (seq) == 25);
 
@@ -541,7 +555,7 @@ zchat_sequencer_test (bool verbose)
     //  Nothing held in history at all: the whole range is gone
     zchat_sequencer_fetch_sent (seq, from, to);
     zchat_sequencer_page_begin (seq, 0);
-    zchat_sequencer_page_end (seq);
+    zchat_sequencer_page_end (seq, false);
     assert (log.gaps == 3 && log.gap_from == 26 && log.gap_to == 26);
     assert (zchat_sequencer_last (seq) == 27);
 
@@ -577,7 +591,7 @@ zchat_sequencer_test (bool verbose)
     zchat_sequencer_page_begin (seq, 1);
     s_test_offer (seq, 37);
     s_test_offer (seq, 38);
-    zchat_sequencer_page_end (seq);
+    zchat_sequencer_page_end (seq, false);
     assert (zchat_sequencer_last (seq) == 38);
 
     //  Out-of-order inserts keep the buffer sorted
@@ -590,6 +604,53 @@ zchat_sequencer_test (bool verbose)
     s_test_offer (seq, 39);
     assert (zchat_sequencer_last (seq) == 43);
     assert (zchat_sequencer_buffered (seq) == 0);
+
+    //  A page that stopped early (more) answers only up to its newest
+    //  message. Live traffic moved past all of it while the fetch was out,
+    //  as for a subscriber behind on its SUB that fetched the tail a PONG
+    //  told of: that is no gap, and the next fetch starts higher
+    size_t gaps = log.gaps;
+    zchat_sequencer_newest (seq, 60);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    assert (from == 44 && to == 60);
+    zchat_sequencer_fetch_sent (seq, from, to);
+    for (uint64_t s = 44; s <= 50; s++)
+        s_test_offer (seq, s);                  //  live, in order
+    assert (zchat_sequencer_last (seq) == 50);
+    zchat_sequencer_page_begin (seq, 1);
+    for (uint64_t s = 44; s <= 47; s++)
+        s_test_offer (seq, s);
+    zchat_sequencer_page_end (seq, true);
+    assert (log.gaps == gaps && zchat_sequencer_last (seq) == 50);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    assert (from == 51 && to == 60);
+    //  A hole inside a page that stopped early is a gap; above it, not
+    zchat_sequencer_fetch_sent (seq, from, to);
+    zchat_sequencer_page_begin (seq, 1);
+    s_test_offer (seq, 51);
+    s_test_offer (seq, 52);
+    s_test_offer (seq, 55);
+    s_test_offer (seq, 56);
+    zchat_sequencer_page_end (seq, true);
+    assert (log.gaps == gaps + 1 && log.gap_from == 53 && log.gap_to == 54);
+    assert (zchat_sequencer_last (seq) == 56);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    assert (from == 57 && to == 60);
+    zchat_sequencer_fetch_sent (seq, from, to);
+    zchat_sequencer_page_begin (seq, 1);
+    for (uint64_t s = 57; s <= 60; s++)
+        s_test_offer (seq, s);
+    zchat_sequencer_page_end (seq, false);
+    assert (zchat_sequencer_last (seq) == 60 && log.gaps == gaps + 1);
+    //  An empty page that claims more answers for the whole range, or
+    //  asking again would loop
+    zchat_sequencer_newest (seq, 62);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    zchat_sequencer_fetch_sent (seq, from, to);
+    zchat_sequencer_page_begin (seq, 1);
+    zchat_sequencer_page_end (seq, true);
+    assert (log.gaps == gaps + 2 && log.gap_from == 61 && log.gap_to == 62);
+    assert (!zchat_sequencer_want (seq, &from, &to));
 
     //  Replaying history on join: start below the newest, fetch the rest
     zchat_sequencer_destroy (&seq);
@@ -608,7 +669,7 @@ zchat_sequencer_test (bool verbose)
     s_test_offer (seq, 8);
     s_test_offer (seq, 9);
     s_test_offer (seq, 10);
-    zchat_sequencer_page_end (seq);
+    zchat_sequencer_page_end (seq, false);
     assert (log.delivered_count == 4);
     assert (log.delivered [3] == 11);
     //  Destroy frees what is still buffered

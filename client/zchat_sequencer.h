@@ -110,12 +110,15 @@ bool
 void
     zchat_sequencer_page_begin (zchat_sequencer_t *self, uint64_t first_seq);
 
-//  The PAGE is done; the fetch is no longer outstanding. A page that did
-//  not move the sequence on, while the range it answered is still
-//  missing, means history does not have it: it is reported as a gap so
-//  that the sequencer never waits forever. Delivers what is now in order.
+//  The PAGE is done (more: PAGE.more, it stopped before the end of the
+//  range); the fetch is no longer outstanding. The page answered for the
+//  range asked, up to its newest message when more is set: a message in
+//  there that is still missing is not in history, and is reported as a
+//  gap so that the sequencer never waits forever. Nothing is concluded of
+//  what lies above a page that stopped early, even when everything in it
+//  was already seen. Delivers what is now in order.
 void
-    zchat_sequencer_page_end (zchat_sequencer_t *self);
+    zchat_sequencer_page_end (zchat_sequencer_t *self, bool more);
 
 //  The outstanding fetch failed or was lost (ERROR reply, reconnect): it
 //  may be asked again.

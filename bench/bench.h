@@ -230,7 +230,8 @@ void
 //  Collect DONE from the senders [s_from, s_to) and receivers [r_from,
 //  r_to) of a run that started at go_ns. Receivers still short of
 //  messages get STOP once every sender is done and a grace period (at
-//  least grace_ms, and as long again as the sending took) has passed;
+//  least grace_ms, and as long again as the sending took, and as long as
+//  they keep a tenth of a CPU busy, working through a backlog) has passed;
 //  everything gets STOP at go_ns + timeout_s. Stats and histograms are
 //  merged into the outputs; *end_ns is when the last receiver finished.
 //  Returns 0, 1 if it had to cut the run short (note says why), or -1 if

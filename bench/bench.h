@@ -286,6 +286,13 @@ char *
 int
     bench_wait_sockets (void **sockets, int count, int64_t deadline_ns);
 
+//  An int socket option on a raw libzmq socket. Returns 0, or -1 (errno).
+int
+    bench_set_int (void *socket, int option, int value);
+//  The endpoint a raw socket last bound, as a fresh string (free), or NULL.
+char *
+    bench_last_endpoint (void *socket);
+
 //  ---------------------------------------------------------------------
 //  One side of a run (zchat or ceiling): the figures issue 5 asks for.
 
@@ -372,6 +379,8 @@ typedef struct {
     long     floor_rss_kb;          //  with every client in
     double   floor_per_client_kb;
     int      floor_fds;             //  floor server's descriptors
+    uint64_t floor_pings;           //  round trips the floor's clients made idle
+    uint64_t floor_unanswered;      //  of those, not answered in time
     char     floor_status [160];
 } bench_idle_t;
 

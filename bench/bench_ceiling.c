@@ -16,25 +16,6 @@
 #define PROBE_EVERY_NS  (10 * 1000000LL)
 
 //  --------------------------------------------------------------------------
-//  Socket set-up on a raw context: the ceiling uses libzmq alone.
-
-static int
-s_set_int (void *socket, int option, int value)
-{
-    return zmq_setsockopt (socket, option, &value, sizeof (value));
-}
-
-static char *
-s_last_endpoint (void *socket)
-{
-    char endpoint [256];
-    size_t size = sizeof (endpoint);
-    if (zmq_getsockopt (socket, ZMQ_LAST_ENDPOINT, endpoint, &size))
-        return NULL;
-    return strdup (endpoint);
-}
-
-//  --------------------------------------------------------------------------
 //  The forwarder. Publishes probes until GO so subscribers can tell when
 //  their subscription is live (the slow-joiner problem), then forwards.
 
@@ -55,22 +36,22 @@ s_forwarder (bench_worker_t *worker, int argc, char **argv)
         bench_worker_fail (worker, "cannot create sockets");
         goto cleanup;
     }
-    s_set_int (pub, ZMQ_SNDHWM, hwm);
+    bench_set_int (pub, ZMQ_SNDHWM, hwm);
     //  As the broker does: a thousand SUBs connecting at once overflow
     //  libzmq's default backlog of 100, and the overflow waits out TCP
     //  retransmits that back off past the 60 s a subscriber is given
-    s_set_int (router, ZMQ_BACKLOG, 4096);
-    s_set_int (pub, ZMQ_BACKLOG, 4096);
-    s_set_int (router, ZMQ_LINGER, 0);
-    s_set_int (pub, ZMQ_LINGER, 0);
-    s_set_int (router, ZMQ_RCVTIMEO, 50);
+    bench_set_int (router, ZMQ_BACKLOG, 4096);
+    bench_set_int (pub, ZMQ_BACKLOG, 4096);
+    bench_set_int (router, ZMQ_LINGER, 0);
+    bench_set_int (pub, ZMQ_LINGER, 0);
+    bench_set_int (router, ZMQ_RCVTIMEO, 50);
     if (zmq_bind (router, "tcp://127.0.0.1:*")
     ||  zmq_bind (pub, "tcp://127.0.0.1:*")) {
         bench_worker_fail (worker, zmq_strerror (errno));
         goto cleanup;
     }
-    router_ep = s_last_endpoint (router);
-    pub_ep = s_last_endpoint (pub);
+    router_ep = bench_last_endpoint (router);
+    pub_ep = bench_last_endpoint (pub);
     char *info = zsys_sprintf ("%s %s", router_ep, pub_ep);
     bench_worker_ready (worker, info);
     zstr_free (&info);
@@ -214,7 +195,7 @@ s_csender (bench_worker_t *worker, int argc, char **argv)
         bench_worker_fail (worker, "bad arguments or no socket");
         goto cleanup;
     }
-    s_set_int (dealer, ZMQ_LINGER, 5000);
+    bench_set_int (dealer, ZMQ_LINGER, 5000);
     if (zmq_connect (dealer, router_ep)) {
         bench_worker_fail (worker, zmq_strerror (errno));
         goto cleanup;
@@ -294,8 +275,8 @@ s_csub (bench_worker_t *worker, int argc, char **argv)
             bench_worker_fail (worker, "too many sockets");
             goto cleanup;
         }
-        s_set_int (subs [i], ZMQ_RCVHWM, hwm);
-        s_set_int (subs [i], ZMQ_LINGER, 0);
+        bench_set_int (subs [i], ZMQ_RCVHWM, hwm);
+        bench_set_int (subs [i], ZMQ_LINGER, 0);
         if (zmq_setsockopt (subs [i], ZMQ_SUBSCRIBE, CEIL_TOPIC, strlen (CEIL_TOPIC))
         ||  zmq_connect (subs [i], pub_ep)) {
             bench_worker_fail (worker, zmq_strerror (errno));

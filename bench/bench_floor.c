@@ -1,12 +1,15 @@
 //  bench_floor — the raw libzmq floor of an idle client's memory: a
 //  minimal server in the broker's shape (a ROUTER that answers every
 //  request, a PUB beside it) holding the same number of connections as
-//  the idle-client run, each having carried a request and its reply (and,
-//  for clients in rooms, a SUB connection that has received a
-//  publication). No sessions, nicknames or rooms: what is left is what
-//  libzmq itself keeps per connection, the least any broker on this
-//  libzmq can hold. zchat's figure is read beside it, as throughput is
-//  read beside the ceiling.
+//  the idle-client run, each having carried a request and its reply
+//  (and, for clients in rooms, a SUB connection that has received its
+//  room's publications: its own, then one per member joining after it).
+//  No sessions, nicknames or rooms: what is left is what libzmq itself
+//  keeps for these connections, the least a ROUTER and PUB broker of
+//  this shape can hold on this libzmq. zchat's figure is read beside
+//  it, as throughput is read beside the ceiling. The clients' pings and
+//  the server's replies are counted: a floor that dropped one is no
+//  floor.
 //
 //  Roles (one process each): fserver, fidle.
 
@@ -14,6 +17,7 @@
 #include "zchat_broker.h"
 
 #include <errno.h>
+#include <inttypes.h>
 
 //  The request each client sends, about the size of a HELLO; its reply is
 //  the same bytes. Requests starting with 'r' are also published, on the
@@ -21,6 +25,11 @@
 #define FLOOR_REQUEST_SIZE  64
 #define FLOOR_REPLY_WAIT_MS 10000
 #define FLOOR_TOPIC_SIZE    16
+//  How long a worker told STOP may take to say DONE: a client may be
+//  waiting out one unanswered round trip.
+#define FLOOR_DONE_WAIT_MS  (FLOOR_REPLY_WAIT_MS + 5000)
+//  Clients per fidle process: two sockets each within an int
+#define FLOOR_MAX_CLIENTS   100000
 
 //  As the broker does (zchat_broker.c, s_receive_by_copy): receive by
 //  copy, which costs each connection less. The number is in zmq.h's
@@ -29,20 +38,13 @@
 #   define ZMQ_ZERO_COPY_RECV 10
 #endif
 
-static int
-s_set_int (void *socket, int option, int value)
+//  True if the part just received has more after it.
+static bool
+s_more (void *socket)
 {
-    return zmq_setsockopt (socket, option, &value, sizeof (value));
-}
-
-static char *
-s_last_endpoint (void *socket)
-{
-    char endpoint [256];
-    size_t size = sizeof (endpoint);
-    if (zmq_getsockopt (socket, ZMQ_LAST_ENDPOINT, endpoint, &size))
-        return NULL;
-    return strdup (endpoint);
+    int more = 0;
+    size_t size = sizeof (more);
+    return zmq_getsockopt (socket, ZMQ_RCVMORE, &more, &size) == 0 && more;
 }
 
 //  --------------------------------------------------------------------------
@@ -58,11 +60,16 @@ s_fserver (bench_worker_t *worker, int argc, char **argv)
     char *router_ep = NULL, *pub_ep = NULL;
     void *ctx = zmq_ctx_new ();
     //  The broker's context: two I/O threads, one per socket, and
-    //  receiving by copy.
-    if (ctx) {
-        zmq_ctx_set (ctx, ZMQ_IO_THREADS, 2);
-        zmq_ctx_set (ctx, ZMQ_ZERO_COPY_RECV, 0);
+    //  receiving by copy. The broker goes on when libzmq refuses the
+    //  latter (it then only costs memory), and so does the floor, which
+    //  keeps the two alike.
+    if (ctx && zmq_ctx_set (ctx, ZMQ_IO_THREADS, 2) != 0) {
+        zmq_ctx_term (ctx);
+        ctx = NULL;
     }
+    if (ctx && zmq_ctx_set (ctx, ZMQ_ZERO_COPY_RECV, 0) != 0)
+        zsys_debug ("floor: libzmq refused ZMQ_ZERO_COPY_RECV: %s",
+                    zmq_strerror (zmq_errno ()));
     void *router = ctx? zmq_socket (ctx, ZMQ_ROUTER): NULL;
     void *pub = ctx? zmq_socket (ctx, ZMQ_PUB): NULL;
     bench_hist_t *empty = (bench_hist_t *) zmalloc (sizeof (bench_hist_t));
@@ -74,19 +81,19 @@ s_fserver (bench_worker_t *worker, int argc, char **argv)
     }
     bench_raise_nofile ();
     uint64_t router_thread = 1, pub_thread = 2;
-    zmq_setsockopt (router, ZMQ_AFFINITY, &router_thread, sizeof (router_thread));
-    zmq_setsockopt (pub, ZMQ_AFFINITY, &pub_thread, sizeof (pub_thread));
-    s_set_int (router, ZMQ_BACKLOG, 4096);
-    s_set_int (pub, ZMQ_BACKLOG, 4096);
-    s_set_int (router, ZMQ_LINGER, 0);
-    s_set_int (pub, ZMQ_LINGER, 0);
-    if (zmq_bind (router, "tcp://127.0.0.1:*")
+    if (zmq_setsockopt (router, ZMQ_AFFINITY, &router_thread, sizeof (router_thread))
+    ||  zmq_setsockopt (pub, ZMQ_AFFINITY, &pub_thread, sizeof (pub_thread))
+    ||  bench_set_int (router, ZMQ_BACKLOG, 4096)
+    ||  bench_set_int (pub, ZMQ_BACKLOG, 4096)
+    ||  bench_set_int (router, ZMQ_LINGER, 0)
+    ||  bench_set_int (pub, ZMQ_LINGER, 0)
+    ||  zmq_bind (router, "tcp://127.0.0.1:*")
     ||  zmq_bind (pub, "tcp://127.0.0.1:*")) {
         bench_worker_fail (worker, zmq_strerror (errno));
         goto cleanup;
     }
-    router_ep = s_last_endpoint (router);
-    pub_ep = s_last_endpoint (pub);
+    router_ep = bench_last_endpoint (router);
+    pub_ep = bench_last_endpoint (pub);
     if (!router_ep || !pub_ep) {
         bench_worker_fail (worker, "no endpoints");
         goto cleanup;
@@ -103,7 +110,8 @@ s_fserver (bench_worker_t *worker, int argc, char **argv)
         if (zmq_poll (items, 2, 100) < 0) {
             if (errno == EINTR)
                 continue;
-            break;
+            bench_worker_fail (worker, zmq_strerror (errno));
+            goto cleanup;
         }
         if (items [0].revents & ZMQ_POLLIN) {
             char *command = zstr_recv (bench_worker_sock (worker));
@@ -120,28 +128,25 @@ s_fserver (bench_worker_t *worker, int argc, char **argv)
             int id_size = zmq_recv (router, id, sizeof (id), ZMQ_DONTWAIT);
             if (id_size < 0)
                 break;
-            int more = 0;
-            size_t more_size = sizeof (more);
-            zmq_getsockopt (router, ZMQ_RCVMORE, &more, &more_size);
-            if (!more)
-                continue;
-            int size = zmq_recv (router, request, sizeof (request), 0);
-            more_size = sizeof (more);
-            zmq_getsockopt (router, ZMQ_RCVMORE, &more, &more_size);
-            while (more) {
+            int size = s_more (router)?
+                       zmq_recv (router, request, sizeof (request), 0): -1;
+            while (s_more (router)) {
                 char rest [1];
-                zmq_recv (router, rest, sizeof (rest), 0);
-                more_size = sizeof (more);
-                zmq_getsockopt (router, ZMQ_RCVMORE, &more, &more_size);
+                if (zmq_recv (router, rest, sizeof (rest), 0) < 0)
+                    break;
             }
             if (size < 1 || size > (int) sizeof (request)
             ||  id_size > (int) sizeof (id))
                 continue;
-            zmq_send (router, id, (size_t) id_size, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-            zmq_send (router, request, (size_t) size, ZMQ_DONTWAIT);
-            if (request [0] == 'r')
-                zmq_send (pub, request, (size_t) size, ZMQ_DONTWAIT);
-            stats.forwarded++;
+            //  A reply or publication libzmq will not take is an error
+            //  the controller sees in our DONE.
+            if (zmq_send (router, id, (size_t) id_size, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0
+            ||  zmq_send (router, request, (size_t) size, ZMQ_DONTWAIT) < 0
+            ||  (request [0] == 'r'
+                 && zmq_send (pub, request, (size_t) size, ZMQ_DONTWAIT) < 0))
+                stats.errors++;
+            else
+                stats.forwarded++;
         }
     }
     bench_worker_done (worker, &stats, empty, empty);
@@ -185,10 +190,11 @@ s_round_trip (void *dealer, void *sub, const char *topic)
         if (!sub)
             return 0;
         zmq_pollitem_t item = { sub, 0, ZMQ_POLLIN, 0 };
-        if (zmq_poll (&item, 1, 20) == 1) {
-            zmq_recv (sub, reply, sizeof (reply), 0);
-            return 0;
-        }
+        int rc = zmq_poll (&item, 1, 20);
+        if (rc < 0 && zmq_errno () != EINTR)
+            return -1;
+        if (rc == 1)
+            return zmq_recv (sub, reply, sizeof (reply), 0) < 0? -1: 0;
     }
     return -1;
 }
@@ -205,15 +211,22 @@ s_fidle (bench_worker_t *worker, int argc, char **argv)
     int rc = -1;
     bench_stats_t stats;
     memset (&stats, 0, sizeof (stats));
+    if (!router_ep || !pub_ep || clients < 1 || clients > FLOOR_MAX_CLIENTS
+    ||  room_size < 0 || ping_ms < 0) {
+        bench_worker_fail (worker, "bad arguments");
+        return -1;
+    }
     bench_raise_nofile ();
     void *ctx = zmq_ctx_new ();
-    if (ctx)
-        zmq_ctx_set (ctx, ZMQ_MAX_SOCKETS, 2 * clients + 64);
+    if (ctx && zmq_ctx_set (ctx, ZMQ_MAX_SOCKETS, 2 * clients + 64) != 0) {
+        zmq_ctx_term (ctx);
+        ctx = NULL;
+    }
     void **dealer = (void **) calloc ((size_t) clients, sizeof (void *));
     void **sub = (void **) calloc ((size_t) clients, sizeof (void *));
     bench_hist_t *empty = (bench_hist_t *) zmalloc (sizeof (bench_hist_t));
-    if (!ctx || !router_ep || !pub_ep || clients < 1 || !dealer || !sub || !empty) {
-        bench_worker_fail (worker, "bad arguments");
+    if (!ctx || !dealer || !sub || !empty) {
+        bench_worker_fail (worker, "cannot make a context for the clients");
         goto cleanup;
     }
     for (int i = 0; i < clients && !zsys_interrupted; i++) {
@@ -226,10 +239,12 @@ s_fidle (bench_worker_t *worker, int argc, char **argv)
             bench_worker_fail (worker, "cannot create sockets");
             goto cleanup;
         }
-        s_set_int (dealer [i], ZMQ_LINGER, 0);
-        s_set_int (dealer [i], ZMQ_RCVTIMEO, FLOOR_REPLY_WAIT_MS);
-        if (zmq_connect (dealer [i], router_ep)
-        ||  (sub [i] && (s_set_int (sub [i], ZMQ_LINGER, 0)
+        //  The receive timeout bounds every round trip: without it a lost
+        //  reply would hang the worker
+        if (bench_set_int (dealer [i], ZMQ_LINGER, 0)
+        ||  bench_set_int (dealer [i], ZMQ_RCVTIMEO, FLOOR_REPLY_WAIT_MS)
+        ||  zmq_connect (dealer [i], router_ep)
+        ||  (sub [i] && (bench_set_int (sub [i], ZMQ_LINGER, 0)
                       || zmq_setsockopt (sub [i], ZMQ_SUBSCRIBE, topic, strlen (topic))
                       || zmq_connect (sub [i], pub_ep)))) {
             bench_worker_fail (worker, zmq_strerror (errno));
@@ -249,11 +264,18 @@ s_fidle (bench_worker_t *worker, int argc, char **argv)
         zstr_free (&command);
         if (stop)
             break;
+        //  A round ends at the first ping unanswered: the server is then
+        //  in trouble, and STOP must not wait for every client's timeout.
         if (ping_ms > 0 && bench_now_ns () >= next_ping) {
-            for (int i = 0; i < clients; i++)
-                if (s_round_trip (dealer [i], NULL, NULL))
+            for (int i = 0; i < clients; i++) {
+                stats.sent++;
+                if (s_round_trip (dealer [i], NULL, NULL)) {
                     stats.errors++;
-            next_ping += ping_ms * 1000000LL;
+                    break;
+                }
+                stats.acked++;
+            }
+            next_ping = bench_now_ns () + ping_ms * 1000000LL;
         }
     }
     bench_worker_done (worker, &stats, empty, empty);
@@ -316,6 +338,34 @@ s_ping_ms (const char *broker_args)
     return (long) (timeout_s * 1000 / 3);
 }
 
+//  Tell workers [from, to) to stop and sum their DONE counters into
+//  stats. Returns 0, or -1 with the reason in status.
+static int
+s_stop_collect (bench_fleet_t *fleet, int from, int to, bench_stats_t *stats,
+                char *status, size_t status_size)
+{
+    memset (stats, 0, sizeof (*stats));
+    for (int i = from; i < to; i++)
+        if (bench_fleet_tell (fleet, i, "STOP")) {
+            snprintf (status, status_size, "floor worker %d is gone", i);
+            return -1;
+        }
+    for (int done = from; done < to; done++) {
+        bench_stats_t one;
+        int index = bench_fleet_next_done (fleet, FLOOR_DONE_WAIT_MS, &one, NULL, NULL);
+        if (index == -1)
+            snprintf (status, status_size, "a floor worker said no DONE in %d ms",
+                      FLOOR_DONE_WAIT_MS);
+        else
+        if (index < 0)
+            snprintf (status, status_size, "floor: %s", bench_fleet_error (fleet));
+        if (index < 0)
+            return -1;
+        bench_stats_merge (stats, &one);
+    }
+    return 0;
+}
+
 int
 bench_floor_run (const bench_params_t *params, bench_idle_t *result)
 {
@@ -375,8 +425,25 @@ bench_floor_run (const bench_params_t *params, bench_idle_t *result)
         result->floor_per_client_kb = (double) (result->floor_rss_kb
                                               - result->floor_base_rss_kb)
                                     / result->clients;
-    snprintf (result->floor_status, sizeof (result->floor_status), "ok");
-    rc = 0;
+    //  The figure counts only if the floor held every connection and
+    //  answered every ping while it was measured: the clients first,
+    //  while the server still answers, then the server.
+    bench_stats_t clients, served;
+    if (s_stop_collect (fleet, server + 1, bench_fleet_size (fleet), &clients,
+                        result->floor_status, sizeof (result->floor_status))
+    ||  s_stop_collect (fleet, server, server + 1, &served,
+                        result->floor_status, sizeof (result->floor_status)))
+        goto cleanup;
+    result->floor_pings = clients.sent;
+    result->floor_unanswered = clients.errors;
+    if (clients.errors || served.errors)
+        snprintf (result->floor_status, sizeof (result->floor_status),
+                  "%" PRIu64 " of %" PRIu64 " pings unanswered, %" PRIu64
+                  " replies not sent", clients.errors, clients.sent, served.errors);
+    else {
+        snprintf (result->floor_status, sizeof (result->floor_status), "ok");
+        rc = 0;
+    }
 
 cleanup:
     bench_fleet_destroy (&fleet);

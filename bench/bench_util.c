@@ -600,6 +600,25 @@ bench_wait_sockets (void **sockets, int count, int64_t deadline_ns)
 }
 
 //  --------------------------------------------------------------------------
+//  Raw libzmq sockets: the ceiling and the floor use libzmq alone.
+
+int
+bench_set_int (void *socket, int option, int value)
+{
+    return zmq_setsockopt (socket, option, &value, sizeof (value));
+}
+
+char *
+bench_last_endpoint (void *socket)
+{
+    char endpoint [256];
+    size_t size = sizeof (endpoint);
+    if (zmq_getsockopt (socket, ZMQ_LAST_ENDPOINT, endpoint, &size))
+        return NULL;
+    return strdup (endpoint);
+}
+
+//  --------------------------------------------------------------------------
 //  Arguments of worker roles
 
 const char *

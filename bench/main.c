@@ -14,6 +14,7 @@
 #include "bench.h"
 
 #include <getopt.h>
+#include <inttypes.h>
 #include <math.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -480,6 +481,7 @@ s_run_idle (s_options_t *options)
                : (options->idle_clients + 999) / 1000;
     if (idle.procs > idle.clients)
         idle.procs = idle.clients;
+    snprintf (idle.floor_status, sizeof (idle.floor_status), "not run");
     int rc = bench_idle_run (&options->params, &idle);
     //  Then the floor of the same shape, once the broker has gone
     if (rc == 0)
@@ -506,6 +508,8 @@ s_run_idle (s_options_t *options)
         cJSON_AddNumberToObject (floor, "rss_kb", (double) idle.floor_rss_kb);
         cJSON_AddNumberToObject (floor, "per_client_kb", idle.floor_per_client_kb);
         cJSON_AddNumberToObject (floor, "server_fds", idle.floor_fds);
+        cJSON_AddNumberToObject (floor, "pings", (double) idle.floor_pings);
+        cJSON_AddNumberToObject (floor, "pings_unanswered", (double) idle.floor_unanswered);
         cJSON_AddNumberToObject (object, "ratio", ratio);
         char *text = cJSON_Print (root);
         if (text)
@@ -523,10 +527,11 @@ s_run_idle (s_options_t *options)
                 " %d fds\n", idle.base_rss_kb, idle.rss_kb, idle.hwm_kb,
                 idle.broker_fds);
         printf ("  %.2f kB per idle client\n", idle.per_client_kb);
-        printf ("libzmq floor: %s\n", idle.floor_status [0]? idle.floor_status: "not run");
+        printf ("libzmq floor: %s\n", idle.floor_status);
         printf ("  a bare ROUTER and PUB holding the same connections: rss %ld kB"
-                " before, %ld kB with them, %d fds\n", idle.floor_base_rss_kb,
-                idle.floor_rss_kb, idle.floor_fds);
+                " before, %ld kB with them, %d fds; %" PRIu64 " pings idle, %"
+                PRIu64 " unanswered\n", idle.floor_base_rss_kb, idle.floor_rss_kb,
+                idle.floor_fds, idle.floor_pings, idle.floor_unanswered);
         printf ("  %.2f kB per idle client; zchat %.2fx the floor\n",
                 idle.floor_per_client_kb, ratio);
     }

@@ -45,13 +45,16 @@ def test_bench_idle():
     """--idle-clients measures the broker with idle clients: in no room each
     holds only its DEALER connection (libzchat connects the SUB at the
     first receiving join), in rooms of 5 each holds a SUB too. The raw
-    libzmq floor is measured beside it, with the same connections."""
+    libzmq floor is measured beside it, with the same connections, its
+    clients pinging as zchat's do (every 0.5 s with --session-timeout 1.5),
+    and every ping answered."""
     exe = require_binary("zchat-bench", skip=True)
     fds = {}
     floor_fds = {}
     for size in (0, 5):
         r = run([exe, "--idle-clients", "20", "--idle-procs", "2", "--idle-room-size",
-                 str(size), "--idle-hold", "1", "--json"], timeout=T(120), name="bench-idle")
+                 str(size), "--idle-hold", "1", "--broker-args", "--session-timeout 1.5",
+                 "--json"], timeout=T(120), name="bench-idle")
         check(r.rc == 0, "zchat-bench --idle-clients failed: %r" % r)
         idle = json.loads(r.out).get("idle", {})
         check(idle.get("status") == "ok" and idle.get("clients") == 20
@@ -62,6 +65,9 @@ def test_bench_idle():
         check(floor.get("status") == "ok" and floor.get("per_client_kb", 0) > 0
               and idle.get("ratio", 0) > 0,
               "the libzmq floor beside rooms of %d: %r" % (size, idle))
+        #  Each of the 20 pinged at least once in the second held, none in vain
+        check(floor.get("pings", 0) >= 20 and floor.get("pings_unanswered") == 0,
+              "the floor's clients should ping through the hold: %r" % floor)
         floor_fds[size] = floor.get("server_fds", 0)
     check(fds[0] >= 20 and fds[5] - fds[0] == 20,
           "20 idle clients should hold 20 connections in no room, 40 in rooms: "

@@ -231,7 +231,8 @@ void
 //  r_to) of a run that started at go_ns. Receivers still short of
 //  messages get STOP once every sender is done and a grace period (at
 //  least grace_ms, and as long again as the sending took, and as long as
-//  they keep a tenth of a CPU busy, working through a backlog) has passed;
+//  they keep a tenth of a CPU busy or report progress, working through a
+//  backlog) has passed;
 //  everything gets STOP at go_ns + timeout_s. Stats and histograms are
 //  merged into the outputs; *end_ns is when the last receiver finished.
 //  Returns 0, 1 if it had to cut the run short (note says why), or -1 if
@@ -277,6 +278,11 @@ int
                       int argc, char **argv);
 //  Non-blocking: the next command from the controller ("GO", "STOP"),
 //  or NULL. Returned string is the caller's (zstr_free).
+//  Tell the controller how many messages this worker has received so far
+//  (receivers short of messages, every half second or so): while it grows,
+//  the controller's grace after the senders goes on. Returns 0 or -1.
+int
+    bench_worker_progress (bench_worker_t *self, uint64_t received);
 char *
     bench_worker_command (bench_worker_t *self, int timeout_ms);
 

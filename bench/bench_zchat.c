@@ -450,6 +450,7 @@ s_zsub (bench_worker_t *worker, int argc, char **argv)
     int complete = 0;
     bool done_sent = false;
     int64_t next_sweep = 0;
+    int64_t next_progress = 0;
     while (!zsys_interrupted) {
         int timeout = 100;
         for (int i = 0; i < clients; i++) {
@@ -495,6 +496,16 @@ s_zsub (bench_worker_t *worker, int argc, char **argv)
         if (!done_sent && complete == clients) {
             bench_worker_done (worker, &stats, lat, empty);
             done_sent = true;
+        }
+        //  Still short: say how far we got, so that the controller waits
+        //  while we repair (history comes at the broker's query budget)
+        if (!done_sent && now >= next_progress) {
+            uint64_t received = 0;
+            for (int i = 0; i < clients; i++)
+                received += bench_tracker_unique (receiver [i].tracker);
+            if (received > 0)
+                bench_worker_progress (worker, received);
+            next_progress = now + 500 * 1000000LL;
         }
     }
     if (!done_sent)

@@ -390,6 +390,7 @@ zchat_client_room_tail (zchat_client_room_t *self, uint64_t seq, int64_t now)
         self->tail_seq = seq;
     if (!self->tail_due_ms) {
         self->tail_due_ms = now + S_TAIL_GRACE_MS;
+        self->tail_last = zchat_sequencer_last (self->sequencer);
         zchat_client_schedule (self->client, self->tail_due_ms);
     }
 }
@@ -504,6 +505,15 @@ zchat_client_room_tick (zchat_client_room_t *self, int64_t now)
             zchat_client_schedule (client, self->probe_next_ms);
     }
     if (self->tail_due_ms) {
+        uint64_t last = zchat_sequencer_last (self->sequencer);
+        if (now >= self->tail_due_ms && last < self->tail_seq && last > self->tail_last) {
+            //  Still working through what our SUB holds: the tail is
+            //  likely in there too. Fetching it now would fetch what is
+            //  already on its way, from a client that is behind already;
+            //  only a grace without progress says the tail was lost.
+            self->tail_due_ms = now + S_TAIL_GRACE_MS;
+            self->tail_last = last;
+        }
         if (now >= self->tail_due_ms) {
             self->tail_due_ms = 0;
             zchat_sequencer_newest (self->sequencer, self->tail_seq);
@@ -719,6 +729,30 @@ zchat_client_room_test (bool verbose)
                                                      "old", 3));
     zchat_client_room_page (room, fetch, &msg, later);
     for (uint64_t seq = 23; seq <= 30; seq++)
+        assert (s_test_expect (client, ZCHAT_EV_MESSAGE, 0) == seq);
+    assert (client->queue.count == 0 && room->fetch_id == 0);
+
+    //  A PONG told a tail while our SUB still delivers: the fetch waits a
+    //  grace more each time live messages came meanwhile, and goes after
+    //  a grace without any
+    zchat_client_room_tail (room, 34, later);
+    int64_t due = room->tail_due_ms;
+    zchat_client_room_message (room, 31, 31, "bob", ZCHAT_KIND_TEXT, "live", 4);
+    assert (s_test_expect (client, ZCHAT_EV_MESSAGE, 0) == 31);
+    zchat_client_room_tick (room, due);
+    assert (room->fetch_id == 0 && room->tail_due_ms == due + S_TAIL_GRACE_MS);
+    zchat_client_room_tick (room, room->tail_due_ms);
+    assert (room->tail_due_ms == 0 && room->fetch_id);
+    fetch = room->fetch_id;
+    req = (zchat_client_request_t *) zchat_idmap_lookup (client->requests, fetch);
+    assert (req && req->from_seq == 32 && req->to_seq == 34);
+    zchat_encode_page_begin (buf, fetch, "lobby", 1, 34, false);
+    zchat_encode_page_add (buf, 32, 32, "bob", ZCHAT_KIND_TEXT, "old", 3);
+    zchat_encode_page_add (buf, 33, 33, "bob", ZCHAT_KIND_TEXT, "old", 3);
+    msg = s_test_msg (client, zchat_encode_page_add (buf, 34, 34, "bob", ZCHAT_KIND_TEXT,
+                                                     "old", 3));
+    zchat_client_room_page (room, fetch, &msg, later);
+    for (uint64_t seq = 32; seq <= 34; seq++)
         assert (s_test_expect (client, ZCHAT_EV_MESSAGE, 0) == seq);
     assert (client->queue.count == 0 && room->fetch_id == 0);
 

@@ -57,6 +57,7 @@ struct _zchat_client_room_t {
     int64_t  probe_next_ms;
     uint64_t tail_seq;          //  newest seq a PONG told
     int64_t  tail_due_ms;       //  when to fetch it if still missing, 0 none
+    uint64_t tail_last;         //  last seq delivered when that was set
     uint64_t fetch_id;          //  outstanding fetch request, 0 none
     int64_t  fetch_sent_ms;     //  when it was asked
     int64_t  fetch_retry_ms;    //  no fetch before this time

@@ -1225,7 +1225,7 @@ s_on_error (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
             break;
         case RQ_FETCH:
             if (room)
-                zchat_client_room_fetch_refused (room, msg->id, now);
+                zchat_client_room_fetch_refused (room, msg->id, msg->retry_ms, now);
             break;
         case RQ_PROBE:
         case RQ_BYE:

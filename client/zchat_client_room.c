@@ -7,7 +7,7 @@
 #define S_PROBE_IVL_MS          100     //  PROBE resend while joining, at most
 #define S_PROBE_FIRST_MS        5       //  and at first
 #define S_TAIL_GRACE_MS         200     //  a PONG's newer seq may still be in flight on SUB
-#define S_FETCH_RETRY_MS        1000    //  after a failed history fetch
+#define S_FETCH_RETRY_MS        1000    //  after a failed history fetch without retry_ms
 #define S_REJOIN_RETRY_MS       100     //  after a 429 without retry_ms
 #define S_BUFFER_LIMIT          10000   //  out-of-order messages per room
 #define S_HELD_LIMIT            1000    //  presence events held per joining room
@@ -342,12 +342,17 @@ zchat_client_room_join_refused (zchat_client_room_t *self, uint64_t user_id,
 //  A fetch refused: ask again later.
 
 void
-zchat_client_room_fetch_refused (zchat_client_room_t *self, uint64_t id, int64_t now)
+zchat_client_room_fetch_refused (zchat_client_room_t *self, uint64_t id, uint32_t retry_ms,
+                                 int64_t now)
 {
     if (self->fetch_id != id)
         return;
     self->fetch_id = 0;
-    self->fetch_retry_ms = now + S_FETCH_RETRY_MS;
+    //  When the broker says: a fetch over its query budget may go again as
+    //  soon as the budget is out of debt. A fixed second repaired at half
+    //  the budget's pace (two pages, then a second's wait) and, with a
+    //  small budget, asked again every second only to be refused
+    self->fetch_retry_ms = now + (retry_ms? retry_ms: S_FETCH_RETRY_MS);
     zchat_sequencer_fetch_failed (self->sequencer);
     zchat_client_schedule (self->client, self->fetch_retry_ms);
 }
@@ -668,11 +673,18 @@ zchat_client_room_test (bool verbose)
     req = (zchat_client_request_t *) zchat_idmap_lookup (client->requests, fetch);
     assert (req && req->from_seq == 12 && req->to_seq == 15);
 
-    //  Refused: asked again after a pause, not before
-    zchat_client_room_fetch_refused (room, fetch + 1, now);
+    //  Refused: asked again after a pause, not before; the broker's
+    //  retry_ms when it tells one
+    zchat_client_room_fetch_refused (room, fetch + 1, 0, now);
     assert (room->fetch_id == fetch);
-    zchat_client_room_fetch_refused (room, fetch, now);
-    assert (room->fetch_id == 0 && room->fetch_retry_ms > now);
+    zchat_client_room_fetch_refused (room, fetch, 0, now);
+    assert (room->fetch_id == 0 && room->fetch_retry_ms == now + S_FETCH_RETRY_MS);
+    int64_t retried = room->fetch_retry_ms;
+    zchat_client_room_tick (room, retried);
+    assert (room->fetch_id && room->fetch_id != fetch);
+    fetch = room->fetch_id;
+    zchat_client_room_fetch_refused (room, fetch, 250, retried);
+    assert (room->fetch_id == 0 && room->fetch_retry_ms == retried + 250);
     zchat_client_room_tick (room, room->fetch_retry_ms - 1);
     assert (room->fetch_id == 0);
     zchat_client_room_tick (room, room->fetch_retry_ms);

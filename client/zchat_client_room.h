@@ -113,11 +113,12 @@ bool
     zchat_client_room_join_refused (zchat_client_room_t *self, uint64_t user_id,
                                     const zchat_msg_t *msg, int64_t now);
 
-//  ERROR answering fetch id: if it is the room's, fetch again after a
-//  pause.
+//  ERROR answering fetch id: if it is the room's, fetch again after
+//  retry_ms (the broker's, for a refusal over its query budget), or a
+//  pause if 0.
 void
     zchat_client_room_fetch_refused (zchat_client_room_t *self, uint64_t id,
-                                     int64_t now);
+                                     uint32_t retry_ms, int64_t now);
 
 //  A PAGE answering fetch id: through the sequencer, then fetch what is
 //  still missing. Ignored unless id is the room's outstanding fetch (the

@@ -276,13 +276,15 @@ typedef struct {
 int
     bench_worker_run (const char *role, const bench_role_t *roles, size_t count,
                       int argc, char **argv);
-//  Non-blocking: the next command from the controller ("GO", "STOP"),
-//  or NULL. Returned string is the caller's (zstr_free).
 //  Tell the controller how many messages this worker has received so far
-//  (receivers short of messages, every half second or so): while it grows,
-//  the controller's grace after the senders goes on. Returns 0 or -1.
+//  (receivers short of messages, every half second or so, even with none
+//  yet): while it grows, the controller's grace after the senders goes on;
+//  while it comes but does not grow, the worker is idle, whatever CPU its
+//  loop spends. Returns 0 or -1.
 int
     bench_worker_progress (bench_worker_t *self, uint64_t received);
+//  Non-blocking: the next command from the controller ("GO", "STOP"),
+//  or NULL. Returned string is the caller's (zstr_free).
 char *
     bench_worker_command (bench_worker_t *self, int timeout_ms);
 

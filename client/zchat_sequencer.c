@@ -30,6 +30,7 @@ struct _zchat_sequencer_t {
     uint64_t fetch_to;
     bool     paging;            //  between page_begin and page_end
     uint64_t page_top;          //  newest seq the current page offered
+    uint64_t page_lost;         //  oldest seq let go meanwhile (full buffer), or 0
 };
 
 //  --------------------------------------------------------------------------
@@ -121,6 +122,18 @@ s_keeps (zchat_sequencer_t *self, uint64_t seq)
 }
 
 //  --------------------------------------------------------------------------
+//  A message that exists was let go (full buffer, out of memory): while a
+//  page is read, remember the oldest such, so that page_end does not take
+//  it for one that history lacks.
+
+static void
+s_let_go (zchat_sequencer_t *self, uint64_t seq)
+{
+    if (self->paging && (self->page_lost == 0 || seq < self->page_lost))
+        self->page_lost = seq;
+}
+
+//  --------------------------------------------------------------------------
 //  Insert (seq, item) in order; a duplicate of a buffered seq is dropped.
 //  When the buffer is full, the newest message goes (see s_keeps): the
 //  incoming one, or the newest buffered to make room for an older one.
@@ -129,6 +142,7 @@ static void
 s_buffer (zchat_sequencer_t *self, uint64_t seq, void *item)
 {
     if (!s_keeps (self, seq)) {
+        s_let_go (self, seq);
         self->out.destroy (self->out.arg, item);
         return;
     }
@@ -152,6 +166,7 @@ s_buffer (zchat_sequencer_t *self, uint64_t seq, void *item)
     if (self->count >= self->limit) {
         //  Full, and seq is older than the newest: that one makes room
         self->count--;
+        s_let_go (self, self->entries [self->head + self->count].seq);
         self->out.destroy (self->out.arg, self->entries [self->head + self->count].item);
     }
     //  Make room at the end: slide back to the start, else grow
@@ -169,6 +184,7 @@ s_buffer (zchat_sequencer_t *self, uint64_t seq, void *item)
                                                         capacity * sizeof (s_entry_t));
             if (!entries) {
                 //  Out of memory: as if the bound was hit, this one goes
+                s_let_go (self, seq);
                 self->out.destroy (self->out.arg, item);
                 return;
             }
@@ -345,13 +361,20 @@ zchat_sequencer_page_begin (zchat_sequencer_t *self, uint64_t first_seq)
     assert (self);
     self->paging = true;
     self->page_top = 0;
+    self->page_lost = 0;
     if (!self->fetching)
         return;
     //  Nothing held at all: the whole range asked for is gone. Else what
-    //  lies below the oldest held message is.
+    //  lies below the oldest held message is. Only up to what we buffered
+    //  while the fetch was out, though: those we have (the PUB dropped
+    //  the messages before them, not these), and skipping past them would
+    //  throw them away as gone. Any hole between them that retention took
+    //  is settled by page_end, which answers for the whole span.
     uint64_t gone_to = first_seq == 0? self->fetch_to: first_seq - 1;
     if (gone_to > self->fetch_to)
         gone_to = self->fetch_to;
+    if (self->count > 0 && self->entries [self->head].seq - 1 < gone_to)
+        gone_to = self->entries [self->head].seq - 1;
     if (gone_to >= self->last + 1)
         s_skip (self, gone_to);
 }
@@ -379,10 +402,18 @@ zchat_sequencer_page_end (zchat_sequencer_t *self, bool more)
     uint64_t covered = more && self->page_top? self->page_top: self->fetch_to;
     if (covered > self->fetch_to)
         covered = self->fetch_to;
-    if (self->last < covered) {
+    //  A message that a full buffer let go while the page was read exists:
+    //  from it on nothing is concluded, it is fetched again in its turn.
+    if (self->page_lost && covered >= self->page_lost)
+        covered = self->page_lost - 1;
+    //  Every hole in the span, not only the first: each one left would
+    //  cost a round trip to learn again what this page already said.
+    while (self->last < covered) {
         uint64_t to = covered;
         if (self->count > 0 && self->entries [self->head].seq - 1 < to)
             to = self->entries [self->head].seq - 1;
+        if (to <= self->last)
+            break;              //  held: the head waits, and so do we
         s_skip (self, to);
     }
     s_drain (self);
@@ -652,8 +683,96 @@ zchat_sequencer_test (bool verbose)
     assert (log.gaps == gaps + 2 && log.gap_from == 61 && log.gap_to == 62);
     assert (!zchat_sequencer_want (seq, &from, &to));
 
-    //  Replaying history on join: start below the newest, fetch the rest
     zchat_sequencer_destroy (&seq);
+    assert (seq == NULL);
+
+    //  Retention removed the start of a range whose later part we already
+    //  hold, live (the PUB dropped only its first messages): what we hold
+    //  is delivered, not reported gone with the rest
+    memset (&log, 0, sizeof (log));
+    seq = zchat_sequencer_new (8, out);
+    zchat_sequencer_start (seq, 0);
+    zchat_sequencer_hold (seq, false);
+    zchat_sequencer_newest (seq, 10);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    assert (from == 1 && to == 10);
+    zchat_sequencer_fetch_sent (seq, from, to);
+    s_test_offer (seq, 4);                      //  live, while the fetch is out
+    s_test_offer (seq, 5);
+    s_test_offer (seq, 6);
+    zchat_sequencer_page_begin (seq, 8);
+    assert (log.gaps == 1 && log.gap_from == 1 && log.gap_to == 3);
+    assert (log.delivered_count == 3 && log.delivered [0] == 4 && log.delivered [2] == 6);
+    s_test_offer (seq, 8);
+    s_test_offer (seq, 9);
+    s_test_offer (seq, 10);
+    zchat_sequencer_page_end (seq, false);
+    assert (log.gaps == 2 && log.gap_from == 7 && log.gap_to == 7);
+    assert (log.delivered_count == 6 && zchat_sequencer_last (seq) == 10);
+    assert (!zchat_sequencer_want (seq, &from, &to));
+
+    //  A page with several holes: each is gone, all settled by this page
+    //  rather than one more round trip each
+    zchat_sequencer_newest (seq, 20);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    zchat_sequencer_fetch_sent (seq, from, to);
+    zchat_sequencer_page_begin (seq, 1);
+    s_test_offer (seq, 12);
+    s_test_offer (seq, 15);
+    s_test_offer (seq, 18);
+    zchat_sequencer_page_end (seq, false);
+    assert (log.gaps == 6 && log.gap_from == 19 && log.gap_to == 20);
+    assert (zchat_sequencer_last (seq) == 20 && zchat_sequencer_buffered (seq) == 0);
+    assert (!zchat_sequencer_want (seq, &from, &to));
+    //  The same in a page that stopped early, up to its newest message
+    zchat_sequencer_newest (seq, 40);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    zchat_sequencer_fetch_sent (seq, from, to);
+    zchat_sequencer_page_begin (seq, 1);
+    s_test_offer (seq, 23);
+    s_test_offer (seq, 25);
+    zchat_sequencer_page_end (seq, true);
+    assert (log.gaps == 8 && log.gap_from == 24 && log.gap_to == 24);
+    assert (zchat_sequencer_last (seq) == 25);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    assert (from == 26 && to == 40);
+    zchat_sequencer_destroy (&seq);
+
+    //  A page's message that a full buffer could not keep is no gap:
+    //  nothing at or above it is concluded, it is asked for again
+    memset (&log, 0, sizeof (log));
+    seq = zchat_sequencer_new (4, out);
+    zchat_sequencer_start (seq, 0);
+    zchat_sequencer_hold (seq, false);
+    zchat_sequencer_newest (seq, 20);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    zchat_sequencer_fetch_sent (seq, from, to);
+    for (uint64_t s = 3; s <= 6; s++)
+        s_test_offer (seq, s);                  //  live: the buffer is full
+    zchat_sequencer_page_begin (seq, 1);
+    s_test_offer (seq, 1);
+    s_test_offer (seq, 7);                      //  newer than all four: dropped
+    s_test_offer (seq, 8);
+    zchat_sequencer_page_end (seq, false);
+    assert (log.gaps == 1 && log.gap_from == 2 && log.gap_to == 2);
+    assert (zchat_sequencer_last (seq) == 6);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    assert (from == 7 && to == 20);
+    //  So is one it carried that a full buffer let go for an older one
+    //  (a page out of order)
+    zchat_sequencer_fetch_sent (seq, from, to);
+    zchat_sequencer_page_begin (seq, 1);
+    for (uint64_t s = 10; s <= 13; s++)
+        s_test_offer (seq, s);
+    s_test_offer (seq, 8);                      //  13 makes room
+    zchat_sequencer_page_end (seq, false);
+    assert (log.gaps == 3 && log.gap_from == 9 && log.gap_to == 9);
+    assert (zchat_sequencer_last (seq) == 12);
+    assert (zchat_sequencer_want (seq, &from, &to));
+    assert (from == 13 && to == 20);
+    zchat_sequencer_destroy (&seq);
+
+    //  Replaying history on join: start below the newest, fetch the rest
     assert (seq == NULL);
     memset (&log, 0, sizeof (log));
     seq = zchat_sequencer_new (8, out);

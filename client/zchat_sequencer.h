@@ -106,17 +106,19 @@ bool
 //  A PAGE answering the outstanding fetch begins: first_seq is the
 //  oldest message history still holds (0 if none). If that is above the
 //  first missing seq, the messages in between are reported as a gap and
-//  skipped. Then offer the page's items, then call page_end.
+//  skipped, up to the first one buffered (we hold those: they are
+//  delivered). Then offer the page's items, then call page_end.
 void
     zchat_sequencer_page_begin (zchat_sequencer_t *self, uint64_t first_seq);
 
 //  The PAGE is done (more: PAGE.more, it stopped before the end of the
 //  range); the fetch is no longer outstanding. The page answered for the
-//  range asked, up to its newest message when more is set: a message in
-//  there that is still missing is not in history, and is reported as a
+//  range asked, up to its newest message when more is set: every message
+//  in there that is still missing is not in history, and is reported as a
 //  gap so that the sequencer never waits forever. Nothing is concluded of
 //  what lies above a page that stopped early, even when everything in it
-//  was already seen. Delivers what is now in order.
+//  was already seen, nor from a message of the page that a full buffer
+//  could not keep on. Delivers what is now in order.
 void
     zchat_sequencer_page_end (zchat_sequencer_t *self, bool more);
 

@@ -6,6 +6,7 @@ nobody else down meanwhile."""
 import os
 import signal
 import tempfile
+import time
 
 from harness import (Broker, TMP, check, check_contiguous, listener, run, zchat_argv, T)
 
@@ -13,6 +14,8 @@ COST = 40
 TIMEOUT = 300
 
 MESSAGES = 20000
+#  Longer than the client's ping interval at --session-timeout 10
+PING_DUE_S = 3.5
 #  Big enough that the stream cannot hide in socket buffers while the
 #  subscriber is stopped: the PUB must drop, the client must repair.
 SIZE = 800
@@ -60,9 +63,17 @@ def test_behind_subscriber_fetching_the_tail():
     no gap is reported. (The race where the live messages overtake the
     page, which once made libzchat skip everything up to the newest as a
     gap, is reproduced deterministically by the zchat_sequencer and
-    zchat_client_room self tests; here it depends on timing.)"""
-    count = 50000
-    b = Broker("--pub-hwm", "100000", "--session-timeout", "4")
+    zchat_client_room self tests.) Here the subscriber stays stopped past
+    a ping interval, so that a ping is due the moment it resumes and its
+    PONG tells the tail while a backlog longer to read than the client's
+    200 ms grace for SUB still waits: with 50,000 messages and no such
+    wait the fetch rarely went out, and the old libzchat passed 3 runs of
+    3; this way it failed 3 of 3 (gaps from 40,000-60,000 to the newest)."""
+    count = 200000
+    #  Pings every 10/3 s; stopped for the stream and PING_DUE_S more, so
+    #  a ping is due on resume (and the session still stands, unless the
+    #  stream is slow: a session renewed races the same way)
+    b = Broker("--pub-hwm", str(2 * count), "--session-timeout", "10")
     sleeper = listener(b, "behind", ["tail"], count=count, timeout=T(120))
     sleeper.signal(signal.SIGSTOP)
     try:
@@ -70,6 +81,7 @@ def test_behind_subscriber_fetching_the_tail():
         r = run(zchat_argv(b, "streamer", ["tail"], ["--send", "-", "--timeout", "60"]),
                 input=data, timeout=T(120), name="streamer")
         check(r.rc == 0, "the stream was not fully acknowledged: %r" % r)
+        time.sleep(PING_DUE_S)
     finally:
         sleeper.signal(signal.SIGCONT)
     rc = sleeper.wait(T(120))

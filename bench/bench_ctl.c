@@ -30,10 +30,10 @@ typedef struct {
     char     *info;
 } s_worker_t;
 
-//  A worker that exits cleanly has said what it had to (READY, DONE)
-//  first, but its last message may still be on its way through our
-//  ROUTER when waitpid already tells the exit: it is given this long to
-//  arrive before the worker counts as dead. (A loaded machine made a
+//  A worker that exits (not killed) has said what it had to (READY, DONE,
+//  or FAIL and why) first, but its last message may still be on its way
+//  through our ROUTER when waitpid already tells the exit: it is given
+//  this long to arrive before the worker counts as dead. (A loaded machine made a
 //  worker that said DONE and exited on STOP look dead: "died: exit 0".)
 #define WORKER_LAST_WORD_NS (2000 * 1000000LL)
 
@@ -195,8 +195,9 @@ s_check_alive (bench_fleet_t *self)
             worker->exited_ns = now;
         }
         int status = worker->status;
-        bool clean = WIFEXITED (status) && WEXITSTATUS (status) == 0;
-        if (clean && now - worker->exited_ns < WORKER_LAST_WORD_NS)
+        //  Exited, not killed: its last word (DONE, or FAIL with the reason)
+        //  may still be on its way
+        if (WIFEXITED (status) && now - worker->exited_ns < WORKER_LAST_WORD_NS)
             continue;
         snprintf (self->error, sizeof (self->error),
                   "worker %d (pid %d) died: %s %d", i, (int) worker->pid,

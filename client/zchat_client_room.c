@@ -379,6 +379,9 @@ zchat_client_room_page (zchat_client_room_t *self, uint64_t id, const zchat_msg_
             zchat_sequencer_offer (self->sequencer, item.seq, event);
     }
     zchat_sequencer_page_end (self->sequencer, msg->flag != 0);
+    //  A page also tells the room's newest seq: a tail the PUB dropped
+    //  while we repair is then fetched a grace later, not at the next PONG
+    zchat_client_room_tail (self, msg->seq, now);
     zchat_client_room_fetch (self, now);
 }
 
@@ -758,7 +761,9 @@ zchat_client_room_test (bool verbose)
     fetch = room->fetch_id;
     req = (zchat_client_request_t *) zchat_idmap_lookup (client->requests, fetch);
     assert (req && req->from_seq == 32 && req->to_seq == 34);
-    zchat_encode_page_begin (buf, fetch, "lobby", 1, 34, false);
+    //  The page says the room is at 36 by now: that tail is due a grace
+    //  later, as a PONG's would be
+    zchat_encode_page_begin (buf, fetch, "lobby", 1, 36, false);
     zchat_encode_page_add (buf, 32, 32, "bob", ZCHAT_KIND_TEXT, "old", 3);
     zchat_encode_page_add (buf, 33, 33, "bob", ZCHAT_KIND_TEXT, "old", 3);
     msg = s_test_msg (client, zchat_encode_page_add (buf, 34, 34, "bob", ZCHAT_KIND_TEXT,
@@ -767,6 +772,7 @@ zchat_client_room_test (bool verbose)
     for (uint64_t seq = 32; seq <= 34; seq++)
         assert (s_test_expect (client, ZCHAT_EV_MESSAGE, 0) == seq);
     assert (client->queue.count == 0 && room->fetch_id == 0);
+    assert (room->tail_seq == 36 && room->tail_due_ms == later + S_TAIL_GRACE_MS);
 
     //  A new session: the fetch in flight is void, the room joins again;
     //  JOINED finds it confirmed, so it is live at once, and a join the

@@ -31,13 +31,6 @@
 //  Clients per fidle process: two sockets each within an int
 #define FLOOR_MAX_CLIENTS   100000
 
-//  As the broker does (zchat_broker.c, s_receive_by_copy): receive by
-//  copy, which costs each connection less. The number is in zmq.h's
-//  draft section; Debian's libzmq 4.3.4 takes it.
-#ifndef ZMQ_ZERO_COPY_RECV
-#   define ZMQ_ZERO_COPY_RECV 10
-#endif
-
 //  True if the part just received has more after it.
 static bool
 s_more (void *socket)
@@ -67,7 +60,7 @@ s_fserver (bench_worker_t *worker, int argc, char **argv)
         zmq_ctx_term (ctx);
         ctx = NULL;
     }
-    if (ctx && zmq_ctx_set (ctx, ZMQ_ZERO_COPY_RECV, 0) != 0)
+    if (ctx && zmq_ctx_set (ctx, ZCHAT_BROKER_ZERO_COPY_RECV, 0) != 0)
         zsys_debug ("floor: libzmq refused ZMQ_ZERO_COPY_RECV: %s",
                     zmq_strerror (zmq_errno ()));
     void *router = ctx? zmq_socket (ctx, ZMQ_ROUTER): NULL;

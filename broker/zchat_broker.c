@@ -580,16 +580,12 @@ s_admits (void *arg, const char *key)
 //  socket is created, so it is set before the broker's sockets; being
 //  on czmq's shared context, it holds for every socket the process
 //  creates after, clients of an in-process broker's tests included.
-//  Its number is in zmq.h's draft section; Debian's libzmq 4.3.4 takes
-//  it all the same. A libzmq that refuses it only costs the memory.
-#ifndef ZMQ_ZERO_COPY_RECV
-#   define ZMQ_ZERO_COPY_RECV 10
-#endif
-
+//  A libzmq that refuses it (ZCHAT_BROKER_ZERO_COPY_RECV) only costs
+//  the memory.
 static void
 s_receive_by_copy (void *context)
 {
-    if (zmq_ctx_set (context, ZMQ_ZERO_COPY_RECV, 0) != 0)
+    if (zmq_ctx_set (context, ZCHAT_BROKER_ZERO_COPY_RECV, 0) != 0)
         ZCHAT_DEBUG ("libzmq refused ZMQ_ZERO_COPY_RECV: %s",
                      zmq_strerror (zmq_errno ()));
 }

@@ -42,6 +42,11 @@
 //  history gets it at once; a peer that asks and never reads parks at
 //  most that, then 1 MiB a second, in the broker.
 #define ZCHAT_BROKER_QUERY_RATE     1024
+//  libzmq's context option ZMQ_ZERO_COPY_RECV, which the broker sets to 0
+//  (receiving by copy: zchat_broker.c) and so does the bench's floor. Its
+//  number is in zmq.h's draft section, which Debian's libzmq 4.3.4 does
+//  not declare but takes all the same.
+#define ZCHAT_BROKER_ZERO_COPY_RECV 10
 #define ZCHAT_BROKER_FAIR_SHARE     1000
 #define ZCHAT_BROKER_GROUP_WAIT_US  200
 #define ZCHAT_BROKER_QUERY_BURST    16384

@@ -22,7 +22,8 @@
 //
 //  With ack_before_commit (durability off) the group is staged just the
 //  same, so it is numbered, stored and recognised if resent, but it goes
-//  out before the commit instead of after it.
+//  out before the commit instead of after it, once the store has written
+//  down its rooms' newest seqs (zchat_store_publishing).
 
 #include "zchat_server_int.h"
 
@@ -705,7 +706,10 @@ zchat_server_flush (zchat_server_t *self)
     assert (self);
     if (!self->group_open)
         return 0;
-    bool early = self->config.ack_before_commit;
+    //  Early only once the store has written down what goes out, so that
+    //  a crash before the commit cannot give those seqs out again
+    bool early = self->config.ack_before_commit && self->run_count > 0
+              && zchat_store_publishing (self->store) == 0;
     if (early)
         s_group_emit (self);
     int rc = 0;

@@ -6,6 +6,8 @@
 //  the module tests of its parts (util, session, room) run from here too.
 
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "zchat_server_int.h"
 #include "zchat_store_int.h"
 #include "zchat_testbed.h"
@@ -1848,6 +1850,39 @@ s_test_durability_off (void)
     cursor = 0;
     assert (zchat_msg_next_item (msg, &cursor, &item) && item.seq == 4);
     assert (zchat_msg_next_item (msg, &cursor, &item) && item.seq == 6);
+    //  Published groups are written down first (zchat_store_publishing)
+    char *record = zsys_sprintf ("%s/%s", zchat_testbed_dir (bed), ZCHAT_PUBLISHED_FILE);
+    assert (record);
+    assert (access (record, F_OK) == 0);
+    zchat_testbed_destroy (&bed);
+
+    //  A group that cannot be written down first waits for its commit, as
+    //  with durability on: a failed commit then refuses it (500), and
+    //  nothing went out
+    bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_join (bed, "A", "lobby", 2);
+    zchat_testbed_clear (bed);
+    zstr_free (&record);
+    record = zsys_sprintf ("%s/%s", zchat_testbed_dir (bed), ZCHAT_PUBLISHED_FILE);
+    assert (record);
+    assert (mkdir (record, 0700) == 0);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 3, "lobby", ZCHAT_KIND_TEXT, "held", 4));
+    zchat_testbed_server (bed)->fail_commit = true;
+    assert (zchat_testbed_flush (bed) == -1);
+    msg = s_reply (bed, "A", ZCHAT_ERROR, 3);
+    assert (msg->code == ZCHAT_ERR_INTERNAL);
+    assert (zchat_testbed_publications (bed, "lobby:") == 0);
+    //  and a commit that works acknowledges and publishes after it
+    SEND (bed, "A", zchat_encode_say (&s_buf, 4, "lobby", ZCHAT_KIND_TEXT, "held", 4));
+    assert (zchat_testbed_flush (bed) == 1);
+    msg = s_reply (bed, "A", ZCHAT_ACK, 4);
+    assert (msg->seq == 1);
+    msg = s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+    assert (msg->seq == 1);
+    assert (rmdir (record) == 0);
+    zstr_free (&record);
     zchat_testbed_destroy (&bed);
 }
 

@@ -76,6 +76,11 @@ const char *zchat_store_sql [ST_COUNT] = {
     //  A room may have no row yet: commits write none.
     [ST_ROOM_FLOOR] = "INSERT INTO rooms (name, floor_seq) VALUES (?1, ?2)"
                       " ON CONFLICT (name) DO UPDATE SET floor_seq = excluded.floor_seq",
+    //  Numbering past seqs published before their commit and never
+    //  stored (zchat_store_publishing): ST_ROOM_NEWEST counts last_seq.
+    [ST_ROOM_LAST]  = "INSERT INTO rooms (name, last_seq) VALUES (?1, ?2)"
+                      " ON CONFLICT (name) DO UPDATE SET"
+                      " last_seq = max (last_seq, excluded.last_seq)",
     //  The count rule's round robin: the next room that holds chunks.
     [ST_ROOM_NEXT]  = "SELECT room FROM chunks WHERE room > ?1 ORDER BY room LIMIT 1",
     [ST_TOPIC_GET]  = "SELECT topic, topic_by, topic_ts FROM rooms"
@@ -2070,6 +2075,163 @@ s_begin (zchat_store_t *self)
 
 
 //  --------------------------------------------------------------------------
+//  Seqs published before their commit (durability off): zchat_published.h,
+//  and STORAGE.md "Durability off".
+
+//  Number room past seq: rooms.last_seq, which ST_ROOM_NEWEST counts.
+static int
+s_room_last (zchat_store_t *self, const char *room, size_t room_len, uint64_t seq)
+{
+    sqlite3_stmt *stmt = self->stmt [ST_ROOM_LAST];
+    if (s_bind_room (self, ST_ROOM_LAST, room, room_len)
+    ||  sqlite3_bind_int64 (stmt, 2, (int64_t) seq)
+    ||  s_run (self, ST_ROOM_LAST))
+        return -1;
+    return 0;
+}
+
+//  Rooms named in the log line when an open moves numbering
+#define S_FOLD_LOGGED   8
+
+typedef struct {
+    zchat_store_t *store;
+    bool begun;                     //  the transaction is open
+    bool failed;
+    int64_t moved;                  //  rooms numbered past unstored seqs
+} s_fold_t;
+
+static void
+s_fold_one (void *arg, const char *room, size_t room_len, uint64_t seq)
+{
+    s_fold_t *fold = (s_fold_t *) arg;
+    zchat_store_t *self = fold->store;
+    if (fold->failed)
+        return;
+    if (!fold->begun) {
+        if (s_run (self, ST_BEGIN)) {
+            fold->failed = true;
+            return;
+        }
+        fold->begun = true;
+    }
+    //  Records overlap, and most of what they name was stored: only seqs
+    //  above a room's newest were lost
+    uint64_t newest = 0;
+    if (s_room_newest (self, room, room_len, &newest)) {
+        fold->failed = true;
+        return;
+    }
+    if (seq <= newest)
+        return;
+    if (s_room_last (self, room, room_len, seq)) {
+        fold->failed = true;
+        return;
+    }
+    if (fold->moved++ < S_FOLD_LOGGED)
+        zsys_warning ("zchat_store: room %.*s: seqs %" PRIu64 "..%" PRIu64 " were"
+                      " published (durability off) but never stored; numbering"
+                      " goes on after them", (int) room_len, room, newest + 1, seq);
+}
+
+//  At open: number every room past the seqs that the last run published
+//  and did not store, then drop the record. Returns 0, or -1 with error
+//  filled in (the store must not open: it would hand those seqs out).
+static int
+s_published_fold (zchat_store_t *self, char *error, size_t error_size)
+{
+    s_fold_t fold = { self, false, false, 0 };
+    int64_t count = zchat_published_read (self->published, s_fold_one, &fold);
+    if (count < 0) {
+        snprintf (error, error_size, "cannot read %s: %s", ZCHAT_PUBLISHED_FILE,
+                  strerror (errno));
+        if (fold.begun)
+            s_run (self, ST_ROLLBACK);
+        return -1;
+    }
+    if (fold.failed || (fold.begun && s_run (self, ST_COMMIT))) {
+        snprintf (error, error_size, "cannot number rooms past the seqs in %s: %s",
+                  ZCHAT_PUBLISHED_FILE, sqlite3_errmsg (self->db));
+        if (!sqlite3_get_autocommit (self->db))
+            s_run (self, ST_ROLLBACK);
+        return -1;
+    }
+    if (fold.moved > S_FOLD_LOGGED)
+        zsys_warning ("zchat_store: %" PRId64 " rooms in all had seqs published but"
+                      " never stored", fold.moved);
+    if (zchat_published_remove (self->published)) {
+        snprintf (error, error_size, "cannot remove %s: %s", ZCHAT_PUBLISHED_FILE,
+                  strerror (errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void
+s_seq_free (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
+//  The open group went out and will not be stored: keep its rooms' newest
+//  seqs until a commit writes them down (zchat_store_commit).
+static void
+s_unsafe_keep (zchat_store_t *self)
+{
+    for (size_t i = 0; i < self->pending_count; i++) {
+        const store_pending_t *pending = &self->pending [i];
+        uint64_t *seq = (uint64_t *) zhashx_lookup (self->unsafe, pending->room);
+        if (seq) {
+            if (*seq < pending->last_seq)
+                *seq = pending->last_seq;
+            continue;
+        }
+        seq = (uint64_t *) malloc (sizeof (uint64_t));
+        if (!seq || zhashx_insert (self->unsafe, pending->room, seq)) {
+            free (seq);
+            zsys_error ("zchat_store: out of memory: a crash before the next commit"
+                        " may give seqs of room %s out again", pending->room);
+            continue;
+        }
+        *seq = pending->last_seq;
+    }
+}
+
+int
+zchat_store_publishing (zchat_store_t *self)
+{
+    if (!self || !self->in_group)
+        return -1;
+    zchat_published_start (self->published);
+    int rc = 0;
+    for (size_t i = 0; i < self->pending_count && rc == 0; i++)
+        rc = zchat_published_add (self->published, self->pending [i].room,
+                                  self->pending [i].room_len, self->pending [i].last_seq);
+    for (uint64_t *seq = (uint64_t *) zhashx_first (self->unsafe); seq && rc == 0;
+         seq = (uint64_t *) zhashx_next (self->unsafe)) {
+        const char *room = (const char *) zhashx_cursor (self->unsafe);
+        rc = zchat_published_add (self->published, room, strlen (room), *seq);
+    }
+    //  While some published seqs are not stored, an earlier record is the
+    //  only word on them: add to it rather than write over it
+    if (rc == 0)
+        rc = zchat_published_write (self->published, zhashx_size (self->unsafe) > 0);
+    if (rc) {
+        int64_t now = zclock_mono ();
+        if (now - self->published_logged_ms >= STORE_PUBLISHED_LOG_MS) {
+            self->published_logged_ms = now;
+            zsys_error ("zchat_store: cannot write %s (%s): groups wait for their"
+                        " commit, as with durability on", ZCHAT_PUBLISHED_FILE,
+                        strerror (errno));
+        }
+        return -1;
+    }
+    self->group_published = true;
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
 //  Open (creating if missing) the store in directory dir, itself created
 //  if missing. On failure returns NULL and writes one line of explanation
 //  into error.
@@ -2109,7 +2271,12 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
     self->lock_fd = s_lock (dir, error, error_size);
     if (self->lock_fd < 0)
         goto failed;
-    if (s_touched_resize (self, 64) || s_keys_resize (self, STORE_KEYS_MIN)) {
+    self->published = zchat_published_new (dir);
+    self->unsafe = zhashx_new ();
+    if (self->unsafe)
+        zhashx_set_destructor (self->unsafe, s_seq_free);
+    if (!self->published || !self->unsafe
+    ||  s_touched_resize (self, 64) || s_keys_resize (self, STORE_KEYS_MIN)) {
         snprintf (error, error_size, "out of memory");
         goto failed;
     }
@@ -2172,6 +2339,9 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
                       zchat_store_sql [i], sqlite3_errmsg (self->db));
             goto failed;
         }
+    if (s_published_fold (self, error, error_size))
+        goto failed;
+    self->published_folded = true;
     if (s_keys_rebuild (self, error, error_size)
     ||  s_ckpt_start (self, db_path, fsync, error, error_size))
         goto failed;
@@ -2194,6 +2364,9 @@ s_abort_group (zchat_store_t *self)
 {
     if (!sqlite3_get_autocommit (self->db))
         s_run (self, ST_ROLLBACK);
+    if (self->group_published)
+        s_unsafe_keep (self);
+    self->group_published = false;
     s_keys_unwind (self);
     self->next_id = self->group_id;
     s_pending_clear (self);
@@ -2220,6 +2393,14 @@ zchat_store_destroy (zchat_store_t **self_p)
         for (int i = 0; i < ST_COUNT; i++)
             sqlite3_finalize (self->stmt [i]);
     }
+    //  Every seq published before its commit is stored (or written down
+    //  as skipped): the record has nothing more to say
+    if (self->published_folded && zhashx_size (self->unsafe) == 0
+    &&  zchat_published_remove (self->published))
+        zsys_error ("zchat_store: cannot remove %s: %s", ZCHAT_PUBLISHED_FILE,
+                    strerror (errno));
+    zchat_published_destroy (&self->published);
+    zhashx_destroy (&self->unsafe);
     s_ckpt_stop (self);
     if (self->db) {
         //  The last connection to close checkpoints and removes the WAL.
@@ -2351,6 +2532,7 @@ zchat_store_begin (zchat_store_t *self)
         return -1;
     self->in_group = true;
     self->group_failed = false;
+    self->group_published = false;
     self->group_id = self->next_id;
     self->keys_group = self->keys_head;
     return 0;
@@ -2380,12 +2562,29 @@ zchat_store_commit (zchat_store_t *self)
     for (size_t i = 0; i < self->pending_count; i++)
         if (s_pending_write (self, &self->pending [i]))
             goto failed;
+    //  Seqs of published groups that failed to commit are written down
+    //  with the first group that does
+    for (uint64_t *seq = (uint64_t *) zhashx_first (self->unsafe); seq;
+         seq = (uint64_t *) zhashx_next (self->unsafe)) {
+        const char *room = (const char *) zhashx_cursor (self->unsafe);
+        if (s_room_last (self, room, strlen (room), *seq))
+            goto failed;
+    }
     if (s_run (self, ST_COMMIT))
         goto failed;
     //  Only once committed: a rolled back group changes no room's newest.
     for (size_t i = 0; i < self->pending_count; i++)
         s_newest_set (self, self->pending [i].room, self->pending [i].room_len,
                       self->pending [i].last_seq);
+    for (uint64_t *seq = (uint64_t *) zhashx_first (self->unsafe); seq;
+         seq = (uint64_t *) zhashx_next (self->unsafe)) {
+        const char *room = (const char *) zhashx_cursor (self->unsafe);
+        store_newest_t *entry = s_newest_find (self, room, strlen (room));
+        if (entry && entry->last_seq < *seq)
+            entry->last_seq = *seq;
+    }
+    zhashx_purge (self->unsafe);
+    self->group_published = false;
     self->in_group = false;
     s_pending_clear (self);
     return 0;

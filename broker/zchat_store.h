@@ -61,6 +61,16 @@ int
 void
     zchat_store_rollback (zchat_store_t *self);
 
+//  The open group is about to be published before its commit (durability
+//  off). Records each room's newest seq in it, and those of earlier
+//  published groups that failed to commit, in DIR/zchat.published, so
+//  that if the process dies before they are stored, the next open numbers
+//  those rooms past them instead of handing their seqs out again. Returns
+//  0, or -1 if the record could not be written (logged): then the group
+//  must not go out before its commit.
+int
+    zchat_store_publishing (zchat_store_t *self);
+
 //  Append one room message inside a group. msg_id is the sender's message
 //  id: if (nick, msg_id) was stored before, nothing is written and 1 is
 //  returned with the original room, seq and ts in *orig_* (orig_room has

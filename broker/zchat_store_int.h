@@ -5,10 +5,12 @@
 #ifndef ZCHAT_STORE_INT_H_INCLUDED
 #define ZCHAT_STORE_INT_H_INCLUDED
 
+#include <czmq.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sqlite3.h>
 #include "zchat_msg.h"
+#include "zchat_published.h"
 #include "zchat_store.h"
 
 //  Bump when the schema changes. Version 1 (one row per message) is
@@ -19,6 +21,10 @@
 #define STORE_DB_NAME           ZCHAT_STORE_FILE
 #define STORE_LOCK_NAME         "zchat.lock"
 #define STORE_MAX_KEY           40      //  a Z85 CURVE public key
+
+//  A record of published seqs that cannot be written is logged this often
+//  at most (every group tries).
+#define STORE_PUBLISHED_LOG_MS  10000
 
 //  A busy wait stalls the whole event loop, so keep it short. No other
 //  writer can exist (the flock keeps other brokers out); only an operator's
@@ -225,6 +231,7 @@ typedef enum {
     ST_ROOM_GET,
     ST_ROOM_NEWEST,
     ST_ROOM_FLOOR,
+    ST_ROOM_LAST,
     ST_ROOM_NEXT,
     ST_TOPIC_GET,
     ST_TOPIC_SET,
@@ -347,6 +354,17 @@ struct _zchat_store_t {
     size_t newest_size;                 //  slots, a power of two
     size_t newest_count;
     size_t newest_max;                  //  STORE_NEWEST_MAX (the self test lowers it)
+
+    //  Seqs published before their commit (durability off; see
+    //  zchat_published.h). group_published: the open group's went out.
+    //  unsafe: the newest published seq (uint64_t *) of each room whose
+    //  group then failed to commit, by name, until a commit writes it
+    //  into rooms.last_seq; while there are any, records are appended.
+    zchat_published_t *published;
+    bool published_folded;          //  the last run's record was read
+    bool group_published;
+    zhashx_t *unsafe;
+    int64_t published_logged_ms;    //  a failed write was last logged
 
     //  Where the count rule's round robin over rooms goes on.
     char retain_cursor [ZCHAT_MAX_ROOM + 1];

@@ -1146,6 +1146,166 @@ s_test_kill9 (const char *base, bool verbose)
                 last.kept, last.gone);
 }
 
+//  Append count messages to room from seq first on, in the open group.
+static void
+s_append_run (zchat_store_t *store, const char *room, uint64_t first, int count)
+{
+    for (int i = 0; i < count; i++)
+        assert (zchat_store_append (store, room, first + (uint64_t) i, 1700000000000ull,
+                                    "early", 0, "p", 1, 0, NULL, NULL, NULL) == 0);
+}
+
+//  Fork a child that opens the store, runs steps, and dies by SIGKILL
+//  before it can commit or close; wait for it.
+static void
+s_die_after (const char *dir, void (*steps) (zchat_store_t *))
+{
+    char error [256];
+    fflush (NULL);
+    pid_t child = fork ();
+    assert (child >= 0);
+    if (child == 0) {
+        zchat_store_t *store = zchat_store_new (dir, false, error, sizeof (error));
+        if (!store)
+            _exit (1);
+        steps (store);
+        kill (getpid (), SIGKILL);
+        _exit (1);
+    }
+    int status = 0;
+    assert (waitpid (child, &status, 0) == child);
+    assert (WIFSIGNALED (status) && WTERMSIG (status) == SIGKILL);
+}
+
+//  A committed group, then one published (durability off) and never
+//  committed: a3 b1 stored, a4..a6 and c1..c2 out.
+static void
+s_published_steps (zchat_store_t *store)
+{
+    assert (zchat_store_begin (store) == 0);
+    s_append_run (store, "a", 1, 3);
+    s_append_run (store, "b", 1, 1);
+    assert (zchat_store_commit (store) == 0);
+    assert (zchat_store_begin (store) == 0);
+    s_append_run (store, "a", 4, 3);
+    s_append_run (store, "c", 1, 2);
+    assert (zchat_store_publishing (store) == 0);
+}
+
+//  A published group whose commit fails (a8), then another published one
+//  (d1) cut short by death: the record of the first must survive the
+//  second's.
+static void
+s_failed_steps (zchat_store_t *store)
+{
+    assert (zchat_store_begin (store) == 0);
+    s_append_run (store, "a", 8, 1);
+    assert (zchat_store_publishing (store) == 0);
+    zchat_store_rollback (store);
+    assert (zchat_store_begin (store) == 0);
+    s_append_run (store, "d", 1, 1);
+    assert (zchat_store_publishing (store) == 0);
+}
+
+//  Durability off: seqs published before their commit are never handed
+//  out again, whether the process dies before the commit or the commit
+//  fails, and the record of them (zchat.published) is gone once
+//  everything it named is stored or written down as skipped.
+static void
+s_test_published (const char *base, bool verbose)
+{
+    char error [256];
+    char *dir = zsys_sprintf ("%s/published", base);
+    assert (dir);
+    char *path = zsys_sprintf ("%s/%s", dir, ZCHAT_PUBLISHED_FILE);
+    assert (path);
+
+    //  Death between publishing and commit: numbering goes on past what
+    //  went out, history holds only what was stored, and the open drops
+    //  the record
+    s_die_after (dir, s_published_steps);
+    assert (access (path, F_OK) == 0);
+    zchat_store_t *store = zchat_store_new (dir, false, error, sizeof (error));
+    assert (store);
+    assert (access (path, F_OK) != 0);
+    assert (zchat_store_last_seq (store, "a") == 6);
+    assert (zchat_store_last_seq (store, "b") == 1);
+    assert (zchat_store_last_seq (store, "c") == 2);
+    s_assert_history (store, "a", 1, 0, 64, 1, 3);
+    s_assert_history (store, "c", 1, 0, 64, 0, 0);
+    //  The next message takes the next seq; a clean close after a
+    //  published group that committed leaves no record
+    assert (zchat_store_begin (store) == 0);
+    s_append_run (store, "a", 7, 1);
+    assert (zchat_store_publishing (store) == 0);
+    assert (access (path, F_OK) == 0);
+    assert (zchat_store_commit (store) == 0);
+    zchat_store_destroy (&store);
+    assert (access (path, F_OK) != 0);
+
+    //  A failed commit, then death: both groups' rooms go on past theirs
+    s_die_after (dir, s_failed_steps);
+    store = zchat_store_new (dir, false, error, sizeof (error));
+    assert (store);
+    assert (zchat_store_last_seq (store, "a") == 8);
+    assert (zchat_store_last_seq (store, "d") == 1);
+    s_assert_history (store, "a", 1, 6, 64, 1, 3);
+    s_assert_history (store, "a", 4, 0, 64, 7, 7);
+
+    //  A failed commit, then one that succeeds (durable, so not published
+    //  itself): it writes the failed group's seqs down, and then the
+    //  record can go
+    assert (zchat_store_begin (store) == 0);
+    s_append_run (store, "a", 9, 1);
+    s_append_run (store, "e", 1, 1);
+    assert (zchat_store_publishing (store) == 0);
+    zchat_store_rollback (store);
+    assert (zchat_store_last_seq (store, "a") == 8);
+    assert (zchat_store_begin (store) == 0);
+    s_append_run (store, "d", 2, 1);
+    assert (zchat_store_commit (store) == 0);
+    assert (zchat_store_last_seq (store, "a") == 9);
+    assert (zchat_store_last_seq (store, "e") == 1);
+    zchat_store_destroy (&store);
+    assert (access (path, F_OK) != 0);
+    store = zchat_store_new (dir, false, error, sizeof (error));
+    assert (store);
+    assert (zchat_store_last_seq (store, "a") == 9);
+    assert (zchat_store_last_seq (store, "e") == 1);
+    assert (zchat_store_last_seq (store, "d") == 2);
+
+    //  A close with a published group's seqs not yet written down keeps
+    //  the record for the next open
+    assert (zchat_store_begin (store) == 0);
+    s_append_run (store, "f", 1, 4);
+    assert (zchat_store_publishing (store) == 0);
+    zchat_store_rollback (store);
+    zchat_store_destroy (&store);
+    assert (access (path, F_OK) == 0);
+    store = zchat_store_new (dir, false, error, sizeof (error));
+    assert (store);
+    assert (zchat_store_last_seq (store, "f") == 4);
+    zchat_store_destroy (&store);
+
+    //  A record that is not whole (cut short, or not ours) is not read,
+    //  and does not keep the store from opening
+    FILE *file = fopen (path, "w");
+    assert (file);
+    assert (fwrite ("ZPB1\x0b\0\0\0\x01g", 1, 10, file) == 10);
+    assert (fclose (file) == 0);
+    store = zchat_store_new (dir, false, error, sizeof (error));
+    assert (store);
+    assert (access (path, F_OK) != 0);
+    assert (zchat_store_last_seq (store, "g") == 0);
+    assert (zchat_store_last_seq (store, "a") == 9);
+    zchat_store_destroy (&store);
+
+    zstr_free (&path);
+    zstr_free (&dir);
+    if (verbose)
+        printf (" * durability off: published seqs kept past a crash and a failed commit\n");
+}
+
 //  The idempotency index on its own, with key hashes made up to reach
 //  the corners (a home bucket that overflows, spill counts stuck at their
 //  top, the ring wrapping around), then through appends: runs of ids from
@@ -1795,6 +1955,7 @@ zchat_store_test (bool verbose)
     s_test_age_walk (base, verbose);
     s_test_upgrade (base, verbose);
     s_test_kill9 (base, verbose);
+    s_test_published (base, verbose);
     s_test_newest (base, verbose);
     s_test_read_errors (base, verbose);
 

@@ -408,6 +408,13 @@ zchat_testbed_store (zchat_testbed_t *self)
     return self->store;
 }
 
+const char *
+zchat_testbed_dir (zchat_testbed_t *self)
+{
+    assert (self);
+    return self->dir;
+}
+
 uint64_t
 zchat_testbed_now (zchat_testbed_t *self)
 {

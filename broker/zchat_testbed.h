@@ -47,6 +47,10 @@ zchat_server_t *
 zchat_store_t *
     zchat_testbed_store (zchat_testbed_t *self);
 
+//  The store's directory. Borrowed.
+const char *
+    zchat_testbed_dir (zchat_testbed_t *self);
+
 //  The testbed's clocks: the wall clock (now) passed to handle and tick,
 //  and the monotonic clock given to zchat_server_clock before each. Time
 //  passing advances both; step_wall steps the wall clock alone (by ms,

@@ -9,6 +9,7 @@
 #include "zchat_msg.h"
 #include "zchat_msgpool.h"
 #include "zchat_store.h"
+#include "zchat_published.h"
 #include "zchat_walvfs.h"
 #include "zchat_arena.h"
 #include "zchat_server.h"
@@ -34,6 +35,7 @@ static test_t s_tests [] = {
     { "zchat_arena",     zchat_arena_test },
     { "zchat_util",      zchat_util_test },
     { "zchat_walvfs",    zchat_walvfs_test },
+    { "zchat_published", zchat_published_test },
     { "zchat_store",     zchat_store_test },
     { "zchat_session",   zchat_session_test },
     { "zchat_room",      zchat_room_test },

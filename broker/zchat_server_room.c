@@ -274,27 +274,59 @@ typedef struct {
     size_t count;               //  items added
     size_t limit;               //  most items in this page
     bool more;                  //  a row was left out
+    size_t damaged;             //  rows passed over as unreadable
+    uint64_t damaged_first;     //  the oldest and newest of them, for the log
+    uint64_t damaged_last;
 } s_page_t;
+
+//  A stored row no client could read: the store checks a chunk's framing
+//  and lengths, not what a PAGE item must be, so a damaged store can hand
+//  out a kind the protocol does not know (the encoder refuses it) or a
+//  nick or text that is not UTF-8 (the encoder takes it, and the client's
+//  decoder would then throw the whole page away). Such a message is gone,
+//  as if retention had taken it: the page goes on past it and leaves its
+//  seq out, which tells the client exactly that (PROTOCOL.md 6.4).
+static void
+s_page_damaged (s_page_t *page, uint64_t seq)
+{
+    if (page->damaged++ == 0)
+        page->damaged_first = seq;
+    page->damaged_last = seq;
+}
+
+//  A page holds at most ZCHAT_PAGE_BYTES, or its header and one item:
+//  well inside the buffer, so the encoder never refuses a readable row
+//  for want of space, and a refusal means a damaged row.
+_Static_assert (ZCHAT_PAGE_BYTES + 8 + 8 + 1 + ZCHAT_MAX_NICK + 1 + 4 + ZCHAT_MAX_TEXT
+                <= ZCHAT_MAX_FRAME, "a PAGE at its byte cap takes one more item");
 
 static int
 s_page_add (void *arg, uint64_t seq, uint64_t ts, const char *nick, uint8_t kind,
             const char *text, size_t text_size)
 {
     s_page_t *page = (s_page_t *) arg;
-    size_t item = 8 + 8 + 1 + strlen (nick) + 1 + 4 + text_size;
-    //  The first row always fits (a text is at most 64 KiB), so every page
-    //  makes progress; later rows stop at the byte cap.
+    size_t nick_len = strlen (nick);
+    size_t item = 8 + 8 + 1 + nick_len + 1 + 4 + text_size;
+    //  The first item always fits (a text is at most 64 KiB), so every
+    //  page with more makes progress; later rows stop at the byte cap. A
+    //  row after a full page, readable or not, means more: the next page
+    //  starts after this one's last item and passes over it if need be.
     if (page->count == page->limit
     ||  (page->count > 0 && page->size + item > ZCHAT_PAGE_BYTES)) {
         page->more = true;
         return 1;
     }
+    if (!zchat_utf8_valid (nick, nick_len) || !zchat_utf8_valid (text, text_size)) {
+        s_page_damaged (page, seq);
+        return 0;
+    }
+    //  The encoder refuses only a damaged row (a kind it does not know):
+    //  the page's own limits, checked above, lie inside its own.
+    assert (page->count < ZCHAT_MAX_ITEMS);     //  history_page is at most that
     size_t size = zchat_encode_page_add (page->buf, seq, ts, nick, kind, text, text_size);
     if (size == 0) {
-        //  A stored row the encoder refuses (over a limit): end the page
-        //  here rather than send a broken one.
-        page->more = page->count > 0;
-        return 1;
+        s_page_damaged (page, seq);
+        return 0;
     }
     page->size = size;
     page->count++;
@@ -352,16 +384,30 @@ zchat_server_do_history (zchat_server_t *self, zchat_request_t *req)
         first_seq = 0;              //  all it holds is staged
     size_t size = zchat_encode_page_begin (&buf, msg->id, room->name, first_seq,
                                            newest, false);
-    s_page_t page = { &buf, size, 0, limit, false };
+    s_page_t page = { &buf, size, 0, limit, false, 0, 0, 0 };
     if (newest > 0 && from <= to) {
-        //  One row more than the page holds tells whether there is more.
+        //  The page stops the store itself, at the row after its last item
+        //  (so it knows there is more): no row limit here, since a damaged
+        //  row it passes over must not use up what a good one needs. A
+        //  page with more then always carries an item, and one without
+        //  has read the range to its end. A run of damaged rows is read
+        //  through in one go: the cost is reading them, once per page,
+        //  and a page cannot stop inside them, empty, without the client
+        //  taking the whole range as gone.
         int rc = zchat_store_history (self->store, room->name, from, to,
-                                      limit + 1, s_page_add, &page);
+                                      SIZE_MAX, s_page_add, &page);
         if (rc < 0) {
             s_history_failed (self, req, room);
             return;
         }
     }
+    //  One line per page, not per row, so a damaged store cannot flood
+    //  the log faster than clients page through it.
+    if (page.damaged)
+        zsys_warning ("zchat: history of %s: %zu unreadable message%s left out "
+                      "(seq %" PRIu64 "..%" PRIu64 "): the store is damaged",
+                      room->name, page.damaged, page.damaged == 1 ? "" : "s",
+                      page.damaged_first, page.damaged_last);
     if (page.more)
         zchat_encode_page_set_more (&buf, true);
     zchat_server_query_charge (self, req, page.size);

@@ -1267,6 +1267,118 @@ s_test_history (void)
 }
 
 
+//  HISTORY over a damaged store: a stored message no client could read (a
+//  kind the protocol does not know, a nick or text that is not UTF-8) is
+//  left out as gone, and the page goes on past it. It used to end the
+//  page: a damaged first row gave an empty page without more, which tells
+//  the client that the whole range is gone. Here, with pages of 4:
+//
+//      seq   1  2..5  6     7  8..13  14  15    16  17..20
+//            K  ok    text  ok K (6)  ok  nick  ok  K (4)
+//
+//  (K: a kind the protocol does not know; text, nick: not UTF-8).
+static void
+s_test_history_damaged (void)
+{
+    zchat_server_config_t config = zchat_testbed_config ();
+    config.history_page = 4;
+    zchat_testbed_t *bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    //  The store takes any kind and any bytes: only the broker's checks
+    //  keep them out, so writing past it is what damage looks like.
+    zchat_store_t *store = zchat_testbed_store (bed);
+    uint64_t ts = zchat_testbed_now (bed);
+    assert (zchat_store_begin (store) == 0);
+    for (uint64_t seq = 1; seq <= 20; seq++) {
+        const char *nick = seq == 15 ? "b\xe9" "d" : "alice";
+        uint8_t kind = ZCHAT_KIND_TEXT;
+        if (seq == 1 || (seq >= 8 && seq <= 13) || seq >= 17)
+            kind = (uint8_t) (2 + seq);
+        char text [32];
+        snprintf (text, sizeof text, seq == 6 ? "m6\xff" : "m%" PRIu64, seq);
+        assert (zchat_store_append (store, "scarred", seq, ts + seq, nick, kind, text,
+                                    strlen (text), 0, NULL, NULL, NULL) == 0);
+    }
+    assert (zchat_store_commit (store) == 0);
+    s_greet (bed, "A", "alice", NULL);
+    s_join (bed, "A", "scarred", 2);
+    assert (s_msg.seq == 20 && s_msg.first_seq == 1);
+
+    //  Asks from..to with limit; the page must carry exactly the seqs in
+    //  want (0-terminated) and more.
+    #define CHECK_DAMAGED(id, from, to, limit, more, ...) \
+        do { \
+            SEND (bed, "A", zchat_encode_history (&s_buf, (id), "scarred", (from), (to), \
+                                                  (limit))); \
+            const zchat_msg_t *msg_ = s_reply (bed, "A", ZCHAT_PAGE, (id)); \
+            assert (msg_->first_seq == 1 && msg_->seq == 20); \
+            const uint64_t want_ [] = { __VA_ARGS__, 0 }; \
+            size_t cursor_ = 0; \
+            zchat_item_t item_; \
+            for (size_t i_ = 0; want_ [i_]; i_++) { \
+                assert (zchat_msg_next_item (msg_, &cursor_, &item_)); \
+                assert (item_.seq == want_ [i_]); \
+                assert (streq (item_.nick, "alice") && item_.kind == ZCHAT_KIND_TEXT); \
+                char text_ [32]; \
+                snprintf (text_, sizeof text_, "m%" PRIu64, want_ [i_]); \
+                assert (item_.text_size == strlen (text_)); \
+                assert (memcmp (item_.text, text_, item_.text_size) == 0); \
+            } \
+            assert (!zchat_msg_next_item (msg_, &cursor_, &item_)); \
+            assert (msg_->flag == (more)); \
+        } while (0)
+
+    //  A damaged first row: the good ones after it fill the page, and the
+    //  row after a full page means more, damaged or not
+    CHECK_DAMAGED (10, 1, 0, 100, 1, 2, 3, 4, 5);
+    //  Runs longer than a page do not use up the page: read through to the
+    //  end of the range, so no more
+    CHECK_DAMAGED (11, 6, 0, 100, 0, 7, 14, 16);
+    //  Damaged rows do not count against the client's own limit either
+    CHECK_DAMAGED (12, 1, 10, 2, 1, 2, 3);
+    CHECK_DAMAGED (13, 6, 0, 1, 1, 7);
+    CHECK_DAMAGED (14, 8, 0, 1, 1, 14);
+    CHECK_DAMAGED (15, 15, 0, 1, 1, 16);
+    //  Nothing readable in the range (a page's worth and more): an empty
+    //  page without more, which says that all of it is gone
+    CHECK_DAMAGED (16, 17, 0, 100, 0, 0);
+    CHECK_DAMAGED (17, 8, 13, 100, 0, 0);
+    //  Tails count seqs, damaged or not: the last 6 are 15..20
+    CHECK_DAMAGED (18, 0, 0, 6, 0, 16);
+    CHECK_DAMAGED (19, 0, 0, 3, 0, 0);
+    #undef CHECK_DAMAGED
+
+    //  A client paging through from 1 as PROTOCOL.md 6.4 says (again
+    //  from the last seq + 1 while more) gets every readable message, in
+    //  no more pages than they fill and one to learn the end: never stuck
+    //  on a damaged row, never told that a readable one is gone.
+    const uint64_t readable [] = { 2, 3, 4, 5, 7, 14, 16 };
+    for (uint16_t limit = 1; limit <= 5; limit++) {
+        uint64_t from = 1;
+        size_t got = 0;
+        size_t pages = 0;
+        bool more = true;
+        while (more) {
+            assert (++pages <= (size_t) ((7 + limit - 1) / limit + 1));
+            SEND (bed, "A", zchat_encode_history (&s_buf, 30 + pages, "scarred", from, 0,
+                                                  limit));
+            const zchat_msg_t *msg = s_reply (bed, "A", ZCHAT_PAGE, 30 + pages);
+            more = msg->flag != 0;
+            assert (!more || msg->item_count > 0);
+            size_t cursor = 0;
+            zchat_item_t item;
+            while (zchat_msg_next_item (msg, &cursor, &item)) {
+                assert (got < 7 && item.seq == readable [got]);
+                got++;
+                from = item.seq + 1;
+            }
+        }
+        assert (got == 7);
+    }
+    zchat_testbed_destroy (&bed);
+}
+
+
 //  The hold after a refusal: what was on its way is refused however late
 //  it comes, until the sender starts over (sends again what it sent
 //  before); one that never does is let go 1 s (S_HOLD_MAX_MS) after the
@@ -2425,6 +2537,7 @@ zchat_server_test (bool verbose)
     s_test_messages ();
     s_test_dm_retry ();
     s_test_history ();
+    s_test_history_damaged ();
     s_test_limits ();
     s_test_bad_input ();
     s_test_random ();

@@ -405,8 +405,10 @@ zchat_msg_decode (zchat_msg_t *msg, const void *data, size_t size)
             READ (s_get_items (r, msg));
             break;
         case ZCHAT_PROBE:
-            //  The request carries the room only; the published copy adds
-            //  the nick of the prober. One type, so both forms decode.
+            //  The request carries the room, and from version 5 maybe a
+            //  tag; the published copy adds the nick of the prober. One
+            //  layout, so every form decodes, the second string into nick
+            //  (ZCHAT_MAX_PROBE_TAG is ZCHAT_MAX_NICK: its cap here).
             READ (s_get_str (r, msg->room, ZCHAT_MAX_ROOM, true));
             if (r->pos < r->size)
                 READ (s_get_str (r, msg->nick, ZCHAT_MAX_NICK, true));
@@ -751,6 +753,27 @@ zchat_topic_frame (const char *room, uint8_t *buffer)
     assert (len <= ZCHAT_MAX_ROOM);
     memcpy (buffer, room, len);
     buffer [len] = ZCHAT_TOPIC_END;
+    return len + 1;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Write the PUB topic frame of a probe tag into buffer (at least
+//  ZCHAT_MAX_PROBE_TOPIC_FRAME bytes). The tag must be 1..
+//  ZCHAT_MAX_PROBE_TAG bytes, as every decoded non-empty tag is.
+
+_Static_assert (ZCHAT_MAX_PROBE_TAG == ZCHAT_MAX_NICK,
+                "the decoder caps a PROBE's tag as the nick it shares a field with");
+
+size_t
+zchat_probe_topic_frame (const char *tag, uint8_t *buffer)
+{
+    assert (tag);
+    assert (buffer);
+    size_t len = s_bounded_len (tag, ZCHAT_MAX_PROBE_TAG);
+    assert (len >= 1 && len <= ZCHAT_MAX_PROBE_TAG);
+    buffer [0] = ZCHAT_PROBE_TOPIC;
+    memcpy (buffer + 1, tag, len);
     return len + 1;
 }
 
@@ -1321,7 +1344,8 @@ zchat_encode_page_set_more (zchat_buf_t *buf, bool more)
 
 //  --------------------------------------------------------------------------
 //  PROBE: with nick NULL the request form (room only), else the published
-//  form (room, nick of the prober).
+//  form (room, nick of the prober) or a tagged request (room, tag): the
+//  same layout.
 
 size_t
 zchat_encode_probe (zchat_buf_t *buf, uint64_t id, const char *room,
@@ -2466,6 +2490,14 @@ s_test_hostile (samples_t *samples, bool verbose)
     s_raw_header (&raw, ZCHAT_JOIN);
     s_raw_strn (&raw, big, ZCHAT_MAX_ROOM);
     s_expect ("room of 32 bytes", raw.data, raw.size, ZCHAT_DECODE_OK);
+    s_raw_header (&raw, ZCHAT_PROBE);
+    s_raw_str (&raw, "lobby");
+    s_raw_strn (&raw, big, ZCHAT_MAX_PROBE_TAG + 1);
+    s_expect ("probe tag of 33 bytes", raw.data, raw.size, ZCHAT_DECODE_TOO_LONG);
+    s_raw_header (&raw, ZCHAT_PROBE);
+    s_raw_str (&raw, "lobby");
+    s_raw_strn (&raw, big, ZCHAT_MAX_PROBE_TAG);
+    s_expect ("probe tag of 32 bytes", raw.data, raw.size, ZCHAT_DECODE_OK);
     s_raw_header (&raw, ZCHAT_TOPIC);
     s_raw_str (&raw, "lobby");
     s_raw_uint (&raw, 1, 1);
@@ -3003,6 +3035,11 @@ s_test_names (bool verbose)
     CHECK (memcmp (frame, "ops:", 4) == 0);
     CHECK (zchat_topic_frame (good_rooms [7], frame) == ZCHAT_MAX_TOPIC_FRAME);
     CHECK (frame [ZCHAT_MAX_ROOM] == ':');
+    uint8_t tag_frame [ZCHAT_MAX_PROBE_TOPIC_FRAME];
+    CHECK (zchat_probe_topic_frame ("0123456789abcdef", tag_frame) == 17);
+    CHECK (tag_frame [0] == 0xFF && memcmp (tag_frame + 1, "0123456789abcdef", 16) == 0);
+    CHECK (zchat_probe_topic_frame ("abcdefghijklmnopqrstuvwxyz012345", tag_frame)
+           == ZCHAT_MAX_PROBE_TOPIC_FRAME);
 
     CHECK (zchat_request_limit (1, 4096) == 8192 - ZCHAT_TRANSPORT_SLACK);
     CHECK (zchat_request_limit (2, 1000) == 5096 - ZCHAT_TRANSPORT_SLACK);

@@ -52,6 +52,17 @@
 #define ZCHAT_TOPIC_END     ':'
 #define ZCHAT_MAX_TOPIC_FRAME (ZCHAT_MAX_ROOM + 1)
 
+//  A tagged PROBE (version 5, PROTOCOL.md 6.4) is published, to its prober
+//  alone, on this byte followed by the tag: 1..ZCHAT_MAX_PROBE_TAG bytes of
+//  UTF-8 that the prober chose and subscribed to. 0xFF never occurs in
+//  UTF-8, so no room's topic is a prefix of a tag's topic nor the other way
+//  round, and it sorts after every byte a room's topic can start with. In
+//  a request the tag travels where the published PROBE has its nick, so
+//  the decoder caps it as it caps a nick.
+#define ZCHAT_PROBE_TOPIC   0xFF
+#define ZCHAT_MAX_PROBE_TAG 32          //  bytes
+#define ZCHAT_MAX_PROBE_TOPIC_FRAME (ZCHAT_MAX_PROBE_TAG + 1)
+
 typedef enum {
     ZCHAT_HELLO    = 1,     //  C->B  version, nick, token
     ZCHAT_WELCOME  = 2,     //  B->C  version, nick, token, pub_port, endpoint,
@@ -77,7 +88,7 @@ typedef enum {
     ZCHAT_HISTORY  = 20,    //  C->B  room, from_seq, to_seq, limit
     ZCHAT_PAGE     = 21,    //  B->C  room, first_seq, seq (newest), more,
                             //        items{seq, ts, nick, kind, text}
-    ZCHAT_PROBE    = 22,    //  C->B  room;  PUB: room, nick
+    ZCHAT_PROBE    = 22,    //  C->B  room [, tag (version 5)];  PUB: room, nick
     ZCHAT_OK       = 23,    //  B->C  -
     ZCHAT_ERROR    = 24,    //  B->C  code, retry_ms, reason
     ZCHAT_MESSAGE  = 25,    //  PUB   room, seq, ts, nick (sender), kind, text
@@ -150,7 +161,7 @@ typedef struct {
     uint64_t from_seq;                  //  HISTORY
     uint64_t to_seq;                    //  HISTORY
     uint64_t ts;                        //  epoch milliseconds
-    char nick     [ZCHAT_MAX_NICK + 1];
+    char nick     [ZCHAT_MAX_NICK + 1];    //  in a request PROBE: its tag
     char room     [ZCHAT_MAX_ROOM + 1];
     char token    [ZCHAT_MAX_TOKEN + 1];
     char topic    [ZCHAT_MAX_TOPIC + 1];    //  TOPIC, TOPICIS, JOINED, EVENT.detail
@@ -239,6 +250,12 @@ size_t
 size_t
     zchat_topic_frame (const char *room, uint8_t *buffer);
 
+//  Write the PUB topic frame of a probe tag (1..ZCHAT_MAX_PROBE_TAG bytes)
+//  into buffer (capacity at least ZCHAT_MAX_PROBE_TOPIC_FRAME): the byte
+//  ZCHAT_PROBE_TOPIC, then the tag. Returns its size in bytes.
+size_t
+    zchat_probe_topic_frame (const char *tag, uint8_t *buffer);
+
 //  ---------------------------------------------------------------------
 //  Encoding
 
@@ -306,6 +323,8 @@ size_t zchat_encode_page_add (zchat_buf_t *buf, uint64_t seq, uint64_t ts,
                               const char *text, size_t text_size);
 //  Set PAGE.more after the items are added (a page fills up as it is built).
 void   zchat_encode_page_set_more (zchat_buf_t *buf, bool more);
+//  PROBE: nick NULL, a request; else the published form, or (a client of
+//  version 5, nick being the tag) a tagged request: one layout.
 size_t zchat_encode_probe    (zchat_buf_t *buf, uint64_t id, const char *room,
                               const char *nick);
 size_t zchat_encode_ok       (zchat_buf_t *buf, uint64_t id);

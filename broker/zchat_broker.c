@@ -1155,7 +1155,8 @@ zchat_broker_test (bool verbose)
 
     //  A SAYS up to the version 3 request limit is taken whole, far over
     //  max_text + 4 KiB: 62 texts of 1,000 bytes, acknowledged in one
-    //  ACKRUNS of one run (it goes as alice's, who greeted with version 4)
+    //  ACKRUNS of one run (it goes as alice's, who greeted with version 4 or
+    //  later)
     uint8_t *says_data = (uint8_t *) zmalloc (ZCHAT_MAX_REQUEST);
     char *text = (char *) zmalloc (1000);
     assert (says_data && text);

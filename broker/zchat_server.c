@@ -403,14 +403,20 @@ zchat_server_error (zchat_server_t *self, const zchat_request_t *req,
 }
 
 void
-zchat_server_publish (zchat_server_t *self, const zchat_room_t *room, size_t size)
+zchat_server_publish_on (zchat_server_t *self, const uint8_t *topic, size_t topic_size,
+                         size_t size)
 {
     if (size == 0) {
         zsys_error ("zchat: could not encode a publication (dropped)");
         return;
     }
-    self->output.publish (self->output.arg, room->topic_frame,
-                          room->topic_frame_size, self->buffer, size);
+    self->output.publish (self->output.arg, topic, topic_size, self->buffer, size);
+}
+
+void
+zchat_server_publish (zchat_server_t *self, const zchat_room_t *room, size_t size)
+{
+    zchat_server_publish_on (self, room->topic_frame, room->topic_frame_size, size);
 }
 
 void

@@ -188,6 +188,11 @@ void
     zchat_server_publish (zchat_server_t *self, const zchat_room_t *room,
                           size_t size);
 
+//  Publish [self->buffer, size) on any topic frame (a tagged probe's).
+void
+    zchat_server_publish_on (zchat_server_t *self, const uint8_t *topic,
+                             size_t topic_size, size_t size);
+
 //  Publish a presence EVENT on room's topic.
 void
     zchat_server_event (zchat_server_t *self, const zchat_room_t *room,

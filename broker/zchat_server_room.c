@@ -248,10 +248,13 @@ zchat_server_do_topic (zchat_server_t *self, zchat_request_t *req)
 
 
 //  ---------------------------------------------------------------------
-//  PROBE: publish PROBE(room, nick) on the room's topic, so the client
-//  sees when its subscription is live; answer OK. The published copy has
-//  id 0: clients match their probe by nick, and a request id would show
-//  the whole room how a member counts its requests.
+//  PROBE: publish PROBE(room, nick), so the client sees when its
+//  subscription is live; answer OK. Untagged, on the room's topic, where
+//  every member receives it. Tagged (version 5), on 0xFF + tag, which
+//  only the prober subscribes to: a join then costs the room nothing, where
+//  a join storm into a room of N members cost N deliveries per probe. The
+//  published copy has id 0: clients match their probe by nick (and tag),
+//  and a request id would show the room how a member counts its requests.
 
 void
 zchat_server_do_probe (zchat_server_t *self, zchat_request_t *req)
@@ -259,10 +262,20 @@ zchat_server_do_probe (zchat_server_t *self, zchat_request_t *req)
     zchat_room_t *room = s_member_room (self, req);
     if (!room || zchat_server_rate_limited (self, req))
         return;
+    //  Before version 5 a second string meant nothing, and still does:
+    //  such a client expects its probe on the room's topic. The decoder
+    //  has capped the tag at ZCHAT_MAX_PROBE_TAG bytes of UTF-8 (a longer
+    //  one is malformed, 400, like any field over its limit).
+    const char *tag = req->session->version >= 5? req->msg->nick: "";
     zchat_buf_t buf;
     zchat_buf_init (&buf, self->buffer, self->buffer_size);
-    zchat_server_publish (self, room,
-        zchat_encode_probe (&buf, 0, room->name, req->session->nick));
+    size_t size = zchat_encode_probe (&buf, 0, room->name, req->session->nick);
+    if (*tag) {
+        uint8_t topic [ZCHAT_MAX_PROBE_TOPIC_FRAME];
+        zchat_server_publish_on (self, topic, zchat_probe_topic_frame (tag, topic), size);
+    }
+    else
+        zchat_server_publish (self, room, size);
     s_ok (self, req);
 }
 

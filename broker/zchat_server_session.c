@@ -133,7 +133,8 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
     //  with HISTORY as a gap), so version 1 clients still work. Version 3
     //  only lets the client send bigger requests, which the ROUTER takes
     //  from everyone; version 4 only acknowledges that session in runs
-    //  (ACKRUNS).
+    //  (ACKRUNS); version 5 only publishes that session's tagged PROBEs
+    //  on their tag's topic (an untagged one still goes to the room).
     if (msg->version < ZCHAT_VERSION_MIN) {
         char supported [64] = "supported versions:";
         for (int version = ZCHAT_VERSION_MIN; version <= ZCHAT_VERSION; version++) {

@@ -163,7 +163,7 @@ s_test_sessions (void)
     //  Wrong version, invalid nicks, a live nick
     SEND (bed, "B", zchat_encode_hello (&s_buf, 8, 0, "bob", ""));
     msg = s_error (bed, "B", 8, ZCHAT_ERR_VERSION);
-    assert (streq (msg->reason, "supported versions: 1 2 3 4"));
+    assert (streq (msg->reason, "supported versions: 1 2 3 4 5"));
     SEND (bed, "B", zchat_encode_hello (&s_buf, 9, ZCHAT_VERSION, "9lives", ""));
     s_error (bed, "B", 9, ZCHAT_ERR_INVALID);
     SEND (bed, "B", zchat_encode_hello (&s_buf, 10, ZCHAT_VERSION, "bo b", ""));
@@ -732,6 +732,81 @@ s_test_revoke (void)
     zchat_testbed_destroy (&bed);
 }
 
+
+//  Tagged probes (version 5): published on 0xFF + tag, which only the
+//  prober subscribes to, not on the room's topic; untagged ones, and any
+//  from a session of an older version, on the room's topic as before.
+static void
+s_test_tagged_probes (void)
+{
+    zchat_testbed_t *bed = zchat_testbed_new (NULL, false);
+    assert (bed);
+    s_greet (bed, "A", "alice", NULL);              //  version 5
+    SEND (bed, "B", zchat_encode_hello (&s_buf, 1, 4, "bob", ""));
+    const zchat_msg_t *msg = s_reply (bed, "B", ZCHAT_WELCOME, 1);
+    assert (msg->version == 4);
+    s_greet (bed, "C", "carol", NULL);
+    s_join (bed, "A", "lobby", 2);
+    s_join (bed, "B", "lobby", 3);
+    zchat_testbed_clear (bed);
+
+    //  Tagged, from version 5: on the tag's topic alone, the body as ever
+    SEND (bed, "A", zchat_encode_probe (&s_buf, 10, "lobby", "0123456789abcdef"));
+    s_reply (bed, "A", ZCHAT_OK, 10);
+    assert (zchat_testbed_publications (bed, "lobby:") == 0);
+    msg = s_publication (bed, "\xFF" "0123456789abcdef", ZCHAT_PROBE);
+    assert (msg->id == 0 && streq (msg->room, "lobby") && streq (msg->nick, "alice"));
+    assert (zchat_testbed_pending (bed) == 0);
+    //  A tag is matched whole: this one's topic is not a prefix of it
+    SEND (bed, "A", zchat_encode_probe (&s_buf, 11, "lobby", "0123"));
+    s_reply (bed, "A", ZCHAT_OK, 11);
+    assert (zchat_testbed_publications (bed, "\xFF" "0123456789abcdef") == 0);
+    s_publication (bed, "\xFF" "0123", ZCHAT_PROBE);
+    //  The longest tag, and one a byte longer: malformed, as any field
+    //  over its wire limit (the decoder refuses it, before the broker
+    //  could answer 422), and nothing is published
+    char tag [ZCHAT_MAX_PROBE_TAG + 2];
+    memset (tag, 't', sizeof (tag) - 1);
+    tag [ZCHAT_MAX_PROBE_TAG] = 0;
+    SEND (bed, "A", zchat_encode_probe (&s_buf, 12, "lobby", tag));
+    s_reply (bed, "A", ZCHAT_OK, 12);
+    char topic [ZCHAT_MAX_PROBE_TOPIC_FRAME + 1];
+    topic [0] = (char) ZCHAT_PROBE_TOPIC;
+    strcpy (topic + 1, tag);
+    s_publication (bed, topic, ZCHAT_PROBE);
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size_t size = zchat_encode_probe (&s_buf, 13, "lobby", "");
+    s_body [size - 1] = ZCHAT_MAX_PROBE_TAG + 1;
+    memcpy (s_body + size, tag, ZCHAT_MAX_PROBE_TAG);
+    s_body [size + ZCHAT_MAX_PROBE_TAG] = 't';
+    zchat_testbed_send (bed, "A", s_body, size + ZCHAT_MAX_PROBE_TAG + 1);
+    s_error (bed, "A", 13, ZCHAT_ERR_MALFORMED);
+    assert (zchat_testbed_pending (bed) == 0);
+
+    //  Untagged from version 5, with no second string or an empty one: on
+    //  the room's topic
+    SEND (bed, "A", zchat_encode_probe (&s_buf, 14, "lobby", NULL));
+    s_reply (bed, "A", ZCHAT_OK, 14);
+    msg = s_publication (bed, "lobby:", ZCHAT_PROBE);
+    assert (msg->id == 0 && streq (msg->nick, "alice"));
+    SEND (bed, "A", zchat_encode_probe (&s_buf, 15, "lobby", ""));
+    s_reply (bed, "A", ZCHAT_OK, 15);
+    s_publication (bed, "lobby:", ZCHAT_PROBE);
+    assert (zchat_testbed_pending (bed) == 0);
+
+    //  From version 4 a second string means nothing: on the room's topic
+    SEND (bed, "B", zchat_encode_probe (&s_buf, 16, "lobby", "0123456789abcdef"));
+    s_reply (bed, "B", ZCHAT_OK, 16);
+    msg = s_publication (bed, "lobby:", ZCHAT_PROBE);
+    assert (msg->id == 0 && streq (msg->room, "lobby") && streq (msg->nick, "bob"));
+    assert (zchat_testbed_pending (bed) == 0);
+
+    //  Members only, tag or not
+    SEND (bed, "C", zchat_encode_probe (&s_buf, 17, "lobby", "0123456789abcdef"));
+    s_error (bed, "C", 17, ZCHAT_ERR_NOT_MEMBER);
+    assert (zchat_testbed_pending (bed) == 0);
+    zchat_testbed_destroy (&bed);
+}
 
 //  Rooms: join, leave, who, rooms, topic, probe.
 static void
@@ -1509,6 +1584,8 @@ s_test_limits (void)
     SEND (bed, "A", zchat_encode_topic (&s_buf, 19, "lobby", true, "t2"));
     s_error (bed, "A", 19, ZCHAT_ERR_RATE_LIMITED);
     SEND (bed, "A", zchat_encode_probe (&s_buf, 19, "lobby", NULL));
+    s_error (bed, "A", 19, ZCHAT_ERR_RATE_LIMITED);
+    SEND (bed, "A", zchat_encode_probe (&s_buf, 19, "lobby", "t"));
     s_error (bed, "A", 19, ZCHAT_ERR_RATE_LIMITED);
     SEND (bed, "A", zchat_encode_nick (&s_buf, 19, "alicia"));
     s_error (bed, "A", 19, ZCHAT_ERR_RATE_LIMITED);
@@ -2534,6 +2611,7 @@ zchat_server_test (bool verbose)
     s_test_fair_share ();
     s_test_hold ();
     s_test_rooms ();
+    s_test_tagged_probes ();
     s_test_messages ();
     s_test_dm_retry ();
     s_test_history ();

@@ -110,13 +110,13 @@ s_check_reply (const uint8_t *body, size_t size)
         assert (msg.code >= 400 && msg.code <= 599);
 }
 
-//  A publication must be a PUB type of a valid room, on that room's topic.
+//  A publication must be a PUB type of a valid room, on that room's topic,
+//  or a PROBE on a tag's topic (0xFF, then 1..ZCHAT_MAX_PROBE_TAG bytes of
+//  UTF-8: what the prober sent).
 static void
 s_check_publication (const uint8_t *topic, size_t topic_size,
                      const uint8_t *body, size_t size)
 {
-    assert (topic_size >= 2 && topic_size <= ZCHAT_MAX_TOPIC_FRAME);
-    assert (topic [topic_size - 1] == ZCHAT_TOPIC_END);
     zchat_msg_t msg;
     int rc = zchat_msg_decode (&msg, body, size);
     if (rc != ZCHAT_DECODE_OK)
@@ -126,6 +126,16 @@ s_check_publication (const uint8_t *topic, size_t topic_size,
     assert (msg.type == ZCHAT_MESSAGE || msg.type == ZCHAT_EVENT
          || msg.type == ZCHAT_PROBE   || msg.type == ZCHAT_MESSAGES);
     assert (zchat_room_valid (msg.room));
+    assert (topic_size >= 2);
+    if (topic [0] == ZCHAT_PROBE_TOPIC) {
+        assert (msg.type == ZCHAT_PROBE && msg.id == 0);
+        assert (topic_size <= ZCHAT_MAX_PROBE_TOPIC_FRAME);
+        assert (zchat_utf8_valid ((const char *) topic + 1, topic_size - 1));
+        assert (zchat_nick_valid (msg.nick));
+        return;
+    }
+    assert (topic_size <= ZCHAT_MAX_TOPIC_FRAME);
+    assert (topic [topic_size - 1] == ZCHAT_TOPIC_END);
     assert (strlen (msg.room) == topic_size - 1);
     assert (memcmp (msg.room, topic, topic_size - 1) == 0);
     if (msg.type == ZCHAT_MESSAGES) {

@@ -21,7 +21,7 @@
 
 #define ZCHAT_SIGNATURE_0   0x5A        //  'Z'
 #define ZCHAT_SIGNATURE_1   0x43        //  'C'
-#define ZCHAT_VERSION       4           //  the newest version spoken
+#define ZCHAT_VERSION       5           //  the newest version spoken
 #define ZCHAT_VERSION_MIN   1           //  the oldest a broker still accepts
 #define ZCHAT_HEADER_SIZE   11
 

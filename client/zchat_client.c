@@ -37,6 +37,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <sys/random.h>
 #include "zchat_client_int.h"
 #include "zchat_client_room.h"
 #include "zchat_sequencer.h"
@@ -425,18 +426,16 @@ s_next_id (zchat_client_t *self)
 }
 
 //  --------------------------------------------------------------------------
-//  64 random bits, from the kernel, else from a UUID.
+//  64 random bits, from the kernel (getrandom, which needs no file
+//  descriptor: a room's probe tag takes some at every receiving join),
+//  else from a UUID.
 
-static uint64_t
-s_random64 (void)
+uint64_t
+zchat_client_random64 (void)
 {
     uint64_t value = 0;
-    FILE *file = fopen ("/dev/urandom", "rb");
-    if (file) {
-        if (fread (&value, sizeof (value), 1, file) != 1)
-            value = 0;
-        fclose (file);
-    }
+    if (getrandom (&value, sizeof (value), 0) != (ssize_t) sizeof (value))
+        value = 0;
     if (value == 0) {
         zuuid_t *uuid = zuuid_new ();
         if (uuid) {
@@ -498,7 +497,8 @@ s_encode_request (zchat_client_t *self, uint64_t id, zchat_client_request_t *req
             return zchat_encode_history (buf, id, req->room, req->from_seq,
                                          req->to_seq, (uint16_t) req->limit);
         case RQ_PROBE:
-            return zchat_encode_probe (buf, id, req->room, NULL);
+            //  Tagged (version 5) or not: the room chose (arg)
+            return zchat_encode_probe (buf, id, req->room, *req->arg? req->arg: NULL);
         case RQ_BYE:
             return zchat_encode_bye (buf, id);
     }
@@ -1504,10 +1504,12 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
 //  Inbound: SUB
 
 //  --------------------------------------------------------------------------
-//  One body from the SUB.
+//  One body from the SUB, which came under topic (its topic frame: only a
+//  PROBE needs it, to tell its probing episode's tag).
 
 static void
-s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
+s_on_sub (zchat_client_t *self, const void *topic, size_t topic_size,
+          const void *data, size_t size, int64_t now)
 {
     zchat_msg_t msg;
     if (zchat_msg_decode (&msg, data, size) != ZCHAT_DECODE_OK)
@@ -1557,7 +1559,7 @@ s_on_sub (zchat_client_t *self, const void *data, size_t size, int64_t now)
     }
     else
     if (msg.type == ZCHAT_PROBE)
-        zchat_client_room_probe (room, msg.nick, now);
+        zchat_client_room_probe (room, (const uint8_t *) topic, topic_size, msg.nick, now);
 }
 
 
@@ -1649,7 +1651,8 @@ s_drain (zchat_client_t *self, int64_t now)
                 break;
             total++;
             if (count == 2)
-                s_on_sub (self, zmq_msg_data (&frames [1]), zmq_msg_size (&frames [1]), now);
+                s_on_sub (self, zmq_msg_data (&frames [0]), zmq_msg_size (&frames [0]),
+                          zmq_msg_data (&frames [1]), zmq_msg_size (&frames [1]), now);
         }
     //  Monitor: [event u16, value u32] [endpoint]
     if (self->monitor_h)
@@ -1890,7 +1893,7 @@ zchat_client_new (const char *server, const char *nick)
     //  2^63, so that they never wrap within a session: the broker takes an
     //  id at or below the largest it saw as a message sent again
     //  (PROTOCOL.md 6.3, the hold)
-    self->next_id = (s_random64 () >> 1) | 1;
+    self->next_id = (zchat_client_random64 () >> 1) | 1;
     self->rooms = zhashx_new ();
     self->requests = zchat_idmap_new ();
     self->outbox = zchat_outbox_new ();
@@ -2672,14 +2675,28 @@ s_test_refuser (zsock_t *pipe, void *args)
     zpoller_destroy (&poller);
 }
 
+//  Feed one encoded body to the client as if from the SUB under topic.
+static void
+s_test_feed_on (zchat_client_t *client, const uint8_t *topic, size_t topic_size,
+                size_t size)
+{
+    assert (size > 0);
+    s_on_sub (client, topic, topic_size, client->buffer, size, s_now ());
+}
+
 //  Feed one encoded body to the client as if from the DEALER (sub false)
-//  or the SUB.
+//  or the SUB, under its room's topic.
 static void
 s_test_feed (zchat_client_t *client, bool sub, size_t size)
 {
     assert (size > 0);
-    if (sub)
-        s_on_sub (client, client->buffer, size, s_now ());
+    if (sub) {
+        zchat_msg_t msg;
+        int rc = zchat_msg_decode (&msg, client->buffer, size);
+        assert (rc == ZCHAT_DECODE_OK);
+        uint8_t topic [ZCHAT_MAX_TOPIC_FRAME];
+        s_test_feed_on (client, topic, zchat_topic_frame (msg.room, topic), size);
+    }
     else
         s_on_dealer (client, client->buffer, size, s_now ());
 }
@@ -3638,8 +3655,20 @@ s_test_send_only (void)
     s_test_feed (client, false, zchat_encode_joined (buf, join, "ops", 12, 1, 2, "t"));
     assert (room->state == R_PROBING && s_test_request (client, RQ_PROBE, "ops"));
     assert (s_test_event (client) == NULL);
+    //  (version 5: it probes with a tag of its own, subscribed after the
+    //  room's topic; our probe on the room's topic is no longer the sign,
+    //  the one on the tag's is, and then the tag goes)
+    assert (room->probe_topic_size == 1 + 16);
+    char tag_on [2 + ZCHAT_MAX_PROBE_TOPIC_FRAME], tag_off [2 + ZCHAT_MAX_PROBE_TOPIC_FRAME];
+    snprintf (tag_on, sizeof (tag_on), "+%s", (const char *) room->probe_topic);
+    snprintf (tag_off, sizeof (tag_off), "-%s", (const char *) room->probe_topic);
+    s_test_expect_subscription (xpub, tag_on);
     s_test_feed (client, true, zchat_encode_probe (buf, 0, "ops", "alice"));
+    assert (room->state == R_PROBING && s_test_event (client) == NULL);
+    s_test_feed_on (client, room->probe_topic, room->probe_topic_size,
+                    zchat_encode_probe (buf, 0, "ops", "alice"));
     assert (s_test_expect_event (client, ZCHAT_EV_JOINED, up) == 12);
+    s_test_expect_subscription (xpub, tag_off);
     s_test_feed (client, true, zchat_encode_message (buf, 0, "ops", 13, 13, "bob",
                                                      ZCHAT_KIND_TEXT, "hi", 2));
     assert (s_test_expect_event (client, ZCHAT_EV_MESSAGE, 0) == 13);
@@ -3668,6 +3697,116 @@ s_test_send_only (void)
 
     zchat_client_destroy (&client);
     zsock_destroy (&xpub);
+}
+
+//  The next subscription change an XPUB sees within timeout_ms (as
+//  s_test_subscription), stirring the client's SUB meanwhile as the
+//  caller's loop does: a SUB sends what it is subscribed to when a new
+//  connection is attached, which it does as it processes its commands.
+static char *
+s_test_subscription_stirred (zsock_t *xpub, zchat_client_t *client, int timeout_ms)
+{
+    int64_t deadline = zclock_mono () + timeout_ms;
+    while (true) {
+        zsock_events (client->sub);
+        char *change = s_test_subscription (xpub, 10);
+        if (change || zclock_mono () >= deadline)
+            return change;
+    }
+}
+
+//  An XPUB showing every subscription change, bound at endpoint.
+static zsock_t *
+s_test_xpub_at (const char *endpoint)
+{
+    zsock_t *xpub = zsock_new (ZMQ_XPUB);
+    assert (xpub);
+    int on = 1;
+    int rc = zmq_setsockopt (zsock_resolve (xpub), ZMQ_XPUB_VERBOSER, &on, sizeof (on));
+    assert (rc == 0);
+    rc = zsock_bind (xpub, "%s", endpoint);
+    assert (rc == 0);
+    return xpub;
+}
+
+//  Tagged probes (version 5) rest on the order in which subscriptions
+//  reach the PUB: a tag's after its room's. Over a connection the SUB
+//  has, they go in the order of the calls, and the room's was first. A
+//  SUB that connects anew (the broker restarted, here an XPUB on an ipc
+//  path closed and bound again) sends everything it is subscribed to in
+//  ascending byte order instead, whatever the order of the calls: 0xFF +
+//  tag sorts after every room's topic, so the tag still goes last, also
+//  after a room subscribed after it. Our probe on the tag's topic makes
+//  the room live and unsubscribes the tag; a room left while probing
+//  unsubscribes its tag, then its topic.
+static void
+s_test_tag_order (void)
+{
+    char dir [] = "/tmp/zchat-tag-order-XXXXXX";
+    assert (mkdtemp (dir));
+    char endpoint [64];
+    snprintf (endpoint, sizeof (endpoint), "ipc://%s/pub", dir);
+    zsock_t *xpub = s_test_xpub_at (endpoint);
+    zchat_client_t *client = s_test_greeted_client (endpoint);
+    assert (client->version >= 5);
+    zchat_buf_t *buf = &client->buf;
+
+    uint64_t ops = zchat_client_join (client, "ops");
+    assert (ops && client->sub_endpoint);
+    char *change = s_test_subscription_stirred (xpub, client, 5000);
+    assert (change && streq (change, "+ops:"));
+    zstr_free (&change);
+    uint64_t join = s_test_request (client, RQ_JOIN, "ops");
+    assert (join);
+    s_test_feed (client, false, zchat_encode_joined (buf, join, "ops", 5, 1, 2, ""));
+    zchat_client_room_t *room = (zchat_client_room_t *) zhashx_lookup (client->rooms, "ops");
+    assert (room && room->state == R_PROBING && room->probe_topic_size == 1 + 16);
+    char tag_on [2 + ZCHAT_MAX_PROBE_TOPIC_FRAME], tag_off [2 + ZCHAT_MAX_PROBE_TOPIC_FRAME];
+    snprintf (tag_on, sizeof (tag_on), "+%s", (const char *) room->probe_topic);
+    snprintf (tag_off, sizeof (tag_off), "-%s", (const char *) room->probe_topic);
+    s_test_expect_subscription (xpub, tag_on);
+    assert (zchat_client_join (client, "zz"));
+    s_test_expect_subscription (xpub, "+zz:");
+
+    //  The broker's PUB goes and comes back at the same place
+    zsock_destroy (&xpub);
+    xpub = s_test_xpub_at (endpoint);
+    const char *expected [] = { "+ops:", "+zz:", tag_on };
+    for (size_t i = 0; i < sizeof (expected) / sizeof (expected [0]); i++) {
+        change = s_test_subscription_stirred (xpub, client, 5000);
+        assert (change && streq (change, expected [i]));
+        zstr_free (&change);
+    }
+
+    s_test_feed_on (client, room->probe_topic, room->probe_topic_size,
+                    zchat_encode_probe (buf, 0, "ops", "alice"));
+    assert (s_test_expect_event (client, ZCHAT_EV_JOINED, ops) == 5);
+    assert (room->state == R_LIVE && room->probe_topic_size == 0);
+    s_test_expect_subscription (xpub, tag_off);
+
+    join = s_test_request (client, RQ_JOIN, "zz");
+    assert (join);
+    s_test_feed (client, false, zchat_encode_joined (buf, join, "zz", 0, 0, 1, ""));
+    room = (zchat_client_room_t *) zhashx_lookup (client->rooms, "zz");
+    assert (room && room->state == R_PROBING && room->probe_topic_size == 1 + 16);
+    snprintf (tag_on, sizeof (tag_on), "+%s", (const char *) room->probe_topic);
+    snprintf (tag_off, sizeof (tag_off), "-%s", (const char *) room->probe_topic);
+    s_test_expect_subscription (xpub, tag_on);
+    assert (zchat_client_leave (client, "zz"));
+    s_test_expect_subscription (xpub, tag_off);
+    s_test_expect_subscription (xpub, "-zz:");
+    assert (s_test_event (client) == NULL);
+
+    client->state = S_IDLE;
+    zchat_client_destroy (&client);
+    zsock_destroy (&xpub);
+    //  libzmq may or may not have removed the ipc file by now
+    char path [sizeof (dir) + 8];
+    snprintf (path, sizeof (path), "%s/pub", dir);
+    if (unlink (path) && errno != ENOENT)
+        zsys_warning ("cannot remove %s: %s", path, strerror (errno));
+    if (rmdir (dir))
+        zsys_warning ("cannot remove %s: %s", dir, strerror (errno));
 }
 
 //  An XPUB standing in for the broker's PUB on a port of the kernel's
@@ -4093,6 +4232,7 @@ zchat_client_test (bool verbose)
     zchat_client_destroy (&client);
 
     s_test_send_only ();
+    s_test_tag_order ();
     s_test_lazy_sub ();
     s_test_ack_batches ();
     s_test_send_cap ();

@@ -58,7 +58,8 @@ typedef struct {
     bool     sent;              //  went out on the current session
     uint64_t user_id;           //  id the caller knows (history pages)
     char     room [ZCHAT_MAX_ROOM + 1];
-    char     arg [ZCHAT_MAX_TOPIC + 1];     //  NICK: new nick; TOPIC: text
+    char     arg [ZCHAT_MAX_TOPIC + 1];     //  NICK: new nick; TOPIC: text;
+                                            //  PROBE: its tag, or ""
     bool     set;               //  TOPIC: set, not read
     uint64_t from_seq;          //  HISTORY, FETCH
     uint64_t to_seq;
@@ -235,6 +236,10 @@ zchat_client_schedule (zchat_client_t *self, int64_t when)
     if (when < self->due_ms)
         self->due_ms = when;
 }
+
+//  64 random bits (from the kernel; failing that, as random as can be had).
+uint64_t
+    zchat_client_random64 (void);
 
 //  A new, zeroed event of type. Returns NULL only if out of memory.
 zchat_event_t *

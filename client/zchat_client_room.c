@@ -11,6 +11,7 @@
 #define S_REJOIN_RETRY_MS       100     //  after a 429 without retry_ms
 #define S_BUFFER_LIMIT          10000   //  out-of-order messages per room
 #define S_HELD_LIMIT            1000    //  presence events held per joining room
+#define S_PROBE_TAG_DIGITS      16      //  hex: 64 random bits per probing episode
 
 
 //  --------------------------------------------------------------------------
@@ -61,6 +62,65 @@ s_sequencer_new (zchat_client_room_t *self)
 }
 
 //  --------------------------------------------------------------------------
+//  Start a probing episode's tag (version 5): a fresh one, subscribed on
+//  the SUB, so that the broker publishes our probes to us alone. A SUB
+//  that refuses the subscription leaves the episode untagged: its probes
+//  then come back on the room's topic, as before version 5.
+//
+//  Why the tag's topic starts with 0xFF: receiving our tagged probe must
+//  prove that the room's subscription is live, so the tag's subscription
+//  must reach the PUB after the room's (the PUB applies one connection's
+//  subscriptions in order). Over the connection the SUB has, it does:
+//  subscriptions go in the order of the calls (the SUB is not IMMEDIATE,
+//  so even one still connecting queues them in order), and the room's
+//  went before JOIN. But when the SUB attaches a connection while it
+//  holds subscriptions already (a reconnect after a break, a broker
+//  restart, a PUB that moved), libzmq sends them all by walking its
+//  subscription trie in ascending byte order, not in the order of the
+//  calls: the room's subscription and the tag's then go out together.
+//  0xFF sorts after every byte a room's topic can start with (UTF-8
+//  never uses it), so the tag still goes last (zchat_client.c's self
+//  test, s_test_tag_order, shows it).
+
+static void
+s_tag (zchat_client_room_t *self)
+{
+    assert (self->probe_topic_size == 0);
+    if (self->client->version < 5)
+        return;
+    //  Only uniqueness matters: a probe of an earlier episode's tag, or
+    //  one meant for another client, must not pass for this episode's
+    static const char hex [] = "0123456789abcdef";
+    uint64_t bits = zchat_client_random64 ();
+    char tag [S_PROBE_TAG_DIGITS + 1];
+    _Static_assert (S_PROBE_TAG_DIGITS * 4 <= 64 && S_PROBE_TAG_DIGITS <= ZCHAT_MAX_PROBE_TAG,
+                    "a tag is hex digits of one random u64, within the protocol's limit");
+    for (size_t i = 0; i < S_PROBE_TAG_DIGITS; i++)
+        tag [i] = hex [(bits >> (4 * i)) & 15];
+    tag [S_PROBE_TAG_DIGITS] = 0;
+    size_t size = zchat_probe_topic_frame (tag, self->probe_topic);
+    if (zmq_setsockopt (self->client->sub_h, ZMQ_SUBSCRIBE, self->probe_topic, size))
+        return;
+    self->probe_topic [size] = 0;
+    self->probe_topic_size = size;
+}
+
+//  --------------------------------------------------------------------------
+//  End the episode's tag, if any: probing is over (live, given up, the
+//  room gone or send-only again, a new JOIN). A probe of it still on its
+//  way is then ignored (zchat_client_room_probe).
+
+static void
+s_untag (zchat_client_room_t *self)
+{
+    if (self->probe_topic_size) {
+        zmq_setsockopt (self->client->sub_h, ZMQ_UNSUBSCRIBE,
+                        self->probe_topic, self->probe_topic_size);
+        self->probe_topic_size = 0;
+    }
+}
+
+//  --------------------------------------------------------------------------
 //  A room we are joining.
 
 zchat_client_room_t *
@@ -96,6 +156,7 @@ zchat_client_room_destroy (zchat_client_room_t **self_p)
     if (self) {
         if (self->client->last_room == self)
             self->client->last_room = NULL;
+        s_untag (self);
         if (!self->send_only)
             zmq_setsockopt (self->client->sub_h, ZMQ_UNSUBSCRIBE,
                             self->topic_frame, self->topic_frame_size);
@@ -116,6 +177,8 @@ zchat_client_room_join (zchat_client_room_t *self, int64_t now)
     if (!req)
         return;
     req->user_id = self->join_id;
+    //  A JOIN ends a probing episode: its JOINED starts the next
+    s_untag (self);
     self->state = R_JOINING;
     self->join_ms = now;
     self->rejoin_ms = 0;
@@ -187,6 +250,7 @@ zchat_client_room_fetch (zchat_client_room_t *self, int64_t now)
 static void
 s_live (zchat_client_room_t *self, bool report, int64_t now)
 {
+    s_untag (self);
     self->state = R_LIVE;
     self->upgrade = false;
     if (!self->confirmed) {
@@ -230,6 +294,7 @@ zchat_client_room_upgrade (zchat_client_room_t *self, uint64_t join_id, int64_t 
 static void
 s_send_only (zchat_client_room_t *self)
 {
+    s_untag (self);
     zmq_setsockopt (self->client->sub_h, ZMQ_UNSUBSCRIBE,
                     self->topic_frame, self->topic_frame_size);
     self->send_only = true;
@@ -288,6 +353,8 @@ zchat_client_room_joined (zchat_client_room_t *self, uint64_t user_id,
     else
     if (self->state == R_JOINING) {
         self->state = R_PROBING;
+        s_untag (self);
+        s_tag (self);
         self->probe_start_ms = now;
         self->probe_rtt_ms = now - self->join_ms;
         self->probe_next_ms = now;
@@ -443,9 +510,18 @@ zchat_client_room_presence (zchat_client_room_t *self, zchat_event_t *event)
 //  A PROBE came back on SUB.
 
 void
-zchat_client_room_probe (zchat_client_room_t *self, const char *nick, int64_t now)
+zchat_client_room_probe (zchat_client_room_t *self, const uint8_t *topic,
+                         size_t topic_size, const char *nick, int64_t now)
 {
-    if (self->state == R_PROBING && streq (nick, self->client->nick))
+    if (self->state != R_PROBING || !streq (nick, self->client->nick))
+        return;
+    //  Only a probe on the topic this episode probes on proves anything:
+    //  one of an earlier episode's tag (still queued, or from a session
+    //  gone since) says nothing of the room's subscription now
+    const uint8_t *expected = self->probe_topic_size? self->probe_topic: self->topic_frame;
+    size_t expected_size = self->probe_topic_size? self->probe_topic_size:
+                                                   self->topic_frame_size;
+    if (topic_size == expected_size && memcmp (topic, expected, topic_size) == 0)
         s_live (self, true, now);
 }
 
@@ -492,13 +568,17 @@ zchat_client_room_tick (zchat_client_room_t *self, int64_t now)
         if (now >= self->probe_next_ms) {
             zchat_client_request_t *req = zchat_client_request_new (RQ_PROBE, false,
                                                                     self->name);
-            if (req)
+            if (req) {
+                if (self->probe_topic_size)
+                    zchat_client_copy (req->arg, sizeof (req->arg),
+                                       (const char *) self->probe_topic + 1);
                 zchat_client_request (client, req, now);
+            }
             //  Back off from S_PROBE_FIRST_MS to S_PROBE_IVL_MS, waiting
             //  as long again as the join has so far, and never less than
             //  a round trip (JOIN to JOINED; a PROBE cannot come back
-            //  sooner, and each one goes to every member and counts
-            //  against our command rate): the subscription, and the SUB
+            //  sooner, and each one counts against our command rate and,
+            //  untagged, goes to every member): the subscription, and the SUB
             //  connection that the first receiving join makes, are live
             //  a handshake later, on a LAN within a millisecond or two,
             //  and a first PROBE that overtook them should not cost the
@@ -568,6 +648,25 @@ s_test_expect (zchat_client_t *client, zchat_event_type_t type, uint64_t id)
     return seq;
 }
 
+//  The tag of the newest PROBE request for room waiting in the client's
+//  table ("" if untagged), or NULL if there is none. Ids count up, so the
+//  newest is the one with the highest id.
+static const char *
+s_test_probe_tag (zchat_client_t *client, const char *room)
+{
+    const char *tag = NULL;
+    uint64_t newest = 0, id;
+    size_t cursor = 0;
+    zchat_client_request_t *req;
+    while ((req = (zchat_client_request_t *)
+                  zchat_idmap_next (client->requests, &cursor, &id)))
+        if (req->kind == RQ_PROBE && streq (req->room, room) && id >= newest) {
+            newest = id;
+            tag = req->arg;
+        }
+    return tag;
+}
+
 //  A presence event as the client builds it from an EVENT.
 static zchat_event_t *
 s_test_presence (zchat_event_type_t type, const char *nick, const char *topic)
@@ -618,12 +717,12 @@ zchat_client_room_test (bool verbose)
     zchat_client_room_message (room, 11, 11, "bob", ZCHAT_KIND_TEXT, "eleven", 6);
     zchat_client_room_check_fetch (room, now);
     assert (room->fetch_id == 0);
-    zchat_client_room_probe (room, "bob", now);
+    zchat_client_room_probe (room, room->topic_frame, room->topic_frame_size, "bob", now);
     assert (room->state == R_PROBING && client->queue.count == 0);
 
     //  Ours: JOINED with the topic as it is now, what was held, then a
     //  fetch of the two messages to replay, which come before the live one
-    zchat_client_room_probe (room, "alice", now);
+    zchat_client_room_probe (room, room->topic_frame, room->topic_frame_size, "alice", now);
     assert (room->state == R_LIVE && room->confirmed && room->held.count == 0);
     assert (s_test_expect (client, ZCHAT_EV_JOINED, 42) == 10);
     s_test_expect (client, ZCHAT_EV_JOIN, 0);
@@ -909,9 +1008,81 @@ zchat_client_room_test (bool verbose)
     msg = s_test_msg (client, zchat_encode_joined (buf, 7, "ops", 8, 1, 2, "t"));
     zchat_client_room_joined (room, 48, &msg, now);
     assert (room->state == R_PROBING && client->queue.count == 0);
-    zchat_client_room_probe (room, "alice", now);
+    zchat_client_room_probe (room, room->topic_frame, room->topic_frame_size, "alice", now);
     assert (s_test_expect (client, ZCHAT_EV_JOINED, 48) == 8);
     assert (room->state == R_LIVE && !room->upgrade);
+    zchat_client_room_destroy (&room);
+
+    //  Version 5: each probing episode has a tag of its own, 16 hex digits,
+    //  which every PROBE of the episode carries; only a probe on that tag's
+    //  topic, with our nick, makes the room live
+    client->version = 5;
+    room = zchat_client_room_new (client, "tagged", false);
+    assert (room);
+    room->join_id = 50;
+    zchat_client_room_join (room, now);
+    msg = s_test_msg (client, zchat_encode_joined (buf, 8, "tagged", 3, 1, 2, ""));
+    zchat_client_room_joined (room, 50, &msg, now);
+    assert (room->state == R_PROBING && room->probe_topic_size == 1 + S_PROBE_TAG_DIGITS);
+    assert (room->probe_topic [0] == ZCHAT_PROBE_TOPIC);
+    const char *tag = (const char *) room->probe_topic + 1;
+    assert (strlen (tag) == S_PROBE_TAG_DIGITS
+            && strspn (tag, "0123456789abcdef") == S_PROBE_TAG_DIGITS);
+    assert (streq (s_test_probe_tag (client, "tagged"), tag));
+    zchat_client_room_tick (room, room->probe_next_ms);
+    assert (streq (s_test_probe_tag (client, "tagged"), tag));
+    uint8_t first [ZCHAT_MAX_PROBE_TOPIC_FRAME];
+    size_t first_size = room->probe_topic_size;
+    memcpy (first, room->probe_topic, first_size);
+    //  Not on the room's topic, nor a prefix of the tag's, nor another's
+    zchat_client_room_probe (room, room->topic_frame, room->topic_frame_size, "alice", now);
+    zchat_client_room_probe (room, first, first_size - 1, "alice", now);
+    zchat_client_room_probe (room, first, first_size, "bob", now);
+    assert (room->state == R_PROBING && client->queue.count == 0);
+    //  A new session while probing: the JOIN ends the episode and its tag,
+    //  the JOINED starts one with a fresh tag; a probe of the old tag, still
+    //  on its way, proves nothing and is ignored
+    zchat_client_room_rejoin (room, now);
+    assert (room->state == R_JOINING && room->probe_topic_size == 0);
+    msg = s_test_msg (client, zchat_encode_joined (buf, 9, "tagged", 4, 1, 2, ""));
+    zchat_client_room_joined (room, 50, &msg, now);
+    assert (room->state == R_PROBING && room->probe_topic_size == 1 + S_PROBE_TAG_DIGITS);
+    assert (memcmp (room->probe_topic, first, first_size) != 0);
+    assert (streq (s_test_probe_tag (client, "tagged"), (const char *) room->probe_topic + 1));
+    zchat_client_room_probe (room, first, first_size, "alice", now);
+    assert (room->state == R_PROBING && client->queue.count == 0);
+    //  The current tag's: live, reported, the tag ended
+    zchat_client_room_probe (room, room->probe_topic, room->probe_topic_size, "alice", now);
+    assert (room->state == R_LIVE && room->probe_topic_size == 0);
+    assert (s_test_expect (client, ZCHAT_EV_JOINED, 50) == 3);     //  the first join's
+    zchat_client_room_destroy (&room);
+    //  Given up (no probe came back): the tag ends too
+    room = zchat_client_room_new (client, "lost", false);
+    assert (room);
+    room->join_id = 51;
+    zchat_client_room_join (room, now);
+    msg = s_test_msg (client, zchat_encode_joined (buf, 10, "lost", 0, 0, 1, ""));
+    zchat_client_room_joined (room, 51, &msg, now);
+    assert (room->state == R_PROBING && room->probe_topic_size == 1 + S_PROBE_TAG_DIGITS);
+    zchat_client_room_tick (room, room->probe_start_ms + client->timeout_ms);
+    assert (room->state == R_LIVE && room->probe_topic_size == 0);
+    assert (s_test_expect (client, ZCHAT_EV_ERROR, 51) == 0);
+    zchat_client_room_destroy (&room);
+    //  Before version 5, untagged as ever: on the room's topic
+    client->version = 4;
+    room = zchat_client_room_new (client, "older", false);
+    assert (room);
+    room->join_id = 52;
+    zchat_client_room_join (room, now);
+    msg = s_test_msg (client, zchat_encode_joined (buf, 11, "older", 0, 0, 1, ""));
+    zchat_client_room_joined (room, 52, &msg, now);
+    assert (room->state == R_PROBING && room->probe_topic_size == 0);
+    assert (streq (s_test_probe_tag (client, "older"), ""));
+    zchat_client_room_probe (room, first, first_size, "alice", now);
+    assert (room->state == R_PROBING);
+    zchat_client_room_probe (room, room->topic_frame, room->topic_frame_size, "alice", now);
+    assert (room->state == R_LIVE);
+    assert (s_test_expect (client, ZCHAT_EV_JOINED, 52) == 0);
     zchat_client_room_destroy (&room);
 
     client->state = S_IDLE;

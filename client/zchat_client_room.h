@@ -7,7 +7,10 @@
 //  to the broker's PUB at its first receiving join), sends JOIN, then
 //  PROBE until our own probe comes back on SUB (PROTOCOL.md §6.4): the
 //  probes wait out a new connection's handshake as they wait out the
-//  subscription. Only then is the join reported, and from then on a
+//  subscription. From version 5 each probing episode has a tag of its
+//  own, subscribed after the room's topic, and the broker publishes our
+//  probes on the tag's topic, to us alone instead of to the whole room.
+//  Only then is the join reported, and from then on a
 //  zchat_sequencer puts its messages in order and says what to fetch. A
 //  send-only room is a JOIN and no more: no subscription (no need of the
 //  SUB at all), no probe, no sequencing; it is reported at JOINED.
@@ -55,6 +58,11 @@ struct _zchat_client_room_t {
     int64_t  probe_start_ms;    //  JOINED came: probing since
     int64_t  probe_rtt_ms;      //  JOIN to JOINED: no PROBE comes back sooner
     int64_t  probe_next_ms;
+    //  While probing with a tag (version 5): its topic frame, 0xFF and the
+    //  tag, NUL-terminated so that probe_topic + 1 is the tag; size 0
+    //  when not probing or probing untagged
+    uint8_t  probe_topic [ZCHAT_MAX_PROBE_TOPIC_FRAME + 1];
+    size_t   probe_topic_size;
     uint64_t tail_seq;          //  newest seq a PONG told
     int64_t  tail_due_ms;       //  when to fetch it if still missing, 0 none
     uint64_t tail_last;         //  last seq delivered when that was set
@@ -160,9 +168,13 @@ zchat_client_room_check_fetch (zchat_client_room_t *self, int64_t now)
 void
     zchat_client_room_presence (zchat_client_room_t *self, zchat_event_t *event);
 
-//  A PROBE from nick came back on SUB: ours makes a probing room live.
+//  A PROBE from nick came back on SUB under topic (the frame it came
+//  with): ours makes a probing room live, if it came on the topic this
+//  episode probes on (the tag's, else the room's); one of an earlier
+//  episode's tag proves nothing and is ignored.
 void
-    zchat_client_room_probe (zchat_client_room_t *self, const char *nick, int64_t now);
+    zchat_client_room_probe (zchat_client_room_t *self, const uint8_t *topic,
+                             size_t topic_size, const char *nick, int64_t now);
 
 //  Housekeeping: probes, PONG-told tails, fetch retries (none for a
 //  send-only room); asks the client to come back when the next is due.

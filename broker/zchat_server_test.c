@@ -1875,6 +1875,7 @@ s_test_random (void)
     SAMPLE (zchat_encode_ping (&s_buf, 12));
     SAMPLE (zchat_encode_bye (&s_buf, 13));
     SAMPLE (zchat_encode_join (&s_buf, 14, "ops"));
+    SAMPLE (zchat_encode_probe (&s_buf, 15, "lobby", "0123456789abcdef"));
 
     uint64_t state = 0x5EED5EED12345678ULL;
     uint8_t body [256];

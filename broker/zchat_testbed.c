@@ -723,6 +723,9 @@ zchat_testbed_fuzz_sample (uint8_t *buffer, size_t capacity)
     ADD (1, zchat_encode_who (&buf, 11, "lobby"));
     ADD (1, zchat_encode_rooms (&buf, 12));
     ADD (1, zchat_encode_probe (&buf, 13, "lobby", NULL));
+    ADD (2, zchat_encode_hello (&buf, 20, ZCHAT_VERSION, "carol", ""));
+    ADD (2, zchat_encode_join (&buf, 21, "lobby"));
+    ADD (2, zchat_encode_probe (&buf, 22, "lobby", "0123456789abcdef"));
     ADD (1, zchat_encode_nick (&buf, 14, "robert"));
     ADD (0, zchat_encode_leave (&buf, 15, "lobby"));
     ADD (2, zchat_encode_ping (&buf, 16));

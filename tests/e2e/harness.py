@@ -717,7 +717,7 @@ FIELDS = {
     PAGE: [("room", "str"), ("first_seq", "u64"), ("seq", "u64"), ("more", "u8"),
            ("items", [("seq", "u64"), ("ts", "u64"), ("nick", "str"), ("kind", "u8"),
                       ("text", "text")])],
-    PROBE: [("room", "str")],               # C->B; on PUB it also has a nick
+    PROBE: [("room", "str")],               # C->B [+ tag, version 5]; on PUB + nick
     OK: [],
     ERROR: [("code", "u16"), ("retry_ms", "u32"), ("reason", "str")],
     MESSAGE: [("room", "str"), ("seq", "u64"), ("ts", "u64"), ("nick", "str"),
@@ -735,6 +735,17 @@ FIELDS = {
                          ("ts", "u64")])],
 }
 PROBE_PUB = [("room", "str"), ("nick", "str")]
+PROBE_TAGGED = [("room", "str"), ("tag", "str")]    # C->B, version 5
+PROBE_TOPIC = b"\xff"          # a tagged PROBE is published on this + the tag
+
+
+def probe_topic(probe):
+    """The topic frame a broker of version 5 publishes a decoded PROBE
+    request on, for a session of version 5: 0xFF + its tag if it has one,
+    else the room's topic."""
+    if probe.get("tag"):
+        return PROBE_TOPIC + probe["tag"].encode()
+    return (probe["room"] + ":").encode()
 
 _INT = {"u8": ">B", "u16": ">H", "u32": ">I", "u64": ">Q"}
 
@@ -773,6 +784,8 @@ def encode(mtype, id=0, **fields):
     layout = FIELDS.get(mtype, [])
     if mtype == PROBE and "nick" in fields:
         layout = PROBE_PUB
+    elif mtype == PROBE and "tag" in fields:
+        layout = PROBE_TAGGED
     _enc_fields(layout, fields, out)
     return bytes(out)
 
@@ -833,6 +846,8 @@ def decode(body, pub=False):
     msg = {"type": mtype, "name": TYPE_NAMES[mtype], "id": mid}
     layout = PROBE_PUB if (mtype == PROBE and pub) else FIELDS[mtype]
     pos = _dec_fields(layout, buf, 11, msg)
+    if mtype == PROBE and not pub and pos < len(buf):
+        pos = _dec_fields(PROBE_TAGGED[1:], buf, pos, msg)
     if pos != len(buf):
         raise DecodeError("%d trailing bytes" % (len(buf) - pos))
     for name, val in (("kind", msg.get("kind")), ):
@@ -1014,8 +1029,13 @@ class RawSub:
         for frames in self.got:
             check(len(frames) == 2, "PUB message is not [topic, body]: %r" % frames)
             m = decode(frames[1], pub=True)
-            check(frames[0] == (m["room"] + ":").encode(),
-                  "topic frame %r does not match room %r" % (frames[0], m["room"]))
+            if frames[0].startswith(PROBE_TOPIC):
+                #  A tagged probe (version 5): to its prober alone
+                check(m["type"] == PROBE, "a %s on a probe tag's topic %r" % (m["name"], frames[0]))
+                m["tag"] = frames[0][1:].decode()
+            else:
+                check(frames[0] == (m["room"] + ":").encode(),
+                      "topic frame %r does not match room %r" % (frames[0], m["room"]))
             out.append(m)
         return out
 
@@ -1118,6 +1138,7 @@ class FakeBroker:
         self.last_size = 0              # bytes of the request being handled
         self.nick = None
         self.last_probe = None
+        self.probes = []                # every PROBE request, decoded
         self.live = threading.Event()
         self.todo = []                  # (topic, body) to publish
         self.lock = threading.Lock()
@@ -1184,8 +1205,10 @@ class FakeBroker:
                        topic="")
         elif t == PROBE:
             self.reply(msg, OK)
-            self.pub.send_multipart([(msg["room"] + ":").encode(),
-                                     encode(PROBE, 0, room=msg["room"], nick=self.nick)])
+            #  As a broker of version 5 would, when it WELCOMEd with 5
+            self.probes.append(msg)
+            topic = probe_topic(msg) if self.version >= 5 else (msg["room"] + ":").encode()
+            self.pub.send_multipart([topic, encode(PROBE, 0, room=msg["room"], nick=self.nick)])
             self.last_probe = time.monotonic()
         elif t == PING:
             self.reply(msg, PONG, items=[])

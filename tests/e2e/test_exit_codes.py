@@ -79,6 +79,7 @@ class FakeBroker:
                                         members=1, topic=""))
             elif t == PROBE:
                 self._reply(env, encode(OK, mid))
+                #  (it speaks version 1: a tag, if any, means nothing)
                 self.pub.send_multipart([(m["room"] + ":").encode(),
                                          encode(PROBE, 0, room=m["room"], nick=self.nick)])
             elif t == PING:

@@ -112,6 +112,8 @@ def valid_bodies():
     yield "page_empty", header(PAGE, 20) + s("lobby") + u64(0) + u64(0) + u8(0) + items([])
     yield "probe_request", header(PROBE, 21) + s("lobby")
     yield "probe_published", header(PROBE, 0) + s("lobby") + s("alice")
+    # Version 5: a request with a tag, in the layout of the published form
+    yield "probe_tagged", header(PROBE, 21) + s("lobby") + s("0123456789abcdef")
     yield "ok", header(OK, 22)
     yield "error", header(ERROR, 23) + u16(429) + u32(250) + s("rate limited: slow down")
     yield "error_unsolicited", header(ERROR, 0) + u16(400) + u32(0) + s("malformed body")
@@ -236,6 +238,20 @@ def broker_conversations():
             for i in range(4)])),
         record(0, header(PING, 30), flush=True)]
     yield "batches", b"".join(batch)
+    # Probes (version 5): a tagged one, published on 0xFF + tag; untagged
+    # ones and a version 4 session's second string, on the room's topic
+    probes = [
+        record(0, header(HELLO, 1) + u8(5) + s("ivy") + s("")),
+        record(1, header(HELLO, 2) + u8(4) + s("jack") + s("")),
+        record(0, header(JOIN, 3) + s("lobby")),
+        record(1, header(JOIN, 4) + s("lobby")),
+        record(0, header(PROBE, 5) + s("lobby") + s("0123456789abcdef")),
+        record(0, header(PROBE, 6) + s("lobby") + s("")),
+        record(0, header(PROBE, 7) + s("lobby")),
+        record(1, header(PROBE, 8) + s("lobby") + s("0123456789abcdef")),
+        record(2, header(PROBE, 9) + s("lobby") + s("0123456789abcdef")),
+    ]
+    yield "probes", b"".join(probes)
     yield "garbage", b"".join(record(i % 4, body) for i, (_, body) in enumerate(malformed_bodies()))
 
 

@@ -112,6 +112,32 @@ def _log_path(name, suffix):
     return os.path.join(TMP, "%03d-%s.%s" % (n, safe, suffix))
 
 
+def _varint(v):
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def store_chunk(messages):
+    """The blob of a store chunk as broker/STORAGE.md ("Chunk encoding")
+    says, for tests that write a store past the broker: texts, head,
+    trailer. messages: (seq, ts, nick, kind, msg_id, text bytes), in seq and
+    ts order (a ts delta is zigzag-encoded: a delta d >= 0 is 2d)."""
+    texts = b""
+    head = b""
+    seq0 = ts0 = 0
+    for seq, ts, nick, kind, msg_id, text in messages:
+        check(seq > seq0 and ts >= ts0, "the fixture's messages are in order")
+        head += (_varint(seq - seq0) + _varint((ts - ts0) << 1) + bytes([kind, len(nick)])
+                 + nick.encode() + _varint(msg_id) + _varint(len(text)))
+        texts += text
+        seq0, ts0 = seq, ts
+    return texts + head + struct.pack(">IIB", len(messages), len(head), 1)
+
+
 def track_pid(pid):
     """Record a pid the runner must kill if we cannot (e.g. a tmux server)."""
     st = _start_time(pid)

@@ -25,7 +25,7 @@ import zmq
 
 from harness import (ACK, ACKRUNS, HISTORY, MESSAGE, MESSAGES, PAGE, SAYS, Broker, Proc,
                      RawDealer, RawSub, check, check_contiguous, decode, fail, listener,
-                     new_id, raw_session, wait_sub_live, wait_until, zchat_argv, T)
+                     new_id, raw_session, wait_sub_live, wait_until, zchat_argv, T, store_chunk)
 
 COST = 30
 TIMEOUT = 240
@@ -205,32 +205,6 @@ PRAGMA user_version = 2;
 """
 
 
-def _varint(v):
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-def _chunk(messages):
-    """The blob of a chunk: texts, head, trailer. messages: (seq, ts, nick,
-    msg_id, text) in seq and ts order (a ts delta is zigzag-encoded: a
-    delta d >= 0 is 2d)."""
-    texts = b""
-    head = b""
-    seq0 = ts0 = 0
-    for seq, ts, nick, msg_id, text in messages:
-        t = text.encode()
-        check(seq > seq0 and ts >= ts0, "the fixture's messages are in order")
-        head += (_varint(seq - seq0) + _varint((ts - ts0) << 1) + bytes([0, len(nick)])
-                 + nick.encode() + _varint(msg_id) + _varint(len(t)))
-        texts += t
-        seq0, ts0 = seq, ts
-    return texts + head + struct.pack(">IIB", len(messages), len(head), 1)
-
-
 def test_store_of_schema_2():
     """A data directory written by the broker of schema version 2 opens
     (upgraded in place), serves its history, recognises a resend of a
@@ -247,11 +221,11 @@ def test_store_of_schema_2():
     seq = 0
     while seq < 30:
         n = min(1 + chunk_id % 4, 30 - seq)
-        msgs = [(s, now - 60000 + s, "oldtimer", 1000 + s, "legacy %d" % s)
+        msgs = [(s, now - 60000 + s, "oldtimer", 0, 1000 + s, b"legacy %d" % s)
                 for s in range(seq + 1, seq + n + 1)]
         chunk_id += 1
         db.execute("INSERT INTO chunks VALUES (?, 'legacy', ?, ?, ?, ?, ?, ?)",
-                   (chunk_id, seq + 1, seq + n, n, msgs[0][1], msgs[-1][1], _chunk(msgs)))
+                   (chunk_id, seq + 1, seq + n, n, msgs[0][1], msgs[-1][1], store_chunk(msgs)))
         seq += n
     db.execute("INSERT INTO rooms (name, last_seq) VALUES ('legacy', 30)")
     db.execute("INSERT INTO rooms (name, last_seq, floor_seq) VALUES ('gone', 6, 7)")

@@ -7,11 +7,10 @@ are served and only the damaged seqs are reported gone."""
 
 import os
 import sqlite3
-import struct
 import time
 
 from harness import (Broker, check, check_contiguous, listener, raw_session, run, send,
-                     wait_until, zchat, zchat_argv, T, HISTORY, PAGE)
+                     wait_until, zchat, zchat_argv, T, HISTORY, PAGE, store_chunk)
 
 COST = 15
 
@@ -126,30 +125,6 @@ def test_retain_days():
           "after aging, history should hold only the new message 21: %r" % items)
 
 
-def _varint(v):
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-def _chunk(messages):
-    """The blob of a chunk as broker/STORAGE.md ("Chunk encoding") says
-    (test_crash_recovery.py writes the same for schema 2): messages are
-    (seq, ts, nick, kind, text bytes), in seq and ts order."""
-    texts = b""
-    head = b""
-    seq0 = ts0 = 0
-    for seq, ts, nick, kind, text in messages:
-        head += (_varint(seq - seq0) + _varint((ts - ts0) << 1) + bytes([kind, len(nick)])
-                 + nick.encode() + _varint(0) + _varint(len(text)))
-        texts += text
-        seq0, ts0 = seq, ts
-    return texts + head + struct.pack(">IIB", len(messages), len(head), 1)
-
-
 def test_damaged_rows():
     """A store holding messages no client could read (a kind the protocol
     does not know, a text that is not UTF-8; written here past the broker,
@@ -168,13 +143,13 @@ def test_damaged_rows():
     messages = []
     for s in range(1, 41):
         text = b"bad \xff %d" % s if s == 25 else b"line %d" % s
-        messages.append((s, now - 60000 + s, "writer", bad_kind.get(s, 0), text))
+        messages.append((s, now - 60000 + s, "writer", bad_kind.get(s, 0), 0, text))
     db = sqlite3.connect(os.path.join(b.data, "zchat.db"))
     for first in range(0, 40, 8):
         part = messages[first:first + 8]
         db.execute("INSERT INTO chunks (room, first_seq, last_seq, count, min_ts, max_ts, data)"
                    " VALUES ('scarred', ?, ?, ?, ?, ?, ?)",
-                   (part[0][0], part[-1][0], len(part), part[0][1], part[-1][1], _chunk(part)))
+                   (part[0][0], part[-1][0], len(part), part[0][1], part[-1][1], store_chunk(part)))
     db.commit()
     db.close()
     b.restart()

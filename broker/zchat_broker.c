@@ -652,8 +652,13 @@ s_monitor_drain (zchat_broker_t *self, uint64_t now_ms)
 static int
 s_monitor_start (zchat_broker_t *self, char *error, size_t error_size)
 {
+    //  A name of its own each time: a monitor stopped is unbound from its
+    //  endpoint only once libzmq's reaper has closed it, after which a new
+    //  broker may well be at the same address
+    static unsigned monitors = 0;
     char endpoint [64];
-    snprintf (endpoint, sizeof (endpoint), "inproc://zchat-broker-monitor-%p", (void *) self);
+    snprintf (endpoint, sizeof (endpoint), "inproc://zchat-broker-monitor-%u",
+              __atomic_add_fetch (&monitors, 1, __ATOMIC_RELAXED));
     if (zmq_socket_monitor (self->router_handle, endpoint, ZMQ_EVENT_DISCONNECTED)) {
         snprintf (error, error_size, "cannot monitor the ROUTER socket: %s",
                   zmq_strerror (zmq_errno ()));

@@ -2168,8 +2168,13 @@ s_monitor_start (zchat_client_t *self)
 {
     if (self->monitor)
         return 0;
+    //  A name of its own each time: a stopped monitor is unbound from its
+    //  endpoint only once libzmq's reaper has closed it, and a client made
+    //  right after another was destroyed may sit at the same address
+    static unsigned monitors = 0;
     char endpoint [64];
-    snprintf (endpoint, sizeof (endpoint), "inproc://zchat-monitor-%p", (void *) self);
+    snprintf (endpoint, sizeof (endpoint), "inproc://zchat-monitor-%u",
+              __atomic_add_fetch (&monitors, 1, __ATOMIC_RELAXED));
     if (zmq_socket_monitor (self->dealer_h, endpoint,
                             ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
                           | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL

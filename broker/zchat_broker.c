@@ -77,9 +77,12 @@
 //  a connection silent for KEEPALIVE_IDLE_S, and TCP_MAXRT (Linux's
 //  TCP_USER_TIMEOUT) closes one whose data or probes stay unacknowledged
 //  for ROUTER_MAXRT_MS. A silently partitioned peer is cut off within
-//  about 20 s (13 s measured), which frees what was queued for it; its
-//  session expires after the session timeout anyway. So is a peer that
-//  keeps its receive window shut (it sends but no longer reads) for
+//  about 20 s (13 s measured), which frees what was queued for it. A
+//  session of version 5 or below expires after the session timeout of
+//  silence anyway; a version 6 session lives as long as its connection,
+//  so this close, which the ROUTER's monitor reports, is what ends it
+//  (a check and a session timeout later). So is a peer that keeps its
+//  receive window shut (it sends but no longer reads) for
 //  ROUTER_MAXRT_MS (16 s measured).
 //
 //  Not ZMTP heartbeats, which found partitioned peers too (5 s / 15 s:

@@ -1849,12 +1849,17 @@ s_housekeep (zchat_client_t *self, int64_t now)
         room = (zchat_client_room_t *) zhashx_next (self->rooms);
     }
 
+    //  A ping the DEALER cannot take (no connection: it is IMMEDIATE) is
+    //  tried again at the next round, a second on at most: its due time
+    //  is past, and coming back for it at once spun the loop until the
+    //  silence rule ended the session
     if (s_ping_wanted (self, now)) {
         if (now - self->last_send_ms >= self->heartbeat_ms) {
             size_t size = zchat_encode_ping (&self->buf, s_next_id (self));
             s_send_body (self, size, now);
         }
-        zchat_client_schedule (self, self->last_send_ms + self->heartbeat_ms);
+        if (self->last_send_ms + self->heartbeat_ms > now)
+            zchat_client_schedule (self, self->last_send_ms + self->heartbeat_ms);
     }
     zchat_client_schedule (self, s_heard_ms (self) + self->session_ms);
 }
@@ -3729,6 +3734,20 @@ s_test_ping_policy (void)
     client->state = S_IDLE;
     zchat_client_destroy (&client);
     zsock_destroy (&router);
+
+    //  A ping due that the DEALER cannot take (no connection: nothing
+    //  listens where it connects) brings housekeeping back a round later,
+    //  not at once: that spun the caller's loop until the session ended
+    client = s_test_greeted_client ("tcp://127.0.0.1:1");
+    client->version = 5;
+    now = s_now ();
+    client->last_send_ms = now - 60000;
+    client->last_recv_ms = now;
+    s_housekeep (client, now);
+    assert (client->state == S_READY && client->last_send_ms == now - 60000);
+    assert (client->due_ms > now);
+    client->state = S_IDLE;
+    zchat_client_destroy (&client);
 
     //  Version 6 with no connection (nothing listens where it connects):
     //  idle, but the silence rule holds

@@ -378,6 +378,7 @@ s_fds_reach (zchat_sessions_t *self, int fd)
     return 0;
 }
 
+//  Take a session out of its descriptor's list, if it is bound.
 static void
 s_unbind (zchat_sessions_t *self, zchat_session_t *session)
 {
@@ -393,6 +394,7 @@ s_unbind (zchat_sessions_t *self, zchat_session_t *session)
     session->fd = -1;
 }
 
+//  Bind a session to descriptor fd, or unbind it (-1). Returns 0 or -1.
 int
 zchat_sessions_bind (zchat_sessions_t *self, zchat_session_t *session, int fd)
 {
@@ -412,6 +414,7 @@ zchat_sessions_bind (zchat_sessions_t *self, zchat_session_t *session, int fd)
     return 0;
 }
 
+//  The first session bound to fd, or NULL.
 zchat_session_t *
 zchat_sessions_bound (zchat_sessions_t *self, int fd)
 {
@@ -419,6 +422,7 @@ zchat_sessions_bound (zchat_sessions_t *self, int fd)
     return fd >= 0 && (size_t) fd < self->fd_limit? self->fds [fd].bound: NULL;
 }
 
+//  Remember that a connection with descriptor fd closed at now_ms.
 void
 zchat_sessions_closed (zchat_sessions_t *self, int fd, uint64_t now_ms)
 {
@@ -430,6 +434,7 @@ zchat_sessions_closed (zchat_sessions_t *self, int fd, uint64_t now_ms)
         self->fds [fd].closed_ms = now_ms;
 }
 
+//  When a connection with descriptor fd last closed, or 0.
 uint64_t
 zchat_sessions_closed_ms (zchat_sessions_t *self, int fd)
 {
@@ -443,6 +448,7 @@ zchat_sessions_closed_ms (zchat_sessions_t *self, int fd)
 //  fixed delay after now, so a new one goes at or near the end: the walk
 //  from the end is a step or two.
 
+//  Take a session off the check queue.
 void
 zchat_sessions_checked (zchat_sessions_t *self, zchat_session_t *session)
 {
@@ -462,6 +468,7 @@ zchat_sessions_checked (zchat_sessions_t *self, zchat_session_t *session)
     session->check_ms = 0;
 }
 
+//  Queue a check of a session's connection, due at due_ms.
 void
 zchat_sessions_check (zchat_sessions_t *self, zchat_session_t *session,
                       uint64_t due_ms)
@@ -490,6 +497,7 @@ zchat_sessions_check (zchat_sessions_t *self, zchat_session_t *session,
     session->check_ms = due_ms;
 }
 
+//  The session whose check is due first, or NULL.
 zchat_session_t *
 zchat_sessions_next_check (zchat_sessions_t *self)
 {

@@ -11,6 +11,14 @@
 //  ROUTER_MANDATORY socket, so a reply to a peer that is gone or not
 //  reading fails at once (EHOSTUNREACH, EAGAIN) and is dropped; the client
 //  protocol recovers from lost replies by retrying.
+//
+//  A socket monitor on the ROUTER tells of every connection that closes,
+//  by its descriptor; the server keeps a version 6 session as long as its
+//  connection (PROTOCOL.md 6.1), so its client need not ping while idle.
+//  Every application ping passes through the ROUTER's two queues for that
+//  peer, which libzmq grows in blocks of 256 messages and keeps a spare
+//  of: after a few hundred pings an idle client held about three times
+//  what it held when it connected (bench/README.md, idle clients).
 
 #include "zchat_broker.h"
 #include "zchat_auth.h"
@@ -69,9 +77,12 @@
 //  a connection silent for KEEPALIVE_IDLE_S, and TCP_MAXRT (Linux's
 //  TCP_USER_TIMEOUT) closes one whose data or probes stay unacknowledged
 //  for ROUTER_MAXRT_MS. A silently partitioned peer is cut off within
-//  about 20 s (13 s measured), which frees what was queued for it; its
-//  session expires after the session timeout anyway. So is a peer that
-//  keeps its receive window shut (it sends but no longer reads) for
+//  about 20 s (13 s measured), which frees what was queued for it. A
+//  session of version 5 or below expires after the session timeout of
+//  silence anyway; a version 6 session lives as long as its connection,
+//  so this close, which the ROUTER's monitor reports, is what ends it
+//  (a check and a session timeout later). So is a peer that keeps its
+//  receive window shut (it sends but no longer reads) for
 //  ROUTER_MAXRT_MS (16 s measured).
 //
 //  Not ZMTP heartbeats, which found partitioned peers too (5 s / 15 s:
@@ -123,6 +134,8 @@ struct _zchat_broker_t {
     zchat_server_t *server;
     zsock_t *router;
     zsock_t *pub;
+    zsock_t *monitor;               //  PAIR: the ROUTER's closed connections
+    bool monitoring;                //  the ROUTER's monitor is on
     void *router_handle;            //  libzmq sockets, for the hot path
     void *pub_handle;
     zpoller_t *poller;
@@ -289,38 +302,73 @@ s_endpoint_port (const char *endpoint)
 }
 
 //  ---------------------------------------------------------------------
-//  Server output: send body to the peer whose envelope is in the blob.
-//  The blob is [u8 size, routing id]... as packed by s_handle_message.
+//  Send body to the peer whose envelope is in the blob, [u8 size,
+//  routing id]... as packed by s_handle_message. Returns 0, or the errno
+//  of the send that failed (EINVAL for a blob the server damaged).
+
+static int
+s_send_to (zchat_broker_t *self, const uint8_t *peer, size_t peer_size,
+           const uint8_t *body, size_t body_size)
+{
+    if (peer_size == 0)
+        return EINVAL;
+    size_t pos = 0;
+    while (pos < peer_size) {
+        size_t size = peer [pos++];
+        if (size == 0 || size > peer_size - pos)
+            return EINVAL;
+        //  Only the first frame can fail: ROUTER_MANDATORY refuses it at
+        //  once when the peer is gone (EHOSTUNREACH) or its pipe is full
+        //  (EAGAIN). Once it is accepted the rest of the message is too.
+        if (zmq_send (self->router_handle, peer + pos, size,
+                      ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1)
+            return zmq_errno ();
+        pos += size;
+    }
+    if (zmq_send (self->router_handle, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1
+    ||  zmq_send (self->router_handle, body, body_size, ZMQ_DONTWAIT) == -1)
+        return zmq_errno ();
+    return 0;
+}
+
+//  ---------------------------------------------------------------------
+//  Server output: send body to a peer; a failure is logged and dropped.
 
 static void
 s_reply (void *arg, const uint8_t *peer, size_t peer_size,
          const uint8_t *body, size_t body_size)
 {
     zchat_broker_t *self = (zchat_broker_t *) arg;
-    size_t pos = 0;
-    while (pos < peer_size) {
-        size_t size = peer [pos++];
-        if (size == 0 || size > peer_size - pos) {
-            s_limited_log (&self->undeliverable, true, "reply not sent",
-                           "the server handed back a damaged envelope", NULL);
-            return;
-        }
-        //  Only the first frame can fail: ROUTER_MANDATORY refuses it at
-        //  once when the peer is gone (EHOSTUNREACH) or its pipe is full
-        //  (EAGAIN). Once it is accepted the rest of the message is too.
-        if (zmq_send (self->router_handle, peer + pos, size,
-                      ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1) {
-            s_limited_log (&self->undeliverable, false, "reply dropped",
-                           zmq_strerror (zmq_errno ()), NULL);
-            return;
-        }
-        pos += size;
-    }
-    if (peer_size == 0
-    ||  zmq_send (self->router_handle, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1
-    ||  zmq_send (self->router_handle, body, body_size, ZMQ_DONTWAIT) == -1)
+    int error = s_send_to (self, peer, peer_size, body, body_size);
+    if (error == EINVAL)
+        s_limited_log (&self->undeliverable, true, "reply not sent",
+                       peer_size? "the server handed back a damaged envelope":
+                                  "empty envelope", NULL);
+    else
+    if (error)
         s_limited_log (&self->undeliverable, false, "reply dropped",
-                       peer_size? zmq_strerror (zmq_errno ()): "empty envelope", NULL);
+                       zmq_strerror (error), NULL);
+}
+
+//  ---------------------------------------------------------------------
+//  Server output: send body to a peer and tell whether its connection is
+//  still there. The ROUTER hears that a peer's pipe is gone through a
+//  command it handles when it is next used, and a send may put its
+//  commands off for a moment (libzmq throttles them on the send path);
+//  asking for its events handles them now, so that a gone peer is
+//  EHOSTUNREACH. A full pipe (EAGAIN) is a peer that is there.
+
+static bool
+s_reaches (void *arg, const uint8_t *peer, size_t peer_size,
+           const uint8_t *body, size_t body_size)
+{
+    zchat_broker_t *self = (zchat_broker_t *) arg;
+    zsock_events (self->router);
+    int error = s_send_to (self, peer, peer_size, body, body_size);
+    if (error && error != EHOSTUNREACH)
+        s_limited_log (&self->undeliverable, false, "check not sent",
+                       zmq_strerror (error), NULL);
+    return error != EHOSTUNREACH;
 }
 
 //  ---------------------------------------------------------------------
@@ -382,6 +430,21 @@ s_skip_rest (zchat_broker_t *self)
 }
 
 //  ---------------------------------------------------------------------
+//  The descriptor of the connection a frame came on, or -1. ZMQ_SRCFD is
+//  in zmq.h's "deprecated" section of libzmq 4.3 (no compiler warning
+//  comes with it) but in the stable API, and gives the accepted socket's
+//  descriptor, the one the ROUTER's monitor names when it closes. Read
+//  only for greetings and new connections' probes: the hot path pays a
+//  byte compare for it, no call.
+
+static int
+s_source_fd (zmq_msg_t *frame)
+{
+    int fd = zmq_msg_get (frame, ZMQ_SRCFD);
+    return fd >= 0? fd: -1;
+}
+
+//  ---------------------------------------------------------------------
 //  Answer ERROR directly, for a message whose envelope is intact but whose
 //  frames are not one body (the server only ever sees single bodies).
 
@@ -436,8 +499,21 @@ s_handle_message (zchat_broker_t *self)
     if (hops == 0)
         problem = "no routing id";
     else
-    if (!zmq_msg_more (frame))
-        problem = "no body frame";
+    if (!zmq_msg_more (frame)) {
+        //  The envelope and an empty frame, nothing else: a DEALER's
+        //  ZMQ_PROBE_ROUTER, the first message of each of its connections
+        //  (libzchat's from version 6). A relay's descriptor says nothing
+        //  of the client behind it.
+        const char *user_id = self->curve? zmq_msg_gets (frame, "User-Id"): NULL;
+        if (self->curve && (!user_id || !*user_id))
+            problem = "no CURVE identity";
+        else {
+            zchat_server_connected (self->server, self->peer, peer_size,
+                                    hops == 1? s_source_fd (frame): -1, user_id,
+                                    (uint64_t) zclock_time ());
+            return;
+        }
+    }
     else
     if (s_recv_part (self) != 0)
         problem = "truncated message";
@@ -477,9 +553,14 @@ s_handle_message (zchat_broker_t *self)
         s_reply_error (self, peer_size, ZCHAT_ERR_TOO_LARGE, reason);
         return;
     }
-    zchat_server_handle (self->server, self->peer, peer_size, user_id, address,
-                         (const uint8_t *) zmq_msg_data (frame),
-                         zmq_msg_size (frame), (uint64_t) zclock_time ());
+    //  A greeting binds a version 6 session to its connection, which only
+    //  a peer with a routing id of the ROUTER's making has: a relay's
+    //  descriptor is the relay's
+    const uint8_t *body = (const uint8_t *) zmq_msg_data (frame);
+    size_t body_size = zmq_msg_size (frame);
+    int fd = hops == 1 && body_size > 2 && body [2] == ZCHAT_HELLO? s_source_fd (frame): -1;
+    zchat_server_handle (self->server, self->peer, peer_size, fd, user_id, address,
+                         body, body_size, (uint64_t) zclock_time ());
     self->handled++;
     return;
 
@@ -531,6 +612,77 @@ s_drain (zchat_broker_t *self)
         s_limited_log (&self->storage, true, "commit failed",
                        "storage refused a batch; its senders got ERROR 500", NULL);
     self->last_flush_us = zclock_usecs ();
+}
+
+//  ---------------------------------------------------------------------
+//  Tell the server of every connection the ROUTER's monitor saw close.
+//  Read at each tick, not from the poller: the poller names one socket
+//  per wake-up, the ROUTER first, so under load the monitor would wait;
+//  the tick comes every TICK_MS_MAX at most, and a closed connection's
+//  sessions are checked ZCHAT_SERVER_CHECK_MS later anyway. Event frames:
+//  [u16 event, u32 value (the descriptor)] [endpoint].
+
+static void
+s_monitor_drain (zchat_broker_t *self, uint64_t now_ms)
+{
+    if (!self->monitor)
+        return;
+    void *handle = zsock_resolve (self->monitor);
+    zmq_msg_t frame;
+    zmq_msg_init (&frame);
+    while (zmq_msg_recv (&frame, handle, ZMQ_DONTWAIT) != -1) {
+        uint16_t event = 0;
+        uint32_t value = 0;
+        bool whole = zmq_msg_size (&frame) >= 6;
+        if (whole) {
+            memcpy (&event, zmq_msg_data (&frame), 2);
+            memcpy (&value, (uint8_t *) zmq_msg_data (&frame) + 2, 4);
+        }
+        while (zmq_msg_more (&frame))
+            if (zmq_msg_recv (&frame, handle, 0) == -1)
+                break;
+        if (whole && event == ZMQ_EVENT_DISCONNECTED && value <= INT32_MAX)
+            zchat_server_closed (self->server, (int) value, now_ms);
+    }
+    zmq_msg_close (&frame);
+}
+
+//  Watch the ROUTER's connections close, before it binds, so that none
+//  is missed. The PAIR takes every event: an inproc pipe's limit is the
+//  sum of both ends' high-water marks, none if either is 0. It must be
+//  none: libzmq 4.3.4 sends a monitor event blocking, from the I/O
+//  thread, so a full pipe would stall every connection on that thread
+//  (measured: with the default marks, a ROUTER whose monitor was not read
+//  stopped taking messages at its 2,000th event; with 0, 3,000 events
+//  came through). Returns 0, or -1 with one line in error.
+static int
+s_monitor_start (zchat_broker_t *self, char *error, size_t error_size)
+{
+    //  A name of its own each time: a monitor stopped is unbound from its
+    //  endpoint only once libzmq's reaper has closed it, after which a new
+    //  broker may well be at the same address
+    static unsigned monitors = 0;
+    char endpoint [64];
+    snprintf (endpoint, sizeof (endpoint), "inproc://zchat-broker-monitor-%u",
+              __atomic_add_fetch (&monitors, 1, __ATOMIC_RELAXED));
+    if (zmq_socket_monitor (self->router_handle, endpoint, ZMQ_EVENT_DISCONNECTED)) {
+        snprintf (error, error_size, "cannot monitor the ROUTER socket: %s",
+                  zmq_strerror (zmq_errno ()));
+        return -1;
+    }
+    self->monitoring = true;
+    self->monitor = zsock_new (ZMQ_PAIR);
+    if (!self->monitor) {
+        snprintf (error, error_size, "cannot create the ROUTER's monitor socket");
+        return -1;
+    }
+    zsock_set_rcvhwm (self->monitor, 0);
+    if (zsock_connect (self->monitor, "%s", endpoint)) {
+        snprintf (error, error_size, "cannot connect the ROUTER's monitor: %s",
+                  zmq_strerror (zmq_errno ()));
+        return -1;
+    }
+    return 0;
 }
 
 //  ---------------------------------------------------------------------
@@ -690,7 +842,8 @@ zchat_broker_new (const zchat_broker_config_t *config,
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_TCP_KEEPALIVE_CNT, KEEPALIVE_CNT)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_TCP_MAXRT, ROUTER_MAXRT_MS)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_LINGER, ROUTER_LINGER_MS)
-    ||  s_set_common (self->router, "ROUTER", config->router_endpoint, error, error_size))
+    ||  s_set_common (self->router, "ROUTER", config->router_endpoint, error, error_size)
+    ||  s_monitor_start (self, error, error_size))
         goto failed;
 
     //  The PUB: room traffic
@@ -754,7 +907,7 @@ zchat_broker_new (const zchat_broker_config_t *config,
         .admits_arg = self,
         .ack_before_commit = !config->durable,
     };
-    zchat_server_output_t output = { self, s_reply, s_publish, s_publish_lent };
+    zchat_server_output_t output = { self, s_reply, s_publish, s_publish_lent, s_reaches };
     self->server = zchat_server_new (&server_config, self->store, output);
     if (!self->server) {
         snprintf (error, error_size, "cannot start the protocol core");
@@ -812,6 +965,9 @@ zchat_broker_destroy (zchat_broker_t **self_p)
         zchat_store_destroy (&self->store);
         zpoller_destroy (&self->poller);
         zmq_msg_close (&self->frame);
+        if (self->monitoring)
+            zmq_socket_monitor (self->router_handle, NULL, 0);
+        zsock_destroy (&self->monitor);
         zsock_destroy (&self->router);
         zsock_destroy (&self->pub);
         zchat_auth_destroy (&self->auth);
@@ -853,6 +1009,7 @@ zchat_broker_poll (zchat_broker_t *self, int timeout_ms)
     now = zclock_mono ();
     if (now >= self->next_tick) {
         zchat_server_clock (self->server, (uint64_t) now);
+        s_monitor_drain (self, (uint64_t) zclock_time ());
         zchat_server_tick (self->server, (uint64_t) zclock_time ());
         self->next_tick = now + self->tick_ms;
     }
@@ -1017,6 +1174,110 @@ s_test_remove_dir (const char *dir)
         zdir_remove (tree, true);
         zdir_destroy (&tree);
     }
+}
+
+//  Turn the broker for up to ms, or until it holds sessions sessions;
+//  returns the time that took.
+static int64_t
+s_test_until_sessions (zchat_broker_t *broker, size_t sessions, int64_t ms)
+{
+    int64_t start = zclock_mono ();
+    while (zchat_server_sessions (broker->server) != sessions
+    &&     zclock_mono () - start < ms)
+        zchat_broker_poll (broker, 10);
+    return zclock_mono () - start;
+}
+
+//  A DEALER connected to the broker that greeted as nick with version.
+static zsock_t *
+s_test_greeted (zchat_broker_t *broker, const char *nick, uint8_t version,
+                uint8_t expect_version)
+{
+    zsock_t *dealer = zsock_new (ZMQ_DEALER);
+    assert (dealer);
+    int rc = zsock_connect (dealer, "%s", zchat_broker_router_endpoint (broker));
+    assert (rc == 0);
+    uint8_t data [256];
+    zchat_buf_t buf;
+    zchat_buf_init (&buf, data, sizeof (data));
+    size_t size = zchat_encode_hello (&buf, 1, version, nick, "");
+    s_test_send (dealer, "", NULL, data, size);
+    zframe_t *body = s_test_reply (broker, dealer, 0);
+    zchat_msg_t msg;
+    s_test_expect (&body, &msg, ZCHAT_WELCOME);
+    assert (msg.version == expect_version);
+    return dealer;
+}
+
+//  Connections (version 6), with real sockets: a session bound to its
+//  connection outlives its silence where a version 5 one does not; a new
+//  connection's probe is answered 440; a closed connection's session
+//  ends a check and a timeout later; a connection given a closed one's
+//  descriptor keeps its session.
+static void
+s_test_connections (zchat_broker_config_t *config, bool verbose)
+{
+    if (verbose)
+        printf ("   connections\n");
+    config->max_text = ZCHAT_BROKER_MAX_TEXT;
+    config->timeout_ms = 300;
+    char error [256];
+    zchat_broker_t *broker = zchat_broker_new (config, error, sizeof (error));
+    assert (broker);
+    zsock_t *kept = s_test_greeted (broker, "kept", ZCHAT_VERSION, 6);
+    zsock_t *old = s_test_greeted (broker, "old", 5, 5);
+    assert (zchat_server_sessions (broker->server) == 2);
+    //  Four timeouts of silence: the old one expired, the bound one not
+    s_test_until_sessions (broker, 0, 4 * 300);
+    assert (zchat_server_sessions (broker->server) == 1);
+
+    //  A DEALER that announces its connections, as libzchat's does
+    zsock_t *prober = zsock_new (ZMQ_DEALER);
+    assert (prober);
+    zsock_set_probe_router (prober, 1);
+    int rc = zsock_connect (prober, "%s", zchat_broker_router_endpoint (broker));
+    assert (rc == 0);
+    zsock_events (prober);          //  takes its connection in, sending the probe
+    zframe_t *body = s_test_reply (broker, prober, 0);
+    zchat_msg_t msg;
+    s_test_expect (&body, &msg, ZCHAT_ERROR);
+    assert (msg.code == ZCHAT_ERR_SESSION && msg.id == 0);
+    zsock_destroy (&prober);
+
+    //  The bound one's connection closes: it goes a check and a timeout
+    //  later, not sooner
+    zsock_destroy (&kept);
+    int64_t took = s_test_until_sessions (broker, 0, ZCHAT_SERVER_CHECK_MS + 3000);
+    assert (zchat_server_sessions (broker->server) == 0);
+    assert (took >= ZCHAT_SERVER_CHECK_MS + 300 - TICK_MS_MAX);
+    if (verbose)
+        printf ("   a closed connection's session ended after %" PRId64 " ms\n", took);
+
+    //  One closes and the next connection very likely gets its descriptor
+    //  (the kernel's lowest free one), greeting before the close is
+    //  heard: the first goes, the second stays, reached by the check
+    zsock_t *first = s_test_greeted (broker, "first", ZCHAT_VERSION, 6);
+    zsock_destroy (&first);
+    zsock_t *second = s_test_greeted (broker, "second", ZCHAT_VERSION, 6);
+    s_test_until_sessions (broker, 1, ZCHAT_SERVER_CHECK_MS + 3000);
+    assert (zchat_server_sessions (broker->server) == 1);
+    s_test_until_sessions (broker, 0, 1000);
+    assert (zchat_server_sessions (broker->server) == 1);
+    uint8_t data [64];
+    zchat_buf_t buf;
+    zchat_buf_init (&buf, data, sizeof (data));
+    size_t size = zchat_encode_ping (&buf, 7);
+    s_test_send (second, "", NULL, data, size);
+    //  The check may have reached it first: a PONG of id 0
+    do {
+        body = s_test_reply (broker, second, 0);
+        s_test_expect (&body, &msg, ZCHAT_PONG);
+    } while (msg.id == 0);
+    assert (msg.id == 7);
+
+    zsock_destroy (&second);
+    zsock_destroy (&old);
+    zchat_broker_destroy (&broker);
 }
 
 void
@@ -1232,6 +1493,8 @@ zchat_broker_test (bool verbose)
     assert (zsock_sndhwm (broker->pub)
             == ZCHAT_BROKER_PUB_BYTES / (ZCHAT_MAX_TEXT + ZCHAT_BROKER_PUB_OVERHEAD));
     zchat_broker_destroy (&broker);
+
+    s_test_connections (&config, verbose);
     s_test_remove_dir (data_dir);
     zstr_free (&data_dir);
     printf ("OK\n");

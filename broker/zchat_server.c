@@ -57,7 +57,7 @@ zchat_server_new (const zchat_server_config_t *config, zchat_store_t *store,
 {
     assert (config);
     assert (store);
-    assert (output.reply && output.publish);
+    assert (output.reply && output.publish && output.reaches);
 
     zchat_server_t *self = (zchat_server_t *) zmalloc (sizeof (zchat_server_t));
     if (!self)
@@ -140,7 +140,7 @@ zchat_server_destroy (zchat_server_t **self_p)
 
 void
 zchat_server_handle (zchat_server_t *self, const uint8_t *peer, size_t peer_size,
-                     const char *user_id, const char *address,
+                     int fd, const char *user_id, const char *address,
                      const uint8_t *body, size_t body_size, uint64_t now_ms)
 {
     assert (self);
@@ -152,7 +152,7 @@ zchat_server_handle (zchat_server_t *self, const uint8_t *peer, size_t peer_size
     }
     zchat_msg_t msg;
     zchat_request_t req = {
-        .peer = peer, .peer_size = peer_size,
+        .peer = peer, .peer_size = peer_size, .fd = fd,
         .user_id = user_id, .address = address,
         .session = zchat_sessions_by_peer (self->sessions, peer, peer_size),
         .msg = &msg, .now_ms = now_ms,
@@ -224,6 +224,69 @@ zchat_server_handle (zchat_server_t *self, const uint8_t *peer, size_t peer_size
 
 
 //  ---------------------------------------------------------------------
+//  A new connection announced itself.
+
+void
+zchat_server_connected (zchat_server_t *self, const uint8_t *peer, size_t peer_size,
+                        int fd, const char *user_id, uint64_t now_ms)
+{
+    assert (self);
+    if (peer_size > ZCHAT_MAX_PEER || (peer_size && !peer)) {
+        self->malformed++;
+        return;
+    }
+    zchat_msg_t msg;
+    memset (&msg, 0, sizeof (msg));
+    zchat_request_t req = {
+        .peer = peer, .peer_size = peer_size, .fd = fd, .user_id = user_id,
+        .session = zchat_sessions_by_peer (self->sessions, peer, peer_size),
+        .msg = &msg, .now_ms = now_ms,
+        .mono_ms = self->clock_given ? self->mono_ms : now_ms
+    };
+    zchat_session_t *session = req.session;
+    if (!session) {
+        //  A routing id the ROUTER made up for a new connection: nothing
+        //  can be ours on it. Said at once, a client whose broker
+        //  restarted, or whose connection was replaced, greets again now,
+        //  where an idle version 6 client would otherwise never find out.
+        //  Not counted as a request without a session: every libzchat
+        //  connection begins this way.
+        ZCHAT_DEBUG ("zchat: a new connection without a session: 440");
+        zchat_server_error (self, &req, ZCHAT_ERR_SESSION, 0,
+                            "unknown session: greet again with HELLO");
+        return;
+    }
+    //  A routing id of the client's own choosing, which survives its
+    //  reconnecting: the session goes on, on the new connection (bound to
+    //  it again, if a check had found the old one gone). Another key's
+    //  connection under that routing id is told nothing.
+    if (self->config.curve && !(user_id && streq (session->key, user_id)))
+        return;
+    zchat_sessions_touch (self->sessions, session, req.mono_ms);
+    zchat_server_bind (self, session, &req);
+}
+
+
+//  ---------------------------------------------------------------------
+//  A connection closed: check its sessions a moment from now.
+
+void
+zchat_server_closed (zchat_server_t *self, int fd, uint64_t now_ms)
+{
+    assert (self);
+    uint64_t mono_ms = self->clock_given ? self->mono_ms : now_ms;
+    zchat_sessions_closed (self->sessions, fd, mono_ms);
+    //  Not at once: libzmq tells of the close before the ROUTER has let go
+    //  of the peer, so a check now would still reach it; and the kernel
+    //  may already have given the descriptor to a new connection, whose
+    //  session must not pay for the old one's
+    for (zchat_session_t *session = zchat_sessions_bound (self->sessions, fd);
+         session; session = session->fd_next)
+        zchat_sessions_check (self->sessions, session, mono_ms + ZCHAT_SERVER_CHECK_MS);
+}
+
+
+//  ---------------------------------------------------------------------
 //  The monotonic clock, for expiry and rate limits.
 
 void
@@ -236,21 +299,41 @@ zchat_server_clock (zchat_server_t *self, uint64_t mono_ms)
 
 
 //  ---------------------------------------------------------------------
-//  Periodic work: expire silent sessions, enforce retention a bounded
-//  amount at a time, and report what was suppressed from the logs.
-//  Silence is measured on the monotonic clock, message age on the wall
-//  clock (message timestamps are wall-clock times).
+//  Periodic work: check the connections due, expire silent sessions,
+//  enforce retention a bounded amount at a time, and report what was
+//  suppressed from the logs. Silence is measured on the monotonic clock,
+//  message age on the wall clock (message timestamps are wall-clock
+//  times).
 
 void
 zchat_server_tick (zchat_server_t *self, uint64_t now_ms)
 {
     assert (self);
     uint64_t mono_ms = self->clock_given ? self->mono_ms : now_ms;
+    zchat_session_t *session;
+    while ((session = zchat_sessions_next_check (self->sessions))
+    &&     session->check_ms <= mono_ms) {
+        zchat_sessions_checked (self->sessions, session);
+        //  Unbound meanwhile (taken over from a relay): silence ends it
+        if (session->fd >= 0)
+            zchat_server_check (self, session, mono_ms, now_ms);
+    }
     if (self->config.timeout_ms) {
-        zchat_session_t *session;
         while ((session = zchat_sessions_oldest (self->sessions))
         &&     mono_ms > session->last_seen_ms
         &&     mono_ms - session->last_seen_ms > self->config.timeout_ms) {
+            if (session->fd >= 0) {
+                //  Bound to its connection, which is up as far as we know:
+                //  its silence says nothing. The walk moves past it and
+                //  comes back a timeout later; after an hour of silence
+                //  its connection is checked, in case a close was missed
+                //  (a check that finds it gone requeues it unbound)
+                if (mono_ms - session->alive_ms >= ZCHAT_SERVER_VERIFY_MS)
+                    zchat_server_check (self, session, mono_ms, now_ms);
+                if (session->fd >= 0)
+                    zchat_sessions_requeue (self->sessions, session, mono_ms);
+                continue;
+            }
             //  Its staged messages go out before its quit.
             zchat_server_settle (self);
             zchat_server_end_session (self, &session, "expired", now_ms);

@@ -27,13 +27,26 @@
 //  message too big to share one goes out alone.
 #define ZCHAT_SERVER_BATCH_BYTES    (16 * 1024)
 
+//  Version 6 sessions are bound to their connections (PROTOCOL.md 6.1):
+//  an idle client sends nothing, and the loop tells the server when a
+//  connection closes (zchat_server_closed). Its sessions are then checked
+//  this long after: the loop hears of the close before its ROUTER has let
+//  go of the peer, and the descriptor may already carry a new connection.
+#define ZCHAT_SERVER_CHECK_MS       1000
+//  A bound session silent this long is checked all the same, in case the
+//  loop missed a close: at most one message an hour to an idle client.
+#define ZCHAT_SERVER_VERIFY_MS      (3600 * 1000)
+
 typedef struct _zchat_server_t zchat_server_t;
 
 typedef struct {
     const char *pub_endpoint;       //  as bound, told to clients in WELCOME
     uint16_t pub_port;              //  the PUB port, told to clients
     uint32_t heartbeat_ms;          //  how often idle clients must ping
+                                    //  (before version 6)
     uint32_t timeout_ms;            //  silence after which a session ends
+                                    //  (from version 6: once its
+                                    //  connection is gone)
     uint32_t max_text;              //  longest text accepted, <= ZCHAT_MAX_TEXT
     uint32_t max_rooms;             //  rooms per session, at most (and 0
                                     //  means) ZCHAT_MAX_ITEMS, the most
@@ -86,6 +99,12 @@ typedef struct {
     void (*publish_lent) (void *arg, const uint8_t *topic, size_t topic_size,
                           const uint8_t *body, size_t body_size,
                           void (*release) (void *data, void *hint), void *hint);
+    //  Send body to peer, as reply does, and tell whether peer's connection
+    //  is still there: false only if the output knows that it is gone
+    //  (libzmq's EHOSTUNREACH); a peer that takes nothing more for now is
+    //  still there. The checks of bound sessions' connections.
+    bool (*reaches) (void *arg, const uint8_t *peer, size_t peer_size,
+                     const uint8_t *body, size_t body_size);
 } zchat_server_output_t;
 
 //  Create a server over store (borrowed: the caller keeps and destroys it,
@@ -100,16 +119,38 @@ void
 
 //  Handle one inbound body from peer. peer identifies the sender's
 //  envelope (routing ids, in the form the loop chooses; at most 1024
-//  bytes). user_id is the peer's CURVE public key in Z85, or NULL without
-//  CURVE; address is the peer's IP address text, or NULL. now_ms is the
-//  current epoch time. Never fails: bad input gets an ERROR reply or a
-//  log line.
+//  bytes). fd is the descriptor of the connection it came on, or -1 if
+//  unknown: the peer came through a relay (the descriptor would be the
+//  relay's), or its transport has none. Only HELLO reads it, so the loop
+//  may pass -1 with anything else. user_id is the peer's CURVE public key
+//  in Z85, or NULL without CURVE; address is the peer's IP address text,
+//  or NULL. now_ms is the current epoch time. Never fails: bad input gets
+//  an ERROR reply or a log line.
 void
     zchat_server_handle (zchat_server_t *self,
-                         const uint8_t *peer, size_t peer_size,
+                         const uint8_t *peer, size_t peer_size, int fd,
                          const char *user_id, const char *address,
                          const uint8_t *body, size_t body_size,
                          uint64_t now_ms);
+
+//  A new connection announced itself with an empty message (a DEALER's
+//  ZMQ_PROBE_ROUTER; libzchat from version 6): a peer without a session
+//  is told ERROR 440 at once, so that a client whose broker restarted, or
+//  whose connection was replaced, greets again without waiting to find
+//  out; a peer whose session lives on (a DEALER with a routing id of its
+//  own) has it bound to the new connection. Arguments as for handle.
+void
+    zchat_server_connected (zchat_server_t *self,
+                            const uint8_t *peer, size_t peer_size, int fd,
+                            const char *user_id, uint64_t now_ms);
+
+//  The connection with descriptor fd closed (the loop's socket monitor
+//  said so): its sessions are checked ZCHAT_SERVER_CHECK_MS from now
+//  (output.reaches), and a session whose connection is gone then ends
+//  after the session timeout unless its client greets again with its
+//  token. now_ms as for tick.
+void
+    zchat_server_closed (zchat_server_t *self, int fd, uint64_t now_ms);
 
 //  Commit the staged group, then emit its ACKs and MESSAGEs (or ERROR 500
 //  to each sender if the store failed). Returns the number of messages
@@ -125,9 +166,10 @@ int
 void
     zchat_server_clock (zchat_server_t *self, uint64_t mono_ms);
 
-//  Periodic work: expire silent sessions (announced as quit), enforce
-//  retention a bounded amount at a time. Call at least every
-//  heartbeat_ms / 2.
+//  Periodic work: check the connections that are due, expire silent
+//  sessions (announced as quit; a session bound to its connection is not
+//  ended by silence), enforce retention a bounded amount at a time. Call
+//  at least every heartbeat_ms / 2.
 void
     zchat_server_tick (zchat_server_t *self, uint64_t now_ms);
 

@@ -135,6 +135,7 @@ struct _zchat_server_t {
 typedef struct {
     const uint8_t *peer;
     size_t peer_size;
+    int fd;                             //  its connection, -1 if unknown
     const char *user_id;                //  CURVE key or NULL
     const char *address;                //  IP address text or NULL
     zchat_session_t *session;           //  NULL if the peer has none
@@ -218,6 +219,24 @@ zchat_room_t *
 //  Free room if nothing holds it any more (no members, no staged message).
 void
     zchat_server_room_release (zchat_server_t *self, zchat_room_t **room_p);
+
+//  Bind a session that greeted with version 6 or later to the request's
+//  connection, or unbind it. Returns true if it is bound: it then lives as
+//  long as its connection. A connection that closed lately may be the one
+//  the request came on, its close heard before the request was read: that
+//  session's connection is checked as if it had closed now.
+bool
+    zchat_server_bind (zchat_server_t *self, zchat_session_t *session,
+                       const zchat_request_t *req);
+
+//  Check a bound session's connection now (output.reaches, with an
+//  unsolicited PONG of no items, which every client ignores): there, the
+//  session lives on; gone, it is unbound and its silence counts from now,
+//  so that it ends after the session timeout unless its client greets
+//  again with its token.
+void
+    zchat_server_check (zchat_server_t *self, zchat_session_t *session,
+                        uint64_t mono_ms, uint64_t now_ms);
 
 //  End a session: quit in each of its rooms, nick freed, record freed;
 //  nulls *session_p. why is for the log.

@@ -96,6 +96,65 @@ s_claim (zchat_server_t *self, zchat_request_t *req, const char *nick)
     return -1;
 }
 
+//  ---------------------------------------------------------------------
+//  Bind a version 6 session to the request's connection.
+
+bool
+zchat_server_bind (zchat_server_t *self, zchat_session_t *session,
+                   const zchat_request_t *req)
+{
+    if (session->version < ZCHAT_VERSION_BOUND || req->fd < 0
+    ||  zchat_sessions_bind (self->sessions, session, req->fd) != 0) {
+        zchat_sessions_bind (self->sessions, session, -1);
+        return false;
+    }
+    //  The close of a connection with this descriptor, heard lately, may
+    //  have been this one's (its greeting read after): check it as if it
+    //  had closed now. Or it was another's, and the check finds this one
+    //  there: one unsolicited PONG.
+    uint64_t closed_ms = zchat_sessions_closed_ms (self->sessions, req->fd);
+    if (closed_ms && closed_ms <= req->mono_ms
+    &&  req->mono_ms - closed_ms <= self->config.timeout_ms)
+        zchat_sessions_check (self->sessions, session, req->mono_ms + ZCHAT_SERVER_CHECK_MS);
+    return true;
+}
+
+//  A greeting's session: bound to its connection if its version asks for
+//  it, and if it cannot be (a relayed peer: the descriptor would be the
+//  relay's, and its close says nothing of this client), it speaks the
+//  version before, whose sessions end by silence, and its client pings.
+static void
+s_bind_or_downgrade (zchat_server_t *self, zchat_session_t *session,
+                     const zchat_request_t *req)
+{
+    if (!zchat_server_bind (self, session, req) && session->version >= ZCHAT_VERSION_BOUND)
+        session->version = ZCHAT_VERSION_BOUND - 1;
+}
+
+//  ---------------------------------------------------------------------
+//  Check a bound session's connection.
+
+void
+zchat_server_check (zchat_server_t *self, zchat_session_t *session,
+                    uint64_t mono_ms, uint64_t now_ms)
+{
+    assert (session->fd >= 0);
+    zchat_buf_t buf;
+    zchat_buf_init (&buf, self->buffer, self->buffer_size);
+    size_t size = zchat_encode_pong_begin (&buf, 0);
+    assert (size > 0);
+    if (self->output.reaches (self->output.arg, session->peer, session->peer_size,
+                              self->buffer, size)) {
+        session->alive_ms = mono_ms;
+        return;
+    }
+    zchat_sessions_bind (self->sessions, session, -1);
+    zchat_sessions_requeue (self->sessions, session, mono_ms);
+    zchat_server_log (self, now_ms, "zchat: session %s lost its connection;"
+                      " it ends in %.1f s unless resumed", session->nick,
+                      self->config.timeout_ms / 1000.0);
+}
+
 static void
 s_welcome (zchat_server_t *self, zchat_request_t *req, zchat_session_t *session,
            bool resumed)
@@ -134,7 +193,10 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
     //  only lets the client send bigger requests, which the ROUTER takes
     //  from everyone; version 4 only acknowledges that session in runs
     //  (ACKRUNS); version 5 only publishes that session's tagged PROBEs
-    //  on their tag's topic (an untagged one still goes to the room).
+    //  on their tag's topic (an untagged one still goes to the room);
+    //  version 6 only binds that session to its connection, so that its
+    //  client need not ping while idle (a peer whose connection we cannot
+    //  see is answered 5: zchat_server_bind).
     if (msg->version < ZCHAT_VERSION_MIN) {
         char supported [64] = "supported versions:";
         for (int version = ZCHAT_VERSION_MIN; version <= ZCHAT_VERSION; version++) {
@@ -221,6 +283,7 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
         if (req->user_id)
             snprintf (holder->key, sizeof (holder->key), "%s", req->user_id);
         holder->version = version;
+        s_bind_or_downgrade (self, holder, req);
         req->session = holder;
         zchat_server_log (self, req->now_ms, "zchat: session %s resumed from %s",
                           holder->nick, req->address ? req->address : "a new peer");
@@ -237,6 +300,7 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
     if (req->user_id)
         snprintf (session->key, sizeof (session->key), "%s", req->user_id);
     session->version = version;
+    s_bind_or_downgrade (self, session, req);
     zchat_server_rate_init (self, session, req->mono_ms);
     req->session = session;
     zchat_server_log (self, req->now_ms, "zchat: session %s started from %s",

@@ -91,6 +91,21 @@ s_event (zchat_testbed_t *bed, const char *topic, uint8_t event, const char *nic
     assert (msg->ts == zchat_testbed_now (bed));
 }
 
+//  Greet as nick from peer with a version; returns the token (caller's
+//  buffer) and the version WELCOME named.
+static uint8_t
+s_greet_version (zchat_testbed_t *bed, const char *peer, const char *nick, char *token,
+                 uint8_t version)
+{
+    SEND (bed, peer, zchat_encode_hello (&s_buf, 1, version, nick, ""));
+    const zchat_msg_t *msg = s_reply (bed, peer, ZCHAT_WELCOME, 1);
+    assert (streq (msg->nick, nick));
+    assert (msg->flag == 0);
+    if (token)
+        strcpy (token, msg->token);
+    return msg->version;
+}
+
 //  Greet as nick from peer; returns the token (caller's buffer).
 static void
 s_greet (zchat_testbed_t *bed, const char *peer, const char *nick, char *token)
@@ -163,7 +178,7 @@ s_test_sessions (void)
     //  Wrong version, invalid nicks, a live nick
     SEND (bed, "B", zchat_encode_hello (&s_buf, 8, 0, "bob", ""));
     msg = s_error (bed, "B", 8, ZCHAT_ERR_VERSION);
-    assert (streq (msg->reason, "supported versions: 1 2 3 4 5"));
+    assert (streq (msg->reason, "supported versions: 1 2 3 4 5 6"));
     SEND (bed, "B", zchat_encode_hello (&s_buf, 9, ZCHAT_VERSION, "9lives", ""));
     s_error (bed, "B", 9, ZCHAT_ERR_INVALID);
     SEND (bed, "B", zchat_encode_hello (&s_buf, 10, ZCHAT_VERSION, "bo b", ""));
@@ -274,8 +289,18 @@ s_test_sessions (void)
     //  The old nick is free for someone else
     s_greet (bed, "C", "bob", NULL);
 
-    //  Expiry: only the silent session goes, announced as quit
+    //  Expiry: these version 6 sessions outlive any silence while their
+    //  connections are up; once robert's has closed and a check found it
+    //  gone, his silence counts, and only he goes, announced as quit
+    //  (older versions' silence: s_test_expiry_versions)
     zchat_testbed_clear (bed);
+    zchat_testbed_advance (bed, 10000);
+    zchat_testbed_tick (bed);
+    assert (zchat_server_sessions (server) == 3);
+    assert (zchat_testbed_pending (bed) == 0);
+    zchat_testbed_close (bed, "B");
+    zchat_testbed_advance (bed, ZCHAT_SERVER_CHECK_MS);
+    zchat_testbed_tick (bed);
     zchat_testbed_advance (bed, 2000);
     SEND (bed, "A3", zchat_encode_ping (&s_buf, 60));
     SEND (bed, "C", zchat_encode_ping (&s_buf, 61));
@@ -290,6 +315,10 @@ s_test_sessions (void)
     //  A tick at the same time again expires nobody else
     zchat_testbed_tick (bed);
     assert (zchat_server_sessions (server) == 2);
+    zchat_testbed_close (bed, "A3");
+    zchat_testbed_close (bed, "C");
+    zchat_testbed_advance (bed, ZCHAT_SERVER_CHECK_MS);
+    zchat_testbed_tick (bed);
     zchat_testbed_advance (bed, 3001);
     zchat_testbed_tick (bed);
     assert (zchat_server_sessions (server) == 0);
@@ -384,7 +413,8 @@ s_test_clock (void)
     zchat_testbed_t *bed = zchat_testbed_new (&config, false);
     assert (bed);
     zchat_server_t *server = zchat_testbed_server (bed);
-    s_greet (bed, "A", "alice", NULL);
+    //  Version 5: a session that silence ends
+    s_greet_version (bed, "A", "alice", NULL, 5);
     s_join (bed, "A", "lobby", 2);
     zchat_testbed_clear (bed);
     zchat_testbed_advance (bed, 1000);
@@ -408,6 +438,218 @@ s_test_clock (void)
     zchat_testbed_advance (bed, 1500);          //  3.5 s of silence
     zchat_testbed_tick (bed);
     assert (zchat_server_sessions (server) == 0);
+    zchat_testbed_destroy (&bed);
+}
+
+
+//  The session of a peer, by nick (it must have one).
+static zchat_session_t *
+s_session (zchat_testbed_t *bed, const char *nick)
+{
+    zchat_session_t *session = zchat_sessions_by_nick (zchat_testbed_server (bed)->sessions,
+                                                       nick);
+    assert (session);
+    return session;
+}
+
+//  Expiry by version: sessions of versions 1 to 5 end after the session
+//  timeout of silence, as they always did; a version 6 session bound to
+//  its connection outlives any silence, and the oldest-first walk goes
+//  past it to the silent older ones behind it; a version 6 greeting
+//  whose connection the broker cannot see (a relayed peer) is answered
+//  version 5 and ends by silence.
+static void
+s_test_expiry_versions (void)
+{
+    zchat_testbed_t *bed = zchat_testbed_new (NULL, false);
+    assert (bed);
+    zchat_server_t *server = zchat_testbed_server (bed);
+    //  The bound one first: the oldest, where the walk starts
+    assert (s_greet_version (bed, "N", "newest", NULL, ZCHAT_VERSION) == 6);
+    assert (s_session (bed, "newest")->fd == zchat_testbed_fd (bed, "N"));
+    char nick [16];
+    char peer [16];
+    for (uint8_t version = 1; version <= 5; version++) {
+        snprintf (peer, sizeof (peer), "V%u", version);
+        snprintf (nick, sizeof (nick), "old%u", version);
+        assert (s_greet_version (bed, peer, nick, NULL, version) == version);
+        assert (s_session (bed, nick)->fd == -1);
+    }
+    zchat_testbed_set_fd (bed, "R", -1);
+    assert (s_greet_version (bed, "R", "relayed", NULL, ZCHAT_VERSION) == 5);
+    assert (s_greet_version (bed, "R2", "future", NULL, 200) == 6);
+    //  One past the timeout, the five old and the relayed go; then ten
+    //  timeouts more, and still the bound ones stay, with nothing sent
+    zchat_testbed_clear (bed);
+    zchat_testbed_advance (bed, 3001);
+    zchat_testbed_tick (bed);
+    assert (zchat_server_sessions (server) == 2);
+    for (int i = 0; i < 10; i++) {
+        zchat_testbed_advance (bed, 3001);
+        zchat_testbed_tick (bed);
+    }
+    assert (zchat_server_sessions (server) == 2);
+    assert (zchat_testbed_pending (bed) == 0);
+    assert (zchat_testbed_checks (bed, NULL) == 0);
+    //  A bound session pings or not as it likes: PONG as ever
+    SEND (bed, "N", zchat_encode_ping (&s_buf, 2));
+    s_reply (bed, "N", ZCHAT_PONG, 2);
+    zchat_testbed_destroy (&bed);
+}
+
+
+//  Connections (version 6): a close heard is checked a moment later, each
+//  session bound to the descriptor on its own (a reused descriptor carries
+//  a new connection whose session stays); a gone one ends a timeout after
+//  the check unless resumed; a greeting read after its own connection's
+//  close is checked too; a takeover moves the binding; a new connection's
+//  probe is told 440, or rebinds a session that kept its routing id; and
+//  an hour's silence gets a check even when no close was heard.
+static void
+s_test_connections (void)
+{
+    zchat_testbed_t *bed = zchat_testbed_new (NULL, false);
+    assert (bed);
+    zchat_server_t *server = zchat_testbed_server (bed);
+    size_t unreached = 0;
+    char token [ZCHAT_MAX_TOKEN + 1];
+    s_greet (bed, "A", "alice", token);
+    s_join (bed, "A", "lobby", 2);
+    //  bob's connection has the descriptor alice's had: hers closed, the
+    //  kernel gave the number again, and the close is heard after
+    zchat_testbed_set_fd (bed, "B", zchat_testbed_fd (bed, "A"));
+    s_greet (bed, "B", "bob", NULL);
+    s_join (bed, "B", "lobby", 3);
+    zchat_testbed_clear (bed);
+    zchat_testbed_close (bed, "A");
+    zchat_testbed_advance (bed, ZCHAT_SERVER_CHECK_MS - 1);
+    zchat_testbed_tick (bed);
+    assert (zchat_testbed_checks (bed, NULL) == 0);         //  not yet
+    zchat_testbed_advance (bed, 1);
+    zchat_testbed_tick (bed);
+    assert (zchat_testbed_checks (bed, &unreached) == 2 && unreached == 1);
+    //  bob was reached: an unsolicited PONG of no items; alice was not,
+    //  and is unbound, her silence counting from the check
+    const zchat_msg_t *msg = s_reply (bed, "B", ZCHAT_PONG, 0);
+    assert (msg->item_count == 0);
+    assert (s_session (bed, "alice")->fd == -1);
+    assert (s_session (bed, "bob")->fd == zchat_testbed_fd (bed, "B"));
+    assert (zchat_testbed_pending (bed) == 0);
+    zchat_testbed_advance (bed, 3000);
+    zchat_testbed_tick (bed);
+    assert (zchat_server_sessions (server) == 2);
+    zchat_testbed_advance (bed, 1);
+    zchat_testbed_tick (bed);
+    assert (zchat_server_sessions (server) == 1);
+    s_event (bed, "lobby:", ZCHAT_EVENT_QUIT, "alice", "");
+
+    //  A gone session resumed with its token before the timeout: bound
+    //  to the new connection, kept, never announced
+    s_greet (bed, "C", "carol", token);
+    s_join (bed, "C", "lobby", 4);
+    zchat_testbed_clear (bed);
+    zchat_testbed_close (bed, "C");
+    zchat_testbed_advance (bed, ZCHAT_SERVER_CHECK_MS);
+    zchat_testbed_tick (bed);
+    assert (s_session (bed, "carol")->fd == -1);
+    zchat_testbed_advance (bed, 2000);
+    SEND (bed, "C2", zchat_encode_hello (&s_buf, 5, ZCHAT_VERSION, "carol", token));
+    msg = s_reply (bed, "C2", ZCHAT_WELCOME, 5);
+    assert (msg->flag == 1 && msg->version == 6);
+    assert (s_session (bed, "carol")->fd == zchat_testbed_fd (bed, "C2"));
+    for (int i = 0; i < 5; i++) {
+        zchat_testbed_advance (bed, 3001);
+        zchat_testbed_tick (bed);
+    }
+    assert (zchat_server_sessions (server) == 2);
+    assert (zchat_testbed_publications (bed, "lobby:") == 0);
+    //  ... and from a relay: version 5, unbound, so silence ends it
+    zchat_testbed_set_fd (bed, "C3", -1);
+    SEND (bed, "C3", zchat_encode_hello (&s_buf, 6, ZCHAT_VERSION, "carol", token));
+    msg = s_reply (bed, "C3", ZCHAT_WELCOME, 6);
+    assert (msg->flag == 1 && msg->version == 5);
+    assert (s_session (bed, "carol")->fd == -1);
+    zchat_testbed_advance (bed, 3001);
+    zchat_testbed_tick (bed);
+    assert (zchat_server_sessions (server) == 1);
+    s_event (bed, "lobby:", ZCHAT_EVENT_QUIT, "carol", "");
+
+    //  A greeting read after its own connection's close was heard: checked
+    //  as if it had closed then, and gone. A descriptor that closed longer
+    //  than a timeout ago says nothing of a new greeting: no check
+    zchat_testbed_close (bed, "D");
+    SEND (bed, "D", zchat_encode_hello (&s_buf, 7, ZCHAT_VERSION, "dave", ""));
+    s_reply (bed, "D", ZCHAT_WELCOME, 7);
+    zchat_testbed_close (bed, "E");
+    zchat_testbed_advance (bed, 3001);
+    zchat_testbed_connect (bed, "E", NULL);
+    s_error (bed, "E", 0, ZCHAT_ERR_SESSION);               //  the probe: 440
+    s_greet (bed, "E", "erin", NULL);
+    size_t unreached_before;
+    size_t checks = zchat_testbed_checks (bed, &unreached_before);
+    zchat_testbed_tick (bed);
+    assert (zchat_testbed_checks (bed, &unreached) == checks + 1);
+    assert (unreached == unreached_before + 1);
+    assert (s_session (bed, "dave")->fd == -1);
+    zchat_testbed_advance (bed, ZCHAT_SERVER_CHECK_MS);
+    zchat_testbed_tick (bed);
+    assert (zchat_testbed_checks (bed, NULL) == checks + 1);
+    assert (s_session (bed, "erin")->fd == zchat_testbed_fd (bed, "E"));
+    zchat_testbed_advance (bed, 3001);
+    zchat_testbed_tick (bed);
+    assert (zchat_sessions_by_nick (server->sessions, "dave") == NULL);
+
+    //  A probe under a session's routing id (a DEALER with one of its own,
+    //  connected again): no answer, the session bound to the new
+    //  connection; the old one's close then concerns nobody
+    int old_fd = zchat_testbed_fd (bed, "E");
+    zchat_testbed_set_fd (bed, "E", 900);
+    zchat_testbed_connect (bed, "E", NULL);
+    assert (zchat_testbed_replies (bed, "E") == 0);
+    assert (s_session (bed, "erin")->fd == 900);
+    checks = zchat_testbed_checks (bed, NULL);
+    zchat_testbed_set_fd (bed, "E-old", old_fd);
+    zchat_testbed_close (bed, "E-old");
+    zchat_testbed_advance (bed, ZCHAT_SERVER_CHECK_MS);
+    zchat_testbed_tick (bed);
+    assert (zchat_testbed_checks (bed, NULL) == checks);
+
+    //  An hour's silence, no close heard, the connection gone all the
+    //  same: checked at the first expiry walk past the hour, found gone,
+    //  ended a timeout later. A bound session that is still there gets
+    //  its PONG and stays, and is not checked again within the hour
+    SEND (bed, "B", zchat_encode_bye (&s_buf, 9));          //  two bound: erin, frank
+    zchat_testbed_lose (bed, "E");
+    s_greet (bed, "F", "frank", NULL);
+    zchat_testbed_clear (bed);
+    checks = zchat_testbed_checks (bed, &unreached_before);
+    zchat_testbed_advance (bed, ZCHAT_SERVER_VERIFY_MS - 3002);
+    zchat_testbed_tick (bed);
+    assert (zchat_testbed_checks (bed, NULL) == checks);
+    zchat_testbed_advance (bed, 3002);
+    zchat_testbed_tick (bed);
+    assert (zchat_testbed_checks (bed, &unreached) >= checks + 1);
+    assert (unreached == unreached_before + 1 && s_session (bed, "erin")->fd == -1);
+    zchat_testbed_advance (bed, 3001);
+    zchat_testbed_tick (bed);
+    assert (zchat_testbed_checks (bed, NULL) == checks + 2);
+    s_reply (bed, "F", ZCHAT_PONG, 0);
+    assert (zchat_sessions_by_nick (server->sessions, "erin") == NULL);
+    for (int i = 0; i < 10; i++) {
+        zchat_testbed_advance (bed, 3001);
+        zchat_testbed_tick (bed);
+    }
+    assert (zchat_testbed_checks (bed, NULL) == checks + 2);
+    assert (s_session (bed, "frank")->fd == zchat_testbed_fd (bed, "F"));
+
+    //  Ended sessions leave no trace in the index or the queue: a close
+    //  after a goodbye checks nothing
+    SEND (bed, "F", zchat_encode_bye (&s_buf, 8));
+    s_reply (bed, "F", ZCHAT_OK, 8);
+    zchat_testbed_close (bed, "F");
+    zchat_testbed_advance (bed, ZCHAT_SERVER_CHECK_MS);
+    zchat_testbed_tick (bed);
+    assert (zchat_testbed_checks (bed, NULL) == checks + 2);
     zchat_testbed_destroy (&bed);
 }
 
@@ -1805,12 +2047,12 @@ s_test_bad_input (void)
     size = zchat_encode_ping (&s_buf, 87);
     uint8_t *blob = (uint8_t *) calloc (1, ZCHAT_MAX_PEER + 1);
     assert (blob);
-    zchat_server_handle (zchat_testbed_server (bed), blob, ZCHAT_MAX_PEER + 1, NULL,
+    zchat_server_handle (zchat_testbed_server (bed), blob, ZCHAT_MAX_PEER + 1, -1, NULL,
                          NULL, s_body, size, zchat_testbed_now (bed));
     //  ... the largest allowed works, and an empty one too
-    zchat_server_handle (zchat_testbed_server (bed), blob, ZCHAT_MAX_PEER, NULL,
+    zchat_server_handle (zchat_testbed_server (bed), blob, ZCHAT_MAX_PEER, -1, NULL,
                          NULL, s_body, size, zchat_testbed_now (bed));
-    zchat_server_handle (zchat_testbed_server (bed), blob, 0, NULL,
+    zchat_server_handle (zchat_testbed_server (bed), blob, 0, -1, NULL,
                          NULL, s_body, size, zchat_testbed_now (bed));
     free (blob);
     assert (zchat_testbed_pending (bed) == 2);
@@ -2598,6 +2840,8 @@ zchat_server_test (bool verbose)
     s_test_sessions ();
     s_test_regreeting ();
     s_test_clock ();
+    s_test_expiry_versions ();
+    s_test_connections ();
     s_test_query_budget ();
     s_test_storage_fault ();
     s_test_read_fault ();

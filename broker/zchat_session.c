@@ -1,9 +1,16 @@
-//  zchat_session — the broker's live sessions, indexed by peer and nick,
-//  in least-recently-seen order (see zchat_session.h).
+//  zchat_session — the broker's live sessions, indexed by peer, nick and
+//  connection, in least-recently-seen order (see zchat_session.h).
 
 #include <czmq.h>
 #include "zchat_session.h"
 #include "zchat_util.h"
+
+//  One connection's descriptor: the sessions bound to it, and when a
+//  connection with it last closed.
+typedef struct {
+    zchat_session_t *bound;
+    uint64_t closed_ms;
+} s_fd_t;
 
 struct _zchat_sessions_t {
     zhashx_t *by_peer;          //  zchat_blob_t * (inside the session) -> session
@@ -11,6 +18,10 @@ struct _zchat_sessions_t {
     zhashx_t *addresses;        //  address (copied) -> count, as a pointer
     zchat_session_t *oldest;    //  recency list, oldest first
     zchat_session_t *newest;
+    s_fd_t *fds;                //  by descriptor, fd_limit of them
+    size_t fd_limit;
+    zchat_session_t *check_first;   //  check queue, earliest due first
+    zchat_session_t *check_last;
 };
 
 
@@ -105,6 +116,7 @@ zchat_sessions_destroy (zchat_sessions_t **self_p)
         zhashx_destroy (&self->by_peer);
         zhashx_destroy (&self->by_nick);
         zhashx_destroy (&self->addresses);
+        free (self->fds);
         free (self);
         *self_p = NULL;
     }
@@ -197,6 +209,8 @@ zchat_sessions_add (zchat_sessions_t *self, const uint8_t *peer,
     strcpy (session->token, token);
     session->started_ms = now_ms;
     session->last_seen_ms = now_ms;
+    session->alive_ms = now_ms;
+    session->fd = -1;
 
     if (zhashx_insert (self->by_peer, &session->peer_key, session)) {
         s_session_free (&session);
@@ -321,11 +335,174 @@ zchat_sessions_touch (zchat_sessions_t *self, zchat_session_t *session,
 {
     assert (self);
     assert (session);
+    session->alive_ms = now_ms;
+    zchat_sessions_requeue (self, session, now_ms);
+}
+
+
+//  ---------------------------------------------------------------------
+//  Make the session the most recently seen, without a sign of life.
+
+void
+zchat_sessions_requeue (zchat_sessions_t *self, zchat_session_t *session,
+                        uint64_t now_ms)
+{
+    assert (self);
+    assert (session);
     session->last_seen_ms = now_ms;
     if (self->newest != session) {
         s_unlink (self, session);
         s_append (self, session);
     }
+}
+
+
+//  ---------------------------------------------------------------------
+//  Connections: the descriptor index
+
+//  Make room for descriptor fd. Returns 0, or -1 if out of memory.
+static int
+s_fds_reach (zchat_sessions_t *self, int fd)
+{
+    if ((size_t) fd < self->fd_limit)
+        return 0;
+    size_t limit = self->fd_limit? self->fd_limit: 256;
+    while (limit <= (size_t) fd)
+        limit *= 2;
+    s_fd_t *fds = (s_fd_t *) realloc (self->fds, limit * sizeof (s_fd_t));
+    if (!fds)
+        return -1;
+    memset (fds + self->fd_limit, 0, (limit - self->fd_limit) * sizeof (s_fd_t));
+    self->fds = fds;
+    self->fd_limit = limit;
+    return 0;
+}
+
+//  Take a session out of its descriptor's list, if it is bound.
+static void
+s_unbind (zchat_sessions_t *self, zchat_session_t *session)
+{
+    if (session->fd < 0)
+        return;
+    if (session->fd_prev)
+        session->fd_prev->fd_next = session->fd_next;
+    else
+        self->fds [session->fd].bound = session->fd_next;
+    if (session->fd_next)
+        session->fd_next->fd_prev = session->fd_prev;
+    session->fd_prev = session->fd_next = NULL;
+    session->fd = -1;
+}
+
+//  Bind a session to descriptor fd, or unbind it (-1). Returns 0 or -1.
+int
+zchat_sessions_bind (zchat_sessions_t *self, zchat_session_t *session, int fd)
+{
+    assert (self);
+    assert (session);
+    s_unbind (self, session);
+    if (fd < 0)
+        return 0;
+    if (fd >= ZCHAT_SESSION_MAX_FD || s_fds_reach (self, fd))
+        return -1;
+    s_fd_t *entry = &self->fds [fd];
+    session->fd_next = entry->bound;
+    if (entry->bound)
+        entry->bound->fd_prev = session;
+    entry->bound = session;
+    session->fd = fd;
+    return 0;
+}
+
+//  The first session bound to fd, or NULL.
+zchat_session_t *
+zchat_sessions_bound (zchat_sessions_t *self, int fd)
+{
+    assert (self);
+    return fd >= 0 && (size_t) fd < self->fd_limit? self->fds [fd].bound: NULL;
+}
+
+//  Remember that a connection with descriptor fd closed at now_ms.
+void
+zchat_sessions_closed (zchat_sessions_t *self, int fd, uint64_t now_ms)
+{
+    assert (self);
+    //  Out of memory here only loses the record, and with it the check of
+    //  a greeting that comes after its own connection closed; the hourly
+    //  check (zchat_server.c) still finds that one.
+    if (fd >= 0 && fd < ZCHAT_SESSION_MAX_FD && s_fds_reach (self, fd) == 0)
+        self->fds [fd].closed_ms = now_ms;
+}
+
+//  When a connection with descriptor fd last closed, or 0.
+uint64_t
+zchat_sessions_closed_ms (zchat_sessions_t *self, int fd)
+{
+    assert (self);
+    return fd >= 0 && (size_t) fd < self->fd_limit? self->fds [fd].closed_ms: 0;
+}
+
+
+//  ---------------------------------------------------------------------
+//  The check queue, earliest due first. Checks are nearly always due a
+//  fixed delay after now, so a new one goes at or near the end: the walk
+//  from the end is a step or two.
+
+//  Take a session off the check queue.
+void
+zchat_sessions_checked (zchat_sessions_t *self, zchat_session_t *session)
+{
+    assert (self);
+    assert (session);
+    if (session->check_ms == 0)
+        return;
+    if (session->check_prev)
+        session->check_prev->check_next = session->check_next;
+    else
+        self->check_first = session->check_next;
+    if (session->check_next)
+        session->check_next->check_prev = session->check_prev;
+    else
+        self->check_last = session->check_prev;
+    session->check_prev = session->check_next = NULL;
+    session->check_ms = 0;
+}
+
+//  Queue a check of a session's connection, due at due_ms.
+void
+zchat_sessions_check (zchat_sessions_t *self, zchat_session_t *session,
+                      uint64_t due_ms)
+{
+    assert (self);
+    assert (session);
+    //  0 means "none": a check due at time 0 is due at once all the same
+    if (due_ms == 0)
+        due_ms = 1;
+    if (session->check_ms && session->check_ms <= due_ms)
+        return;
+    zchat_sessions_checked (self, session);
+    zchat_session_t *before = self->check_last;
+    while (before && before->check_ms > due_ms)
+        before = before->check_prev;
+    session->check_prev = before;
+    session->check_next = before? before->check_next: self->check_first;
+    if (session->check_next)
+        session->check_next->check_prev = session;
+    else
+        self->check_last = session;
+    if (before)
+        before->check_next = session;
+    else
+        self->check_first = session;
+    session->check_ms = due_ms;
+}
+
+//  The session whose check is due first, or NULL.
+zchat_session_t *
+zchat_sessions_next_check (zchat_sessions_t *self)
+{
+    assert (self);
+    return self->check_first;
 }
 
 
@@ -355,6 +532,8 @@ zchat_sessions_remove (zchat_sessions_t *self, zchat_session_t **session_p)
     zhashx_delete (self->by_nick, session->nick);
     s_address_drop (self, session->address);
     s_unlink (self, session);
+    s_unbind (self, session);
+    zchat_sessions_checked (self, session);
     s_session_free (session_p);
 }
 
@@ -529,6 +708,66 @@ zchat_session_test (bool verbose)
     assert (zchat_sessions_move (table, carol, peer_e, sizeof (peer_e), NULL) == 0);
     assert (zchat_sessions_rename (table, carol, "caroline") == 0);
     assert (zchat_session_dm_seen (carol, 5000, &ts) && ts == 1);
+
+    //  Connections: a session is unbound until bound; two sessions may
+    //  share a descriptor (a reused one), and unbinding or removing one
+    //  leaves the other; a descriptor out of range is refused, unbound
+    const uint8_t peer_f [] = { 5, 5 };
+    const uint8_t peer_g [] = { 6, 6 };
+    zchat_session_t *dave = zchat_sessions_add (table, peer_f, sizeof (peer_f),
+                                                "dave", "t4", NULL, 500);
+    zchat_session_t *erin = zchat_sessions_add (table, peer_g, sizeof (peer_g),
+                                                "erin", "t5", NULL, 500);
+    assert (dave && erin && dave->fd == -1 && erin->fd == -1);
+    assert (zchat_sessions_bound (table, 7) == NULL);
+    assert (zchat_sessions_bound (table, -1) == NULL);
+    assert (zchat_sessions_bind (table, dave, 7) == 0 && dave->fd == 7);
+    assert (zchat_sessions_bind (table, erin, 7) == 0);
+    zchat_session_t *first = zchat_sessions_bound (table, 7);
+    assert (first && first->fd_next && !first->fd_next->fd_next);
+    assert ((first == dave && first->fd_next == erin) || (first == erin && first->fd_next == dave));
+    assert (zchat_sessions_bind (table, dave, 3000) == 0);      //  the index grows
+    assert (zchat_sessions_bound (table, 7) == erin && !erin->fd_next);
+    assert (zchat_sessions_bound (table, 3000) == dave);
+    assert (zchat_sessions_bind (table, erin, ZCHAT_SESSION_MAX_FD) == -1);
+    assert (erin->fd == -1 && zchat_sessions_bound (table, 7) == NULL);
+    assert (zchat_sessions_bind (table, erin, 3000) == 0);
+    assert (zchat_sessions_closed_ms (table, 3000) == 0);
+    zchat_sessions_closed (table, 3000, 600);
+    zchat_sessions_closed (table, 5000, 601);                   //  none bound
+    assert (zchat_sessions_closed_ms (table, 3000) == 600);
+    assert (zchat_sessions_closed_ms (table, 5000) == 601);
+    assert (zchat_sessions_closed_ms (table, -1) == 0);
+    //  Requeue is no sign of life: the recency list moves, alive_ms stays
+    zchat_sessions_requeue (table, dave, 700);
+    assert (dave->last_seen_ms == 700 && dave->alive_ms == 500);
+    zchat_sessions_touch (table, dave, 800);
+    assert (dave->last_seen_ms == 800 && dave->alive_ms == 800);
+    //  The check queue: earliest first whatever the order queued, an
+    //  earlier time kept, time 0 still due
+    assert (zchat_sessions_next_check (table) == NULL);
+    zchat_sessions_check (table, dave, 2000);
+    zchat_sessions_check (table, erin, 1500);
+    zchat_sessions_check (table, alice, 1800);
+    zchat_sessions_check (table, dave, 2500);                   //  keeps 2000
+    assert (zchat_sessions_next_check (table) == erin);
+    assert (erin->check_next == alice && alice->check_next == dave);
+    zchat_sessions_check (table, dave, 1000);                   //  moves up
+    assert (zchat_sessions_next_check (table) == dave && dave->check_ms == 1000);
+    zchat_sessions_checked (table, dave);
+    assert (dave->check_ms == 0 && zchat_sessions_next_check (table) == erin);
+    zchat_sessions_checked (table, dave);                       //  a no-op
+    zchat_sessions_check (table, dave, 0);
+    assert (zchat_sessions_next_check (table) == dave && dave->check_ms == 1);
+    //  Removal takes a session out of both: the others stay in order
+    zchat_sessions_remove (table, &dave);
+    assert (zchat_sessions_bound (table, 3000) == erin && !erin->fd_prev && !erin->fd_next);
+    assert (zchat_sessions_next_check (table) == erin && erin->check_next == alice);
+    zchat_sessions_remove (table, &erin);
+    assert (zchat_sessions_bound (table, 3000) == NULL);
+    assert (zchat_sessions_next_check (table) == alice && !alice->check_prev);
+    zchat_sessions_checked (table, alice);
+    assert (zchat_sessions_next_check (table) == NULL);
 
     //  Many sessions: the indexes grow and stay right
     for (uint32_t i = 0; i < 2000; i++) {

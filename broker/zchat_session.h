@@ -1,7 +1,9 @@
 //  zchat_session — the broker's live sessions: one record per greeted
-//  client, indexed by peer (the loop's opaque envelope blob) and by nick,
-//  and kept in least-recently-seen order so expiry looks only at the
-//  oldest.
+//  client, indexed by peer (the loop's opaque envelope blob), by nick and
+//  by the connection it is bound to (version 6), and kept in
+//  least-recently-seen order so expiry looks only at the oldest. A queue
+//  of sessions whose connection is to be checked, earliest first, lets
+//  the server find the due ones without a scan.
 //
 //  A session record is a plain struct the server reads and writes
 //  directly, except for the fields marked "table": those are the table's
@@ -20,6 +22,12 @@
 #define ZCHAT_TOKEN_SIZE    32          //  hex digits the broker issues
 #define ZCHAT_KEY_SIZE      40          //  a Z85 CURVE public key
 #define ZCHAT_MAX_PEER      1024        //  largest peer blob accepted
+//  Connections are indexed by descriptor in an array as long as the
+//  largest descriptor bound (the kernel hands out the lowest free one, so
+//  it stays about as long as the connections are many); a descriptor at
+//  or above this is not bound, and its session ends by silence as before
+//  version 6.
+#define ZCHAT_SESSION_MAX_FD    (1 << 20)
 
 //  A session remembers the ids of the last ZCHAT_DM_RECENT (zchat_msg.h)
 //  DMs it had delivered, so that a DM sent again with the same id (a
@@ -55,7 +63,19 @@ struct _zchat_session_t {
     uint8_t *peer;                              //  table; a private copy
     size_t peer_size;                           //  table
     uint64_t started_ms;                        //  times on the server's
-    uint64_t last_seen_ms;                      //  monotonic clock; table (touch)
+    uint64_t last_seen_ms;                      //  monotonic clock; table
+                                                //  (touch, requeue): its place
+                                                //  in the recency list
+    uint64_t alive_ms;                          //  table (touch): its last sign
+                                                //  of life; the server also
+                                                //  sets it when a check of its
+                                                //  connection succeeds
+    int fd;                                     //  table (bind): the descriptor
+                                                //  of the connection it is bound
+                                                //  to, -1 if none: then it ends
+                                                //  after a silence
+    uint64_t check_ms;                          //  table (check): a check of its
+                                                //  connection is due then, 0 none
     zchat_room_t **rooms;                       //  rooms joined, join order
     size_t room_count;
     size_t room_limit;                          //  allocated slots
@@ -84,10 +104,14 @@ struct _zchat_session_t {
     uint32_t dm_count;                          //  entries held
     uint32_t dm_limit;                          //  entries allocated
     uint32_t dm_next;                           //  once full, the oldest
-    //  table: indexes and recency list
+    //  table: indexes, recency list, check queue
     zchat_blob_t peer_key;
     zchat_session_t *older;
     zchat_session_t *newer;
+    zchat_session_t *fd_prev;                   //  others bound to its fd
+    zchat_session_t *fd_next;
+    zchat_session_t *check_prev;
+    zchat_session_t *check_next;
 };
 
 typedef struct _zchat_sessions_t zchat_sessions_t;
@@ -137,12 +161,57 @@ void
     zchat_sessions_touch (zchat_sessions_t *self, zchat_session_t *session,
                           uint64_t now_ms);
 
+//  Make the session the most recently seen without a sign of life
+//  (alive_ms stays): expiry moves past a session that silence does not
+//  end, and comes back to it a timeout later.
+void
+    zchat_sessions_requeue (zchat_sessions_t *self, zchat_session_t *session,
+                            uint64_t now_ms);
+
+//  Bind the session to the connection with descriptor fd (0 up to
+//  ZCHAT_SESSION_MAX_FD), or unbind it (fd -1). Several sessions may be
+//  bound to one descriptor (a connection closed and a new one given the
+//  same number). Returns 0, or -1 if fd is out of range or out of memory
+//  (then the session is unbound).
+int
+    zchat_sessions_bind (zchat_sessions_t *self, zchat_session_t *session, int fd);
+
+//  The first session bound to fd, or NULL; the others follow it through
+//  fd_next. Borrowed.
+zchat_session_t *
+    zchat_sessions_bound (zchat_sessions_t *self, int fd);
+
+//  The connection with descriptor fd closed at now_ms (the loop heard).
+//  Remembered, whether or not a session is bound to it, until fd closes
+//  again: see closed_ms.
+void
+    zchat_sessions_closed (zchat_sessions_t *self, int fd, uint64_t now_ms);
+
+//  When a connection with descriptor fd last closed, or 0 if none did.
+uint64_t
+    zchat_sessions_closed_ms (zchat_sessions_t *self, int fd);
+
+//  Queue a check of the session's connection, due at due_ms. A session
+//  queued already keeps the earlier of its two times.
+void
+    zchat_sessions_check (zchat_sessions_t *self, zchat_session_t *session,
+                          uint64_t due_ms);
+
+//  The queued session whose check is due first, or NULL. Borrowed.
+zchat_session_t *
+    zchat_sessions_next_check (zchat_sessions_t *self);
+
+//  Take the session off the check queue (a no-op if it is not on it).
+void
+    zchat_sessions_checked (zchat_sessions_t *self, zchat_session_t *session);
+
 //  The least recently seen session, or NULL if the table is empty.
 zchat_session_t *
     zchat_sessions_oldest (zchat_sessions_t *self);
 
-//  Remove a session from the table and free it; nulls *session_p. The
-//  caller has taken it out of its rooms first.
+//  Remove a session from the table (its indexes and the check queue too)
+//  and free it; nulls *session_p. The caller has taken it out of its rooms
+//  first.
 void
     zchat_sessions_remove (zchat_sessions_t *self, zchat_session_t **session_p);
 

@@ -31,6 +31,18 @@ typedef struct {
 
 #define S_LOANS_HELD    8
 
+//  A peer the testbed has seen: its blob, its connection's descriptor,
+//  and whether that connection is closed.
+typedef struct {
+    uint8_t *key;
+    size_t key_size;
+    int fd;
+    bool gone;
+} s_peer_t;
+
+//  Peers named anew get descriptors from here up
+#define S_FIRST_FD      100
+
 struct _zchat_testbed_t {
     zchat_server_config_t config;
     char *dir;                  //  the store's directory, removed on destroy
@@ -47,7 +59,47 @@ struct _zchat_testbed_t {
     s_loan_t loans [S_LOANS_HELD];  //  lent publications held, oldest first
     size_t loan_count;
     size_t lent;                //  publications lent, ever
+    zlistx_t *peers;            //  s_peer_t
+    int next_fd;
+    size_t checks;              //  reaches calls
+    size_t unreached;           //  of which found their peer gone
 };
+
+static void
+s_peer_free (void **item)
+{
+    s_peer_t *peer = *(s_peer_t **) item;
+    if (peer) {
+        free (peer->key);
+        free (peer);
+        *item = NULL;
+    }
+}
+
+//  The peer of this blob, made (with a descriptor of its own) if new.
+static s_peer_t *
+s_peer (zchat_testbed_t *self, const uint8_t *key, size_t key_size)
+{
+    for (s_peer_t *peer = (s_peer_t *) zlistx_first (self->peers); peer;
+         peer = (s_peer_t *) zlistx_next (self->peers))
+        if (peer->key_size == key_size && memcmp (peer->key, key, key_size) == 0)
+            return peer;
+    s_peer_t *peer = (s_peer_t *) zmalloc (sizeof (s_peer_t));
+    assert (peer);
+    peer->key = (uint8_t *) malloc (key_size + 1);
+    assert (peer->key);
+    memcpy (peer->key, key, key_size);
+    peer->key_size = key_size;
+    peer->fd = self->next_fd++;
+    assert (zlistx_add_end (self->peers, peer));
+    return peer;
+}
+
+static s_peer_t *
+s_peer_named (zchat_testbed_t *self, const char *name)
+{
+    return s_peer (self, (const uint8_t *) name, strlen (name));
+}
 
 
 static void
@@ -237,6 +289,25 @@ s_on_reply (void *arg, const uint8_t *peer, size_t peer_size,
     s_keep ((zchat_testbed_t *) arg, false, peer, peer_size, body, body_size);
 }
 
+//  A check of a peer's connection: recorded as a reply unless the peer is
+//  gone. Always an unsolicited PONG of no items (PROTOCOL.md 6.1).
+static bool
+s_on_reaches (void *arg, const uint8_t *peer, size_t peer_size,
+              const uint8_t *body, size_t body_size)
+{
+    zchat_testbed_t *self = (zchat_testbed_t *) arg;
+    zchat_msg_t msg;
+    assert (zchat_msg_decode (&msg, body, body_size) == ZCHAT_DECODE_OK);
+    assert (msg.type == ZCHAT_PONG && msg.id == 0 && msg.item_count == 0);
+    self->checks++;
+    if (s_peer (self, peer, peer_size)->gone) {
+        self->unreached++;
+        return false;
+    }
+    s_on_reply (arg, peer, peer_size, body, body_size);
+    return true;
+}
+
 static void
 s_on_publish (void *arg, const uint8_t *topic, size_t topic_size,
               const uint8_t *body, size_t body_size)
@@ -329,9 +400,12 @@ zchat_testbed_new (const zchat_server_config_t *config, bool in_memory)
     self->mono_ms = S_MONO_MS;
     self->record = true;
     self->records = zlistx_new ();
-    if (!self->records)
+    self->peers = zlistx_new ();
+    if (!self->records || !self->peers)
         goto failed;
     zlistx_set_destructor (self->records, s_record_free);
+    zlistx_set_destructor (self->peers, s_peer_free);
+    self->next_fd = S_FIRST_FD;
 
     const char *base = getenv ("TMPDIR");
     if (in_memory && access ("/dev/shm", W_OK) == 0)
@@ -384,6 +458,7 @@ zchat_testbed_destroy (zchat_testbed_t **self_p)
         free (self->dir);
         s_record_destroy (&self->taken);
         zlistx_destroy (&self->records);
+        zlistx_destroy (&self->peers);
         free (self);
         *self_p = NULL;
     }
@@ -398,7 +473,8 @@ zchat_testbed_restart (zchat_testbed_t *self)
 {
     assert (self);
     zchat_server_destroy (&self->server);
-    zchat_server_output_t output = { self, s_on_reply, s_on_publish, s_on_publish_lent };
+    zchat_server_output_t output = { self, s_on_reply, s_on_publish, s_on_publish_lent,
+                                     s_on_reaches };
     self->server = zchat_server_new (&self->config, self->store, output);
     return self->server ? 0 : -1;
 }
@@ -459,10 +535,67 @@ zchat_testbed_send_from (zchat_testbed_t *self, const char *peer,
 {
     assert (self);
     assert (peer);
+    s_peer_t *from = s_peer_named (self, peer);
     zchat_server_clock (self->server, self->mono_ms);
-    zchat_server_handle (self->server, (const uint8_t *) peer, strlen (peer),
+    zchat_server_handle (self->server, (const uint8_t *) peer, strlen (peer), from->fd,
                          user_id, address, (const uint8_t *) body, size,
                          self->now_ms);
+}
+
+void
+zchat_testbed_set_fd (zchat_testbed_t *self, const char *peer, int fd)
+{
+    assert (self);
+    assert (peer);
+    s_peer_named (self, peer)->fd = fd;
+}
+
+int
+zchat_testbed_fd (zchat_testbed_t *self, const char *peer)
+{
+    assert (self);
+    assert (peer);
+    return s_peer_named (self, peer)->fd;
+}
+
+void
+zchat_testbed_close (zchat_testbed_t *self, const char *peer)
+{
+    assert (self);
+    assert (peer);
+    s_peer_t *closing = s_peer_named (self, peer);
+    closing->gone = true;
+    zchat_server_clock (self->server, self->mono_ms);
+    zchat_server_closed (self->server, closing->fd, self->now_ms);
+}
+
+void
+zchat_testbed_lose (zchat_testbed_t *self, const char *peer)
+{
+    assert (self);
+    assert (peer);
+    s_peer_named (self, peer)->gone = true;
+}
+
+void
+zchat_testbed_connect (zchat_testbed_t *self, const char *peer, const char *user_id)
+{
+    assert (self);
+    assert (peer);
+    s_peer_t *coming = s_peer_named (self, peer);
+    coming->gone = false;
+    zchat_server_clock (self->server, self->mono_ms);
+    zchat_server_connected (self->server, (const uint8_t *) peer, strlen (peer),
+                            coming->fd, user_id, self->now_ms);
+}
+
+size_t
+zchat_testbed_checks (zchat_testbed_t *self, size_t *unreached)
+{
+    assert (self);
+    if (unreached)
+        *unreached = self->unreached;
+    return self->checks;
 }
 
 void
@@ -657,6 +790,13 @@ zchat_testbed_fuzz (const uint8_t *data, size_t size)
         "D:)Q[IlAW!ahhC2ac:9*A}h:p?([4%wOTJ%JR%cs",
         "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7",   //  peer 3 shares peer 0's key
     };
+    //  Every input starts with all four connected, on descriptors 10-13
+    s_peer_t *connection [S_FUZZ_PEERS];
+    for (int peer = 0; peer < S_FUZZ_PEERS; peer++) {
+        connection [peer] = s_peer (self, (const uint8_t *) peers [peer], 2);
+        connection [peer]->fd = 10 + peer;
+        connection [peer]->gone = false;
+    }
     size_t at = 0;
     while (size - at >= 3) {
         uint8_t control = data [at];
@@ -665,16 +805,31 @@ zchat_testbed_fuzz (const uint8_t *data, size_t size)
         if (length > size - at)
             length = size - at;
         int peer = control & 3;
+        const char *key = (control & 0x10) ? keys [peer] : NULL;
         //  Peer blobs start with a NUL byte, so they are blobs, not strings.
-        zchat_server_handle (self->server, (const uint8_t *) peers [peer], 2,
-                             (control & 0x10) ? keys [peer] : NULL, addresses [peer],
-                             data + at, length, self->now_ms);
+        //  A record from a peer whose connection closed was read late; a
+        //  new connection's probe brings it back.
+        if ((control & 0xC0) == 0xC0) {
+            connection [peer]->gone = false;
+            zchat_server_connected (self->server, (const uint8_t *) peers [peer], 2,
+                                    connection [peer]->fd, key, self->now_ms);
+        }
+        else
+            zchat_server_handle (self->server, (const uint8_t *) peers [peer], 2,
+                                 (control & 0x80)? -1: connection [peer]->fd,
+                                 key, addresses [peer], data + at, length, self->now_ms);
         at += length;
         self->now_ms += 1;
         if (control & 0x04)
             zchat_server_flush (self->server);
+        if ((control & 0xC0) == 0x40) {
+            connection [peer]->gone = true;
+            zchat_server_closed (self->server, connection [peer]->fd, self->now_ms);
+        }
         if (control & 0x08) {
-            self->now_ms += self->config.timeout_ms + 1;
+            //  Past a connection check's delay too: a session whose
+            //  connection is gone is unbound here, and ends at the next
+            self->now_ms += self->config.timeout_ms + ZCHAT_SERVER_CHECK_MS + 1;
             zchat_server_tick (self->server, self->now_ms);
         }
     }
@@ -729,6 +884,9 @@ zchat_testbed_fuzz_sample (uint8_t *buffer, size_t capacity)
     ADD (1, zchat_encode_nick (&buf, 14, "robert"));
     ADD (0, zchat_encode_leave (&buf, 15, "lobby"));
     ADD (2, zchat_encode_ping (&buf, 16));
+    ADD (0x42, zchat_encode_ping (&buf, 23));       //  carol's connection closes
+    ADD (0xC2, zchat_encode_ping (&buf, 24));       //  her new one announces itself
+    ADD (0x82, zchat_encode_ping (&buf, 25));       //  through a relay
     ADD (8, zchat_encode_ping (&buf, 17));
     ADD (1, zchat_encode_bye (&buf, 18));
 #undef ADD

@@ -63,11 +63,43 @@ void
     zchat_testbed_step_wall (zchat_testbed_t *self, int64_t ms);
 
 //  Hand body to the server from peer (NUL-terminated name), with CURVE
-//  key user_id and address (both may be NULL).
+//  key user_id and address (both may be NULL). It comes on the peer's
+//  connection: each peer name has a descriptor of its own, given when the
+//  name is first used (set_fd changes it).
 void
     zchat_testbed_send_from (zchat_testbed_t *self, const char *peer,
                              const char *user_id, const char *address,
                              const void *body, size_t size);
+
+//  The descriptor of peer's connection, as the loop would read it from
+//  its messages: -1 for a peer behind a relay (or whose transport has
+//  none), another peer's to play a descriptor the kernel gave again.
+void
+    zchat_testbed_set_fd (zchat_testbed_t *self, const char *peer, int fd);
+int
+    zchat_testbed_fd (zchat_testbed_t *self, const char *peer);
+
+//  peer's connection closes: the server hears of it (zchat_server_closed),
+//  and from now on the output's reaches says peer is gone, until peer
+//  connects again (a new connection, under the same name and descriptor).
+//  What peer sends meanwhile is what its connection carried before it
+//  closed, read late. A check that reaches a peer is recorded as a reply
+//  to it. lose: the same, but the server does not hear of it (a close
+//  the loop missed).
+void
+    zchat_testbed_close (zchat_testbed_t *self, const char *peer);
+void
+    zchat_testbed_lose (zchat_testbed_t *self, const char *peer);
+
+//  peer's new connection announces itself (zchat_server_connected).
+void
+    zchat_testbed_connect (zchat_testbed_t *self, const char *peer,
+                           const char *user_id);
+
+//  Connection checks the server made through reaches, since the testbed
+//  started, and of them those that found their peer gone.
+size_t
+    zchat_testbed_checks (zchat_testbed_t *self, size_t *unreached);
 
 //  The same with no key and address "127.0.0.1".
 void
@@ -128,8 +160,12 @@ void
 //  sequence of records: a control byte (bits 0-1: which of 4 peers; bit
 //  2: flush after; bit 3: advance the clock past the session timeout and
 //  tick after; bit 4: send with a CURVE key; bit 5 of the first record:
-//  run the server with curve on), a big-endian u16 length, then that
-//  many body bytes (fewer if the input ends). The server is new
+//  run the server with curve on; bit 6: the peer's connection closes
+//  after, and what it sends is read late until its next connection; bit
+//  7: sent through a relay, no connection known; bits 6 and 7 together:
+//  instead of the body, the peer's new connection announces itself), a
+//  big-endian u16 length, then that many body bytes (fewer if
+//  the input ends). The server is new
 //  for each input and the clock starts at the same time, so an input
 //  replays the same way. Asserts (crashes) if the server emits anything
 //  that does not decode. Returns 0.

@@ -31,6 +31,16 @@
 //    The DEALER is ZMQ_IMMEDIATE, so nothing is queued to a broker that is
 //    not there: sends that cannot go out wait in our own tables instead,
 //    where we control their order and their retries.
+//  - pings: before version 6 one goes whenever nothing else went for a
+//    heartbeat, so that the broker keeps the session. From version 6 the
+//    broker keeps it as long as our connection (PROTOCOL.md 6.1), and a
+//    ping goes only when its PONG is worth having (s_ping_wanted): an idle
+//    client sends nothing at all, and every ping it spares is a message
+//    the broker's queues for it never carry. The DEALER's own ZMTP
+//    heartbeats close a connection to a broker that stopped answering;
+//    every new connection begins with an empty message (ZMQ_PROBE_ROUTER),
+//    which a broker that does not know its routing id answers with 440, so
+//    a client whose broker restarted greets again at once.
 
 #include <czmq.h>
 #include <inttypes.h>
@@ -87,6 +97,10 @@
 #define S_LINGER_MS             200
 #define S_ZMTP_HEARTBEAT_IVL    1000
 #define S_ZMTP_HEARTBEAT_TIMEOUT 3000
+//  Version 6: pings go on this many heartbeats after the last activity
+//  (a send, anything that came but a PONG), so that a tail lost at the
+//  end of a burst is told by a PONG, as before version 6
+#define S_ACTIVE_HEARTBEATS     3
 #define S_BUFFER_SIZE           (ZCHAT_MAX_TEXT + 1024)
 #define S_SAYS_AFTER            8       //  unacknowledged sends before new SAYs batch
 #define S_SAYS_BYTES            (64 * 1024)     //  largest SAYS built
@@ -753,6 +767,7 @@ s_send_new (zchat_client_t *self, uint8_t type, const char *target,
     else
     if (gather && ++self->gathered >= S_SAYS_EARLY)
         s_send_flush (self, now);
+    self->active_ms = now;
     //  A timeout shorter than the heartbeat comes due before anything else
     zchat_client_schedule (self, now + self->timeout_ms);
     return id;
@@ -940,6 +955,7 @@ s_on_welcome (zchat_client_t *self, const zchat_msg_t *msg, int64_t now)
     self->welcomed = true;
     self->hello_sent = false;
     self->last_recv_ms = now;
+    self->active_ms = now;
     if (!renewed)
         return;
     if (!was_ready) {
@@ -1409,6 +1425,11 @@ s_on_dealer (zchat_client_t *self, const void *data, size_t size, int64_t now)
     if (zchat_msg_decode (&msg, data, size) != ZCHAT_DECODE_OK)
         return;                 //  nothing sensible to do with garbage
     self->last_recv_ms = now;
+    //  A PONG is no activity: it answers a ping, and the pings would
+    //  otherwise keep themselves going (and a broker's check of our
+    //  connection is a PONG of no items, PROTOCOL.md 6.1)
+    if (msg.type != ZCHAT_PONG)
+        self->active_ms = now;
     if (msg.type == ZCHAT_WELCOME) {
         if (self->state == S_GREETING || self->state == S_READY)
             s_on_welcome (self, &msg, now);
@@ -1644,8 +1665,9 @@ s_drain (zchat_client_t *self, int64_t now)
     //  short, where a pass of S_BATCH whole frames queued a hundred
     //  thousand of them, fresh heap pages each time (page faults were a
     //  third of a subscriber's time)
-    if (self->sub_endpoint)
-        for (int n = 0; n < S_BATCH && self->queue.count < S_BATCH; n++) {
+    if (self->sub_endpoint) {
+        int n = 0;
+        for (; n < S_BATCH && self->queue.count < S_BATCH; n++) {
             int count = s_recv (self->sub_h, frames);
             if (count <= 0)
                 break;
@@ -1654,6 +1676,9 @@ s_drain (zchat_client_t *self, int64_t now)
                 s_on_sub (self, zmq_msg_data (&frames [0]), zmq_msg_size (&frames [0]),
                           zmq_msg_data (&frames [1]), zmq_msg_size (&frames [1]), now);
         }
+        if (n > 0)
+            self->active_ms = now;
+    }
     //  Monitor: [event u16, value u32] [endpoint]
     if (self->monitor_h)
         while (true) {
@@ -1690,6 +1715,42 @@ s_drain (zchat_client_t *self, int64_t now)
 }
 
 //  --------------------------------------------------------------------------
+//  Whether a PING is worth sending now. Before version 6 always: the
+//  broker ends a session that is silent for its timeout. From version 6
+//  the broker keeps the session as long as our connection, and a PONG is
+//  worth having only while something waits for an answer (a send, a
+//  request, a join or probe, a fetch; were the broker stuck, the silence
+//  rule needs pings to go unanswered), and for S_ACTIVE_HEARTBEATS after
+//  traffic: a PONG tells each room's newest seq, which is how a tail
+//  lost at the end of a burst is noticed.
+
+static bool
+s_ping_wanted (zchat_client_t *self, int64_t now)
+{
+    if (self->version < ZCHAT_VERSION_BOUND)
+        return true;
+    if (zchat_outbox_size (self->outbox) || zchat_idmap_size (self->requests)
+    ||  self->unsent_requests
+    ||  now - self->active_ms < (int64_t) S_ACTIVE_HEARTBEATS * self->heartbeat_ms)
+        return true;
+    zchat_client_room_t *room = (zchat_client_room_t *) zhashx_first (self->rooms);
+    for (; room; room = (zchat_client_room_t *) zhashx_next (self->rooms))
+        if (room->state != R_LIVE || room->fetch_id || room->tail_due_ms
+        ||  room->rejoin_ms
+        ||  (!room->send_only && zchat_sequencer_buffered (room->sequencer)))
+            return true;
+    return false;
+}
+
+//  When the broker was last heard from, as far as the silence rule goes:
+//  a version 6 session found idle and connected counts as heard then.
+static int64_t
+s_heard_ms (zchat_client_t *self)
+{
+    return self->quiet_ms > self->last_recv_ms? self->quiet_ms: self->last_recv_ms;
+}
+
+//  --------------------------------------------------------------------------
 //  Housekeeping: whatever is due at now, then when to come back (due_ms).
 
 static void
@@ -1699,12 +1760,23 @@ s_housekeep (zchat_client_t *self, int64_t now)
     if (self->state == S_IDLE)
         return;
 
+    //  Version 6, idle: the broker keeps the session while our connection
+    //  is up, so silence from it says nothing, and its clock starts again.
+    //  The connection is up while the DEALER takes messages: it is
+    //  IMMEDIATE, with no pipe to a broker it is not connected to (asking
+    //  also lets it take a new connection in, whose probe tells us at
+    //  once if the broker forgot us), and its ZMTP heartbeats close a
+    //  connection to a broker that stopped answering within seconds. With
+    //  something waiting for an answer, the rule holds as before.
+    if (self->state == S_READY && self->version >= ZCHAT_VERSION_BOUND
+    &&  !s_ping_wanted (self, now) && (zsock_events (self->dealer) & ZMQ_POLLOUT))
+        self->quiet_ms = now;
     //  Silence for the session timeout: the broker is gone or forgot us.
     //  Read what may be waiting first: a caller that was busy elsewhere
     //  must not mistake its own absence for the broker's.
-    if (self->state == S_READY && now - self->last_recv_ms >= self->session_ms) {
+    if (self->state == S_READY && now - s_heard_ms (self) >= self->session_ms) {
         s_drain (self, now);
-        if (now - self->last_recv_ms >= self->session_ms)
+        if (now - s_heard_ms (self) >= self->session_ms)
             s_session_lost (self, now);
     }
     if (self->state == S_GREETING) {
@@ -1777,12 +1849,19 @@ s_housekeep (zchat_client_t *self, int64_t now)
         room = (zchat_client_room_t *) zhashx_next (self->rooms);
     }
 
-    if (now - self->last_send_ms >= self->heartbeat_ms) {
-        size_t size = zchat_encode_ping (&self->buf, s_next_id (self));
-        s_send_body (self, size, now);
+    //  A ping the DEALER cannot take (no connection: it is IMMEDIATE) is
+    //  tried again at the next round, a second on at most: its due time
+    //  is past, and coming back for it at once spun the loop until the
+    //  silence rule ended the session
+    if (s_ping_wanted (self, now)) {
+        if (now - self->last_send_ms >= self->heartbeat_ms) {
+            size_t size = zchat_encode_ping (&self->buf, s_next_id (self));
+            s_send_body (self, size, now);
+        }
+        if (self->last_send_ms + self->heartbeat_ms > now)
+            zchat_client_schedule (self, self->last_send_ms + self->heartbeat_ms);
     }
-    zchat_client_schedule (self, self->last_send_ms + self->heartbeat_ms);
-    zchat_client_schedule (self, self->last_recv_ms + self->session_ms);
+    zchat_client_schedule (self, s_heard_ms (self) + self->session_ms);
 }
 
 //  --------------------------------------------------------------------------
@@ -1919,6 +1998,13 @@ zchat_client_new (const char *server, const char *nick)
     zsock_set_rcvhwm (self->dealer, S_DEALER_RCVHWM);
     zsock_set_heartbeat_ivl (self->dealer, S_ZMTP_HEARTBEAT_IVL);
     zsock_set_heartbeat_timeout (self->dealer, S_ZMTP_HEARTBEAT_TIMEOUT);
+    //  Each new connection begins with an empty message, which a broker
+    //  of version 6 answers with 440 if it has no session for it: after a
+    //  broker restart, or a connection replaced, we greet again at once,
+    //  where an idle client would otherwise never hear. Older brokers
+    //  drop it. (A socket monitor would say as much, at two more sockets
+    //  per client for as long as it lives.)
+    zsock_set_probe_router (self->dealer, 1);
     zsock_set_linger (self->sub, 0);
     zsock_set_rcvhwm (self->sub, S_SUB_RCVHWM);
     //  Before any connect: the limit applies to connections made after
@@ -2087,8 +2173,13 @@ s_monitor_start (zchat_client_t *self)
 {
     if (self->monitor)
         return 0;
+    //  A name of its own each time: a stopped monitor is unbound from its
+    //  endpoint only once libzmq's reaper has closed it, and a client made
+    //  right after another was destroyed may sit at the same address
+    static unsigned monitors = 0;
     char endpoint [64];
-    snprintf (endpoint, sizeof (endpoint), "inproc://zchat-monitor-%p", (void *) self);
+    snprintf (endpoint, sizeof (endpoint), "inproc://zchat-monitor-%u",
+              __atomic_add_fetch (&monitors, 1, __ATOMIC_RELAXED));
     if (zmq_socket_monitor (self->dealer_h, endpoint,
                             ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
                           | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -3190,6 +3281,10 @@ s_test_sends_seen (zsock_t *router, uint64_t *got, size_t most, size_t want, int
     zmsg_t *request;
     while ((request = zmsg_recv (router))) {
         zframe_t *body = zmsg_last (request);
+        if (body && zframe_size (body) == 0) {
+            zmsg_destroy (&request);            //  a new connection's probe
+            continue;
+        }
         zchat_msg_t msg;
         assert (body && zchat_msg_decode (&msg, zframe_data (body),
                                           zframe_size (body)) == ZCHAT_DECODE_OK);
@@ -3538,6 +3633,136 @@ s_test_resend_after_429 (void)
     client->state = S_IDLE;
     zchat_client_destroy (&client);
     zsock_destroy (&router);
+}
+
+//  Whether a PING reaches router within ms (any other message is not
+//  expected: this client has nothing else to send).
+static bool
+s_test_pinged (zsock_t *router, int ms)
+{
+    zsock_set_rcvtimeo (router, ms);
+    zmsg_t *request;
+    bool pinged = false;
+    while (!pinged && (request = zmsg_recv (router))) {
+        zframe_t *body = zmsg_last (request);
+        zchat_msg_t msg;
+        if (body && zframe_size (body) > 0) {
+            assert (zchat_msg_decode (&msg, zframe_data (body), zframe_size (body))
+                    == ZCHAT_DECODE_OK);
+            assert (msg.type == ZCHAT_PING);
+            pinged = true;
+        }
+        zmsg_destroy (&request);
+        zsock_set_rcvtimeo (router, 0);
+    }
+    return pinged;
+}
+
+//  The ping policy. Before version 6 an idle client pings every
+//  heartbeat. From version 6 it pings only while something waits for an
+//  answer or for S_ACTIVE_HEARTBEATS after activity (a send, anything
+//  but a PONG coming), and a PONG itself (the broker's check of our
+//  connection) is no activity; silence from the broker does not end an
+//  idle session whose connection is up, and does end one whose
+//  connection is down. A ROUTER stands in for the broker's; housekeeping
+//  runs at the times the test chooses.
+static void
+s_test_ping_policy (void)
+{
+    zchat_client_t *client;
+    zsock_t *router = s_test_stand_in (&client);
+    assert (client->version == ZCHAT_VERSION && ZCHAT_VERSION >= ZCHAT_VERSION_BOUND);
+    client->heartbeat_ms = 1000;
+    client->session_ms = 3000;
+    int64_t now = s_now ();
+    //  Just greeted: active, so it pings a heartbeat after its last send
+    client->last_send_ms = now - 1000;
+    s_housekeep (client, now);
+    assert (s_test_pinged (router, 1000));
+    //  Three heartbeats after the last activity: no more
+    client->active_ms = now - 3 * 1000;
+    client->last_send_ms = now - 1000;
+    s_housekeep (client, now);
+    assert (!s_test_pinged (router, 100));
+    //  Idle far past the session timeout, connected: still in session,
+    //  still no ping
+    client->last_recv_ms = now - 60000;
+    client->last_send_ms = now - 60000;
+    s_housekeep (client, now);
+    assert (client->state == S_READY && !s_test_pinged (router, 100));
+    assert (s_test_event (client) == NULL);
+    //  A PONG (a check of our connection) is no activity
+    s_test_answer (router, client, zchat_encode_pong_begin (&client->buf, 0));
+    s_drain (client, now);
+    assert (client->last_recv_ms == now && client->active_ms == now - 3 * 1000);
+    s_housekeep (client, now);
+    assert (!s_test_pinged (router, 100));
+    //  Something waiting for an answer: pings, and the silence rule holds
+    //  again, counted from the last moment the client was idle
+    uint64_t id = zchat_client_rooms (client);
+    assert (id);
+    zsock_set_rcvtimeo (router, 1000);
+    zmsg_t *request = zmsg_recv (router);
+    zchat_msg_t msg;
+    assert (request && zchat_msg_decode (&msg, zframe_data (zmsg_last (request)),
+                                         zframe_size (zmsg_last (request))) == 0);
+    assert (msg.type == ZCHAT_ROOMS && msg.id == id);
+    zmsg_destroy (&request);
+    client->last_send_ms = now - 1000;
+    s_housekeep (client, now);
+    assert (s_test_pinged (router, 1000));
+    s_housekeep (client, now + 2999);
+    assert (client->state == S_READY);
+    s_housekeep (client, now + 3000);
+    assert (client->state == S_GREETING);
+    zchat_event_t *event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_DISCONNECTED);
+    zchat_event_destroy (&event);
+    client->state = S_IDLE;
+    zchat_client_destroy (&client);
+    zsock_destroy (&router);
+
+    //  Version 5: an idle client pings every heartbeat
+    router = s_test_stand_in (&client);
+    client->version = 5;
+    client->heartbeat_ms = 1000;
+    now = s_now ();
+    client->active_ms = now - 60000;
+    client->last_send_ms = now - 1000;
+    s_housekeep (client, now);
+    assert (s_test_pinged (router, 1000));
+    client->state = S_IDLE;
+    zchat_client_destroy (&client);
+    zsock_destroy (&router);
+
+    //  A ping due that the DEALER cannot take (no connection: nothing
+    //  listens where it connects) brings housekeeping back a round later,
+    //  not at once: that spun the caller's loop until the session ended
+    client = s_test_greeted_client ("tcp://127.0.0.1:1");
+    client->version = 5;
+    now = s_now ();
+    client->last_send_ms = now - 60000;
+    client->last_recv_ms = now;
+    s_housekeep (client, now);
+    assert (client->state == S_READY && client->last_send_ms == now - 60000);
+    assert (client->due_ms > now);
+    client->state = S_IDLE;
+    zchat_client_destroy (&client);
+
+    //  Version 6 with no connection (nothing listens where it connects):
+    //  idle, but the silence rule holds
+    client = s_test_greeted_client ("tcp://127.0.0.1:1");
+    client->session_ms = 3000;
+    now = s_now ();
+    client->active_ms = now - 60000;
+    client->last_recv_ms = now - 3000;
+    s_housekeep (client, now);
+    assert (client->state == S_GREETING);
+    event = s_test_event (client);
+    assert (event && event->type == ZCHAT_EV_DISCONNECTED);
+    zchat_event_destroy (&event);
+    client->state = S_IDLE;
+    zchat_client_destroy (&client);
 }
 
 //  Send-only rooms: JOIN and nothing more. What the SUB subscribes to is
@@ -4240,6 +4465,7 @@ zchat_client_test (bool verbose)
     s_test_dm_refused ();
     s_test_dm_window ();
     s_test_resend_after_429 ();
+    s_test_ping_policy ();
 
     if (verbose)
         printf ("OK\n");

@@ -19,8 +19,11 @@
 //  callers that want one answer at a time.
 //
 //  The library also keeps the session healthy by itself while the caller
-//  calls zchat_client_next: it pings at the interval the broker asked for,
-//  resends unacknowledged messages with their original ids, puts each
+//  calls zchat_client_next: it pings at the interval the broker asked for
+//  (from protocol version 6 only while it waits for an answer or shortly
+//  after traffic: the broker keeps an idle client's session as long as
+//  its connection, so an idle client sends nothing), resends
+//  unacknowledged messages with their original ids, puts each
 //  room's messages in sequence order (fetching gaps from history), and on
 //  a lost or restarted broker greets again, rejoins and recovers. A rejoin
 //  that the broker's rate limit refuses is asked for again (sends to that

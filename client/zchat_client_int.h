@@ -114,6 +114,9 @@ struct _zchat_client_t {
     uint32_t max_text;
     int64_t  last_send_ms;
     int64_t  last_recv_ms;
+    int64_t  active_ms;         //  the caller sent, or anything but a PONG came
+    int64_t  quiet_ms;          //  version 6: last found idle and connected,
+                                //  when silence counts for nothing
     int64_t  dealer_read_ms;    //  the DEALER was last read (to empty, or
                                 //  a batch's worth)
     int64_t  due_ms;            //  next housekeeping

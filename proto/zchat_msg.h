@@ -21,8 +21,13 @@
 
 #define ZCHAT_SIGNATURE_0   0x5A        //  'Z'
 #define ZCHAT_SIGNATURE_1   0x43        //  'C'
-#define ZCHAT_VERSION       5           //  the newest version spoken
+#define ZCHAT_VERSION       6           //  the newest version spoken
 #define ZCHAT_VERSION_MIN   1           //  the oldest a broker still accepts
+//  From this version a session lives as long as its client's connection
+//  (PROTOCOL.md 6.1), so an idle client sends nothing at all. A broker
+//  that cannot see a peer's connection (a relayed peer) answers the
+//  version before it, whose sessions end after a silence.
+#define ZCHAT_VERSION_BOUND 6
 #define ZCHAT_HEADER_SIZE   11
 
 //  Limits of the wire format itself. The broker may enforce smaller ones.

@@ -26,16 +26,16 @@ def test_welcome_and_version():
     check(m["max_text"] == 2000, "WELCOME max_text: %r" % m)
     check(len(m["token"]) == 32 and all(c in "0123456789abcdef" for c in m["token"].lower()),
           "the token should be 32 hex digits: %r" % m["token"])
-    #  Versions: 0 is below what the broker speaks (426 naming 1 to 5);
-    #  a client announcing a newer version than 5 gets 5, the newest both speak
+    #  Versions: 0 is below what the broker speaks (426 naming 1 to 6);
+    #  a client announcing a newer version than 6 gets 6, the newest both speak
     e = RawDealer(b.router)
     m = e.request(HELLO, version=0, nick="future", token="")
     check(m["type"] == ERROR and m["code"] == 426
-          and m["reason"] == "supported versions: 1 2 3 4 5",
-          "HELLO version 0 should be 426 naming versions 1 to 5: %r" % m)
+          and m["reason"] == "supported versions: 1 2 3 4 5 6",
+          "HELLO version 0 should be 426 naming versions 1 to 6: %r" % m)
     m = e.request(HELLO, version=9, nick="future", token="")
-    check(m["type"] == WELCOME and m["version"] == 5,
-          "HELLO version 9 should be WELCOME version 5: %r" % m)
+    check(m["type"] == WELCOME and m["version"] == 6,
+          "HELLO version 9 should be WELCOME version 6: %r" % m)
     #  A refused HELLO leaves the peer's existing session as it was.
     m = d.request(HELLO, version=0, nick="greeter", token="")
     check(m["type"] == ERROR and m["code"] == 426, "re-greeting with version 0: %r" % m)

@@ -180,12 +180,16 @@ def malformed_bodies():
     yield "bad_items_4097", header(MEMBERS, 1) + s("ops") + u16(4097) + s("a")
 
 
-def record(peer, body, flush=False, expire=False, curve=False, curve_server=False):
+def record(peer, body, flush=False, expire=False, curve=False, curve_server=False,
+           closed=False, relayed=False, probe=False):
     """One record of a broker fuzz input (broker/zchat_testbed.h): a control
-    byte (peer in bits 0-1, flush after, expire after, CURVE key, and on the
-    first record a CURVE server), a u16 length, the body."""
+    byte (peer in bits 0-1, flush after, expire after, CURVE key, on the
+    first record a CURVE server, the peer's connection closes after, sent
+    through a relay; the last two together: a new connection's probe
+    instead of the body), a u16 length, the body."""
     control = peer | (4 if flush else 0) | (8 if expire else 0) \
-        | (16 if curve else 0) | (32 if curve_server else 0)
+        | (16 if curve else 0) | (32 if curve_server else 0) \
+        | (64 if closed or probe else 0) | (128 if relayed or probe else 0)
     return u8(control) + u16(len(body)) + body
 
 
@@ -252,6 +256,23 @@ def broker_conversations():
         record(2, header(PROBE, 9) + s("lobby") + s("0123456789abcdef")),
     ]
     yield "probes", b"".join(probes)
+    # Connections (version 6): sessions bound to their connections; one
+    # closes, a greeting read after its close, the checks past an expiry
+    # tick, a new connection's probe, a relayed greeting answered 5
+    connections = [
+        record(0, header(HELLO, 1) + u8(6) + s("kim") + s("")),
+        record(1, header(HELLO, 2) + u8(6) + s("lee") + s("")),
+        record(0, header(JOIN, 3) + s("lobby")),
+        record(1, header(JOIN, 4) + s("lobby")),
+        record(0, header(PING, 5), closed=True),
+        record(0, header(HELLO, 6) + u8(6) + s("kim") + s("")),
+        record(1, header(PING, 7), expire=True),
+        record(0, header(PING, 8), probe=True),
+        record(2, header(HELLO, 9) + u8(6) + s("mo") + s(""), relayed=True),
+        record(2, header(PING, 10), probe=True),
+        record(1, header(PING, 11), expire=True),
+    ]
+    yield "connections", b"".join(connections)
     yield "garbage", b"".join(record(i % 4, body) for i, (_, body) in enumerate(malformed_bodies()))
 
 

@@ -15,6 +15,7 @@
 
 #include "bench.h"
 #include "zchat_broker.h"
+#include "zchat_client_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -162,7 +163,11 @@ cleanup:
 //  Idle clients: each connects a DEALER and makes one round trip; in a
 //  room it also connects a SUB and asks until a publication of its room
 //  has come (its subscription is then live). Then they keep still, but
-//  for a round trip every --ping-ms, as zchat's clients ping.
+//  for a round trip every --ping-ms during the first --ping-for-ms (0:
+//  for ever), as zchat's clients ping: from protocol version 6 only for
+//  a few heartbeats after their last traffic. Their DEALERs keep ZMTP
+//  heartbeats as libzchat's do (libzmq answers those itself, outside
+//  any queue).
 
 //  One round trip on a DEALER; for a client in a room, ask again until
 //  the room's publication arrives on its SUB. Returns 0 or -1.
@@ -201,11 +206,12 @@ s_fidle (bench_worker_t *worker, int argc, char **argv)
     int first = (int) bench_arg_long (argc, argv, "--first", 0);
     int room_size = (int) bench_arg_long (argc, argv, "--room-size", 0);
     long ping_ms = bench_arg_long (argc, argv, "--ping-ms", 0);
+    long ping_for_ms = bench_arg_long (argc, argv, "--ping-for-ms", 0);
     int rc = -1;
     bench_stats_t stats;
     memset (&stats, 0, sizeof (stats));
     if (!router_ep || !pub_ep || clients < 1 || clients > FLOOR_MAX_CLIENTS
-    ||  room_size < 0 || ping_ms < 0) {
+    ||  room_size < 0 || ping_ms < 0 || ping_for_ms < 0) {
         bench_worker_fail (worker, "bad arguments");
         return -1;
     }
@@ -236,6 +242,9 @@ s_fidle (bench_worker_t *worker, int argc, char **argv)
         //  reply would hang the worker
         if (bench_set_int (dealer [i], ZMQ_LINGER, 0)
         ||  bench_set_int (dealer [i], ZMQ_RCVTIMEO, FLOOR_REPLY_WAIT_MS)
+        ||  bench_set_int (dealer [i], ZMQ_HEARTBEAT_IVL, ZCHAT_CLIENT_ZMTP_HEARTBEAT_IVL)
+        ||  bench_set_int (dealer [i], ZMQ_HEARTBEAT_TIMEOUT,
+                           ZCHAT_CLIENT_ZMTP_HEARTBEAT_TIMEOUT)
         ||  zmq_connect (dealer [i], router_ep)
         ||  (sub [i] && (bench_set_int (sub [i], ZMQ_LINGER, 0)
                       || zmq_setsockopt (sub [i], ZMQ_SUBSCRIBE, topic, strlen (topic))
@@ -251,6 +260,7 @@ s_fidle (bench_worker_t *worker, int argc, char **argv)
     stats.clients = (uint64_t) clients;
     bench_worker_ready (worker, "");
     int64_t next_ping = bench_now_ns () + ping_ms * 1000000LL;
+    int64_t ping_until = ping_for_ms? bench_now_ns () + ping_for_ms * 1000000LL: INT64_MAX;
     while (!zsys_interrupted) {
         char *command = bench_worker_command (worker, 50);
         bool stop = command && streq (command, "STOP");
@@ -259,7 +269,7 @@ s_fidle (bench_worker_t *worker, int argc, char **argv)
             break;
         //  A round ends at the first ping unanswered: the server is then
         //  in trouble, and STOP must not wait for every client's timeout.
-        if (ping_ms > 0 && bench_now_ns () >= next_ping) {
+        if (ping_ms > 0 && bench_now_ns () >= next_ping && next_ping < ping_until) {
             for (int i = 0; i < clients; i++) {
                 stats.sent++;
                 if (s_round_trip (dealer [i], NULL, NULL)) {
@@ -388,8 +398,13 @@ bench_floor_run (const bench_params_t *params, bench_idle_t *result)
     zclock_sleep (300);
     result->floor_base_rss_kb = bench_proc_status_kb (server_pid, "VmRSS");
 
-    char ping_text [24], room_text [16];
-    snprintf (ping_text, sizeof (ping_text), "%ld", s_ping_ms (params->broker_args));
+    //  Our broker speaks version 6 to zchat's clients, which then ping for
+    //  ZCHAT_CLIENT_ACTIVE_HEARTBEATS after their last traffic and no more
+    char ping_text [24], ping_for_text [24], room_text [16];
+    long ping_ms = s_ping_ms (params->broker_args);
+    snprintf (ping_text, sizeof (ping_text), "%ld", ping_ms);
+    snprintf (ping_for_text, sizeof (ping_for_text), "%ld",
+              ping_ms * ZCHAT_CLIENT_ACTIVE_HEARTBEATS);
     snprintf (room_text, sizeof (room_text), "%d", result->room_size);
     int first = 0;
     for (int p = 0; p < result->procs; p++) {
@@ -401,7 +416,8 @@ bench_floor_run (const bench_params_t *params, bench_idle_t *result)
         first += clients;
         char *args [] = { "--router", router_ep, "--pub", pub_ep,
                           "--clients", clients_text, "--first", first_text,
-                          "--room-size", room_text, "--ping-ms", ping_text, NULL };
+                          "--room-size", room_text, "--ping-ms", ping_text,
+                          "--ping-for-ms", ping_for_text, NULL };
         int index = bench_fleet_spawn (fleet, "fidle", args);
         if (index < 0 || bench_fleet_wait_ready (fleet, index, index + 1,
                                                  (int) (60000 + 50 * (long) clients))) {

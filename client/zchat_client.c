@@ -95,12 +95,6 @@
 #define S_SUB_RCVHWM            1000
 #define S_SUB_MAXMSGSIZE        (ZCHAT_MAX_TEXT + 1024)
 #define S_LINGER_MS             200
-#define S_ZMTP_HEARTBEAT_IVL    1000
-#define S_ZMTP_HEARTBEAT_TIMEOUT 3000
-//  Version 6: pings go on this many heartbeats after the last activity
-//  (a send, anything that came but a PONG), so that a tail lost at the
-//  end of a burst is told by a PONG, as before version 6
-#define S_ACTIVE_HEARTBEATS     3
 #define S_BUFFER_SIZE           (ZCHAT_MAX_TEXT + 1024)
 #define S_SAYS_AFTER            8       //  unacknowledged sends before new SAYs batch
 #define S_SAYS_BYTES            (64 * 1024)     //  largest SAYS built
@@ -1720,9 +1714,9 @@ s_drain (zchat_client_t *self, int64_t now)
 //  the broker keeps the session as long as our connection, and a PONG is
 //  worth having only while something waits for an answer (a send, a
 //  request, a join or probe, a fetch; were the broker stuck, the silence
-//  rule needs pings to go unanswered), and for S_ACTIVE_HEARTBEATS after
-//  traffic: a PONG tells each room's newest seq, which is how a tail
-//  lost at the end of a burst is noticed.
+//  rule needs pings to go unanswered), and for
+//  ZCHAT_CLIENT_ACTIVE_HEARTBEATS after traffic: a PONG tells each room's
+//  newest seq, which is how a tail lost at the end of a burst is noticed.
 
 static bool
 s_ping_wanted (zchat_client_t *self, int64_t now)
@@ -1731,7 +1725,8 @@ s_ping_wanted (zchat_client_t *self, int64_t now)
         return true;
     if (zchat_outbox_size (self->outbox) || zchat_idmap_size (self->requests)
     ||  self->unsent_requests
-    ||  now - self->active_ms < (int64_t) S_ACTIVE_HEARTBEATS * self->heartbeat_ms)
+    ||  now - self->active_ms
+        < (int64_t) ZCHAT_CLIENT_ACTIVE_HEARTBEATS * self->heartbeat_ms)
         return true;
     zchat_client_room_t *room = (zchat_client_room_t *) zhashx_first (self->rooms);
     for (; room; room = (zchat_client_room_t *) zhashx_next (self->rooms))
@@ -1996,8 +1991,8 @@ zchat_client_new (const char *server, const char *nick)
     zsock_set_immediate (self->dealer, 1);
     zsock_set_sndhwm (self->dealer, S_SNDHWM);
     zsock_set_rcvhwm (self->dealer, S_DEALER_RCVHWM);
-    zsock_set_heartbeat_ivl (self->dealer, S_ZMTP_HEARTBEAT_IVL);
-    zsock_set_heartbeat_timeout (self->dealer, S_ZMTP_HEARTBEAT_TIMEOUT);
+    zsock_set_heartbeat_ivl (self->dealer, ZCHAT_CLIENT_ZMTP_HEARTBEAT_IVL);
+    zsock_set_heartbeat_timeout (self->dealer, ZCHAT_CLIENT_ZMTP_HEARTBEAT_TIMEOUT);
     //  Each new connection begins with an empty message, which a broker
     //  of version 6 answers with 440 if it has no session for it: after a
     //  broker restart, or a connection replaced, we greet again at once,
@@ -3660,8 +3655,8 @@ s_test_pinged (zsock_t *router, int ms)
 
 //  The ping policy. Before version 6 an idle client pings every
 //  heartbeat. From version 6 it pings only while something waits for an
-//  answer or for S_ACTIVE_HEARTBEATS after activity (a send, anything
-//  but a PONG coming), and a PONG itself (the broker's check of our
+//  answer or for ZCHAT_CLIENT_ACTIVE_HEARTBEATS after activity (a send,
+//  anything but a PONG coming), and a PONG itself (the broker's check of our
 //  connection) is no activity; silence from the broker does not end an
 //  idle session whose connection is up, and does end one whose
 //  connection is down. A ROUTER stands in for the broker's; housekeeping

@@ -25,6 +25,16 @@
 //  Messages asked per history fetch (ours, and the caller's "last N")
 #define ZCHAT_CLIENT_PAGE_LIMIT 500
 
+//  The DEALER's ZMTP heartbeats (ms): libzmq's own PING and PONG, which
+//  notice a dead broker without passing through any queue
+#define ZCHAT_CLIENT_ZMTP_HEARTBEAT_IVL     1000
+#define ZCHAT_CLIENT_ZMTP_HEARTBEAT_TIMEOUT 3000
+//  Version 6: pings go on this many heartbeats after the last activity
+//  (a send, anything that came but a PONG), so that a tail lost at the
+//  end of a burst is told by a PONG, as before version 6; then none. The
+//  bench's libzmq floor (bench/bench_floor.c) keeps the same rhythm.
+#define ZCHAT_CLIENT_ACTIVE_HEARTBEATS      3
+
 //  A room message whose sender's nick breaks the name rules (a broken or
 //  hostile broker: such a name could carry terminal escapes to whoever
 //  prints it). It still takes its place in the room's sequence, so that

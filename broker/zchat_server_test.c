@@ -2318,6 +2318,36 @@ s_test_durability_off (void)
     zchat_testbed_destroy (&bed);
 }
 
+//  Durability off, a failed commit, then the room emptied (freed from
+//  memory) and joined again before any commit succeeds: its numbering
+//  still goes on past the published seq, which a subscriber may have seen.
+static void
+s_test_unsafe_reopen (void)
+{
+    zchat_server_config_t config = zchat_testbed_config ();
+    config.ack_before_commit = true;
+    zchat_testbed_t *bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    s_greet (bed, "A", "alice", NULL);
+    s_join (bed, "A", "solo", 2);
+    zchat_testbed_clear (bed);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 3, "solo", ZCHAT_KIND_TEXT, "lost", 4));
+    zchat_testbed_server (bed)->fail_commit = true;
+    assert (zchat_testbed_flush (bed) == -1);
+    const zchat_msg_t *msg = s_reply (bed, "A", ZCHAT_ACK, 3);
+    assert (msg->seq == 1);
+    SEND (bed, "A", zchat_encode_leave (&s_buf, 4, "solo"));
+    s_reply (bed, "A", ZCHAT_OK, 4);
+    SEND (bed, "A", zchat_encode_join (&s_buf, 5, "solo"));
+    msg = s_reply (bed, "A", ZCHAT_JOINED, 5);
+    assert (msg->seq == 1);
+    SEND (bed, "A", zchat_encode_say (&s_buf, 6, "solo", ZCHAT_KIND_TEXT, "next", 4));
+    assert (zchat_testbed_flush (bed) == 1);
+    msg = s_reply (bed, "A", ZCHAT_ACK, 6);
+    assert (msg->seq == 2);
+    zchat_testbed_destroy (&bed);
+}
+
 //  Batching: a group goes out as one MESSAGES per room and one ACKS per
 //  version 2 sender; a version 1 sender gets its ACKs one by one; a group
 //  of one goes out as a plain ACK and MESSAGE; a message too big to share
@@ -2848,6 +2878,7 @@ zchat_server_test (bool verbose)
     s_test_owner_fault ();
     s_test_revoke ();
     s_test_durability_off ();
+    s_test_unsafe_reopen ();
     s_test_batches ();
     s_test_ackruns ();
     s_test_lent_runs ();

@@ -2456,7 +2456,15 @@ zchat_store_room_seq (zchat_store_t *self, const char *room, uint64_t *last_seq)
         *last_seq = pending->last_seq;
         return 0;
     }
-    return s_room_newest (self, room, room_len, last_seq);
+    if (s_room_newest (self, room, room_len, last_seq))
+        return -1;
+    //  Seqs of a group published before a commit that failed are used,
+    //  though no commit has written them down yet: a room freed from
+    //  memory meanwhile and opened again numbers on past them
+    const uint64_t *unsafe = (const uint64_t *) zhashx_lookup (self->unsafe, room);
+    if (unsafe && *unsafe > *last_seq)
+        *last_seq = *unsafe;
+    return 0;
 }
 
 

@@ -1260,7 +1260,9 @@ s_test_published (const char *base, bool verbose)
     s_append_run (store, "e", 1, 1);
     assert (zchat_store_publishing (store) == 0);
     zchat_store_rollback (store);
-    assert (zchat_store_last_seq (store, "a") == 8);
+    //  its seqs are used all the same: a room opened anew numbers past them
+    assert (zchat_store_last_seq (store, "a") == 9);
+    assert (zchat_store_last_seq (store, "e") == 1);
     assert (zchat_store_begin (store) == 0);
     s_append_run (store, "d", 2, 1);
     assert (zchat_store_commit (store) == 0);

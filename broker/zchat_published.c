@@ -257,6 +257,12 @@ zchat_published_write (zchat_published_t *self, bool append)
     s_put_u64 (self->buf + self->size, s_check (self->buf, self->size));
     size_t whole = self->size + S_CHECK_SIZE;
     off_t at = append? self->end: 0;
+    //  The next open reads S_FILE_MAX bytes at most: a record past that
+    //  would not be read, and its seqs would be given out again
+    if ((uint64_t) at + whole > S_FILE_MAX) {
+        errno = EFBIG;
+        return -1;
+    }
     ssize_t rc;
     do
         rc = pwrite (self->fd, self->buf, whole, at);

@@ -50,7 +50,8 @@ int64_t
 //  1..ZCHAT_MAX_ROOM), write. write puts it at the start of the file when
 //  append is false (every earlier record is then stale: what it named is
 //  stored), else after the last one written. Returns 0, or -1 (errno set;
-//  add fails only when out of memory).
+//  add fails only when out of memory; write also when the record would end
+//  past what a read takes in, EFBIG).
 void
     zchat_published_start (zchat_published_t *self);
 int

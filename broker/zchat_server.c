@@ -263,7 +263,13 @@ zchat_server_connected (zchat_server_t *self, const uint8_t *peer, size_t peer_s
     if (self->config.curve && !(user_id && streq (session->key, user_id)))
         return;
     zchat_sessions_touch (self->sessions, session, req.mono_ms);
-    zchat_server_bind (self, session, &req);
+    //  A new connection that cannot be bound (a relay's, say) would leave
+    //  a version 6 session unbound: its client, not pinging, would never
+    //  find out, and it would end by silence. Greeting again makes it a
+    //  session of the version before, whose client pings.
+    if (!zchat_server_bind (self, session, &req) && session->version >= ZCHAT_VERSION_BOUND)
+        zchat_server_error (self, &req, ZCHAT_ERR_SESSION, 0,
+                            "this connection cannot keep the session: greet again with HELLO");
 }
 
 

@@ -613,6 +613,17 @@ s_test_connections (void)
     zchat_testbed_advance (bed, ZCHAT_SERVER_CHECK_MS);
     zchat_testbed_tick (bed);
     assert (zchat_testbed_checks (bed, NULL) == checks);
+    //  Its next connection cannot be bound (a relay's): 440, so that it
+    //  greets again and pings as the version before does, rather than
+    //  idling unbound until its session ends by silence
+    zchat_testbed_set_fd (bed, "E", -1);
+    zchat_testbed_connect (bed, "E", NULL);
+    assert (s_reply (bed, "E", ZCHAT_ERROR, 0)->code == ZCHAT_ERR_SESSION);
+    assert (s_session (bed, "erin")->fd == -1);
+    zchat_testbed_set_fd (bed, "E", 900);
+    zchat_testbed_connect (bed, "E", NULL);
+    assert (zchat_testbed_replies (bed, "E") == 0);
+    assert (s_session (bed, "erin")->fd == 900);
 
     //  An hour's silence, no close heard, the connection gone all the
     //  same: checked at the first expiry walk past the hour, found gone,

@@ -108,6 +108,7 @@
 #define S_POOL_KEEP             16
 
 static void s_housekeep (zchat_client_t *self, int64_t now);
+static void s_quiet_check (zchat_client_t *self, int64_t now);
 static int  s_drain (zchat_client_t *self, int64_t now);
 static void s_monitor_stop (zchat_client_t *self);
 
@@ -536,6 +537,7 @@ s_request_send (zchat_client_t *self, uint64_t id, zchat_client_request_t *req, 
 uint64_t
 zchat_client_request (zchat_client_t *self, zchat_client_request_t *req, int64_t now)
 {
+    s_quiet_check (self, now);
     uint64_t id = s_next_id (self);
     if (!req->user_id)
         req->user_id = id;
@@ -726,6 +728,7 @@ s_send_new (zchat_client_t *self, uint8_t type, const char *target,
     //  the tick's resolution does, and a flat-out sender saves a clock
     //  read per message
     int64_t now = s_now_coarse ();
+    s_quiet_check (self, now);
     //  Replies first, if none were read lately (a caller busy with each
     //  event, between calls to zchat_client_next): a 429 there puts earlier
     //  sends back in line, and this one must go behind them. The broker's
@@ -1745,6 +1748,25 @@ s_heard_ms (zchat_client_t *self)
     return self->quiet_ms > self->last_recv_ms? self->quiet_ms: self->last_recv_ms;
 }
 
+//  Version 6, idle: the broker keeps the session while our connection
+//  is up, so silence from it says nothing, and its clock starts again.
+//  The connection is up while the DEALER takes messages: it is
+//  IMMEDIATE, with no pipe to a broker it is not connected to (asking
+//  also lets it take a new connection in, whose probe tells us at
+//  once if the broker forgot us), and its ZMTP heartbeats close a
+//  connection to a broker that stopped answering within seconds. With
+//  something waiting for an answer, the rule holds as before. Checked at
+//  housekeeping, and when something of ours starts to wait for an
+//  answer: a caller back after a long absence must not take its own
+//  absence for the broker's silence.
+static void
+s_quiet_check (zchat_client_t *self, int64_t now)
+{
+    if (self->state == S_READY && self->version >= ZCHAT_VERSION_BOUND
+    &&  !s_ping_wanted (self, now) && (zsock_events (self->dealer) & ZMQ_POLLOUT))
+        self->quiet_ms = now;
+}
+
 //  --------------------------------------------------------------------------
 //  Housekeeping: whatever is due at now, then when to come back (due_ms).
 
@@ -1755,17 +1777,7 @@ s_housekeep (zchat_client_t *self, int64_t now)
     if (self->state == S_IDLE)
         return;
 
-    //  Version 6, idle: the broker keeps the session while our connection
-    //  is up, so silence from it says nothing, and its clock starts again.
-    //  The connection is up while the DEALER takes messages: it is
-    //  IMMEDIATE, with no pipe to a broker it is not connected to (asking
-    //  also lets it take a new connection in, whose probe tells us at
-    //  once if the broker forgot us), and its ZMTP heartbeats close a
-    //  connection to a broker that stopped answering within seconds. With
-    //  something waiting for an answer, the rule holds as before.
-    if (self->state == S_READY && self->version >= ZCHAT_VERSION_BOUND
-    &&  !s_ping_wanted (self, now) && (zsock_events (self->dealer) & ZMQ_POLLOUT))
-        self->quiet_ms = now;
+    s_quiet_check (self, now);
     //  Silence for the session timeout: the broker is gone or forgot us.
     //  Read what may be waiting first: a caller that was busy elsewhere
     //  must not mistake its own absence for the broker's.
@@ -3693,8 +3705,11 @@ s_test_ping_policy (void)
     s_housekeep (client, now);
     assert (!s_test_pinged (router, 100));
     //  Something waiting for an answer: pings, and the silence rule holds
-    //  again, counted from the last moment the client was idle
+    //  again, counted from the last moment the client was idle (the
+    //  request's own, on the client's clock)
     uint64_t id = zchat_client_rooms (client);
+    int64_t idle_until = client->quiet_ms;
+    assert (idle_until >= now);
     assert (id);
     zsock_set_rcvtimeo (router, 1000);
     zmsg_t *request = zmsg_recv (router);
@@ -3706,9 +3721,9 @@ s_test_ping_policy (void)
     client->last_send_ms = now - 1000;
     s_housekeep (client, now);
     assert (s_test_pinged (router, 1000));
-    s_housekeep (client, now + 2999);
+    s_housekeep (client, idle_until + 2999);
     assert (client->state == S_READY);
-    s_housekeep (client, now + 3000);
+    s_housekeep (client, idle_until + 3000);
     assert (client->state == S_GREETING);
     zchat_event_t *event = s_test_event (client);
     assert (event && event->type == ZCHAT_EV_DISCONNECTED);
@@ -3758,6 +3773,35 @@ s_test_ping_policy (void)
     zchat_event_destroy (&event);
     client->state = S_IDLE;
     zchat_client_destroy (&client);
+}
+
+//  Version 6: a caller away longer than the session timeout while the
+//  session was idle and connected, then asking something, must not take
+//  the session for lost before the broker has had any time to answer (its
+//  silence counted from when the caller was last here).
+static void
+s_test_absent_caller (void)
+{
+    zchat_client_t *client;
+    zsock_t *router = s_test_stand_in (&client);
+    client->heartbeat_ms = 200;
+    client->session_ms = 600;
+    client->timeout_ms = 5000;
+    int64_t now = s_now ();
+    client->active_ms = now - 60000;
+    client->last_send_ms = now - 60000;
+    client->due_ms = 0;
+    zchat_event_t *event = zchat_client_next (client, 0);
+    assert (event == NULL && client->state == S_READY);
+    zclock_sleep (1000);            //  the caller is busy elsewhere
+    uint64_t id = zchat_client_rooms (client);
+    assert (id);
+    event = zchat_client_next (client, 0);
+    assert (client->state == S_READY);
+    zchat_event_destroy (&event);
+    client->state = S_IDLE;
+    zchat_client_destroy (&client);
+    zsock_destroy (&router);
 }
 
 //  Send-only rooms: JOIN and nothing more. What the SUB subscribes to is
@@ -4460,6 +4504,7 @@ zchat_client_test (bool verbose)
     s_test_dm_refused ();
     s_test_dm_window ();
     s_test_resend_after_429 ();
+    s_test_absent_caller ();
     s_test_ping_policy ();
 
     if (verbose)

@@ -290,6 +290,7 @@ typedef struct {
     size_t damaged;             //  rows passed over as unreadable
     uint64_t damaged_first;     //  the oldest and newest of them, for the log
     uint64_t damaged_last;
+    size_t damaged_bytes;       //  what they would have taken in the page
 } s_page_t;
 
 //  A stored row no client could read: the store checks a chunk's framing
@@ -300,11 +301,12 @@ typedef struct {
 //  as if retention had taken it: the page goes on past it and leaves its
 //  seq out, which tells the client exactly that (PROTOCOL.md 6.4).
 static void
-s_page_damaged (s_page_t *page, uint64_t seq)
+s_page_damaged (s_page_t *page, uint64_t seq, size_t item)
 {
     if (page->damaged++ == 0)
         page->damaged_first = seq;
     page->damaged_last = seq;
+    page->damaged_bytes += item;
 }
 
 //  A page holds at most ZCHAT_PAGE_BYTES, or its header and one item:
@@ -330,7 +332,7 @@ s_page_add (void *arg, uint64_t seq, uint64_t ts, const char *nick, uint8_t kind
         return 1;
     }
     if (!zchat_utf8_valid (nick, nick_len) || !zchat_utf8_valid (text, text_size)) {
-        s_page_damaged (page, seq);
+        s_page_damaged (page, seq, item);
         return 0;
     }
     //  The encoder refuses only a damaged row (a kind it does not know):
@@ -338,7 +340,7 @@ s_page_add (void *arg, uint64_t seq, uint64_t ts, const char *nick, uint8_t kind
     assert (page->count < ZCHAT_MAX_ITEMS);     //  history_page is at most that
     size_t size = zchat_encode_page_add (page->buf, seq, ts, nick, kind, text, text_size);
     if (size == 0) {
-        s_page_damaged (page, seq);
+        s_page_damaged (page, seq, item);
         return 0;
     }
     page->size = size;
@@ -397,7 +399,7 @@ zchat_server_do_history (zchat_server_t *self, zchat_request_t *req)
         first_seq = 0;              //  all it holds is staged
     size_t size = zchat_encode_page_begin (&buf, msg->id, room->name, first_seq,
                                            newest, false);
-    s_page_t page = { &buf, size, 0, limit, false, 0, 0, 0 };
+    s_page_t page = { &buf, size, 0, limit, false, 0, 0, 0, 0 };
     if (newest > 0 && from <= to) {
         //  The page stops the store itself, at the row after its last item
         //  (so it knows there is more): no row limit here, since a damaged
@@ -423,7 +425,9 @@ zchat_server_do_history (zchat_server_t *self, zchat_request_t *req)
                       page.damaged_first, page.damaged_last);
     if (page.more)
         zchat_encode_page_set_more (&buf, true);
-    zchat_server_query_charge (self, req, page.size);
+    //  Rows passed over were read all the same: charged as if served, so
+    //  that asking again and again for a damaged range is not free
+    zchat_server_query_charge (self, req, page.size + page.damaged_bytes);
     ZCHAT_DEBUG ("zchat: history of %s %" PRIu64 "..%" PRIu64 " for %s: %zu messages%s",
                  room->name, from, to, req->session->nick, page.count,
                  page.more ? ", more" : "");

@@ -1610,6 +1610,8 @@ s_test_history_damaged (void)
 {
     zchat_server_config_t config = zchat_testbed_config ();
     config.history_page = 4;
+    config.query_rate = 1;              //  charged, never refused here
+    config.query_burst = 1024;
     zchat_testbed_t *bed = zchat_testbed_new (&config, false);
     assert (bed);
     //  The store takes any kind and any bytes: only the broker's checks
@@ -1675,6 +1677,19 @@ s_test_history_damaged (void)
     CHECK_DAMAGED (18, 0, 0, 6, 0, 16);
     CHECK_DAMAGED (19, 0, 0, 3, 0, 0);
     #undef CHECK_DAMAGED
+
+    //  Rows passed over are charged to the query budget as if served: an
+    //  empty page over six damaged rows costs more than its own bytes
+    //  (than an empty page over nothing, past the newest seq)
+    zchat_session_t *asker = s_session (bed, "alice");
+    int64_t level = asker->queries.level;
+    SEND (bed, "A", zchat_encode_history (&s_buf, 20, "scarred", 21, 0, 100));
+    assert (s_reply (bed, "A", ZCHAT_PAGE, 20)->item_count == 0);
+    int64_t bare = level - asker->queries.level;
+    level = asker->queries.level;
+    SEND (bed, "A", zchat_encode_history (&s_buf, 21, "scarred", 8, 13, 100));
+    assert (s_reply (bed, "A", ZCHAT_PAGE, 21)->item_count == 0);
+    assert (level - asker->queries.level - bare >= 6 * (8 + 8 + 1 + 5 + 1 + 4 + 2) * 1000);
 
     //  A client paging through from 1 as PROTOCOL.md 6.4 says (again
     //  from the last seq + 1 while more) gets every readable message, in

@@ -41,7 +41,10 @@ ALL_LIBS   = $(LDSAN) $(PKG_LIBS) -lpthread $(LDFLAGS)
 #  no Makefile change.
 PROTO_SRC  = $(wildcard proto/*.c)
 BROKER_SRC = $(filter-out broker/main.c,$(wildcard broker/*.c))
-CLIENT_SRC = $(filter-out client/main.c client/echobot.c client/keygen.c client/zchat_cli_%.c,$(wildcard client/*.c))
+CLIENT_SRC = $(filter-out client/main.c client/echobot.c client/keygen.c client/zchat_cli_%.c \
+                          client/%_test.c,$(wildcard client/*.c))
+#  Self tests too long to live beside their module: zchat-selftest only
+CLIENT_TEST_SRC = $(wildcard client/*_test.c)
 CLI_SRC    = $(wildcard client/zchat_cli_*.c)
 BENCH_SRC  = $(filter-out bench/main.c bench/ceiling.c,$(wildcard bench/*.c))
 
@@ -124,7 +127,8 @@ $(BUILD)/zchat-ceiling: $(call obj,bench/ceiling.c) $(BENCH_OBJ) $(LIBZCHAT_A)
 	$(CC) -o $@ $^ $(ALL_LIBS) -lm
 
 #  Self tests of every module (x_test functions), one binary; -t NAME runs one.
-$(BUILD)/zchat-selftest: $(call obj,tests/selftest.c) $(BROKER_OBJ) $(LIBZCHAT_A)
+$(BUILD)/zchat-selftest: $(call obj,tests/selftest.c) $(call obj,$(CLIENT_TEST_SRC)) \
+                        $(BROKER_OBJ) $(LIBZCHAT_A)
 	$(CC) -o $@ $^ $(ALL_LIBS)
 
 $(BUILD)/zchat-driver: $(call obj,tests/zchat_driver.c) $(LIBZCHAT_A)

@@ -37,7 +37,7 @@
 //  a ring allocated at its first DM and grown from ZCHAT_DM_RECENT_FIRST
 //  to ZCHAT_DM_RECENT entries (16 bytes each), oldest forgotten first. A
 //  resend of an older one is delivered again (PROTOCOL.md 6.3); libzchat
-//  keeps its DMs within the bound (S_DM_WINDOW in client/zchat_client.c).
+//  keeps its DMs within the bound (S_DM_WINDOW in client/zchat_client_int.h).
 #define ZCHAT_DM_RECENT_FIRST   16
 
 typedef struct _zchat_room_t zchat_room_t;

@@ -269,11 +269,6 @@ zsock_t *
 int
     zchat_client_due_ms (zchat_client_t *self);
 
-//  Self test against an in-process broker is done end-to-end in tests/;
-//  this covers what needs no broker. Asserts on failure.
-void
-    zchat_client_test (bool verbose);
-
 #ifdef __cplusplus
 }
 #endif

@@ -3,15 +3,17 @@
 //  helpers the room code calls. Not installed: callers see zchat_client.h.
 //
 //  The client is split by concern: zchat_client.c (sockets, the session,
-//  sends, requests, decoding what arrives, the public API) and
+//  sends, requests, decoding what arrives, the public API),
 //  zchat_client_room.c (one room we are in: join, probe, held events,
-//  sequencing, gap fetches).
+//  sequencing, gap fetches) and zchat_event.c (making events). Its self
+//  test, zchat_client_test.c, drives the steps declared at the end.
 
 #ifndef ZCHAT_CLIENT_INT_H_INCLUDED
 #define ZCHAT_CLIENT_INT_H_INCLUDED
 
 #include <czmq.h>
 #include "zchat_client.h"
+#include "zchat_event.h"
 #include "zchat_idmap.h"
 #include "zchat_msgpool.h"
 #include "zchat_outbox.h"
@@ -21,6 +23,61 @@
 //  says and no more, and so that calls from one of these files to another
 //  stay direct calls (no PLT), as they were when all this was one file.
 #pragma GCC visibility push(hidden)
+
+//  The client's tuning, in one place (a room's own: zchat_client_room.c)
+#define S_DEFAULT_TIMEOUT_MS    5000    //  per reply, and per send's ACK
+#define S_DEFAULT_HEARTBEAT_MS  3333    //  until the broker says
+#define S_DEFAULT_SESSION_MS    10000   //  until the broker says
+#define S_GREET_RETRY_MS        1000    //  HELLO retry while the broker is down
+#define S_HELLO_ANSWER_MS       2000    //  a sent HELLO unanswered this long is resent
+#define S_RATE_RETRY_MS         100     //  a 429 without a retry time
+//  After a SAY or DM refused with 429 at most this many sends go out
+//  unanswered at once, one more for each ACK (twice as many each round
+//  trip) until S_SEND_CAP_OPEN, when the cap comes off (zchat_client_send_room).
+#define S_SEND_CAP_RESUME       64
+#define S_SEND_CAP_OPEN         8192
+//  At most this many DMs go out from the oldest unanswered one on, that
+//  one counted (s_dm_held); the rest wait. The broker recognises a resent
+//  DM only among the last ZCHAT_DM_RECENT its session delivered
+//  (PROTOCOL.md 6.3) and delivers any older one again, so more would have
+//  some delivered twice when we resend them (on a new session, or a
+//  heartbeat after a lost or late ACK).
+#define S_DM_WINDOW             ZCHAT_DM_RECENT
+#define S_BYE_WAIT_MS           500     //  destroy waits this long for BYE's OK
+#define S_MAX_IDLE_MS           1000    //  housekeeping runs at least this often
+#define S_WRITE_RETRY_MS        10      //  retry a full DEALER, for external pollers
+#define S_BATCH                 512     //  messages drained per socket per pass
+//  Before anything goes again, housekeeping reads every reply waiting on
+//  the DEALER, up to this many: what its queue holds and a little more,
+//  a bound against a stream that never stops (others' DMs)
+#define S_REPLIES_MAX           (2 * S_DEALER_RCVHWM + S_BATCH)
+//  A new send reads the replies first if none were read for this long
+#define S_REPLIES_STALE_MS      100
+#define S_SNDHWM                10000
+//  What a broker can make us hold is bounded by messages queued times
+//  their largest size: each socket refuses a frame over its limit before
+//  allocating it (libzmq then drops that connection and reconnects), and
+//  queues a bounded number. Replies (PAGE) can fill a whole body; the PUB
+//  path carries MESSAGE, EVENT and PROBE only, whose largest is one
+//  ZCHAT_MAX_TEXT text plus its small header. The broker keeps up to its
+//  own high-water marks queued for a reader that is behind, so a short
+//  queue here costs an honest session nothing.
+#define S_DEALER_RCVHWM         1000
+#define S_DEALER_MAXMSGSIZE     (ZCHAT_MAX_FRAME + 1024)
+#define S_SUB_RCVHWM            1000
+#define S_SUB_MAXMSGSIZE        (ZCHAT_MAX_TEXT + 1024)
+#define S_LINGER_MS             200
+#define S_BUFFER_SIZE           (ZCHAT_MAX_TEXT + 1024)
+#define S_SAYS_AFTER            8       //  unacknowledged sends before new SAYs batch
+#define S_SAYS_BYTES            (64 * 1024)     //  largest SAYS built
+#define S_SAYS_ITEMS            1024
+#define S_SAYS_EARLY            128     //  gathered SAYs that go out without waiting for the pass
+//  Bodies of S_POOLED_MIN bytes or more (SAYS batches, long texts) go out
+//  in blocks of a pool kept warm (zchat_msgpool.h), at most S_POOL_KEEP
+//  free ones: with the window full of 1 KiB texts some 32 SAYS are out
+//  at once, fewer with shorter texts.
+#define S_POOLED_MIN            (8 * 1024)
+#define S_POOL_KEEP             16
 
 //  Messages asked per history fetch (ours, and the caller's "last N")
 #define ZCHAT_CLIENT_PAGE_LIMIT 500
@@ -254,10 +311,6 @@ zchat_client_schedule (zchat_client_t *self, int64_t when)
 uint64_t
     zchat_client_random64 (void);
 
-//  A new, zeroed event of type. Returns NULL only if out of memory.
-zchat_event_t *
-    zchat_client_event_new (zchat_event_type_t type);
-
 //  Build a room MESSAGE event from a MESSAGE or a PAGE item; of type
 //  ZCHAT_CLIENT_EV_DROPPED if the sender's nick is not a valid nick.
 //  Returns NULL only if out of memory.
@@ -287,6 +340,66 @@ uint64_t
 //  Forget a request; returns it (the caller frees it) or NULL.
 zchat_client_request_t *
     zchat_client_request_take (zchat_client_t *self, uint64_t id);
+
+//  --------------------------------------------------------------------------
+//  The clock everything here runs on (ms, monotonic).
+
+static inline int64_t
+zchat_client_now (void)
+{
+    return zclock_mono ();
+}
+
+//  --------------------------------------------------------------------------
+//  The same clock at the kernel tick's resolution (a few ms behind zchat_client_now
+//  at most), for a few ns instead of a few tens: enough to see whether
+//  housekeeping is due while handing out queued events one by one.
+
+static inline int64_t
+zchat_client_now_coarse (void)
+{
+    struct timespec ts;
+    if (clock_gettime (CLOCK_MONOTONIC_COARSE, &ts))
+        return zchat_client_now ();
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+//  --------------------------------------------------------------------------
+//  The client's own steps, shared with its self test (zchat_client_test.c),
+//  which drives them with chosen clocks and bodies.
+
+//  One body from the DEALER.
+void
+    zchat_client_on_dealer (zchat_client_t *self, const void *data, size_t size,
+                            int64_t now);
+
+//  One body from the SUB, which came under topic (its topic frame: only a
+//  PROBE needs it, to tell its probing episode's tag).
+void
+    zchat_client_on_sub (zchat_client_t *self, const void *topic, size_t topic_size,
+                         const void *data, size_t size, int64_t now);
+
+//  Drain the DEALER, the SUB and the monitor, each at most a batch,
+//  without waiting. Returns the number of messages read.
+int
+    zchat_client_drain (zchat_client_t *self, int64_t now);
+
+//  Housekeeping: whatever is due at now, then when to come back (due_ms).
+void
+    zchat_client_housekeep (zchat_client_t *self, int64_t now);
+
+//  How many more sends may go out now: SIZE_MAX but after a 429.
+size_t
+    zchat_client_send_room (zchat_client_t *self);
+
+//  Whether we wait for the DEALER to take something.
+bool
+    zchat_client_want_write (zchat_client_t *self);
+
+//  Self test (zchat_client_test.c; linked into zchat-selftest, not into
+//  the library): what needs no broker. Asserts on failure.
+void
+    zchat_client_test (bool verbose);
 
 #pragma GCC visibility pop
 

@@ -3,7 +3,7 @@
 
 #include "zchat_client_room.h"
 
-//  Tuning of rooms (the client's own is in zchat_client.c)
+//  Tuning of rooms (the client's own is in zchat_client_int.h)
 #define S_PROBE_IVL_MS          100     //  PROBE resend while joining, at most
 #define S_PROBE_FIRST_MS        5       //  and at first
 #define S_TAIL_GRACE_MS         200     //  a PONG's newer seq may still be in flight on SUB
@@ -34,7 +34,7 @@ static void
 s_gap (void *arg, uint64_t from_seq, uint64_t to_seq)
 {
     zchat_client_room_t *self = (zchat_client_room_t *) arg;
-    zchat_event_t *event = zchat_client_event_new (ZCHAT_EV_GAP);
+    zchat_event_t *event = zchat_event_new (ZCHAT_EV_GAP);
     if (!event)
         return;
     zchat_client_copy (event->room, sizeof (event->room), self->name);
@@ -79,8 +79,8 @@ s_sequencer_new (zchat_client_room_t *self)
 //  subscription trie in ascending byte order, not in the order of the
 //  calls: the room's subscription and the tag's then go out together.
 //  0xFF sorts after every byte a room's topic can start with (UTF-8
-//  never uses it), so the tag still goes last (zchat_client.c's self
-//  test, s_test_tag_order, shows it).
+//  never uses it), so the tag still goes last (the client's self
+//  test, s_test_tag_order in zchat_client_test.c, shows it).
 
 static void
 s_tag (zchat_client_room_t *self)
@@ -205,7 +205,7 @@ zchat_client_room_rejoin (zchat_client_room_t *self, int64_t now)
 static void
 s_report_joined (zchat_client_room_t *self, uint64_t id, uint64_t seq)
 {
-    zchat_event_t *event = zchat_client_event_new (ZCHAT_EV_JOINED);
+    zchat_event_t *event = zchat_event_new (ZCHAT_EV_JOINED);
     if (event) {
         event->id = id;
         zchat_client_copy (event->room, sizeof (event->room), self->name);
@@ -671,7 +671,7 @@ s_test_probe_tag (zchat_client_t *client, const char *room)
 static zchat_event_t *
 s_test_presence (zchat_event_type_t type, const char *nick, const char *topic)
 {
-    zchat_event_t *event = zchat_client_event_new (type);
+    zchat_event_t *event = zchat_event_new (type);
     assert (event);
     zchat_client_copy (event->room, sizeof (event->room), "lobby");
     zchat_client_copy (event->nick, sizeof (event->nick), nick);

@@ -23,6 +23,7 @@
 #include "zchat_sequencer.h"
 #include "zchat_outbox.h"
 #include "zchat_client_room.h"
+#include "zchat_client_int.h"
 
 typedef struct {
     const char *name;
@@ -45,6 +46,7 @@ static test_t s_tests [] = {
     { "zchat_idmap",     zchat_idmap_test },
     { "zchat_sequencer", zchat_sequencer_test },
     { "zchat_outbox",    zchat_outbox_test },
+    { "zchat_event",     zchat_event_test },
     { "zchat_client_room", zchat_client_room_test },
     { "zchat_client",    zchat_client_test },
 };

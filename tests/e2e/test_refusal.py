@@ -14,7 +14,7 @@ from harness import ACKS, ERROR, SAY, SAYS, FakeBroker, T, check, driver, encode
 
 COST = 6
 
-RESUME = 64                 # S_SEND_CAP_RESUME in client/zchat_client.c
+RESUME = 64                 # S_SEND_CAP_RESUME in client/zchat_client_int.h
 COUNT = 2000
 RETRY_MS = 100
 REFUSE_S = 0.6              # the fake refuses every SAY this long after the first

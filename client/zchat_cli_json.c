@@ -8,6 +8,7 @@
 #include "zchat_cli.h"
 #include "zchat_cli_poll.h"
 #include "zchat_cli_requests.h"
+#include <math.h>
 
 typedef struct {
     const zchat_cli_opts_t *opts;
@@ -180,9 +181,16 @@ static void
 s_command (s_json_t *self, const cJSON *cmd)
 {
     const cJSON *id = cJSON_GetObjectItemCaseSensitive (cmd, "id");
-    if (id && !cJSON_IsString (id) && !cJSON_IsNumber (id)) {
+    //  The answer carries the id as it came: a string of UTF-8 (cJSON
+    //  takes any bytes in a string, which would make our output invalid),
+    //  or a number a double holds exactly (a bigger one came back as
+    //  another number, 1e400 as null)
+    if (id && !(cJSON_IsString (id) && id->valuestring
+                && zchat_utf8_valid (id->valuestring, strlen (id->valuestring)))
+           && !(cJSON_IsNumber (id) && fabs (id->valuedouble) <= 9007199254740992.0)) {
         zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD,
-                                    "\"id\" must be a string or a number", NULL);
+                                    "\"id\" must be a string (UTF-8) or a number "
+                                    "within +-2^53", NULL);
         return;
     }
     const char *name;

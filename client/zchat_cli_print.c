@@ -329,6 +329,18 @@ s_add_text (cJSON *json, const zchat_event_t *ev)
 }
 
 
+//  Add a 64-bit unsigned number (seq, ts) as its exact decimal digits.
+//  As a double (cJSON's numbers) one over 2^53 came out rounded, a seq
+//  that was not the broker's, and as 1.8446744073709552e+19 at the top.
+static void
+s_add_u64 (cJSON *json, const char *name, uint64_t value)
+{
+    char digits [24];
+    snprintf (digits, sizeof digits, "%" PRIu64, value);
+    cJSON_AddRawToObject (json, name, digits);
+}
+
+
 //  ---------------------------------------------------------------------
 //  An event as a JSON object (see client/JSON.md).
 
@@ -344,8 +356,8 @@ zchat_cli_event_json (const zchat_event_t *ev)
             cJSON_AddStringToObject (json, "room", ev->room);
             cJSON_AddStringToObject (json, "from", ev->nick);
             s_add_text (json, ev);
-            cJSON_AddNumberToObject (json, "seq", (double) ev->seq);
-            cJSON_AddNumberToObject (json, "ts", (double) ev->ts);
+            s_add_u64 (json, "seq", ev->seq);
+            s_add_u64 (json, "ts", ev->ts);
             if (ev->history)
                 cJSON_AddTrueToObject (json, "history");
             if (ev->action)
@@ -354,13 +366,13 @@ zchat_cli_event_json (const zchat_event_t *ev)
         case ZCHAT_EV_DM:
             cJSON_AddStringToObject (json, "from", ev->nick);
             s_add_text (json, ev);
-            cJSON_AddNumberToObject (json, "ts", (double) ev->ts);
+            s_add_u64 (json, "ts", ev->ts);
             if (ev->action)
                 cJSON_AddTrueToObject (json, "action");
             break;
         case ZCHAT_EV_JOINED:
             cJSON_AddStringToObject (json, "room", ev->room);
-            cJSON_AddNumberToObject (json, "seq", (double) ev->seq);
+            s_add_u64 (json, "seq", ev->seq);
             cJSON_AddStringToObject (json, "topic", ev->topic);
             break;
         case ZCHAT_EV_LEFT:
@@ -372,7 +384,7 @@ zchat_cli_event_json (const zchat_event_t *ev)
             cJSON_AddStringToObject (json, "room", ev->room);
             cJSON_AddStringToObject (json, "nick", ev->nick);
             if (ev->ts)
-                cJSON_AddNumberToObject (json, "ts", (double) ev->ts);
+                s_add_u64 (json, "ts", ev->ts);
             break;
         case ZCHAT_EV_NICK:
             cJSON_AddStringToObject (json, "old", ev->nick);
@@ -385,12 +397,12 @@ zchat_cli_event_json (const zchat_event_t *ev)
             cJSON_AddStringToObject (json, "topic", ev->topic);
             cJSON_AddStringToObject (json, "nick", ev->nick);
             if (ev->ts)
-                cJSON_AddNumberToObject (json, "ts", (double) ev->ts);
+                s_add_u64 (json, "ts", ev->ts);
             break;
         case ZCHAT_EV_ACK:
             cJSON_AddStringToObject (json, "room", ev->room);
-            cJSON_AddNumberToObject (json, "seq", (double) ev->seq);
-            cJSON_AddNumberToObject (json, "ts", (double) ev->ts);
+            s_add_u64 (json, "seq", ev->seq);
+            s_add_u64 (json, "ts", ev->ts);
             break;
         case ZCHAT_EV_ERROR:
             cJSON_AddNumberToObject (json, "code", zchat_cli_error_code (ev));
@@ -415,19 +427,19 @@ zchat_cli_event_json (const zchat_event_t *ev)
                 cJSON_AddStringToObject (entry, "room", item->room);
                 cJSON_AddNumberToObject (entry, "members", item->members);
                 cJSON_AddStringToObject (entry, "topic", item->topic);
-                cJSON_AddNumberToObject (entry, "seq", (double) item->seq);
+                s_add_u64 (entry, "seq", item->seq);
                 cJSON_AddItemToArray (rooms, entry);
             }
             break;
         }
         case ZCHAT_EV_HISTORY:
             cJSON_AddStringToObject (json, "room", ev->room);
-            cJSON_AddNumberToObject (json, "seq", (double) ev->seq);
+            s_add_u64 (json, "seq", ev->seq);
             break;
         case ZCHAT_EV_GAP:
             cJSON_AddStringToObject (json, "room", ev->room);
-            cJSON_AddNumberToObject (json, "from", (double) ev->from_seq);
-            cJSON_AddNumberToObject (json, "to", (double) ev->to_seq);
+            s_add_u64 (json, "from", ev->from_seq);
+            s_add_u64 (json, "to", ev->to_seq);
             break;
         case ZCHAT_EV_CONNECTED:
             if (ev->resumed)
@@ -443,12 +455,37 @@ zchat_cli_event_json (const zchat_event_t *ev)
 //  ---------------------------------------------------------------------
 //  Print one JSON object as one line; takes *json_p.
 
+//  Make every string value in json valid UTF-8, replacing what is not by
+//  U+FFFD: stdout carries JSON only, and JSON is UTF-8. The library hands
+//  on broker strings checked, but not every string is one of those: a
+//  local error's text cut to fit its buffer inside a character (a broker
+//  may name a long PUB endpoint that then appears in it), or a command's
+//  "id" echoed back (cJSON lets any bytes through in strings).
+static void
+s_fix_strings (cJSON *json)
+{
+    for (cJSON *item = json; item; item = item->next) {
+        if (cJSON_IsString (item) && item->valuestring
+        &&  !zchat_utf8_valid (item->valuestring, strlen (item->valuestring))) {
+            size_t size;
+            char *fixed = zchat_cli_utf8_fix (item->valuestring,
+                                              strlen (item->valuestring), &size);
+            cJSON_SetValuestring (item, fixed);
+            free (fixed);
+        }
+        if (item->child)
+            s_fix_strings (item->child);
+    }
+}
+
+
 int
 zchat_cli_print_json (cJSON **json_p)
 {
     assert (json_p);
     int rc = -1;
     if (*json_p) {
+        s_fix_strings (*json_p);
         char *line = cJSON_PrintUnformatted (*json_p);
         if (line) {
             //  Flushed per line: a bot reading us sees each event at once.

@@ -70,18 +70,6 @@ s_list_append (s_list_t *list, zchat_outbox_entry_t *entry)
     list->tail = entry;
 }
 
-static void
-s_list_prepend (s_list_t *list, zchat_outbox_entry_t *entry)
-{
-    s_link (list, entry)->prev = NULL;
-    s_link (list, entry)->next = list->head;
-    if (list->head)
-        s_link (list, list->head)->prev = entry;
-    else
-        list->tail = entry;
-    list->head = entry;
-}
-
 //  Before at, or at the end if at is NULL
 static void
 s_list_insert (s_list_t *list, zchat_outbox_entry_t *at, zchat_outbox_entry_t *entry)
@@ -370,14 +358,19 @@ zchat_outbox_unsend_from (zchat_outbox_t *self, zchat_outbox_entry_t *entry)
     assert (entry);
     if (entry->unsent)
         return 0;
-    //  Walk back from the newest, prepending: the first in send order ends
-    //  up first in the unsent queue
+    //  Walk back from the newest, merging each into the unsent queue by
+    //  id (send order), which the queue keeps: it may already hold resends
+    //  the DEALER did not take (zchat_outbox_unsend), older than some of
+    //  these and newer than others. Both walks go backwards only.
     size_t moved = 0;
+    zchat_outbox_entry_t *after = self->unsent.tail;
     for (zchat_outbox_entry_t *at = self->order.tail; at; at = at->order.prev) {
         if (!at->unsent) {
             s_list_remove (&self->resend, at);
             at->unsent = true;
-            s_list_prepend (&self->unsent, at);
+            while (after && after->id > at->id)
+                after = after->queue.prev;
+            s_list_insert (&self->unsent, after? after->queue.next: self->unsent.head, at);
             moved++;
         }
         if (at == entry)
@@ -485,6 +478,32 @@ zchat_outbox_test (bool verbose)
     assert (moved == 0);                //  already waiting
     moved = zchat_outbox_unsend_from (outbox, d);
     assert (moved == 0);                //  its own refusal finds it waiting
+    //  A resend the DEALER did not take waits already (unsend), between
+    //  sends still in flight: a refusal of an older one puts them all
+    //  back in send order, not the refused run ahead of the waiting one
+    {
+        zchat_outbox_t *box = zchat_outbox_new ();
+        assert (box);
+        zchat_outbox_entry_t *s1 = zchat_outbox_add (box, 1, ZCHAT_SAY, 0, "r", "1", 1, 0);
+        zchat_outbox_entry_t *s2 = zchat_outbox_add (box, 2, ZCHAT_SAY, 0, "r", "2", 1, 0);
+        zchat_outbox_entry_t *s3 = zchat_outbox_add (box, 3, ZCHAT_SAY, 0, "r", "3", 1, 0);
+        zchat_outbox_entry_t *s4 = zchat_outbox_add (box, 4, ZCHAT_SAY, 0, "r", "4", 1, 0);
+        assert (s1 && s2 && s3 && s4);
+        zchat_outbox_sent (box, s1, 1);
+        zchat_outbox_sent (box, s2, 1);
+        zchat_outbox_sent (box, s3, 1);
+        zchat_outbox_unsend (box, s2);
+        assert (zchat_outbox_next_unsent (box) == s2 && s2->queue.next == s4);
+        assert (zchat_outbox_unsend_from (box, s3) == 1);
+        assert (zchat_outbox_next_unsent (box) == s2);
+        assert (s2->queue.next == s3 && s3->queue.next == s4 && s4->queue.next == NULL);
+        assert (zchat_outbox_unsend_from (box, s1) == 1);
+        assert (zchat_outbox_next_unsent (box) == s1 && s1->queue.next == s2);
+        assert (s2->queue.next == s3 && s3->queue.next == s4 && s4->queue.next == NULL);
+        assert (s4->queue.prev == s3 && s3->queue.prev == s2 && s2->queue.prev == s1);
+        assert (zchat_outbox_in_flight (box) == 0 && !zchat_outbox_stalest (box));
+        zchat_outbox_destroy (&box);
+    }
     zchat_outbox_entry_t *f = zchat_outbox_add (outbox, 15, ZCHAT_SAY, 0, "lobby", "f", 1, 520);
     assert (f);
     zchat_outbox_sent (outbox, f, 520);

@@ -108,8 +108,11 @@ s_set_error (zchat_client_t *self, const char *format, ...)
 {
     va_list args;
     va_start (args, format);
-    vsnprintf (self->error, sizeof (self->error), format, args);
+    int size = vsnprintf (self->error, sizeof (self->error), format, args);
     va_end (args);
+    //  Cut to fit, it may quote a broker's text: end on a whole character
+    if (size >= (int) sizeof (self->error))
+        self->error [zchat_client_utf8_cut (self->error, strlen (self->error))] = 0;
 }
 
 //  --------------------------------------------------------------------------
@@ -1583,13 +1586,17 @@ zchat_client_want_write (zchat_client_t *self)
 
 //  --------------------------------------------------------------------------
 //  One round: housekeeping if due, read what is waiting, and if nothing
-//  was, wait up to wait_ms (-1 forever) for input or the next due time.
+//  was and no event came, wait up to wait_ms (-1 forever) for input or the
+//  next due time. Events queued already do not count: zchat_client_wait
+//  leaves those that are not its answer there, and went round without
+//  waiting, at full CPU, for as long as it waited.
 //  Returns -1 if interrupted, else 0.
 
 static int
 s_pump (zchat_client_t *self, int wait_ms)
 {
     int64_t now = zchat_client_now ();
+    size_t queued = self->queue.count;
     //  A caller that never waits (next with 0) never polls: look whether
     //  the DEALER takes what waits for it, e.g. a HELLO once the broker
     //  is back
@@ -1597,19 +1604,25 @@ s_pump (zchat_client_t *self, int wait_ms)
         self->due_ms = 0;
     if (now >= self->due_ms)
         zchat_client_housekeep (self, now);
-    if (zchat_client_drain (self, now) > 0 || self->queue.count > 0 || wait_ms == 0)
+    if (zchat_client_drain (self, now) > 0 || self->queue.count > queued || wait_ms == 0)
         return zsys_interrupted? -1: 0;
 
     int64_t until_due = self->due_ms - now;
     if (until_due < 0)
         until_due = 0;
     long timeout = wait_ms < 0 || until_due < wait_ms? (long) until_due: wait_ms;
+    //  The SUB is waited on only when the drain reads it: not before it
+    //  is connected, nor with a batch of events queued (see there), when
+    //  it would be ready at once, for ever
     zmq_pollitem_t items [3] = {
-        { self->dealer_h, 0, (short) (ZMQ_POLLIN | (zchat_client_want_write (self)? ZMQ_POLLOUT: 0)), 0 },
-        { self->sub_h, 0, ZMQ_POLLIN, 0 },
-        { self->monitor_h, 0, ZMQ_POLLIN, 0 }
+        { self->dealer_h, 0, (short) (ZMQ_POLLIN | (zchat_client_want_write (self)? ZMQ_POLLOUT: 0)), 0 }
     };
-    int rc = zmq_poll (items, self->monitor_h? 3: 2, timeout);
+    int count = 1;
+    if (self->sub_endpoint && self->queue.count < S_BATCH)
+        items [count++] = (zmq_pollitem_t) { self->sub_h, 0, ZMQ_POLLIN, 0 };
+    if (self->monitor_h)
+        items [count++] = (zmq_pollitem_t) { self->monitor_h, 0, ZMQ_POLLIN, 0 };
+    int rc = zmq_poll (items, count, timeout);
     if (rc == -1 && errno != EINTR)
         return -1;
     if (zsys_interrupted)
@@ -1617,6 +1630,21 @@ s_pump (zchat_client_t *self, int wait_ms)
     if (rc > 0 && (items [0].revents & ZMQ_POLLOUT))
         self->due_ms = 0;       //  what waited for the DEALER can go now
     return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Whether the events waiting for the caller hold too much for a call that
+//  waits for something else to read on (S_QUEUE_MAX_BYTES); if so, says so
+//  in the error.
+
+static bool
+s_queue_full (zchat_client_t *self)
+{
+    if (self->queue.bytes <= self->queue_max_bytes)
+        return false;
+    s_set_error (self, "%zu events (%zu KiB) wait to be read: read them with "
+                 "zchat_client_next", self->queue.count, self->queue.bytes / 1024);
+    return true;
 }
 
 //  --------------------------------------------------------------------------
@@ -1665,6 +1693,7 @@ zchat_client_new (const char *server, const char *nick)
     self->heartbeat_ms = S_DEFAULT_HEARTBEAT_MS;
     self->session_ms = S_DEFAULT_SESSION_MS;
     self->max_text = ZCHAT_MAX_TEXT;
+    self->queue_max_bytes = S_QUEUE_MAX_BYTES;
     //  Random, so that a new process's ids are not an old one's, and below
     //  2^63, so that they never wrap within a session: the broker takes an
     //  id at or below the largest it saw as a message sent again
@@ -1741,8 +1770,11 @@ zchat_client_destroy (zchat_client_t **self_p)
                 zmq_msg_t frames [3];
                 for (int i = 0; i < 3; i++)
                     zmq_msg_init (&frames [i]);
-                int count;
-                while ((count = s_recv (self->dealer_h, frames)) > 0) {
+                //  A batch per poll at most: a broker that keeps sending
+                //  must not keep us here past the deadline
+                int count = 0;
+                for (int read = 0; read < S_BATCH
+                                && (count = s_recv (self->dealer_h, frames)) > 0; read++) {
                     zchat_msg_t msg;
                     if (count == 2
                     &&  zchat_msg_decode (&msg, zmq_msg_data (&frames [1]),
@@ -1956,6 +1988,10 @@ zchat_client_connect (zchat_client_t *self, int timeout_ms)
             rc = ZCHAT_CLIENT_TIMEOUT;
             s_set_error (self, "cannot reach broker at %s within %.1f s",
                          self->server, (timeout_ms > 0? timeout_ms: 0) / 1000.0);
+            break;
+        }
+        if (s_queue_full (self)) {
+            rc = ZCHAT_CLIENT_FAILED;
             break;
         }
         if (s_pump (self, (int) (deadline - now)) == -1) {
@@ -2332,6 +2368,17 @@ zchat_client_wait (zchat_client_t *self, uint64_t id, int timeout_ms)
                 return zchat_client_queue_remove (&self->queue, scanned);
         if (zsys_interrupted)
             return NULL;
+        if (s_queue_full (self)) {
+            //  An answer the caller handles as any refusal; the request
+            //  itself stays, and its real answer comes to zchat_client_next
+            zchat_event_t *event = zchat_event_new (ZCHAT_EV_ERROR);
+            if (event) {
+                event->id = id;
+                event->code = ZCHAT_CLIENT_FAILED;
+                zchat_client_copy (event->reason, sizeof (event->reason), self->error);
+            }
+            return event;
+        }
         int wait = -1;
         if (deadline >= 0) {
             int64_t left = deadline - zchat_client_now ();

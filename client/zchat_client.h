@@ -250,7 +250,10 @@ zchat_event_t *
 //  Wait for the answer to request id (ACK, OK, ERROR, JOINED, NICK for our
 //  own rename, ...), at most
 //  timeout_ms; other events meanwhile are kept for zchat_client_next.
-//  Returns NULL on timeout.
+//  Returns NULL on timeout or interrupt. Once the events kept hold more
+//  than 64 MiB (a flood of DMs, or a caller that never reads its events),
+//  it returns an ERROR event for id with code ZCHAT_CLIENT_FAILED instead
+//  of reading on; zchat_client_connect fails the same way.
 zchat_event_t *
     zchat_client_wait (zchat_client_t *self, uint64_t id, int timeout_ms);
 

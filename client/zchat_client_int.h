@@ -78,6 +78,12 @@
 //  at once, fewer with shorter texts.
 #define S_POOLED_MIN            (8 * 1024)
 #define S_POOL_KEEP             16
+//  zchat_client_wait and zchat_client_connect read on past events that
+//  are not what they wait for, which stay queued for zchat_client_next;
+//  past this many bytes of them they give up instead (a broker that
+//  floods DMs, or a caller that never reads its events, would otherwise
+//  make us hold without bound)
+#define S_QUEUE_MAX_BYTES       (64 * 1024 * 1024)
 
 //  Messages asked per history fetch (ours, and the caller's "last N")
 #define ZCHAT_CLIENT_PAGE_LIMIT 500
@@ -135,10 +141,11 @@ typedef struct {
     uint64_t last_seq;          //  HISTORY: last seq handed on
 } zchat_client_request_t;
 
-//  A FIFO of events, growable ring
+//  A FIFO of events, growable ring, and what its events hold in all
 typedef struct {
     zchat_event_t **items;
     size_t capacity, head, count;
+    size_t bytes;
 } zchat_client_queue_t;
 
 //  One room we are in (zchat_client_room.h)
@@ -202,18 +209,41 @@ struct _zchat_client_t {
     size_t send_cap;            //  sends in flight at most since a 429, 0 = no cap
     uint64_t cap_from_id;       //  the refused send: only its ACK and later ones grow the cap
     size_t gathered;            //  SAYs gathered for a SAYS since the last flush
+    size_t   queue_max_bytes;   //  S_QUEUE_MAX_BYTES (a self test lowers it)
     char     error [256];
 };
 
 //  --------------------------------------------------------------------------
+//  Where to cut text that is to end at len bytes so that it does not end
+//  inside a UTF-8 character: len, or the start of the character len
+//  splits. A text cut to fit a buffer (an error that quotes what a broker
+//  sent, say) stays valid UTF-8 if it was.
+
+static inline size_t
+zchat_client_utf8_cut (const char *text, size_t len)
+{
+    size_t lead = len;
+    //  Back over continuation bytes (10xxxxxx) to the character's first
+    while (lead > 0 && len - lead < 4 && ((uint8_t) text [lead - 1] & 0xC0) == 0x80)
+        lead--;
+    if (lead == 0 || len - lead == 4)
+        return len;             //  not UTF-8 that we could mend
+    uint8_t first = (uint8_t) text [lead - 1];
+    size_t need = first < 0x80? 1: first >= 0xF0? 4: first >= 0xE0? 3: first >= 0xC0? 2: 1;
+    return len - (lead - 1) < need? lead - 1: len;
+}
+
+//  --------------------------------------------------------------------------
 //  Copy the string src into dest of dest_size bytes (> 0), cut to fit and
-//  always terminated: what snprintf "%s" does, without parsing a format on
-//  paths that run for every message.
+//  always terminated, and never inside a UTF-8 character: what snprintf
+//  "%s" does, without parsing a format on paths that run for every message.
 
 static inline void
 zchat_client_copy (char *dest, size_t dest_size, const char *src)
 {
     size_t len = strnlen (src, dest_size - 1);
+    if (src [len])
+        len = zchat_client_utf8_cut (src, len);
     memcpy (dest, src, len);
     dest [len] = 0;
 }
@@ -223,6 +253,14 @@ zchat_client_copy (char *dest, size_t dest_size, const char *src)
 //  (for zchat_client_wait). Push returns 0, or -1 if out of memory. The
 //  capacity is a power of two, so that wrapping is a mask, not a division.
 //  Inline: every message a room delivers is pushed.
+
+//  What an event holds, near enough: itself, its text and its list.
+static inline size_t
+zchat_client_event_bytes (const zchat_event_t *event)
+{
+    return sizeof (zchat_event_t) + event->text_size
+         + event->item_count * sizeof (zchat_list_item_t);
+}
 
 static inline int
 zchat_client_queue_push (zchat_client_queue_t *queue, zchat_event_t *event)
@@ -241,6 +279,7 @@ zchat_client_queue_push (zchat_client_queue_t *queue, zchat_event_t *event)
     }
     queue->items [(queue->head + queue->count) & (queue->capacity - 1)] = event;
     queue->count++;
+    queue->bytes += zchat_client_event_bytes (event);
     return 0;
 }
 
@@ -260,6 +299,7 @@ zchat_client_queue_remove (zchat_client_queue_t *queue, size_t index)
         queue->items [(queue->head + i) & (queue->capacity - 1)] =
             queue->items [(queue->head + i + 1) & (queue->capacity - 1)];
     queue->count--;
+    queue->bytes -= zchat_client_event_bytes (event);
     return event;
 }
 
@@ -271,6 +311,7 @@ zchat_client_queue_pop (zchat_client_queue_t *queue)
     zchat_event_t *event = queue->items [queue->head];
     queue->head = (queue->head + 1) & (queue->capacity - 1);
     queue->count--;
+    queue->bytes -= zchat_client_event_bytes (event);
     if (queue->count == 0)
         queue->head = 0;
     return event;

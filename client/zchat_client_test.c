@@ -1082,6 +1082,130 @@ s_test_absent_caller (void)
     zsock_destroy (&router);
 }
 
+//  CPU time of the calling thread, in ms.
+static int64_t
+s_test_cpu_ms (void)
+{
+    struct timespec ts;
+    int rc = clock_gettime (CLOCK_THREAD_CPUTIME_ID, &ts);
+    assert (rc == 0);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+//  Waiting for an answer sleeps, whatever waits in the queue: events that
+//  are not the answer (they went round at full CPU, for as long as the
+//  wait), and a batch of them with the SUB ready (the drain leaves the
+//  SUB unread then, so it must not be polled either). The wait's CPU is
+//  far under its time either way: a busy loop would use all of it.
+static void
+s_test_wait_sleeps (void)
+{
+    zchat_client_t *client;
+    zsock_t *router = s_test_stand_in (&client);
+    //  A PUB the client's SUB reads, ready with one publication
+    zsock_t *pub = zsock_new (ZMQ_PUB);
+    assert (pub);
+    int rc = zsock_bind (pub, "inproc://zchat-test-wait-pub");
+    assert (rc == 0);
+    zsock_set_subscribe (client->sub, "");
+    client->sub_endpoint = strdup ("inproc://zchat-test-wait-pub");
+    assert (client->sub_endpoint);
+    rc = zsock_connect (client->sub, "%s", client->sub_endpoint);
+    assert (rc == 0);
+
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 5000 && !(zsock_events (client->sub) & ZMQ_POLLIN); i++) {
+            zstr_send (pub, "x");       //  one frame: read and passed over
+            zclock_sleep (1);
+        }
+        assert (zsock_events (client->sub) & ZMQ_POLLIN);
+        //  One unrelated event queued, then a whole batch of them
+        size_t want = round == 0? 1: S_BATCH;
+        while (client->queue.count < want)
+            zchat_client_emit_error (client, 0, ZCHAT_ERR_NICK_IN_USE, 0, NULL, NULL, "x");
+        int64_t cpu = s_test_cpu_ms ();
+        int64_t start = zchat_client_now ();
+        assert (zchat_client_wait (client, client->hello_id + 777, 300) == NULL);
+        int64_t took = zchat_client_now () - start;
+        cpu = s_test_cpu_ms () - cpu;
+        assert (took >= 290);
+        assert (cpu < took / 3);
+        assert (client->queue.count >= want);
+    }
+    zsock_destroy (&pub);
+    client->state = S_IDLE;
+    zchat_client_destroy (&client);
+    zsock_destroy (&router);
+}
+
+//  What a wait reads past is bounded: a broker that floods DMs while we
+//  wait for an answer fills the queue up to its limit, and the wait then
+//  answers with a local ERROR instead of reading on; the events read are
+//  still there for zchat_client_next, and the request's real answer still
+//  comes to it.
+static void
+s_test_wait_bounded (void)
+{
+    zchat_client_t *client;
+    zsock_t *router = s_test_stand_in (&client);
+    client->queue_max_bytes = 256 * 1024;
+    uint64_t id = zchat_client_rooms (client);
+    assert (id);
+    char text [4000];
+    memset (text, 'd', sizeof (text));
+    for (int i = 0; i < 200; i++)
+        s_test_answer (router, client, zchat_encode_deliver (&client->buf, 0, "bob",
+                                                             ZCHAT_KIND_TEXT, 1, text,
+                                                             sizeof (text)));
+    zchat_event_t *event = zchat_client_wait (client, id, 5000);
+    assert (event && event->type == ZCHAT_EV_ERROR && event->id == id);
+    assert (event->code == ZCHAT_CLIENT_FAILED);
+    assert (strstr (event->reason, "wait to be read"));
+    zchat_event_destroy (&event);
+    assert (client->queue.bytes > client->queue_max_bytes);
+    assert (client->queue.bytes < client->queue_max_bytes
+                                  + S_BATCH * (sizeof (zchat_event_t) + sizeof (text)));
+    //  The answer, after the flood: the caller reads everything in order
+    s_test_answer (router, client, zchat_encode_roomlist_begin (&client->buf, id));
+    size_t dms = 0;
+    while ((event = zchat_client_next (client, 2000))) {
+        zchat_event_type_t type = event->type;
+        assert (type == ZCHAT_EV_DM || (type == ZCHAT_EV_ROOMS && event->id == id));
+        if (type == ZCHAT_EV_DM)
+            dms++;
+        zchat_event_destroy (&event);
+        if (type == ZCHAT_EV_ROOMS)
+            break;
+    }
+    assert (dms == 200);
+    assert (client->queue.count == 0 && client->queue.bytes == 0);
+    client->state = S_IDLE;
+    zchat_client_destroy (&client);
+    zsock_destroy (&router);
+}
+
+//  A text cut to fit ends on a whole UTF-8 character.
+static void
+s_test_utf8_cut (void)
+{
+    //  "a", then e-acute (2 bytes), a euro sign (3), a G clef (4)
+    const char *text = "a\xc3\xa9\xe2\x82\xac\xf0\x9d\x84\x9e";
+    size_t cuts [][2] = {       //  len, where to cut
+        { 0, 0 }, { 1, 1 }, { 2, 1 }, { 3, 3 }, { 4, 3 }, { 5, 3 }, { 6, 6 },
+        { 7, 6 }, { 8, 6 }, { 9, 6 }, { 10, 10 }
+    };
+    for (size_t i = 0; i < sizeof (cuts) / sizeof (cuts [0]); i++)
+        assert (zchat_client_utf8_cut (text, cuts [i][0]) == cuts [i][1]);
+    //  Not UTF-8: left as it is
+    assert (zchat_client_utf8_cut ("\x80\x80", 2) == 2);
+    assert (zchat_client_utf8_cut ("a\x80\x80\x80\x80", 5) == 5);
+    char dest [5];
+    zchat_client_copy (dest, sizeof (dest), text);
+    assert (streq (dest, "a\xc3\xa9"));
+    zchat_client_copy (dest, sizeof (dest), "abcdef");
+    assert (streq (dest, "abcd"));
+}
+
 //  Send-only rooms: JOIN and nothing more. What the SUB subscribes to is
 //  watched on an XPUB standing in for the broker's PUB.
 static void
@@ -1692,6 +1816,9 @@ zchat_client_test (bool verbose)
     s_test_resend_after_429 ();
     s_test_absent_caller ();
     s_test_ping_policy ();
+    s_test_wait_sleeps ();
+    s_test_wait_bounded ();
+    s_test_utf8_cut ();
 
     if (verbose)
         printf ("OK\n");

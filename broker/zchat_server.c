@@ -48,6 +48,15 @@ static const s_command_t s_commands [ZCHAT_TYPE_MAX + 1] = {
 };
 
 
+//  Destructor of the remembered buckets (zchat_server_rate_keep)
+static void
+s_spent_free (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
+
 //  ---------------------------------------------------------------------
 //  Create a server over store (borrowed). Returns NULL if out of memory.
 
@@ -100,9 +109,15 @@ zchat_server_new (const zchat_server_config_t *config, zchat_store_t *store,
 
     self->sessions = zchat_sessions_new ();
     self->rooms = zchat_rooms_new ();
+    self->spent = zhashx_new ();
+    if (self->spent) {
+        zhashx_set_key_hasher (self->spent, zchat_hash_string);
+        zhashx_set_destructor (self->spent, s_spent_free);
+    }
     self->buffer_size = ZCHAT_MAX_FRAME;
     self->buffer = (uint8_t *) malloc (self->buffer_size);
-    if (!self->pub_endpoint || !self->sessions || !self->rooms || !self->buffer)
+    if (!self->pub_endpoint || !self->sessions || !self->rooms || !self->spent
+    ||  !self->buffer)
         zchat_server_destroy (&self);
     return self;
 }
@@ -122,6 +137,7 @@ zchat_server_destroy (zchat_server_t **self_p)
             zchat_server_flush (self);
         zchat_sessions_destroy (&self->sessions);
         zchat_rooms_destroy (&self->rooms);
+        zhashx_destroy (&self->spent);
         free (self->staged);
         zchat_arena_destroy (&self->arena_block);
         free (self->runs);
@@ -345,6 +361,7 @@ zchat_server_tick (zchat_server_t *self, uint64_t now_ms)
             zchat_server_end_session (self, &session, "expired", now_ms);
         }
     }
+    zchat_server_rate_prune (self, mono_ms);
     //  Retention deletes rows: never inside a group, whose rollback would
     //  otherwise undo it, and never much at once.
     if ((self->config.retain_messages || self->config.retain_ms)

@@ -114,6 +114,13 @@ struct _zchat_server_t {
     uint64_t fair_company_ms;           //  when this period's second sender
     uint64_t fair_company_total;        //  came, and fair_total before it
 
+    //  What sessions that ended left of their rate limits and query
+    //  budget, by address, until it has refilled (zchat_server_say.c): a
+    //  new session from that address starts from it, so that greeting
+    //  again (or BYE, then HELLO) does not hand a client fresh buckets
+    zhashx_t *spent;                    //  address -> zchat_spent_t
+    uint64_t spent_due_ms;              //  when to forget the refilled
+
     //  Housekeeping
     uint64_t retain_due_ms;
     uint64_t report_due_ms;
@@ -272,9 +279,19 @@ void
     zchat_server_query_charge (zchat_server_t *self, zchat_request_t *req,
                                size_t size);
 
-//  Fill a fresh session's buckets.
+//  Fill a fresh session's buckets, or give it what a session of its
+//  address that ended lately left of them.
 void
     zchat_server_rate_init (zchat_server_t *self, zchat_session_t *session,
                             uint64_t now_ms);
+
+//  Remember what an ending session left of its buckets, by its address.
+void
+    zchat_server_rate_keep (zchat_server_t *self, const zchat_session_t *session,
+                            uint64_t mono_ms);
+
+//  Forget the remembered buckets that have refilled (now and then).
+void
+    zchat_server_rate_prune (zchat_server_t *self, uint64_t mono_ms);
 
 #endif

@@ -53,6 +53,50 @@
 //  one, the other commands that publish or write another of the same
 //  size, so that a client's own probes while it joins a room never eat
 //  into what its user may say, and neither kind can flood a room.
+//
+//  The buckets are the session's, but a session is cheap to start again:
+//  a client that greets again (or says BYE, then HELLO) would get full
+//  buckets each time and be limited by nothing. So what a session that
+//  ends leaves of them is kept by its address until it has refilled, and
+//  a new session from that address starts from it.
+
+//  How often remembered buckets that have refilled are forgotten
+#define S_SPENT_PRUNE_MS    1000
+
+typedef struct {
+    zchat_bucket_t messages;
+    zchat_bucket_t commands;
+    zchat_bucket_t queries;
+} zchat_spent_t;
+
+//  Refill bucket to mono_ms; true if it is full (or its limit is off).
+static bool
+s_refilled (zchat_bucket_t *bucket, uint64_t per_second, uint64_t burst,
+            uint64_t mono_ms)
+{
+    return per_second == 0 || burst == 0
+        || zchat_bucket_wait (bucket, per_second, burst, burst, mono_ms) == 0;
+}
+
+//  Refill every bucket of spent to mono_ms; true if all are full.
+static bool
+s_spent_refilled (zchat_server_t *self, zchat_spent_t *spent, uint64_t mono_ms)
+{
+    const zchat_server_config_t *c = &self->config;
+    bool messages = s_refilled (&spent->messages, c->rate_limit, c->rate_burst, mono_ms);
+    bool commands = s_refilled (&spent->commands, c->rate_limit, c->rate_burst, mono_ms);
+    bool queries = s_refilled (&spent->queries, (uint64_t) c->query_rate * 1024,
+                               (uint64_t) c->query_burst * 1024, mono_ms);
+    return messages && commands && queries;
+}
+
+//  Keep the emptier of two buckets refilled to the same time.
+static void
+s_bucket_lower (zchat_bucket_t *kept, const zchat_bucket_t *other)
+{
+    if (other->level < kept->level)
+        kept->level = other->level;
+}
 
 void
 zchat_server_rate_init (zchat_server_t *self, zchat_session_t *session,
@@ -62,6 +106,57 @@ zchat_server_rate_init (zchat_server_t *self, zchat_session_t *session,
     zchat_bucket_fill (&session->commands, self->config.rate_burst, now_ms);
     zchat_bucket_fill (&session->queries, (uint64_t) self->config.query_burst * 1024,
                        now_ms);
+    zchat_spent_t *spent = self->spent && session->address?
+        (zchat_spent_t *) zhashx_lookup (self->spent, session->address): NULL;
+    if (spent && !s_spent_refilled (self, spent, now_ms)) {
+        session->messages = spent->messages;
+        session->commands = spent->commands;
+        session->queries = spent->queries;
+    }
+}
+
+void
+zchat_server_rate_keep (zchat_server_t *self, const zchat_session_t *session,
+                        uint64_t mono_ms)
+{
+    if (!self->spent || !session->address)
+        return;
+    zchat_spent_t left = { session->messages, session->commands, session->queries };
+    if (s_spent_refilled (self, &left, mono_ms))
+        return;
+    zchat_spent_t *spent = (zchat_spent_t *) zhashx_lookup (self->spent, session->address);
+    if (spent) {
+        s_spent_refilled (self, spent, mono_ms);
+        s_bucket_lower (&spent->messages, &left.messages);
+        s_bucket_lower (&spent->commands, &left.commands);
+        s_bucket_lower (&spent->queries, &left.queries);
+        return;
+    }
+    //  Out of memory only forgets it
+    spent = (zchat_spent_t *) malloc (sizeof (zchat_spent_t));
+    if (!spent)
+        return;
+    *spent = left;
+    if (zhashx_insert (self->spent, session->address, spent))
+        free (spent);
+}
+
+void
+zchat_server_rate_prune (zchat_server_t *self, uint64_t mono_ms)
+{
+    if (!self->spent || zhashx_size (self->spent) == 0 || mono_ms < self->spent_due_ms)
+        return;
+    self->spent_due_ms = mono_ms + S_SPENT_PRUNE_MS;
+    zlistx_t *addresses = zhashx_keys (self->spent);
+    if (!addresses)
+        return;
+    for (const char *address = (const char *) zlistx_first (addresses); address;
+         address = (const char *) zlistx_next (addresses)) {
+        zchat_spent_t *spent = (zchat_spent_t *) zhashx_lookup (self->spent, address);
+        if (spent && s_spent_refilled (self, spent, mono_ms))
+            zhashx_delete (self->spent, address);
+    }
+    zlistx_destroy (&addresses);
 }
 
 //  ---------------------------------------------------------------------

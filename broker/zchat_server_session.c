@@ -414,5 +414,6 @@ zchat_server_end_session (zchat_server_t *self, zchat_session_t **session_p,
         zchat_server_room_release (self, &room);
     }
     zchat_server_log (self, now_ms, "zchat: session %s ended: %s", session->nick, why);
+    zchat_server_rate_keep (self, session, self->clock_given ? self->mono_ms : now_ms);
     zchat_sessions_remove (self->sessions, session_p);
 }

@@ -263,17 +263,18 @@ void
 bool
     zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req);
 
-//  Expensive replies (HISTORY, WHO, ROOMS) are charged to a per-session
-//  budget of reply bytes (query_rate KiB/s, bursts of query_burst KiB),
-//  so that one session cannot make the broker build and queue replies
-//  faster than an honest reader takes them: a peer that asks and never
-//  reads otherwise parks them in the broker's memory. They are charged
-//  to a budget of the session's address too, which all its sessions
-//  share, ZCHAT_QUERY_SHARE times a session's in rate and burst: one
-//  connection can carry many sessions behind relay hops, and one address
-//  hold max_sessions_per_address of them (by default 1000 sessions of
-//  16 MiB, 16 GiB, with budgets per session only; 64 MiB for the
-//  address). Sessions without an address (ipc) have only their own.
+//  Expensive replies (HISTORY, WHO, ROOMS, and TOPIC reads, a store
+//  lookup for a room not loaded) are charged to a per-session budget of
+//  reply bytes (query_rate KiB/s, bursts of query_burst KiB), so that one
+//  session cannot make the broker build and queue replies, or look them
+//  up, faster than an honest reader takes them: a peer that asks and
+//  never reads otherwise parks them in the broker's memory. They are
+//  charged to a budget of the session's address too, which all its
+//  sessions share, ZCHAT_QUERY_SHARE times a session's in rate and burst:
+//  one connection can carry many sessions behind relay hops, and one
+//  address hold max_sessions_per_address of them (by default 1000
+//  sessions of 16 MiB, 16 GiB, with budgets per session only; 64 MiB for
+//  the address). Sessions without an address (ipc) have only their own.
 //  query_refused answers 429 (retry_ms: when both are out of debt) and
 //  returns true if either is spent; query_charge then charges both a
 //  reply of size bytes, plus ZCHAT_QUERY_OVERHEAD for the lookup itself.

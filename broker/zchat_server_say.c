@@ -428,7 +428,7 @@ zchat_server_query_refused (zchat_server_t *self, zchat_request_t *req)
         ZCHAT_DEBUG ("zchat: %s is over the query budget of %s", req->session->nick,
                      req->session->address);
         zchat_server_error (self, req, ZCHAT_ERR_RATE_LIMITED, shared_ms,
-                            "rate limited: history, member and room lists"
+                            "rate limited: history, member and room lists and topics"
                             " at most %" PRIu64 " KiB per second (burst %" PRIu64
                             " KiB) for all sessions from your address",
                             (uint64_t) c->query_rate * ZCHAT_QUERY_SHARE,
@@ -437,7 +437,7 @@ zchat_server_query_refused (zchat_server_t *self, zchat_request_t *req)
     }
     ZCHAT_DEBUG ("zchat: %s is over its query budget", req->session->nick);
     zchat_server_error (self, req, ZCHAT_ERR_RATE_LIMITED, retry_ms,
-                        "rate limited: history, member and room lists"
+                        "rate limited: history, member and room lists and topics"
                         " at most %u KiB per second (burst %u KiB)",
                         c->query_rate, c->query_burst);
     return true;

@@ -665,8 +665,8 @@ s_test_connections (void)
 }
 
 
-//  The query budget: HISTORY, WHO and ROOMS are charged the bytes of their
-//  replies; past the budget they get 429 with the time until it is out
+//  The query budget: HISTORY, WHO, ROOMS and TOPIC reads are charged the
+//  bytes of their replies; past the budget they get 429 with the time until it is out
 //  of debt, while the session's other requests and other sessions go on.
 static void
 s_test_query_budget (void)
@@ -699,6 +699,8 @@ s_test_query_budget (void)
     s_error (bed, "A", 22, ZCHAT_ERR_RATE_LIMITED);
     SEND (bed, "A", zchat_encode_rooms (&s_buf, 23));
     s_error (bed, "A", 23, ZCHAT_ERR_RATE_LIMITED);
+    SEND (bed, "A", zchat_encode_topic (&s_buf, 23, "elsewhere", false, ""));
+    s_error (bed, "A", 23, ZCHAT_ERR_RATE_LIMITED);
     SEND (bed, "A", zchat_encode_ping (&s_buf, 24));
     s_reply (bed, "A", ZCHAT_PONG, 24);
     SEND (bed, "B", zchat_encode_who (&s_buf, 25, "big"));
@@ -713,6 +715,20 @@ s_test_query_budget (void)
     SEND (bed, "A", zchat_encode_history (&s_buf, 28, "big", 8, 0, 0));
     msg = s_reply (bed, "A", ZCHAT_PAGE, 28);
     assert (msg->item_count == 1);
+    //  A TOPIC read of a room not loaded (a store lookup) costs its reply
+    //  and the lookup: 4 KiB is a dozen of them
+    zchat_testbed_advance (bed, 5000);
+    uint64_t id = 100;
+    for (; id < 200; id++) {
+        SEND (bed, "A", zchat_encode_topic (&s_buf, id, "elsewhere", false, ""));
+        zchat_testbed_take_reply (bed, "A", &s_msg);
+        assert (s_msg.id == id);
+        if (s_msg.type == ZCHAT_ERROR)
+            break;
+        assert (s_msg.type == ZCHAT_TOPICIS);
+    }
+    assert (s_msg.code == ZCHAT_ERR_RATE_LIMITED && s_msg.retry_ms > 0);
+    assert (id - 100 > 8 && id - 100 < 20);
     zchat_testbed_destroy (&bed);
 }
 

@@ -5,13 +5,15 @@ with a budget per session only, a review greeted 20 behind hops on one
 connection and each spent its own 16 MiB on pages it never read (+329 MB
 of broker memory within a second). Every query is now charged to its
 session's address too, whose budget is four times a session's, and is
-refused with 429 and a retry time when either is short."""
+refused with 429 and a retry time when either is short. And whether a
+TOPIC read, a store lookup for a room not loaded, is charged to the query
+budget like the other queries rather than to nothing."""
 
 import time
 
 from harness import (Broker, RawDealer, check, decode, encode, new_id, raw_session, T,
-                     ACK, ERROR, HELLO, HISTORY, JOIN, JOINED, PAGE, SAY, WELCOME, WHO,
-                     MEMBERS)
+                     ACK, ERROR, HELLO, HISTORY, JOIN, JOINED, PAGE, SAY, TOPIC, TOPICIS,
+                     WELCOME, WHO, MEMBERS)
 
 COST = 8
 
@@ -121,4 +123,34 @@ def test_sessions_on_several_connections_share_the_address_budget():
         counts.append(pages)
         refusals.append(refusal)
     _check_shared(counts, refusals, "on several connections")
+    b.check_alive()
+
+
+def test_topic_reads_are_charged():
+    """A flood of TOPIC reads of a room that is not loaded (each a store
+    lookup) runs into the query budget: 429 with a retry time."""
+    b = Broker("--query-budget", "1:4")
+    setter = raw_session(b, "setter", ["quiet"])
+    m = setter.request(TOPIC, room="quiet", set=1, topic="nothing to see")
+    check(m["type"] == TOPICIS, "TOPIC set: %r" % m)
+    setter.bye()                    # the room is no longer loaded
+    d = raw_session(b, "reader")
+    m = d.request(TOPIC, room="quiet", set=0, topic="")
+    check(m["type"] == TOPICIS and m["topic"] == "nothing to see",
+          "a TOPIC read of a room not loaded: %r" % m)
+    count = 200
+    for i in range(count):
+        d.send(encode(TOPIC, 1000 + i, room="quiet", set=0, topic=""))
+    answers = {}
+    while len(answers) < count:
+        m = d.recv(T(5))
+        check(m is not None, "only %d of %d TOPIC reads answered" % (len(answers), count))
+        answers[m["id"]] = m
+    read = [m for m in answers.values() if m["type"] == TOPICIS]
+    refused = [m for m in answers.values() if m["type"] == ERROR]
+    check(all(m["code"] == 429 and m["retry_ms"] > 0 for m in refused),
+          "TOPIC reads should be refused with 429 and a retry time: %r" % refused[:3])
+    #  4 KiB at ~300 bytes a read, and 1 KiB a second more
+    check(len(refused) >= count - 40,
+          "a 4 KiB query budget let %d of %d TOPIC reads through" % (len(read), count))
     b.check_alive()

@@ -37,10 +37,11 @@
 //  peer can make the broker hold; 50 clients on one machine fit easily.
 #define ZCHAT_BROKER_MAX_PER_ADDRESS 1000
 #define ZCHAT_BROKER_MAX_SESSIONS   100000
-//  Bytes of history pages, member and room lists one session may be sent:
-//  KiB a second, and bursts of KiB. A client catching up on 16 MiB of
-//  history gets it at once; a peer that asks and never reads parks at
-//  most that, then 1 MiB a second, in the broker.
+//  Bytes of history pages, member and room lists and topics one session
+//  may be sent: KiB a second, and bursts of KiB. A client catching up on
+//  16 MiB of history gets it at once; a peer that asks and never reads
+//  parks at most that, then 1 MiB a second, in the broker, and all the
+//  sessions of one address four times that (ZCHAT_QUERY_SHARE).
 #define ZCHAT_BROKER_QUERY_RATE     1024
 //  libzmq's context option ZMQ_ZERO_COPY_RECV, which the broker sets to 0
 //  (receiving by copy: zchat_broker.c) and so does the bench's floor. Its

@@ -114,10 +114,10 @@ struct _zchat_server_t {
     uint64_t fair_company_ms;           //  when this period's second sender
     uint64_t fair_company_total;        //  came, and fair_total before it
 
-    //  What sessions that ended left of their rate limits and query
-    //  budget, by address, until it has refilled (zchat_server_say.c): a
-    //  new session from that address starts from it, so that greeting
-    //  again (or BYE, then HELLO) does not hand a client fresh buckets
+    //  By address, until it has refilled (zchat_server_say.c): what
+    //  sessions that ended left of their rate limits and query budget, so
+    //  that greeting again (or BYE, then HELLO) does not hand a client
+    //  fresh buckets, and the query budget all its sessions share
     zhashx_t *spent;                    //  address -> zchat_spent_t
     uint64_t spent_due_ms;              //  when to forget the refilled
 
@@ -263,15 +263,33 @@ void
 bool
     zchat_server_rate_limited (zchat_server_t *self, zchat_request_t *req);
 
-//  Expensive replies (HISTORY, WHO, ROOMS) are charged to a per-session
-//  budget of reply bytes (query_rate KiB/s, bursts of query_burst KiB),
-//  so that one session cannot make the broker build and queue replies
-//  faster than an honest reader takes them: a peer that asks and never
-//  reads otherwise parks them in the broker's memory. query_refused
-//  answers 429 (retry_ms: when the budget is out of debt) and returns true
-//  if the session is over its budget; query_charge then charges a reply
-//  of size bytes, plus ZCHAT_QUERY_OVERHEAD for the lookup itself.
+//  Expensive replies (HISTORY, WHO, ROOMS, and TOPIC reads, a store
+//  lookup for a room not loaded) are charged to a per-session budget of
+//  reply bytes (query_rate KiB/s, bursts of query_burst KiB), so that one
+//  session cannot make the broker build and queue replies, or look them
+//  up, faster than an honest reader takes them: a peer that asks and
+//  never reads otherwise parks them in the broker's memory. They are
+//  charged to a budget of the session's address too, which all its
+//  sessions share, ZCHAT_QUERY_SHARE times a session's in rate and burst:
+//  one connection can carry many sessions behind relay hops, and one
+//  address hold max_sessions_per_address of them (by default 1000
+//  sessions of 16 MiB, 16 GiB, with budgets per session only; 64 MiB for
+//  the address). Sessions without an address (ipc) have only their own.
+//  query_refused answers 429 (retry_ms: when both are out of debt) and
+//  returns true if either is spent; query_charge then charges both a
+//  reply of size bytes, plus ZCHAT_QUERY_OVERHEAD for the lookup itself.
 #define ZCHAT_QUERY_OVERHEAD    256
+
+//  An address's share is a multiple of a session's, not the sum of its
+//  sessions' budgets: that sum is what an attacker with one address gets.
+//  Four sessions' worth lets an honest team behind one NAT address catch
+//  up at once after a broker restart, which asks for far less than a
+//  session's burst each (a page is at most 512 KiB, and a reconnecting
+//  client fetches only the gaps in its rooms): 64 MiB is 128 pages at
+//  that cap, or about a thousand pages of 500 chat messages of 100 bytes.
+//  Past it, fetches wait for the retry time (libzchat waits as told) and
+//  go on at four times a session's rate.
+#define ZCHAT_QUERY_SHARE       4
 
 bool
     zchat_server_query_refused (zchat_server_t *self, zchat_request_t *req);

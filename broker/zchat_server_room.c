@@ -186,6 +186,13 @@ zchat_server_do_rooms (zchat_server_t *self, zchat_request_t *req)
 //  ---------------------------------------------------------------------
 //  TOPIC: read (anyone) or set (members) a room's topic; a set is stored,
 //  then announced. Both are answered TOPICIS.
+//
+//  A read of a room not loaded is a store lookup, and anyone may ask for
+//  any room: it is charged to the query budget like the other lookups
+//  that only answer the asker (WHO, ROOMS, HISTORY), the size of its
+//  reply, a read of a loaded room too, so that the budget does not tell
+//  which rooms are. Not to the rate limit's command bucket: that is for
+//  what publishes or writes, and is off by default.
 
 void
 zchat_server_do_topic (zchat_server_t *self, zchat_request_t *req)
@@ -199,6 +206,8 @@ zchat_server_do_topic (zchat_server_t *self, zchat_request_t *req)
     }
     zchat_buf_t buf;
     if (!msg->flag) {
+        if (zchat_server_query_refused (self, req))
+            return;
         char topic [ZCHAT_MAX_TOPIC + 1] = "";
         char set_by [ZCHAT_MAX_NICK + 1] = "";
         uint64_t ts = 0;
@@ -217,8 +226,9 @@ zchat_server_do_topic (zchat_server_t *self, zchat_request_t *req)
             return;
         }
         zchat_buf_init (&buf, self->buffer, self->buffer_size);
-        zchat_server_reply (self, req,
-            zchat_encode_topicis (&buf, msg->id, msg->room, topic, set_by, ts));
+        size_t size = zchat_encode_topicis (&buf, msg->id, msg->room, topic, set_by, ts);
+        zchat_server_query_charge (self, req, size);
+        zchat_server_reply (self, req, size);
         return;
     }
     zchat_room_t *room = s_member_room (self, req);

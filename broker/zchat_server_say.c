@@ -59,14 +59,26 @@
 //  buckets each time and be limited by nothing. So what a session that
 //  ends leaves of them is kept by its address until it has refilled, and
 //  a new session from that address starts from it.
+//
+//  The query budget is the address's as well (ZCHAT_QUERY_SHARE): one
+//  connection can carry many sessions behind relay hops, and one address
+//  hold max_sessions_per_address of them, each with a budget of its own.
+//  That bucket lives in the same entry, so the table holds, by address,
+//  what its sessions have spent between them and what ended ones left.
+//  An entry whose buckets are all full tells nothing a missing one does
+//  not (a new entry starts full), so it goes once a second whether or not
+//  sessions of its address are alive: the table holds the addresses that
+//  spent something within the time a bucket takes to refill.
 
 //  How often remembered buckets that have refilled are forgotten
 #define S_SPENT_PRUNE_MS    1000
 
 typedef struct {
-    zchat_bucket_t messages;
-    zchat_bucket_t commands;
-    zchat_bucket_t queries;
+    zchat_bucket_t messages;            //  what sessions that ended left
+    zchat_bucket_t commands;            //  of their own buckets (full if
+    zchat_bucket_t queries;             //  none did)
+    zchat_bucket_t shared;              //  the query budget of the address,
+                                        //  all its sessions' queries
 } zchat_spent_t;
 
 //  Refill bucket to mono_ms; true if it is full (or its limit is off).
@@ -78,9 +90,10 @@ s_refilled (zchat_bucket_t *bucket, uint64_t per_second, uint64_t burst,
         || zchat_bucket_wait (bucket, per_second, burst, burst, mono_ms) == 0;
 }
 
-//  Refill every bucket of spent to mono_ms; true if all are full.
+//  Refill what sessions that ended left in spent to mono_ms; true if it
+//  is all full.
 static bool
-s_spent_refilled (zchat_server_t *self, zchat_spent_t *spent, uint64_t mono_ms)
+s_left_refilled (zchat_server_t *self, zchat_spent_t *spent, uint64_t mono_ms)
 {
     const zchat_server_config_t *c = &self->config;
     bool messages = s_refilled (&spent->messages, c->rate_limit, c->rate_burst, mono_ms);
@@ -88,6 +101,43 @@ s_spent_refilled (zchat_server_t *self, zchat_spent_t *spent, uint64_t mono_ms)
     bool queries = s_refilled (&spent->queries, (uint64_t) c->query_rate * 1024,
                                (uint64_t) c->query_burst * 1024, mono_ms);
     return messages && commands && queries;
+}
+
+//  Refill every bucket of spent to mono_ms; true if all are full.
+static bool
+s_spent_refilled (zchat_server_t *self, zchat_spent_t *spent, uint64_t mono_ms)
+{
+    const zchat_server_config_t *c = &self->config;
+    bool left = s_left_refilled (self, spent, mono_ms);
+    bool shared = s_refilled (&spent->shared,
+                              (uint64_t) c->query_rate * 1024 * ZCHAT_QUERY_SHARE,
+                              (uint64_t) c->query_burst * 1024 * ZCHAT_QUERY_SHARE,
+                              mono_ms);
+    return left && shared;
+}
+
+//  The entry of address, made with full buckets as of mono_ms if there is
+//  none. NULL if out of memory, which only forgets the address's spending.
+static zchat_spent_t *
+s_spent_of (zchat_server_t *self, const char *address, uint64_t mono_ms)
+{
+    zchat_spent_t *spent = (zchat_spent_t *) zhashx_lookup (self->spent, address);
+    if (spent)
+        return spent;
+    spent = (zchat_spent_t *) malloc (sizeof (zchat_spent_t));
+    if (!spent)
+        return NULL;
+    const zchat_server_config_t *c = &self->config;
+    zchat_bucket_fill (&spent->messages, c->rate_burst, mono_ms);
+    zchat_bucket_fill (&spent->commands, c->rate_burst, mono_ms);
+    zchat_bucket_fill (&spent->queries, (uint64_t) c->query_burst * 1024, mono_ms);
+    zchat_bucket_fill (&spent->shared,
+                       (uint64_t) c->query_burst * 1024 * ZCHAT_QUERY_SHARE, mono_ms);
+    if (zhashx_insert (self->spent, address, spent)) {
+        free (spent);
+        return NULL;
+    }
+    return spent;
 }
 
 //  Keep the emptier of two buckets refilled to the same time.
@@ -108,7 +158,7 @@ zchat_server_rate_init (zchat_server_t *self, zchat_session_t *session,
                        now_ms);
     zchat_spent_t *spent = self->spent && session->address?
         (zchat_spent_t *) zhashx_lookup (self->spent, session->address): NULL;
-    if (spent && !s_spent_refilled (self, spent, now_ms)) {
+    if (spent && !s_left_refilled (self, spent, now_ms)) {
         session->messages = spent->messages;
         session->commands = spent->commands;
         session->queries = spent->queries;
@@ -121,24 +171,18 @@ zchat_server_rate_keep (zchat_server_t *self, const zchat_session_t *session,
 {
     if (!self->spent || !session->address)
         return;
-    zchat_spent_t left = { session->messages, session->commands, session->queries };
-    if (s_spent_refilled (self, &left, mono_ms))
+    zchat_spent_t left = { session->messages, session->commands, session->queries,
+                           { 0, 0 } };
+    if (s_left_refilled (self, &left, mono_ms))
         return;
-    zchat_spent_t *spent = (zchat_spent_t *) zhashx_lookup (self->spent, session->address);
-    if (spent) {
-        s_spent_refilled (self, spent, mono_ms);
-        s_bucket_lower (&spent->messages, &left.messages);
-        s_bucket_lower (&spent->commands, &left.commands);
-        s_bucket_lower (&spent->queries, &left.queries);
-        return;
-    }
     //  Out of memory only forgets it
-    spent = (zchat_spent_t *) malloc (sizeof (zchat_spent_t));
+    zchat_spent_t *spent = s_spent_of (self, session->address, mono_ms);
     if (!spent)
         return;
-    *spent = left;
-    if (zhashx_insert (self->spent, session->address, spent))
-        free (spent);
+    s_left_refilled (self, spent, mono_ms);
+    s_bucket_lower (&spent->messages, &left.messages);
+    s_bucket_lower (&spent->commands, &left.commands);
+    s_bucket_lower (&spent->queries, &left.queries);
 }
 
 void
@@ -351,31 +395,63 @@ s_fair_refused (zchat_server_t *self, zchat_request_t *req)
     return false;
 }
 
+//  The query budget of the request's address, shared by its sessions;
+//  NULL for a session without an address (ipc), or out of memory.
+static zchat_bucket_t *
+s_shared_queries (zchat_server_t *self, zchat_request_t *req)
+{
+    if (!self->spent || !req->session->address)
+        return NULL;
+    zchat_spent_t *spent = s_spent_of (self, req->session->address, req->mono_ms);
+    return spent? &spent->shared: NULL;
+}
+
 bool
 zchat_server_query_refused (zchat_server_t *self, zchat_request_t *req)
 {
     const zchat_server_config_t *c = &self->config;
     if (c->query_rate == 0)
         return false;
-    uint32_t retry_ms = zchat_bucket_wait (&req->session->queries,
-                                           (uint64_t) c->query_rate * 1024,
-                                           (uint64_t) c->query_burst * 1024, 1,
+    uint64_t rate = (uint64_t) c->query_rate * 1024;
+    uint64_t burst = (uint64_t) c->query_burst * 1024;
+    uint32_t retry_ms = zchat_bucket_wait (&req->session->queries, rate, burst, 1,
                                            req->mono_ms);
-    if (retry_ms == 0)
+    zchat_bucket_t *shared = s_shared_queries (self, req);
+    uint32_t shared_ms = shared? zchat_bucket_wait (shared, rate * ZCHAT_QUERY_SHARE,
+                                                    burst * ZCHAT_QUERY_SHARE, 1,
+                                                    req->mono_ms): 0;
+    if (retry_ms == 0 && shared_ms == 0)
         return false;
     self->rate_limited++;
+    //  Told the later of the two times: asking before it is refused again
+    if (shared_ms > retry_ms) {
+        ZCHAT_DEBUG ("zchat: %s is over the query budget of %s", req->session->nick,
+                     req->session->address);
+        zchat_server_error (self, req, ZCHAT_ERR_RATE_LIMITED, shared_ms,
+                            "rate limited: history, member and room lists and topics"
+                            " at most %" PRIu64 " KiB per second (burst %" PRIu64
+                            " KiB) for all sessions from your address",
+                            (uint64_t) c->query_rate * ZCHAT_QUERY_SHARE,
+                            (uint64_t) c->query_burst * ZCHAT_QUERY_SHARE);
+        return true;
+    }
     ZCHAT_DEBUG ("zchat: %s is over its query budget", req->session->nick);
     zchat_server_error (self, req, ZCHAT_ERR_RATE_LIMITED, retry_ms,
-                        "rate limited: history, member and room lists at most"
-                        " %u KiB per second (burst %u KiB)", c->query_rate, c->query_burst);
+                        "rate limited: history, member and room lists and topics"
+                        " at most %u KiB per second (burst %u KiB)",
+                        c->query_rate, c->query_burst);
     return true;
 }
 
 void
 zchat_server_query_charge (zchat_server_t *self, zchat_request_t *req, size_t size)
 {
-    if (self->config.query_rate)
-        zchat_bucket_charge (&req->session->queries, size + ZCHAT_QUERY_OVERHEAD);
+    if (self->config.query_rate == 0)
+        return;
+    zchat_bucket_charge (&req->session->queries, size + ZCHAT_QUERY_OVERHEAD);
+    zchat_bucket_t *shared = s_shared_queries (self, req);
+    if (shared)
+        zchat_bucket_charge (shared, size + ZCHAT_QUERY_OVERHEAD);
 }
 
 

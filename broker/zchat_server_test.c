@@ -665,8 +665,8 @@ s_test_connections (void)
 }
 
 
-//  The query budget: HISTORY, WHO and ROOMS are charged the bytes of their
-//  replies; past the budget they get 429 with the time until it is out
+//  The query budget: HISTORY, WHO, ROOMS and TOPIC reads are charged the
+//  bytes of their replies; past the budget they get 429 with the time until it is out
 //  of debt, while the session's other requests and other sessions go on.
 static void
 s_test_query_budget (void)
@@ -699,6 +699,8 @@ s_test_query_budget (void)
     s_error (bed, "A", 22, ZCHAT_ERR_RATE_LIMITED);
     SEND (bed, "A", zchat_encode_rooms (&s_buf, 23));
     s_error (bed, "A", 23, ZCHAT_ERR_RATE_LIMITED);
+    SEND (bed, "A", zchat_encode_topic (&s_buf, 23, "elsewhere", false, ""));
+    s_error (bed, "A", 23, ZCHAT_ERR_RATE_LIMITED);
     SEND (bed, "A", zchat_encode_ping (&s_buf, 24));
     s_reply (bed, "A", ZCHAT_PONG, 24);
     SEND (bed, "B", zchat_encode_who (&s_buf, 25, "big"));
@@ -713,6 +715,134 @@ s_test_query_budget (void)
     SEND (bed, "A", zchat_encode_history (&s_buf, 28, "big", 8, 0, 0));
     msg = s_reply (bed, "A", ZCHAT_PAGE, 28);
     assert (msg->item_count == 1);
+    //  A TOPIC read of a room not loaded (a store lookup) costs its reply
+    //  and the lookup: 4 KiB is a dozen of them
+    zchat_testbed_advance (bed, 5000);
+    uint64_t id = 100;
+    for (; id < 200; id++) {
+        SEND (bed, "A", zchat_encode_topic (&s_buf, id, "elsewhere", false, ""));
+        zchat_testbed_take_reply (bed, "A", &s_msg);
+        assert (s_msg.id == id);
+        if (s_msg.type == ZCHAT_ERROR)
+            break;
+        assert (s_msg.type == ZCHAT_TOPICIS);
+    }
+    assert (s_msg.code == ZCHAT_ERR_RATE_LIMITED && s_msg.retry_ms > 0);
+    assert (id - 100 > 8 && id - 100 < 20);
+    zchat_testbed_destroy (&bed);
+}
+
+
+//  The query budget of an address: every query is charged to the
+//  session's budget and to one its address's sessions share, four times
+//  as big, and refused when either is spent, with the later retry time.
+//  Other addresses and sessions without one are not charged to it, and
+//  the address's entry goes once refilled, sessions alive or not.
+static void
+s_test_address_budget (void)
+{
+    zchat_server_config_t config = zchat_testbed_config ();
+    config.query_rate = 1;              //  KiB a second: 4 for the address
+    config.query_burst = 4;             //  16 for the address
+    zchat_testbed_t *bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    zchat_server_t *server = zchat_testbed_server (bed);
+    const char *peers [] = { "A", "B", "C", "D" };
+    const char *nicks [] = { "alice", "bob", "carol", "dave" };
+    for (size_t i = 0; i < 4; i++) {
+        s_greet (bed, peers [i], nicks [i], NULL);
+        s_join (bed, peers [i], "big", 2);
+    }
+    char text [1000];
+    memset (text, 'x', sizeof (text));
+    for (uint64_t i = 0; i < 8; i++)
+        SEND (bed, "A", zchat_encode_say (&s_buf, 10 + i, "big", 0, text, sizeof (text)));
+    assert (zchat_testbed_flush (bed) == 8);
+    zchat_testbed_clear (bed);
+
+    //  A page of ~8.5 KB takes a session's 4 KiB into debt and half the
+    //  address's 16 KiB; a session's own debt is its own
+    SEND (bed, "A", zchat_encode_history (&s_buf, 20, "big", 0, 0, 0));
+    s_reply (bed, "A", ZCHAT_PAGE, 20);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 21, "big", 0, 0, 0));
+    const zchat_msg_t *msg = s_error (bed, "A", 21, ZCHAT_ERR_RATE_LIMITED);
+    assert (!strstr (msg->reason, "address"));
+    SEND (bed, "B", zchat_encode_history (&s_buf, 22, "big", 0, 0, 0));
+    s_reply (bed, "B", ZCHAT_PAGE, 22);
+    //  Two pages spent the address: carol's own budget is whole, and she
+    //  is refused for the address, until it is out of debt (~150 ms at
+    //  4 KiB/s), for any query; other requests go on
+    SEND (bed, "C", zchat_encode_history (&s_buf, 23, "big", 0, 0, 0));
+    msg = s_error (bed, "C", 23, ZCHAT_ERR_RATE_LIMITED);
+    assert (strstr (msg->reason, "address"));
+    uint32_t retry_ms = msg->retry_ms;
+    assert (retry_ms > 0 && retry_ms < 1000);
+    SEND (bed, "C", zchat_encode_who (&s_buf, 24, "big"));
+    assert (s_error (bed, "C", 24, ZCHAT_ERR_RATE_LIMITED)->retry_ms == retry_ms);
+    SEND (bed, "C", zchat_encode_rooms (&s_buf, 25));
+    s_error (bed, "C", 25, ZCHAT_ERR_RATE_LIMITED);
+    SEND (bed, "C", zchat_encode_ping (&s_buf, 26));
+    s_reply (bed, "C", ZCHAT_PONG, 26);
+    //  Both short: told the later time, alice's own (~1.1 s)
+    SEND (bed, "A", zchat_encode_history (&s_buf, 27, "big", 0, 0, 0));
+    msg = s_error (bed, "A", 27, ZCHAT_ERR_RATE_LIMITED);
+    assert (msg->retry_ms > retry_ms && !strstr (msg->reason, "address"));
+
+    //  Another address has its own; a session without one (ipc) only its own
+    size_t size;
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_hello (&s_buf, 30, ZCHAT_VERSION, "frank", "");
+    zchat_testbed_send_from (bed, "F", NULL, "10.1.2.3", s_body, size);
+    s_reply (bed, "F", ZCHAT_WELCOME, 30);
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_join (&s_buf, 31, "big");
+    zchat_testbed_send_from (bed, "F", NULL, "10.1.2.3", s_body, size);
+    s_reply (bed, "F", ZCHAT_JOINED, 31);
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_history (&s_buf, 32, "big", 0, 0, 0);
+    zchat_testbed_send_from (bed, "F", NULL, "10.1.2.3", s_body, size);
+    s_reply (bed, "F", ZCHAT_PAGE, 32);
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_hello (&s_buf, 33, ZCHAT_VERSION, "gina", "");
+    zchat_testbed_send_from (bed, "G", NULL, NULL, s_body, size);
+    s_reply (bed, "G", ZCHAT_WELCOME, 33);
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_join (&s_buf, 34, "big");
+    zchat_testbed_send_from (bed, "G", NULL, NULL, s_body, size);
+    s_reply (bed, "G", ZCHAT_JOINED, 34);
+    for (uint64_t id = 35; id < 37; id++) {
+        zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+        size = zchat_encode_history (&s_buf, id, "big", 0, 0, 0);
+        zchat_testbed_send_from (bed, "G", NULL, NULL, s_body, size);
+    }
+    s_reply (bed, "G", ZCHAT_PAGE, 35);
+    msg = s_error (bed, "G", 36, ZCHAT_ERR_RATE_LIMITED);
+    assert (!strstr (msg->reason, "address"));
+    //  One entry for each address that spent, none for ipc
+    assert (zhashx_size (server->spent) == 2);
+
+    //  Waiting as told is enough; then the address is spent again
+    zchat_testbed_advance (bed, retry_ms);
+    SEND (bed, "C", zchat_encode_history (&s_buf, 40, "big", 0, 0, 0));
+    s_reply (bed, "C", ZCHAT_PAGE, 40);
+    SEND (bed, "D", zchat_encode_history (&s_buf, 41, "big", 0, 0, 0));
+    msg = s_error (bed, "D", 41, ZCHAT_ERR_RATE_LIMITED);
+    assert (strstr (msg->reason, "address"));
+
+    //  Refilled (16 KiB at 4 KiB/s, and the debt), the entries go while
+    //  their sessions live on: a new one starts full, which is the same
+    zchat_testbed_advance (bed, 7000);
+    zchat_testbed_tick (bed);
+    assert (zhashx_size (server->spent) == 0);
+    assert (zchat_sessions_size (server->sessions) == 6);
+    SEND (bed, "D", zchat_encode_history (&s_buf, 42, "big", 0, 0, 0));
+    s_reply (bed, "D", ZCHAT_PAGE, 42);
+    SEND (bed, "A", zchat_encode_history (&s_buf, 43, "big", 0, 0, 0));
+    s_reply (bed, "A", ZCHAT_PAGE, 43);
+    SEND (bed, "B", zchat_encode_history (&s_buf, 44, "big", 0, 0, 0));
+    msg = s_error (bed, "B", 44, ZCHAT_ERR_RATE_LIMITED);
+    assert (strstr (msg->reason, "address"));
+    assert (zhashx_size (server->spent) == 1);
     zchat_testbed_destroy (&bed);
 }
 
@@ -2899,6 +3029,7 @@ zchat_server_test (bool verbose)
     s_test_expiry_versions ();
     s_test_connections ();
     s_test_query_budget ();
+    s_test_address_budget ();
     s_test_storage_fault ();
     s_test_read_fault ();
     s_test_owner_fault ();

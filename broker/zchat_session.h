@@ -95,7 +95,7 @@ struct _zchat_session_t {
     bool fair_company_seen;                     //  saw the period's second
                                                 //  sender (or was it)
     zchat_bucket_t queries;                     //  reply bytes: HISTORY,
-                                                //  WHO, ROOMS
+                                                //  WHO, ROOMS, TOPIC read
     uint64_t sender_gen;                        //  the open group's, if it
     size_t sender;                              //  holds SAYs of this session:
                                                 //  its entry in the group

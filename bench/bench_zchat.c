@@ -712,6 +712,7 @@ s_broker_start (s_broker_t *self, const bench_params_t *params,
     memset (self, 0, sizeof (*self));
     char *path = bench_sibling_path ("zchat-broker");
     char *extra = NULL, *off_args = NULL;
+    char budget [32];
     char *argv [64];
     int argc = 0;
     int rc = -1;
@@ -748,6 +749,19 @@ s_broker_start (s_broker_t *self, const bench_params_t *params,
     argv [argc++] = (char *) "tcp://127.0.0.1:*";
     argv [argc++] = (char *) "--data";
     argv [argc++] = data;
+    //  Every client here comes from 127.0.0.1, where in use each would
+    //  come from a machine of its own: the broker shares one address's
+    //  query budget among its sessions (four sessions' worth), which would
+    //  hold subscribers that repair from history to that together. Scale
+    //  the budget so the address has what its sessions would have had
+    //  apart; --broker-args, parsed after, can still set another.
+    int clients = params->senders + params->subscribers + (params->flooder? 1: 0);
+    long scale = clients > 4? (clients + 3) / 4: 1;
+    snprintf (budget, sizeof (budget), "%ld:%ld",
+              1024 * scale < 1000000? 1024 * scale: 1000000,
+              16384 * scale < 1000000? 16384 * scale: 1000000);
+    argv [argc++] = (char *) "--query-budget";
+    argv [argc++] = budget;
     if (off_args)
         argc = s_split_args (off_args, argv, argc, 60);
     if (params->broker_args) {

@@ -61,10 +61,12 @@
 //  SAY it had on the way answered with a 429 (a window of 2,048 filled the
 //  old limit of 2,048, and the ACKs behind those were dropped, so the
 //  sender waited for its heartbeat to send them again: 3.3 s). Replies are
-//  small (about 100 bytes: 800 KiB for a peer that never reads), and the
-//  big ones (history pages, member and room lists) are held back by the
-//  server's query budget. Past this a reply to that peer is dropped
-//  (EAGAIN) and it must retry.
+//  mostly small (about 100 bytes: 800 KiB for a peer that never reads),
+//  and the big ones (history pages, member and room lists) are held back
+//  by the server's query budget. Direct messages delivered are not: a
+//  peer that reads slowly can have up to this many parked, each up to
+//  --max-text (README, "What the limits do not cover"). Past this a reply
+//  to that peer is dropped (EAGAIN) and it must retry.
 #define ROUTER_RCV_BYTES    (80 * 1024 * 1024)
 #define ROUTER_RCVHWM       (ROUTER_RCV_BYTES / ROUTER_MAXMSGSIZE)
 #define ROUTER_SNDHWM       (2 * ZCHAT_MAX_ITEMS)

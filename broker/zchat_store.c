@@ -2328,8 +2328,15 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
     ||  s_pragma (self->db, "PRAGMA wal_autocheckpoint = 0", NULL, error, error_size)
     ||  s_pragma (self->db, "PRAGMA journal_size_limit = 67108864", NULL, error, error_size)
     ||  s_pragma (self->db, "PRAGMA secure_delete = FAST", NULL, error, error_size)
-    ||  s_pragma (self->db, "PRAGMA temp_store = MEMORY", NULL, error, error_size)
-    ||  s_schema (self->db, db_path, error, error_size))
+    ||  s_pragma (self->db, "PRAGMA temp_store = MEMORY", NULL, error, error_size)) {
+        //  The first statement to read the file: a damaged one, or not
+        //  zchat's, fails here. Name it for the operator.
+        char reason [256];
+        snprintf (reason, sizeof reason, "%s", error);
+        snprintf (error, error_size, "cannot open %s: %s", db_path, reason);
+        goto failed;
+    }
+    if (s_schema (self->db, db_path, error, error_size))
         goto failed;
 
     for (int i = 0; i < ST_COUNT; i++)

@@ -4,6 +4,16 @@
 
 #include "zchat_cli.h"
 
+//  A hangup (terminal closed, ssh dropped) ends the client like SIGTERM:
+//  goodbye said, so the nick is free at once, not held for the broker's
+//  session timeout. czmq catches only SIGINT and SIGTERM.
+static void
+s_on_hangup (int signum)
+{
+    (void) signum;
+    zsys_interrupted = 1;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -16,6 +26,9 @@ main (int argc, char **argv)
     //  A reader of our output that goes away is a write error to report
     //  (and a goodbye to say), not a silent death by SIGPIPE.
     signal (SIGPIPE, SIG_IGN);
+    struct sigaction hangup = { .sa_handler = s_on_hangup };
+    sigemptyset (&hangup.sa_mask);
+    sigaction (SIGHUP, &hangup, NULL);
     if (opts.send)
         exit_code = zchat_cli_send_run (&opts);
     else

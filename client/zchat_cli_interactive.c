@@ -227,6 +227,7 @@ s_say (s_chat_t *self, const char *text, size_t size, bool action)
     const char *room = zchat_cli_rooms_current (&self->rooms);
     if (!room) {
         s_error (self, "you are in no room: /join ROOM first");
+        self->sends_failed++;           //  a line not said: the run failed
         return;
     }
     size_t fixed_size;

@@ -279,6 +279,12 @@ s_command (s_json_t *self, const cJSON *cmd)
         &&  (has_to = s_number (cmd, "to", 9007199254740992.0, &to, id)) >= 0) {
             if (!has_count)
                 count = from? 65535: 20;
+            //  0 would reach the library as "no limit": a whole page
+            if (count == 0) {
+                zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD,
+                    "\"count\" must be a whole number from 1 to 65535", id);
+                return;
+            }
             s_track (self, zchat_client_history (client, room, from, to, (int) count),
                      ZCHAT_CLI_REQ_OTHER, room, id);
         }

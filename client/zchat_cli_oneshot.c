@@ -70,24 +70,35 @@ typedef struct {
     zhashx_t *flight;                   //  request id (hex) -> s_message_t
     size_t   discarded;                 //  lines too long to send
     long     first_discarded;           //  the first of them (line number)
+    char     first_reason [128];        //  why it was not sent
 } s_send_t;
 
 
-//  A line of stdin over ZCHAT_CLI_MAX_LINE: none of it is sent. The
-//  other lines still go; the run fails at the end, with one stderr line
-//  (the failure exit status says "not everything was sent").
+//  A line of stdin too long to send: over ZCHAT_CLI_MAX_LINE, or over the
+//  broker's max_text. None of it is sent. The other lines still go (one
+//  long line in a log must not end a log bot); the run fails at the end,
+//  with one stderr line (the failure exit status says "not everything was
+//  sent"). size is the text's, or 0 for a line over ZCHAT_CLI_MAX_LINE.
 static void
-s_discard (s_send_t *self, long line)
+s_discard (s_send_t *self, long line, size_t size)
 {
-    if (!self->discarded++)
-        self->first_discarded = line;
-    if (self->opts->json) {
-        char message [128];
+    char message [128];
+    if (size)
+        snprintf (message, sizeof message, "text too long: %zu bytes, the broker takes "
+                  "at most %" PRIu32, size, zchat_client_max_text (self->client));
+    else
         snprintf (message, sizeof message,
-                  "line %ld longer than %d bytes: discarded whole, none of it sent",
-                  line, ZCHAT_CLI_MAX_LINE);
+                  "longer than %d bytes: discarded whole, none of it sent",
+                  ZCHAT_CLI_MAX_LINE);
+    if (!self->discarded++) {
+        self->first_discarded = line;
+        snprintf (self->first_reason, sizeof self->first_reason, "%s", message);
+    }
+    if (self->opts->json) {
+        char json_message [160];
+        snprintf (json_message, sizeof json_message, "line %ld %s", line, message);
         cJSON *id = cJSON_CreateNumber ((double) line);
-        zchat_cli_print_json_error (ZCHAT_ERR_TOO_LARGE, message, id);
+        zchat_cli_print_json_error (ZCHAT_ERR_TOO_LARGE, json_message, id);
         cJSON_Delete (id);
     }
 }
@@ -242,11 +253,16 @@ zchat_cli_send_run (const zchat_cli_opts_t *opts)
            &&  (line = zchat_cli_lines_next (lines, &size, &too_long))) {
             line_number++;
             if (too_long)
-                s_discard (&self, line_number);
+                s_discard (&self, line_number, 0);
             if (size == 0)
                 continue;       //  an empty line is no message
             size_t text_size;
             char *text = zchat_cli_utf8_fix (line, size, &text_size);
+            if (text_size > zchat_client_max_text (self.client)) {
+                s_discard (&self, line_number, text_size);
+                free (text);
+                continue;
+            }
             exit_code = s_send_one (&self, line_number, text, text_size);
             free (text);
             in_flight++;
@@ -258,9 +274,9 @@ zchat_cli_send_run (const zchat_cli_opts_t *opts)
             //  Everything sent is acknowledged: all, unless lines were
             //  too long to send
             if (self.discarded) {
-                zchat_cli_fail ("line %ld not sent: longer than %d bytes (%zu line%s "
-                                "discarded whole, the others sent)",
-                                self.first_discarded, ZCHAT_CLI_MAX_LINE, self.discarded,
+                zchat_cli_fail ("line %ld not sent: %s (%zu line%s too long, "
+                                "the others sent)", self.first_discarded,
+                                self.first_reason, self.discarded,
                                 self.discarded == 1? "": "s");
                 exit_code = ZCHAT_EXIT_FAILED;
             }

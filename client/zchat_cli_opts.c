@@ -58,7 +58,7 @@ static const char *s_help =
     "  5    a message was not acknowledged within --timeout\n"
     "  6    CURVE handshake refused (unknown key, wrong server key, or no CURVE)\n"
     "  7    --listen ran out of --timeout before --count message events\n"
-    "  130  interrupted (SIGINT, SIGTERM)\n"
+    "  130  interrupted (SIGINT, SIGTERM, SIGHUP)\n"
     "Every failure prints exactly one line to stderr.\n";
 
 //  Print "zchat: <message><tail>" to stderr as one line. The message may

@@ -59,3 +59,19 @@ def test_broker_startup_failures():
     b.restart()
     b.stop()
     check(os.path.isdir(b.data), "data dir vanished")
+
+
+def test_broker_names_a_store_it_cannot_read():
+    #  An operator whose zchat.db is damaged (or not zchat's) must be told
+    #  which file, not only SQLite's words.
+    exe = require_binary("zchat-broker")
+    data = tempfile.mkdtemp(dir=TMP)
+    db = os.path.join(data, "zchat.db")
+    with open(db, "w") as f:
+        f.write("not a database\n")
+    r = run([exe, "--router", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*",
+             "--data", data], timeout=T(10), name="broker-bad-store")
+    check(r.rc == 1, "a broker on a damaged store should exit 1: %r" % r)
+    lines = [l for l in r.err.splitlines() if l.strip()]
+    check(len(lines) == 1 and db in lines[0],
+          "the one error line should name %s: %r" % (db, r.err))

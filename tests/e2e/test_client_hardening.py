@@ -222,6 +222,35 @@ def test_long_line_send_stdin_fails_at_end():
           % [t[:40] for t in texts])
 
 
+def test_pipe_line_said_in_no_room_fails_the_run():
+    #  A line that cannot be said (no current room any more) is a message
+    #  not sent, like one the broker refused: the run must not exit 0.
+    b = Broker()
+    r = zchat(b, "alice", "--timeout", str(T(10)), rooms=["ops"],
+              input="/leave\nlost line\n", timeout=T(30))
+    check(r.rc == 1, "pipe mode with a line said in no room should exit 1: %r" % r)
+    line = one_stderr_line(r)
+    check("1 message not sent" in line, "stderr should count the line: %r" % line)
+
+
+def test_send_stdin_line_over_max_text_does_not_stop_the_rest():
+    #  One log line over the broker's max_text must not end a log bot:
+    #  it is skipped like a line over 1 MiB, the rest still go.
+    b = Broker("--max-text", "100")
+    bob = listener(b, "bob", ["ops"])
+    data = "one\n" + "X" * 200 + "\nthree\n"
+    r = zchat(b, "alice", "--send", "-", "--timeout", str(T(10)), rooms=["ops"], input=data,
+              timeout=T(30))
+    check(r.rc == 1, "--send - with a line over max_text should exit 1: %r" % r)
+    line = one_stderr_line(r)
+    check("line 2 not sent" in line and "too long" in line,
+          "stderr should name line 2 and why: %r" % line)
+    bob.wait_text("three")
+    texts = [m.get("text") for m in bob.messages()]
+    check(texts == ["one", "three"], "--send - lost the lines after a long one: %r"
+          % [t[:40] for t in texts])
+
+
 # ---------------------------------------------------------------------------
 #  15: names and reasons from a hostile broker
 

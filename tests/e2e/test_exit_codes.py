@@ -161,3 +161,22 @@ def test_listen_timeout_exit_7():
     one_stderr_line(r)
     types = [e.get("type") for e in r.events()]
     check("joined" in types and "message" not in types, "listen output: %r" % r.out)
+
+
+def test_hangup_says_goodbye():
+    #  A closed terminal window or a dropped ssh sends SIGHUP: the client
+    #  must leave like on SIGTERM (goodbye said, nick free at once), not
+    #  die and hold its nick for the session timeout.
+    import signal
+    from harness import listener
+    b = Broker("--session-timeout", "30")
+    ear = listener(b, "ear", ["ops"])
+    hup = listener(b, "hup", ["ops"])
+    hup.signal(signal.SIGHUP)
+    rc = hup.wait(T(10))
+    check(rc == 130, "zchat on SIGHUP should exit 130 (interrupted): %r" % rc)
+    ear.wait_for(lambda e: e.get("type") == "quit" and e.get("nick") == "hup",
+                 timeout=T(5), desc="hup's quit well before the session timeout")
+    r = zchat(b, "hup", "--send", "back at once", "--timeout", "5", rooms=["ops"],
+              timeout=T(20))
+    check(r.rc == 0, "the nick should be free right after a hangup: %r" % r)

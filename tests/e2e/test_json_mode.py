@@ -109,3 +109,21 @@ def test_json_pending_acks_at_eof():
     check(bob.wait(T(20)) == 0, "bob did not get 200 messages: %s" % bob._describe())
     check([m["text"] for m in bob.messages()] == ["burst %d" % i for i in range(200)],
           "burst arrived out of order or incomplete")
+
+
+def test_json_history_count_zero_is_refused():
+    #  "count" is how many of the last messages to fetch: 0 must not
+    #  quietly mean a whole page of them.
+    b = Broker()
+    alice = json_client(b, "alice", ["ops"])
+    for i in range(30):
+        alice.write({"cmd": "say", "room": "ops", "text": "m%d" % i, "id": "s%d" % i})
+    alice.wait_for(lambda e: e.get("id") == "s29", desc="the last ack")
+    alice.write({"cmd": "history", "room": "ops", "count": 0, "id": "h0"})
+    answer = alice.wait_for(lambda e: e.get("id") == "h0", desc="answer to history h0")
+    check(answer.get("type") == "error" and answer.get("code") == 422,
+          "history with count 0 should be refused with 422: %r" % answer)
+    replayed = [e for e in alice.messages("ops") if e.get("history")]
+    check(not replayed, "history with count 0 replayed %d messages" % len(replayed))
+    alice.close_stdin()
+    check(alice.wait(T(10)) == 0, "alice should exit 0 at end of stdin")

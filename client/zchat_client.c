@@ -116,6 +116,21 @@ s_set_error (zchat_client_t *self, const char *format, ...)
 }
 
 //  --------------------------------------------------------------------------
+//  An endpoint with an IPv6 address (tcp://[::1]:5555) needs IPv6 on the
+//  socket that connects to it, which libzmq leaves off. Only then, as the
+//  broker does for its own endpoints: with IPv6 on, libzmq resolves a host
+//  name to its IPv6 address alone when it has one, and a host without an
+//  IPv6 route could no longer reach a broker it reaches today (ZSYS_IPV6=1
+//  turns it on for every socket, for host names with IPv6 addresses only).
+
+static void
+s_ipv6_for (zsock_t *sock, const char *endpoint)
+{
+    if (strchr (endpoint, '['))
+        zsock_set_ipv6 (sock, 1);
+}
+
+//  --------------------------------------------------------------------------
 //  Request ids: random start, +1 each, never 0 (reserved for "no request").
 
 static uint64_t
@@ -579,6 +594,8 @@ s_sub_connect (zchat_client_t *self)
         zstr_free (&self->sub_endpoint);
     }
     char *endpoint = strdup (self->pub_endpoint);
+    if (endpoint)
+        s_ipv6_for (self->sub, endpoint);
     if (!endpoint || zsock_connect (self->sub, "%s", endpoint)) {
         s_set_error (self, "cannot connect to the PUB endpoint %s: %s", self->pub_endpoint,
                      endpoint? zmq_strerror (errno): "out of memory");
@@ -1956,6 +1973,7 @@ zchat_client_connect (zchat_client_t *self, int timeout_ms)
         s_set_error (self, "cannot monitor the DEALER socket: %s", zmq_strerror (errno));
         return ZCHAT_CLIENT_FAILED;
     }
+    s_ipv6_for (self->dealer, self->server);
     if (zsock_connect (self->dealer, "%s", self->server)) {
         s_set_error (self, "cannot connect to %s: %s", self->server, zmq_strerror (errno));
         return ZCHAT_CLIENT_INVALID;

@@ -56,7 +56,8 @@ static const char *s_help =
     "  4    refused by the broker (nick in use, invalid or owned by another key; join or\n"
     "       send refused)\n"
     "  5    a message was not acknowledged within --timeout\n"
-    "  6    CURVE handshake refused (unknown key, wrong server key, or no CURVE)\n"
+    "  6    handshake refused (unknown key, wrong server key, no CURVE, or not\n"
+    "       a zchat broker)\n"
     "  7    --listen ran out of --timeout before --count message events\n"
     "  130  interrupted (SIGINT, SIGTERM, SIGHUP)\n"
     "Every failure prints exactly one line to stderr.\n";

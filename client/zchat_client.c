@@ -1325,8 +1325,9 @@ static const char *
 s_auth_reason (zchat_client_t *self)
 {
     return self->cert?
-        "CURVE handshake refused by the broker (unknown key or wrong server key)":
-        "handshake refused by the broker (it requires CURVE: give our "
+        "CURVE handshake refused by the broker (unknown key, wrong server key, "
+        "a broker without CURVE, or not a zchat broker)":
+        "handshake refused: not a zchat broker, or one that requires CURVE (a client "
         "certificate and the broker's public key)";
 }
 

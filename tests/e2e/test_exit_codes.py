@@ -141,6 +141,47 @@ def test_unreachable_exit_3():
     one_stderr_line(r)
 
 
+class NotABroker:
+    """A TCP service that is not ZeroMQ: it answers every connection with an
+    HTTP error (garbage=True) or closes it at once."""
+
+    def __init__(self, garbage):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.endpoint = "tcp://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.garbage = garbage
+        add_cleanup(self.sock.close)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                if self.garbage:
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            conn.close()
+
+
+def test_not_a_broker_exit_6():
+    """A TCP service that is not a zchat broker fails the handshake: exit 6,
+    and the one stderr line says it may not be a zchat broker, not only that
+    the broker requires CURVE."""
+    for garbage in (True, False):
+        peer = NotABroker(garbage)
+        r = zchat(peer.endpoint, "lost", "--send", "hello", "--room", "r", "--timeout", "10",
+                  timeout=T(20))
+        check(r.rc == 6, "a peer that is not a broker (garbage=%s) should exit 6: %r"
+              % (garbage, r))
+        check(r.elapsed < 8, "took %.2fs to notice" % r.elapsed)
+        check("not a zchat broker" in one_stderr_line(r), "unclear reason: %r" % r.err)
+
+
 def test_unacknowledged_exit_5():
     fake = FakeBroker()
     r = zchat(fake.endpoint, "sender", "--send", "never acked", "--room", "r", "--timeout", "2",

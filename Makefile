@@ -171,7 +171,8 @@ install: all $(LIBZCHAT_INSTALL_A)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib \
 	    $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig \
 	    $(DESTDIR)$(PREFIX)/share/man/man1
-	install -m 755 $(filter-out $(BUILD)/zchat-selftest,$(PROGRAMS)) $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(filter-out $(BUILD)/zchat-selftest $(BUILD)/zchat-replay-%,$(PROGRAMS)) \
+	    $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(LIBZCHAT_INSTALL_A) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(LIBZCHAT_SO) $(DESTDIR)$(PREFIX)/lib/libzchat.so.0
 	ln -sf libzchat.so.0 $(DESTDIR)$(PREFIX)/lib/libzchat.so
@@ -179,6 +180,17 @@ install: all $(LIBZCHAT_INSTALL_A)
 	sed -e 's|@PREFIX@|$(PREFIX)|g' client/libzchat.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/libzchat.pc
 	for m in doc/*.1; do [ -f "$$m" ] && install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man1/ || true; done
+	@#  The loader finds a new shared library in a system directory only
+	@#  once its cache knows it; anywhere else it never looks (a staged
+	@#  DESTDIR install is the packager's to register)
+	@if [ -n "$(DESTDIR)" ]; then :; \
+	elif case "$(PREFIX)" in /usr|/usr/local) true;; *) false;; esac \
+	     && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then \
+	    ldconfig; \
+	else \
+	    echo "make install: programs find libzchat.so once you run 'sudo ldconfig'" \
+	         "(PREFIX /usr or /usr/local) or set LD_LIBRARY_PATH=$(PREFIX)/lib"; \
+	fi
 
 clean:
 	rm -rf build

@@ -85,6 +85,11 @@ def test_make_install_and_link():
     check(os.path.exists(os.path.join(prefix, "lib", "libzchat.a"))
           or os.path.exists(os.path.join(prefix, "lib", "libzchat.so")),
           "make install installed no libzchat")
+    tests_installed = [n for n in os.listdir(os.path.join(prefix, "bin"))
+                       if n.startswith("zchat-replay") or n == "zchat-selftest"]
+    check(not tests_installed, "make install installed test programs: %s" % tests_installed)
+    check("LD_LIBRARY_PATH" in r.out, "make install did not say how the library is found "
+          "outside the loader's directories: %r" % r.out[-500:])
 
     env = _env()
     env["PKG_CONFIG_PATH"] = os.path.join(prefix, "lib", "pkgconfig")
@@ -122,7 +127,7 @@ def test_make_install_and_link():
         check("zchat_client_new" in names and "zchat_msg_decode" in names,
               "the installed libzchat.a lacks public functions: %s" % sorted(names)[:10])
         internal = sorted(n for n in names
-                          if re.match(r"zchat_(outbox|idmap|sequencer|msgpool|client_room)_", n))
+                          if re.match(r"zchat_(outbox|idmap|sequencer|msgpool|client_room)_|zchat_event_new", n))
         check(not internal, "the installed libzchat.a exports internal names: %s"
               % " ".join(internal))
     static_exe = os.path.join(TMP, "prog-static")

@@ -8,6 +8,7 @@
 #include "zchat_cli.h"
 #include "zchat_cli_poll.h"
 #include "zchat_cli_requests.h"
+#include <ctype.h>
 #include <math.h>
 
 typedef struct {
@@ -148,6 +149,37 @@ s_text (const cJSON *cmd, const char *name, const cJSON *id)
 }
 
 
+//  A message's text: as s_text, and not empty (an empty line is no
+//  message, as --send "" is refused).
+static const char *
+s_message_text (const cJSON *cmd, const cJSON *id)
+{
+    const char *text = s_text (cmd, "text", id);
+    if (text && !*text) {
+        zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD, "\"text\" is empty", id);
+        return NULL;
+    }
+    return text;
+}
+
+
+//  The optional "action" flag into *action; -1 after printing an error if
+//  it is there but not true or false (taken as false, a "yes" was a
+//  message sent other than asked).
+static int
+s_action (const cJSON *cmd, bool *action, const cJSON *id)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive (cmd, "action");
+    if (item && !cJSON_IsBool (item)) {
+        zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD,
+                                    "\"action\" must be true or false", id);
+        return -1;
+    }
+    *action = cJSON_IsTrue (item);
+    return 0;
+}
+
+
 //  True if a text of size bytes is within the broker's max_text; else
 //  prints the 413 the broker itself would answer and counts the failure.
 static bool
@@ -200,25 +232,24 @@ s_command (s_json_t *self, const cJSON *cmd)
     zchat_client_t *client = self->client;
 
     if (streq (name, "say") || streq (name, "me")) {
-        const cJSON *action = cJSON_GetObjectItemCaseSensitive (cmd, "action");
-        if ((room = s_room (self, cmd, id)) && (text = s_text (cmd, "text", id))
-        &&  s_fits (self, strlen (text), id))
+        bool action;
+        if ((room = s_room (self, cmd, id)) && (text = s_message_text (cmd, id))
+        &&  s_action (cmd, &action, id) == 0 && s_fits (self, strlen (text), id))
             s_track (self, zchat_client_say (client, room, text, strlen (text),
-                                             streq (name, "me") || cJSON_IsTrue (action)),
+                                             streq (name, "me") || action),
                      ZCHAT_CLI_REQ_SEND, room, id);
     }
     else
     if (streq (name, "dm")) {
-        const cJSON *action = cJSON_GetObjectItemCaseSensitive (cmd, "action");
+        bool action;
         if (s_string (cmd, "to", true, &nick, id) == 0
-        &&  (text = s_text (cmd, "text", id))) {
+        &&  (text = s_message_text (cmd, id)) && s_action (cmd, &action, id) == 0) {
             if (!zchat_nick_valid (nick))
                 zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_FIELD,
                                             "\"to\" is not a valid nick", id);
             else
             if (s_fits (self, strlen (text), id))
-                s_track (self, zchat_client_dm (client, nick, text, strlen (text),
-                                                cJSON_IsTrue (action)),
+                s_track (self, zchat_client_dm (client, nick, text, strlen (text), action),
                          ZCHAT_CLI_REQ_SEND, NULL, id);
         }
     }
@@ -343,9 +374,16 @@ s_line (s_json_t *self, char *line, size_t size)
                                     "\\u0000 (NUL) cannot be sent: texts hold no NUL", NULL);
         return;
     }
-    cJSON *cmd = cJSON_ParseWithLength (line, size);
-    if (!cmd || !cJSON_IsObject (cmd))
-        zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_JSON, "not a JSON object", NULL);
+    //  One object and nothing after it but blanks: what follows an object
+    //  was either a second command or a mistake, and neither is to be
+    //  dropped in silence
+    const char *end = NULL;
+    cJSON *cmd = cJSON_ParseWithLengthOpts (line, size, &end, false);
+    while (cmd && end && end < line + size && isspace ((unsigned char) *end))
+        end++;
+    if (!cmd || !cJSON_IsObject (cmd) || (end && end < line + size))
+        zchat_cli_print_json_error (ZCHAT_CLI_ERR_BAD_JSON,
+                                    "not a JSON object (one per line)", NULL);
     else
         s_command (self, cmd);
     cJSON_Delete (cmd);

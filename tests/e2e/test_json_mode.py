@@ -70,12 +70,17 @@ def test_json_invalid_input():
         '{"cmd": "say", "room": "not_joined", "text": "x", "id": "b5"}',
         '[1, 2, 3]',
         '{"cmd": "say", "room": "ops", "text": "' + "y" * 5000 + '", "id": "b6"}',
+        '{"cmd": "say", "room": "ops", "text": "", "id": "b7"}',
+        '{"cmd": "say", "room": "ops", "text": "x", "action": "yes", "id": "b8"}',
+        '{"cmd": "dm", "to": "bob", "text": "", "id": "b9"}',
+        '{"cmd": "say", "room": "ops", "text": "tail"} {"cmd": "say"}',
     ]
     for line in bad:
         alice.write(line)
     errors = alice.wait_count(lambda e: e.get("type") == "error", len(bad), timeout=T(10),
                               desc="error lines for invalid input")
-    for cid, code in (("b4", 422), ("b5", 404), ("b6", 413)):
+    for cid, code in (("b4", 422), ("b5", 404), ("b6", 413), ("b7", 422), ("b8", 422),
+                      ("b9", 422)):
         #  The broker's code, or a negative one if the client refused it
         #  itself before sending.
         ev = [e for e in errors if e.get("id") == cid]

@@ -290,7 +290,6 @@ s_input (s_chat_t *self, char *line, size_t size)
             char copy [ZCHAT_MAX_ROOM + 1];
             snprintf (copy, sizeof copy, "%s", room);
             zchat_cli_rooms_remove (&self->rooms, copy);
-            zchat_cli_requests_forget_join (self->requests, copy);
             s_track (self, zchat_client_leave (self->client, copy), ZCHAT_CLI_REQ_LEAVE,
                      copy);
             s_update_prompt (self);

@@ -262,7 +262,6 @@ s_command (s_json_t *self, const cJSON *cmd)
     if (streq (name, "leave")) {
         if ((room = s_room (self, cmd, id))) {
             zchat_cli_rooms_remove (&self->rooms, room);
-            zchat_cli_requests_forget_join (self->requests, room);
             s_track (self, zchat_client_leave (client, room), ZCHAT_CLI_REQ_LEAVE, room, id);
         }
     }

@@ -121,27 +121,6 @@ zchat_cli_requests_remove (zchat_cli_requests_t *self, uint64_t rid)
 
 
 //  ---------------------------------------------------------------------
-//  Forget the join of room. Leaving a room that is still being joined:
-//  that join is never answered (the library forgets the room), so waiting
-//  for the answer would only hold up the end of the run.
-
-void
-zchat_cli_requests_forget_join (zchat_cli_requests_t *self, const char *room)
-{
-    assert (self);
-    zchat_cli_request_t *request = (zchat_cli_request_t *) zhashx_first (self->table);
-    while (request) {
-        if (request->kind == ZCHAT_CLI_REQ_JOIN && streq (request->room, room)) {
-            self->counts [ZCHAT_CLI_REQ_JOIN]--;
-            zhashx_delete (self->table, zhashx_cursor (self->table));
-            return;
-        }
-        request = (zchat_cli_request_t *) zhashx_next (self->table);
-    }
-}
-
-
-//  ---------------------------------------------------------------------
 //  How many requests of kind are in flight.
 
 size_t

@@ -51,10 +51,6 @@ zchat_cli_request_t *
 void
     zchat_cli_requests_remove (zchat_cli_requests_t *self, uint64_t rid);
 
-//  Forget the join of room if one is in flight.
-void
-    zchat_cli_requests_forget_join (zchat_cli_requests_t *self, const char *room);
-
 //  How many requests of kind are in flight.
 size_t
     zchat_cli_requests_count (zchat_cli_requests_t *self, zchat_cli_req_kind_t kind);

@@ -2187,6 +2187,12 @@ zchat_client_leave (zchat_client_t *self, const char *room)
     assert (self);
     if (!s_check_room (self, room) || !s_can_request (self))
         return 0;
+    //  A join the caller is still waiting for is answered now: no JOINED
+    //  will come for a room we no longer keep
+    zchat_client_room_t *joining = s_room_lookup (self, room);
+    if (joining && joining->join_id && (!joining->confirmed || joining->upgrade))
+        zchat_client_emit_error (self, joining->join_id, ZCHAT_CLIENT_FAILED, 0, room, NULL,
+                                 "join cancelled: left before it was confirmed");
     zhashx_delete (self->rooms, room);
     zchat_client_request_t *req = zchat_client_request_new (RQ_LEAVE, true, room);
     if (!req) {

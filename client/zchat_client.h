@@ -198,7 +198,8 @@ uint64_t zchat_client_join    (zchat_client_t *self, const char *room);
 //  any room. Needs no SUB: it never connects it.
 uint64_t zchat_client_join_send_only (zchat_client_t *self, const char *room);
 //  Leave a room: its traffic stops at once. Leaving the last room does
-//  not disconnect the SUB.
+//  not disconnect the SUB. A join of the room not yet answered is
+//  answered first, with an ERROR (ZCHAT_CLIENT_FAILED) under its id.
 uint64_t zchat_client_leave   (zchat_client_t *self, const char *room);
 //  text of text_size bytes; valid UTF-8, within the broker's max_text.
 //  Resent with the same id (every heartbeat interval, and at once after a

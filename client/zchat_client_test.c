@@ -1184,6 +1184,35 @@ s_test_wait_bounded (void)
     zsock_destroy (&router);
 }
 
+//  A join left before it was confirmed is answered, with an ERROR, before
+//  the leave: the caller waiting for it would otherwise wait for ever.
+static void
+s_test_join_then_leave (void)
+{
+    zchat_client_t *client;
+    zsock_t *router = s_test_stand_in (&client);
+    uint64_t join_id = zchat_client_join (client, "lobby");
+    assert (join_id);
+    uint64_t leave_id = zchat_client_leave (client, "lobby");
+    assert (leave_id);
+    zchat_event_t *event = zchat_client_next (client, 0);
+    assert (event && event->type == ZCHAT_EV_ERROR && event->id == join_id);
+    assert (event->code == ZCHAT_CLIENT_FAILED && streq (event->room, "lobby"));
+    zchat_event_destroy (&event);
+    //  A confirmed room's leave answers nothing but the leave
+    join_id = zchat_client_join_send_only (client, "ops");
+    assert (join_id);
+    zchat_client_room_t *room = (zchat_client_room_t *) zhashx_lookup (client->rooms, "ops");
+    assert (room);
+    room->confirmed = true;
+    leave_id = zchat_client_leave (client, "ops");
+    assert (leave_id);
+    assert (zchat_client_next (client, 0) == NULL);
+    client->state = S_IDLE;
+    zchat_client_destroy (&client);
+    zsock_destroy (&router);
+}
+
 //  A text cut to fit ends on a whole UTF-8 character.
 static void
 s_test_utf8_cut (void)
@@ -1355,8 +1384,12 @@ s_test_send_only (void)
     //  nothing to unsubscribe
     assert (zchat_client_leave (client, "ops"));
     s_test_expect_subscription (xpub, "-ops:");
-    assert (zchat_client_join_send_only (client, "quiet"));
+    uint64_t quiet = zchat_client_join_send_only (client, "quiet");
+    assert (quiet);
     assert (zchat_client_leave (client, "quiet"));
+    zchat_event_t *cancelled = s_test_event (client);
+    assert (cancelled && cancelled->type == ZCHAT_EV_ERROR && cancelled->id == quiet);
+    zchat_event_destroy (&cancelled);
     assert (zchat_client_join (client, "mark2"));
     s_test_expect_subscription (xpub, "+mark2:");
     assert (s_test_event (client) == NULL);
@@ -1431,7 +1464,8 @@ s_test_tag_order (void)
     snprintf (tag_on, sizeof (tag_on), "+%s", (const char *) room->probe_topic);
     snprintf (tag_off, sizeof (tag_off), "-%s", (const char *) room->probe_topic);
     s_test_expect_subscription (xpub, tag_on);
-    assert (zchat_client_join (client, "zz"));
+    uint64_t zz = zchat_client_join (client, "zz");
+    assert (zz);
     s_test_expect_subscription (xpub, "+zz:");
 
     //  The broker's PUB goes and comes back at the same place
@@ -1461,6 +1495,9 @@ s_test_tag_order (void)
     assert (zchat_client_leave (client, "zz"));
     s_test_expect_subscription (xpub, tag_off);
     s_test_expect_subscription (xpub, "-zz:");
+    zchat_event_t *cancelled = s_test_event (client);     //  the join, left while probing
+    assert (cancelled && cancelled->type == ZCHAT_EV_ERROR && cancelled->id == zz);
+    zchat_event_destroy (&cancelled);
     assert (s_test_event (client) == NULL);
 
     client->state = S_IDLE;
@@ -1819,6 +1856,7 @@ zchat_client_test (bool verbose)
     s_test_wait_sleeps ();
     s_test_wait_bounded ();
     s_test_utf8_cut ();
+    s_test_join_then_leave ();
 
     if (verbose)
         printf ("OK\n");

@@ -132,3 +132,20 @@ def test_json_history_count_zero_is_refused():
     check(not replayed, "history with count 0 replayed %d messages" % len(replayed))
     alice.close_stdin()
     check(alice.wait(T(10)) == 0, "alice should exit 0 at end of stdin")
+
+
+def test_json_join_left_at_once_is_answered():
+    #  A leave right behind its join: the join is answered all the same
+    #  (joined, or an error saying it was cancelled), never left hanging.
+    b = Broker()
+    alice = json_client(b, "alice", ["ops"])
+    for i in range(5):
+        alice.write('{"cmd":"join","room":"r%d","id":"j%d"}\n{"cmd":"leave","room":"r%d"}'
+                    % (i, i, i))
+    for i in range(5):
+        answer = alice.wait_for(lambda e, i=i: e.get("id") == "j%d" % i,
+                                desc="an answer to join j%d" % i)
+        check(answer.get("type") in ("joined", "error"),
+              "join j%d answered with %r" % (i, answer))
+    alice.close_stdin()
+    check(alice.wait(T(10)) == 0, "alice should exit 0 at end of stdin")

@@ -10,6 +10,7 @@
 #define S_FETCH_RETRY_MS        1000    //  after a failed history fetch without retry_ms
 #define S_REJOIN_RETRY_MS       100     //  after a 429 without retry_ms
 #define S_BUFFER_LIMIT          10000   //  out-of-order messages per room
+#define S_BUFFER_BYTES          (64 * 1024 * 1024)  //  and what they may hold
 #define S_HELD_LIMIT            1000    //  presence events held per joining room
 #define S_PROBE_TAG_DIGITS      16      //  hex: 64 random bits per probing episode
 
@@ -54,11 +55,17 @@ s_drop (void *arg, void *item)
 //  --------------------------------------------------------------------------
 //  A fresh sequencer for the room, or NULL if out of memory.
 
+//  The buffer holds as many messages as S_BUFFER_BYTES has room for at the
+//  broker's largest text: 10,000 at the default 4 KiB, 1,000 at 64 KiB,
+//  where 10,000 let a broker that sends only out of order make one room
+//  hold 640 MiB.
+
 static zchat_sequencer_t *
 s_sequencer_new (zchat_client_room_t *self)
 {
     zchat_sequencer_output_t output = { self, s_deliver, s_gap, s_drop };
-    return zchat_sequencer_new (S_BUFFER_LIMIT, output);
+    size_t most = S_BUFFER_BYTES / (sizeof (zchat_event_t) + self->client->max_text);
+    return zchat_sequencer_new (most < S_BUFFER_LIMIT? most: S_BUFFER_LIMIT, output);
 }
 
 //  --------------------------------------------------------------------------
@@ -1084,6 +1091,28 @@ zchat_client_room_test (bool verbose)
     assert (room->state == R_LIVE);
     assert (s_test_expect (client, ZCHAT_EV_JOINED, 52) == 0);
     zchat_client_room_destroy (&room);
+
+    //  What a room buffers out of order is bounded in bytes too: with a
+    //  broker's max_text of 64 KiB, about a thousand messages, not 10,000
+    uint32_t max_texts [] = { 4096, ZCHAT_MAX_TEXT };
+    for (size_t i = 0; i < 2; i++) {
+        client->max_text = max_texts [i];
+        room = zchat_client_room_new (client, "deep", false);
+        assert (room);
+        zchat_sequencer_start (room->sequencer, 0);
+        zchat_sequencer_hold (room->sequencer, false);
+        for (uint64_t seq = 2; seq < 2 + S_BUFFER_LIMIT + 100; seq++) {
+            zchat_event_t *message = zchat_event_new (ZCHAT_EV_MESSAGE);
+            assert (message);
+            zchat_sequencer_offer (room->sequencer, seq, message);
+        }
+        size_t buffered = zchat_sequencer_buffered (room->sequencer);
+        size_t bound = S_BUFFER_BYTES / (sizeof (zchat_event_t) + max_texts [i]);
+        assert (buffered == (bound < S_BUFFER_LIMIT? bound: S_BUFFER_LIMIT));
+        assert (buffered * (sizeof (zchat_event_t) + max_texts [i]) <= S_BUFFER_BYTES);
+        zchat_client_room_destroy (&room);
+    }
+    assert (client->queue.count == 0);
 
     client->state = S_IDLE;
     zchat_client_destroy (&client);

@@ -936,6 +936,10 @@ zchat_broker_new (const zchat_broker_config_t *config,
     else
         zsys_warning ("no --cert: traffic is unauthenticated and unencrypted; "
                       "anyone who can reach the ports can read every room");
+    //  Which store a broker serves is worth a line: the default depends on
+    //  the environment it was started in ($XDG_DATA_HOME, $HOME)
+    zsys_info ("store %s/%s (durable %s%s)", config->data_dir, ZCHAT_STORE_FILE,
+               config->durable? "on": "off", config->fsync? ", fsync": "");
     zsys_info ("ready router=%s pub=%s", self->router_endpoint, self->pub_endpoint);
     return self;
 

@@ -7,7 +7,7 @@ import os
 import signal
 import tempfile
 
-from harness import TMP, Broker, check, require_binary, run, T
+from harness import TMP, Broker, check, read_file, require_binary, run, spawn, wait_until, T
 
 COST = 5
 
@@ -75,3 +75,18 @@ def test_broker_names_a_store_it_cannot_read():
     lines = [l for l in r.err.splitlines() if l.strip()]
     check(len(lines) == 1 and db in lines[0],
           "the one error line should name %s: %r" % (db, r.err))
+
+
+def test_broker_logs_its_store():
+    #  The default store depends on the environment the broker was started
+    #  in ($XDG_DATA_HOME, $HOME): its log says which one it serves.
+    exe = require_binary("zchat-broker")
+    home = tempfile.mkdtemp(dir=TMP)
+    env = dict(os.environ, XDG_DATA_HOME=os.path.join(home, "xdg"))
+    p = spawn([exe, "--router", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*"],
+              "broker-store-log", env=env)
+    wait_until(lambda: "ready router=" in read_file(p.stderr_path), T(10),
+               desc="the broker's ready line")
+    store = os.path.join(home, "xdg", "zchat", "zchat.db")
+    check("store %s" % store in read_file(p.stderr_path),
+          "the log should name the store %s: %r" % (store, read_file(p.stderr_path)))

@@ -243,11 +243,12 @@ s_on_answer (s_bot_t *self, zchat_event_t *event)
 
 
 static int
-s_usage (const char *problem)
+s_usage (const char *problem, const char *what)
 {
-    fprintf (stderr, "zchat-echobot: %s (usage: zchat-echobot --server ENDPOINT --nick NAME "
-             "--room ROOM [--room ROOM]... [--timeout S] [--cert PATH_secret --server-key KEY] "
-             "[-v] [--help])\n", problem);
+    fprintf (stderr, "zchat-echobot: %s%s%s%s (usage: zchat-echobot --server ENDPOINT "
+             "--nick NAME --room ROOM [--room ROOM]... [--timeout S] [--cert PATH_secret "
+             "--server-key KEY] [-v] [--help])\n", problem,
+             what? " '": "", what? what: "", what? "'": "");
     return 2;
 }
 
@@ -281,16 +282,16 @@ main (int argc, char **argv)
             case 'n': nick = optarg; break;
             case 'r':
                 if (room_count == ROOMS_MAX)
-                    return s_usage ("at most 64 rooms");
+                    return s_usage ("at most 64 rooms", NULL);
                 rooms [room_count] = *optarg == '#'? optarg + 1: optarg;
                 if (!zchat_room_valid (rooms [room_count++]))
-                    return s_usage ("bad --room");
+                    return s_usage ("bad --room", optarg);
                 break;
             case 't':
                 timeout = strtod (optarg, &end);
                 if (end == optarg || *end || !isfinite (timeout) || timeout <= 0
                 ||  timeout > 2000000)
-                    return s_usage ("bad --timeout: expected seconds > 0");
+                    return s_usage ("bad --timeout: expected seconds > 0, not", optarg);
                 break;
             case 'c': cert = optarg; break;
             case 'k': server_key = optarg; break;
@@ -304,18 +305,18 @@ main (int argc, char **argv)
                         "10 s). Exit: 0 on SIGINT/SIGTERM, 2 usage, 3 broker unreachable,\n"
                         "4 refused (nick in use), 6 CURVE handshake refused, 1 other failure.\n");
                 return 0;
-            case ':': return s_usage ("an option needs a value");
-            default: return s_usage ("unknown option");
+            case ':': return s_usage ("this option needs a value:", argv [optind - 1]);
+            default: return s_usage ("unknown option", argv [optind - 1]);
         }
     }
     if (optind < argc)
-        return s_usage ("unexpected argument");
+        return s_usage ("unexpected argument", argv [optind]);
     if (!nick || !zchat_nick_valid (nick))
-        return s_usage ("--nick NAME is required and must be a valid nick");
+        return s_usage ("--nick NAME is required and must be a valid nick", NULL);
     if (room_count == 0)
-        return s_usage ("--room is required");
+        return s_usage ("--room is required", NULL);
     if (!cert != !server_key)
-        return s_usage ("--cert and --server-key go together");
+        return s_usage ("--cert and --server-key go together", NULL);
 
     zsys_set_logstream (NULL);
     int exit_code = 0;

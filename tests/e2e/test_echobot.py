@@ -4,7 +4,7 @@ ignores its own messages, and delays (never drops) a burst of requests."""
 import re
 import signal
 
-from harness import Broker, Proc, check, listener, require_binary, send, wait_until, T
+from harness import Broker, Proc, check, listener, one_stderr_line, require_binary, run, send, wait_until, T
 
 COST = 10
 
@@ -96,3 +96,14 @@ def test_echobot_joins_again_after_429_and_stops_when_refused():
     rc = bot2.wait(T(10))
     check(rc == 1, "exit %r after a refused join, expected 1" % rc)
     check("cannot join #b" in bot2.stderr(), "no reason given: %r" % bot2.stderr())
+
+
+def test_echobot_usage_errors_name_what_is_wrong():
+    exe = require_binary("zchat-echobot")
+    for args, named in ((["--bogus"], "'--bogus'"), (["--room", "bad room"], "'bad room'"),
+                        (["--timeout", "x"], "'x'"), (["--timeout"], "'--timeout'"),
+                        (["--nick", "e", "--room", "r", "extra"], "'extra'")):
+        r = run([exe] + args, timeout=T(10), name="echobot-usage")
+        check(r.rc == 2, "%s should be a usage error: %r" % (args, r))
+        check(named in one_stderr_line(r), "%s: the error should name %s: %r"
+              % (args, named, r.err))

@@ -278,15 +278,21 @@ s_input (s_chat_t *self, char *line, size_t size)
         s_error (self, "an empty command; /help lists them");
     else
     if (streq (command, "join")) {
-        if (!(word = s_word (&cursor)))
-            s_error (self, "usage: /join ROOM");
+        //  One word: "/join bad room" joined #bad, and the lines after it
+        //  went there instead of the room the user was in
+        if (!(word = s_word (&cursor)) || s_word (&cursor))
+            s_error (self, "usage: /join ROOM (one name, no spaces)");
         else
         if ((room = s_room_arg (self, word)))
             s_join (self, room);
     }
     else
     if (streq (command, "leave") || streq (command, "part")) {
-        if ((room = s_room_arg (self, s_word (&cursor)))) {
+        word = s_word (&cursor);
+        if (word && s_word (&cursor))
+            s_error (self, "usage: /leave [ROOM] (one name, no spaces)");
+        else
+        if ((room = s_room_arg (self, word))) {
             char copy [ZCHAT_MAX_ROOM + 1];
             snprintf (copy, sizeof copy, "%s", room);
             zchat_cli_rooms_remove (&self->rooms, copy);

@@ -233,6 +233,18 @@ def test_pipe_line_said_in_no_room_fails_the_run():
     check("1 message not sent" in line, "stderr should count the line: %r" % line)
 
 
+def test_pipe_join_of_two_words_is_refused():
+    #  "/join bad room" is not a join of #bad: the lines after it stay in
+    #  the room the user was in.
+    b = Broker()
+    bob = listener(b, "bob", ["ops"])
+    r = zchat(b, "alice", "--timeout", str(T(10)), rooms=["ops"],
+              input="/join bad room\n/leave ops now\nstill in ops\n", timeout=T(30))
+    check("one name, no spaces" in r.out + r.err, "no usage error shown: %r" % r)
+    bob.wait_text("still in ops")
+    check(r.rc == 0, "the line after should have been said in #ops: %r" % r)
+
+
 def test_send_stdin_line_over_max_text_does_not_stop_the_rest():
     #  One log line over the broker's max_text must not end a log bot:
     #  it is skipped like a line over 1 MiB, the rest still go.

@@ -55,14 +55,21 @@ zchat_random_bytes (void *buffer, size_t size)
         v2 += v1; v1 = ROTL (v1, 17); v1 ^= v2; v2 = ROTL (v2, 32); \
     } while (0)
 
-//  ---------------------------------------------------------------------
-//  Keyed hash (SipHash-1-3) of [data, data + size).
+//  ASCII upper case to lower case; every other byte as it is.
+static inline uint8_t
+s_fold (uint8_t byte)
+{
+    return byte >= 'A' && byte <= 'Z'? (uint8_t) (byte + ('a' - 'A')): byte;
+}
 
-uint64_t
-zchat_hash_bytes (const void *data, size_t size)
+//  Keyed hash (SipHash-1-3) of [data, data + size), of its bytes folded to
+//  lower case (ASCII) if fold. Inlined into both callers, so that the
+//  unfolded hash, which the hot path runs for every routing id, keeps no
+//  trace of the folding.
+static inline uint64_t
+s_siphash (const uint8_t *bytes, size_t size, bool fold)
 {
     s_key_init ();
-    const uint8_t *bytes = (const uint8_t *) data;
     uint64_t v0 = s_key [0] ^ 0x736f6d6570736575ULL;
     uint64_t v1 = s_key [1] ^ 0x646f72616e646f6dULL;
     uint64_t v2 = s_key [0] ^ 0x6c7967656e657261ULL;
@@ -71,16 +78,20 @@ zchat_hash_bytes (const void *data, size_t size)
     size_t whole = size - size % 8;
     for (size_t at = 0; at < whole; at += 8) {
         uint64_t word = 0;
-        for (int i = 7; i >= 0; i--)
-            word = (word << 8) | bytes [at + (size_t) i];
+        for (int i = 7; i >= 0; i--) {
+            uint8_t byte = bytes [at + (size_t) i];
+            word = (word << 8) | (fold? s_fold (byte): byte);
+        }
         v3 ^= word;
         SIPROUND;
         v0 ^= word;
     }
     //  The last word carries the length in its top byte.
     uint64_t last = (uint64_t) size << 56;
-    for (size_t i = 0; i < size % 8; i++)
-        last |= (uint64_t) bytes [whole + i] << (8 * i);
+    for (size_t i = 0; i < size % 8; i++) {
+        uint8_t byte = bytes [whole + i];
+        last |= (uint64_t) (fold? s_fold (byte): byte) << (8 * i);
+    }
     v3 ^= last;
     SIPROUND;
     v0 ^= last;
@@ -92,6 +103,15 @@ zchat_hash_bytes (const void *data, size_t size)
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
+//  ---------------------------------------------------------------------
+//  Keyed hash (SipHash-1-3) of [data, data + size).
+
+uint64_t
+zchat_hash_bytes (const void *data, size_t size)
+{
+    return s_siphash ((const uint8_t *) data, size, false);
+}
+
 
 //  ---------------------------------------------------------------------
 //  Keyed hash of a NUL-terminated string, for zhashx_set_key_hasher.
@@ -101,6 +121,33 @@ zchat_hash_string (const void *key)
 {
     const char *string = (const char *) key;
     return (size_t) zchat_hash_bytes (string, strlen (string));
+}
+
+
+//  ---------------------------------------------------------------------
+//  Keyed hash of a nick as zchat_nick_compare sees it: ASCII case folded.
+
+size_t
+zchat_hash_nick (const void *key)
+{
+    const char *nick = (const char *) key;
+    return (size_t) s_siphash ((const uint8_t *) nick, strlen (nick), true);
+}
+
+
+//  ---------------------------------------------------------------------
+//  Compare two nicks with ASCII case folded, in strcmp's sense.
+
+int
+zchat_nick_compare (const void *key1, const void *key2)
+{
+    const uint8_t *a = (const uint8_t *) key1;
+    const uint8_t *b = (const uint8_t *) key2;
+    while (*a && s_fold (*a) == s_fold (*b)) {
+        a++;
+        b++;
+    }
+    return (int) s_fold (*a) - (int) s_fold (*b);
 }
 
 
@@ -199,6 +246,30 @@ zchat_util_test (bool verbose)
     }
     assert (zchat_hash_string ("lobby") == (size_t) zchat_hash_bytes ("lobby", 5));
     assert (zchat_hash_string ("lobby") != zchat_hash_string ("lobbz"));
+    assert (zchat_hash_string ("Lobby") != zchat_hash_string ("lobby"));
+
+    //  Nicks: ASCII case folded in both the hash and the comparison, at
+    //  every length through two words; nothing else folded
+    const char *upper = "ABCDEFGHIJKLMNOPQRSTUVWXYZ[]{}|^`_-";
+    const char *lower = "abcdefghijklmnopqrstuvwxyz[]{}|^`_-";
+    for (size_t size = 0; size <= strlen (upper); size++) {
+        char up [64], low [64];
+        memcpy (up, upper, size);
+        memcpy (low, lower, size);
+        up [size] = low [size] = 0;
+        assert (zchat_nick_compare (up, low) == 0);
+        assert (zchat_hash_nick (up) == zchat_hash_nick (low));
+        assert (zchat_hash_nick (low) == zchat_hash_string (low));
+    }
+    assert (zchat_nick_compare ("alice", "Alice") == 0);
+    assert (zchat_nick_compare ("alice", "alicE") == 0);
+    assert (zchat_nick_compare ("alice", "alic") > 0);
+    assert (zchat_nick_compare ("alic", "ALICE") < 0);
+    assert (zchat_nick_compare ("bob", "ALICE") > 0);
+    assert (zchat_nick_compare ("[", "{") != 0);     //  not IRC's rfc1459 folding
+    assert (zchat_nick_compare ("a@", "A`") != 0);   //  only A-Z fold
+    assert (zchat_hash_nick ("alice") != zchat_hash_nick ("alicf"));
+    assert (zchat_hash_nick ("[x]") != zchat_hash_nick ("{x}"));
 
     assert (zchat_secret_equal ("", ""));
     assert (zchat_secret_equal ("abc", "abc"));

@@ -55,21 +55,14 @@ zchat_random_bytes (void *buffer, size_t size)
         v2 += v1; v1 = ROTL (v1, 17); v1 ^= v2; v2 = ROTL (v2, 32); \
     } while (0)
 
-//  ASCII upper case to lower case; every other byte as it is.
-static inline uint8_t
-s_fold (uint8_t byte)
-{
-    return byte >= 'A' && byte <= 'Z'? (uint8_t) (byte + ('a' - 'A')): byte;
-}
+//  ---------------------------------------------------------------------
+//  Keyed hash (SipHash-1-3) of [data, data + size).
 
-//  Keyed hash (SipHash-1-3) of [data, data + size), of its bytes folded to
-//  lower case (ASCII) if fold. Inlined into both callers, so that the
-//  unfolded hash, which the hot path runs for every routing id, keeps no
-//  trace of the folding.
-static inline uint64_t
-s_siphash (const uint8_t *bytes, size_t size, bool fold)
+uint64_t
+zchat_hash_bytes (const void *data, size_t size)
 {
     s_key_init ();
+    const uint8_t *bytes = (const uint8_t *) data;
     uint64_t v0 = s_key [0] ^ 0x736f6d6570736575ULL;
     uint64_t v1 = s_key [1] ^ 0x646f72616e646f6dULL;
     uint64_t v2 = s_key [0] ^ 0x6c7967656e657261ULL;
@@ -78,20 +71,16 @@ s_siphash (const uint8_t *bytes, size_t size, bool fold)
     size_t whole = size - size % 8;
     for (size_t at = 0; at < whole; at += 8) {
         uint64_t word = 0;
-        for (int i = 7; i >= 0; i--) {
-            uint8_t byte = bytes [at + (size_t) i];
-            word = (word << 8) | (fold? s_fold (byte): byte);
-        }
+        for (int i = 7; i >= 0; i--)
+            word = (word << 8) | bytes [at + (size_t) i];
         v3 ^= word;
         SIPROUND;
         v0 ^= word;
     }
     //  The last word carries the length in its top byte.
     uint64_t last = (uint64_t) size << 56;
-    for (size_t i = 0; i < size % 8; i++) {
-        uint8_t byte = bytes [whole + i];
-        last |= (uint64_t) (fold? s_fold (byte): byte) << (8 * i);
-    }
+    for (size_t i = 0; i < size % 8; i++)
+        last |= (uint64_t) bytes [whole + i] << (8 * i);
     v3 ^= last;
     SIPROUND;
     v0 ^= last;
@@ -103,13 +92,12 @@ s_siphash (const uint8_t *bytes, size_t size, bool fold)
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
-//  ---------------------------------------------------------------------
-//  Keyed hash (SipHash-1-3) of [data, data + size).
 
-uint64_t
-zchat_hash_bytes (const void *data, size_t size)
+//  ASCII upper case to lower case; every other byte as it is.
+static uint8_t
+s_fold (uint8_t byte)
 {
-    return s_siphash ((const uint8_t *) data, size, false);
+    return byte >= 'A' && byte <= 'Z'? (uint8_t) (byte + ('a' - 'A')): byte;
 }
 
 
@@ -130,8 +118,21 @@ zchat_hash_string (const void *key)
 size_t
 zchat_hash_nick (const void *key)
 {
+    //  Folded into a buffer and hashed as bytes, so that the hash of every
+    //  other key (a routing id on each request) stays as it was. A nick
+    //  is at most ZCHAT_MAX_NICK (32) bytes; a longer key, which is no
+    //  nick and so in no table, hashes by its folded head and its length:
+    //  keys that compare equal still hash equal.
     const char *nick = (const char *) key;
-    return (size_t) s_siphash ((const uint8_t *) nick, strlen (nick), true);
+    uint8_t folded [64];
+    size_t size = strlen (nick);
+    size_t head = size < sizeof (folded)? size: sizeof (folded);
+    for (size_t i = 0; i < head; i++)
+        folded [i] = s_fold ((uint8_t) nick [i]);
+    uint64_t hash = zchat_hash_bytes (folded, head);
+    if (size > head)
+        hash ^= zchat_hash_bytes (&size, sizeof (size));
+    return (size_t) hash;
 }
 
 
@@ -249,7 +250,8 @@ zchat_util_test (bool verbose)
     assert (zchat_hash_string ("Lobby") != zchat_hash_string ("lobby"));
 
     //  Nicks: ASCII case folded in both the hash and the comparison, at
-    //  every length through two words; nothing else folded
+    //  every length up to four words and more; nothing else folded; a
+    //  key longer than the buffer the hash folds into
     const char *upper = "ABCDEFGHIJKLMNOPQRSTUVWXYZ[]{}|^`_-";
     const char *lower = "abcdefghijklmnopqrstuvwxyz[]{}|^`_-";
     for (size_t size = 0; size <= strlen (upper); size++) {
@@ -269,6 +271,13 @@ zchat_util_test (bool verbose)
     assert (zchat_nick_compare ("[", "{") != 0);     //  not IRC's rfc1459 folding
     assert (zchat_nick_compare ("a@", "A`") != 0);   //  only A-Z fold
     assert (zchat_hash_nick ("alice") != zchat_hash_nick ("alicf"));
+    char long_up [101], long_low [101];
+    memset (long_up, 'Q', 100);
+    memset (long_low, 'q', 100);
+    long_up [100] = long_low [100] = 0;
+    assert (zchat_hash_nick (long_up) == zchat_hash_nick (long_low));
+    long_low [99] = 0;
+    assert (zchat_hash_nick (long_up) != zchat_hash_nick (long_low));
     assert (zchat_hash_nick ("[x]") != zchat_hash_nick ("{x}"));
 
     assert (zchat_secret_equal ("", ""));

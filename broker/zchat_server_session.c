@@ -20,7 +20,8 @@ s_new_token (char *token)
     return 0;
 }
 
-//  Under CURVE a nick belongs to the first key that used it, and a key may
+//  Under CURVE a nick belongs, in every case, to the first key that used
+//  it in any case (zchat_store.c), and a key may
 //  bind at most max_nicks_per_key nicks (bindings are permanent until an
 //  operator releases them). Returns 0 if the request's key may use nick
 //  (*claim true if the nick is unowned and must be claimed once the rest
@@ -217,6 +218,8 @@ zchat_server_do_hello (zchat_server_t *self, zchat_request_t *req)
     if (s_check_owner (self, req, msg->nick, &claim))
         return;
 
+    //  The holder is found in any case of the nick. A takeover resumes the
+    //  session under the spelling it has, which WELCOME names.
     zchat_session_t *leaving = req->session;
     zchat_session_t *holder = zchat_sessions_by_nick (self->sessions, msg->nick);
     if (holder == leaving)
@@ -367,7 +370,11 @@ zchat_server_do_nick (zchat_server_t *self, zchat_request_t *req)
         zchat_server_reply (self, req, zchat_encode_ok (&buf, req->msg->id));
         return;
     }
-    if (zchat_sessions_by_nick (self->sessions, nick)) {
+    //  Nicks are one in any case: the session finds itself under another
+    //  case of its own nick, which is a rename like any other (the new
+    //  spelling is announced and shown from then on).
+    zchat_session_t *holder = zchat_sessions_by_nick (self->sessions, nick);
+    if (holder && holder != session) {
         zchat_server_error (self, req, ZCHAT_ERR_NICK_IN_USE, 0, "nick %s is in use", nick);
         return;
     }

@@ -1497,6 +1497,129 @@ s_dm_again (zchat_testbed_t *bed, const char *peer, uint64_t id, const char *nic
     assert (streq (msg->room, "") && msg->seq == 0 && msg->ts == ts);
 }
 
+//  A nick is one nick in any ASCII case, shown as its holder spells it:
+//  another case of a live nick is in use (HELLO and NICK), a DM to any
+//  case reaches the holder, a session may rename itself to another case
+//  of its own nick (announced, and shown from then on), a takeover in
+//  another case resumes the session under its spelling. With CURVE a
+//  binding holds in every case and counts once, and its key may use any
+//  case.
+static void
+s_test_nick_case (void)
+{
+    zchat_testbed_t *bed = zchat_testbed_new (NULL, false);
+    assert (bed);
+    char token [ZCHAT_MAX_TOKEN + 1];
+    s_greet (bed, "A", "alice", token);
+    s_greet (bed, "B", "Bob", NULL);
+    s_join (bed, "A", "lobby", 2);
+    s_join (bed, "B", "lobby", 3);
+    zchat_testbed_clear (bed);
+
+    SEND (bed, "C", zchat_encode_hello (&s_buf, 4, ZCHAT_VERSION, "ALICE", ""));
+    const zchat_msg_t *msg = s_error (bed, "C", 4, ZCHAT_ERR_NICK_IN_USE);
+    assert (streq (msg->reason, "nick ALICE is in use"));
+    SEND (bed, "C", zchat_encode_hello (&s_buf, 5, ZCHAT_VERSION, "Alice",
+                                        "0123456789abcdef0123456789abcdef"));
+    s_error (bed, "C", 5, ZCHAT_ERR_NICK_IN_USE);
+    SEND (bed, "B", zchat_encode_nick (&s_buf, 6, "aLICE"));
+    s_error (bed, "B", 6, ZCHAT_ERR_NICK_IN_USE);
+    assert (zchat_server_sessions (zchat_testbed_server (bed)) == 2);
+
+    //  A DM to any case; the sender as it spells itself
+    SEND (bed, "B", zchat_encode_dm (&s_buf, 7, "ALICE", ZCHAT_KIND_TEXT, "yo", 2));
+    msg = s_reply (bed, "A", ZCHAT_DELIVER, 0);
+    assert (streq (msg->nick, "Bob"));
+    s_reply (bed, "B", ZCHAT_ACK, 7);
+    s_dm (bed, "A", 8, "bOB", "B", "hi");
+
+    //  Another case of one's own nick: a rename, announced; the same
+    //  spelling again changes nothing
+    SEND (bed, "A", zchat_encode_nick (&s_buf, 9, "Alice"));
+    s_reply (bed, "A", ZCHAT_OK, 9);
+    s_event (bed, "lobby:", ZCHAT_EVENT_NICK, "alice", "Alice");
+    SEND (bed, "A", zchat_encode_nick (&s_buf, 10, "Alice"));
+    s_reply (bed, "A", ZCHAT_OK, 10);
+    assert (zchat_testbed_pending (bed) == 0);
+    SEND (bed, "B", zchat_encode_who (&s_buf, 11, "lobby"));
+    msg = s_reply (bed, "B", ZCHAT_MEMBERS, 11);
+    size_t cursor = 0;
+    zchat_item_t item;
+    assert (zchat_msg_next_item (msg, &cursor, &item) && streq (item.nick, "Alice"));
+    assert (zchat_msg_next_item (msg, &cursor, &item) && streq (item.nick, "Bob"));
+    s_say (bed, "A", "lobby", 12, "spelled anew");
+    msg = s_publication (bed, "lobby:", ZCHAT_MESSAGE);
+    assert (streq (msg->nick, "Alice"));
+
+    //  A takeover in another case: the session, as it is spelled
+    SEND (bed, "A2", zchat_encode_hello (&s_buf, 13, ZCHAT_VERSION, "aLiCe", token));
+    msg = s_reply (bed, "A2", ZCHAT_WELCOME, 13);
+    assert (msg->flag == 1 && streq (msg->nick, "Alice") && streq (msg->token, token));
+    assert (zchat_testbed_pending (bed) == 0);
+
+    //  Once it is gone, any case is free, spelled as its new holder likes
+    SEND (bed, "A2", zchat_encode_bye (&s_buf, 14));
+    s_reply (bed, "A2", ZCHAT_OK, 14);
+    s_event (bed, "lobby:", ZCHAT_EVENT_QUIT, "Alice", "");
+    s_greet (bed, "C", "ALICE", NULL);
+    zchat_testbed_destroy (&bed);
+
+    //  CURVE: key1's "dave" is key1's in every case
+    zchat_server_config_t config = zchat_testbed_config ();
+    config.curve = true;
+    config.max_nicks_per_key = 2;
+    bed = zchat_testbed_new (&config, false);
+    assert (bed);
+    zchat_store_t *store = zchat_testbed_store (bed);
+    const char *key1 = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+    const char *key2 = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID";
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size_t size = zchat_encode_hello (&s_buf, 20, ZCHAT_VERSION, "dave", "");
+    zchat_testbed_send_from (bed, "D1", key1, NULL, s_body, size);
+    s_reply (bed, "D1", ZCHAT_WELCOME, 20);
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_hello (&s_buf, 21, ZCHAT_VERSION, "DAVE", "");
+    zchat_testbed_send_from (bed, "D2", key2, NULL, s_body, size);
+    msg = s_error (bed, "D2", 21, ZCHAT_ERR_FORBIDDEN);
+    assert (streq (msg->reason, "nick DAVE is registered to another key"));
+    //  The owner in other cases: one nick, still; a second fills the limit
+    const char *renames [] = { "Dave", "DAVE", "dave2", "Dave2" };
+    for (uint64_t i = 0; i < 4; i++) {
+        zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+        size = zchat_encode_nick (&s_buf, 22 + i, renames [i]);
+        zchat_testbed_send_from (bed, "D1", key1, NULL, s_body, size);
+        s_reply (bed, "D1", ZCHAT_OK, 22 + i);
+        assert (zchat_store_nick_count (store, key1) == (i < 2? 1: 2));
+    }
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_nick (&s_buf, 26, "dave3");
+    zchat_testbed_send_from (bed, "D1", key1, NULL, s_body, size);
+    s_error (bed, "D1", 26, ZCHAT_ERR_LIMIT);
+    //  Offline, and after a restart: key2 may have no case of either
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_bye (&s_buf, 27);
+    zchat_testbed_send_from (bed, "D1", key1, NULL, s_body, size);
+    s_reply (bed, "D1", ZCHAT_OK, 27);
+    assert (zchat_testbed_restart (bed) == 0);
+    const char *taken [] = { "dave", "Dave", "DAVE2", "dAVE2" };
+    for (uint64_t i = 0; i < 4; i++) {
+        zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+        size = zchat_encode_hello (&s_buf, 30 + i, ZCHAT_VERSION, taken [i], "");
+        zchat_testbed_send_from (bed, "D2", key2, NULL, s_body, size);
+        s_error (bed, "D2", 30 + i, ZCHAT_ERR_FORBIDDEN);
+    }
+    zchat_buf_init (&s_buf, s_body, sizeof (s_body));
+    size = zchat_encode_hello (&s_buf, 34, ZCHAT_VERSION, "dAvE", "");
+    zchat_testbed_send_from (bed, "D1", key1, NULL, s_body, size);
+    msg = s_reply (bed, "D1", ZCHAT_WELCOME, 34);
+    assert (streq (msg->nick, "dAvE"));
+    char owner [ZCHAT_KEY_SIZE + 1];
+    assert (zchat_store_nick_owner (zchat_testbed_store (bed), "DaVe", owner) == 1);
+    assert (streq (owner, key1));
+    zchat_testbed_destroy (&bed);
+}
+
+
 //  A resent DM (same id, same session) is acknowledged as the first was
 //  and delivered once: also after a takeover and a rename, when the
 //  recipient has gone, when the sender is over its rate limit; a refused
@@ -3046,6 +3169,7 @@ zchat_server_test (bool verbose)
     s_test_rooms ();
     s_test_tagged_probes ();
     s_test_messages ();
+    s_test_nick_case ();
     s_test_dm_retry ();
     s_test_history ();
     s_test_history_damaged ();

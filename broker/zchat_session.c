@@ -14,7 +14,7 @@ typedef struct {
 
 struct _zchat_sessions_t {
     zhashx_t *by_peer;          //  zchat_blob_t * (inside the session) -> session
-    zhashx_t *by_nick;          //  session->nick -> session
+    zhashx_t *by_nick;          //  session->nick -> session, case-blind
     zhashx_t *addresses;        //  address (copied) -> count, as a pointer
     zchat_session_t *oldest;    //  recency list, oldest first
     zchat_session_t *newest;
@@ -42,12 +42,6 @@ s_blob_compare (const void *key1, const void *key2)
     return a->size ? memcmp (a->data, b->data, a->size) : 0;
 }
 
-static int
-s_string_compare (const void *key1, const void *key2)
-{
-    return strcmp ((const char *) key1, (const char *) key2);
-}
-
 
 //  ---------------------------------------------------------------------
 //  Create an empty table.
@@ -72,10 +66,12 @@ zchat_sessions_new (void)
     zhashx_set_key_hasher (self->by_peer, s_blob_hash);
     zhashx_set_key_comparator (self->by_peer, s_blob_compare);
 
+    //  A nick is one nick in any ASCII case: the hasher and the
+    //  comparator fold alike, and the key is the session's own spelling.
     zhashx_set_key_duplicator (self->by_nick, NULL);
     zhashx_set_key_destructor (self->by_nick, NULL);
-    zhashx_set_key_hasher (self->by_nick, zchat_hash_string);
-    zhashx_set_key_comparator (self->by_nick, s_string_compare);
+    zhashx_set_key_hasher (self->by_nick, zchat_hash_nick);
+    zhashx_set_key_comparator (self->by_nick, zchat_nick_compare);
 
     //  Addresses keep czmq's default strdup/free of keys.
     zhashx_set_key_hasher (self->addresses, zchat_hash_string);
@@ -241,7 +237,7 @@ zchat_sessions_by_peer (zchat_sessions_t *self, const uint8_t *peer,
 
 
 //  ---------------------------------------------------------------------
-//  Find a session by nick; NULL if none.
+//  Find a session by nick, in any ASCII case; NULL if none.
 
 zchat_session_t *
 zchat_sessions_by_nick (zchat_sessions_t *self, const char *nick)
@@ -302,7 +298,7 @@ zchat_sessions_move (zchat_sessions_t *self, zchat_session_t *session,
 
 
 //  ---------------------------------------------------------------------
-//  Rename a session. Returns 0 or -1.
+//  Rename a session (also to another case of its nick). Returns 0 or -1.
 
 int
 zchat_sessions_rename (zchat_sessions_t *self, zchat_session_t *session,
@@ -668,15 +664,29 @@ zchat_session_test (bool verbose)
     assert (zchat_sessions_at_address (table, "10.0.0.1") == 1);
     assert (zchat_sessions_at_address (table, "10.0.0.2") == 1);
 
-    //  Rename
+    //  Nicks are found in any ASCII case, and keep their spelling
+    assert (zchat_sessions_by_nick (table, "BOB") == bob);
+    assert (zchat_sessions_by_nick (table, "Bob") == bob);
+    assert (zchat_sessions_by_nick (table, "Carol") == carol);
+    assert (zchat_sessions_by_nick (table, "bob_") == NULL);
+    assert (streq (bob->nick, "bob"));
+
+    //  Rename, to another case of its own nick and then to another nick
+    assert (zchat_sessions_rename (table, bob, "Bob") == 0);
+    assert (streq (bob->nick, "Bob"));
+    assert (zchat_sessions_by_nick (table, "bob") == bob);
+    assert (zchat_sessions_size (table) == 3);
     assert (zchat_sessions_rename (table, bob, "robert") == 0);
     assert (zchat_sessions_by_nick (table, "bob") == NULL);
+    assert (zchat_sessions_by_nick (table, "Bob") == NULL);
     assert (zchat_sessions_by_nick (table, "robert") == bob);
+    assert (zchat_sessions_by_nick (table, "ROBERT") == bob);
 
     zchat_sessions_remove (table, &bob);
     assert (bob == NULL);
     assert (zchat_sessions_size (table) == 2);
     assert (zchat_sessions_by_nick (table, "robert") == NULL);
+    assert (zchat_sessions_by_nick (table, "Robert") == NULL);
     assert (zchat_sessions_at_address (table, "10.0.0.2") == 0);
     assert (zchat_sessions_oldest (table) == carol);
 

@@ -125,9 +125,14 @@ zchat_sessions_t *
 void
     zchat_sessions_destroy (zchat_sessions_t **self_p);
 
+//  Nicks: the table indexes a session's nick in any ASCII case
+//  (zchat_nick_compare): "alice" and "Alice" are one nick, which a session
+//  holds in the spelling it chose (session->nick, for display).
+//
 //  Create a session for peer (copied; at most ZCHAT_MAX_PEER bytes) with
 //  nick, token and address (copied; may be NULL), seen at now_ms, and
-//  index it. The peer and the nick must not be in the table already.
+//  index it. The peer and the nick (in any case) must not be in the table
+//  already.
 //  Returns the session (owned by the table), or NULL if out of memory.
 zchat_session_t *
     zchat_sessions_add (zchat_sessions_t *self, const uint8_t *peer,
@@ -135,7 +140,7 @@ zchat_session_t *
                         const char *token, const char *address,
                         uint64_t now_ms);
 
-//  Find a session by peer or by nick; NULL if none. Borrowed.
+//  Find a session by peer, or by nick in any case; NULL if none. Borrowed.
 zchat_session_t *
     zchat_sessions_by_peer (zchat_sessions_t *self, const uint8_t *peer,
                             size_t peer_size);
@@ -150,8 +155,9 @@ int
                          const uint8_t *peer, size_t peer_size,
                          const char *address);
 
-//  Rename a session; nick must be free. Returns 0, or -1 if out of memory
-//  (then the session keeps its old nick).
+//  Rename a session; nick must be free, or another case of the session's
+//  own. Returns 0, or -1 if out of memory (then the session keeps its old
+//  nick).
 int
     zchat_sessions_rename (zchat_sessions_t *self, zchat_session_t *session,
                            const char *nick);

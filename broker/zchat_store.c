@@ -89,11 +89,27 @@ const char *zchat_store_sql [ST_COUNT] = {
                       " VALUES (?1, 0, ?2, ?3, ?4)"
                       " ON CONFLICT (name) DO UPDATE SET topic = excluded.topic,"
                       " topic_by = excluded.topic_by, topic_ts = excluded.topic_ts",
-    [ST_NICK_OWNER] = "SELECT key FROM nick_keys WHERE nick = ?1",
-    [ST_NICK_CLAIM] = "INSERT OR IGNORE INTO nick_keys (nick, key, ts)"
-                      " VALUES (?1, ?2, ?3)",
-    [ST_NICK_RELEASE] = "DELETE FROM nick_keys WHERE nick = ?1",
-    [ST_NICK_COUNT] = "SELECT count(*) FROM nick_keys WHERE key = ?1",
+    //  A nick is one nick in any ASCII case (SQLite's NOCASE folds A-Z
+    //  only, as the sessions do): every statement compares nicks so. A
+    //  store written before that may hold one nick in two cases (rows
+    //  differing only by case, s_nick_conflicts): the earliest claim owns
+    //  it, by ts, then the spelling that sorts first byte by byte (ties).
+    [ST_NICK_OWNER] = "SELECT key FROM nick_keys WHERE nick = ?1 COLLATE NOCASE"
+                      " ORDER BY ts, nick LIMIT 1",
+    //  Claims nothing if the nick is bound in any case, to this key too:
+    //  the owner's other spellings are the nick it has.
+    [ST_NICK_CLAIM] = "INSERT INTO nick_keys (nick, key, ts) SELECT ?1, ?2, ?3"
+                      " WHERE NOT EXISTS (SELECT 1 FROM nick_keys"
+                      " WHERE nick = ?1 COLLATE NOCASE)",
+    [ST_NICK_RELEASE] = "DELETE FROM nick_keys WHERE nick = ?1 COLLATE NOCASE",
+    //  The nicks the key owns: its rows that are their nick's earliest,
+    //  so that a nick counts once, and a row an earlier claim by another
+    //  key overrides counts not at all.
+    [ST_NICK_COUNT] = "SELECT count(*) FROM nick_keys AS mine WHERE mine.key = ?1"
+                      " AND NOT EXISTS (SELECT 1 FROM nick_keys AS other"
+                      " WHERE other.nick = mine.nick COLLATE NOCASE"
+                      " AND (other.ts < mine.ts"
+                      " OR (other.ts = mine.ts AND other.nick < mine.nick)))",
 };
 
 //  Counting a key's nicks (the nicks-per-key limit) needs an index by key.
@@ -101,6 +117,14 @@ const char *zchat_store_sql [ST_COUNT] = {
 //  creates it if missing (s_schema_upgrade).
 #define S_NICK_KEYS_INDEX \
     "CREATE INDEX IF NOT EXISTS nick_keys_key ON nick_keys (key);"
+
+//  Finding a nick in any case needs an index in that collation: without
+//  it every lookup would read the whole table. It came after schema 3
+//  without a bump (a broker of schema 3 still opens the file, and keeps
+//  the index up to date as it writes), so opening a file of schema 2 or
+//  3 creates it if missing (s_schema).
+#define S_NICK_KEYS_NOCASE \
+    "CREATE INDEX IF NOT EXISTS nick_keys_nocase ON nick_keys (nick COLLATE NOCASE);"
 
 //  chunks is a rowid table: rows carry blobs of up to ~64 KiB, which a
 //  WITHOUT ROWID table would keep in its interior pages. data comes last,
@@ -130,7 +154,8 @@ static const char *s_schema_sql =
     "  nick TEXT PRIMARY KEY,"
     "  key TEXT NOT NULL,"
     "  ts INTEGER NOT NULL) WITHOUT ROWID;"
-    S_NICK_KEYS_INDEX;
+    S_NICK_KEYS_INDEX
+    S_NICK_KEYS_NOCASE;
 
 
 
@@ -1328,9 +1353,10 @@ static int
 s_schema_upgrade (sqlite3 *db, const char *path, char *error, size_t error_size)
 {
     char *sql = zsys_sprintf ("BEGIN IMMEDIATE;"
-                              " DROP INDEX IF EXISTS chunks_min_ts; %s"
+                              " DROP INDEX IF EXISTS chunks_min_ts; %s %s"
                               " PRAGMA user_version = %d; COMMIT;",
-                              S_NICK_KEYS_INDEX, STORE_SCHEMA_VERSION);
+                              S_NICK_KEYS_INDEX, S_NICK_KEYS_NOCASE,
+                              STORE_SCHEMA_VERSION);
     if (s_schema_exec (db, &sql, "upgrade from schema version 2", path,
                        error, error_size))
         return -1;
@@ -1358,8 +1384,14 @@ s_schema (sqlite3 *db, const char *path, char *error, size_t error_size)
                   sqlite3_errmsg (db));
         return -1;
     }
-    if (version == STORE_SCHEMA_VERSION)
-        return 0;
+    if (version == STORE_SCHEMA_VERSION) {
+        //  A file of this schema from before nicks were one in any case
+        //  lacks the index that finds them so. Nothing is written if it
+        //  has it.
+        char *sql = zsys_sprintf ("BEGIN IMMEDIATE; %s COMMIT;", S_NICK_KEYS_NOCASE);
+        return s_schema_exec (db, &sql, "index the nicks in any case", path,
+                              error, error_size);
+    }
     if (version == 2)
         return s_schema_upgrade (db, path, error, error_size);
     if (version == 1) {
@@ -1380,6 +1412,61 @@ s_schema (sqlite3 *db, const char *path, char *error, size_t error_size)
     char *sql = zsys_sprintf ("BEGIN IMMEDIATE; %s PRAGMA user_version = %d; COMMIT;",
                               s_schema_sql, STORE_SCHEMA_VERSION);
     return s_schema_exec (db, &sql, "create the schema", path, error, error_size);
+}
+
+
+//  --------------------------------------------------------------------------
+//  A nick is one nick in any ASCII case, and belongs to the key that
+//  claimed it first. A store written before that rule may bind one nick
+//  in two cases to two keys ("alice" to one, "Alice" later to another).
+//  Nothing is changed: the earliest claim owns the nick in every case
+//  (ST_NICK_OWNER), a later one is ignored and not counted against its
+//  key, and --release-nick in any case removes them all. Each such later
+//  binding is logged here, at every open, until it is gone. Returns 0, or
+//  -1 if the table could not be read (logged; the store still opens: the
+//  statements do not depend on this).
+
+#define S_NICK_CONFLICTS_LOGGED 20
+
+static int
+s_nick_conflicts (zchat_store_t *self, const char *path)
+{
+    //  Each row against the earliest row of its nick in any case.
+    const char *sql =
+        "SELECT nick, key, first_nick, first_key FROM ("
+        "  SELECT nick, key, first_value (nick) OVER same AS first_nick,"
+        "         first_value (key) OVER same AS first_key FROM nick_keys"
+        "  WINDOW same AS (PARTITION BY nick COLLATE NOCASE ORDER BY ts, nick))"
+        " WHERE key <> first_key ORDER BY first_nick, nick";
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2 (self->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+        s_log_error (self, "nick conflicts");
+        return -1;
+    }
+    int rc;
+    size_t count = 0;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        if (++count > S_NICK_CONFLICTS_LOGGED)
+            continue;
+        //  Values from disk, printed with their length bounded
+        zsys_warning ("zchat_store: %s: nick %.32s is bound to key %.40s, but %.32s,"
+                      " the same nick in another case, was bound earlier to key"
+                      " %.40s: that binding holds in every case and this one is"
+                      " ignored (--release-nick %.32s removes every binding of the nick)", path,
+                      (const char *) sqlite3_column_text (stmt, 0),
+                      (const char *) sqlite3_column_text (stmt, 1),
+                      (const char *) sqlite3_column_text (stmt, 2),
+                      (const char *) sqlite3_column_text (stmt, 3),
+                      (const char *) sqlite3_column_text (stmt, 2));
+    }
+    if (count > S_NICK_CONFLICTS_LOGGED)
+        zsys_warning ("zchat_store: %s: %zu more nicks bound in another case to"
+                      " another key after an earlier binding, ignored likewise",
+                      path, count - S_NICK_CONFLICTS_LOGGED);
+    if (rc != SQLITE_DONE)
+        s_log_error (self, "nick conflicts");
+    sqlite3_finalize (stmt);
+    return rc == SQLITE_DONE? 0: -1;
 }
 
 
@@ -2346,6 +2433,8 @@ zchat_store_new (const char *dir, bool fsync, char *error, size_t error_size)
                       zchat_store_sql [i], sqlite3_errmsg (self->db));
             goto failed;
         }
+    //  A report only: the store opens whatever it finds
+    s_nick_conflicts (self, db_path);
     if (s_published_fold (self, error, error_size))
         goto failed;
     self->published_folded = true;
@@ -3360,8 +3449,8 @@ zchat_store_topic_set (zchat_store_t *self, const char *room,
 
 
 //  --------------------------------------------------------------------------
-//  The Z85 key that owns nick: 1 with key filled (capacity 41); 0 if no key
-//  owns it (key empty); -1 on a storage error or a stored key over its
+//  The Z85 key that owns nick in any case (its earliest claim): 1 with key
+//  filled (capacity 41); 0 if no key owns it (key empty); -1 on a storage error or a stored key over its
 //  limit (logged; key empty then too). An error is never "unowned": the
 //  broker would go on to treat the nick as free to claim, and an operator
 //  releasing it would be told it is bound to no key.
@@ -3396,8 +3485,9 @@ zchat_store_nick_owner (zchat_store_t *self, const char *nick, char *key)
 
 
 //  --------------------------------------------------------------------------
-//  Bind an unowned nick to key: 0, also when key already owns it; -1 if
-//  another key owns it (or on error). Joins an open group like topic_set.
+//  Bind a nick unowned in every case to key: 0, also when key already owns
+//  it in some case (nothing is written then); -1 if another key owns it
+//  (or on error). Joins an open group like topic_set.
 
 int
 zchat_store_nick_claim (zchat_store_t *self, const char *nick, const char *key)
@@ -3427,7 +3517,7 @@ zchat_store_nick_claim (zchat_store_t *self, const char *nick, const char *key)
 
 
 //  --------------------------------------------------------------------------
-//  Number of nicks bound to key, or -1 on error.
+//  Number of nicks key owns (each once, whatever its cases), or -1.
 
 int64_t
 zchat_store_nick_count (zchat_store_t *self, const char *key)
@@ -3451,7 +3541,8 @@ zchat_store_nick_count (zchat_store_t *self, const char *key)
 
 
 //  --------------------------------------------------------------------------
-//  Unbind nick from its key. Returns 0 (also if it was unowned) or -1.
+//  Unbind nick, in every case, from whatever key. Returns 0 (also if it
+//  was unowned) or -1.
 
 int
 zchat_store_nick_release (zchat_store_t *self, const char *nick)

@@ -123,11 +123,15 @@ int
 
 //  Topic and nick writes made while a group is open join that group.
 //
-//  Nickname ownership under CURVE: the Z85 public key that owns nick.
-//  owner fills key (capacity 41) and returns 1; returns 0 if nick is
-//  unowned (key empty), or -1 on a storage error (logged). An error is not
-//  "unowned". claim binds an unowned nick to key (0), or fails (-1: owned
-//  by another key, or a storage error). release unbinds.
+//  Nickname ownership under CURVE: the Z85 public key that owns nick. A
+//  nick is one nick in any ASCII case: it is owned in every case by the
+//  key that claimed it first in any case (a store from before that rule
+//  may hold later claims of other cases by other keys: they are ignored,
+//  and logged when the store opens). owner fills key (capacity 41) and
+//  returns 1; returns 0 if nick is unowned (key empty), or -1 on a storage
+//  error (logged). An error is not "unowned". claim binds an unowned nick
+//  to key (0), or fails (-1: owned by another key, or a storage error).
+//  release unbinds it in every case.
 int
     zchat_store_nick_owner (zchat_store_t *self, const char *nick, char *key);
 int
@@ -135,8 +139,8 @@ int
 int
     zchat_store_nick_release (zchat_store_t *self, const char *nick);
 
-//  Number of nicks bound to key (for the nicks-per-key limit), or -1 on
-//  error.
+//  Number of nicks key owns (for the nicks-per-key limit; each nick once,
+//  whatever its cases), or -1 on error.
 int64_t
     zchat_store_nick_count (zchat_store_t *self, const char *key);
 

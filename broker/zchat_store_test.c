@@ -760,6 +760,86 @@ s_user_version (zchat_store_t *store)
     return version;
 }
 
+//  A nick is one nick in any ASCII case: bound in every case to the key
+//  that claimed it first, counted once, released in every case. A store
+//  from before that rule, holding one nick in two cases bound to two keys,
+//  opens as it is: the earliest claim owns the nick in every case (ts,
+//  then the spelling that sorts first), the later row is ignored and not
+//  counted, and a release removes both. A file of schema 3 without the
+//  index that finds nicks in any case gets it when opened.
+static void
+s_test_nick_case (const char *base, bool verbose)
+{
+    char error [256];
+    char *dir = zsys_sprintf ("%s/nickcase", base);
+    assert (dir);
+    zchat_store_t *store = zchat_store_new (dir, false, error, sizeof (error));
+    assert (store);
+    assert (s_has_object (store, "nick_keys_nocase") == 1);
+    const char *key_a = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+    const char *key_b = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID";
+    const char *key_c = "A7c>!xD$J5m2bQ:uy-Wq.N3r+KpL9vZ{eT0s@hG]";
+    char key [STORE_MAX_KEY + 1];
+    assert (zchat_store_nick_claim (store, "alice", key_a) == 0);
+    assert (zchat_store_nick_owner (store, "ALICE", key) == 1 && streq (key, key_a));
+    assert (zchat_store_nick_owner (store, "aLiCe", key) == 1 && streq (key, key_a));
+    assert (zchat_store_nick_claim (store, "Alice", key_b) == -1);
+    assert (zchat_store_nick_claim (store, "Alice", key_a) == 0);     //  the owner's
+    assert (zchat_store_nick_count (store, key_a) == 1);
+    assert (zchat_store_nick_count (store, key_b) == 0);
+    assert (zchat_store_nick_claim (store, "[x]", key_b) == 0);       //  not { x }
+    assert (zchat_store_nick_owner (store, "{x}", key) == 0);
+    assert (zchat_store_nick_release (store, "ALICE") == 0);
+    assert (zchat_store_nick_owner (store, "alice", key) == 0);
+    assert (zchat_store_nick_claim (store, "Alice", key_b) == 0);
+    assert (zchat_store_nick_owner (store, "alice", key) == 1 && streq (key, key_b));
+
+    //  Rows as a broker before the rule could leave them: "Dave" (key_b)
+    //  before "dave" (key_a) and "DAVE" (key_c); "Erin" and "erin" claimed
+    //  in the same millisecond, by key_b and key_a ("Erin" sorts first);
+    //  "fred" twice by key_a, once by key_b in between.
+    const char *rows =
+        "INSERT INTO nick_keys (nick, key, ts) VALUES"
+        " ('dave', 'rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7', 200),"
+        " ('Dave', 'Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID', 100),"
+        " ('DAVE', 'A7c>!xD$J5m2bQ:uy-Wq.N3r+KpL9vZ{eT0s@hG]', 300),"
+        " ('erin', 'rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7', 400),"
+        " ('Erin', 'Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID', 400),"
+        " ('fred', 'rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7', 500),"
+        " ('Fred', 'Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID', 600),"
+        " ('FRED', 'rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7', 700);"
+        "DROP INDEX nick_keys_nocase;";
+    assert (sqlite3_exec (store->db, rows, NULL, NULL, NULL) == SQLITE_OK);
+    zchat_store_destroy (&store);
+    store = zchat_store_new (dir, false, error, sizeof (error));
+    assert (store);
+    assert (s_has_object (store, "nick_keys_nocase") == 1);
+    assert (s_user_version (store) == STORE_SCHEMA_VERSION);
+    assert (zchat_store_nick_owner (store, "dave", key) == 1 && streq (key, key_b));
+    assert (zchat_store_nick_owner (store, "DAVE", key) == 1 && streq (key, key_b));
+    assert (zchat_store_nick_owner (store, "erin", key) == 1 && streq (key, key_b));
+    assert (zchat_store_nick_owner (store, "fRED", key) == 1 && streq (key, key_a));
+    assert (zchat_store_nick_claim (store, "dave", key_a) == -1);
+    assert (zchat_store_nick_claim (store, "DaVe", key_c) == -1);
+    assert (zchat_store_nick_claim (store, "dAVE", key_b) == 0);
+    assert (zchat_store_nick_claim (store, "ERIN", key_a) == -1);
+    assert (zchat_store_nick_claim (store, "FrEd", key_b) == -1);
+    //  key_a: fred; key_b: Alice, [x], Dave, Erin; key_c: nothing it can use
+    assert (zchat_store_nick_count (store, key_a) == 1);
+    assert (zchat_store_nick_count (store, key_b) == 4);
+    assert (zchat_store_nick_count (store, key_c) == 0);
+    //  A release in any case removes every row of the nick
+    assert (zchat_store_nick_release (store, "DAVE") == 0);
+    assert (zchat_store_nick_owner (store, "dave", key) == 0);
+    assert (zchat_store_nick_claim (store, "dave", key_c) == 0);
+    assert (zchat_store_nick_count (store, key_c) == 1);
+    assert (zchat_store_nick_count (store, key_b) == 3);
+    zchat_store_destroy (&store);
+    zstr_free (&dir);
+    if (verbose)
+        printf (" * nicks bound in any case, old conflicting rows resolved\n");
+}
+
 //  A store written by the broker of schema version 2 opens, is upgraded in
 //  place, and goes on: seqs after the newest it had, its history, its
 //  message ids (a resend is still recognised), topics, nick bindings,
@@ -814,6 +894,7 @@ s_test_upgrade (const char *base, bool verbose)
     assert (s_user_version (store) == STORE_SCHEMA_VERSION);
     assert (s_has_object (store, "chunks_min_ts") == 0);
     assert (s_has_object (store, "nick_keys_key") == 1);
+    assert (s_has_object (store, "nick_keys_nocase") == 1);
     assert (zchat_store_last_seq (store, "up-a") == 25);
     assert (zchat_store_last_seq (store, "up-b") == 5);
     assert (zchat_store_last_seq (store, "gone") == 7);
@@ -1956,6 +2037,7 @@ zchat_store_test (bool verbose)
     s_test_pages (base, verbose);
     s_test_age_walk (base, verbose);
     s_test_upgrade (base, verbose);
+    s_test_nick_case (base, verbose);
     s_test_kill9 (base, verbose);
     s_test_published (base, verbose);
     s_test_newest (base, verbose);

@@ -93,6 +93,14 @@ zchat_hash_bytes (const void *data, size_t size)
 }
 
 
+//  ASCII upper case to lower case; every other byte as it is.
+static uint8_t
+s_fold (uint8_t byte)
+{
+    return byte >= 'A' && byte <= 'Z'? (uint8_t) (byte + ('a' - 'A')): byte;
+}
+
+
 //  ---------------------------------------------------------------------
 //  Keyed hash of a NUL-terminated string, for zhashx_set_key_hasher.
 
@@ -101,6 +109,46 @@ zchat_hash_string (const void *key)
 {
     const char *string = (const char *) key;
     return (size_t) zchat_hash_bytes (string, strlen (string));
+}
+
+
+//  ---------------------------------------------------------------------
+//  Keyed hash of a nick as zchat_nick_compare sees it: ASCII case folded.
+
+size_t
+zchat_hash_nick (const void *key)
+{
+    //  Folded into a buffer and hashed as bytes, so that the hash of every
+    //  other key (a routing id on each request) stays as it was. A nick
+    //  is at most ZCHAT_MAX_NICK (32) bytes; a longer key, which is no
+    //  nick and so in no table, hashes by its folded head and its length:
+    //  keys that compare equal still hash equal.
+    const char *nick = (const char *) key;
+    uint8_t folded [64];
+    size_t size = strlen (nick);
+    size_t head = size < sizeof (folded)? size: sizeof (folded);
+    for (size_t i = 0; i < head; i++)
+        folded [i] = s_fold ((uint8_t) nick [i]);
+    uint64_t hash = zchat_hash_bytes (folded, head);
+    if (size > head)
+        hash ^= zchat_hash_bytes (&size, sizeof (size));
+    return (size_t) hash;
+}
+
+
+//  ---------------------------------------------------------------------
+//  Compare two nicks with ASCII case folded, in strcmp's sense.
+
+int
+zchat_nick_compare (const void *key1, const void *key2)
+{
+    const uint8_t *a = (const uint8_t *) key1;
+    const uint8_t *b = (const uint8_t *) key2;
+    while (*a && s_fold (*a) == s_fold (*b)) {
+        a++;
+        b++;
+    }
+    return (int) s_fold (*a) - (int) s_fold (*b);
 }
 
 
@@ -199,6 +247,38 @@ zchat_util_test (bool verbose)
     }
     assert (zchat_hash_string ("lobby") == (size_t) zchat_hash_bytes ("lobby", 5));
     assert (zchat_hash_string ("lobby") != zchat_hash_string ("lobbz"));
+    assert (zchat_hash_string ("Lobby") != zchat_hash_string ("lobby"));
+
+    //  Nicks: ASCII case folded in both the hash and the comparison, at
+    //  every length up to four words and more; nothing else folded; a
+    //  key longer than the buffer the hash folds into
+    const char *upper = "ABCDEFGHIJKLMNOPQRSTUVWXYZ[]{}|^`_-";
+    const char *lower = "abcdefghijklmnopqrstuvwxyz[]{}|^`_-";
+    for (size_t size = 0; size <= strlen (upper); size++) {
+        char up [64], low [64];
+        memcpy (up, upper, size);
+        memcpy (low, lower, size);
+        up [size] = low [size] = 0;
+        assert (zchat_nick_compare (up, low) == 0);
+        assert (zchat_hash_nick (up) == zchat_hash_nick (low));
+        assert (zchat_hash_nick (low) == zchat_hash_string (low));
+    }
+    assert (zchat_nick_compare ("alice", "Alice") == 0);
+    assert (zchat_nick_compare ("alice", "alicE") == 0);
+    assert (zchat_nick_compare ("alice", "alic") > 0);
+    assert (zchat_nick_compare ("alic", "ALICE") < 0);
+    assert (zchat_nick_compare ("bob", "ALICE") > 0);
+    assert (zchat_nick_compare ("[", "{") != 0);     //  not IRC's rfc1459 folding
+    assert (zchat_nick_compare ("a@", "A`") != 0);   //  only A-Z fold
+    assert (zchat_hash_nick ("alice") != zchat_hash_nick ("alicf"));
+    char long_up [101], long_low [101];
+    memset (long_up, 'Q', 100);
+    memset (long_low, 'q', 100);
+    long_up [100] = long_low [100] = 0;
+    assert (zchat_hash_nick (long_up) == zchat_hash_nick (long_low));
+    long_low [99] = 0;
+    assert (zchat_hash_nick (long_up) != zchat_hash_nick (long_low));
+    assert (zchat_hash_nick ("[x]") != zchat_hash_nick ("{x}"));
 
     assert (zchat_secret_equal ("", ""));
     assert (zchat_secret_equal ("abc", "abc"));

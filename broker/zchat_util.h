@@ -1,6 +1,6 @@
 //  zchat_util — small broker helpers: secure random bytes, a keyed hash
-//  for the broker's tables, and the token bucket behind every per-session
-//  limit.
+//  for the broker's tables (and its case-blind form for nicks), and the
+//  token bucket behind every per-session limit.
 //
 //  Every key the broker hashes (routing ids, nicks, room names, addresses)
 //  is chosen by its peers: a client may set its own routing id. An
@@ -26,6 +26,16 @@ uint64_t
 //  Keyed hash of a NUL-terminated string; has the zhashx_hash_fn shape.
 size_t
     zchat_hash_string (const void *key);
+
+//  Nicks are one nick in any ASCII case (PROTOCOL.md 3): a keyed hash of
+//  a NUL-terminated nick with A-Z folded to a-z (zhashx_hash_fn's shape),
+//  and a comparison in strcmp's sense that folds the same way
+//  (zhashx_comparator_fn's shape). Only A-Z fold: not IRC's rfc1459
+//  mapping, which also takes [ ] for { }; nothing outside ASCII.
+size_t
+    zchat_hash_nick (const void *key);
+int
+    zchat_nick_compare (const void *key1, const void *key2);
 
 //  Compare two strings in time that does not depend on where they differ
 //  (for secrets such as session tokens). True if equal.

@@ -1,25 +1,35 @@
 //  zchat_cli_interactive — chatting by hand in a terminal, and the same
 //  commands read line by line from a pipe.
 //
-//  In a terminal, libedit edits the line being typed in callback mode:
+//  In a terminal, libedit edits the line being typed in unbuffered mode:
 //  the poll loop hands it one keystroke at a time, so messages keep
 //  arriving while someone types. Each incoming line is printed above the
 //  edit line (erase it, print, let libedit redraw it with its cursor), so
 //  what is being typed is never mangled.
 //
-//  libedit's readline layer (libedit 3.1-20221030, Debian 12) has two
-//  quirks handled here: after a line is accepted it leaves the editor in
-//  buffered mode, where the next keystroke would block until a whole line
-//  is typed, so the line handler installs itself again after each line;
-//  and its rl_replace_line ("") does nothing, so we never rely on it.
+//  We use libedit's own interface (el_init, el_gets, el_line), not its
+//  readline layer. In libedit 3.1-20221030 (Debian 12) that layer's
+//  rl_line_buffer points into a buffer that el_line () moves as the line
+//  grows past each 1 KiB, and is only pointed again when the edit buffer
+//  itself grows: in between, every keystroke writes a NUL through the old
+//  pointer, past the freed block once the line is over 3 KiB. That was a
+//  heap corruption ("malloc(): invalid next size") while typing long
+//  lines. el_line () returns a fresh pointer each time, used at once.
+//
+//  In unbuffered mode a finished line stays in the editor: leaving that
+//  mode and entering it again after each line starts an empty one and
+//  draws the prompt.
 
 #include "zchat_cli.h"
 #include "zchat_cli_poll.h"
 #include "zchat_cli_requests.h"
-#include <editline/readline.h>
+#include <histedit.h>
 #include <locale.h>
 #include <termios.h>
 #include <wchar.h>
+
+#define S_HISTORY_LINES     500         //  lines typed that Up brings back
+#define S_CONTROL_D         4           //  what libedit leaves for Ctrl-D
 
 typedef struct {
     const zchat_cli_opts_t *opts;
@@ -27,6 +37,8 @@ typedef struct {
     zchat_cli_rooms_t rooms;
     zchat_cli_requests_t *requests;
     bool     terminal;                  //  libedit is editing stdin
+    EditLine *editor;                   //  libedit, in a terminal
+    History  *history;                  //  lines typed, in a terminal
     bool     editing;                   //  an edit line is on screen
     bool     quit;                      //  /quit, end of input
     size_t   sends_failed;
@@ -37,9 +49,6 @@ typedef struct {
     char     renamed_from [ZCHAT_MAX_NICK + 1];     //  the last rename shown
     char     renamed_to [ZCHAT_MAX_NICK + 1];
 } s_chat_t;
-
-//  libedit's line callback takes no argument: the chat it belongs to.
-static s_chat_t *s_active = NULL;
 
 static const char *s_commands =
     "-- commands:\n"
@@ -85,10 +94,11 @@ s_width (const char *text, size_t size)
 }
 
 static int
-s_columns (void)
+s_columns (s_chat_t *self)
 {
     int columns = 0;
-    rl_get_screen_size (NULL, &columns);
+    if (el_get (self->editor, EL_GETTC, "co", &columns) != 0)
+        columns = 0;
     return columns > 0? columns: 80;
 }
 
@@ -96,12 +106,18 @@ s_columns (void)
 //  Clear the edit line from the screen, all its rows: up from the
 //  cursor's row to the first, then clear to the end of the screen.
 static void
-s_erase_edit_line (const char *prompt)
+s_erase_edit_line (s_chat_t *self, const char *prompt)
 {
     size_t before = s_width (prompt, strlen (prompt));
-    if (rl_line_buffer && rl_point > 0)
-        before += s_width (rl_line_buffer, (size_t) rl_point);
-    size_t row = before / (size_t) s_columns ();
+    //  el_line () may move its buffer: use what it returns at once. Its
+    //  text ends at a NUL typed with Ctrl-V, its cursor may lie beyond.
+    const LineInfo *line = el_line (self->editor);
+    if (line && line->cursor > line->buffer) {
+        size_t size = strlen (line->buffer);
+        size_t point = (size_t) (line->cursor - line->buffer);
+        before += s_width (line->buffer, point < size? point: size);
+    }
+    size_t row = before / (size_t) s_columns (self);
     if (row > 0)
         printf ("\033[%zuA", row);
     printf ("\r\033[J");
@@ -114,10 +130,10 @@ static void
 s_show (s_chat_t *self, const char *text)
 {
     if (self->editing) {
-        s_erase_edit_line (self->prompt);
+        s_erase_edit_line (self, self->prompt);
         printf ("%s\n", text);
         fflush (stdout);
-        rl_forced_update_display ();
+        el_set (self->editor, EL_REFRESH);
     }
     else {
         printf ("%s\n", text);
@@ -148,10 +164,9 @@ s_update_prompt (s_chat_t *self)
     else
         snprintf (self->prompt, sizeof self->prompt, "> ");
     if (self->editing && strneq (old_prompt, self->prompt)) {
-        s_erase_edit_line (old_prompt);
+        s_erase_edit_line (self, old_prompt);
         fflush (stdout);
-        rl_set_prompt (self->prompt);
-        rl_forced_update_display ();
+        el_set (self->editor, EL_REFRESH);      //  s_prompt gives the new one
     }
 }
 
@@ -406,17 +421,12 @@ s_line_too_long (s_chat_t *self)
 }
 
 
-//  libedit calls this with each line typed (NULL at Ctrl-D on an empty
-//  line). The line is erased from the screen: what was said comes back
-//  from the broker, stamped, like everyone else's.
+//  A line typed (NULL at Ctrl-D on an empty line), which we own. The line
+//  is erased from the screen: what was said comes back from the broker,
+//  stamped, like everyone else's.
 static void
-s_on_line (char *line)
+s_on_line (s_chat_t *self, char *line)
 {
-    s_chat_t *self = s_active;
-    assert (self);
-    //  Until the handler is installed again, libedit still holds the
-    //  finished line: nothing may redraw it meanwhile.
-    self->editing = false;
     if (!line) {
         self->quit = true;
         printf ("\r\033[K");          //  no "^D" left behind
@@ -425,17 +435,114 @@ s_on_line (char *line)
     }
     size_t size = strlen (line);
     size_t rows = (s_width (self->prompt, strlen (self->prompt)) + s_width (line, size))
-                / (size_t) s_columns () + 1;
+                / (size_t) s_columns (self) + 1;
     printf ("\033[%zuA\r\033[J", rows);
     fflush (stdout);
-    if (size)
-        add_history (line);
+    if (size) {
+        HistEvent event;
+        history (self->history, &event, H_ENTER, line);
+    }
     s_input (self, line, size);
     free (line);
-    //  Back to one keystroke at a time (see the banner).
+}
+
+
+//  Hand libedit the next keystroke; act on the line once one is finished.
+static void
+s_keystroke (s_chat_t *self)
+{
+    int count = 0;
+    el_gets (self->editor, &count);
+    //  The edit buffer, wide characters: it says whether the line ended
+    const LineInfoW *wide = el_wline (self->editor);
+    if (wide->lastchar == wide->buffer)
+        return;
+    wchar_t last = wide->lastchar [-1];
+    bool eof = wide->lastchar - wide->buffer == 1 && last == S_CONTROL_D;
+    if (!eof && last != L'\n' && last != L'\r')
+        return;
+    char *line = NULL;
+    if (!eof) {
+        //  Up to a NUL typed with Ctrl-V, if any: the rest is not encoded
+        const LineInfo *narrow = el_line (self->editor);
+        line = strdup (narrow->buffer);
+        assert (line);
+        size_t size = strlen (line);
+        if (size && (line [size - 1] == '\n' || line [size - 1] == '\r'))
+            line [size - 1] = 0;
+    }
+    //  libedit still holds the finished line: nothing may redraw it until
+    //  unbuffered mode starts an empty one (see the banner).
+    self->editing = false;
+    el_set (self->editor, EL_UNBUFFERED, 0);
+    s_on_line (self, line);
     if (!self->quit) {
-        rl_callback_handler_install (self->prompt, s_on_line);
+        el_set (self->editor, EL_UNBUFFERED, 1);
         self->editing = true;
+    }
+}
+
+
+//  libedit asks for the prompt whenever it draws the line.
+static char *
+s_prompt (EditLine *editor)
+{
+    s_chat_t *self = NULL;
+    el_get (editor, EL_CLIENTDATA, (void **) &self);
+    assert (self);
+    return self->prompt;
+}
+
+//  Set up libedit on the terminal, as its readline layer did; editing
+//  starts later. Returns 0, or -1 if libedit could not start.
+static int
+s_editor_new (s_chat_t *self)
+{
+    self->editor = el_init ("zchat", stdin, stdout, stderr);
+    self->history = history_init ();
+    if (!self->editor || !self->history)
+        return -1;
+    EditLine *editor = self->editor;
+    HistEvent event;
+    history (self->history, &event, H_SETSIZE, S_HISTORY_LINES);
+    el_set (editor, EL_HIST, history, self->history);
+    el_set (editor, EL_CLIENTDATA, self);
+    el_set (editor, EL_PROMPT, s_prompt);
+    //  czmq's handler turns SIGINT into zsys_interrupted; libedit must not
+    //  install its own around each keystroke.
+    el_set (editor, EL_SIGNAL, 0);
+    el_set (editor, EL_EDITOR, "emacs");
+    el_set (editor, EL_BIND, "^R", "em-inc-search-prev", NULL);
+    //  Home, End, Delete, Insert and Ctrl-arrows in common terminals
+    static const char *bindings [][2] = {
+        { "\\e[1~", "ed-move-to-beg" },     { "\\e[4~", "ed-move-to-end" },
+        { "\\e[7~", "ed-move-to-beg" },     { "\\e[8~", "ed-move-to-end" },
+        { "\\e[H", "ed-move-to-beg" },      { "\\e[F", "ed-move-to-end" },
+        { "\\e[3~", "ed-delete-next-char" },
+        { "\\e[2~", "em-toggle-overwrite" },
+        { "\\e[1;5C", "em-next-word" },     { "\\e[1;5D", "ed-prev-word" },
+        { "\\e[5C", "em-next-word" },       { "\\e[5D", "ed-prev-word" },
+        { "\\e\\e[C", "em-next-word" },     { "\\e\\e[D", "ed-prev-word" },
+    };
+    for (size_t index = 0; index < sizeof bindings / sizeof bindings [0]; index++)
+        el_set (editor, EL_BIND, bindings [index][0], bindings [index][1], NULL);
+    el_source (editor, NULL);           //  ~/.editrc, as any libedit program
+    return 0;
+}
+
+//  Give the terminal back. Safe when libedit never started.
+static void
+s_editor_destroy (s_chat_t *self)
+{
+    self->editing = false;
+    if (self->editor) {
+        el_set (self->editor, EL_UNBUFFERED, 0);
+        el_end (self->editor);
+        self->editor = NULL;
+    }
+    if (self->history) {
+        history_end (self->history);
+        self->history = NULL;
     }
 }
 
@@ -531,10 +638,13 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
         //  numbers stay in the C locale.
         setlocale (LC_CTYPE, "");
         saved_ok = tcgetattr (STDIN_FILENO, &saved) == 0;
-        //  czmq's handler turns SIGINT into zsys_interrupted; libedit
-        //  must not install its own around each keystroke.
-        rl_catch_signals = 0;
-        s_active = &self;
+        if (s_editor_new (&self)) {
+            s_editor_destroy (&self);
+            zchat_cli_fail ("cannot set up line editing on this terminal");
+            zchat_cli_requests_destroy (&self.requests);
+            zchat_client_destroy (&self.client);
+            return ZCHAT_EXIT_FAILED;
+        }
         char welcome [256];
         snprintf (welcome, sizeof welcome, "-- connected to %s as %s; /help lists commands",
                   opts->server, zchat_client_nick (self.client));
@@ -544,8 +654,9 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
     for (size_t index = opts->room_count; index > 0; index--)
         s_join (&self, opts->rooms [index - 1]);
     if (terminal) {
-        //  Installing the handler draws the prompt, now naming the room.
-        rl_callback_handler_install (self.prompt, s_on_line);
+        //  Raw terminal, one keystroke at a time; draws the prompt, now
+        //  naming the room.
+        el_set (self.editor, EL_UNBUFFERED, 1);
         self.editing = true;
     }
 
@@ -580,7 +691,7 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
         }
         else
         if (woke == ZCHAT_CLI_POLL_INPUT)
-            rl_callback_read_char ();
+            s_keystroke (&self);
         else
         if (woke == ZCHAT_CLI_POLL_HANGUP)
             self.quit = true;           //  the terminal hung up
@@ -601,11 +712,9 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
     //  What was sent but never answered is lost: say so.
     size_t unanswered = zchat_cli_requests_count (self.requests, ZCHAT_CLI_REQ_SEND);
     if (terminal) {
-        self.editing = false;
-        rl_callback_handler_remove ();
+        s_editor_destroy (&self);
         if (saved_ok)
             tcsetattr (STDIN_FILENO, TCSANOW, &saved);
-        s_active = NULL;
         if (exit_code == ZCHAT_EXIT_INTERRUPTED)
             printf ("\n");
         fflush (stdout);

@@ -530,6 +530,38 @@ s_editor_new (s_chat_t *self)
     return 0;
 }
 
+//  The terminal changed under us, told by a signal: a new size (SIGWINCH),
+//  or we were stopped (Ctrl-Z) and go on (SIGCONT), with the terminal as
+//  the shell left it, line by line and echoing. libedit's own handlers
+//  are off (see s_editor_new), so we tell it: the size, and the editing
+//  mode again (it thinks it is still in it, so out of it first).
+static volatile sig_atomic_t s_resized = 0;
+static volatile sig_atomic_t s_continued = 0;
+
+static void
+s_on_terminal_signal (int signum)
+{
+    if (signum == SIGWINCH)
+        s_resized = 1;
+    else
+        s_continued = 1;
+}
+
+static void
+s_terminal_changed (s_chat_t *self)
+{
+    bool continued = s_continued;
+    s_resized = s_continued = 0;
+    el_resize (self->editor);
+    if (!self->editing)
+        return;
+    if (continued) {
+        el_set (self->editor, EL_PREP_TERM, 0);
+        el_set (self->editor, EL_PREP_TERM, 1);
+    }
+    el_set (self->editor, EL_REFRESH);
+}
+
 //  Give the terminal back. Safe when libedit never started.
 static void
 s_editor_destroy (s_chat_t *self)
@@ -645,6 +677,10 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
             zchat_client_destroy (&self.client);
             return ZCHAT_EXIT_FAILED;
         }
+        struct sigaction action = { .sa_handler = s_on_terminal_signal };
+        sigemptyset (&action.sa_mask);
+        sigaction (SIGWINCH, &action, NULL);
+        sigaction (SIGCONT, &action, NULL);
         char welcome [256];
         snprintf (welcome, sizeof welcome, "-- connected to %s as %s; /help lists commands",
                   opts->server, zchat_client_nick (self.client));
@@ -685,6 +721,8 @@ zchat_cli_interactive_run (const zchat_cli_opts_t *opts, bool terminal)
         bool reading = !self.quit && !stdin_eof;
         int64_t deadline = zchat_cli_requests_deadline (self.requests);
         zchat_cli_poll_stdin_t woke = zchat_cli_poll_wait (poller, reading, deadline);
+        if (terminal && (s_resized || s_continued))
+            s_terminal_changed (&self);
         if (woke != ZCHAT_CLI_POLL_QUIET && !terminal) {
             if (zchat_cli_lines_fill (lines))
                 stdin_eof = true;

@@ -12,6 +12,7 @@ struct _zchat_cli_poll_t {
     zpoller_t *with_stdin;              //  NULL when fd is -1
     zpoller_t *without_stdin;
     zpoller_t *last;                    //  the one the last wait used
+    bool     signalled;                 //  it was cut short by a signal
 };
 
 
@@ -88,6 +89,13 @@ zchat_cli_poll_wait (zchat_cli_poll_t *self, bool reading, int64_t deadline)
     assert (!reading || self->with_stdin);
     self->last = reading? self->with_stdin: self->without_stdin;
     void *which = zpoller_wait (self->last, s_wait_ms (self->client, deadline));
+    //  zpoller calls a poll that a signal cut short "terminated": only
+    //  SIGINT and SIGTERM (zsys_interrupted) end us, not the terminal's
+    //  SIGWINCH or SIGCONT, which the interactive client handles
+    self->signalled = !which && zpoller_terminated (self->last) && errno == EINTR
+                   && !zsys_interrupted;
+    if (self->signalled)
+        return ZCHAT_CLI_POLL_QUIET;
     if (!reading)
         return ZCHAT_CLI_POLL_QUIET;
     if (which == &self->fd)
@@ -109,5 +117,5 @@ bool
 zchat_cli_poll_interrupted (zchat_cli_poll_t *self)
 {
     assert (self);
-    return zsys_interrupted || zpoller_terminated (self->last);
+    return zsys_interrupted || (zpoller_terminated (self->last) && !self->signalled);
 }

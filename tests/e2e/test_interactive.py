@@ -9,7 +9,7 @@ import subprocess
 import time
 
 from harness import (Broker, SANITIZE, Skip, TMP, _log_path, add_cleanup, check, fail, listener,
-                     read_file, send, track_pid, zchat_argv, T)
+                     read_file, send, track_pid, wait_until, zchat_argv, T)
 
 COST = 10
 
@@ -283,3 +283,47 @@ def test_interactive_long_line():
     check([m["text"] for m in bob.messages()]
           == ["incoming %d" % n for n in range(len(pieces) - 1)] + [typed],
           "room traffic not as typed: %r" % [m["text"][:40] for m in bob.messages()])
+
+
+def test_interactive_stop_resize_continue():
+    """Test whether the interactive client survives what a terminal does to
+    it: a window resize (SIGWINCH) used to cut its poll short and end it
+    as interrupted (exit 130), and after Ctrl-Z and fg (SIGSTOP, the shell
+    setting the terminal back to line mode, SIGCONT) it went on in line
+    mode, echoing, its editing gone. Now it keeps editing, a keystroke at a
+    time, and says what was typed."""
+    import fcntl
+    import signal
+    import struct
+    import termios
+    b = Broker()
+    bob = listener(b, "bobwatcher", ["lobby"])
+    term = Pty(zchat_argv(b, "stopper", ["lobby"], ["--history", "0"]))
+    bob.wait_for(lambda e: e.get("type") == "join" and e.get("nick") == "stopper",
+                 timeout=T(10), desc="the interactive client's join")
+    term.settle(0.3, T(10), "after the join")
+
+    def line_mode():
+        return bool(termios.tcgetattr(term.fd)[3] & termios.ICANON)
+
+    check(not line_mode(), "the client does not edit a keystroke at a time")
+    term.type("before ")
+    fcntl.ioctl(term.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 20, 60, 0, 0))
+    term.settle(0.3, T(10), "after a resize")
+    term.type("resize\r")
+    bob.wait_text("before resize", timeout=T(10))
+
+    term.type("after ")
+    term.settle(0.2, T(10), "while typing")
+    os.kill(term.pid, signal.SIGSTOP)
+    attrs = termios.tcgetattr(term.fd)              # the shell takes the terminal
+    attrs[3] |= termios.ICANON | termios.ECHO
+    termios.tcsetattr(term.fd, termios.TCSANOW, attrs)
+    os.kill(term.pid, signal.SIGCONT)
+    wait_until(lambda: not line_mode(), T(10), desc="editing a keystroke at a time again")
+    term.type("fg\r")
+    bob.wait_text("after fg", timeout=T(10))
+
+    term.type("/quit\r")
+    code = term.wait_exit(T(10))
+    check(code == 0, "the client exited with %s" % code)

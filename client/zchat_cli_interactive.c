@@ -260,7 +260,7 @@ s_room_arg (s_chat_t *self, const char *word)
     if (!word) {
         const char *room = zchat_cli_rooms_current (&self->rooms);
         if (!room)
-            s_error (self, "you are in no room: name one");
+            s_error (self, "you are in no room: /join ROOM first");
         return room;
     }
     const char *room = zchat_cli_room_arg (word);

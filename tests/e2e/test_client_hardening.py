@@ -245,6 +245,18 @@ def test_pipe_join_of_two_words_is_refused():
     check(r.rc == 0, "the line after should have been said in #ops: %r" % r)
 
 
+def test_pipe_room_commands_in_no_room_say_how_to_get_one():
+    #  /topic and /history take no room name: "name one" told the user to
+    #  do what they cannot.
+    b = Broker()
+    r = zchat(b, "alice", "--timeout", str(T(10)), rooms=["ops"],
+              input="/leave\n/topic\n/history 5\n", timeout=T(30))
+    said = r.out + r.err
+    check(said.count("you are in no room: /join ROOM first") == 2,
+          "/topic and /history in no room should say to join one: %r" % said)
+    check("name one" not in said, "a hint the commands cannot follow: %r" % said)
+
+
 def test_send_stdin_line_over_max_text_does_not_stop_the_rest():
     #  One log line over the broker's max_text must not end a log bot:
     #  it is skipped like a line over 1 MiB, the rest still go.

@@ -398,7 +398,12 @@ zchat_cli_listen_run (const zchat_cli_opts_t *opts)
                         exit_code = zchat_cli_fail_event (event, what);
                     }
             }
-            if (!exit_code && !later)
+            //  In text, our own coming and going is said once, by JOINED
+            //  and LEFT ("you joined"), not again as presence
+            bool own = !opts->json
+                    && (event->type == ZCHAT_EV_JOIN || event->type == ZCHAT_EV_LEAVE)
+                    && streq (event->nick, zchat_client_nick (client));
+            if (!exit_code && !later && !own)
                 s_print (opts, event, -1, show_room);
             if (event->type == ZCHAT_EV_MESSAGE || event->type == ZCHAT_EV_DM)
                 printed++;

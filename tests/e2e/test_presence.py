@@ -6,7 +6,7 @@ live client is kept."""
 import signal
 import time
 
-from harness import Broker, check, json_client, listener, T
+from harness import Broker, Proc, check, json_client, listener, send, wait_until, zchat_argv, T
 
 COST = 12
 
@@ -65,3 +65,17 @@ def test_orderly_quit_is_immediate():
     check(rc == 130, "a listener interrupted by SIGINT should exit 130, got %s" % rc)
     watcher.wait_for(lambda e: e.get("type") == "quit" and e.get("nick") == "other",
                      timeout=T(3), desc="quit of the interrupted listener")
+
+
+def test_listen_text_says_own_join_once():
+    #  In text, --listen says "you joined #lobby" and not, again, its own
+    #  presence event as if someone else had come.
+    b = Broker()
+    ear = Proc(zchat_argv(b, "rl", ["lobby"], ["--listen", "--count", "1", "--timeout", "10"]),
+               "listen-text", stdin=False)
+    wait_until(lambda: "you joined" in "\n".join(ear.lines), T(10), desc="rl's join")
+    send(b, "bob", "lobby", "hey")
+    check(ear.wait(T(10)) == 0, "the listener should exit 0 after one message")
+    out = "\n".join(ear.lines)
+    check("<bob> hey" in out, "the message was not printed: %r" % out)
+    check("rl joined" not in out, "the listener's own join printed as presence: %r" % out)

@@ -331,6 +331,8 @@ zchat_cli_listen_run (const zchat_cli_opts_t *opts)
     //  A join refused with 429 (the broker's rate limit counts joins too,
     //  so more rooms than its burst meet it) is asked again at join_at
     int64_t join_at [ZCHAT_CLI_MAX_ROOMS] = { 0 };
+    //  A room whose join was confirmed (JOINED: our subscription is live)
+    bool live [ZCHAT_CLI_MAX_ROOMS] = { false };
     for (size_t index = 0; index < opts->room_count; index++) {
         joins [index] = zchat_client_join (client, opts->rooms [index]);
         if (!joins [index]) {
@@ -368,8 +370,19 @@ zchat_cli_listen_run (const zchat_cli_opts_t *opts)
             break;
         if (deadline && zchat_cli_now () >= deadline) {
             if (opts->count >= 0) {
-                zchat_cli_fail ("only %ld of %ld message%s within %.1f s", printed,
-                                opts->count, opts->count == 1? "": "s", opts->timeout);
+                //  No message may just be a quiet room, but a room never
+                //  confirmed is a subscription that never went live: say
+                //  so, it is what to look at (the PUB endpoint, --sub)
+                size_t dead = 0;
+                while (dead < opts->room_count && live [dead])
+                    dead++;
+                char why [160] = "";
+                if (dead < opts->room_count)
+                    snprintf (why, sizeof why, " (the subscription to #%s never went live:"
+                              " is the broker's PUB endpoint reachable? see --sub)",
+                              opts->rooms [dead]);
+                zchat_cli_fail ("only %ld of %ld message%s within %.1f s%s", printed,
+                                opts->count, opts->count == 1? "": "s", opts->timeout, why);
                 exit_code = ZCHAT_EXIT_INCOMPLETE;
             }
             break;
@@ -378,6 +391,10 @@ zchat_cli_listen_run (const zchat_cli_opts_t *opts)
         zchat_event_t *event;
         while (!exit_code && (event = zchat_client_next (client, 0))) {
             exit_code = s_session_error (event);
+            if (event->type == ZCHAT_EV_JOINED)
+                for (size_t index = 0; index < opts->room_count; index++)
+                    if (streq (event->room, zchat_cli_room_arg (opts->rooms [index])))
+                        live [index] = true;
             bool later = false;         //  a join to ask again: not shown
             //  A join refused ends the listen; one not confirmed in time
             //  (ZCHAT_CLIENT_TIMEOUT) is still a join, recovered by PONGs.

@@ -202,6 +202,15 @@ def test_listen_timeout_exit_7():
     one_stderr_line(r)
     types = [e.get("type") for e in r.events()]
     check("joined" in types and "message" not in types, "listen output: %r" % r.out)
+    check("never went live" not in r.err, "a live, quiet room blamed on the SUB: %r" % r.err)
+    #  A subscription that never goes live (a PUB endpoint nobody answers
+    #  on) is the likely cause, and the one line says so
+    r = zchat(b, "deaf", "--listen", "--sub", _dead_endpoint(), "--count", "1", "--timeout",
+              "1.5", rooms=["quiet"], timeout=T(20))
+    check(r.rc == 7, "--listen with a dead --sub should exit 7: %r" % r)
+    line = one_stderr_line(r)
+    check("#quiet never went live" in line and "--sub" in line,
+          "the one line should blame the subscription: %r" % line)
 
 
 def test_hangup_says_goodbye():

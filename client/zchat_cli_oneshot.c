@@ -393,7 +393,7 @@ zchat_cli_listen_run (const zchat_cli_opts_t *opts)
             exit_code = s_session_error (event);
             if (event->type == ZCHAT_EV_JOINED)
                 for (size_t index = 0; index < opts->room_count; index++)
-                    if (streq (event->room, zchat_cli_room_arg (opts->rooms [index])))
+                    if (streq (event->room, opts->rooms [index]))
                         live [index] = true;
             bool later = false;         //  a join to ask again: not shown
             //  A join refused ends the listen; one not confirmed in time

@@ -3450,10 +3450,11 @@ zchat_store_topic_set (zchat_store_t *self, const char *room,
 
 //  --------------------------------------------------------------------------
 //  The Z85 key that owns nick in any case (its earliest claim): 1 with key
-//  filled (capacity 41); 0 if no key owns it (key empty); -1 on a storage error or a stored key over its
-//  limit (logged; key empty then too). An error is never "unowned": the
-//  broker would go on to treat the nick as free to claim, and an operator
-//  releasing it would be told it is bound to no key.
+//  filled (capacity 41); 0 if no key owns it (key empty); -1 on a storage
+//  error or a stored key over its limit (logged; key empty then too). An
+//  error is never "unowned": the broker would go on to treat the nick as
+//  free to claim, and an operator releasing it would be told it is bound
+//  to no key.
 
 int
 zchat_store_nick_owner (zchat_store_t *self, const char *nick, char *key)

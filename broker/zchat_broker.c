@@ -65,11 +65,16 @@
 //  and the big ones (history pages, member and room lists) are held back
 //  by the server's query budget. Direct messages delivered are not: a
 //  peer that reads slowly can have up to this many parked, each up to
-//  --max-text (README, "What the limits do not cover"). Past this a reply
-//  to that peer is dropped (EAGAIN) and it must retry.
+//  --max-text (README, "What the limits do not cover"), so with long texts
+//  the count comes down to what ROUTER_SND_BYTES holds of them, but never
+//  under ROUTER_SNDHWM_MIN (the old limit, which only a flooder with more
+//  sends on the way than that ever filled). Past it a reply to that peer
+//  is dropped (EAGAIN) and it must retry.
 #define ROUTER_RCV_BYTES    (80 * 1024 * 1024)
 #define ROUTER_RCVHWM       (ROUTER_RCV_BYTES / ROUTER_MAXMSGSIZE)
 #define ROUTER_SNDHWM       (2 * ZCHAT_MAX_ITEMS)
+#define ROUTER_SNDHWM_MIN   2048
+#define ROUTER_SND_BYTES    (64 * 1024 * 1024)
 //  Listen backlog of both sockets: thousands of clients reconnect at once
 //  after a broker restart, each with a DEALER and a SUB; with libzmq's
 //  default of 100 the overflow waits out SYN and ACK retransmits, which
@@ -249,6 +254,16 @@ s_set_option (zsock_t *sock, const char *socket_name, int option,
 
 #define SET_OPTION(sock, name, option, value) \
     s_set_option (sock, name, option, #option, value, error, error_size)
+
+//  ---------------------------------------------------------------------
+//  The ROUTER's send high-water mark for texts of up to max_text bytes.
+
+static int
+s_router_sndhwm (uint32_t max_text)
+{
+    int hwm = ROUTER_SND_BYTES / ((int) max_text + ZCHAT_BROKER_PUB_OVERHEAD);
+    return hwm > ROUTER_SNDHWM? ROUTER_SNDHWM: hwm < ROUTER_SNDHWM_MIN? ROUTER_SNDHWM_MIN: hwm;
+}
 
 //  ---------------------------------------------------------------------
 //  Options both sockets share; IPv6 only where the endpoint asks for it,
@@ -835,7 +850,7 @@ zchat_broker_new (const zchat_broker_config_t *config,
         goto failed;
     }
     if (SET_OPTION (self->router, "ROUTER", ZMQ_ROUTER_MANDATORY, 1)
-    ||  SET_OPTION (self->router, "ROUTER", ZMQ_SNDHWM, ROUTER_SNDHWM)
+    ||  SET_OPTION (self->router, "ROUTER", ZMQ_SNDHWM, s_router_sndhwm (config->max_text))
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_RCVHWM, ROUTER_RCVHWM)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_BACKLOG, LISTEN_BACKLOG)
     ||  SET_OPTION (self->router, "ROUTER", ZMQ_TCP_KEEPALIVE, 1)
@@ -1329,7 +1344,7 @@ zchat_broker_test (bool verbose)
     assert (zsock_sndhwm (broker->pub) == ZCHAT_BROKER_PUB_BYTES
             / (ZCHAT_SERVER_BATCH_BYTES + ZCHAT_BROKER_PUB_OVERHEAD));
     //  Room for the answers to a SAYS of the most items, twice
-    assert (zsock_sndhwm (broker->router) >= 2 * ZCHAT_MAX_ITEMS);
+    assert (zsock_sndhwm (broker->router) == 2 * ZCHAT_MAX_ITEMS);
 
     //  A SIGHUP as soon as the broker exists, before its loop ever ran,
     //  is caught (its default action would end this process) and handled
@@ -1498,7 +1513,19 @@ zchat_broker_test (bool verbose)
     assert (broker);
     assert (zsock_sndhwm (broker->pub)
             == ZCHAT_BROKER_PUB_BYTES / (ZCHAT_MAX_TEXT + ZCHAT_BROKER_PUB_OVERHEAD));
+    //  and a smaller ROUTER one, so that a peer that reads its direct
+    //  messages slowly holds about 128 MiB at most (not 540), never fewer
+    //  than ROUTER_SNDHWM_MIN replies
+    assert (zsock_sndhwm (broker->router) == ROUTER_SNDHWM_MIN);
+    assert ((int64_t) zsock_sndhwm (broker->router) * (ZCHAT_MAX_TEXT + ZCHAT_BROKER_PUB_OVERHEAD)
+            <= 2 * ROUTER_SND_BYTES + 2 * 1024 * 1024);
     zchat_broker_destroy (&broker);
+    config.max_text = 16384;
+    broker = zchat_broker_new (&config, error, sizeof (error));
+    assert (broker);
+    assert (zsock_sndhwm (broker->router) == ROUTER_SND_BYTES / (16384 + ZCHAT_BROKER_PUB_OVERHEAD));
+    zchat_broker_destroy (&broker);
+    config.max_text = ZCHAT_MAX_TEXT;
 
     s_test_connections (&config, verbose);
     s_test_remove_dir (data_dir);

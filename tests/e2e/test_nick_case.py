@@ -80,9 +80,12 @@ def test_nick_case_sessions():
           "a free nick greets with its own spelling: %r" % greeted[-1])
 
 
-def test_nick_case_curve():
+def _curve_keys():
+    """A broker certificate and CURVE keypairs for alice and bob: the
+    certificate's path, a function that opens a CURVE DEALER to a broker
+    as one of them, and the keypairs by name."""
     d = os.path.join(TMP, "keys")
-    os.makedirs(d)
+    os.makedirs(d, exist_ok=True)
     server = keygen(os.path.join(d, "server"), name="server")
     server_pub = read_cert(server)[0]
     keys = {who: zmq.curve_keypair() for who in ("alice", "bob")}
@@ -90,6 +93,11 @@ def test_nick_case_curve():
     def dealer(b, who):
         public, secret = keys[who]
         return RawDealer(b.router, curve=(public, secret, server_pub))
+    return server, dealer, keys
+
+
+def test_nick_case_curve():
+    server, dealer, keys = _curve_keys()
 
     b = Broker("--cert", server + "_secret", "--allow-any", "--max-nicks-per-key", "2")
     owner = dealer(b, "alice")
@@ -148,15 +156,7 @@ def test_nick_case_curve():
 
 
 def test_nick_case_old_store():
-    d = os.path.join(TMP, "keys")
-    os.makedirs(d)
-    server = keygen(os.path.join(d, "server"), name="server")
-    server_pub = read_cert(server)[0]
-    keys = {who: zmq.curve_keypair() for who in ("alice", "bob")}
-
-    def dealer(b, who):
-        public, secret = keys[who]
-        return RawDealer(b.router, curve=(public, secret, server_pub))
+    server, dealer, keys = _curve_keys()
 
     b = Broker("--cert", server + "_secret", "--allow-any")
     dealer(b, "alice").hello("alice")

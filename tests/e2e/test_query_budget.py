@@ -71,6 +71,17 @@ def _pages(session, room):
         check(pages <= SESSION_PAGES + SLACK_PAGES, "a session's own budget never ran out")
 
 
+def _spend(sessions, room):
+    """Each session in turn asks for pages until refused: the pages each
+    was served, and each one's refusal."""
+    counts, refusals = [], []
+    for s in sessions:
+        pages, refusal = _pages(s, room)
+        counts.append(pages)
+        refusals.append(refusal)
+    return counts, refusals
+
+
 def _check_shared(counts, refusals, what):
     total = sum(counts)
     print("%s: pages per session %r" % (what, counts))
@@ -97,11 +108,7 @@ def test_sessions_behind_relay_hops_share_the_address_budget():
         check(m["type"] == WELCOME, "relayed HELLO %d: %r" % (i, m))
         check(s.request(JOIN, room="h")["type"] == JOINED, "relayed JOIN %d" % i)
         sessions.append(s)
-    counts, refusals = [], []
-    for s in sessions:
-        pages, refusal = _pages(s, "h")
-        counts.append(pages)
-        refusals.append(refusal)
+    counts, refusals = _spend(sessions, "h")
     _check_shared(counts, refusals, "behind relay hops")
 
     #  Waiting as told is enough: the address is out of debt then
@@ -117,11 +124,7 @@ def test_sessions_on_several_connections_share_the_address_budget():
     b = Broker(*BUDGET)
     _fill(b, "h")
     sessions = [raw_session(b, "client%d" % i, ["h"]) for i in range(8)]
-    counts, refusals = [], []
-    for s in sessions:
-        pages, refusal = _pages(s, "h")
-        counts.append(pages)
-        refusals.append(refusal)
+    counts, refusals = _spend(sessions, "h")
     _check_shared(counts, refusals, "on several connections")
     b.check_alive()
 
